@@ -1,0 +1,1 @@
+"""yolotr.engine."""

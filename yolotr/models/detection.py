@@ -1,0 +1,149 @@
+"""DetectionModel: a YOLO detector built from a YOLOv5-format YAML.
+
+Differs from YOLOv5's ``DetectionModel`` in that it never ``eval``-s the YAML, caches decode grids
+per shape, and reports problems as :class:`~yolotr.errors.ConfigError` naming file, layer and row.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from pathlib import Path
+
+import torch
+import yaml
+from torch import nn
+
+from yolotr.errors import ConfigError
+from yolotr.nn.builder import BuiltLayers, build_layers
+from yolotr.nn.conv import Conv, fuse_conv_and_bn
+from yolotr.nn.head import Detect
+
+LOGGER = logging.getLogger("yolotr")
+CFG_DIR = Path(__file__).resolve().parent.parent / "cfg" / "models"
+
+
+def find_model_yaml(name: str | Path) -> Path:
+    """A path to a YAML file, or the file name of a shipped config (``"yolov5s.yaml"``, ``"yolov5s"``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    for candidate in (CFG_DIR / path.name, CFG_DIR / f"{path.name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    shipped = ", ".join(sorted(p.name for p in CFG_DIR.glob("*.yaml")))
+    raise ConfigError(f"{name}: no such model YAML (not a file, not a shipped config; shipped: {shipped})")
+
+
+def load_model_yaml(name: str | Path) -> dict:
+    """Read and parse a model YAML; ``ConfigError`` with the line number when it is malformed."""
+    path = find_model_yaml(name)
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}:{line}: malformed YAML: {problem}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read model YAML: {e}") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: a model YAML must be a mapping with nc, anchors, backbone and head")
+    cfg.setdefault("yaml_file", path.name)
+    return cfg
+
+
+def check_anchor_order(head: Detect) -> None:
+    """Flip the anchors when their mean area does not grow with the stride (as YOLOv5 does), and say so."""
+    area = head.anchors.prod(-1).mean(-1).view(-1)
+    da, ds = area[-1] - area[0], head.stride[-1] - head.stride[0]
+    if da and da.sign() != ds.sign():
+        LOGGER.warning("anchor order does not follow the stride order; reversing the anchors")
+        head.anchors[:] = head.anchors.flip(0)
+
+
+class DetectionModel(nn.Module):
+    """A YOLO detector: ``(B, 3, H, W)`` float in ``[0, 1]`` -> Detect head output.
+
+    Args:
+        cfg: a model YAML path, a shipped config name or an already-parsed dict.
+        ch: input channels.
+        nc: number of classes, overriding the YAML's ``nc``.
+        anchors: anchors overriding the YAML's.
+    """
+
+    def __init__(
+        self, cfg: str | Path | dict = "yolov5s.yaml", ch: int = 3, nc: int | None = None, anchors=None
+    ):
+        super().__init__()
+        if isinstance(cfg, dict):
+            self.yaml = copy.deepcopy(cfg)
+        else:
+            self.yaml = load_model_yaml(cfg)
+        source = str(self.yaml.get("yaml_file", "<dict>"))
+        if nc is not None and nc != self.yaml.get("nc"):
+            LOGGER.info("overriding model.yaml nc=%s with nc=%d", self.yaml.get("nc"), nc)
+            self.yaml["nc"] = nc
+        if anchors is not None:
+            self.yaml["anchors"] = anchors
+        built: BuiltLayers = build_layers(self.yaml, ch, source)
+        self.model, self.save, self.rows = built.layers, built.save, built.rows
+        self.names = [str(i) for i in range(self.yaml["nc"])]
+        self.stride = torch.tensor([32.0])
+        head = self.model[-1]
+        if isinstance(head, Detect):
+            self._init_head(head, ch, source)
+
+    @property
+    def nc(self) -> int:
+        return int(self.yaml["nc"])
+
+    def _init_head(self, head: Detect, ch: int, source: str) -> None:
+        """Measure strides with a 256x256 eval-mode forward (BatchNorm statistics untouched), order and
+        scale anchors, set the bias priors."""
+        s = 256
+        self.eval()
+        head.train()
+        with torch.no_grad():
+            try:
+                outputs = self._forward_layers(torch.zeros(1, ch, s, s))
+            except RuntimeError as e:
+                raise ConfigError(
+                    f"{source}: the layers do not fit together on a {s}x{s} input: {e}"
+                ) from None
+        self.train()
+        head.stride.copy_(torch.tensor([s / o.shape[-2] for o in outputs]))
+        check_anchor_order(head)
+        head.anchors /= head.stride.view(-1, 1, 1)
+        self.stride = head.stride.clone()
+        head.initialize_biases()
+        head.reset_grids()
+
+    def _forward_layers(self, x: torch.Tensor):
+        outputs: list[torch.Tensor | None] = []
+        for m in self.model:
+            if m.f != -1:
+                x = outputs[m.f] if isinstance(m.f, int) else [x if j == -1 else outputs[j] for j in m.f]
+            x = m(x)
+            outputs.append(x if m.i in self.save else None)
+        return x
+
+    def forward(self, x: torch.Tensor):
+        """Training: list of raw heads ``(B, na, H_i, W_i, no)``; eval: ``(decoded (B, N, no), raw)``."""
+        return self._forward_layers(x)
+
+    @torch.no_grad()
+    def fuse(self) -> DetectionModel:
+        """Fold every ``Conv``'s BatchNorm into its convolution (eval use only). Returns ``self``."""
+        for m in self.modules():
+            if isinstance(m, Conv) and hasattr(m, "bn"):
+                m.conv = fuse_conv_and_bn(m.conv, m.bn)
+                delattr(m, "bn")
+                m.forward = m.forward_fuse
+        return self
+
+    def info(self, imgsz: int = 640, verbose: bool = True) -> dict:
+        """Layer table, parameter count and GFLOPs at ``imgsz``; logs the table when ``verbose``."""
+        from yolotr.models.summary import model_summary
+
+        return model_summary(self, imgsz, verbose)

@@ -1,0 +1,218 @@
+"""YOLOv5-format model YAML (already parsed to a dict) -> ``nn.Sequential`` of layers.
+
+The loop is YOLOv5's ``parse_model``: each row ``[from, number, module, args]`` is checked,
+its arguments completed by the module's registry rule, depth and width multiples applied, and
+the input-channel bookkeeping carried along. Nothing is ``eval``-ed: argument names resolve
+against the YAML's own keys, and the ``activation:`` key is parsed from an allow-list.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import functools
+import inspect
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from torch import nn
+
+from yolotr.errors import ConfigError
+from yolotr.nn import registry
+from yolotr.nn.conv import Conv
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    cls.__name__: cls
+    for cls in (
+        nn.SiLU,
+        nn.ReLU,
+        nn.ReLU6,
+        nn.LeakyReLU,
+        nn.Mish,
+        nn.Hardswish,
+        nn.GELU,
+        nn.ELU,
+        nn.Sigmoid,
+        nn.Tanh,
+        nn.Identity,
+    )
+}
+CONSTANTS = {"None": None, "True": True, "False": False}
+
+
+@dataclass
+class LayerRow:
+    """One built layer: its index, ``from``, repeat count, module name, final arguments."""
+
+    index: int
+    source: int | list[int]
+    number: int
+    module: str
+    args: list
+    params: int
+
+
+@dataclass
+class BuiltLayers:
+    """What :func:`build_layers` returns."""
+
+    layers: nn.Sequential
+    save: list[int]
+    channels: list[int]
+    rows: list[LayerRow] = field(default_factory=list)
+
+
+def make_divisible(x: float, divisor: int) -> int:
+    """Smallest multiple of ``divisor`` that is >= ``x``."""
+    return math.ceil(x / divisor) * divisor
+
+
+def parse_activation(text: str, where: str) -> Callable[[], nn.Module]:
+    """``"nn.LeakyReLU(0.1)"`` -> a factory of that activation; only :data:`ACTIVATIONS` are allowed."""
+    try:
+        node = ast.parse(str(text).strip(), mode="eval").body
+        if isinstance(node, ast.Call):
+            func, args, kwargs = node.func, node.args, node.keywords
+        else:
+            func, args, kwargs = node, [], []
+        name = func.attr if isinstance(func, ast.Attribute) else func.id
+        if isinstance(func, ast.Attribute) and not (
+            isinstance(func.value, ast.Name) and func.value.id == "nn"
+        ):
+            raise ValueError
+        values = [ast.literal_eval(a) for a in args]
+        keywords = {k.arg: ast.literal_eval(k.value) for k in kwargs}
+    except (SyntaxError, ValueError, AttributeError) as e:
+        raise ConfigError(f"{where}: cannot read activation {text!r}; write e.g. nn.LeakyReLU(0.1)") from e
+    if name not in ACTIVATIONS:
+        raise ConfigError(f"{where}: activation {name!r} is not allowed; choose one of {sorted(ACTIVATIONS)}")
+    try:
+        ACTIVATIONS[name](*values, **keywords)
+    except TypeError as e:
+        raise ConfigError(f"{where}: activation {text!r}: {e}") from e
+    return functools.partial(ACTIVATIONS[name], *values, **keywords)
+
+
+@contextlib.contextmanager
+def conv_activation(factory: Callable[[], nn.Module] | None) -> Iterator[None]:
+    """Use ``factory`` as ``Conv``'s default activation while building, then restore it."""
+    previous = Conv.default_act
+    if factory is not None:
+        Conv.default_act = factory
+    try:
+        yield
+    finally:
+        Conv.default_act = previous
+
+
+def _resolve(arg, cfg: dict):
+    """A YAML argument: names of top-level YAML keys (``nc``, ``anchors``) and None/True/False resolve."""
+    if isinstance(arg, str):
+        if arg in CONSTANTS:
+            return CONSTANTS[arg]
+        if arg in cfg and arg not in ("backbone", "head"):
+            return cfg[arg]
+    return arg
+
+
+def _check_sources(source, index: int, where: str) -> list[int]:
+    sources = [source] if isinstance(source, int) else source
+    if not isinstance(sources, list) or not sources or not all(isinstance(s, int) for s in sources):
+        raise ConfigError(f"{where}: 'from' must be an int or a list of ints, got {source!r}")
+    for s in sources:
+        valid = (0 <= s < index) or (s < 0 and index + s >= 0) or (index == 0 and s == -1)
+        if not valid:
+            raise ConfigError(
+                f"{where}: 'from' index {s} does not name an earlier layer (layer {index} can use "
+                f"-1..-{index} or 0..{index - 1})"
+            )
+    return sources
+
+
+def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> BuiltLayers:
+    """Build the layers of a YOLOv5-format model dict.
+
+    Args:
+        cfg: the parsed YAML (``nc``, ``depth_multiple``, ``width_multiple``, ``anchors``,
+            ``backbone``, ``head``, optional ``activation``).
+        in_channels: image channels.
+        source: the YAML's file name, used in error messages.
+
+    Raises:
+        ConfigError: naming ``source``, the layer index and the row, for an unknown module, an
+            argument count the module does not accept, or a ``from`` index that is not earlier.
+    """
+    for key in ("backbone", "head"):
+        if not isinstance(cfg.get(key), list):
+            raise ConfigError(
+                f"{source}: missing or malformed '{key}' (a list of [from, number, module, args] rows)"
+            )
+    nc = cfg.get("nc")
+    if not isinstance(nc, int) or nc < 1:
+        raise ConfigError(f"{source}: 'nc' must be a positive integer, got {nc!r}")
+    gd = float(cfg.get("depth_multiple", 1.0))
+    gw = float(cfg.get("width_multiple", 1.0))
+    anchors = cfg.get("anchors", 3)
+    na = (len(anchors[0]) // 2) if isinstance(anchors, list) else int(anchors)
+    no = na * (nc + 5)
+    act = cfg.get("activation")
+    factory = parse_activation(act, f"{source}: key 'activation'") if act else None
+
+    layers, save, rows = [], [], []
+    ch = [in_channels]
+    with conv_activation(factory):
+        for i, row in enumerate(cfg["backbone"] + cfg["head"]):
+            where = f"{source}: layer {i} {row!r}"
+            if not isinstance(row, list) or len(row) != 4 or not isinstance(row[3], list):
+                raise ConfigError(f"{where}: a row must be [from, number, module, [args]]")
+            f, n, name, args = row
+            sources = _check_sources(f, i, where)
+            if not isinstance(n, int) or n < 1:
+                raise ConfigError(f"{where}: 'number' must be a positive integer, got {n!r}")
+            try:
+                spec = registry.lookup(str(name))
+            except KeyError as e:
+                raise ConfigError(f"{where}: {e.args[0]}") from None
+            args = [_resolve(a, cfg) for a in args]
+            n = max(round(n * gd), 1) if n > 1 else n
+            c_in = [ch[s] for s in sources]
+            c1 = c_in[0]
+            if spec.rule in ("conv", "csp"):
+                if not args:
+                    raise ConfigError(f"{where}: {name} needs its output channels as the first argument")
+                c2 = args[0]
+                if c2 != no:
+                    c2 = make_divisible(c2 * gw, 8)
+                args = [c1, c2, *args[1:]]
+                if spec.rule == "csp":
+                    args.insert(2, n)
+                    n = 1
+            elif spec.rule == "batchnorm":
+                args, c2 = [c1], c1
+            elif spec.rule == "concat":
+                c2 = sum(c_in)
+            elif spec.rule == "detect":
+                args.append(c_in)
+                if len(args) > 1 and isinstance(args[1], int):
+                    args[1] = [list(range(args[1] * 2))] * len(sources)
+                c2 = c1
+            else:
+                c2 = c1
+            try:
+                inspect.signature(spec.cls).bind(*args)
+            except TypeError as e:
+                raise ConfigError(f"{where}: wrong arguments for {name}{tuple(args)}: {e}") from None
+            try:
+                module = nn.Sequential(*(spec.cls(*args) for _ in range(n))) if n > 1 else spec.cls(*args)
+            except (TypeError, ValueError, AssertionError, RuntimeError) as e:
+                raise ConfigError(f"{where}: cannot build {name}{tuple(args)}: {e}") from None
+            params = sum(p.numel() for p in module.parameters())
+            module.i, module.f, module.type = i, f, str(name)
+            save.extend(s % i for s in sources if s != -1)
+            layers.append(module)
+            rows.append(LayerRow(i, f, n, str(name), args, params))
+            if i == 0:
+                ch = []
+            ch.append(c2)
+    return BuiltLayers(nn.Sequential(*layers), sorted(set(save)), ch, rows)

@@ -1,0 +1,110 @@
+"""Convolution building blocks with YOLOv5's names and parameter layout.
+
+``Conv`` is conv + BatchNorm + activation. ``Conv.default_act`` is a factory of the activation used
+when ``act=True``; the builder swaps it only while it builds a model whose YAML has an
+``activation:`` key (see :func:`yolotr.nn.builder.build_layers`) and restores it afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+def autopad(k: int | tuple[int, ...], p: int | None = None, d: int = 1) -> int | list[int]:
+    """Padding that keeps the spatial size for stride 1 ('same'), given kernel ``k`` and dilation ``d``."""
+    if d > 1:
+        k = d * (k - 1) + 1 if isinstance(k, int) else [d * (x - 1) + 1 for x in k]
+    if p is None:
+        p = k // 2 if isinstance(k, int) else [x // 2 for x in k]
+    return p
+
+
+class Conv(nn.Module):
+    """Conv2d (no bias) -> BatchNorm2d -> activation. ``(B, c1, H, W) -> (B, c2, H/s, W/s)``.
+
+    ``act=True`` uses ``Conv.default_act`` (SiLU unless a model YAML says otherwise), ``False`` or
+    ``None`` gives identity, an ``nn.Module`` is used as given.
+    """
+
+    default_act: Callable[[], nn.Module] = nn.SiLU
+
+    def __init__(self, c1: int, c2: int, k=1, s=1, p=None, g: int = 1, d: int = 1, act=True):
+        super().__init__()
+        self.conv = nn.Conv2d(c1, c2, k, s, autopad(k, p, d), groups=g, dilation=d, bias=False)
+        self.bn = nn.BatchNorm2d(c2)
+        self.act = make_activation(act, Conv.default_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv(x)))
+
+    def forward_fuse(self, x: torch.Tensor) -> torch.Tensor:
+        """Forward after :func:`fuse_conv_and_bn` folded ``bn`` into ``conv``."""
+        return self.act(self.conv(x))
+
+
+def make_activation(act, default: Callable[[], nn.Module]) -> nn.Module:
+    """``True`` -> ``default()``, ``False``/``None`` -> identity, an ``nn.Module`` -> itself."""
+    if act is True:
+        return default()
+    if isinstance(act, nn.Module):
+        return act
+    return nn.Identity()
+
+
+class DWConv(Conv):
+    """Depth-wise convolution: ``Conv`` with ``groups = gcd(c1, c2)``."""
+
+    def __init__(self, c1: int, c2: int, k=1, s=1, d: int = 1, act=True):
+        super().__init__(c1, c2, k, s, g=math.gcd(c1, c2), d=d, act=act)
+
+
+class Focus(nn.Module):
+    """Space-to-depth then ``Conv``: ``(B, c1, H, W) -> (B, c2, H/2, W/2)`` (YOLOv5 <= v5)."""
+
+    def __init__(self, c1: int, c2: int, k=1, s=1, p=None, g: int = 1, act=True):
+        super().__init__()
+        self.conv = Conv(c1 * 4, c2, k, s, p, g, act=act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(
+            torch.cat((x[..., ::2, ::2], x[..., 1::2, ::2], x[..., ::2, 1::2], x[..., 1::2, 1::2]), 1)
+        )
+
+
+class GhostConv(nn.Module):
+    """Ghost convolution: half the channels from a conv, half from a cheap 5x5 depth-wise conv of those."""
+
+    def __init__(self, c1: int, c2: int, k=1, s=1, g: int = 1, act=True):
+        super().__init__()
+        c_ = c2 // 2
+        self.cv1 = Conv(c1, c_, k, s, None, g, act=act)
+        self.cv2 = Conv(c_, c_, 5, 1, None, c_, act=act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.cv1(x)
+        return torch.cat((y, self.cv2(y)), 1)
+
+
+@torch.no_grad()
+def fuse_conv_and_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """Fold an eval-mode BatchNorm into the preceding convolution; returns a new conv with bias."""
+    fused = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        bias=True,
+    ).to(device=conv.weight.device, dtype=conv.weight.dtype)
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    fused.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+    conv_bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    fused.bias.copy_((conv_bias - bn.running_mean) * scale + bn.bias)
+    fused.requires_grad_(False)
+    return fused
