@@ -1,4 +1,19 @@
-"""Image and box transforms: letterbox (shared by training, validation and prediction)."""
+"""Image and box transforms: letterbox (shared by training, validation and prediction) and the
+training augmentations (mosaic, random affine, HSV jitter, flips).
+
+Images here are OpenCV's ``(H, W, 3)`` uint8 **BGR**; boxes are ``(N, 4)`` float32 ``xyxy`` in
+pixels of the image they come with; classes ``(N,)`` int64 (any per-box integer label travels
+with its box, so callers may pass ids to follow boxes through a transform). Every random draw comes
+from the ``rng`` argument and none depends on the image content, so the same seed replays the
+same geometry on another image of the same size (a mask, for instance).
+
+Derived from YOLOv5's ``utils/augmentations.py`` (``random_perspective``, ``augment_hsv``) and
+``load_mosaic``: same parameters and ranges, rewritten as pure functions of an explicit
+``numpy.random.Generator``. OpenCV is used because it measured much faster than
+``torchvision.transforms.v2`` with ``tv_tensors.BoundingBoxes`` on uint8 images: a 640 -> 320 mosaic
+crop with random affine and HSV took 3.5 ms with OpenCV against 36 ms (affine and crop alone)
+and 70 ms (with ``ColorJitter``) with torchvision, one thread, 2-core CPU.
+"""
 
 from __future__ import annotations
 
@@ -47,3 +62,262 @@ def letterbox(
     left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
     image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
     return image, (r, r), (float(dw), float(dh))
+
+
+def box_candidates(
+    before: np.ndarray,
+    after: np.ndarray,
+    wh_thr: float = 2.0,
+    ar_thr: float = 100.0,
+    area_thr: float = 0.1,
+    eps: float = 1e-16,
+) -> np.ndarray:
+    """Which boxes survive a transform: ``(N,)`` bool.
+
+    Args:
+        before: ``(N, 4)`` xyxy boxes before the transform, scaled to the output's scale.
+        after: ``(N, 4)`` xyxy boxes after it (clipped).
+        wh_thr: minimum width and height in pixels.
+        ar_thr: maximum aspect ratio.
+        area_thr: minimum fraction of the area kept.
+    """
+    w1, h1 = before[:, 2] - before[:, 0], before[:, 3] - before[:, 1]
+    w2, h2 = after[:, 2] - after[:, 0], after[:, 3] - after[:, 1]
+    ar = np.maximum(w2 / (h2 + eps), h2 / (w2 + eps))
+    return (w2 > wh_thr) & (h2 > wh_thr) & (w2 * h2 / (w1 * h1 + eps) > area_thr) & (ar < ar_thr)
+
+
+def mosaic4(
+    images: list[np.ndarray],
+    boxes: list[np.ndarray],
+    classes: list[np.ndarray],
+    size: int,
+    rng: np.random.Generator,
+    pad_value: int = 114,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Tile four images around a random centre of a ``(2 size, 2 size)`` canvas.
+
+    Args:
+        images: four ``(h_i, w_i, 3)`` uint8 images, each at most ``size`` on its long side.
+        boxes: four ``(n_i, 4)`` float32 xyxy boxes in pixels of their image.
+        classes: four ``(n_i,)`` int64 labels.
+        size: the output side of the training image (the canvas is twice as large; crop it back
+            with :func:`random_affine` and ``border=-size // 2``).
+        rng: the random generator (two draws: the centre).
+
+    Returns:
+        ``(2 size, 2 size, 3)`` uint8 canvas, ``(N, 4)`` float32 boxes clipped to it (boxes left with
+        less than 10% of their area or 2 pixels of side are dropped), ``(N,)`` labels.
+    """
+    s = size
+    xc, yc = (int(v) for v in rng.uniform(s / 2, 3 * s / 2, 2))
+    canvas = np.full((2 * s, 2 * s, 3), pad_value, dtype=np.uint8)
+    out_boxes, out_classes = [], []
+    for i, (img, b, c) in enumerate(zip(images, boxes, classes)):
+        h, w = img.shape[:2]
+        if i == 0:
+            x1a, y1a, x2a, y2a = max(xc - w, 0), max(yc - h, 0), xc, yc
+            x1b, y1b = w - (x2a - x1a), h - (y2a - y1a)
+        elif i == 1:
+            x1a, y1a, x2a, y2a = xc, max(yc - h, 0), min(xc + w, 2 * s), yc
+            x1b, y1b = 0, h - (y2a - y1a)
+        elif i == 2:
+            x1a, y1a, x2a, y2a = max(xc - w, 0), yc, xc, min(2 * s, yc + h)
+            x1b, y1b = w - (x2a - x1a), 0
+        else:
+            x1a, y1a, x2a, y2a = xc, yc, min(xc + w, 2 * s), min(2 * s, yc + h)
+            x1b, y1b = 0, 0
+        canvas[y1a:y2a, x1a:x2a] = img[y1b : y1b + (y2a - y1a), x1b : x1b + (x2a - x1a)]
+        out_boxes.append(np.asarray(b, np.float32).reshape(-1, 4) + np.float32([x1a - x1b, y1a - y1b] * 2))
+        out_classes.append(np.asarray(c, np.int64).reshape(-1))
+    before = np.concatenate(out_boxes)
+    after = before.clip(0, 2 * s)
+    keep = box_candidates(before, after)
+    return canvas, after[keep], np.concatenate(out_classes)[keep]
+
+
+def random_affine(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    rng: np.random.Generator,
+    degrees: float = 0.0,
+    translate: float = 0.1,
+    scale: float = 0.5,
+    shear: float = 0.0,
+    perspective: float = 0.0,
+    border: int = 0,
+    pad_value: int = 114,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rotate, scale, shear, translate (and optionally warp in perspective) image and boxes.
+
+    The output is ``(H + 2 border, W + 2 border, 3)``: ``border = -size // 2`` crops a mosaic
+    canvas back to ``size``. A box becomes the bounding box of its four transformed corners,
+    clipped to the output; boxes that become too small (:func:`box_candidates`) are dropped.
+
+    Args:
+        image: ``(H, W, 3)`` uint8.
+        boxes: ``(N, 4)`` float32 xyxy pixels; classes: ``(N,)`` int64 labels.
+        rng: the random generator (seven draws, whatever the arguments).
+        degrees: rotation range ``+-degrees``; translate: fraction of the output size;
+        scale: zoom range ``1 +- scale``; shear: ``+-degrees``; perspective: ``+-`` that value.
+    """
+    height, width = image.shape[0] + 2 * border, image.shape[1] + 2 * border
+    p, angle, zoom, sh, t = (
+        rng.uniform(-1, 1, 2) * perspective,
+        rng.uniform(-degrees, degrees),
+        rng.uniform(1 - scale, 1 + scale),
+        rng.uniform(-shear, shear, 2),
+        rng.uniform(0.5 - translate, 0.5 + translate, 2),
+    )
+    centre = np.eye(3)
+    centre[:2, 2] = -image.shape[1] / 2, -image.shape[0] / 2
+    persp = np.eye(3)
+    persp[2, :2] = p
+    rot = np.eye(3)
+    rot[:2] = cv2.getRotationMatrix2D(center=(0, 0), angle=angle, scale=zoom)
+    shr = np.eye(3)
+    shr[0, 1], shr[1, 0] = np.tan(np.deg2rad(sh))
+    trans = np.eye(3)
+    trans[:2, 2] = t[0] * width, t[1] * height
+    m = trans @ shr @ rot @ persp @ centre
+    if border != 0 or not np.allclose(m, np.eye(3)):
+        value = (pad_value,) * 3
+        if perspective:
+            image = cv2.warpPerspective(image, m, dsize=(width, height), borderValue=value)
+        else:
+            image = cv2.warpAffine(image, m[:2], dsize=(width, height), borderValue=value)
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if len(boxes) == 0:
+        return image, boxes, np.asarray(classes, np.int64).reshape(-1)
+    new = transform_boxes(boxes, m, perspective=bool(perspective), clip=(width, height))
+    keep = box_candidates(boxes * zoom, new)
+    return image, new[keep], np.asarray(classes, np.int64)[keep]
+
+
+def transform_boxes(
+    boxes: np.ndarray, m: np.ndarray, perspective: bool = False, clip: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Map ``(N, 4)`` xyxy boxes by the ``(3, 3)`` matrix ``m``: ``(N, 4)`` float32 xyxy.
+
+    Each box becomes the bounding box of its transformed quadrilateral. With ``clip=(W, H)``
+    the quadrilateral is first clipped to the image, so a rotated box cut by the border gets the
+    box of its visible part (not the clipped box of the whole quadrilateral, which can be much
+    larger); a box wholly outside becomes empty. Without rotation, shear or perspective the
+    quadrilateral is the box itself and plain clipping is exact (and much faster).
+    """
+    n = len(boxes)
+    xy = np.ones((n * 4, 3))
+    xy[:, :2] = boxes[:, [0, 1, 2, 1, 2, 3, 0, 3]].reshape(n * 4, 2)
+    xy = xy @ m.T
+    quads = (xy[:, :2] / xy[:, 2:3] if perspective else xy[:, :2]).reshape(n, 4, 2)
+    x, y = quads[..., 0], quads[..., 1]
+    out = np.stack([x.min(1), y.min(1), x.max(1), y.max(1)], 1)
+    if clip is None:
+        return out.astype(np.float32)
+    w, h = clip
+    if not perspective and m[0, 1] == 0 and m[1, 0] == 0:
+        return np.stack(
+            [out[:, 0].clip(0, w), out[:, 1].clip(0, h), out[:, 2].clip(0, w), out[:, 3].clip(0, h)], 1
+        ).astype(np.float32)
+    inside = (out[:, 0] >= 0) & (out[:, 1] >= 0) & (out[:, 2] <= w) & (out[:, 3] <= h)
+    for i in np.flatnonzero(~inside):
+        out[i] = _clipped_bbox(quads[i], w, h)
+    return out.astype(np.float32)
+
+
+def _clipped_bbox(poly: np.ndarray, w: float, h: float) -> np.ndarray:
+    """Bounding box of a convex ``(K, 2)`` polygon clipped to ``[0, w] x [0, h]``
+    (Sutherland-Hodgman); all zeros when nothing is left."""
+    pts = poly
+    for axis, bound, keep_below in ((0, 0.0, False), (0, w, True), (1, 0.0, False), (1, h, True)):
+        if len(pts) == 0:
+            break
+        nxt = np.roll(pts, -1, axis=0)
+        a, b = pts[:, axis] - bound, nxt[:, axis] - bound
+        a_in = a <= 0 if keep_below else a >= 0
+        b_in = b <= 0 if keep_below else b >= 0
+        out = []
+        for p, q, pa, qa, p_in, q_in in zip(pts, nxt, a, b, a_in, b_in):
+            if p_in:
+                out.append(p)
+            if p_in != q_in:
+                out.append(p + (q - p) * (pa / (pa - qa)))
+        pts = np.array(out).reshape(-1, 2)
+    if len(pts) == 0:
+        return np.zeros(4)
+    return np.array([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()])
+
+
+def hsv_jitter(
+    image: np.ndarray, rng: np.random.Generator, hgain: float = 0.5, sgain: float = 0.5, vgain: float = 0.5
+) -> np.ndarray:
+    """Multiply hue, saturation and value of a BGR uint8 image by random gains (in place).
+
+    Draws three numbers from ``rng`` whatever the gains. Returns the same ``(H, W, 3)`` array.
+    """
+    r = rng.uniform(-1, 1, 3) * (hgain, sgain, vgain) + 1
+    if not (hgain or sgain or vgain):
+        return image
+    hue, sat, val = cv2.split(cv2.cvtColor(image, cv2.COLOR_BGR2HSV))
+    x = np.arange(256, dtype=np.float64)
+    lut_h = ((x * r[0]) % 180).astype(np.uint8)
+    lut_s = np.clip(x * r[1], 0, 255).astype(np.uint8)
+    lut_v = np.clip(x * r[2], 0, 255).astype(np.uint8)
+    hsv = cv2.merge((cv2.LUT(hue, lut_h), cv2.LUT(sat, lut_s), cv2.LUT(val, lut_v)))
+    cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR, dst=image)
+    return image
+
+
+def flip(image: np.ndarray, boxes: np.ndarray, horizontal: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror a ``(H, W, C)`` image left-right (or up-down) and its ``(N, 4)`` xyxy boxes."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4).copy()
+    if horizontal:
+        w = image.shape[1]
+        boxes[:, [0, 2]] = w - boxes[:, [2, 0]]
+        return np.ascontiguousarray(image[:, ::-1]), boxes
+    h = image.shape[0]
+    boxes[:, [1, 3]] = h - boxes[:, [3, 1]]
+    return np.ascontiguousarray(image[::-1]), boxes
+
+
+def augment(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    hyp: dict,
+    rng: np.random.Generator,
+    border: int = 0,
+    pad_value: int = 114,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The training chain after letterbox or mosaic: random affine, HSV jitter, flips.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 BGR; boxes ``(N, 4)`` float32 xyxy pixels; classes ``(N,)``.
+        hyp: ``degrees``, ``translate``, ``scale``, ``shear``, ``perspective``, ``hsv_h``,
+            ``hsv_s``, ``hsv_v``, ``flipud``, ``fliplr`` (the keys of ``cfg/default.yaml``).
+        border: ``-size // 2`` after :func:`mosaic4`, else 0.
+
+    Returns:
+        ``(H + 2 border, W + 2 border, 3)`` uint8 image, boxes and classes of the kept boxes.
+    """
+    image, boxes, classes = random_affine(
+        image,
+        boxes,
+        classes,
+        rng,
+        degrees=hyp.get("degrees", 0.0),
+        translate=hyp.get("translate", 0.0),
+        scale=hyp.get("scale", 0.0),
+        shear=hyp.get("shear", 0.0),
+        perspective=hyp.get("perspective", 0.0),
+        border=border,
+        pad_value=pad_value,
+    )
+    image = hsv_jitter(image, rng, hyp.get("hsv_h", 0.0), hyp.get("hsv_s", 0.0), hyp.get("hsv_v", 0.0))
+    ud, lr = rng.random(2)
+    if ud < hyp.get("flipud", 0.0):
+        image, boxes = flip(image, boxes, horizontal=False)
+    if lr < hyp.get("fliplr", 0.0):
+        image, boxes = flip(image, boxes, horizontal=True)
+    return image, boxes, classes

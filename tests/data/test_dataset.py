@@ -1,0 +1,143 @@
+"""DetectionDataset, collate, rectangular batches, RAM cache and the DataLoader."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from yolotr.data.dataset import DetectionDataset, build_dataloader, collate
+from yolotr.data.sources import ImageRecord, load_records
+from yolotr.data.synthetic import make_shapes_dataset
+
+
+@pytest.fixture(scope="module")
+def shapes_records(tmp_path_factory) -> list[ImageRecord]:
+    root = tmp_path_factory.mktemp("shapes")
+    yaml_file = make_shapes_dataset(root / "set", n_train=24, n_val=8, imgsz=160)
+    return load_records(yaml_file, "train", cache=False)[0]
+
+
+def _wide_and_tall(records: list[ImageRecord], tmp_path) -> list[ImageRecord]:
+    """Records of crops of different aspect ratios (written as new JPEGs)."""
+    import cv2
+
+    out = []
+    for i, (h, w) in enumerate([(160, 80), (60, 160), (160, 160), (100, 160), (160, 120), (70, 150)]):
+        rec = records[i]
+        img = cv2.imread(rec.path)[:h, :w]
+        path = tmp_path / f"crop{i}.jpg"
+        cv2.imwrite(str(path), img)
+        boxes = rec.boxes.copy()
+        boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+        boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+        keep = (boxes[:, 2] - boxes[:, 0] > 4) & (boxes[:, 3] - boxes[:, 1] > 4)
+        out.append(ImageRecord(str(path), h, w, boxes[keep], rec.classes[keep]))
+    return out
+
+
+def test_collate_and_shapes_map_boxes_back(shapes_records):
+    dataset = DetectionDataset(shapes_records[:4], imgsz=128, augment=False)
+    images, targets, paths, shapes = collate([dataset[i] for i in range(4)])
+    assert images.shape == (4, 3, 128, 128) and images.dtype == torch.uint8
+    assert targets.dtype == torch.float32 and targets.shape[1] == 6
+    assert targets[:, 0].tolist() == sorted(targets[:, 0].tolist())
+    assert set(targets[:, 0].long().tolist()) <= {0, 1, 2, 3}
+    assert ((targets[:, 2:] >= 0) & (targets[:, 2:] <= 1)).all()
+    assert paths == [r.path for r in shapes_records[:4]]
+    for k, rec in enumerate(shapes_records[:4]):
+        (h0, w0), ((gy, gx), (padw, padh)) = shapes[k]
+        assert (h0, w0) == (rec.height, rec.width)
+        t = targets[targets[:, 0] == k, 2:].numpy() * 128
+        xyxy = np.concatenate([t[:, :2] - t[:, 2:] / 2, t[:, :2] + t[:, 2:] / 2], 1)
+        back = (xyxy - [padw, padh, padw, padh]) / [gx, gy, gx, gy]
+        np.testing.assert_allclose(back, rec.boxes, atol=0.5)
+        np.testing.assert_array_equal(targets[targets[:, 0] == k, 1].long().numpy(), rec.classes)
+
+
+def test_rgb_order(shapes_records):
+    import cv2
+
+    rec = shapes_records[0]
+    dataset = DetectionDataset([rec], imgsz=160, augment=False)
+    image = dataset[0][0].permute(1, 2, 0).numpy()
+    bgr = cv2.imread(rec.path)
+    np.testing.assert_array_equal(image, bgr[..., ::-1])
+
+
+def test_rect_batches(shapes_records, tmp_path):
+    records = _wide_and_tall(shapes_records, tmp_path)
+    dataset = DetectionDataset(records, imgsz=160, rect=True, batch_size=2, stride=32)
+    ratios = [r.height / r.width for r in dataset.records]
+    assert ratios == sorted(ratios)
+    assert (dataset.batch_shapes % 32 == 0).all() and (dataset.batch_shapes <= 160).all()
+    loader = build_dataloader(dataset, batch_size=2, workers=0, shuffle=True)
+    sizes = []
+    for images, targets, _, shapes in loader:
+        assert images.shape[0] == 2 and all(s is not None for s in shapes)
+        assert ((targets[:, 2:] >= 0) & (targets[:, 2:] <= 1)).all()
+        sizes.append(tuple(images.shape[2:]))
+    assert len(set(sizes)) > 1 and sizes[0][0] < sizes[0][1]
+
+
+def test_augmented_training_batches(shapes_records):
+    dataset = DetectionDataset(shapes_records, imgsz=128, augment=True, hyp={"mosaic": 1.0})
+    images, targets, _, shapes = collate([dataset[i] for i in range(8)])
+    assert images.shape == (8, 3, 128, 128) and shapes == [None] * 8
+    assert len(targets) > 0 and ((targets[:, 2:] >= 0) & (targets[:, 2:] <= 1)).all()
+    assert (targets[:, 4:] > 0).all()
+    plain = DetectionDataset(shapes_records, imgsz=128, augment=True, hyp={"mosaic": 0.0})
+    images, _, _, shapes = collate([plain[i] for i in range(4)])
+    assert images.shape == (4, 3, 128, 128) and all(s is not None for s in shapes)
+
+
+def test_loader_workers_are_seeded(shapes_records):
+    def first_batch(seed: int):
+        dataset = DetectionDataset(shapes_records[:8], imgsz=96, augment=True)
+        loader = build_dataloader(dataset, batch_size=4, workers=2, shuffle=True, seed=seed)
+        images, targets, paths, _ = next(iter(loader))
+        return images, targets, paths
+
+    a, b, c = first_batch(0), first_batch(0), first_batch(1)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and a[2] == b[2]
+    assert not torch.equal(a[0], c[0])
+
+
+def test_ram_cache_same_output(shapes_records):
+    disk = DetectionDataset(shapes_records[:4], imgsz=96)
+    ram = DetectionDataset(shapes_records[:4], imgsz=96, cache_ram=True)
+    for i in range(4):
+        assert torch.equal(disk[i][0], ram[i][0]) and torch.equal(disk[i][1], ram[i][1])
+
+
+def test_large_jpeg_reduced_decode(tmp_path):
+    import cv2
+
+    from yolotr.data.dataset import read_image
+
+    img = np.zeros((800, 1000, 3), np.uint8)
+    cv2.rectangle(img, (100, 200), (500, 600), (255, 255, 255), -1)
+    cv2.imwrite(str(tmp_path / "big.jpg"), img)
+    assert read_image(str(tmp_path / "big.jpg"), 200).shape == (200, 250, 3)
+    assert read_image(str(tmp_path / "big.jpg"), 400).shape == (400, 500, 3)
+    assert read_image(str(tmp_path / "big.jpg"), 640).shape == (800, 1000, 3)
+    rec = ImageRecord(str(tmp_path / "big.jpg"), 800, 1000, [[100, 200, 501, 601]], [0])
+    image, targets, _, _ = DetectionDataset([rec], imgsz=128)[0]
+    ys, xs = np.nonzero(image[0].numpy() > 127)
+    t = targets[0, 2:].numpy() * 128
+    np.testing.assert_allclose(
+        [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], [*(t[:2] - t[2:] / 2), *(t[:2] + t[2:] / 2)], atol=1.5
+    )
+
+
+def test_distributed_sampler(shapes_records, tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        dataset = DetectionDataset(shapes_records[:6], imgsz=64)
+        loader = build_dataloader(dataset, batch_size=2, workers=0, shuffle=True, rank=0)
+        assert isinstance(loader.sampler, torch.utils.data.DistributedSampler)
+        assert sum(len(b[2]) for b in loader) == 6
+    finally:
+        dist.destroy_process_group()

@@ -1,0 +1,306 @@
+"""DetectionDataset, collate and the DataLoader builder.
+
+Derived from YOLOv5's ``LoadImagesAndLabels``: same image sizes, mosaic, rectangular validation
+batches and ``shapes`` tuple, but it reads validated :class:`~yolotr.data.sources.ImageRecord`
+objects (the label cache lives in :mod:`yolotr.data.sources`), draws every random number from a
+per-worker ``numpy.random.Generator``, and JPEGs much larger than the training size are decoded
+at 1/2, 1/4 or 1/8 scale by libjpeg (``cv2.IMREAD_REDUCED_COLOR_*``) before the final resize.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
+
+from yolotr.data.sources import ImageRecord
+from yolotr.data.transforms import augment, letterbox, mosaic4
+
+LOGGER = logging.getLogger("yolotr")
+
+AUG_KEYS = (
+    "hsv_h",
+    "hsv_s",
+    "hsv_v",
+    "degrees",
+    "translate",
+    "scale",
+    "shear",
+    "perspective",
+    "flipud",
+    "fliplr",
+    "mosaic",
+)
+_REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+Shapes = tuple[tuple[int, int], tuple[tuple[float, float], tuple[float, float]]]
+
+
+@lru_cache(maxsize=1)
+def default_hyp() -> dict:
+    """The augmentation keys of ``cfg/default.yaml``."""
+    cfg = yaml.safe_load((Path(__file__).parents[1] / "cfg" / "default.yaml").read_text(encoding="utf-8"))
+    return {k: cfg[k] for k in AUG_KEYS}
+
+
+def read_image(path: str, size: int | None = None, reduce: bool = True) -> np.ndarray | None:
+    """Read a ``(H, W, 3)`` uint8 BGR image (EXIF-rotated, greyscale/alpha/16-bit made 8-bit BGR).
+
+    With ``size``, a JPEG at least twice as large on its long side is decoded at a reduced scale
+    that still leaves it at least ``size``. Returns None when OpenCV cannot read the file.
+    """
+    flags = cv2.IMREAD_COLOR
+    if reduce and size and Path(path).suffix.lower() in (".jpg", ".jpeg"):
+        h0w0 = _jpeg_long_side(path)
+        for factor in (8, 4, 2):
+            if h0w0 and h0w0 >= factor * size:
+                flags = _REDUCED[factor]
+                break
+    try:
+        return cv2.imread(path, flags)
+    except cv2.error:
+        return None
+
+
+def _jpeg_long_side(path: str) -> int | None:
+    """Long side from the JPEG's SOF marker (without decoding); None when not found."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(65536)
+    except OSError:
+        return None
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        length = int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            h = int.from_bytes(data[i + 5 : i + 7], "big")
+            w = int.from_bytes(data[i + 7 : i + 9], "big")
+            return max(h, w)
+        i += 2 + length
+    return None
+
+
+class DetectionDataset(Dataset):
+    """Images and boxes of validated records, letterboxed or augmented.
+
+    Item ``i`` is ``(image, labels, path, shapes)``:
+
+    - ``image``: ``(3, H, W)`` uint8 RGB tensor; ``H = W = imgsz`` unless ``rect``.
+    - ``labels``: ``(N, 6)`` float32 ``[0, class, cx, cy, w, h]`` normalized to ``(W, H)``.
+    - ``shapes``: ``((h0, w0), ((h / h0, w / w0), (padw, padh)))`` to map boxes back to the
+      original image, or None for a mosaic (YOLOv5's convention).
+
+    Args:
+        records: usable images from :func:`~yolotr.data.sources.load_records`.
+        imgsz: training/validation size in pixels.
+        augment: training augmentation (mosaic, affine, HSV, flips per ``hyp``).
+        hyp: augmentation keys of ``cfg/default.yaml``; missing keys take the defaults.
+        rect: rectangular batches (validation): records are sorted by aspect ratio and each batch
+            is letterboxed to the smallest stride multiple that fits it. Do not shuffle.
+        batch_size: the batch size the rectangular shapes are computed for.
+        stride: the model's largest stride.
+        cache_ram: decode and resize every image once, up front, and keep it in memory.
+        pad: extra padding (in strides) of rectangular batches.
+        seed: seed of the generator used without DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        records: list[ImageRecord],
+        imgsz: int = 640,
+        augment: bool = False,
+        hyp: dict | None = None,
+        rect: bool = False,
+        batch_size: int = 16,
+        stride: int = 32,
+        cache_ram: bool = False,
+        pad: float = 0.0,
+        seed: int = 0,
+    ):
+        if imgsz % stride:
+            raise ValueError(f"imgsz {imgsz} must be a multiple of the stride {stride}")
+        self.records = list(records)
+        self.imgsz, self.augment, self.rect, self.stride = imgsz, augment, rect, stride
+        self.hyp = {**default_hyp(), **(hyp or {})}
+        self.mosaic = augment and not rect
+        self.rng = np.random.default_rng(seed)
+        self.batch_shapes: np.ndarray | None = None
+        self.batch_index: np.ndarray | None = None
+        if rect:
+            self._make_rect(batch_size, pad)
+        self._ram: list[tuple[np.ndarray, tuple[int, int], tuple[int, int]]] | None = None
+        self._buffer: OrderedDict[int, tuple[np.ndarray, tuple[int, int], tuple[int, int]]] = OrderedDict()
+        self._buffer_size = min(len(self.records), batch_size * 8, 1000) if self.mosaic else 0
+        if cache_ram:
+            with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+                self._ram = list(pool.map(self._read, range(len(self.records))))
+            nbytes = sum(im.nbytes for im, _, _ in self._ram)
+            LOGGER.info("cached %d images in RAM (%.1f MB)", len(self._ram), nbytes / 1e6)
+
+    def _make_rect(self, batch_size: int, pad: float) -> None:
+        ar = np.array([r.height / r.width for r in self.records])
+        order = ar.argsort(kind="stable")
+        self.records = [self.records[i] for i in order]
+        ar = ar[order]
+        n = len(ar)
+        self.batch_index = np.arange(n) // batch_size
+        nb = int(self.batch_index[-1]) + 1 if n else 0
+        shapes = np.ones((nb, 2))
+        for b in range(nb):
+            a = ar[self.batch_index == b]
+            lo, hi = a.min(), a.max()
+            if hi < 1:
+                shapes[b] = hi, 1
+            elif lo > 1:
+                shapes[b] = 1, 1 / lo
+        self.batch_shapes = (np.ceil(shapes * self.imgsz / self.stride + pad) * self.stride).astype(int)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _read(self, i: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+        """Image ``i`` resized so its long side is ``imgsz``: ``(img BGR, (h0, w0), (h, w))``."""
+        rec = self.records[i]
+        h0, w0 = rec.height, rec.width
+        img = read_image(rec.path, self.imgsz)
+        if img is None:
+            LOGGER.warning("%s: cannot be read any more (changed since validation?); a grey image is used", rec.path)
+            img = np.full((h0, w0, 3), 114, np.uint8)
+        r = self.imgsz / max(h0, w0)
+        h, w = min(math.ceil(h0 * r), self.imgsz), min(math.ceil(w0 * r), self.imgsz)
+        if img.shape[:2] != (h, w):
+            shrink = img.shape[0] > h and not self.augment
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        return img, (h0, w0), (h, w)
+
+    def load_image(self, i: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
+        """Like :meth:`_read`, from the RAM cache or the mosaic buffer when it is there.
+
+        With mosaic, each worker keeps its last ``min(n, 8 batch_size, 1000)`` images (the
+        "buffer") and draws the three mosaic partners of an image from it, like Ultralytics:
+        one decode per sample instead of four.
+        """
+        if self._ram is not None:
+            return self._ram[i]
+        if i in self._buffer:
+            self._buffer.move_to_end(i)
+            return self._buffer[i]
+        item = self._read(i)
+        if self._buffer_size:
+            self._buffer[i] = item
+            while len(self._buffer) > self._buffer_size:
+                self._buffer.popitem(last=False)
+        return item
+
+    def _scaled_boxes(self, i: int, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        rec = self.records[i]
+        sx, sy = hw[1] / rec.width, hw[0] / rec.height
+        return rec.boxes * np.float32([sx, sy, sx, sy]), rec.classes.copy()
+
+    def __getitem__(self, i: int):
+        rng = self.rng
+        if self.mosaic and rng.random() < self.hyp["mosaic"]:
+            pool = list(self._buffer) if self._buffer and self._ram is None else range(len(self.records))
+            idx = [i, *(pool[k] for k in rng.integers(0, len(pool), 3))]
+            images, boxes, classes = [], [], []
+            for j in idx:
+                img, _, hw = self.load_image(j)
+                b, c = self._scaled_boxes(j, hw)
+                images.append(img)
+                boxes.append(b)
+                classes.append(c)
+            img, b, c = mosaic4(images, boxes, classes, self.imgsz, rng)
+            img, b, c = augment(img, b, c, self.hyp, rng, border=-self.imgsz // 2)
+            shapes = None
+        else:
+            img, (h0, w0), (h, w) = self.load_image(i)
+            shape = self.batch_shapes[self.batch_index[i]] if self.rect else (self.imgsz, self.imgsz)
+            img, ratio, (padw, padh) = letterbox(img, tuple(shape), auto=False, scaleup=self.augment)
+            shapes = ((h0, w0), ((h / h0 * ratio[0], w / w0 * ratio[1]), (padw, padh)))
+            b, c = self._scaled_boxes(i, (h, w))
+            b = b * np.float32(ratio * 2) + np.float32([padw, padh, padw, padh])
+            if self.augment:
+                img, b, c = augment(img, b, c, self.hyp, rng)
+        return _to_item(img, b, c, self.records[i].path, shapes)
+
+
+def _to_item(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, path: str, shapes):
+    h, w = img.shape[:2]
+    labels = np.zeros((len(boxes), 6), np.float32)
+    if len(boxes):
+        labels[:, 1] = classes
+        labels[:, 2] = (boxes[:, 0] + boxes[:, 2]) / 2 / w
+        labels[:, 3] = (boxes[:, 1] + boxes[:, 3]) / 2 / h
+        labels[:, 4] = (boxes[:, 2] - boxes[:, 0]) / w
+        labels[:, 5] = (boxes[:, 3] - boxes[:, 1]) / h
+    chw = np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))
+    return torch.from_numpy(chw), torch.from_numpy(labels), path, shapes
+
+
+def collate(batch) -> tuple[torch.Tensor, torch.Tensor, list[str], list[Shapes | None]]:
+    """``(images uint8 (B, 3, H, W) RGB, targets float32 (N, 6), paths, shapes)``.
+
+    ``targets`` rows are ``[image_index, class, cx, cy, w, h]`` normalized to ``(W, H)``.
+    """
+    images, labels, paths, shapes = zip(*batch)
+    for k, lab in enumerate(labels):
+        lab[:, 0] = k
+    return torch.stack(images, 0), torch.cat(labels, 0), list(paths), list(shapes)
+
+
+def seed_worker(worker_id: int) -> None:
+    """Give each DataLoader worker its own generator, derived from the loader's seed."""
+    info = get_worker_info()
+    seed = info.seed % 2**32
+    np.random.seed(seed)
+    cv2.setNumThreads(0)
+    if isinstance(info.dataset, DetectionDataset):
+        info.dataset.rng = np.random.default_rng(seed)
+
+
+def build_dataloader(
+    dataset: DetectionDataset,
+    batch_size: int,
+    workers: int = 8,
+    shuffle: bool = True,
+    rank: int = -1,
+    seed: int = 0,
+) -> DataLoader:
+    """A DataLoader of ``dataset`` with :func:`collate`.
+
+    Pinned memory on CUDA; a ``DistributedSampler`` when ``rank >= 0`` (call its ``set_epoch``
+    every epoch); seeded workers (``seed + rank``), so a run replays the same augmentations.
+    Rectangular datasets are never shuffled.
+    """
+    if dataset.rect and shuffle:
+        LOGGER.warning("rect=True is incompatible with shuffle; shuffle turned off")
+        shuffle = False
+    sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed) if rank >= 0 else None
+    workers = max(0, min(workers, os.cpu_count() or 1))
+    generator = torch.Generator()
+    generator.manual_seed(seed + max(rank, 0))
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        collate_fn=collate,
+        worker_init_fn=seed_worker,
+        generator=generator,
+        persistent_workers=workers > 0,
+    )
