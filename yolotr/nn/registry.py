@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from yolotr.nn.attention import C3TR
+from yolotr.nn.attention import C3TR, TransformerC3
 from yolotr.nn.blocks import (
     C3,
     SPP,
@@ -35,6 +35,8 @@ from yolotr.nn.blocks import (
 )
 from yolotr.nn.conv import Conv, DWConv, Focus, GhostConv
 from yolotr.nn.head import Detect
+from yolotr.nn.swin import SwinV2_CSPB
+from yolotr.nn.wavelet import HWD
 
 RULES = ("conv", "csp", "concat", "detect", "batchnorm", "same")
 
@@ -86,3 +88,6 @@ register("Detect", Detect, "detect")
 register("nn.BatchNorm2d", nn.BatchNorm2d, "batchnorm")
 for _cls in (nn.Upsample, nn.MaxPool2d, nn.AvgPool2d, nn.ZeroPad2d, nn.Identity, nn.Dropout):
     register(f"nn.{_cls.__name__}", _cls, "same")
+register("TransformerC3", TransformerC3, "csp")
+register("SwinV2_CSPB", SwinV2_CSPB, "same")
+register("HWD", HWD, "conv")

@@ -1,0 +1,325 @@
+"""Swin Transformer V2 blocks for YOLO feature maps.
+
+``SwinV2_CSPB`` is the CSP block of the published YOLOv5 + Swin V2 tutorials (its ``state_dict`` keys
+are theirs, so checkpoints trained with that code load by name). Inside, ``SwinV2Block`` stacks
+``SwinV2Layer``: scaled cosine window attention with a continuous position bias, post-norm residuals
+and shifted windows on every second layer.
+
+How it differs from the published code (outputs agree to 1e-5 in fp32):
+
+- attention runs through ``F.scaled_dot_product_attention``: q and k are normalized in float32, the
+  clamped logit scale is folded into q, ``scale=1.0``, and ``16 * sigmoid(cpb_mlp(...))`` plus the
+  shift mask is the float ``attn_mask``;
+- the shift mask is built once per padded feature-map size and device and cached, and in eval mode
+  without autograd the position bias is cached until the ``cpb_mlp`` weights change;
+- the layers keep the map as ``(B, H, W, C)`` between them (one permute in, one out), window
+  partition and reverse are one copy each, and the MLP and norms run on the cropped map only;
+- ``relative_coords_table`` and ``relative_position_index`` are non-persistent buffers rebuilt by
+  :meth:`WindowAttentionV2.set_window_size`; published checkpoints that contain them still load with
+  ``strict=True`` (the stored copies are dropped, and a mismatch with ours is logged).
+
+As in the published layer, a map whose sides are not multiples of the window is zero-padded on the
+right and bottom, the padded zeros take part in attention (they are not masked), the shift mask is
+computed on the padded size, and the result is cropped back. Masked logits get ``-100``, not
+``-inf``, as published.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from yolotr.nn.conv import Conv
+
+LOGGER = logging.getLogger("yolotr")
+
+MASK_VALUE = -100.0  # the published value for logits across shifted-window region boundaries
+LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
+
+
+def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
+    """``(B, H, W, C) -> (B, nW, window*window, C)``, windows in row-major order; H, W multiples of ``window``."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, -1, window * window, c)
+
+
+def window_reverse(windows: torch.Tensor, window: int, h: int, w: int) -> torch.Tensor:
+    """Inverse of :func:`window_partition`: ``(B, nW, window*window, C) -> (B, H, W, C)``."""
+    b, c = windows.shape[0], windows.shape[-1]
+    x = windows.view(b, h // window, w // window, window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(b, h, w, c)
+
+
+def relative_coords_table(window: int, pretrained_window: int = 0) -> torch.Tensor:
+    """Log-spaced relative coordinates ``(1, 2*window-1, 2*window-1, 2)`` float32, in [-1, 1] * log2(9)/log2(8)."""
+    span = torch.arange(-(window - 1), window, dtype=torch.float32)
+    table = torch.stack(torch.meshgrid(span, span, indexing="ij"), dim=-1).unsqueeze(0)
+    table = table / ((pretrained_window if pretrained_window > 0 else window) - 1) * 8.0
+    return torch.sign(table) * torch.log2(table.abs() + 1.0) / math.log2(8)
+
+
+def relative_position_index(window: int) -> torch.Tensor:
+    """``(window**2, window**2)`` int64: row of the coordinate table for each (query, key) pair of a window."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+    return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+
+
+def shift_mask(h: int, w: int, window: int, shift: int, device: torch.device | None = None) -> torch.Tensor:
+    """Additive mask ``(nW, window**2, window**2)`` float32 for a map of ``h x w`` rolled by ``-shift``.
+
+    Tokens of a window that came from different regions of the unrolled map get :data:`MASK_VALUE`.
+    """
+    region = torch.zeros(1, h, w, 1, device=device)
+    cuts = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
+    for i, (hs, ws) in enumerate((hs, ws) for hs in cuts for ws in cuts):
+        region[:, hs, ws, :] = i
+    ids = window_partition(region, window).view(-1, window * window)
+    diff = ids.unsqueeze(1) - ids.unsqueeze(2)
+    return torch.zeros_like(diff).masked_fill(diff != 0, MASK_VALUE)
+
+
+class WindowAttentionV2(nn.Module):
+    """Scaled cosine multi-head attention inside windows with a continuous position bias (Swin V2).
+
+    ``(B, nW, N, C) -> (B, nW, N, C)`` with ``N = window**2`` tokens per window. Same parameter names
+    as the published ``WindowAttention_v2``: ``logit_scale (heads, 1, 1)``, ``q_bias``, ``v_bias``,
+    ``qkv`` (no bias; k has none), ``proj``, ``cpb_mlp`` (2 -> 512 -> heads).
+
+    Args:
+        dim: channels C.
+        num_heads: heads; must divide ``dim``.
+        window: window side.
+        pretrained_window: window side the coordinate table is normalized by (0: ``window``).
+        attn_drop: dropout on the attention weights (training only).
+        proj_drop: dropout after the output projection.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window: int = 7,
+        pretrained_window: int = 0,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ):
+        super().__init__()
+        if num_heads < 1 or dim % num_heads:
+            raise ValueError(f"num_heads={num_heads} must be >= 1 and divide dim={dim}")
+        if window < 2:
+            raise ValueError(f"window={window} must be >= 2")
+        self.dim, self.num_heads, self.attn_drop = dim, num_heads, attn_drop
+        self.logit_scale = nn.Parameter(torch.empty(num_heads, 1, 1))
+        self.q_bias = nn.Parameter(torch.empty(dim))
+        self.v_bias = nn.Parameter(torch.empty(dim))
+        self.cpb_mlp = nn.Sequential(nn.Linear(2, 512), nn.ReLU(inplace=True), nn.Linear(512, num_heads, bias=False))
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.set_window_size(window, pretrained_window)
+        self._bias_cache: tuple[tuple, torch.Tensor] | None = None
+        self.reset_parameters()
+
+    def set_window_size(self, window: int, pretrained_window: int = 0) -> None:
+        """(Re)build the constant tables for ``window`` (non-persistent buffers, on the current device)."""
+        device = self.qkv.weight.device
+        self.window, self.pretrained_window = window, pretrained_window
+        self.register_buffer(
+            "relative_coords_table", relative_coords_table(window, pretrained_window).to(device), persistent=False
+        )
+        self.register_buffer("relative_position_index", relative_position_index(window).to(device), persistent=False)
+        self._bias_cache = None
+
+    def reset_parameters(self) -> None:
+        """Linear weights ~ truncated normal(0.02), biases 0, logit scale log(10), as Swin V2 initializes them."""
+        for m in (*self.cpb_mlp, self.qkv, self.proj):
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        with torch.no_grad():
+            self.logit_scale.fill_(math.log(10.0))
+        nn.init.zeros_(self.q_bias)
+        nn.init.zeros_(self.v_bias)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected, errors):
+        for name in ("relative_coords_table", "relative_position_index"):
+            stored = state_dict.pop(prefix + name, None)
+            ours = getattr(self, name)
+            if stored is not None and (stored.shape != ours.shape or not torch.allclose(stored.to(ours), ours)):
+                LOGGER.warning(
+                    "%s%s in the checkpoint differs from the one rebuilt for window %d; using ours",
+                    prefix,
+                    name,
+                    self.window,
+                )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected, errors)
+
+    def position_bias(self) -> torch.Tensor:
+        """``16 * sigmoid(cpb_mlp(table))`` gathered to ``(heads, N, N)`` float32.
+
+        Cached when no gradient is needed (eval, ``no_grad``) until the ``cpb_mlp`` weights change.
+        """
+        params = tuple(self.cpb_mlp.parameters())
+        cacheable = not (torch.is_grad_enabled() and any(p.requires_grad for p in params))
+        key = tuple((p.data_ptr(), p._version, p.device) for p in params)
+        if cacheable and self._bias_cache is not None and self._bias_cache[0] == key:
+            return self._bias_cache[1]
+        with torch.autocast(self.relative_coords_table.device.type, enabled=False):
+            # float32 whatever the module dtype: 16 * sigmoid saturates, and the bias adds to logits up to 100
+            w0, b0, w2 = (p.float() for p in params)
+            hidden = F.relu(F.linear(self.relative_coords_table.float(), w0, b0))
+            table = F.linear(hidden, w2).view(-1, self.num_heads)
+        n = self.window * self.window
+        bias = 16.0 * torch.sigmoid(table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1))
+        bias = bias.contiguous()
+        self._bias_cache = (key, bias) if cacheable else None
+        return bias
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``(B, nW, N, C)``; ``mask`` ``(nW, N, N)`` additive float or None. Returns ``(B, nW, N, C)``."""
+        b, nw, n, c = x.shape
+        bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        qkv = F.linear(x, self.qkv.weight, bias).view(b, nw, n, 3, self.num_heads, c // self.num_heads)
+        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (B, nW, heads, N, d)
+        # float32 for the cosine: the norms of bf16/fp16 vectors lose digits, and the logit scale reaches 100
+        scale = torch.clamp(self.logit_scale.float(), max=LOGIT_SCALE_MAX).exp()
+        q = (F.normalize(q.float(), dim=-1) * scale).to(v.dtype)
+        k = F.normalize(k.float(), dim=-1).to(v.dtype)
+        attn_mask = self.position_bias()
+        if mask is not None:
+            attn_mask = attn_mask.unsqueeze(0) + mask.unsqueeze(1)  # (nW, heads, N, N)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask.to(v.dtype),
+            dropout_p=self.attn_drop if self.training else 0.0,
+            scale=1.0,
+        )
+        return self.proj_drop(self.proj(out.transpose(2, 3).reshape(b, nw, n, c)))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}, num_heads={self.num_heads}, window={self.window}"
+
+
+class SwinMlp(nn.Module):
+    """``fc1 -> act -> drop -> fc2 -> drop`` on ``(..., C)`` tokens (published ``Mlp_v2`` names)."""
+
+    def __init__(self, dim: int, hidden: int, act: type[nn.Module] = nn.SiLU, drop: float = 0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = act()
+        self.fc2 = nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+class SwinV2Layer(nn.Module):
+    """One Swin V2 layer on a channels-last map: ``(B, H, W, C) -> (B, H, W, C)``, any H, W >= 1.
+
+    ``x = x + norm1(attn(x))`` then ``x = x + norm2(mlp(x))`` (post-norm), windows shifted by
+    ``shift`` when it is positive.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window: int = 7,
+        shift: int = 0,
+        mlp_ratio: float = 4.0,
+        drop: float = 0.0,
+        attn_drop: float = 0.0,
+        act: type[nn.Module] = nn.SiLU,
+    ):
+        super().__init__()
+        if not 0 <= shift < window:
+            raise ValueError(f"shift={shift} must be in [0, window={window})")
+        self.window, self.shift = window, shift
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = WindowAttentionV2(dim, num_heads, window, attn_drop=attn_drop, proj_drop=drop)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = SwinMlp(dim, int(dim * mlp_ratio), act, drop)
+        self._mask_cache: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+
+    def attn_mask(self, h: int, w: int, device: torch.device) -> torch.Tensor | None:
+        """The cached shift mask ``(nW, N, N)`` float32 for a padded ``h x w`` map, or None without shift."""
+        if self.shift == 0:
+            return None
+        key = (h, w, device)
+        if key not in self._mask_cache:
+            self._mask_cache[key] = shift_mask(h, w, self.window, self.shift, device)
+        return self._mask_cache[key]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape
+        ws, s = self.window, self.shift
+        pad_b, pad_r = -h % ws, -w % ws
+        y = F.pad(x, (0, 0, 0, pad_r, 0, pad_b)) if pad_b or pad_r else x
+        hp, wp = h + pad_b, w + pad_r
+        if s:
+            y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
+        y = window_reverse(self.attn(window_partition(y, ws), self.attn_mask(hp, wp, x.device)), ws, hp, wp)
+        if s:
+            y = torch.roll(y, shifts=(s, s), dims=(1, 2))
+        if pad_b or pad_r:
+            y = y[:, :h, :w]
+        x = x + self.norm1(y)
+        return x + self.norm2(self.mlp(x))
+
+    def extra_repr(self) -> str:
+        return f"window={self.window}, shift={self.shift}"
+
+
+class SwinV2Block(nn.Module):
+    """``n`` Swin V2 layers, shift ``window // 2`` on every second one: ``(B, C, H, W) -> (B, C, H, W)``."""
+
+    def __init__(self, dim: int, num_heads: int, n: int = 1, window: int = 7):
+        super().__init__()
+        self.blocks = nn.Sequential(
+            *(SwinV2Layer(dim, num_heads, window, 0 if i % 2 == 0 else window // 2) for i in range(n))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class SwinV2_CSPB(nn.Module):  # noqa: N801 (the published name, used in YAMLs)
+    """CSP block around a Swin V2 stack: ``(B, c1, H, W) -> (B, c2, H, W)``.
+
+    ``cv3(cat(m(cv1(x)), cv2(cv1(x))))`` with hidden width ``c_ = c2``, ``num_heads = c_ // 32`` and
+    window 7 unless given. ``shortcut`` is accepted for the published signature and unused.
+    Registered with YOLOv5's rule for unknown modules: YAML args are ``[c1, c2]`` verbatim.
+    """
+
+    def __init__(
+        self,
+        c1: int,
+        c2: int,
+        n: int = 1,
+        shortcut: bool = False,
+        num_heads: int | None = None,
+        window: int = 7,
+    ):
+        super().__init__()
+        c_ = c2
+        heads = num_heads if num_heads is not None else c_ // 32
+        if heads < 1 or c_ % heads:
+            raise ValueError(f"SwinV2_CSPB: {heads} heads (c2 // 32 by default) must be >= 1 and divide c2={c2}")
+        self.cv1 = Conv(c1, c_, 1, 1)
+        self.cv2 = Conv(c_, c_, 1, 1)
+        self.cv3 = Conv(2 * c_, c2, 1, 1)
+        self.m = SwinV2Block(c_, heads, n, window)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.cv1(x)
+        return self.cv3(torch.cat((self.m(y), self.cv2(y)), 1))
