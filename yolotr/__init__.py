@@ -1,1 +1,14 @@
-"""yolotr."""
+"""yolotr: YOLO-family object detectors with first-class Transformer blocks."""
+
+from yolotr.errors import CheckpointError, ConfigError, DataError, YolotrError
+
+__version__ = "0.1.0"
+__all__ = ["YOLO", "YolotrError", "ConfigError", "DataError", "CheckpointError", "__version__"]
+
+
+def __getattr__(name: str):
+    if name == "YOLO":
+        from yolotr.yolo import YOLO
+
+        return YOLO
+    raise AttributeError(name)

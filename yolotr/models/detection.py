@@ -62,6 +62,14 @@ def check_anchor_order(head: Detect) -> None:
         head.anchors[:] = head.anchors.flip(0)
 
 
+def initialize_weights(model: nn.Module) -> None:
+    """YOLOv5's BatchNorm settings (eps 1e-3, momentum 0.03), which its official weights assume."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps = 1e-3
+            m.momentum = 0.03
+
+
 class DetectionModel(nn.Module):
     """A YOLO detector: ``(B, 3, H, W)`` float in ``[0, 1]`` -> Detect head output.
 
@@ -72,9 +80,7 @@ class DetectionModel(nn.Module):
         anchors: anchors overriding the YAML's.
     """
 
-    def __init__(
-        self, cfg: str | Path | dict = "yolov5s.yaml", ch: int = 3, nc: int | None = None, anchors=None
-    ):
+    def __init__(self, cfg: str | Path | dict = "yolov5s.yaml", ch: int = 3, nc: int | None = None, anchors=None):
         super().__init__()
         if isinstance(cfg, dict):
             self.yaml = copy.deepcopy(cfg)
@@ -90,6 +96,7 @@ class DetectionModel(nn.Module):
         self.model, self.save, self.rows = built.layers, built.save, built.rows
         self.names = [str(i) for i in range(self.yaml["nc"])]
         self.stride = torch.tensor([32.0])
+        initialize_weights(self)
         head = self.model[-1]
         if isinstance(head, Detect):
             self._init_head(head, ch, source)
@@ -108,9 +115,7 @@ class DetectionModel(nn.Module):
             try:
                 outputs = self._forward_layers(torch.zeros(1, ch, s, s))
             except RuntimeError as e:
-                raise ConfigError(
-                    f"{source}: the layers do not fit together on a {s}x{s} input: {e}"
-                ) from None
+                raise ConfigError(f"{source}: the layers do not fit together on a {s}x{s} input: {e}") from None
         self.train()
         head.stride.copy_(torch.tensor([s / o.shape[-2] for o in outputs]))
         check_anchor_order(head)

@@ -1,0 +1,83 @@
+"""Forward latency of yolotr models against the official YOLOv5 model built from the same YAML.
+
+fp32, batch 1, ``torch.set_num_threads(2)``, median of N runs after warm-up; both models fused
+(conv+BN folded) and in eval mode. The reference column needs the official YOLOv5 code
+(``pip install --no-deps yolov5 && pip install pandas requests psutil seaborn ultralytics``);
+without it the column reads ``-``.
+
+    python bench/latency.py                       # yolov5n, yolov5s at 320 and 640
+    python bench/latency.py --models yolov5n --sizes 320 --runs 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import logging
+import statistics
+import time
+
+import torch
+
+from yolotr.models.detection import DetectionModel, find_model_yaml
+
+
+def official_model(name: str):
+    """The official YOLOv5 ``Model`` for a YAML, or None when the code is not installed."""
+    try:
+        from yolov5.models.yolo import Model
+    except Exception:  # noqa: BLE001 - any import failure means "not installed"
+        return None
+    logging.disable(logging.INFO)
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = Model(str(find_model_yaml(name))).fuse().eval()
+    logging.disable(logging.NOTSET)
+    return model
+
+
+def median_ms(models: list, inputs: list[torch.Tensor], runs: int) -> list[float]:
+    """Median milliseconds per model; the models take turns so background load hits them alike."""
+    times: list[list[float]] = [[] for _ in models]
+    with torch.inference_mode():
+        for model, x in zip(models, inputs):
+            for _ in range(3):
+                model(x)
+        for _ in range(runs):
+            for i, (model, x) in enumerate(zip(models, inputs)):
+                t = time.perf_counter()
+                model(x)
+                times[i].append((time.perf_counter() - t) * 1000)
+    return [statistics.median(t) for t in times]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=["yolov5n", "yolov5s"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[320, 640])
+    parser.add_argument("--runs", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--channels-last", action="store_true", help="run yolotr in channels_last memory format")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"fp32, batch 1, {args.threads} threads, median of {args.runs}, fused; torch {torch.__version__}")
+    print(f"{'model':<12}{'size':>6}{'yolotr ms':>12}{'YOLOv5 ms':>12}{'ratio':>8}")
+    for name in args.models:
+        ours = DetectionModel(f"{name}.yaml").fuse().eval()
+        if args.channels_last:
+            ours = ours.to(memory_format=torch.channels_last)
+        ref = official_model(name)
+        for size in args.sizes:
+            x = torch.rand(1, 3, size, size)
+            x_ours = x.to(memory_format=torch.channels_last) if args.channels_last else x
+            if ref is None:
+                (t_ours,), t_ref = median_ms([ours], [x_ours], args.runs), None
+            else:
+                t_ours, t_ref = median_ms([ours, ref], [x_ours, x], args.runs)
+            ref_text = f"{t_ref:12.1f}{t_ours / t_ref:8.2f}" if t_ref else f"{'-':>12}{'-':>8}"
+            print(f"{name:<12}{size:>6}{t_ours:12.1f}{ref_text}")
+    print("ratio = yolotr / YOLOv5 (lower is faster; target <= 1.00)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Shared test fixtures: where ``shared/`` lives, and skipping cleanly when it is absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("YOLOTR_SHARED", REPO.parent / "shared"))
+
+torch.set_num_threads(2)
+
+
+def shared_path(*parts: str) -> Path:
+    """A path inside ``shared/``; skips the calling test with the reason when it is missing."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not found: {path} (set YOLOTR_SHARED to the shared/ folder)")
+    return path
+
+
+@pytest.fixture
+def shared():
+    """The ``shared/`` folder (skips when absent)."""
+    return shared_path()

@@ -1,0 +1,125 @@
+"""Checkpoints: official YOLOv5 import without its code, refusal of foreign pickles, our own format."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from tests.conftest import shared_path
+from yolotr import YOLO
+from yolotr.errors import CheckpointError
+from yolotr.models.detection import DetectionModel
+from yolotr.models.loading import load_model
+from yolotr.models.weights import model_checkpoint, read_checkpoint, save_checkpoint, transfer_weights
+
+
+@pytest.fixture(scope="module")
+def official():
+    return YOLO(shared_path("weights", "yolov5n.pt"))
+
+
+def test_official_raw_output_matches_reference(official):
+    x = torch.load(shared_path("reference", "yolov5", "bus_input_640.pt"), weights_only=True)
+    expected = torch.load(shared_path("reference", "yolov5", "bus_raw_640.pt"), weights_only=True)
+    with torch.no_grad():
+        decoded = official.model(x)[0]
+    assert decoded.shape == expected.shape
+    assert torch.allclose(decoded, expected, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize("image", ["bus", "zidane"])
+@pytest.mark.parametrize("mode", ["square640", "rect640"])
+def test_official_detections_match_reference(official, image, mode):
+    ref = json.loads(shared_path("reference", "yolov5", "reference_detections.json").read_text())
+    assert official.names == ref["names"]
+    expected = ref["images"][image][mode]["detections"]
+    results = official.predict(shared_path("images", f"{image}.jpg"), imgsz=640, rect=mode == "rect640", max_det=1000)
+    got = results[0].boxes.data.tolist()
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        assert max(abs(a - b) for a, b in zip(g[:4], e[:4])) <= 1.0
+        assert abs(g[4] - e[4]) <= 1e-3
+        assert int(g[5]) == e[5]
+
+
+def test_refuses_pickle_that_runs_code(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": Exploit()}, path)
+    with pytest.raises(CheckpointError, match=r"evil.pt: refuses to unpickle '(posix|os|nt)\.system'"):
+        load_model(path)
+    assert not marker.exists()
+
+
+class Stranger:
+    pass
+
+
+def test_refuses_unknown_class(tmp_path):
+    path = tmp_path / "foreign.pt"
+    torch.save({"model": Stranger()}, path)
+    with pytest.raises(CheckpointError, match=r"foreign.pt: refuses to unpickle '.*Stranger'"):
+        load_model(path)
+
+
+def test_truncated_checkpoint(tmp_path):
+    data = shared_path("weights", "yolov5n.pt").read_bytes()
+    path = tmp_path / "truncated.pt"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="truncated.pt: cannot read checkpoint"):
+        load_model(path)
+
+
+def test_missing_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="nothing.pt: no such checkpoint file"):
+        load_model(tmp_path / "nothing.pt")
+
+
+def test_own_checkpoint_roundtrip_is_weights_only(tmp_path):
+    model = DetectionModel("yolov5n.yaml", nc=3)
+    model.names = ["a", "b", "c"]
+    path = save_checkpoint(model_checkpoint(model, epoch=4), tmp_path / "w" / "last.pt")
+    assert not list(path.parent.glob("*.tmp"))
+    raw = torch.load(path, weights_only=True)
+    assert raw["epoch"] == 4
+    loaded = load_model(path)
+    assert loaded.names == ["a", "b", "c"]
+    for (k, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_mismatched_checkpoint_lists_keys_and_shapes(tmp_path):
+    model = DetectionModel("yolov5n.yaml", nc=3)
+    checkpoint = model_checkpoint(model)
+    checkpoint["state_dict"]["model.0.conv.weight"] = torch.zeros(8, 3, 3, 3)
+    del checkpoint["state_dict"]["model.24.m.0.bias"]
+    path = save_checkpoint(checkpoint, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError) as e:
+        load_model(path)
+    message = str(e.value)
+    assert "bad.pt" in message and "model.0.conv.weight (checkpoint (8, 3, 3, 3) vs model (16, 3, 6, 6))" in message
+    assert "missing 1: model.24.m.0.bias" in message
+
+
+def test_transfer_changes_weights_to_checkpoint(official):
+    target = DetectionModel("yolov5n.yaml", nc=2)
+    before = target.state_dict()["model.0.conv.weight"].clone()
+    source = official.model.state_dict()
+    report = transfer_weights(target, source)
+    after = target.state_dict()["model.0.conv.weight"]
+    assert not torch.equal(before, after)
+    assert torch.equal(after, source["model.0.conv.weight"])
+    assert len(report.mismatched) == 6  # the Detect convs (weight, bias) of the three scales: 80 vs 2 classes
+    assert len(report.loaded) == len(source) - 6
+
+
+def test_read_checkpoint_kind(tmp_path):
+    assert read_checkpoint(shared_path("weights", "yolov5n.pt"))[0] == "yolov5"

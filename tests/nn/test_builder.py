@@ -1,0 +1,154 @@
+"""The YAML builder against the official YOLOv5 reference: parameter counts, keys, shapes, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import SHARED, shared_path
+from yolotr.errors import ConfigError
+from yolotr.models.detection import DetectionModel
+from yolotr.nn.builder import parse_activation
+
+REFERENCE = SHARED / "reference" / "yolov5" / "param_counts.json"
+STOCK = sorted(p.stem for p in (SHARED / "reference" / "yolov5-yaml").glob("*.yaml") if p.stem != "anchors")
+SMALL = {"yolov5n", "yolov5s", "yolov5s-transformer", "yolov5s-ghost", "yolov3-tiny", "yolov5n6", "yolov5-p34"}
+
+
+@pytest.mark.parametrize("name", STOCK or ["<missing>"])
+def test_stock_yaml_matches_official_parameter_count(name):
+    ref = json.loads(shared_path("reference", "yolov5", "param_counts.json").read_text())["models"][name]
+    model = DetectionModel(shared_path("reference", "yolov5-yaml", f"{name}.yaml"))
+    assert sum(p.numel() for p in model.parameters()) == ref["params"]
+    assert len(model.state_dict()) == ref["state_dict_tensors"]
+    assert model.stride.tolist() == [float(s) for s in ref["stride"]]
+    if name in SMALL:
+        model.eval()
+        with torch.no_grad():
+            decoded, raw = model(torch.rand(1, 3, 256, 256))
+        strides = ref["stride"]
+        assert [tuple(r.shape) for r in raw] == [(1, 3, 256 // s, 256 // s, 85) for s in strides]
+        assert decoded.shape == (1, sum(3 * (256 // s) ** 2 for s in strides), 85)
+        assert torch.isfinite(decoded).all()
+
+
+def test_state_dict_keys_follow_yolov5_names():
+    model = DetectionModel("yolov5n.yaml")
+    keys = list(model.state_dict())
+    assert keys[0] == "model.0.conv.weight"
+    assert "model.2.m.0.cv1.bn.running_mean" in keys
+    assert "model.24.anchors" in keys and "model.24.m.2.bias" in keys
+
+
+def test_shipped_configs_equal_stock(shared):
+    counts = json.loads((shared / "reference" / "yolov5" / "param_counts.json").read_text())["models"]
+    for size in "ns":
+        model = DetectionModel(f"yolov5{size}.yaml")
+        assert sum(p.numel() for p in model.parameters()) == counts[f"yolov5{size}"]["params"]
+
+
+def test_nc_override_changes_head_only():
+    model = DetectionModel("yolov5n.yaml", nc=3)
+    assert model.model[-1].m[0].out_channels == 3 * 8
+    assert model.nc == 3
+
+
+def test_activation_key_is_parsed_not_evaluated():
+    act = parse_activation("nn.LeakyReLU(0.1)", "x")()
+    assert isinstance(act, torch.nn.LeakyReLU) and act.negative_slope == 0.1
+    with pytest.raises(ConfigError, match="cannot read"):
+        parse_activation("os.system('echo hi')", "x")
+    with pytest.raises(ConfigError, match="not allowed"):
+        parse_activation("nn.Linear(3, 3)", "x")
+    with pytest.raises(ConfigError, match="cannot read"):
+        parse_activation("nn.LeakyReLU(__import__('os'))", "x")
+
+
+def test_activation_applies_to_that_model_only():
+    cfg = yaml.safe_load(open(shared_path("reference", "yolov5-yaml", "yolov5s-LeakyReLU.yaml")))
+    leaky = DetectionModel(cfg)
+    plain = DetectionModel("yolov5n.yaml")
+    assert isinstance(leaky.model[0].act, torch.nn.LeakyReLU)
+    assert isinstance(plain.model[0].act, torch.nn.SiLU)
+
+
+def _tiny_cfg(rows_backbone, rows_head=None):
+    return {
+        "nc": 2,
+        "depth_multiple": 0.33,
+        "width_multiple": 0.25,
+        "anchors": [[10, 13, 16, 30, 33, 23]],
+        "backbone": rows_backbone,
+        "head": rows_head if rows_head is not None else [[[-1], 1, "Detect", ["nc", "anchors"]]],
+        "yaml_file": "tiny.yaml",
+    }
+
+
+def test_unknown_module_names_file_layer_and_row():
+    cfg = _tiny_cfg([[-1, 1, "Conv", [64, 3, 2]], [-1, 1, "Conv3", [64]]])
+    with pytest.raises(ConfigError) as e:
+        DetectionModel(cfg)
+    message = str(e.value)
+    assert "tiny.yaml" in message and "layer 1" in message and "Conv3" in message and "did you mean" in message
+
+
+def test_wrong_argument_count():
+    cfg = _tiny_cfg([[-1, 1, "Conv", [64, 3, 2, None, 1, 1, True, 7, 8]]])
+    with pytest.raises(ConfigError, match=r"tiny.yaml: layer 0 .*wrong arguments for Conv"):
+        DetectionModel(cfg)
+
+
+def test_bad_from_index():
+    cfg = _tiny_cfg([[-1, 1, "Conv", [64, 3, 2]], [[-1, 5], 1, "Concat", [1]]])
+    with pytest.raises(ConfigError, match=r"layer 1 .*'from' index 5"):
+        DetectionModel(cfg)
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("nc: 80\nbackbone: [[-1, 1, Conv, [64, 3]]\nhead: [\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: line \d+: malformed YAML"):
+        DetectionModel(bad)
+
+
+def test_missing_yaml():
+    with pytest.raises(ConfigError, match="no-such-model.yaml: no such model YAML"):
+        DetectionModel("no-such-model.yaml")
+
+
+def test_fuse_keeps_outputs():
+    torch.manual_seed(0)
+    model = DetectionModel("yolov5n.yaml").eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    x = torch.rand(1, 3, 160, 224)
+    with torch.no_grad():
+        before = model(x)[1]
+        model.fuse()
+        after = model(x)[1]
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+    for a, b in zip(before, after):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_anchor_order_is_fixed_when_reversed():
+    cfg = yaml.safe_load(open(shared_path("reference", "yolov5-yaml", "yolov5n.yaml")))
+    cfg["anchors"] = cfg["anchors"][::-1]
+    model = DetectionModel(cfg)
+    head = model.model[-1]
+    pixels = head.anchors * head.stride.view(-1, 1, 1)
+    assert pixels[0, 0].tolist() == [10, 13] and pixels[-1, -1].tolist() == [373, 326]
+
+
+def test_info_reports_params_and_gflops():
+    info = DetectionModel("yolov5s.yaml").info(imgsz=640, verbose=False)
+    assert info["params"] == 7235389
+    assert 16.0 < info["gflops"] < 16.8  # the official YOLOv5s figure is 16.5 GFLOPs at 640
+    assert "SPPF" in info["table"]

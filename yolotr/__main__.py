@@ -1,0 +1,5 @@
+import sys
+
+from yolotr.cli import main
+
+sys.exit(main())

@@ -1,0 +1,92 @@
+"""Reading images and enumerating prediction sources (files, folders, globs, list files, videos)."""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from yolotr.errors import DataError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpeg", ".mpg"}
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as RGB ``(H, W, 3)`` uint8 (greyscale, alpha and 16-bit converted).
+
+    Raises:
+        DataError: naming the file when it is missing, unreadable or not an image.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: no such image file")
+    data = np.fromfile(str(path), dtype=np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    if image is None:
+        raise DataError(f"{path}: not a readable image (corrupt or unsupported format)")
+    if image.dtype == np.uint16:
+        image = (image / 257).round().astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+@dataclass
+class Frame:
+    """One image to predict on: RGB ``(H, W, 3)`` uint8, where it came from, frame index for videos."""
+
+    image: np.ndarray
+    path: str
+    frame: int | None = None
+    fps: float = 0.0
+
+
+def expand_source(source: str | Path | list) -> list[Path]:
+    """Files named by a source: a file, a folder (sorted images and videos), a glob, a ``.txt`` list."""
+    if isinstance(source, list | tuple):
+        return [p for s in source for p in expand_source(s)]
+    text = str(source)
+    path = Path(text)
+    if any(ch in text for ch in "*?["):
+        files = [Path(p) for p in sorted(glob.glob(text, recursive=True))]
+    elif path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+    elif path.suffix.lower() == ".txt" and path.is_file():
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        files = [(path.parent / line) if not Path(line).is_absolute() else Path(line) for line in lines]
+    elif path.is_file():
+        files = [path]
+    else:
+        raise DataError(f"{source}: no such file, folder or glob match")
+    if not files:
+        raise DataError(f"{source}: no images or videos found")
+    return files
+
+
+def iter_frames(source: str | Path | list) -> Iterator[Frame]:
+    """Stream frames from a source; videos are read one frame at a time (memory stays flat)."""
+    for path in expand_source(source):
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            capture = cv2.VideoCapture(str(path))
+            if not capture.isOpened():
+                raise DataError(f"{path}: cannot open video")
+            fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+            index = 0
+            try:
+                while True:
+                    ok, bgr = capture.read()
+                    if not ok:
+                        break
+                    yield Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), str(path), index, fps)
+                    index += 1
+            finally:
+                capture.release()
+        else:
+            yield Frame(read_image(path), str(path))

@@ -1,0 +1,151 @@
+"""Prediction: sources -> letterboxed batches -> model -> NMS -> boxes on the original images."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from yolotr.data.images import Frame, iter_frames
+from yolotr.data.transforms import letterbox
+from yolotr.engine.results import Boxes, Results
+from yolotr.ops.boxes import non_max_suppression, scale_boxes
+
+LOGGER = logging.getLogger("yolotr")
+
+
+def preprocess(images: list[np.ndarray], device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """List of equally sized RGB ``(H, W, 3)`` uint8 images -> ``(B, 3, H, W)`` float in ``[0, 1]``."""
+    batch = torch.from_numpy(np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2)))
+    return batch.to(device=device, dtype=dtype, non_blocking=True) / 255.0
+
+
+class Predictor:
+    """Runs a detection model over images and videos.
+
+    Args:
+        model: a ``DetectionModel`` (or any module whose eval output's first item is ``(B, N, 5 + nc)``).
+        names: class names.
+        imgsz: letterbox size (square side or ``(h, w)``).
+        rect: letterbox to the smallest stride multiple around the resized image (YOLOv5's
+            ``auto=True``) instead of the full square.
+        conf, iou, max_det, classes, agnostic: NMS settings.
+        batch: images per forward pass (consecutive images of equal letterboxed size are batched).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        names: list[str],
+        imgsz: int | tuple[int, int] = 640,
+        rect: bool = True,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        max_det: int = 300,
+        classes: list[int] | None = None,
+        agnostic: bool = False,
+        batch: int = 1,
+        stride: int | None = None,
+    ):
+        self.model = model.eval()
+        self.names = list(names)
+        self.imgsz, self.rect = imgsz, rect
+        self.conf, self.iou, self.max_det, self.classes, self.agnostic = conf, iou, max_det, classes, agnostic
+        self.batch = max(int(batch), 1)
+        model_stride = getattr(model, "stride", None)
+        self.stride = stride or (int(max(model_stride).item()) if model_stride is not None else 32)
+        param = next(model.parameters(), None)
+        self.device = param.device if param is not None else torch.device("cpu")
+        self.dtype = param.dtype if param is not None else torch.float32
+
+    @torch.inference_mode()
+    def predict_images(self, images: list[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Detections ``(n, 6)`` per original RGB image, and the raw decoded model output."""
+        boxed = [letterbox(im, self.imgsz, auto=self.rect, stride=self.stride) for im in images]
+        x = preprocess([b[0] for b in boxed], self.device, self.dtype)
+        out = self.model(x)
+        decoded = out[0] if isinstance(out, tuple | list) else out
+        detections = non_max_suppression(
+            decoded, self.conf, self.iou, self.classes, self.agnostic, self.max_det
+        )  # fmt: skip
+        for det, im in zip(detections, images):
+            det[:, :4] = scale_boxes(tuple(x.shape[2:]), det[:, :4], im.shape[:2])
+        return [d.cpu() for d in detections], decoded
+
+    def stream(self, source, progress: bool = False) -> Iterator[tuple[Frame, Results]]:
+        """Yield ``(frame, results)`` one image or video frame at a time."""
+        pending: list[Frame] = []
+        frames = iter_frames(source)
+        for frame in tqdm(frames, desc="predict", unit="img", disable=not progress):
+            if pending and frame.image.shape != pending[0].image.shape:
+                yield from self._flush(pending)
+                pending = []
+            pending.append(frame)
+            if len(pending) >= self.batch:
+                yield from self._flush(pending)
+                pending = []
+        if pending:
+            yield from self._flush(pending)
+
+    def _flush(self, frames: list[Frame]) -> Iterator[tuple[Frame, Results]]:
+        detections, _ = self.predict_images([f.image for f in frames])
+        for frame, det in zip(frames, detections):
+            yield frame, Results(frame.image, frame.path, Boxes(det), self.names)
+
+    def __call__(self, source) -> list[Results]:
+        return [r for _, r in self.stream(source)]
+
+
+def run_prediction(predictor: Predictor, source, save_dir: Path | None, save_txt: bool = False) -> dict:
+    """Predict over ``source``; with ``save_dir``, write drawn images (videos as videos) and a JSON.
+
+    Returns ``{"images": n, "detections": n, "json": path | None}``.
+    """
+    records, n_images, n_det = [], 0, 0
+    writers: dict[str, cv2.VideoWriter] = {}
+    try:
+        for frame, result in predictor.stream(source, progress=True):
+            n_images += 1
+            n_det += len(result)
+            name = Path(frame.path).name if frame.frame is None else f"{Path(frame.path).stem}_{frame.frame}"
+            records.append({"image": frame.path, "frame": frame.frame, "detections": result.to_json()})
+            if save_dir is None:
+                continue
+            save_dir.mkdir(parents=True, exist_ok=True)
+            if frame.frame is None:
+                result.save(save_dir / name)
+            else:
+                out = save_dir / f"{Path(frame.path).stem}.mp4"
+                if frame.path not in writers:
+                    h, w = frame.image.shape[:2]
+                    writers[frame.path] = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), frame.fps, (w, h))
+                writers[frame.path].write(cv2.cvtColor(result.plot(), cv2.COLOR_RGB2BGR))
+            if save_txt:
+                write_yolo_txt(result, save_dir / "labels" / f"{Path(name).stem}.txt")
+    finally:
+        for writer in writers.values():
+            writer.release()
+    json_path = None
+    if save_dir is not None:
+        json_path = save_dir / "predictions.json"
+        json_path.write_text(json.dumps(records, indent=1))
+    return {"images": n_images, "detections": n_det, "json": json_path}
+
+
+def write_yolo_txt(result: Results, path: Path) -> None:
+    """Write detections as YOLO txt lines: ``class cx cy w h score`` normalized to the image."""
+    h, w = result.orig_img.shape[:2]
+    lines = []
+    for x1, y1, x2, y2, s, c in result.boxes.data.tolist():
+        lines.append(
+            f"{int(c)} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f} {s:.5f}"
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + ("\n" if lines else ""))

@@ -1,0 +1,66 @@
+"""One entry point for every model source: a YAML (shipped or path) or a checkpoint of any kind."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from yolotr.data.coco import COCO_NAMES
+from yolotr.errors import CheckpointError, ConfigError
+from yolotr.models.detection import DetectionModel
+from yolotr.models.weights import load_exact, read_checkpoint, yolov5_model_parts
+
+LOGGER = logging.getLogger("yolotr")
+CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
+
+
+def load_model(source: str | Path, nc: int | None = None) -> DetectionModel:
+    """Build or load a ``DetectionModel``.
+
+    ``source`` is a model YAML (a path or a shipped config name; ``nc`` overrides its classes) or a
+    checkpoint: ours, an official YOLOv5 ``.pt`` (read without YOLOv5's code) or a published
+    PyTorch YOLOv4 ``state_dict``. Class names come along from checkpoints.
+    """
+    path = Path(source)
+    if path.suffix.lower() in {".yaml", ".yml"} or (path.suffix == "" and not path.is_file()):
+        return DetectionModel(path, nc=nc)
+    if path.suffix.lower() not in CHECKPOINT_SUFFIXES and not path.is_file():
+        raise ConfigError(f"{source}: not a model YAML or a checkpoint (.pt, .pth)")
+    kind, checkpoint = read_checkpoint(path)
+    if kind == "yolotr":
+        model = DetectionModel(checkpoint["model_yaml"])
+        load_exact(model, checkpoint["state_dict"], path)
+        model.names = list(checkpoint.get("names") or model.names)
+    elif kind == "yolov5":
+        cfg, state, names = yolov5_model_parts(checkpoint, path)
+        model = DetectionModel(cfg)
+        load_exact(model, state, path)
+        model.names = names
+        LOGGER.info("%s: imported official YOLOv5 checkpoint (%d tensors, %d classes)", path, len(state), len(names))
+    else:
+        model = _load_state_dict_file(checkpoint, path)
+    model.float().eval()
+    for head in model.modules():
+        if hasattr(head, "reset_grids"):
+            head.reset_grids()
+    return model
+
+
+def _load_state_dict_file(state: dict, path: Path) -> DetectionModel:
+    """A bare ``state_dict``: only the published PyTorch YOLOv4 layout is recognised."""
+    try:
+        from yolotr.models import yolov4_import
+    except ImportError:
+        yolov4_import = None
+    layout = yolov4_import.is_yolov4_state_dict(state) if yolov4_import else None
+    if layout != "full":
+        raise CheckpointError(
+            f"{path}: a bare state_dict without a model description; yolotr recognises only its own "
+            "checkpoints, official YOLOv5 .pt files and the published PyTorch YOLOv4 layout"
+        )
+    converted, nc, report = yolov4_import.convert_yolov4_state_dict(state)
+    model = DetectionModel("yolov4.yaml", nc=nc)
+    load_exact(model, converted, path)
+    model.names = list(COCO_NAMES) if nc == len(COCO_NAMES) else [str(i) for i in range(nc)]
+    LOGGER.info("%s: imported published PyTorch YOLOv4 weights: %s", path, report)
+    return model

@@ -1,0 +1,88 @@
+"""Box conversions, rescaling from letterboxed to original images, and NMS (torchvision)."""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+
+
+def xywh2xyxy(x: torch.Tensor) -> torch.Tensor:
+    """``(..., 4)`` centre x, centre y, width, height -> x1, y1, x2, y2 (same units)."""
+    xy, wh = x[..., :2], x[..., 2:4] / 2
+    return torch.cat((xy - wh, xy + wh), -1)
+
+
+def xyxy2xywh(x: torch.Tensor) -> torch.Tensor:
+    """``(..., 4)`` x1, y1, x2, y2 -> centre x, centre y, width, height."""
+    return torch.cat(((x[..., :2] + x[..., 2:4]) / 2, x[..., 2:4] - x[..., :2]), -1)
+
+
+def clip_boxes(boxes: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Clip ``(N, 4)`` xyxy boxes in place to an image of ``shape = (height, width)``."""
+    boxes[..., 0].clamp_(0, shape[1])
+    boxes[..., 1].clamp_(0, shape[0])
+    boxes[..., 2].clamp_(0, shape[1])
+    boxes[..., 3].clamp_(0, shape[0])
+    return boxes
+
+
+def scale_boxes(
+    input_shape: tuple[int, int],
+    boxes: torch.Tensor,
+    original_shape: tuple[int, int],
+    ratio_pad: tuple | None = None,
+) -> torch.Tensor:
+    """Map ``(N, 4)`` xyxy boxes from a letterboxed ``input_shape`` back to ``original_shape`` (h, w).
+
+    ``ratio_pad = ((gain_h, gain_w), (pad_w, pad_h))`` when known; otherwise derived as the letterbox
+    derives it. Works in place and clips to the original image.
+    """
+    if ratio_pad is None:
+        gain = min(input_shape[0] / original_shape[0], input_shape[1] / original_shape[1])
+        pad = (input_shape[1] - original_shape[1] * gain) / 2, (input_shape[0] - original_shape[0] * gain) / 2
+    else:
+        gain, pad = ratio_pad[0][0], ratio_pad[1]
+    boxes[..., [0, 2]] -= pad[0]
+    boxes[..., [1, 3]] -= pad[1]
+    boxes[..., :4] /= gain
+    return clip_boxes(boxes, original_shape)
+
+
+def non_max_suppression(
+    prediction: torch.Tensor,
+    conf_thres: float = 0.25,
+    iou_thres: float = 0.45,
+    classes: list[int] | None = None,
+    agnostic: bool = False,
+    max_det: int = 300,
+    max_candidates: int = 30000,
+) -> list[torch.Tensor]:
+    """Per-image NMS of decoded YOLO output.
+
+    Args:
+        prediction: ``(B, N, 5 + nc)`` float: cx, cy, w, h (pixels), objectness, class probabilities.
+        conf_thres: minimum ``objectness * class probability``.
+        iou_thres: IoU above which the lower-scored box of the same class is dropped.
+        classes: keep only these class indices.
+        agnostic: suppress across classes.
+        max_det: detections kept per image.
+
+    Returns:
+        One ``(n, 6)`` float32 tensor per image: x1, y1, x2, y2, score, class — best first.
+    """
+    prediction = prediction.float()
+    out = []
+    for x in prediction:
+        x = x[x[:, 4] > conf_thres]
+        scores = x[:, 5:] * x[:, 4:5]
+        conf, cls = scores.max(1)
+        keep = conf > conf_thres
+        if classes is not None:
+            keep &= torch.isin(cls, torch.as_tensor(classes, device=cls.device))
+        boxes, conf, cls = xywh2xyxy(x[keep, :4]), conf[keep], cls[keep]
+        order = conf.argsort(descending=True)[:max_candidates]
+        boxes, conf, cls = boxes[order], conf[order], cls[order]
+        groups = torch.zeros_like(cls) if agnostic else cls
+        kept = torchvision.ops.batched_nms(boxes, conf, groups, iou_thres)[:max_det]
+        out.append(torch.cat((boxes[kept], conf[kept, None], cls[kept, None].float()), 1))
+    return out

@@ -1,0 +1,62 @@
+"""The ``YOLO`` facade: one object to build or load a model and run the engine on it."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from yolotr.models.loading import load_model
+
+LOGGER = logging.getLogger("yolotr")
+
+
+class YOLO:
+    """A detector and what you can do with it.
+
+    ``YOLO("yolov5s.yaml")`` builds a shipped config (or any YAML path); ``YOLO("best.pt")`` loads our
+    checkpoint; ``YOLO("yolov5n.pt")`` imports an official YOLOv5 checkpoint without its code.
+
+    Args:
+        source: model YAML or checkpoint.
+        nc: number of classes when building from a YAML.
+    """
+
+    def __init__(self, source: str | Path = "yolov5n.yaml", nc: int | None = None):
+        self.source = str(source)
+        self.model = load_model(source, nc=nc)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.model.names)
+
+    def predict(
+        self,
+        source,
+        imgsz: int = 640,
+        conf: float = 0.25,
+        iou: float = 0.45,
+        max_det: int = 300,
+        classes: list[int] | None = None,
+        rect: bool = True,
+        batch: int = 1,
+    ):
+        """Detections on images, folders, globs or videos: a list of ``Results`` (one per image/frame)."""
+        from yolotr.engine.predictor import Predictor
+
+        self.model.eval()
+        predictor = Predictor(
+            self.model, self.names, imgsz, rect=rect, conf=conf, iou=iou, max_det=max_det, classes=classes, batch=batch
+        )
+        return predictor(source)
+
+    def info(self, imgsz: int = 640, verbose: bool = True) -> dict:
+        """Layer table, parameters and GFLOPs at ``imgsz``."""
+        return self.model.info(imgsz, verbose)
+
+    def fuse(self) -> YOLO:
+        """Fold BatchNorm into convolutions for faster inference."""
+        self.model.fuse()
+        return self
+
+    def __repr__(self) -> str:
+        return f"YOLO({self.source!r}, nc={self.model.nc})"
