@@ -271,6 +271,42 @@ def seed_worker(worker_id: int) -> None:
         info.dataset.rng = np.random.default_rng(seed)
 
 
+class _Repeat:
+    """A batch sampler that starts over forever (a new pass of the wrapped sampler each time)."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def __iter__(self):
+        while True:
+            yield from iter(self.sampler)
+
+
+class InfiniteDataLoader(DataLoader):
+    """A DataLoader whose workers keep prefetching across epochs: each ``iter()`` yields one
+    epoch (``len(loader)`` batches) from one iterator that never ends, so small datasets do not
+    stall at every epoch boundary (Ultralytics' ``InfiniteDataLoader`` does the same).
+
+    A ``DistributedSampler``'s ``set_epoch`` takes effect from the next pass the workers start,
+    which may be one epoch late because of prefetching. Leaving an epoch early leaves its
+    remaining batches to the next ``iter()``.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        object.__setattr__(self, "batch_sampler", _Repeat(self.batch_sampler))
+        self._iterator = None
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler.sampler)
+
+    def __iter__(self):
+        if self._iterator is None:
+            self._iterator = super().__iter__()
+        for _ in range(len(self)):
+            yield next(self._iterator)
+
+
 def build_dataloader(
     dataset: DetectionDataset,
     batch_size: int,
@@ -279,7 +315,7 @@ def build_dataloader(
     rank: int = -1,
     seed: int = 0,
 ) -> DataLoader:
-    """A DataLoader of ``dataset`` with :func:`collate`.
+    """An :class:`InfiniteDataLoader` of ``dataset`` with :func:`collate`.
 
     Pinned memory on CUDA; a ``DistributedSampler`` when ``rank >= 0`` (call its ``set_epoch``
     every epoch); seeded workers (``seed + rank``), so a run replays the same augmentations.
@@ -292,7 +328,7 @@ def build_dataloader(
     workers = max(0, min(workers, os.cpu_count() or 1))
     generator = torch.Generator()
     generator.manual_seed(seed + max(rank, 0))
-    return DataLoader(
+    return InfiniteDataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle and sampler is None,
