@@ -91,3 +91,11 @@ for _cls in (nn.Upsample, nn.MaxPool2d, nn.AvgPool2d, nn.ZeroPad2d, nn.Identity,
 register("TransformerC3", TransformerC3, "csp")
 register("SwinV2_CSPB", SwinV2_CSPB, "same")
 register("HWD", HWD, "conv")
+
+# YOLOv4 (CSPDarknet53 + SPP + PANet): yolotr/nn/yolov4.py
+from yolotr.nn.yolov4 import ConvStack, CSPDarknetStage, MishConv, SPPBlock, YOLOv4Detect  # noqa: E402
+
+for _name, _cls in {"MishConv": MishConv, "ConvStack": ConvStack, "SPPBlock": SPPBlock}.items():
+    register(_name, _cls, "conv")
+register("CSPDarknetStage", CSPDarknetStage, "csp")
+register("YOLOv4Detect", YOLOv4Detect, "detect")
