@@ -52,6 +52,21 @@ class Detect(nn.Module):
         wh = (wh * 2) ** 2 * anchor_grid
         return torch.cat((xy, wh, conf), 4)
 
+    def cell_boxes(self, i: int, twh: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """Boxes relative to their cell, in the units of ``anchors``: raw ``(..., 4)`` -> ``(..., 4)``.
+
+        ``x, y = 2 * sigmoid(t) - 0.5`` (offsets from the cell corner, in ``(-0.5, 1.5)``) and
+        ``w, h = (2 * sigmoid(t)) ** 2 * anchors``. The loss calls this with anchors in grid units;
+        subclasses with another parametrization override it together with :meth:`decode`.
+        """
+        xy = twh[..., :2].sigmoid() * 2 - 0.5
+        wh = (twh[..., 2:4].sigmoid() * 2) ** 2 * anchors
+        return torch.cat((xy, wh), -1)
+
+    def xy_range(self, i: int) -> tuple[float, float]:
+        """Offsets from the cell corner that head ``i`` can predict (YOLOv5: ``(-0.5, 1.5)``)."""
+        return -0.5, 1.5
+
     def _grid(self, i: int, raw: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Cell offsets ``(1, na, H, W, 2)`` (minus 0.5) and anchor sizes in pixels, cached per shape."""
         ny, nx = raw.shape[2:4]

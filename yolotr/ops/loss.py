@@ -1,0 +1,128 @@
+"""YOLOv5's detection loss: anchor matching by size ratio, neighbouring cells, CIoU, objectness, BCE.
+
+Differs from YOLOv5's ``ComputeLoss`` in two ways: the head decodes the matched predictions
+(``head.cell_boxes``), so a head with another parametrization (YOLOv4's ``exp`` for w/h) is trained
+on what it predicts; and the neighbouring-cell rule follows the head's reachable offsets
+(``head.xy_range``): YOLOv5's ``(-0.5, 1.5)`` gives its 0.5 rule, YOLOv4's ``(0, 1)`` only the
+centre cell. Everything is computed in float32, also under autocast.
+"""
+
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+from yolotr.nn.head import Detect
+
+LOSS_NAMES = ("box", "obj", "cls")
+
+
+def scaled_gains(hyp: dict, nc: int, nl: int, imgsz: int) -> dict[str, float]:
+    """YOLOv5's gain scaling: box by 3/nl, cls by nc/80 * 3/nl, obj by (imgsz/640)^2 * 3/nl."""
+    return {
+        "box": float(hyp.get("box", 0.05)) * 3 / nl,
+        "cls": float(hyp.get("cls", 0.5)) * nc / 80 * 3 / nl,
+        "obj": float(hyp.get("obj", 1.0)) * (imgsz / 640) ** 2 * 3 / nl,
+    }
+
+
+class DetectionLoss:
+    """Loss of a ``Detect`` head's raw training output.
+
+    Args:
+        head: the model's ``Detect`` (or subclass) module; its ``anchors`` are in grid units.
+        hyp: gains and settings: ``box``, ``obj``, ``cls``, ``cls_pw``, ``obj_pw``, ``anchor_t``,
+            ``label_smoothing``.
+        imgsz: training image size (scales the objectness gain).
+
+    Call with ``raw`` (list of ``(B, na, H, W, 5 + nc)``) and ``targets`` ``(N, 6)`` float
+    ``[image_index, class, cx, cy, w, h]`` normalized to the input image. Returns
+    ``(loss * batch_size, (box, obj, cls) detached)``, both float32.
+    """
+
+    def __init__(self, head: Detect, hyp: dict, imgsz: int = 640):
+        self.head = head
+        self.nc, self.nl, self.na = head.nc, head.nl, head.na
+        self.gains = scaled_gains(hyp, self.nc, self.nl, imgsz)
+        self.anchor_t = float(hyp.get("anchor_t", 4.0))
+        eps = float(hyp.get("label_smoothing", 0.0))
+        self.cls_pos, self.cls_neg = 1.0 - 0.5 * eps, 0.5 * eps
+        self.cls_pw = float(hyp.get("cls_pw", 1.0))
+        self.obj_pw = float(hyp.get("obj_pw", 1.0))
+        self.balance = {3: [4.0, 1.0, 0.4]}.get(self.nl, [4.0, 1.0, 0.25, 0.06, 0.02][: self.nl])
+        if len(self.balance) < self.nl:
+            self.balance += [0.02] * (self.nl - len(self.balance))
+
+    def __call__(self, raw: list[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        device = raw[0].device
+        bce_cls = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([self.cls_pw], device=device))
+        bce_obj = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([self.obj_pw], device=device))
+        losses = torch.zeros(3, device=device)
+        targets = targets.to(device=device, dtype=torch.float32)
+        for i, (pi, (b, a, gj, gi, tbox, anchors, tcls)) in enumerate(zip(raw, self.build_targets(raw, targets))):
+            pi = pi.float()
+            tobj = torch.zeros(pi.shape[:4], device=device)
+            if b.numel():
+                matched = pi[b, a, gj, gi]
+                pbox = self.head.cell_boxes(i, matched[:, :4], anchors).float()
+                ciou_loss = torchvision.ops.complete_box_iou_loss(_xyxy(pbox), _xyxy(tbox), reduction="none")
+                losses[0] += ciou_loss.mean()
+                tobj[b, a, gj, gi] = (1.0 - ciou_loss).detach().clamp(0)
+                if self.nc > 1:
+                    t = torch.full_like(matched[:, 5:], self.cls_neg)
+                    t[torch.arange(b.numel(), device=device), tcls] = self.cls_pos
+                    losses[2] += bce_cls(matched[:, 5:], t)
+            losses[1] += bce_obj(pi[..., 4], tobj) * self.balance[i]
+        losses = losses * torch.tensor([self.gains["box"], self.gains["obj"], self.gains["cls"]], device=device)
+        batch_size = raw[0].shape[0]
+        return losses.sum() * batch_size, losses.detach()
+
+    @torch.no_grad()
+    def build_targets(self, raw: list[torch.Tensor], targets: torch.Tensor):
+        """Assign each target to anchors and cells, per head.
+
+        A target goes to every anchor whose width and height ratios to it are all below
+        ``anchor_t``, in the cell holding its centre and in the neighbouring cells (left/right,
+        up/down) from which the head can still reach the centre.
+
+        Yields per head: image index, anchor index, cell row, cell column ``(n,)`` long; the target
+        box relative to its cell ``(n, 4)`` in grid units; the matched anchors ``(n, 2)``; the classes.
+        """
+        device = targets.device
+        nt = targets.shape[0]
+        anchor_index = torch.arange(self.na, device=device).float().view(self.na, 1).repeat(1, nt)
+        all_targets = torch.cat((targets.repeat(self.na, 1, 1), anchor_index[..., None]), 2)  # (na, nt, 7)
+        directions = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], device=device).float()
+        gain = torch.ones(7, device=device)
+        for i in range(self.nl):
+            anchors = self.head.anchors[i].to(device)
+            _, _, ny, nx, _ = raw[i].shape
+            lo, hi = self.head.xy_range(i)
+            g = max(min(hi - 1.0, -lo), 0.0)
+            gain[2:6] = torch.tensor([nx, ny, nx, ny], device=device, dtype=torch.float32)
+            t = all_targets * gain
+            if nt:
+                r = t[..., 4:6] / anchors[:, None]
+                t = t[torch.max(r, 1 / r).max(2)[0] < self.anchor_t]
+                gxy = t[:, 2:4]
+                gxi = gain[[2, 3]] - gxy
+                left, up = ((gxy % 1 < g) & (gxy > 1)).T
+                right, down = ((gxi % 1 < g) & (gxi > 1)).T
+                use = torch.stack((torch.ones_like(left), left, up, right, down))
+                t = t.repeat((5, 1, 1))[use]
+                offsets = (torch.zeros_like(gxy)[None] + directions[:, None] * g)[use]
+            else:
+                t = all_targets[0]
+                offsets = torch.zeros(0, 2, device=device)
+            bc, gxy, gwh, a = t.split((2, 2, 2, 1), 1)
+            a, (b, c) = a.long().view(-1), bc.long().T
+            gij = (gxy - offsets).long()
+            gi, gj = gij.T.clamp(min=0)
+            gi, gj = gi.clamp(max=nx - 1), gj.clamp(max=ny - 1)
+            yield b, a, gj, gi, torch.cat((gxy - gij, gwh), 1), anchors[a], c
+
+
+def _xyxy(xywh: torch.Tensor) -> torch.Tensor:
+    xy, half = xywh[:, :2], xywh[:, 2:4] / 2
+    return torch.cat((xy - half, xy + half), 1)
