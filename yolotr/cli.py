@@ -57,6 +57,92 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _overrides(args: argparse.Namespace, keys: tuple[str, ...]) -> dict:
+    return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
+
+
+TRAIN_KEYS = (
+    "model",
+    "data",
+    "epochs",
+    "batch",
+    "imgsz",
+    "device",
+    "workers",
+    "seed",
+    "optimizer",
+    "lr0",
+    "lr_transformer_scale",
+    "freeze",
+    "weights",
+    "weights_rename",
+    "project",
+    "name",
+    "save_period_steps",
+    "cache_ram",
+    "sync_bn",
+    "val",
+)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from yolotr.engine.trainer import Trainer
+
+    overrides = _overrides(args, TRAIN_KEYS)
+    if args.amp is not None:
+        overrides["amp"] = args.amp == "on"
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        overrides[key] = yaml_value(value)
+    if args.resume:
+        trainer = Trainer.resume(args.resume, **{k: v for k, v in overrides.items() if k == "epochs"})
+    else:
+        trainer = Trainer({**(_cfg_file(args.cfg) if args.cfg else {}), **overrides})
+    result = trainer.train()
+    print(f"results in {result['save_dir']}")
+    return 0
+
+
+def _cfg_file(path: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+
+
+def yaml_value(text: str):
+    """``--set key=value`` values parse as YAML scalars (numbers, booleans, lists)."""
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def cmd_val(args: argparse.Namespace) -> int:
+    from yolotr.engine.validator import validate
+    from yolotr.models.loading import load_model
+
+    model = load_model(args.model)
+    result = validate(
+        model,
+        args.data,
+        split=args.split,
+        imgsz=args.imgsz,
+        batch_size=args.batch,
+        conf=args.conf,
+        iou=args.iou,
+        workers=args.workers,
+        save_dir=Path(args.save_dir) if args.save_dir else None,
+    )
+    print(result.table() if hasattr(result, "table") else result)
+    return 0
+
+
+def cmd_check_data(args: argparse.Namespace) -> int:
+    from yolotr.data.check import check_data
+
+    print(check_data(args.data))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="yolotr", description="YOLO detectors with Transformer blocks")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -80,6 +166,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", default="runs/predict")
     p.add_argument("--name", default="exp")
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("train", help="train a detector (torchrun for several GPUs/processes)")
+    p.add_argument("--model", help="model YAML or checkpoint to start from")
+    p.add_argument("--data", help="dataset YAML, or 'shapes' for the built-in set")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch", type=int, help="images per step and process")
+    p.add_argument("--imgsz", type=int)
+    p.add_argument("--device")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--optimizer", choices=["SGD", "AdamW"])
+    p.add_argument("--lr0", type=float)
+    p.add_argument("--lr-transformer-scale", dest="lr_transformer_scale", type=float)
+    p.add_argument("--freeze", type=int, help="freeze the first N layers")
+    p.add_argument("--weights", help="transfer matching weights from this checkpoint")
+    p.add_argument("--weights-rename", dest="weights_rename", nargs="+", help="old=new key-prefix rules")
+    p.add_argument("--amp", choices=["on", "off"], help="mixed precision (default: on for CUDA)")
+    p.add_argument("--save-period-steps", dest="save_period_steps", type=int)
+    p.add_argument("--cache-ram", dest="cache_ram", action="store_true", default=None)
+    p.add_argument("--sync-bn", dest="sync_bn", action="store_true", default=None)
+    p.add_argument("--no-val", dest="val", action="store_false", default=None)
+    p.add_argument("--project")
+    p.add_argument("--name")
+    p.add_argument("--cfg", help="a YAML of settings overriding cfg/default.yaml")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="any other setting of cfg/default.yaml")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue runs/train/expN from weights/last.pt")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("val", help="COCO mAP of a model on a dataset")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="val")
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--conf", type=float, default=0.001)
+    p.add_argument("--iou", type=float, default=0.6)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--save-dir", dest="save_dir", help="write PR curve and confusion matrix here")
+    p.set_defaults(func=cmd_val)
+
+    p = sub.add_parser("check-data", help="validate a dataset: problems per file and line, class counts")
+    p.add_argument("--data", required=True)
+    p.set_defaults(func=cmd_check_data)
 
     p = sub.add_parser("info", help="layer table, parameters and GFLOPs")
     p.add_argument("--model", required=True)

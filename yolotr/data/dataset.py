@@ -210,10 +210,18 @@ class DetectionDataset(Dataset):
         sx, sy = hw[1] / rec.width, hw[0] / rec.height
         return rec.boxes * np.float32([sx, sy, sx, sy]), rec.classes.copy()
 
-    def __getitem__(self, i: int):
-        rng = self.rng
-        if self.mosaic and rng.random() < self.hyp["mosaic"]:
+    def __getitem__(self, i: int | tuple[int, int, int]):
+        """Item ``i``; an index ``(seed, epoch, i)`` draws its augmentation from a generator seeded
+        with that triple (and mosaic partners from the whole set), so a sample is the same whichever
+        worker makes it and whenever: this is what makes training resume exactly."""
+        if isinstance(i, tuple):
+            rng = np.random.default_rng(i)
+            i = i[2]
+            pool = range(len(self.records))
+        else:
+            rng = self.rng
             pool = list(self._buffer) if self._buffer and self._ram is None else range(len(self.records))
+        if self.mosaic and rng.random() < self.hyp["mosaic"]:
             idx = [i, *(pool[k] for k in rng.integers(0, len(pool), 3))]
             images, boxes, classes = [], [], []
             for j in idx:

@@ -58,9 +58,25 @@ def _load_state_dict_file(state: dict, path: Path) -> DetectionModel:
             f"{path}: a bare state_dict without a model description; yolotr recognises only its own "
             "checkpoints, official YOLOv5 .pt files and the published PyTorch YOLOv4 layout"
         )
-    converted, nc, report = yolov4_import.convert_yolov4_state_dict(state)
+    converted, nc, report = yolov4_import.convert_yolov4_state_dict(state, str(path))
     model = DetectionModel("yolov4.yaml", nc=nc)
     load_exact(model, converted, path)
     model.names = list(COCO_NAMES) if nc == len(COCO_NAMES) else [str(i) for i in range(nc)]
     LOGGER.info("%s: imported published PyTorch YOLOv4 weights: %s", path, report)
     return model
+
+
+def checkpoint_state_dict(path: str | Path) -> dict:
+    """The weights of any checkpoint kind as a state dict in our key names (for weight transfer)."""
+    kind, checkpoint = read_checkpoint(path)
+    if kind == "yolotr":
+        return checkpoint["state_dict"]
+    if kind == "yolov5":
+        return yolov5_model_parts(checkpoint, path)[1]
+    try:
+        from yolotr.models import yolov4_import
+    except ImportError:
+        return checkpoint
+    if yolov4_import.is_yolov4_state_dict(checkpoint):
+        return yolov4_import.convert_yolov4_state_dict(checkpoint, str(path))[0]
+    return checkpoint

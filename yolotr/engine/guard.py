@@ -1,0 +1,142 @@
+"""Non-finite guard: which module produced the first NaN/inf, at which step; skip and recover.
+
+When a loss or a gradient is not finite, :meth:`NonFiniteGuard.locate` re-runs the step's forward
+(and backward) with hooks on every module and names the first module whose output (forward order)
+or output gradient (backward order, i.e. where the non-finite gradient was born) is not finite,
+with statistics of that module's inputs. The trainer skips the step; after ``max_bad`` bad steps
+within ``window`` steps it restores the last good snapshot of weights, optimizer, EMA and scaler,
+and lowers the learning rate by ``lr_factor``.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+LOGGER = logging.getLogger("yolotr")
+
+
+@dataclass
+class NonFiniteReport:
+    """Where a non-finite value first appeared."""
+
+    step: int
+    module: str | None
+    kind: str  # "output", "gradient", "loss" or "unknown"
+    input_stats: str
+
+    def __str__(self) -> str:
+        where = f"module '{self.module}' ({self.kind})" if self.module else f"no single module ({self.kind})"
+        return f"non-finite value at step {self.step}: first seen in {where}; inputs: {self.input_stats}"
+
+
+def tensor_stats(values) -> str:
+    """min / max / mean / count of non-finite entries of the tensors in ``values``."""
+    parts = []
+    for t in values:
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel():
+            finite = torch.isfinite(t)
+            f = t[finite].float()
+            stats = f"min {f.min():.4g} max {f.max():.4g} mean {f.mean():.4g}" if f.numel() else "all non-finite"
+            parts.append(f"{tuple(t.shape)} {t.dtype}: {stats}, non-finite {int((~finite).sum())}")
+    return "; ".join(parts) or "none"
+
+
+def all_finite(tensors) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None)
+
+
+def grads_finite(model: nn.Module) -> bool:
+    """True when every gradient of ``model`` is finite (one reduction, one sync)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return True
+    return bool(torch.isfinite(torch.stack([g.detach().float().abs().max() for g in grads])).all())
+
+
+def _first_tensor(out):
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, list | tuple):
+        return [t for o in out for t in _first_tensor(o)]
+    return []
+
+
+class NonFiniteGuard:
+    """Detects, locates and recovers from non-finite losses and gradients."""
+
+    def __init__(self, max_bad: int = 3, window: int = 20, lr_factor: float = 0.5):
+        self.max_bad, self.window, self.lr_factor = max_bad, window, lr_factor
+        self.bad_steps: deque[int] = deque()
+        self.reports: list[NonFiniteReport] = []
+        self.snapshot: dict | None = None
+        self.lr_multiplier = 1.0
+        self.rollbacks = 0
+
+    def locate(self, model: nn.Module, step: int, run: Callable[[], torch.Tensor]) -> NonFiniteReport:
+        """Re-run ``run`` (forward returning the loss) with hooks; backward too when the loss is finite."""
+        names = {m: n for n, m in model.named_modules() if n}
+        found: dict[str, tuple[str, str]] = {}
+        handles = []
+
+        def forward_hook(module, inputs, output):
+            outs = _first_tensor(output)
+            if "output" not in found and not all_finite(outs):
+                found["output"] = (names[module], tensor_stats(_first_tensor(inputs)))
+            for t in outs:
+                if t.requires_grad:
+                    t.register_hook(lambda g, m=module, i=inputs: gradient_hook(m, i, g))
+
+        def gradient_hook(module, inputs, grad):
+            if "gradient" not in found and grad is not None and not bool(torch.isfinite(grad).all()):
+                found["gradient"] = (names[module], tensor_stats(_first_tensor(inputs)))
+
+        for module in names:
+            handles.append(module.register_forward_hook(forward_hook))
+        try:
+            loss = run()
+            if "output" not in found and torch.isfinite(loss).all() and loss.requires_grad:
+                loss.backward()
+        finally:
+            for h in handles:
+                h.remove()
+            model.zero_grad(set_to_none=True)
+        for kind in ("output", "gradient"):
+            if kind in found:
+                report = NonFiniteReport(step, found[kind][0], kind, found[kind][1])
+                break
+        else:
+            report = NonFiniteReport(step, None, "unknown", "the fault did not reproduce on a re-run")
+        self.reports.append(report)
+        LOGGER.warning("%s", report)
+        return report
+
+    def record_bad_step(self, step: int) -> bool:
+        """Count a skipped step; True when it is time to roll back."""
+        self.bad_steps.append(step)
+        while self.bad_steps and self.bad_steps[0] <= step - self.window:
+            self.bad_steps.popleft()
+        return len(self.bad_steps) >= self.max_bad
+
+    def take_snapshot(self, **states) -> None:
+        """Remember known-good state dicts (deep copies), e.g. ``model=..., optimizer=...``."""
+        self.snapshot = {k: copy.deepcopy(v.state_dict()) for k, v in states.items() if v is not None}
+
+    def roll_back(self, **targets) -> None:
+        """Restore the snapshot into ``targets`` and lower the learning-rate multiplier."""
+        if self.snapshot is None:
+            LOGGER.warning("no good snapshot yet; cannot roll back")
+            return
+        for key, target in targets.items():
+            if target is not None and key in self.snapshot:
+                target.load_state_dict(self.snapshot[key])
+        self.lr_multiplier *= self.lr_factor
+        self.rollbacks += 1
+        self.bad_steps.clear()
+        LOGGER.warning("rolled back to the last good weights; learning rate x%.3g", self.lr_multiplier)

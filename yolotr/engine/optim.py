@@ -1,0 +1,120 @@
+"""Optimizer parameter groups and the learning-rate / momentum schedule (warmup, then cosine or linear)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from yolotr.nn.attention import TransformerBlock, TransformerC3Layer
+from yolotr.nn.swin import SwinV2Block, SwinV2Layer
+
+TRANSFORMER_MODULES: tuple[type[nn.Module], ...] = (
+    TransformerBlock,
+    TransformerC3Layer,
+    SwinV2Layer,
+    SwinV2Block,
+    nn.MultiheadAttention,
+    nn.LayerNorm,
+)
+NORMS = (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.SyncBatchNorm)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, transformer_scale: float) -> list[dict]:
+    """Split trainable parameters into groups.
+
+    ``decay`` (conv/linear weights, with weight decay), ``no_decay`` (norm weights, no decay) and
+    ``bias`` (no decay; warmed up from ``warmup_bias_lr``), each once for CNN parameters
+    (``lr_scale`` 1) and once for parameters inside Transformer/Swin modules (``lr_scale =
+    transformer_scale``). Empty groups are dropped.
+    """
+    inside_transformer: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, TRANSFORMER_MODULES):
+            inside_transformer.update(id(p) for p in module.parameters())
+    groups = {(kind, tr): [] for kind in ("decay", "no_decay", "bias") for tr in (False, True)}
+    seen: set[int] = set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            if name.endswith("bias"):
+                kind = "bias"
+            elif isinstance(module, NORMS) or p.ndim <= 1:
+                kind = "no_decay"
+            else:
+                kind = "decay"
+            groups[(kind, id(p) in inside_transformer)].append(p)
+    out = []
+    for (kind, tr), params in groups.items():
+        if params:
+            out.append(
+                {
+                    "params": params,
+                    "weight_decay": weight_decay if kind == "decay" else 0.0,
+                    "lr_scale": transformer_scale if tr else 1.0,
+                    "is_bias": kind == "bias",
+                    "name": f"{kind}{'/transformer' if tr else ''}",
+                }
+            )
+    return out
+
+
+def build_optimizer(
+    model: nn.Module,
+    name: str,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    transformer_scale: float,
+    nesterov: bool = True,
+) -> torch.optim.Optimizer:
+    """SGD (momentum, Nesterov) or AdamW over :func:`parameter_groups`."""
+    groups = parameter_groups(model, weight_decay, transformer_scale)
+    for g in groups:
+        g["lr"] = lr * g["lr_scale"]
+    if name.lower() == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+    if name.lower() == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+    raise ValueError(f"unknown optimizer {name!r}; use SGD or AdamW")
+
+
+def lr_factor(epoch: float, epochs: int, lrf: float, cosine: bool) -> float:
+    """Decay factor at ``epoch``: cosine or linear from 1 to ``lrf`` over ``epochs``."""
+    if cosine:
+        return ((1 - math.cos(epoch * math.pi / epochs)) / 2) * (lrf - 1) + 1
+    return (1 - epoch / epochs) * (1.0 - lrf) + lrf
+
+
+def apply_schedule(
+    optimizer: torch.optim.Optimizer,
+    cfg: dict,
+    epoch: int,
+    iteration: int,
+    warmup_iters: int,
+    lr_multiplier: float = 1.0,
+) -> None:
+    """Set every group's lr (and momentum) for a global ``iteration`` of ``epoch``.
+
+    Warmup (YOLOv5's): biases fall from ``warmup_bias_lr``, other groups rise from 0, momentum
+    rises from ``warmup_momentum``; afterwards the per-epoch decay. A pure function of
+    ``(epoch, iteration)``, so a resumed run continues on the same curve.
+    """
+    base = cfg["lr0"] * lr_factor(epoch, cfg["epochs"], cfg["lrf"], cfg["cos_lr"]) * lr_multiplier
+    for g in optimizer.param_groups:
+        target = base * g.get("lr_scale", 1.0)
+        if iteration < warmup_iters:
+            start = cfg["warmup_bias_lr"] * lr_multiplier * g.get("lr_scale", 1.0) if g.get("is_bias") else 0.0
+            g["lr"] = float(np.interp(iteration, [0, warmup_iters], [start, target]))
+            momentum = float(np.interp(iteration, [0, warmup_iters], [cfg["warmup_momentum"], cfg["momentum"]]))
+        else:
+            g["lr"] = target
+            momentum = cfg["momentum"]
+        if "momentum" in g:
+            g["momentum"] = momentum
+        elif "betas" in g:
+            g["betas"] = (momentum, g["betas"][1])

@@ -1,0 +1,44 @@
+"""A batch sampler that can start mid-epoch and splits each global batch across DDP ranks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import Sampler
+
+
+class ResumableBatchSampler(Sampler[list[tuple[int, int, int]]]):
+    """Batches of ``(seed, epoch, index)`` items for :class:`~yolotr.data.dataset.DetectionDataset`.
+
+    The epoch's order is a permutation seeded with ``seed + epoch``; global batch ``b`` holds items
+    ``b * batch * world ... (b + 1) * batch * world`` of it and rank ``r`` takes its ``r``-th slice,
+    so N processes see together exactly what one process with an N-times larger batch sees.
+    ``set_epoch(epoch, start_batch)`` skips the batches a resumed run has already trained on.
+    Under DDP a last, incomplete global batch is dropped, so every rank takes the same steps.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world: int = 1):
+        self.n, self.batch_size, self.seed, self.shuffle = n, batch_size, seed, shuffle
+        self.rank, self.world = rank, world
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        """Batches in a full epoch (ignores ``start_batch``)."""
+        global_batch = self.batch_size * self.world
+        return self.n // global_batch if self.world > 1 else -(-self.n // global_batch)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.n, generator=generator).tolist()
+        else:
+            order = list(range(self.n))
+        global_batch = self.batch_size * self.world
+        for b in range(self.start_batch, len(self)):
+            chunk = order[b * global_batch : (b + 1) * global_batch]
+            mine = chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
+            yield [(self.seed, self.epoch, i) for i in mine]

@@ -1,0 +1,467 @@
+"""The training loop: data, model, optimizer, AMP, EMA, schedule, NaN guard, checkpoints, resume, DDP.
+
+Derived from YOLOv5's ``train.py`` (same warmup, parameter groups, accumulation, EMA and loss
+gains), with three differences: every sample's augmentation is seeded by ``(seed, epoch, index)``
+and the lr is a pure function of the step, so a run killed at any checkpoint resumes to the same
+weights; a :class:`~yolotr.engine.guard.NonFiniteGuard` names the module behind a NaN and recovers;
+Transformer parameters get their own learning-rate multiplier.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import yaml
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from yolotr.data.dataset import DetectionDataset, collate, seed_worker
+from yolotr.data.sources import load_dataset_config, load_records
+from yolotr.engine.config import resolve_config
+from yolotr.engine.ema import ModelEMA, unwrap
+from yolotr.engine.guard import NonFiniteGuard, grads_finite
+from yolotr.engine.optim import apply_schedule, build_optimizer
+from yolotr.engine.sampler import ResumableBatchSampler
+from yolotr.errors import CheckpointError, ConfigError
+from yolotr.models.detection import DetectionModel
+from yolotr.models.loading import checkpoint_state_dict, load_model
+from yolotr.models.weights import model_checkpoint, save_checkpoint, transfer_weights
+from yolotr.ops.loss import LOSS_NAMES, DetectionLoss
+
+LOGGER = logging.getLogger("yolotr")
+CSV_METRICS = ("metrics/precision", "metrics/recall", "metrics/mAP50", "metrics/mAP50-95")
+
+
+def select_device(device: str = "auto", local_rank: int = -1) -> torch.device:
+    """``auto`` -> the local CUDA device when there is one, else CPU."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device '{device}' asked for, but CUDA is not available")
+        if local_rank >= 0:
+            return torch.device("cuda", local_rank)
+    return torch.device(device)
+
+
+def next_run_dir(project: str | Path, name: str, exist_ok: bool = False) -> Path:
+    """``project/name``, or ``name2``, ``name3``, ... when it exists (unless ``exist_ok``)."""
+    base = Path(project) / name
+    if exist_ok or not base.exists():
+        return base
+    n = 2
+    while (base.parent / f"{name}{n}").exists():
+        n += 1
+    return base.parent / f"{name}{n}"
+
+
+def parse_rename_rules(rules) -> list[tuple[str, str]]:
+    """``["backbone.stages.=model.", ...]`` -> ``[("backbone.stages.", "model."), ...]``."""
+    out = []
+    for rule in rules or []:
+        if "=" not in rule:
+            raise ConfigError(f"weights_rename: rule {rule!r} must look like old=new")
+        old, new = rule.split("=", 1)
+        out.append((old, new))
+    return out
+
+
+class Trainer:
+    """Trains a detector; ``Trainer(overrides).train()`` or ``Trainer.resume(run_dir).train()``.
+
+    Args:
+        overrides: keys of ``cfg/default.yaml`` to change (``model``, ``data``, ``epochs``, ...).
+        model: an already-built ``DetectionModel`` to train instead of ``overrides["model"]``.
+    """
+
+    def __init__(self, overrides: dict | None = None, model: DetectionModel | None = None, _resume: dict | None = None):
+        self.cfg = resolve_config(overrides)
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "-1")) if self.world > 1 else -1
+        self.device = select_device(str(self.cfg["device"]), self.local_rank)
+        if self.world > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.main = self.rank == 0
+        self._resume_state = _resume
+        self.callbacks: dict[str, list] = {"on_batch_start": [], "on_epoch_end": []}
+        self.step = 0
+        self._model_in = model
+        if _resume is not None:
+            self.save_dir = Path(_resume["run_dir"])
+        else:
+            self.save_dir = next_run_dir(self.cfg["project"], self.cfg["name"], self.cfg["exist_ok"])
+        self.weights_dir = self.save_dir / "weights"
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, **overrides) -> Trainer:
+        """Continue the run in ``run_dir`` from ``weights/last.pt``: same optimizer, EMA, scaler,
+        RNG, schedule and data position."""
+        run_dir = Path(run_dir)
+        last = run_dir / "weights" / "last.pt" if run_dir.is_dir() else run_dir
+        if not last.is_file():
+            raise CheckpointError(f"{last}: no checkpoint to resume from")
+        try:
+            checkpoint = torch.load(last, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - report any unreadable file the same way
+            raise CheckpointError(f"{last}: cannot read checkpoint to resume ({e})") from None
+        state = checkpoint.get("train_state")
+        if not state:
+            raise CheckpointError(f"{last}: not a resumable training checkpoint (no train_state)")
+        cfg = dict(state["cfg"], **{k: v for k, v in overrides.items() if v is not None})
+        state["run_dir"] = str(last.parent.parent)
+        state["checkpoint"] = checkpoint
+        return cls(cfg, _resume=state)
+
+    def add_callback(self, event: str, fn) -> None:
+        """Call ``fn(trainer)`` at ``on_batch_start`` or ``on_epoch_end``."""
+        self.callbacks[event].append(fn)
+
+    def _setup(self) -> None:
+        cfg = self.cfg
+        torch.manual_seed(cfg["seed"] + self.rank)
+        if cfg["deterministic"]:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.data = load_dataset_config(cfg["data"])
+        self.names = list(self.data.names)
+        self.model = self._build_model().to(self.device)
+        stride = int(max(self.model.stride))
+        if cfg["imgsz"] % stride:
+            raise ConfigError(f"imgsz {cfg['imgsz']} must be a multiple of the model's largest stride {stride}")
+        train_records, report = load_records(self.data, "train")
+        if self.main:
+            LOGGER.info("%s", report.headline())
+        hyp = {
+            k: cfg[k]
+            for k in (
+                "hsv_h",
+                "hsv_s",
+                "hsv_v",
+                "degrees",
+                "translate",
+                "scale",
+                "shear",
+                "perspective",
+                "flipud",
+                "fliplr",
+                "mosaic",
+            )
+        }
+        self.train_set = DetectionDataset(
+            train_records,
+            cfg["imgsz"],
+            augment=True,
+            hyp=hyp,
+            stride=stride,
+            cache_ram=cfg["cache_ram"],
+            seed=cfg["seed"],
+        )
+        self.sampler = ResumableBatchSampler(
+            len(self.train_set), cfg["batch"], cfg["seed"], True, self.rank, self.world
+        )
+        workers = max(0, min(int(cfg["workers"]), os.cpu_count() or 1))
+        self.loader = DataLoader(
+            self.train_set,
+            batch_sampler=self.sampler,
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=seed_worker,
+            persistent_workers=workers > 0,
+        )
+        self.nb = len(self.sampler)
+        if self.nb == 0:
+            raise ConfigError(
+                f"{self.data.source}: {len(self.train_set)} training images do not fill one batch "
+                f"of {cfg['batch']} x {self.world} processes"
+            )
+        self.accumulate = max(round(cfg["nbs"] / (cfg["batch"] * self.world)), 1)
+        weight_decay = cfg["weight_decay"] * cfg["batch"] * self.world * self.accumulate / cfg["nbs"]
+        self.optimizer = build_optimizer(
+            self.model,
+            cfg["optimizer"],
+            cfg["lr0"],
+            cfg["momentum"],
+            weight_decay,
+            cfg["lr_transformer_scale"],
+            cfg["nesterov"],
+        )
+        self.amp = cfg["amp"] if isinstance(cfg["amp"], bool) else self.device.type == "cuda"
+        self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp and self.amp_dtype == torch.float16)
+        self.ema = ModelEMA(self.model, cfg["ema_decay"], cfg["ema_tau"]) if cfg["ema"] else None
+        self.loss_fn = DetectionLoss(
+            self.model.model[-1], {**cfg, "label_smoothing": cfg["label_smoothing"]}, cfg["imgsz"]
+        )
+        self.guard = NonFiniteGuard(cfg["nan_max_bad_steps"], cfg["nan_window"], cfg["nan_lr_factor"])
+        self.warmup_iters = (
+            max(round(cfg["warmup_epochs"] * self.nb), cfg["warmup_min_iters"]) if cfg["warmup_epochs"] > 0 else 0
+        )
+        self.start_epoch, self.start_batch, self.last_opt_step, self.best_fitness = 0, 0, -1, -1.0
+        if self._resume_state is not None:
+            self._restore(self._resume_state)
+        self.train_model: nn.Module = self.model
+        if self.world > 1:
+            if cfg["sync_bn"]:
+                self.train_model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+            ids = [self.local_rank] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.train_model, device_ids=ids)
+        self.val_loader = None
+
+    def _build_model(self) -> DetectionModel:
+        cfg = self.cfg
+        nc = len(self.names)
+        if self._resume_state is not None:
+            model = DetectionModel(self._resume_state["checkpoint"]["model_yaml"])
+        elif self._model_in is not None:
+            model = self._model_in
+        elif str(cfg["model"]).endswith((".yaml", ".yml")) or not Path(str(cfg["model"])).is_file():
+            model = DetectionModel(cfg["model"], nc=nc)
+        else:
+            loaded = load_model(cfg["model"])
+            model = DetectionModel(loaded.yaml, nc=nc)
+            transfer_weights(model, loaded.state_dict())
+        if model.nc != nc:
+            raise ConfigError(f"the model has {model.nc} classes but {self.data.source} has {nc}")
+        model.names = self.names
+        if cfg["weights"] and self._resume_state is None:
+            report = transfer_weights(
+                model, checkpoint_state_dict(cfg["weights"]), parse_rename_rules(cfg["weights_rename"])
+            )
+            self.transfer_report = report
+        for i, layer in enumerate(model.model):
+            if i < int(cfg["freeze"]):
+                for p in layer.parameters():
+                    p.requires_grad_(False)
+        model.hyp = {k: cfg[k] for k in ("box", "cls", "obj", "anchor_t")}
+        return model
+
+    def _restore(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None and state.get("ema"):
+            self.ema.load_state_dict(state["ema"])
+        self.start_epoch, self.start_batch = int(state["epoch"]), int(state["batch"])
+        self.last_opt_step = int(state["last_opt_step"])
+        self.best_fitness = float(state["best_fitness"])
+        self.guard.lr_multiplier = float(state.get("lr_multiplier", 1.0))
+        torch.set_rng_state(state["rng_cpu"])
+        if self.device.type == "cuda" and state.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
+        if self.start_batch >= self.nb:
+            self.start_epoch, self.start_batch = self.start_epoch + 1, 0
+        LOGGER.info("resuming %s at epoch %d, batch %d", self.save_dir, self.start_epoch, self.start_batch)
+
+    def _checkpoint(self, epoch: int, batch: int, fitness: float | None = None) -> dict:
+        exported = self.ema.ema if self.ema is not None else self.model
+        train_state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "epoch": epoch,
+            "batch": batch,
+            "last_opt_step": self.last_opt_step,
+            "best_fitness": self.best_fitness,
+            "lr_multiplier": self.guard.lr_multiplier,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            "cfg": self.cfg,
+        }
+        return model_checkpoint(exported, epoch=epoch, fitness=fitness, train_state=train_state)
+
+    def _save(self, epoch: int, batch: int, fitness: float | None = None, best: bool = False) -> None:
+        if not self.main:
+            return
+        checkpoint = self._checkpoint(epoch, batch, fitness)
+        save_checkpoint(checkpoint, self.weights_dir / "last.pt")
+        if best:
+            save_checkpoint(checkpoint, self.weights_dir / "best.pt")
+
+    def _forward_loss(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+            raw = self.train_model(images)
+        loss, items = self.loss_fn(raw, targets)
+        return loss * self.world, items
+
+    def _skip_step(self, images, targets, reason: str) -> None:
+        LOGGER.warning("step %d: %s; the step is skipped", self.step, reason)
+        self.guard.locate(unwrap(self.train_model), self.step, lambda: self._forward_loss(images, targets)[0])
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler.is_enabled():
+            self.scaler.update()
+        if self.guard.record_bad_step(self.step):
+            self.guard.roll_back(
+                model=self.model,
+                optimizer=self.optimizer,
+                ema=self.ema,
+                scaler=self.scaler if self.scaler.is_enabled() else None,
+            )
+
+    def _good_snapshot(self) -> None:
+        self.guard.take_snapshot(model=self.model, optimizer=self.optimizer, ema=self.ema)
+
+    def train(self) -> dict:
+        """Run the training; returns the last validation metrics (and where the run lives)."""
+        self._setup()
+        cfg = self.cfg
+        if self.main:
+            self.weights_dir.mkdir(parents=True, exist_ok=True)
+            (self.save_dir / "args.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+            LOGGER.info(
+                "training %s on %s: %d images, batch %d x %d, accumulate %d, %s%s -> %s",
+                cfg["model"],
+                self.data.source,
+                len(self.train_set),
+                cfg["batch"],
+                self.world,
+                self.accumulate,
+                self.device,
+                f", AMP {self.amp_dtype}" if self.amp else "",
+                self.save_dir,
+            )
+        metrics: dict = {}
+        t0 = time.time()
+        self._good_snapshot()
+        for epoch in range(self.start_epoch, cfg["epochs"]):
+            if cfg["close_mosaic"] and epoch >= cfg["epochs"] - cfg["close_mosaic"]:
+                self.train_set.mosaic = False
+            self.train_model.train()
+            start = self.start_batch if epoch == self.start_epoch else 0
+            self.sampler.set_epoch(epoch, start)
+            mean_loss = torch.zeros(3)
+            seen = 0
+            bar = tqdm(
+                self.loader,
+                total=self.nb - start,
+                disable=not self.main,
+                unit="batch",
+                desc=f"epoch {epoch + 1}/{cfg['epochs']}",
+            )
+            for bi, (images, targets, _, _) in enumerate(bar, start=start):
+                self.step = bi + self.nb * epoch
+                for fn in self.callbacks["on_batch_start"]:
+                    fn(self)
+                apply_schedule(self.optimizer, cfg, epoch, self.step, self.warmup_iters, self.guard.lr_multiplier)
+                images = images.to(self.device, non_blocking=True).float() / 255
+                targets = targets.to(self.device)
+                loss, items = self._forward_loss(images, targets)
+                if not torch.isfinite(loss):
+                    self._skip_step(images, targets, "non-finite loss")
+                    continue
+                self.scaler.scale(loss).backward()
+                if self.step - self.last_opt_step >= self.accumulate or bi == self.nb - 1:
+                    if not self._optimizer_step(images, targets):
+                        continue
+                    if cfg["save_period_steps"] and (self.step + 1) % (cfg["save_period_steps"] * self.accumulate) == 0:
+                        self._save(epoch, bi + 1)
+                mean_loss = (mean_loss * seen + items.cpu()) / (seen + 1)
+                seen += 1
+                bar.set_postfix({n: f"{v:.4f}" for n, v in zip(LOSS_NAMES, mean_loss.tolist())})
+            metrics = self._end_epoch(epoch, mean_loss, t0)
+        if self.world > 1:
+            dist.barrier()
+        if self.main:
+            self._plot()
+            LOGGER.info(
+                "%d epochs done in %.1f min; results in %s",
+                cfg["epochs"] - self.start_epoch,
+                (time.time() - t0) / 60,
+                self.save_dir,
+            )
+        return {**metrics, "save_dir": str(self.save_dir), "nan_reports": [str(r) for r in self.guard.reports]}
+
+    def _optimizer_step(self, images, targets) -> bool:
+        self.scaler.unscale_(self.optimizer)
+        if not grads_finite(self.model):
+            self._skip_step(images, targets, "non-finite gradient")
+            return False
+        if self.cfg["grad_clip"]:
+            nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.cfg["grad_clip"])
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.last_opt_step = self.step
+        return True
+
+    def _end_epoch(self, epoch: int, mean_loss: torch.Tensor, t0: float) -> dict:
+        metrics = {}
+        fitness = None
+        if self.main and self.cfg["val"]:
+            metrics = self.validate()
+            fitness = metrics.get("fitness")
+        best = fitness is not None and fitness > self.best_fitness
+        if best:
+            self.best_fitness = fitness
+        if self.main:
+            self._save(epoch + 1, 0, fitness, best=best or not self.cfg["val"])
+            self._write_csv(epoch, mean_loss, metrics, time.time() - t0)
+        self._good_snapshot()
+        for fn in self.callbacks["on_epoch_end"]:
+            fn(self)
+        if self.world > 1:
+            dist.barrier()
+        return metrics
+
+    def validate(self) -> dict:
+        """Validate the EMA (or raw) model on the dataset's ``val`` split; COCO metrics."""
+        from yolotr.engine.validator import validate
+
+        model = self.ema.ema if self.ema is not None else self.model
+        result = validate(
+            model,
+            self.data,
+            split="val",
+            imgsz=self.cfg["imgsz"],
+            batch_size=self.cfg["batch"],
+            conf=self.cfg["val_conf"],
+            iou=self.cfg["val_iou"],
+            workers=self.cfg["workers"],
+            dataloader=self.val_loader,
+            max_det=self.cfg["max_det"],
+        )
+        self.val_loader = getattr(result, "dataloader", self.val_loader)
+        return {
+            "metrics/precision": result.precision,
+            "metrics/recall": result.recall,
+            "metrics/mAP50": result.map50,
+            "metrics/mAP50-95": result.map50_95,
+            "fitness": result.fitness,
+        }
+
+    def _write_csv(self, epoch: int, mean_loss: torch.Tensor, metrics: dict, elapsed: float) -> None:
+        path = self.save_dir / "results.csv"
+        header = ["epoch", *(f"train/{n}_loss" for n in LOSS_NAMES), *CSV_METRICS, "lr", "time"]
+        row = [
+            epoch + 1,
+            *(round(v, 6) for v in mean_loss.tolist()),
+            *(round(float(metrics.get(k, math.nan)), 6) for k in CSV_METRICS),
+            round(self.optimizer.param_groups[0]["lr"], 8),
+            round(elapsed, 1),
+        ]
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            writer = csv.writer(f)
+            if new:
+                writer.writerow(header)
+            writer.writerow(row)
+
+    def _plot(self) -> None:
+        try:
+            from yolotr.plotting import plot_results_csv
+        except ImportError:
+            return
+        csv_path = self.save_dir / "results.csv"
+        if csv_path.exists():
+            plot_results_csv(csv_path, self.save_dir / "results.png")
