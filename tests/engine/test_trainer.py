@@ -1,0 +1,107 @@
+"""Training engine: exact resume after SIGKILL, NaN guard, parameter groups and schedule."""
+
+from __future__ import annotations
+
+import math
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from tests.engine.conftest import tiny_train_cfg
+from yolotr.engine.optim import apply_schedule, build_optimizer, parameter_groups
+from yolotr.engine.trainer import Trainer
+from yolotr.models.detection import DetectionModel
+
+
+def _final_weights(run_dir):
+    checkpoint = torch.load(run_dir / "weights" / "last.pt", weights_only=True)
+    return checkpoint["train_state"]["model"], checkpoint["state_dict"]
+
+
+def test_resume_after_sigkill_gives_same_weights(tiny_shapes, tmp_path):
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, save_period_steps=1)
+    script = tmp_path / "killed_run.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import os, signal, torch
+        torch.set_num_threads(2)
+        from yolotr.engine.trainer import Trainer
+        trainer = Trainer({cfg!r})
+        def die(t):
+            if t.step == 6:  # the middle of epoch 2 (4 batches per epoch)
+                os.kill(os.getpid(), signal.SIGKILL)
+        trainer.add_callback("on_batch_start", die)
+        trainer.train()
+    """)
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    run_dir = tmp_path / "run"
+    interrupted = torch.load(run_dir / "weights" / "last.pt", weights_only=True)["train_state"]
+    assert (interrupted["epoch"], interrupted["batch"]) == (1, 2)  # checkpointed after step 5, mid-epoch
+
+    Trainer.resume(run_dir).train()
+    resumed_raw, resumed_ema = _final_weights(run_dir)
+
+    Trainer({**cfg, "name": "straight"}).train()
+    straight_raw, straight_ema = _final_weights(tmp_path / "straight")
+    for key, value in straight_raw.items():
+        assert torch.equal(value, resumed_raw[key]), key
+    for key, value in straight_ema.items():
+        assert torch.equal(value, resumed_ema[key]), key
+
+
+def test_nan_guard_names_injected_layer_and_recovers(tiny_shapes, tmp_path):
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, model="yolov5n-swinv2.yaml", epochs=3, nan_max_bad_steps=2)
+    trainer = Trainer(cfg)
+    target = "model.8.m.blocks.0"  # the first Swin layer of the P5 SwinV2_CSPB
+
+    def inject(t):
+        if t.step in (7, 8) and not hasattr(t, "_fault"):
+            layer = t.model.get_submodule(target)
+
+            def hook(module, inputs, output):
+                if trainer.step in (7, 8):
+                    return output.clone().fill_(math.inf)
+                return output
+
+            t._fault = layer.register_forward_hook(hook)
+
+    trainer.add_callback("on_batch_start", inject)
+    result = trainer.train()
+    assert len(result["nan_reports"]) == 2
+    assert all(f"module '{target}'" in r for r in result["nan_reports"])
+    assert "step 7" in result["nan_reports"][0] and "step 8" in result["nan_reports"][1]
+    assert trainer.guard.rollbacks == 1 and trainer.guard.lr_multiplier == 0.5
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert (tmp_path / "run" / "results.csv").read_text().count("\n") == 4
+
+
+def test_parameter_groups_split_decay_and_transformer():
+    model = DetectionModel("yolov5n-c3tr.yaml", nc=2)
+    groups = {g["name"]: g for g in parameter_groups(model, 5e-4, 0.2)}
+    assert set(groups) == {"decay", "no_decay", "bias", "decay/transformer", "bias/transformer"}
+    assert groups["no_decay"]["weight_decay"] == 0 and groups["bias"]["weight_decay"] == 0
+    assert groups["decay/transformer"]["lr_scale"] == 0.2
+    attention = model.model[8].m.tr[0].ma.in_proj_weight
+    assert any(p is attention for p in groups["decay/transformer"]["params"])
+    total = sum(p.numel() for g in groups.values() for p in g["params"])
+    assert total == sum(p.numel() for p in model.parameters())
+
+
+def test_warmup_then_cosine_schedule():
+    model = DetectionModel("yolov5n-c3tr.yaml", nc=2)
+    optimizer = build_optimizer(model, "SGD", 0.01, 0.937, 5e-4, 0.2)
+    cfg = dict(lr0=0.01, lrf=0.01, epochs=10, cos_lr=True, warmup_bias_lr=0.1, warmup_momentum=0.8, momentum=0.937)
+    apply_schedule(optimizer, cfg, epoch=0, iteration=0, warmup_iters=100)
+    by_name = {g["name"]: g for g in optimizer.param_groups}
+    assert by_name["bias"]["lr"] == pytest.approx(0.1) and by_name["decay"]["lr"] == 0.0
+    assert by_name["decay"]["momentum"] == pytest.approx(0.8)
+    apply_schedule(optimizer, cfg, epoch=5, iteration=500, warmup_iters=100)
+    assert by_name["decay"]["lr"] == pytest.approx(0.01 * 0.505)
+    assert by_name["decay/transformer"]["lr"] == pytest.approx(0.01 * 0.505 * 0.2)
+    assert by_name["decay"]["momentum"] == pytest.approx(0.937)
