@@ -1,0 +1,306 @@
+"""Validation: model + rectangular batches -> NMS -> boxes on the original images -> COCO metrics.
+
+Derived from YOLOv5's ``val.py`` (rectangular batches padded by half a stride, confidence 0.001,
+NMS IoU 0.6, the same printed table and ``fitness``), with three differences: the metrics are the
+COCO evaluation itself (:mod:`yolotr.metrics.detection`); ground truth is the dataset's records
+in original-image pixels, not the letterboxed labels scaled back; and boxes go back to the
+original image with separate horizontal and vertical gains (the dataset rounds each side of the
+resized image on its own). NMS keeps one class per box (YOLOv5's val uses ``multi_label``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from yolotr.data.dataset import DetectionDataset, Shapes, build_dataloader
+from yolotr.data.sources import DatasetConfig, ImageRecord, load_dataset_config, load_records
+from yolotr.errors import ConfigError
+from yolotr.metrics.detection import ClassMetrics, DetectionEvaluator, DetectionMetrics
+from yolotr.ops.boxes import clip_boxes, non_max_suppression, xywh2xyxy
+
+LOGGER = logging.getLogger("yolotr")
+
+LossFn = Callable[[list[torch.Tensor], torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+HEADER = f"{'Class':>22}{'Images':>11}{'Instances':>11}{'P':>11}{'R':>11}{'mAP50':>11}{'mAP50-95':>11}"
+
+
+@dataclass
+class ValidationResult:
+    """What one validation pass measured.
+
+    Attributes:
+        map50_95, map50: COCO mAP at IoU 0.50:0.95 and at 0.50 (mean over classes with ground truth).
+        precision, recall: mean over classes at the confidence that maximizes the mean F1 (IoU 0.50),
+            ``metrics.confidence``.
+        per_class: one :class:`~yolotr.metrics.detection.ClassMetrics` per class.
+        speed: milliseconds per image: ``preprocess``, ``inference``, ``nms`` (includes the mapping of
+            boxes back to the original images).
+        loss: ``(3,)`` float64 mean ``(box, obj, cls)`` loss per batch when a ``loss_fn`` was given.
+        metrics: the full :class:`~yolotr.metrics.detection.DetectionMetrics` (curves, confusion matrix).
+        plots: image files written (PR curve, confusion matrix), empty without ``save_dir``.
+        dataloader: the loader that was used (built by :func:`validate` when none was given): pass it
+            back as ``dataloader=`` next time to skip loading the records again.
+    """
+
+    map50_95: float
+    map50: float
+    precision: float
+    recall: float
+    per_class: list[ClassMetrics]
+    speed: dict[str, float]
+    metrics: DetectionMetrics
+    loss: np.ndarray | None = None
+    plots: list[Path] = field(default_factory=list)
+    dataloader: DataLoader | None = field(default=None, repr=False)
+
+    @property
+    def fitness(self) -> float:
+        """``0.1 * mAP50 + 0.9 * mAP50-95``: the score ``best.pt`` is chosen by."""
+        return 0.1 * self.map50 + 0.9 * self.map50_95
+
+    def to_dict(self) -> dict[str, float]:
+        """Columns for ``results.csv``: ``metrics/precision``, ``metrics/recall``, ``metrics/mAP50``,
+        ``metrics/mAP50-95`` and, with a loss, ``val/box_loss``, ``val/obj_loss``, ``val/cls_loss``."""
+        out = {
+            "metrics/precision": self.precision,
+            "metrics/recall": self.recall,
+            "metrics/mAP50": self.map50,
+            "metrics/mAP50-95": self.map50_95,
+        }
+        if self.loss is not None:
+            out.update({f"val/{k}_loss": float(v) for k, v in zip(("box", "obj", "cls"), self.loss)})
+        return out
+
+    def table(self, per_class: bool = True) -> str:
+        """YOLOv5's validation table: a header, an ``all`` row and (optionally) one row per class
+        that has ground truth."""
+        m = self.metrics
+        rows = [HEADER, _row("all", m.images, m.instances, self.precision, self.recall, self.map50, self.map50_95)]
+        if per_class:
+            for c in self.per_class:
+                if c.instances:
+                    rows.append(_row(c.name, c.images, c.instances, c.precision, c.recall, c.ap50, c.ap50_95))
+        return "\n".join(rows)
+
+    def speed_line(self) -> str:
+        s = self.speed
+        return (
+            f"Speed: {s['preprocess']:.1f}ms pre-process, {s['inference']:.1f}ms inference, "
+            f"{s['nms']:.1f}ms NMS per image"
+        )
+
+
+def _row(name: str, images: int, instances: int, p: float, r: float, ap50: float, ap: float) -> str:
+    return f"{name:>22}{images:>11d}{instances:>11d}{p:>11.3g}{r:>11.3g}{ap50:>11.3g}{ap:>11.3g}"
+
+
+def build_val_dataloader(
+    records: list[ImageRecord], imgsz: int = 640, batch_size: int = 16, stride: int = 32, workers: int = 2
+) -> DataLoader:
+    """The validation loader: no augmentation, rectangular batches (records sorted by aspect ratio,
+    each batch letterboxed to the smallest stride multiple that fits it, plus half a stride), no
+    shuffling. Build it once and reuse it every epoch."""
+    dataset = DetectionDataset(records, imgsz, augment=False, rect=True, batch_size=batch_size, stride=stride, pad=0.5)
+    return build_dataloader(dataset, batch_size, workers=workers, shuffle=False)
+
+
+def to_original(boxes: torch.Tensor, shapes: Shapes) -> torch.Tensor:
+    """Map ``(n, 4)`` xyxy boxes from the letterboxed input back to the original image, in place.
+
+    ``shapes = ((h0, w0), ((gain_h, gain_w), (pad_w, pad_h)))`` as the dataset gives it; the result
+    is clipped to ``(h0, w0)``.
+    """
+    (h0, w0), ((gain_h, gain_w), (pad_w, pad_h)) = shapes
+    boxes[:, [0, 2]] = (boxes[:, [0, 2]] - pad_w) / gain_w
+    boxes[:, [1, 3]] = (boxes[:, [1, 3]] - pad_h) / gain_h
+    return clip_boxes(boxes, (h0, w0))
+
+
+class Validator:
+    """Runs a detection model over a validation loader and measures it.
+
+    Args:
+        dataloader: yields :func:`~yolotr.data.dataset.collate` batches with ``shapes`` (see
+            :func:`build_val_dataloader`). When its dataset has ``records``, ground truth comes from
+            them (exact original pixels); otherwise from the batch targets mapped back through ``shapes``.
+        names: class names (the model's classes).
+        conf, iou, max_det: NMS settings; ``max_det`` is also COCO's ``maxDets``.
+        amp: run the model under ``torch.autocast`` (float16 on CUDA, bfloat16 on CPU).
+        loss_fn: optional ``loss_fn(raw_outputs, targets) -> (loss, (box, obj, cls))`` (e.g.
+            :class:`~yolotr.ops.loss.DetectionLoss`) for validation losses.
+        save_dir: where the PR curve and confusion matrix images go; None: no plots.
+        progress: show a tqdm bar.
+    """
+
+    def __init__(
+        self,
+        dataloader: DataLoader,
+        names: list[str],
+        conf: float = 0.001,
+        iou: float = 0.6,
+        max_det: int = 300,
+        amp: bool = False,
+        loss_fn: LossFn | None = None,
+        save_dir: str | Path | None = None,
+        progress: bool = True,
+    ):
+        self.dataloader, self.names = dataloader, list(names)
+        self.conf, self.iou, self.max_det, self.amp = conf, iou, max_det, amp
+        self.loss_fn = loss_fn
+        self.save_dir = Path(save_dir) if save_dir is not None else None
+        self.progress = progress
+        records = getattr(dataloader.dataset, "records", None)
+        self.records = {r.path: r for r in records} if records is not None else None
+
+    def __call__(self, model: nn.Module) -> ValidationResult:
+        """Validate ``model`` (its train/eval mode is restored afterwards)."""
+        model = getattr(model, "module", model)
+        model_nc = getattr(model, "nc", None)
+        if model_nc is not None and int(model_nc) != len(self.names):
+            raise ConfigError(
+                f"the model has {model_nc} classes but the dataset names {len(self.names)}: validate with the "
+                "dataset the model was trained on, or fine-tune it with this dataset's classes first"
+            )
+        training = model.training
+        model.eval()
+        try:
+            return self._run(model)
+        finally:
+            model.train(training)
+
+    @torch.inference_mode()
+    def _run(self, model: nn.Module) -> ValidationResult:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+        dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+        amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+        evaluator = DetectionEvaluator(self.names, max_det=self.max_det)
+        times = np.zeros(3)
+        loss_sum, n_batches = torch.zeros(3, device=device, dtype=torch.float64), 0
+        bar = tqdm(self.dataloader, desc=HEADER, disable=not self.progress, leave=False)
+        for images, targets, paths, shapes in bar:
+            t0 = _clock(device)
+            x = images.to(device, non_blocking=True).to(dtype) / 255.0
+            t1 = _clock(device)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=self.amp):
+                out = model(x)
+            decoded, raw = (out[0], out[1]) if isinstance(out, tuple | list) else (out, None)
+            if self.loss_fn is not None and raw is not None:
+                loss_sum += self.loss_fn(list(raw), targets.to(device))[1].double()
+                n_batches += 1
+            t2 = _clock(device)
+            detections = non_max_suppression(decoded, self.conf, self.iou, max_det=self.max_det)
+            for i, det in enumerate(detections):
+                if shapes[i] is None:
+                    raise ValueError(f"{paths[i]}: no letterbox shapes (a mosaic?): validate without augmentation")
+                det = det.clone()
+                det[:, :4] = to_original(det[:, :4], shapes[i])
+                gt_boxes, gt_classes = self._ground_truth(i, paths[i], targets, shapes[i], tuple(x.shape[2:]))
+                evaluator.update(det.cpu(), gt_boxes, gt_classes, shapes[i][0])
+            times += (t1 - t0, t2 - t1, _clock(device) - t2)
+        metrics = evaluator.compute()
+        n = max(len(evaluator), 1)
+        speed = dict(zip(("preprocess", "inference", "nms"), (times * 1e3 / n).tolist()))
+        result = ValidationResult(
+            map50_95=metrics.map50_95,
+            map50=metrics.map50,
+            precision=metrics.precision,
+            recall=metrics.recall,
+            per_class=metrics.per_class,
+            speed=speed,
+            metrics=metrics,
+            loss=(loss_sum / n_batches).cpu().numpy() if n_batches else None,
+        )
+        if self.save_dir is not None:
+            result.plots = self.plot(metrics)
+        return result
+
+    def _ground_truth(
+        self, i: int, path: str, targets: torch.Tensor, shapes: Shapes, input_hw: tuple[int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(m, 4)`` float xyxy original-pixel boxes and ``(m,)`` int classes of image ``i`` of a batch."""
+        if self.records is not None and path in self.records:
+            rec = self.records[path]
+            return rec.boxes, rec.classes
+        rows = targets[targets[:, 0] == i]
+        h, w = input_hw
+        boxes = xywh2xyxy(rows[:, 2:6].double() * torch.tensor([w, h, w, h], dtype=torch.float64))
+        return to_original(boxes, shapes).numpy(), rows[:, 1].long().numpy()
+
+    def plot(self, metrics: DetectionMetrics) -> list[Path]:
+        """Write ``PR_curve.png`` and ``confusion_matrix.png`` into ``save_dir``; returns their paths."""
+        from yolotr.plotting import plot_confusion_matrix, plot_pr_curve
+
+        ap50 = np.array([c.ap50 for c in metrics.per_class])
+        return [
+            plot_pr_curve(metrics.pr_recall, metrics.pr_precision, self.names, self.save_dir / "PR_curve.png", ap50),
+            plot_confusion_matrix(metrics.confusion.matrix, self.names, self.save_dir / "confusion_matrix.png"),
+        ]
+
+
+def _clock(device: torch.device) -> float:
+    """``time.perf_counter()`` after the device finished its queued work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def validate(
+    model: nn.Module,
+    data: str | Path | dict | DatasetConfig | None = None,
+    split: str = "val",
+    imgsz: int = 640,
+    batch_size: int = 16,
+    conf: float = 0.001,
+    iou: float = 0.6,
+    max_det: int = 300,
+    workers: int = 2,
+    save_dir: str | Path | None = None,
+    dataloader: DataLoader | None = None,
+    names: list[str] | None = None,
+    amp: bool = False,
+    loss_fn: LossFn | None = None,
+    verbose: bool = True,
+) -> ValidationResult:
+    """Validate ``model`` on a dataset split and log YOLOv5's table.
+
+    Args:
+        model: a :class:`~yolotr.models.detection.DetectionModel` (or any module whose eval output is
+            ``(decoded (B, N, 5 + nc), raw)`` with boxes ``cx, cy, w, h`` in input pixels).
+        data: dataset YAML path, dict, :class:`DatasetConfig` or ``"shapes"``; not needed with ``dataloader``.
+        split: the split of ``data`` to validate on.
+        imgsz, batch_size, workers: of the loader built from ``data`` (multiple of the model stride).
+        dataloader: a ready loader (:func:`build_val_dataloader`); ``data`` then only supplies names.
+        names: class names (default: ``data``'s, else the model's).
+        save_dir: write the PR curve and confusion matrix there.
+        conf, iou, max_det, amp, loss_fn: see :class:`Validator`.
+        verbose: tqdm bar, per-class rows and the speed line (the ``all`` row is always logged).
+    """
+    config = load_dataset_config(data) if data is not None else None
+    if dataloader is None:
+        if config is None:
+            raise ConfigError("validate() needs a dataset (data=...) or a dataloader")
+        records, _ = load_records(config, split)
+        stride = int(max(getattr(model, "stride", torch.tensor([32.0]))))
+        dataloader = build_val_dataloader(records, imgsz, batch_size, stride, workers)
+    if names is None:
+        names = list(config.names) if config is not None else list(getattr(model, "names", []))
+    validator = Validator(dataloader, names, conf, iou, max_det, amp, loss_fn, save_dir, progress=verbose)
+    result = validator(model)
+    result.dataloader = dataloader
+    LOGGER.info("%s", result.table(per_class=verbose and len(names) > 1))
+    if verbose:
+        LOGGER.info("%s", result.speed_line())
+    if result.plots:
+        LOGGER.info("plots saved to %s", Path(result.plots[0]).parent)
+    return result
