@@ -64,7 +64,7 @@ def test_layer_gradients_match_oracle():
     ref = oracle_layer(layer, x)
     (ref * torch.linspace(-1, 1, ref.numel()).view_as(ref)).sum().backward()
     for n, p in layer.named_parameters():
-        torch.testing.assert_close(grads[n], p.grad, atol=1e-4, rtol=1e-4, msg=n)
+        torch.testing.assert_close(grads[n], p.grad, atol=1e-5 * p.grad.abs().max().item(), rtol=1e-4, msg=n)
 
 
 def test_tables_and_mask_match_the_published_construction():
@@ -151,22 +151,27 @@ def test_block_keys_follow_the_published_names():
         SwinV2_CSPB(16, 16)
 
 
-def test_train_step_under_bf16_autocast_is_finite_and_close_to_fp32():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_train_step_under_autocast_is_finite_and_close_to_fp32(dtype):
+    """9 x 11 pads to 14 x 14: the zero-padded keys must not give NaN gradients (fp16 overflowed there)."""
     torch.manual_seed(0)
     block = randomize(SwinV2_CSPB(32, 32, n=2, num_heads=2), seed=3)
+    with torch.no_grad():  # logit scales as trained blocks have them (the oracle files: 5..30); at the clamp
+        for layer in block.m.blocks:  # (100) a bf16 q alone moves logits by ~0.4
+            layer.attn.logit_scale.uniform_(math.log(5.0), math.log(30.0))
     x = torch.randn(2, 32, 9, 11)
     ref = block(x)
     ref.square().mean().backward()
     ref_grad = block.m.blocks[1].attn.logit_scale.grad.clone()
     block.zero_grad()
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         out = block(x)
         loss = out.float().square().mean()
     loss.backward()
-    assert out.dtype == torch.bfloat16
+    assert out.dtype == dtype
     assert torch.isfinite(out).all()
     assert all(torch.isfinite(p.grad).all() for p in block.parameters() if p.grad is not None)
-    # bf16 has 8 mantissa bits; the stated tolerance is 5% of the output range
+    # bf16 has 8 mantissa bits, fp16 11; the stated tolerance is 5% of the output range
     assert (out.float() - ref).abs().max() <= 0.05 * ref.abs().max()
     assert torch.isfinite(block.m.blocks[1].attn.logit_scale.grad).all() and ref_grad.abs().sum() > 0
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from yolotr.nn.conv import fuse_conv_and_bn
 from yolotr.nn.wavelet import HWD, HaarDWT
 
 IMAGE_SIZES = [(320, 320), (352, 352), (416, 416), (384, 640), (640, 640)]
@@ -85,6 +86,24 @@ def test_hwd_keys_shapes_and_gradients():
     assert torch.isfinite(x.grad).all() and torch.isfinite(m.conv.conv.weight.grad).all()
 
 
+@pytest.mark.parametrize("hw", [(8, 10), (7, 9)])
+def test_hwd_equals_conv_over_the_bands(hw):
+    """The folded 2x2 convolution is ``conv(cat(bands))``, in training and eval, and after BN fusion."""
+    torch.manual_seed(0)
+    m = HWD(6, 12)
+    x = torch.randn(2, 6, *hw)
+    torch.testing.assert_close(m(x), m.conv(m.transform(x)), atol=1e-5, rtol=1e-5)
+    m.eval()
+    with torch.no_grad():
+        m.conv.bn.running_mean.uniform_(-1, 1)
+        m.conv.bn.running_var.uniform_(0.5, 2)
+        ref = m.conv(m.transform(x))
+        torch.testing.assert_close(m(x), ref, atol=1e-5, rtol=1e-5)
+        m.conv.conv = fuse_conv_and_bn(m.conv.conv, m.conv.bn)
+        del m.conv.bn
+        torch.testing.assert_close(m(x), ref, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("imgsz", IMAGE_SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_hwd_shapes(imgsz):
     m = HWD(3, 8).eval()
@@ -101,5 +120,6 @@ def test_onnx_export(tmp_path):
     torch.onnx.export(m, (torch.randn(1, 3, 16, 16),), str(path), dynamo=False)
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
     x = torch.randn(1, 3, 16, 16)
-    out = ort.InferenceSession(str(path)).run(None, {ort.InferenceSession(str(path)).get_inputs()[0].name: x.numpy()})
+    session = ort.InferenceSession(str(path))
+    out = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     torch.testing.assert_close(torch.from_numpy(out[0]), m(x), atol=1e-5, rtol=1e-5)

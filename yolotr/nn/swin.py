@@ -7,9 +7,11 @@ and shifted windows on every second layer.
 
 How it differs from the published code (outputs agree to 1e-5 in fp32):
 
-- attention runs through ``F.scaled_dot_product_attention``: q and k are normalized in float32, the
-  clamped logit scale is folded into q, ``scale=1.0``, and ``16 * sigmoid(cpb_mlp(...))`` plus the
-  shift mask is the float ``attn_mask``;
+- attention runs through ``F.scaled_dot_product_attention``: q and k are normalized in float32 (a
+  zero vector, such as the key of a padded token, gets a zero gradient instead of ``1 / eps``, which
+  overflows fp16), the clamped logit scale is folded into q, ``scale=1.0``, and
+  ``16 * sigmoid(cpb_mlp(...))`` plus the shift mask is the float ``attn_mask``; windows and heads
+  share one dimension so the mask broadcasts over the batch;
 - the shift mask is built once per padded feature-map size and device and cached, and in eval mode
   without autograd the position bias is cached until the ``cpb_mlp`` weights change;
 - the layers keep the map as ``(B, H, W, C)`` between them (one permute in, one out), window
@@ -39,6 +41,17 @@ LOGGER = logging.getLogger("yolotr")
 
 MASK_VALUE = -100.0  # the published value for logits across shifted-window region boundaries
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
+
+
+def unit_vectors(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``x / ||x||`` along the last dim, like ``F.normalize``, but 0 with a zero gradient where ``||x|| <= eps``.
+
+    ``F.normalize`` has a gradient of ``1 / eps`` at a zero vector. The keys of zero-padded tokens are
+    exactly zero (k has no bias), and under fp16 autocast that gradient overflows to inf on its way back
+    to the half-precision projection, where ``0 * inf`` turns the weight gradient into NaN.
+    """
+    norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+    return x * torch.where(norm > eps, norm.clamp(min=eps).reciprocal(), torch.zeros_like(norm))
 
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -185,25 +198,27 @@ class WindowAttentionV2(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """``x`` ``(B, nW, N, C)``; ``mask`` ``(nW, N, N)`` additive float or None. Returns ``(B, nW, N, C)``."""
         b, nw, n, c = x.shape
+        heads, d = self.num_heads, c // self.num_heads
         bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-        qkv = F.linear(x, self.qkv.weight, bias).view(b, nw, n, 3, self.num_heads, c // self.num_heads)
+        qkv = F.linear(x, self.qkv.weight, bias).view(b, nw, n, 3, heads, d)
         q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (B, nW, heads, N, d)
         # float32 for the cosine: the norms of bf16/fp16 vectors lose digits, and the logit scale reaches 100
         scale = torch.clamp(self.logit_scale.float(), max=LOGIT_SCALE_MAX).exp()
-        q = (F.normalize(q.float(), dim=-1) * scale).to(v.dtype)
-        k = F.normalize(k.float(), dim=-1).to(v.dtype)
-        attn_mask = self.position_bias()
-        if mask is not None:
-            attn_mask = attn_mask.unsqueeze(0) + mask.unsqueeze(1)  # (nW, heads, N, N)
+        q = (unit_vectors(q.float()) * scale).to(v.dtype)
+        k = unit_vectors(k.float()).to(v.dtype)
+        attn_mask = self.position_bias()  # (heads, N, N)
+        attn_mask = attn_mask.expand(nw, -1, -1, -1) if mask is None else attn_mask + mask.unsqueeze(1)
+        # windows and heads share one dimension, (B, nW * heads, N, d), so the (nW * heads, N, N) mask
+        # broadcasts over the batch and SDPA can use its fused CPU kernel (it takes 4-D inputs only)
         out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=attn_mask.to(v.dtype),
+            q.reshape(b, nw * heads, n, d),
+            k.reshape(b, nw * heads, n, d),
+            v.reshape(b, nw * heads, n, d),
+            attn_mask=attn_mask.reshape(nw * heads, n, n).to(v.dtype),
             dropout_p=self.attn_drop if self.training else 0.0,
             scale=1.0,
         )
-        return self.proj_drop(self.proj(out.transpose(2, 3).reshape(b, nw, n, c)))
+        return self.proj_drop(self.proj(out.view(b, nw, heads, n, d).transpose(2, 3).reshape(b, nw, n, c)))
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}, num_heads={self.num_heads}, window={self.window}"
@@ -261,6 +276,7 @@ class SwinV2Layer(nn.Module):
         return self._mask_cache[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous()  # a permuted (B, C, H, W) map would make every token-wise op strided
         b, h, w, c = x.shape
         ws, s = self.window, self.shift
         pad_b, pad_r = -h % ws, -w % ws

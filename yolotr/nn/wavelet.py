@@ -62,12 +62,36 @@ class HWD(nn.Module):
     ``conv(cat([LL, D0, D1, D2]))`` with ``conv = Conv(4 * c1, c2, 1, 1)`` (1x1 Conv-BN-act); its keys are the
     published module's (``conv.conv.weight``, ``conv.bn.*``). Read like ``Conv`` in YAML rows:
     ``[-1, 1, HWD, [c2]]`` with ``c2`` width-scaled.
+
+    Both steps are linear before the BatchNorm, so the forward folds the fixed Haar filters into the 1x1
+    weight and runs one ``c1 -> c2`` 2x2 stride-2 convolution: the same result as ``conv(dwt(x))``
+    without the ``4 * c1``-channel intermediate map. :meth:`transform` gives the bands themselves.
     """
 
     def __init__(self, c1: int, c2: int):
         super().__init__()
+        self.c1, self.c2 = c1, c2
         self.dwt = HaarDWT(c1)
         self.conv = Conv(4 * c1, c2, 1, 1)
 
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """The Haar bands ``(B, 4 * c1, ceil(H/2), ceil(W/2))`` that the 1x1 Conv reads."""
+        return self.dwt(x)
+
+    def folded_weight(self) -> torch.Tensor:
+        """``(c2, c1, 2, 2)``: the 1x1 weight over the bands composed with the Haar filters."""
+        w = self.conv.conv.weight.view(self.c2, 4, self.c1)
+        filters = self.dwt.weight.view(self.c1, 4, 2, 2)[0].to(w.dtype)  # (4, 2, 2), the same for every channel
+        return torch.einsum("obc,bkl->ockl", w, filters)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(self.dwt(x))
+        h, w = x.shape[-2:]
+        if h % 2 or w % 2:
+            x = F.pad(x, (0, w % 2, 0, h % 2))
+        y = F.conv2d(x, self.folded_weight(), self.conv.conv.bias, stride=2)
+        if hasattr(self.conv, "bn"):  # absent after DetectionModel.fuse() folded it into conv.conv
+            y = self.conv.bn(y)
+        return self.conv.act(y)
+
+    def extra_repr(self) -> str:
+        return f"c1={self.c1}, c2={self.c2}"
