@@ -1,0 +1,72 @@
+"""YOLOv5 loss: target assignment rules, float32 under autocast, and that it can be minimized."""
+
+from __future__ import annotations
+
+import torch
+
+from yolotr.models.detection import DetectionModel
+from yolotr.ops.loss import DetectionLoss
+
+HYP = dict(box=0.05, cls=0.5, obj=1.0, anchor_t=4.0)
+
+
+def _raw(model, size=256):
+    model.train()
+    return model(torch.zeros(1, 3, size, size))
+
+
+def test_neighbour_cells_follow_the_centre_fraction():
+    model = DetectionModel("yolov5n.yaml", nc=2)
+    loss = DetectionLoss(model.model[-1], HYP, 256)
+    raw = _raw(model)
+    # P3 grid is 32x32; a 16-pixel box (2 cells) matches anchor 0 (10x13 px = 1.25x1.6 cells) only by ratio.
+    centred = torch.tensor([[0, 1, (10 + 0.5) / 32, (20 + 0.5) / 32, 16 / 256, 16 / 256]])
+    b, a, gj, gi, tbox, anchors, c = next(loss.build_targets(raw, centred))
+    assert set(zip(gj.tolist(), gi.tolist())) == {(20, 10)}
+    off_centre = torch.tensor([[0, 1, (10 + 0.2) / 32, (20 + 0.8) / 32, 16 / 256, 16 / 256]])
+    b, a, gj, gi, tbox, anchors, c = next(loss.build_targets(raw, off_centre))
+    assert set(zip(gj.tolist(), gi.tolist())) == {(20, 10), (20, 9), (21, 10)}  # left and down neighbours
+    assert (tbox[:, :2] > -0.5).all() and (tbox[:, :2] < 1.5).all()
+
+
+def test_anchor_ratio_threshold_rejects_far_sizes():
+    model = DetectionModel("yolov5n.yaml", nc=2)
+    loss = DetectionLoss(model.model[-1], HYP, 256)
+    huge = torch.tensor([[0, 0, 0.5, 0.5, 0.9, 0.9]])  # 230 px: too big for every P3 anchor (<= 33 px)
+    per_head = [len(t[0]) for t in loss.build_targets(_raw(model), huge)]
+    assert per_head[0] == 0 and per_head[2] > 0
+
+
+def test_yolov4_head_uses_centre_cell_only():
+    model = DetectionModel("yolov4-s.yaml", nc=2)
+    loss = DetectionLoss(model.model[-1], HYP, 256)
+    off_centre = torch.tensor([[0, 1, (10 + 0.2) / 32, (20 + 0.8) / 32, 16 / 256, 16 / 256]])
+    b, a, gj, gi, *_ = next(loss.build_targets(_raw(model), off_centre))
+    assert set(zip(gj.tolist(), gi.tolist())) == {(20, 10)}
+
+
+def test_loss_is_float32_under_bf16_autocast():
+    model = DetectionModel("yolov5n.yaml", nc=2).train()
+    targets = torch.tensor([[0, 1, 0.4, 0.5, 0.2, 0.3]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        raw = model(torch.rand(1, 3, 128, 128))
+    assert raw[0].dtype == torch.bfloat16
+    total, items = DetectionLoss(model.model[-1], HYP, 128)(raw, targets)
+    assert total.dtype == torch.float32 and items.shape == (3,)
+
+
+def test_loss_decreases_when_overfitting_one_batch():
+    torch.manual_seed(0)
+    model = DetectionModel("yolov5n.yaml", nc=2).train()
+    loss_fn = DetectionLoss(model.model[-1], HYP, 128)
+    images = torch.rand(2, 3, 128, 128)
+    targets = torch.tensor([[0, 1, 0.4, 0.5, 0.2, 0.3], [1, 0, 0.7, 0.3, 0.3, 0.2]])
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    losses = []
+    for _ in range(25):
+        loss, _ = loss_fn(model(images), targets)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) < 0.8 * sum(losses[:5])
