@@ -1,0 +1,546 @@
+"""Caption training, validation and prediction.
+
+Data: the built-in shapes captions (``data="shapes"``, generated once into ``$YOLOTR_CACHE``) or a
+dataset YAML ``{path, train, val, train_images?, val_images?}`` whose ``train``/``val`` are COCO
+captions JSON files (``images`` with ``id`` and ``file_name``, ``annotations`` with ``image_id`` and
+``caption``; several captions per image) or ``{image path: caption or [captions]}`` mappings
+like the shapes ``captions.json``. Images are resized (not letterboxed) to ``imgsz x imgsz``; no flips,
+since captions may say left and right.
+
+Training: cross-entropy with label smoothing ignoring ``<pad>``, AdamW (no decay on norms, biases,
+embeddings and positions), linear warmup then cosine on the fraction of the run done (steps or the
+time limit, whichever is further), AMP, gradient clipping. The run directory
+``runs/caption/<name>/`` holds ``weights/last.pt`` (resumable), ``weights/best.pt`` (highest CIDEr-D),
+``results.csv``, ``args.yaml`` and ``results.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import yaml
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from yolotr.data.images import read_image
+from yolotr.errors import CheckpointError, ConfigError, DataError
+from yolotr.metrics.captioning import METRIC_NAMES, caption_scores, format_scores
+from yolotr.models.captioning import CaptioningModel, caption_loss, ids_to_captions
+from yolotr.models.vocab import Vocabulary
+from yolotr.models.weights import save_checkpoint
+
+LOGGER = logging.getLogger("yolotr")
+FORMAT_VERSION = 1
+
+DEFAULTS: dict = {
+    "data": "shapes",  # "shapes" or a caption dataset YAML
+    "n_train": 2000,  # shapes only: training images
+    "n_val": 200,  # shapes only: validation images
+    "seed": 0,  # shapes stream, shuffling and initialisation
+    "imgsz": 128,  # images are resized to imgsz x imgsz
+    "encoder": "backbone",  # "backbone" (detection YAML layer) or "patch" (ViT patch embedding)
+    "backbone": "yolov5n.yaml",  # detection model YAML whose layers 0..layer encode the image
+    "layer": 6,  # backbone layer whose output is the visual memory (yolov5n: 4 = P3/8, 6 = P4/16, 9 = P5/32)
+    "freeze": False,  # keep the backbone fixed
+    "weights": None,  # detection checkpoint to initialise the backbone from
+    "patch": 16,  # patch encoder: patch size
+    "vit_depth": 2,  # patch encoder: self-attention layers
+    "dim": 192,  # model width
+    "layers": 2,  # decoder layers
+    "heads": 4,  # attention heads
+    "max_len": 24,  # longest token sequence (<start> and <end> included)
+    "positions": "sine",  # decoder positions: sine or learned
+    "dropout": 0.1,
+    "grad_checkpointing": False,
+    "min_count": 1,  # vocabulary: minimum word count
+    "epochs": 30,
+    "batch": 32,
+    "lr": 1e-3,  # peak AdamW learning rate
+    "weight_decay": 0.05,
+    "warmup": 0.05,  # warmup, as a fraction of the run
+    "label_smoothing": 0.1,
+    "clip": 1.0,  # gradient-norm clipping (0: off)
+    "amp": None,  # None: on for CUDA, off on CPU; True on CPU uses bfloat16
+    "device": None,  # None: cuda if available, else cpu
+    "time_limit": 0.0,  # seconds of training (0: no limit); the schedule follows the clock when set
+    "val_beam": 1,  # beam width for validation metrics
+    "workers": 0,
+    "project": "runs/caption",
+    "name": "exp",
+    "exist_ok": False,
+    "resume": None,  # a last.pt to continue
+}
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+@dataclass
+class CaptionSet:
+    """Images and their reference captions: ``paths[i]`` has captions ``captions[i]`` (one or more)."""
+
+    paths: list[Path]
+    captions: list[list[str]]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def read_caption_json(json_path: str | Path, image_root: str | Path) -> CaptionSet:
+    """A COCO captions JSON or a ``{relative image path: caption(s)}`` mapping -> :class:`CaptionSet`."""
+    json_path, image_root = Path(json_path), Path(image_root)
+    try:
+        obj = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise DataError(f"{json_path}: cannot read captions JSON ({e})") from None
+    grouped: dict[str, list[str]] = {}
+    if isinstance(obj, dict) and "annotations" in obj:
+        files = {}
+        for k, im in enumerate(obj.get("images") or []):
+            if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
+                raise DataError(f"{json_path}: images[{k}] needs 'id' and 'file_name'")
+            files[im["id"]] = im["file_name"]
+        for k, ann in enumerate(obj["annotations"]):
+            if not isinstance(ann, dict) or not isinstance(ann.get("caption"), str):
+                raise DataError(f"{json_path}: annotations[{k}] needs a string 'caption'")
+            if ann.get("image_id") not in files:
+                raise DataError(f"{json_path}: annotations[{k}] refers to unknown image_id {ann.get('image_id')!r}")
+            grouped.setdefault(files[ann["image_id"]], []).append(ann["caption"])
+    elif isinstance(obj, dict):
+        for name, caps in obj.items():
+            caps = [caps] if isinstance(caps, str) else caps
+            if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
+                raise DataError(f"{json_path}: key {name!r} must map to a caption or a list of captions")
+            grouped[name] = list(caps)
+    else:
+        raise DataError(f"{json_path}: expected COCO captions ('images' + 'annotations') or an image->caption map")
+    grouped = {k: v for k, v in grouped.items() if v}
+    if not grouped:
+        raise DataError(f"{json_path}: no captions")
+    names = sorted(grouped)
+    return CaptionSet([image_root / n for n in names], [grouped[n] for n in names])
+
+
+def load_caption_data(args: dict) -> tuple[CaptionSet, CaptionSet]:
+    """Training and validation sets named by ``args["data"]`` (see the module docstring)."""
+    data = str(args["data"])
+    if data == "shapes":
+        from yolotr.data.sources import cache_dir
+        from yolotr.data.synthetic import make_shapes_dataset
+
+        n_train, n_val, imgsz, seed = args["n_train"], args["n_val"], args["imgsz"], args["seed"]
+        root = cache_dir() / f"shapes-captions-{n_train}-{n_val}-{imgsz}-{seed}"
+        make_shapes_dataset(root, n_train, n_val, imgsz, seed)
+        full = read_caption_json(root / "captions.json", root)
+        split = {"train": ([], []), "val": ([], [])}
+        for p, c in zip(full.paths, full.captions):
+            split[p.parent.name][0].append(p)
+            split[p.parent.name][1].append(c)
+        return CaptionSet(*split["train"]), CaptionSet(*split["val"])
+    path = Path(data)
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise DataError(f"{data}: not 'shapes' and not a readable caption dataset YAML ({e})") from None
+    if not isinstance(cfg, dict) or "train" not in cfg or "val" not in cfg:
+        raise DataError(f"{data}: a caption dataset YAML needs 'train' and 'val' captions JSON files")
+    root = Path(cfg.get("path") or path.parent)
+    if not root.is_absolute():
+        root = path.parent / root
+    sets = []
+    for split in ("train", "val"):
+        images = cfg.get(f"{split}_images")
+        sets.append(read_caption_json(root / cfg[split], root / images if images else root))
+    return sets[0], sets[1]
+
+
+def load_image_tensor(path: str | Path, imgsz: int) -> torch.Tensor:
+    """An image file -> ``(3, imgsz, imgsz)`` uint8 RGB (area-resized, aspect not kept)."""
+    return prepare_image(read_image(path), imgsz)
+
+
+def prepare_image(image: np.ndarray, imgsz: int) -> torch.Tensor:
+    """RGB ``(H, W, 3)`` uint8 -> ``(3, imgsz, imgsz)`` uint8."""
+    if image.shape[:2] != (imgsz, imgsz):
+        image = cv2.resize(image, (imgsz, imgsz), interpolation=cv2.INTER_AREA)
+    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
+
+
+class CaptionDataset(Dataset):
+    """Items ``(image (3, S, S) uint8, token ids (L,) int64, index)``; a random reference caption per
+    visit when training, the first one otherwise. Images are read once and kept when ``cache``."""
+
+    def __init__(self, data: CaptionSet, vocab: Vocabulary, imgsz: int, max_len: int, train: bool, cache: bool):
+        self.data, self.vocab, self.imgsz, self.max_len, self.train = data, vocab, imgsz, max_len, train
+        self.images: list[torch.Tensor] | None = None
+        if cache:
+            self.images = [load_image_tensor(p, imgsz) for p in tqdm(data.paths, desc="caching images", leave=False)]
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int):
+        image = self.images[i] if self.images is not None else load_image_tensor(self.data.paths[i], self.imgsz)
+        caps = self.data.captions[i]
+        text = random.choice(caps) if self.train else caps[0]
+        return image, torch.tensor(self.vocab.encode(text, self.max_len)), i
+
+
+def collate_captions(batch):
+    """-> images ``(B, 3, S, S)`` uint8, tokens ``(B, Lmax)`` int64 right-padded with ``<pad>``, indices ``(B,)``."""
+    images, tokens, index = zip(*batch)
+    padded = torch.nn.utils.rnn.pad_sequence(list(tokens), batch_first=True, padding_value=Vocabulary.PAD)
+    return torch.stack(images), padded, torch.tensor(index)
+
+
+def to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 ``(B, 3, H, W)`` -> float32 in ``[0, 1]`` on ``device``."""
+    return images.to(device, non_blocking=True).float().div_(255)
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+
+
+def caption_checkpoint(model: CaptioningModel, vocab: Vocabulary, imgsz: int, **extra) -> dict:
+    """Our caption checkpoint: plain types and tensors only (``torch.load(weights_only=True)`` loadable)."""
+    return {
+        "format": "yolotr",
+        "format_version": FORMAT_VERSION,
+        "task": "caption",
+        "model_config": model.config,
+        "vocab": vocab.to_dict(),
+        "imgsz": int(imgsz),
+        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        **extra,
+    }
+
+
+def load_captioner(path: str | Path, device: str | torch.device = "cpu") -> tuple[CaptioningModel, Vocabulary, dict]:
+    """A caption checkpoint -> (model in eval mode, vocabulary, the whole checkpoint dict)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such caption checkpoint")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user problem
+        raise CheckpointError(f"{path}: cannot read checkpoint ({str(e).splitlines()[0]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("task") != "caption":
+        raise CheckpointError(f"{path}: not a yolotr caption checkpoint (train one with 'yolotr caption train')")
+    model = CaptioningModel.from_config(ckpt["model_config"])
+    missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+    return model.to(device).eval(), Vocabulary.from_dict(ckpt["vocab"]), ckpt
+
+
+# ----------------------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def evaluate(
+    model: CaptioningModel,
+    vocab: Vocabulary,
+    dataset: CaptionDataset,
+    batch: int = 64,
+    beam: int = 1,
+    device: torch.device | str = "cpu",
+    length_penalty: float = 1.0,
+    repetition_penalty: float = 1.0,
+    label_smoothing: float = 0.0,
+) -> tuple[dict[str, float], list[str]]:
+    """Validation loss (first reference, teacher forcing) and BLEU-1..4 / CIDEr-D of generated captions.
+
+    Returns ``({"loss", "BLEU-1", ..., "CIDEr-D"}, generated captions in dataset order)``.
+    """
+    device = torch.device(device)
+    was_training = model.training
+    model.eval()
+    loader = DataLoader(dataset, batch_size=batch, shuffle=False, collate_fn=collate_captions)
+    hyps: list[str] = [""] * len(dataset)
+    total, count = 0.0, 0
+    for images, tokens, index in loader:
+        x, tokens = to_float(images, device), tokens.to(device)
+        memory, _ = model.encode(x)
+        logits, _ = model.decode(tokens[:, :-1], memory)
+        n = int((tokens[:, 1:] != Vocabulary.PAD).sum())
+        total += float(caption_loss(logits, tokens[:, 1:], label_smoothing)) * n
+        count += n
+        if beam > 1:
+            ids = model.beam_search(x, beam, None, length_penalty, repetition_penalty)[0]
+        else:
+            ids = model.greedy(x, None, repetition_penalty)
+        for i, text in zip(index.tolist(), ids_to_captions(ids, vocab)):
+            hyps[i] = text
+    model.train(was_training)
+    scores = caption_scores(hyps, dataset.data.captions)
+    return {"loss": total / max(count, 1), **scores}, hyps
+
+
+# ------------------------------------------------------------------------------------------- training
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or name in ("embed.weight", "pos") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_factor(progress: float, warmup: float) -> float:
+    """Linear warmup over the first ``warmup`` of the run, then cosine to 1% of the peak."""
+    if warmup > 0 and progress < warmup:
+        return max(progress / warmup, 1e-3)
+    p = min((progress - warmup) / max(1.0 - warmup, 1e-8), 1.0)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * p))
+
+
+def _next_run_dir(project: Path, name: str, exist_ok: bool) -> Path:
+    path = project / name
+    if exist_ok or not path.exists():
+        return path
+    n = 2
+    while (project / f"{name}{n}").exists():
+        n += 1
+    return project / f"{name}{n}"
+
+
+def plot_results(csv_path: Path, out: Path) -> None:
+    """Training and validation loss, and BLEU-4 / CIDEr-D per epoch, from ``results.csv`` (matplotlib, Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+    for key in ("train_loss", "val_loss"):
+        axes[0].plot(epochs, [float(r[key]) for r in rows], marker=".", label=key)
+    axes[0].set_title("loss")
+    axes[0].legend()
+    for ax, key in zip(axes[1:], ("BLEU-4", "CIDEr-D")):
+        ax.plot(epochs, [float(r[key]) for r in rows], marker=".")
+        ax.set_title(key)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+class CaptionTrainer:
+    """Trains a :class:`CaptioningModel`. ``CaptionTrainer(overrides).train()`` -> final metrics dict.
+
+    ``overrides`` are keys of :data:`DEFAULTS`; ``resume="runs/caption/exp/weights/last.pt"`` continues
+    that run in its own directory with its saved arguments (``epochs`` and ``time_limit`` may be raised).
+    """
+
+    def __init__(self, overrides: dict | None = None):
+        overrides = dict(overrides or {})
+        unknown = sorted(set(overrides) - set(DEFAULTS))
+        if unknown:
+            raise ConfigError(f"unknown caption training keys: {', '.join(unknown)} (known: {', '.join(DEFAULTS)})")
+        self.resume_ckpt = None
+        if overrides.get("resume"):
+            path = Path(overrides["resume"])
+            _, _, ckpt = load_captioner(path)
+            if "optimizer" not in ckpt:
+                raise CheckpointError(f"{path}: has no optimizer state; resume from a last.pt")
+            self.resume_ckpt = ckpt
+            args = {**DEFAULTS, **ckpt["args"]}
+            args.update({k: v for k, v in overrides.items() if k in ("epochs", "time_limit", "device", "workers")})
+            args["resume"] = str(path)
+            self.save_dir = path.parent.parent
+        else:
+            args = {**DEFAULTS, **overrides}
+            self.save_dir = _next_run_dir(Path(args["project"]), str(args["name"]), bool(args["exist_ok"]))
+        self.args = args
+        dev = args["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device(dev)
+
+    def _build(self, train_set: CaptionSet) -> tuple[CaptioningModel, Vocabulary]:
+        a = self.args
+        if self.resume_ckpt is not None:
+            model, vocab, _ = load_captioner(a["resume"])
+            return model, vocab
+        vocab = Vocabulary.build((c for caps in train_set.captions for c in caps), a["min_count"])
+        if a["encoder"] == "patch":
+            enc = {"type": "patch", "patch": a["patch"], "depth": a["vit_depth"]}
+        elif a["encoder"] == "backbone":
+            enc = {"type": "backbone", "cfg": a["backbone"], "layer": a["layer"], "freeze": a["freeze"]}
+            enc["weights"] = a["weights"]
+        else:
+            raise ConfigError(f"encoder must be 'backbone' or 'patch', got {a['encoder']!r}")
+        torch.manual_seed(a["seed"])
+        model = CaptioningModel(
+            len(vocab), enc, a["dim"], a["layers"], a["heads"], max_len=a["max_len"], positions=a["positions"],
+            dropout=a["dropout"], grad_checkpointing=a["grad_checkpointing"],
+        )  # fmt: skip
+        return model, vocab
+
+    def train(self) -> dict:
+        a, device = self.args, self.device
+        random.seed(a["seed"])
+        train_set, val_set = load_caption_data(a)
+        model, vocab = self._build(train_set)
+        model.to(device).train()
+        n_params = sum(p.numel() for p in model.parameters())
+        LOGGER.info("caption model: %d parameters, vocabulary %d, encoder %s", n_params, len(vocab), a["encoder"])
+        train_ds = CaptionDataset(train_set, vocab, a["imgsz"], a["max_len"], train=True, cache=True)
+        val_ds = CaptionDataset(val_set, vocab, a["imgsz"], a["max_len"], train=False, cache=True)
+        gen = torch.Generator().manual_seed(a["seed"])
+        loader = DataLoader(
+            train_ds, batch_size=a["batch"], shuffle=True, drop_last=len(train_ds) > a["batch"], generator=gen,
+            collate_fn=collate_captions, num_workers=a["workers"],
+        )  # fmt: skip
+        opt = torch.optim.AdamW(_param_groups(model, a["weight_decay"]), lr=a["lr"], betas=(0.9, 0.98))
+        amp = a["amp"] if a["amp"] is not None else device.type == "cuda"
+        amp_dtype = torch.bfloat16
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            amp_dtype = torch.float16
+        scaler = torch.amp.GradScaler(device.type, enabled=amp and amp_dtype == torch.float16)
+        total_steps = a["epochs"] * len(loader)
+        start_epoch, step, best, elapsed0 = 0, 0, -1.0, 0.0
+        if self.resume_ckpt is not None:
+            opt.load_state_dict(self.resume_ckpt["optimizer"])
+            start_epoch, step = self.resume_ckpt["epoch"] + 1, self.resume_ckpt["step"]
+            best, elapsed0 = self.resume_ckpt["best_fitness"], self.resume_ckpt["elapsed"]
+            LOGGER.info("resuming %s from epoch %d", a["resume"], start_epoch + 1)
+        weights = self.save_dir / "weights"
+        weights.mkdir(parents=True, exist_ok=True)
+        (self.save_dir / "args.yaml").write_text(yaml.safe_dump({**a, "amp": amp}, sort_keys=False))
+        csv_path = self.save_dir / "results.csv"
+        fields = ["epoch", "train_loss", "val_loss", *METRIC_NAMES, "lr", "time"]
+        if self.resume_ckpt is None or not csv_path.exists():
+            with open(csv_path, "w", newline="") as f:
+                csv.writer(f).writerow(fields)
+        t0 = time.monotonic() - elapsed0
+        limit = float(a["time_limit"] or 0)
+        metrics: dict = {}
+        for epoch in range(start_epoch, a["epochs"]):
+            model.train()
+            running, seen = 0.0, 0
+            bar = tqdm(loader, desc=f"epoch {epoch + 1}/{a['epochs']}", leave=False)
+            for images, tokens, _ in bar:
+                progress = step / max(total_steps, 1)
+                if limit:
+                    progress = max(progress, (time.monotonic() - t0) / limit)
+                lr = a["lr"] * lr_factor(min(progress, 1.0), a["warmup"])
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                x, tokens = to_float(images, device), tokens.to(device)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+                    logits = model(x, tokens[:, :-1])
+                loss = caption_loss(logits, tokens[:, 1:], a["label_smoothing"])
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if a["clip"]:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), a["clip"])
+                scaler.step(opt)
+                scaler.update()
+                step += 1
+                running += float(loss.detach()) * len(images)
+                seen += len(images)
+                bar.set_postfix(loss=f"{running / seen:.3f}", lr=f"{lr:.2e}")
+                if limit and time.monotonic() - t0 >= limit:
+                    break
+            out_of_time = bool(limit and time.monotonic() - t0 >= limit)
+            metrics, _ = evaluate(model, vocab, val_ds, max(a["batch"], 64), a["val_beam"], device)
+            elapsed = time.monotonic() - t0
+            row = [epoch + 1, running / max(seen, 1), metrics["loss"], *(metrics[k] for k in METRIC_NAMES), lr, elapsed]
+            with open(csv_path, "a", newline="") as f:
+                csv.writer(f).writerow([f"{v:.5g}" if isinstance(v, float) else v for v in row])
+            LOGGER.info(
+                "epoch %d/%d  train %.3f  val %.3f  %s  (%.0fs)", epoch + 1, a["epochs"], row[1], metrics["loss"],
+                format_scores(metrics), elapsed,
+            )  # fmt: skip
+            fitness = metrics["CIDEr-D"]
+            common = {"epoch": epoch, "step": step, "elapsed": elapsed, "args": dict(a), "metrics": dict(metrics)}
+            if fitness > best:
+                best = fitness
+                save_checkpoint(
+                    caption_checkpoint(model, vocab, a["imgsz"], best_fitness=best, **common), weights / "best.pt"
+                )
+            ckpt = caption_checkpoint(model, vocab, a["imgsz"], best_fitness=best, optimizer=opt.state_dict(), **common)
+            save_checkpoint(ckpt, weights / "last.pt")
+            if out_of_time:
+                LOGGER.info("time limit of %.0fs reached after epoch %d", limit, epoch + 1)
+                break
+        plot_results(csv_path, self.save_dir / "results.png")
+        return {**metrics, "save_dir": str(self.save_dir), "time": time.monotonic() - t0}
+
+
+# ------------------------------------------------------------------------------------------ prediction
+
+
+@torch.no_grad()
+def caption_images(
+    model: CaptioningModel,
+    vocab: Vocabulary,
+    images: list[np.ndarray],
+    imgsz: int,
+    beam: int = 1,
+    length_penalty: float = 1.0,
+    repetition_penalty: float = 1.0,
+    attention: bool = False,
+) -> tuple[list[str], torch.Tensor | None]:
+    """Caption RGB ``(H, W, 3)`` uint8 images. Returns captions and, with ``attention``, the per-word
+    cross-attention ``(B, L, h, w)`` float32 of the chosen captions."""
+    device = next(model.parameters()).device
+    x = to_float(torch.stack([prepare_image(im, imgsz) for im in images]), device)
+    ids = model.generate(x, beam, None, length_penalty, repetition_penalty)
+    maps = model.attention_maps(x, ids)[0].cpu() if attention else None
+    return ids_to_captions(ids, vocab), maps
+
+
+def save_attention_figure(image: np.ndarray, caption: str, maps: torch.Tensor, out: str | Path) -> Path:
+    """A grid: the image, then one panel per word (and ``<end>``) with its attention map ``(h, w)``
+    upsampled over the image. ``maps`` is ``(L, h, w)`` with ``L >= words + 1``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    words = [*caption.split(), "<end>"][: maps.shape[0]]
+    n = len(words) + 1
+    cols = min(n, 5)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
+    h, w = image.shape[:2]
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k == 0:
+            ax.imshow(image)
+            ax.set_title("input", fontsize=9)
+        elif k < n:
+            m = maps[k - 1].float().numpy()
+            m = cv2.resize(m / max(float(m.max()), 1e-12), (w, h), interpolation=cv2.INTER_CUBIC)
+            ax.imshow(image)
+            ax.imshow(np.clip(m, 0, 1), cmap="jet", alpha=0.5)
+            ax.set_title(words[k - 1], fontsize=10)
+    fig.suptitle(caption, fontsize=11)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out
