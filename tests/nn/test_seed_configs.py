@@ -8,12 +8,13 @@ the published ``SwinV2_CSPB``).
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
 from torch import nn
 
-from tests.conftest import SHARED, shared_path
+from tests.conftest import shared_path
 from yolotr.models.detection import DetectionModel
 from yolotr.nn.swin import SwinV2_CSPB, relative_coords_table, relative_position_index
 
@@ -130,5 +131,62 @@ def test_shipped_config_runs_at_every_image_size(name):
             assert decoded.shape == (1, 3 * (h * w // 64 + h * w // 256 + h * w // 1024), 85)
 
 
-def test_shared_folder_is_documented():
-    assert SHARED.name == "shared" or SHARED.exists()
+def raccoon_batches(root, imgsz: int, batch: int, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``count`` images of the raccoon train split, letterboxed to ``imgsz`` (pad 114), as training batches.
+
+    Each batch is ``(images (B, 3, imgsz, imgsz) float in [0, 1], targets (N, 6) [image, class, cx, cy, w, h])``.
+    """
+    import xml.etree.ElementTree as ET
+
+    import cv2
+    import numpy as np
+
+    stems = (root / "train.txt").read_text().split()[:count]
+    images, targets = [], []
+    for i, stem in enumerate(stems):
+        img = cv2.imread(str(root / "images" / f"{stem}.jpg"))[:, :, ::-1]
+        h, w = img.shape[:2]
+        r = imgsz / max(h, w)
+        nh, nw = round(h * r), round(w * r)
+        top, left = (imgsz - nh) // 2, (imgsz - nw) // 2
+        canvas = np.full((imgsz, imgsz, 3), 114, np.uint8)
+        canvas[top : top + nh, left : left + nw] = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+        images.append(torch.from_numpy(canvas).permute(2, 0, 1).float() / 255)
+        for obj in ET.parse(root / "annotations" / f"{stem}.xml").findall("object"):
+            box = obj.find("bndbox")
+            x1, y1, x2, y2 = (float(box.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax"))
+            x1, x2 = x1 * r + left, x2 * r + left
+            y1, y2 = y1 * r + top, y2 * r + top
+            targets.append([i, 0, (x1 + x2) / 2 / imgsz, (y1 + y2) / 2 / imgsz, (x2 - x1) / imgsz, (y2 - y1) / imgsz])
+    targets = torch.tensor(targets)
+    batches = []
+    for start in range(0, len(images) - batch + 1, batch):
+        rows = targets[(targets[:, 0] >= start) & (targets[:, 0] < start + batch)].clone()
+        rows[:, 0] -= start
+        batches.append((torch.stack(images[start : start + batch]), rows))
+    return batches
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("YOLOTR_SLOW"), reason="slow (minutes on CPU): set YOLOTR_SLOW=1 to run")
+@pytest.mark.parametrize("name", [s for s in SHIPPED if not s.endswith("hwd")])
+def test_transformer_config_trains_50_steps_with_finite_loss(name):
+    """The stability bar: 50 SGD steps (lr 0.01) at imgsz 256, batch 8, bf16 autocast on CPU, raccoon photos."""
+    from yolotr.ops.loss import DetectionLoss
+
+    torch.manual_seed(0)
+    batches = raccoon_batches(shared_path("data", "raccoon"), 256, 8, 40)
+    model = DetectionModel(f"{name}.yaml", nc=1).train()
+    criterion = DetectionLoss(model.model[-1], {}, imgsz=256)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.937, nesterov=True)
+    for step in range(50):
+        images, targets = batches[step % len(batches)]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            raw = model(images)
+        loss, items = criterion([r.float() for r in raw], targets)
+        assert torch.isfinite(loss), f"{name}: loss {items.tolist()} at step {step}"
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+    assert all(torch.isfinite(p).all() for p in model.parameters())
