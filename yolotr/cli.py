@@ -136,6 +136,20 @@ def cmd_val(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from yolotr.engine.demo import run_demo
+
+    summary = run_demo(model=args.model, time_limit=args.minutes, project=args.project, name=args.name)
+    print(summary["table"])
+    print(
+        f"demo done in {summary['seconds'] / 60:.1f} min: mAP50 {summary['map50']:.3f}, "
+        f"mAP50-95 {summary['map50_95']:.3f}\n"
+        f"run directory: {summary['save_dir']} (weights/, results.csv, results.png, PR_curve.png, "
+        "confusion_matrix.png, predictions/)"
+    )
+    return 0
+
+
 def cmd_check_data(args: argparse.Namespace) -> int:
     from yolotr.data.check import check_data
 
@@ -205,6 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--save-dir", dest="save_dir", help="write PR curve and confusion matrix here")
     p.set_defaults(func=cmd_val)
+
+    p = sub.add_parser("demo", help="train a small Transformer YOLO on the built-in shapes set, validate, predict")
+    p.add_argument("--model", help="model YAML (default: yolov5n-transformerc3.yaml)")
+    p.add_argument("--minutes", type=float, help="training time budget (default 3.5)")
+    p.add_argument("--project", default="runs/demo")
+    p.add_argument("--name", default="exp")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("check-data", help="validate a dataset: problems per file and line, class counts")
     p.add_argument("--data", required=True)

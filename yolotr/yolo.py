@@ -49,6 +49,32 @@ class YOLO:
         )
         return predictor(source)
 
+    def train(self, **overrides) -> dict:
+        """Train this model (keys of ``cfg/default.yaml`` as keyword arguments); returns the last metrics.
+
+        The trained weights (best fitness) are loaded back into ``self.model`` afterwards.
+        """
+        from yolotr.engine.trainer import Trainer
+
+        data = overrides.get("data", "shapes")
+        from yolotr.data.sources import load_dataset_config
+
+        nc = len(load_dataset_config(data).names)
+        model = self.model if self.model.nc == nc else None
+        if model is None:
+            overrides.setdefault("model", self.source)
+        result = Trainer(overrides, model=model).train()
+        best = Path(result["save_dir"]) / "weights" / "best.pt"
+        if best.is_file():
+            self.model = load_model(best)
+        return result
+
+    def val(self, data, imgsz: int = 640, batch_size: int = 16, conf: float = 0.001, iou: float = 0.6, **kwargs):
+        """COCO metrics of this model on ``data``'s validation split (a ``ValidationResult``)."""
+        from yolotr.engine.validator import validate
+
+        return validate(self.model, data, imgsz=imgsz, batch_size=batch_size, conf=conf, iou=iou, **kwargs)
+
     def info(self, imgsz: int = 640, verbose: bool = True) -> dict:
         """Layer table, parameters and GFLOPs at ``imgsz``."""
         return self.model.info(imgsz, verbose)

@@ -167,3 +167,15 @@ def test_other_state_dicts_are_not_yolov4():
     assert is_yolov4_state_dict([1, 2]) is None
     with pytest.raises(CheckpointError, match="not a published YOLOv4"):
         convert_yolov4_state_dict({"model.0.conv.weight": torch.zeros(1)}, "x.pth")
+
+
+def test_yolo_facade_loads_published_file(reference, published, tmp_path):
+    """``YOLO("yolo4_weights.pth")``: recognised, built from yolov4.yaml, COCO names, oracle outputs."""
+    from yolotr import YOLO
+    from yolotr.data.coco import COCO_NAMES
+
+    path = tmp_path / "yolo4_weights.pth"
+    torch.save(published, path)
+    detector = YOLO(path)
+    assert detector.names == list(COCO_NAMES)
+    assert_matches_oracle(detector.model, reference["oracle"])

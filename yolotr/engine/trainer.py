@@ -332,7 +332,8 @@ class Trainer:
         metrics: dict = {}
         t0 = time.time()
         self._good_snapshot()
-        for epoch in range(self.start_epoch, cfg["epochs"]):
+        epoch = self.start_epoch
+        while epoch < cfg["epochs"]:
             if cfg["close_mosaic"] and epoch >= cfg["epochs"] - cfg["close_mosaic"]:
                 self.train_set.mosaic = False
             self.train_model.train()
@@ -368,6 +369,9 @@ class Trainer:
                 seen += 1
                 bar.set_postfix({n: f"{v:.4f}" for n, v in zip(LOSS_NAMES, mean_loss.tolist())})
             metrics = self._end_epoch(epoch, mean_loss, t0)
+            if epoch == self.start_epoch and cfg["time_limit"]:
+                self._fit_epochs_to_time(epoch, time.time() - t0)
+            epoch += 1
         if self.world > 1:
             dist.barrier()
         if self.main:
@@ -379,6 +383,18 @@ class Trainer:
                 self.save_dir,
             )
         return {**metrics, "save_dir": str(self.save_dir), "nan_reports": [str(r) for r in self.guard.reports]}
+
+    def _fit_epochs_to_time(self, epoch: int, first_epoch_seconds: float) -> None:
+        """Set ``epochs`` so the whole run fits ``time_limit`` minutes (the schedule follows)."""
+        fitted = max(int(self.cfg["time_limit"] * 60 / max(first_epoch_seconds, 1e-3)), epoch + 1)
+        if self.world > 1:
+            value = torch.tensor([fitted], device=self.device)
+            dist.broadcast(value, 0)
+            fitted = int(value.item())
+        if self.main:
+            LOGGER.info("time limit %.1f min: %d epochs (%.1f s per epoch)", self.cfg["time_limit"], fitted,
+                        first_epoch_seconds)
+        self.cfg["epochs"] = fitted
 
     def _optimizer_step(self, images, targets) -> bool:
         self.scaler.unscale_(self.optimizer)

@@ -62,12 +62,13 @@ def check_anchor_order(head: Detect) -> None:
         head.anchors[:] = head.anchors.flip(0)
 
 
-def initialize_weights(model: nn.Module) -> None:
-    """YOLOv5's BatchNorm settings (eps 1e-3, momentum 0.03), which its official weights assume."""
+def initialize_weights(model: nn.Module, eps: float = 1e-3, momentum: float = 0.03) -> None:
+    """BatchNorm settings: YOLOv5's eps 1e-3 and momentum 0.03 unless the YAML's ``bn_eps`` and
+    ``bn_momentum`` say otherwise (the published YOLOv4 uses PyTorch's 1e-5 and 0.1)."""
     for m in model.modules():
         if isinstance(m, nn.BatchNorm2d):
-            m.eps = 1e-3
-            m.momentum = 0.03
+            m.eps = eps
+            m.momentum = momentum
 
 
 class DetectionModel(nn.Module):
@@ -96,7 +97,7 @@ class DetectionModel(nn.Module):
         self.model, self.save, self.rows = built.layers, built.save, built.rows
         self.names = [str(i) for i in range(self.yaml["nc"])]
         self.stride = torch.tensor([32.0])
-        initialize_weights(self)
+        initialize_weights(self, float(self.yaml.get("bn_eps", 1e-3)), float(self.yaml.get("bn_momentum", 0.03)))
         head = self.model[-1]
         if isinstance(head, Detect):
             self._init_head(head, ch, source)

@@ -58,9 +58,9 @@ def _load_state_dict_file(state: dict, path: Path) -> DetectionModel:
             f"{path}: a bare state_dict without a model description; yolotr recognises only its own "
             "checkpoints, official YOLOv5 .pt files and the published PyTorch YOLOv4 layout"
         )
-    converted, nc, report = yolov4_import.convert_yolov4_state_dict(state, str(path))
+    _, nc, _ = yolov4_import.convert_yolov4_state_dict(state, str(path))
     model = DetectionModel("yolov4.yaml", nc=nc)
-    load_exact(model, converted, path)
+    report = yolov4_import.load_yolov4_weights(model, state, str(path))
     model.names = list(COCO_NAMES) if nc == len(COCO_NAMES) else [str(i) for i in range(nc)]
     LOGGER.info("%s: imported published PyTorch YOLOv4 weights: %s", path, report)
     return model
