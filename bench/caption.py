@@ -20,17 +20,18 @@ from yolotr.metrics.captioning import METRIC_NAMES
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 is faster on a shared, loaded CPU)")
     parser.add_argument("--time-limit", type=float, default=290.0, help="training seconds (validation included)")
-    parser.add_argument("--n-train", type=int, default=3000)
+    parser.add_argument("--n-train", type=int, default=4000)
     parser.add_argument("--n-val", type=int, default=200)
-    parser.add_argument("--imgsz", type=int, default=128)
+    parser.add_argument("--imgsz", type=int, default=64)
     parser.add_argument("--encoder", default="backbone", choices=["backbone", "patch"])
-    parser.add_argument("--layer", type=int, default=6)
+    parser.add_argument("--layer", type=int, default=4, help="yolov5n: 4 = P3/8, 6 = P4/16")
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--project", default="runs/caption")
     parser.add_argument("--name", default="bench")
     args = parser.parse_args()
@@ -38,7 +39,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     overrides = dict(
         data="shapes", n_train=args.n_train, n_val=args.n_val, imgsz=args.imgsz, encoder=args.encoder,
-        layer=args.layer, dim=args.dim, layers=args.layers, batch=args.batch, lr=args.lr, epochs=1000,
+        layer=args.layer, dim=args.dim, layers=args.layers, batch=args.batch, lr=args.lr,
+        dropout=args.dropout, epochs=1000,
         time_limit=args.time_limit, project=args.project, name=args.name, device="cpu",
     )  # fmt: skip
     load_caption_data({**overrides, "seed": 0})

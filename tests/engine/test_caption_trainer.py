@@ -58,6 +58,8 @@ def test_train_resume_and_predict_with_attention(cache, tmp_path):
     assert (tmp_path / "pred" / "exp" / "img_attention.png").is_file()
     entries = json.loads((tmp_path / "pred" / "exp" / "captions.json").read_text())
     assert entries[0]["path"] == str(image)
+    args = parser.parse_args(["caption", "val", "--model", str(run / "weights" / "last.pt"), "--beam", "3"])
+    assert args.func(args) == 0
     model, vocab, _ = load_captioner(run / "weights" / "best.pt")
     assert len(vocab) == model.embed.num_embeddings
 

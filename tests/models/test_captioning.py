@@ -10,6 +10,14 @@ from yolotr.models.captioning import Attention, CaptioningModel, caption_loss, s
 from yolotr.models.vocab import Vocabulary, tokenize
 
 PATCH = {"type": "patch", "patch": 16, "depth": 1}
+TINY_DET = {  # yolov5n's first rows with a one-scale head: cheap to build
+    "nc": 3,
+    "depth_multiple": 0.33,
+    "width_multiple": 0.25,
+    "anchors": [[10, 13, 16, 30, 33, 23]],
+    "backbone": [[-1, 1, "Conv", [64, 6, 2, 2]], [-1, 1, "Conv", [128, 3, 2]], [-1, 1, "C3", [128]]],
+    "head": [[[2], 1, "Detect", ["nc", "anchors"]]],
+}
 
 
 def tiny(vocab_size: int = 12, encoder: dict | None = None, **kw) -> CaptioningModel:
@@ -105,9 +113,9 @@ def test_beam_search_stops_at_end_and_pads():
 
 
 def test_backbone_encoder_frozen_and_rebuilt_from_config():
-    enc = {"type": "backbone", "cfg": "yolov5n.yaml", "layer": 4, "freeze": True}
+    enc = {"type": "backbone", "cfg": TINY_DET, "layer": 2, "freeze": True}
     model = tiny(encoder=enc).train()
-    images = torch.rand(2, 3, 64, 64)
+    images = torch.rand(2, 3, 32, 32)
     memory, grid = model.encode(images)
     assert grid == (8, 8) and memory.shape == (2, 64, 32)
     bn = next(m for m in model.encoder.layers.modules() if isinstance(m, torch.nn.BatchNorm2d))
@@ -119,7 +127,20 @@ def test_backbone_encoder_frozen_and_rebuilt_from_config():
     clone = CaptioningModel.from_config(model.config)
     assert clone.state_dict().keys() == model.state_dict().keys()
     with pytest.raises(ConfigError, match="out of range"):
-        tiny(encoder={"type": "backbone", "layer": 99})
+        tiny(encoder={"type": "backbone", "cfg": TINY_DET, "layer": 3})
+
+
+def test_backbone_encoder_from_detection_checkpoint(tmp_path):
+    from yolotr.models.detection import DetectionModel
+    from yolotr.models.weights import model_checkpoint, save_checkpoint
+
+    det = DetectionModel(TINY_DET)
+    with torch.no_grad():
+        det.model[0].conv.weight.fill_(0.25)
+    path = save_checkpoint(model_checkpoint(det), tmp_path / "det.pt")
+    model = tiny(encoder={"type": "backbone", "layer": 2, "weights": str(path)})
+    assert (model.encoder.layers[0].conv.weight == 0.25).all()
+    assert model.config["encoder"]["cfg"]["nc"] == 3 and "weights" not in model.config["encoder"]
 
 
 def test_gradient_checkpointing_same_gradients():
