@@ -26,9 +26,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from yolotr.engine.predictor import Predictor, run_prediction
     from yolotr.models.loading import load_model
 
-    model = load_model(args.model)
-    if args.fuse:
-        model.fuse()
+    if str(args.model).endswith(".onnx"):
+        from yolotr.engine.exporter import OnnxModel
+
+        model = OnnxModel(args.model)
+    else:
+        model = load_model(args.model)
+        if args.fuse:
+            model.fuse()
     predictor = Predictor(
         model,
         model.names,
@@ -136,6 +141,26 @@ def cmd_val(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from yolotr.engine.exporter import export_model
+    from yolotr.models.loading import load_model
+
+    model = load_model(args.model, nc=args.nc)
+    path = args.output or str(Path(args.model).with_suffix(f".{args.format}").name)
+    result = export_model(
+        model,
+        args.format,
+        path,
+        imgsz=args.imgsz,
+        dynamic=not args.static,
+        dynamic_size=args.dynamic_size,
+        raw=args.raw,
+        opset=args.opset,
+    )
+    print(f"exported {result.path}: max abs difference to PyTorch {result.max_abs_diff:.2e}, detections match")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from yolotr.engine.demo import run_demo
 
@@ -220,6 +245,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-dir", dest="save_dir", help="write PR curve and confusion matrix here")
     p.set_defaults(func=cmd_val)
 
+    p = sub.add_parser("export", help="export to ONNX (checked with onnxruntime) or TorchScript")
+    p.add_argument("--model", required=True)
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--nc", type=int, default=None, help="classes when exporting a YAML")
+    p.add_argument("--output", help="output file (default: the model name with the format's suffix)")
+    p.add_argument("--static", action="store_true", help="fixed batch size")
+    p.add_argument("--dynamic-size", dest="dynamic_size", action="store_true", help="dynamic height and width")
+    p.add_argument("--raw", action="store_true", help="raw head maps instead of decoded boxes")
+    p.add_argument("--opset", type=int, default=17)
+    p.set_defaults(func=cmd_export)
+
     p = sub.add_parser("demo", help="train a small Transformer YOLO on the built-in shapes set, validate, predict")
     p.add_argument("--model", help="model YAML (default: yolov5n-transformerc3.yaml)")
     p.add_argument("--minutes", type=float, help="training time budget (default 3.5)")
@@ -230,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-data", help="validate a dataset: problems per file and line, class counts")
     p.add_argument("--data", required=True)
     p.set_defaults(func=cmd_check_data)
+
+    from yolotr.caption_cli import add_caption_parser
+
+    add_caption_parser(sub)
 
     p = sub.add_parser("info", help="layer table, parameters and GFLOPs")
     p.add_argument("--model", required=True)

@@ -75,6 +75,12 @@ class YOLO:
 
         return validate(self.model, data, imgsz=imgsz, batch_size=batch_size, conf=conf, iou=iou, **kwargs)
 
+    def export(self, format: str = "onnx", path: str | Path | None = None, imgsz: int = 640, **kwargs):
+        """Export (fused, eval) and verify against PyTorch; returns an ``ExportResult`` with the path."""
+        from yolotr.engine.exporter import export_model
+
+        return export_model(self.model, format, path, imgsz=imgsz, **kwargs)
+
     def info(self, imgsz: int = 640, verbose: bool = True) -> dict:
         """Layer table, parameters and GFLOPs at ``imgsz``."""
         return self.model.info(imgsz, verbose)

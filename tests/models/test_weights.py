@@ -123,3 +123,14 @@ def test_transfer_changes_weights_to_checkpoint(official):
 
 def test_read_checkpoint_kind(tmp_path):
     assert read_checkpoint(shared_path("weights", "yolov5n.pt"))[0] == "yolov5"
+
+
+def test_constant_tables_in_checkpoint_are_skipped_with_a_note(tmp_path):
+    model = DetectionModel("yolov5n-swinv2.yaml", nc=2)
+    checkpoint = model_checkpoint(model)
+    layer = model.get_submodule("model.8.m.blocks.0.attn")
+    for name in ("relative_coords_table", "relative_position_index"):
+        checkpoint["state_dict"][f"model.8.m.blocks.0.attn.{name}"] = getattr(layer, name).clone()
+    path = save_checkpoint(checkpoint, tmp_path / "tutorial.pt")
+    loaded = load_model(path)
+    assert torch.equal(loaded.state_dict()["model.0.conv.weight"], model.state_dict()["model.0.conv.weight"])

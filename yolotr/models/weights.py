@@ -197,16 +197,31 @@ class LoadReport:
 def compare_state_dicts(model: nn.Module, state: dict[str, torch.Tensor]) -> LoadReport:
     """Which keys of ``state`` fit ``model`` by name and shape."""
     own = model.state_dict()
+    constants = non_persistent_buffers(model)
     report = LoadReport()
+    skipped = []
     for key, value in state.items():
-        if key not in own:
+        if key in constants:
+            skipped.append(key)
+        elif key not in own:
             report.unexpected.append(key)
         elif tuple(own[key].shape) != tuple(value.shape):
             report.mismatched.append((key, tuple(value.shape), tuple(own[key].shape)))
         else:
             report.loaded.append(key)
     report.missing = [k for k in own if k not in state]
+    if skipped:
+        report.notes.append(f"skipped {len(skipped)} constant tables the model rebuilds itself ({skipped[0]}, ...)")
     return report
+
+
+def non_persistent_buffers(model: nn.Module) -> set[str]:
+    """Names of buffers a model computes itself and leaves out of its ``state_dict``."""
+    names = set()
+    for prefix, module in model.named_modules():
+        for name in getattr(module, "_non_persistent_buffers_set", ()):
+            names.add(f"{prefix}.{name}" if prefix else name)
+    return names
 
 
 def load_exact(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> LoadReport:
@@ -216,8 +231,8 @@ def load_exact(model: nn.Module, state: dict[str, torch.Tensor], source: str | P
         raise CheckpointError(f"{source}: checkpoint does not fit the model: {report.summary()}")
     own = model.state_dict()
     with torch.no_grad():
-        for key, value in state.items():
-            own[key].copy_(value.to(own[key].dtype))
+        for key in report.loaded:
+            own[key].copy_(state[key].to(own[key].dtype))
     return report
 
 
