@@ -100,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         key, _, value = item.partition("=")
         overrides[key] = yaml_value(value)
     if args.resume:
-        trainer = Trainer.resume(args.resume, **{k: v for k, v in overrides.items() if k == "epochs"})
+        trainer = Trainer.resume(args.resume, **overrides)
     else:
         trainer = Trainer({**(_cfg_file(args.cfg) if args.cfg else {}), **overrides})
     result = trainer.train()
@@ -178,8 +178,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_check_data(args: argparse.Namespace) -> int:
     from yolotr.data.check import check_data
 
-    print(check_data(args.data))
-    return 0
+    summary = check_data(args.data)
+    print(summary)
+    return 1 if " 0 usable" in summary or "error:" in summary else 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -168,6 +168,7 @@ def raccoon_batches(root, imgsz: int, batch: int, count: int) -> list[tuple[torc
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @pytest.mark.skipif(not os.environ.get("YOLOTR_SLOW"), reason="slow (minutes on CPU): set YOLOTR_SLOW=1 to run")
 @pytest.mark.parametrize("name", [s for s in SHIPPED if not s.endswith("hwd")])
 def test_transformer_config_trains_50_steps_with_finite_loss(name):

@@ -116,7 +116,10 @@ class Trainer:
         state = checkpoint.get("train_state")
         if not state:
             raise CheckpointError(f"{last}: not a resumable training checkpoint (no train_state)")
-        cfg = dict(state["cfg"], **{k: v for k, v in overrides.items() if v is not None})
+        ignored = sorted(k for k, v in overrides.items() if v is not None and k != "epochs")
+        if ignored:
+            LOGGER.warning("resume continues with the run's own settings; ignoring %s", ", ".join(ignored))
+        cfg = dict(state["cfg"], **{k: v for k, v in overrides.items() if v is not None and k == "epochs"})
         state["run_dir"] = str(last.parent.parent)
         state["checkpoint"] = checkpoint
         return cls(cfg, _resume=state)
@@ -356,7 +359,7 @@ class Trainer:
                 images = images.to(self.device, non_blocking=True).float() / 255
                 targets = targets.to(self.device)
                 loss, items = self._forward_loss(images, targets)
-                if not torch.isfinite(loss):
+                if not self._all_finite(loss):
                     self._skip_step(images, targets, "non-finite loss")
                     continue
                 self.scaler.scale(loss).backward()
@@ -392,9 +395,17 @@ class Trainer:
             dist.broadcast(value, 0)
             fitted = int(value.item())
         if self.main:
-            LOGGER.info("time limit %.1f min: %d epochs (%.1f s per epoch)", self.cfg["time_limit"], fitted,
-                        first_epoch_seconds)
+            LOGGER.info(
+                "time limit %.1f min: %d epochs (%.1f s per epoch)", self.cfg["time_limit"], fitted, first_epoch_seconds
+            )
         self.cfg["epochs"] = fitted
+
+    def _all_finite(self, loss: torch.Tensor) -> bool:
+        """Whether the loss is finite on every process (all ranks skip a step together under DDP)."""
+        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+        if self.world > 1:
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        return not bool(bad.item())
 
     def _optimizer_step(self, images, targets) -> bool:
         self.scaler.unscale_(self.optimizer)

@@ -93,6 +93,13 @@ class DetectionModel(nn.Module):
             self.yaml["nc"] = nc
         if anchors is not None:
             self.yaml["anchors"] = anchors
+        if isinstance(self.yaml.get("anchors"), int):
+            LOGGER.warning(
+                "%s: 'anchors: %d' gives placeholder anchors (YOLOv5 evolves them with AutoAnchor, yolotr does not); "
+                "write the anchor sizes in the YAML before training",
+                source,
+                self.yaml["anchors"],
+            )
         built: BuiltLayers = build_layers(self.yaml, ch, source)
         self.model, self.save, self.rows = built.layers, built.save, built.rows
         self.names = [str(i) for i in range(self.yaml["nc"])]

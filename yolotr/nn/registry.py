@@ -62,9 +62,9 @@ def register(name: str, cls: type[nn.Module], rule: str) -> None:
 
 def lookup(name: str) -> ModuleSpec:
     """The spec registered under ``name``; ``KeyError`` with close matches in its message otherwise."""
-    key = name[3:] if name.startswith("nn.") and name not in MODULES else name
-    if key in MODULES:
-        return MODULES[key]
+    for key in (name, name[3:] if name.startswith("nn.") else f"nn.{name}"):
+        if key in MODULES:
+            return MODULES[key]
     close = difflib.get_close_matches(name, list(MODULES), n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
     raise KeyError(f"unknown module {name!r}{hint}")
