@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train a small Transformer YOLO on the built-in shapes set, validate, predict")
     p.add_argument("--model", help="model YAML (default: yolov5n-transformerc3.yaml)")
-    p.add_argument("--minutes", type=float, help="training time budget (default 3.5)")
+    p.add_argument("--minutes", type=float, help="training time budget (default 3.0)")
     p.add_argument("--project", default="runs/demo")
     p.add_argument("--name", default="exp")
     p.set_defaults(func=cmd_demo)

@@ -22,7 +22,7 @@ DEMO_SETTINGS = dict(
     batch=16,
     nbs=16,
     epochs=60,
-    time_limit=3.5,
+    time_limit=3.0,
     optimizer="AdamW",
     lr0=0.004,
     lrf=0.05,
@@ -31,7 +31,8 @@ DEMO_SETTINGS = dict(
     warmup_min_iters=20,
     mosaic=0.5,
     scale=0.3,
-    val=False,
+    val_period=4,
+    cls=1.5,
     ema_tau=200,
     workers=2,
     project="runs/demo",
@@ -49,8 +50,16 @@ def run_demo(**overrides) -> dict:
     weights = save_dir / "weights" / "last.pt"
     model = load_model(weights)
     data = load_dataset_config(settings["data"])
-    result = validate(model, data, split="val", imgsz=settings["imgsz"], batch_size=settings["batch"],
-                      workers=settings["workers"], save_dir=save_dir)
+    result = validate(
+        model,
+        data,
+        split="val",
+        imgsz=settings["imgsz"],
+        batch_size=settings["batch"],
+        workers=settings["workers"],
+        save_dir=save_dir,
+        verbose=False,
+    )
     held_out, _ = load_records(data, "val")
     predictor = Predictor(model, model.names, settings["imgsz"], conf=0.3)
     run_prediction(predictor, [r.path for r in held_out[:8]], save_dir / "predictions")

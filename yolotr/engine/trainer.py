@@ -425,14 +425,15 @@ class Trainer:
     def _end_epoch(self, epoch: int, mean_loss: torch.Tensor, t0: float) -> dict:
         metrics = {}
         fitness = None
-        if self.main and self.cfg["val"]:
+        due = (epoch + 1) % max(int(self.cfg["val_period"]), 1) == 0 or epoch + 1 >= self.cfg["epochs"]
+        if self.main and self.cfg["val"] and due:
             metrics = self.validate()
             fitness = metrics.get("fitness")
         best = fitness is not None and fitness > self.best_fitness
         if best:
             self.best_fitness = fitness
         if self.main:
-            self._save(epoch + 1, 0, fitness, best=best or not self.cfg["val"])
+            self._save(epoch + 1, 0, fitness, best=best or not (self.cfg["val"] and self.best_fitness >= 0))
             self._write_csv(epoch, mean_loss, metrics, time.time() - t0)
         self._good_snapshot()
         for fn in self.callbacks["on_epoch_end"]:
