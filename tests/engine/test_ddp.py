@@ -1,4 +1,7 @@
-"""DDP on CPU: two gloo processes train in lockstep and end with identical weights."""
+"""DDP on CPU: two gloo processes train in lockstep and end with identical weights.
+
+BatchNorm running statistics are per process unless ``sync_bn`` is on (as in YOLOv5), so only
+parameters are compared across ranks."""
 
 from __future__ import annotations
 
@@ -46,6 +49,7 @@ def test_two_gloo_ranks_hold_identical_weights(tiny_shapes, tmp_path):
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     saved = torch.load(tmp_path / "run" / "weights" / "last.pt", weights_only=True)["train_state"]["model"]
     for key, value in rank0.items():
-        assert torch.equal(value, rank1[key]), key
         assert torch.equal(value, saved[key]), key
+        if not key.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            assert torch.equal(value, rank1[key]), key  # BatchNorm statistics stay per rank (no SyncBN)
     assert not (tmp_path / "run2").exists()  # rank 1 writes no run directory of its own
