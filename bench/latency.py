@@ -1,7 +1,8 @@
 """Forward latency of yolotr models against the official YOLOv5 model built from the same YAML.
 
 fp32, batch 1, ``torch.set_num_threads(2)``, median of N runs after warm-up; both models fused
-(conv+BN folded) and in eval mode. The reference column needs the official YOLOv5 code
+(conv+BN folded) and in eval mode; yolotr runs in ``channels_last`` as its predictor does (YOLOv5's
+``detect.py`` does not), ``--contiguous`` compares the same layout. The reference column needs the official YOLOv5 code
 (``pip install --no-deps yolov5 && pip install pandas requests psutil seaborn ultralytics``);
 without it the column reads ``-``.
 
@@ -57,10 +58,19 @@ def main() -> None:
     parser.add_argument("--sizes", nargs="+", type=int, default=[320, 640])
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--channels-last", action="store_true", help="run yolotr in channels_last memory format")
+    parser.add_argument(
+        "--contiguous",
+        dest="channels_last",
+        action="store_false",
+        help="run yolotr in the default contiguous layout instead of channels_last (as its predictor)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"fp32, batch 1, {args.threads} threads, median of {args.runs}, fused; torch {torch.__version__}")
+    layout = "channels_last" if args.channels_last else "contiguous"
+    print(
+        f"fp32, batch 1, {args.threads} threads, median of {args.runs}, fused, yolotr {layout}; "
+        f"torch {torch.__version__}"
+    )
     print(f"{'model':<12}{'size':>6}{'yolotr ms':>12}{'YOLOv5 ms':>12}{'ratio':>8}")
     for name in args.models:
         ours = DetectionModel(f"{name}.yaml").fuse().eval()

@@ -23,8 +23,8 @@ LOGGER = logging.getLogger("yolotr")
 
 def preprocess(images: list[np.ndarray], device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """List of equally sized RGB ``(H, W, 3)`` uint8 images -> ``(B, 3, H, W)`` float in ``[0, 1]``."""
-    batch = torch.from_numpy(np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2)))
-    return batch.to(device=device, dtype=dtype, non_blocking=True) / 255.0
+    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)  # a channels-last view of (B, H, W, 3)
+    return batch.to(device=device, dtype=dtype, non_blocking=True, memory_format=torch.channels_last) / 255.0
 
 
 class Predictor:
@@ -55,6 +55,8 @@ class Predictor:
         stride: int | None = None,
     ):
         self.model = model.eval()
+        if next(model.parameters(), None) is not None:
+            self.model = self.model.to(memory_format=torch.channels_last)  # faster convolutions (oneDNN, cuDNN)
         self.names = list(names)
         self.imgsz, self.rect = imgsz, rect
         self.conf, self.iou, self.max_det, self.classes, self.agnostic = conf, iou, max_det, classes, agnostic
