@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -180,7 +181,8 @@ def cmd_check_data(args: argparse.Namespace) -> int:
 
     summary = check_data(args.data)
     print(summary)
-    return 1 if " 0 usable" in summary or "error:" in summary else 0
+    failed = re.search(r": error: |\b0/\d+ images usable", summary)
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
