@@ -10,6 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from yolotr.data.dataset import read_image as read_bgr
 from yolotr.errors import DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
@@ -17,7 +18,8 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpeg", ".mp
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as RGB ``(H, W, 3)`` uint8 (greyscale, alpha and 16-bit converted).
+    """Read an image as RGB ``(H, W, 3)`` uint8: EXIF-rotated, greyscale, alpha and 16-bit converted
+    (OpenCV's ``imread``, as YOLOv5 reads images, through :func:`yolotr.data.dataset.read_image`).
 
     Raises:
         DataError: naming the file when it is missing, unreadable or not an image.
@@ -25,16 +27,9 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such image file")
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    image = read_bgr(str(path))
     if image is None:
         raise DataError(f"{path}: not a readable image (corrupt or unsupported format)")
-    if image.dtype == np.uint16:
-        image = (image / 257).round().astype(np.uint8)
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image.shape[2] == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from yolotr.data.dataset import DetectionDataset, collate, seed_worker
+from yolotr.data.dataset import AUG_KEYS, DetectionDataset, collate, seed_worker
 from yolotr.data.sources import load_dataset_config, load_records
 from yolotr.engine.config import resolve_config
 from yolotr.engine.ema import ModelEMA, unwrap
@@ -142,22 +142,7 @@ class Trainer:
         train_records, report = load_records(self.data, "train")
         if self.main:
             LOGGER.info("%s", report.headline())
-        hyp = {
-            k: cfg[k]
-            for k in (
-                "hsv_h",
-                "hsv_s",
-                "hsv_v",
-                "degrees",
-                "translate",
-                "scale",
-                "shear",
-                "perspective",
-                "flipud",
-                "fliplr",
-                "mosaic",
-            )
-        }
+        hyp = {k: cfg[k] for k in AUG_KEYS}
         self.train_set = DetectionDataset(
             train_records,
             cfg["imgsz"],
