@@ -66,3 +66,42 @@ def test_corrupt_image_is_named(tmp_path, capsys):
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     assert main(["predict", "--model", "yolov5n.yaml", "--source", str(broken), "--imgsz", "128"]) == 2
     assert "broken.jpg: not a readable image" in capsys.readouterr().err
+
+
+def test_video_is_predicted_frame_by_frame_and_written_back(tmp_path):
+    import cv2
+
+    from yolotr.data.images import read_image
+
+    frame = cv2.resize(cv2.cvtColor(read_image(shared_path("images", "bus.jpg")), cv2.COLOR_RGB2BGR), (240, 320))
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5.0, (240, 320))
+    for _ in range(4):
+        writer.write(frame)
+    writer.release()
+    code = main(
+        [
+            "predict",
+            "--model",
+            str(shared_path("weights", "yolov5n.pt")),
+            "--source",
+            str(video),
+            "--imgsz",
+            "320",
+            "--save",
+            "--save-json",
+            "--project",
+            str(tmp_path),
+            "--name",
+            "v",
+        ]
+    )
+    assert code == 0
+    written = cv2.VideoCapture(str(tmp_path / "v" / "clip.mp4"))
+    assert int(written.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+    written.release()
+    records = json.loads((tmp_path / "v" / "predictions.json").read_text())
+    assert [r["frame"] for r in records] == [0, 1, 2, 3]
+    coco = json.loads((tmp_path / "v" / "predictions_coco.json").read_text())
+    assert coco and {"image_id", "category_id", "bbox", "score"} == set(coco[0])
+    assert {c["image_id"] for c in coco} <= {"clip_0", "clip_1", "clip_2", "clip_3"}

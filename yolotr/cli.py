@@ -46,11 +46,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         classes=args.classes,
         batch=args.batch,
     )
-    save_dir = increment_path(Path(args.project) / args.name) if args.save or args.save_txt else None
-    summary = run_prediction(predictor, args.source, save_dir, save_txt=args.save_txt)
+    wanted = args.save or args.save_txt or args.save_json
+    save_dir = increment_path(Path(args.project) / args.name) if wanted else None
+    summary = run_prediction(predictor, args.source, save_dir, save_txt=args.save_txt, save_json=args.save_json,
+                             save_images=args.save)
     print(f"{summary['images']} images, {summary['detections']} detections")
     if save_dir is not None:
-        print(f"results saved to {save_dir} (drawn images, predictions.json)")
+        print(f"results saved to {save_dir}")
     return 0
 
 
@@ -205,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fuse", action="store_true", help="fold BatchNorm into convolutions")
     p.add_argument("--save", action="store_true", help="write drawn images and predictions.json")
     p.add_argument("--save-txt", action="store_true", help="write YOLO-format txt labels")
+    p.add_argument("--save-json", action="store_true", help="write COCO-format detections (predictions_coco.json)")
     p.add_argument("--project", default="runs/predict")
     p.add_argument("--name", default="exp")
     p.set_defaults(func=cmd_predict)

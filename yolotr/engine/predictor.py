@@ -105,39 +105,58 @@ class Predictor:
         return [r for _, r in self.stream(source)]
 
 
-def run_prediction(predictor: Predictor, source, save_dir: Path | None, save_txt: bool = False) -> dict:
-    """Predict over ``source``; with ``save_dir``, write drawn images (videos as videos) and a JSON.
+def run_prediction(
+    predictor: Predictor,
+    source,
+    save_dir: Path | None,
+    save_txt: bool = False,
+    save_json: bool = False,
+    save_images: bool = True,
+) -> dict:
+    """Predict over ``source``, streaming; with ``save_dir`` write what is asked for.
+
+    ``save_images``: drawn images (videos as ``.mp4``) and ``predictions.json`` (per image: class,
+    name, confidence, box). ``save_txt``: YOLO txt per image. ``save_json``: ``predictions_coco.json``,
+    COCO results (``image_id`` = file stem, or ``stem_frame`` for videos; ``bbox`` = x, y, w, h in
+    pixels; ``category_id`` = class index).
 
     Returns ``{"images": n, "detections": n, "json": path | None}``.
     """
-    records, n_images, n_det = [], 0, 0
+    records, coco, n_images, n_det = [], [], 0, 0
     writers: dict[str, cv2.VideoWriter] = {}
     try:
         for frame, result in predictor.stream(source, progress=True):
             n_images += 1
             n_det += len(result)
-            name = Path(frame.path).name if frame.frame is None else f"{Path(frame.path).stem}_{frame.frame}"
+            stem = Path(frame.path).stem if frame.frame is None else f"{Path(frame.path).stem}_{frame.frame}"
             records.append({"image": frame.path, "frame": frame.frame, "detections": result.to_json()})
+            coco += [
+                {"image_id": stem, "category_id": int(c), "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2),
+                 round(y2 - y1, 2)], "score": round(s, 5)}
+                for x1, y1, x2, y2, s, c in result.boxes.data.tolist()
+            ]  # fmt: skip
             if save_dir is None:
                 continue
             save_dir.mkdir(parents=True, exist_ok=True)
-            if frame.frame is None:
-                result.save(save_dir / name)
-            else:
-                out = save_dir / f"{Path(frame.path).stem}.mp4"
+            if save_images and frame.frame is None:
+                result.save(save_dir / Path(frame.path).name)
+            elif save_images:
                 if frame.path not in writers:
                     h, w = frame.image.shape[:2]
-                    writers[frame.path] = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), frame.fps, (w, h))
+                    out = str(save_dir / f"{Path(frame.path).stem}.mp4")
+                    writers[frame.path] = cv2.VideoWriter(out, cv2.VideoWriter_fourcc(*"mp4v"), frame.fps, (w, h))
                 writers[frame.path].write(cv2.cvtColor(result.plot(), cv2.COLOR_RGB2BGR))
             if save_txt:
-                write_yolo_txt(result, save_dir / "labels" / f"{Path(name).stem}.txt")
+                write_yolo_txt(result, save_dir / "labels" / f"{stem}.txt")
     finally:
         for writer in writers.values():
             writer.release()
     json_path = None
-    if save_dir is not None:
+    if save_dir is not None and save_images:
         json_path = save_dir / "predictions.json"
         json_path.write_text(json.dumps(records, indent=1))
+    if save_dir is not None and save_json:
+        (save_dir / "predictions_coco.json").write_text(json.dumps(coco))
     return {"images": n_images, "detections": n_det, "json": json_path}
 
 
