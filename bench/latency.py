@@ -8,6 +8,7 @@ without it the column reads ``-``.
 
     python bench/latency.py                       # yolov5n, yolov5s at 320 and 640
     python bench/latency.py --models yolov5n --sizes 320 --runs 10
+    python bench/latency.py --models yolov5s yolov4 --runs 15 --onnx   # YOLOv4 (no reference column) and ORT
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import contextlib
 import io
 import logging
 import statistics
+import tempfile
 import time
 
 import torch
@@ -52,12 +54,30 @@ def median_ms(models: list, inputs: list[torch.Tensor], runs: int) -> list[float
     return [statistics.median(t) for t in times]
 
 
+class OrtRunner:
+    """onnxruntime session of the fused model exported at one size (2 intra-op threads)."""
+
+    def __init__(self, model, size: int, threads: int, folder: str):
+        import onnxruntime as ort
+
+        from yolotr.engine.exporter import export_model
+
+        path = export_model(model, "onnx", f"{folder}/m{size}.onnx", imgsz=size, dynamic=False).path
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor):
+        return self.session.run(None, {"images": x.contiguous().numpy()})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["yolov5n", "yolov5s"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[320, 640])
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--onnx", action="store_true", help="add onnxruntime latency of the exported yolotr model")
     parser.add_argument(
         "--contiguous",
         dest="channels_last",
@@ -71,7 +91,11 @@ def main() -> None:
         f"fp32, batch 1, {args.threads} threads, median of {args.runs}, fused, yolotr {layout}; "
         f"torch {torch.__version__}"
     )
-    print(f"{'model':<12}{'size':>6}{'yolotr ms':>12}{'YOLOv5 ms':>12}{'ratio':>8}")
+    print(
+        f"{'model':<12}{'size':>6}{'yolotr ms':>12}{'YOLOv5 ms':>12}{'ratio':>8}"
+        + (f"{'ORT ms':>10}" if args.onnx else "")
+    )
+    folder = tempfile.mkdtemp()
     for name in args.models:
         ours = DetectionModel(f"{name}.yaml").fuse().eval()
         if args.channels_last:
@@ -85,6 +109,9 @@ def main() -> None:
             else:
                 t_ours, t_ref = median_ms([ours, ref], [x_ours, x], args.runs)
             ref_text = f"{t_ref:12.1f}{t_ours / t_ref:8.2f}" if t_ref else f"{'-':>12}{'-':>8}"
+            if args.onnx:
+                (t_ort,) = median_ms([OrtRunner(ours, size, args.threads, folder)], [x], args.runs)
+                ref_text += f"{t_ort:10.1f}"
             print(f"{name:<12}{size:>6}{t_ours:12.1f}{ref_text}")
     print("ratio = yolotr / YOLOv5 (lower is faster; target <= 1.00)")
 
