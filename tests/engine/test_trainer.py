@@ -105,3 +105,20 @@ def test_warmup_then_cosine_schedule():
     assert by_name["decay"]["lr"] == pytest.approx(0.01 * 0.505)
     assert by_name["decay/transformer"]["lr"] == pytest.approx(0.01 * 0.505 * 0.2)
     assert by_name["decay"]["momentum"] == pytest.approx(0.937)
+
+
+def test_finetune_yolov4_from_published_layout(tiny_shapes, tmp_path):
+    """A yolo4_weights.pth-layout file (80 classes) initialises a 3-class YOLOv4: all but the head load."""
+    from yolotr.models.yolov4_import import yolov4_key_table
+
+    source = DetectionModel("yolov4.yaml").state_dict()
+    published = {e.published: source[e.ours].clone() for e in yolov4_key_table("full", nc=80)}
+    path = tmp_path / "yolo4_weights.pth"
+    torch.save(published, path)
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, model="yolov4.yaml", weights=str(path), epochs=1, batch=8, nbs=8)
+    trainer = Trainer(cfg)
+    trainer.train()
+    report = trainer.transfer_report
+    assert len(report.mismatched) == 6 and not report.unexpected  # the three 1x1 head convs (weight, bias)
+    assert len(report.loaded) == len(published) - 6 + 1  # + the anchors the converter adds
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
