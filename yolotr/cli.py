@@ -178,6 +178,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    from yolotr.engine.explain import explain
+    from yolotr.models.loading import load_model
+
+    model = load_model(args.model)
+    _, path = explain(model, args.source, args.layer, imgsz=args.imgsz, save_path=args.out)
+    print(f"map of layer {args.layer} saved to {path}")
+    return 0
+
+
 def cmd_check_data(args: argparse.Namespace) -> int:
     from yolotr.data.check import check_data
 
@@ -269,6 +279,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project", default="runs/demo")
     p.add_argument("--name", default="exp")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("explain", help="overlay a layer's attention (or Grad-CAM for conv layers) on an image")
+    p.add_argument("--model", required=True, help="model YAML or checkpoint (.pt/.pth)")
+    p.add_argument("--source", required=True, help="one image")
+    p.add_argument("--layer", type=int, required=True, help="YAML layer index (see `yolotr info`)")
+    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--out", help="PNG to write (default runs/explain/<image>_layer<N>.png)")
+    p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser("check-data", help="validate a dataset: problems per file and line, class counts")
     p.add_argument("--data", required=True)

@@ -1,0 +1,148 @@
+"""``yolotr explain``: attention maps recomputed faithfully from hooks, Grad-CAM, the CLI."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tests.conftest import shared_path
+from yolotr.cli import main
+from yolotr.engine.explain import (
+    attention_modules,
+    capture_attention,
+    explain,
+    received_attention,
+)
+from yolotr.errors import ConfigError
+from yolotr.models.detection import DetectionModel
+from yolotr.nn.swin import SwinV2Layer, window_partition
+
+IMGSZ = 128
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One intra-op thread: these forwards are tiny, and on a busy 2-core machine two threads spin-wait
+    on each other (1.7 s instead of 15 ms per 128 px forward)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def calibrated(cfg: str) -> DetectionModel:
+    """A seeded tiny model whose BatchNorm statistics come from one batch (at init they shrink every
+    activation towards 0, which makes attention uniform and Grad-CAM flat)."""
+    torch.manual_seed(0)
+    model = DetectionModel(cfg, nc=3)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.momentum = 1.0
+    model.train()
+    with torch.no_grad():
+        model(torch.rand(2, 3, IMGSZ, IMGSZ))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory) -> str:
+    """A 150 x 230 synthetic image (letterboxed with padding at 128)."""
+    rng = np.random.default_rng(0)
+    im = np.full((150, 230, 3), 90, np.uint8)
+    cv2.rectangle(im, (20, 30), (90, 120), (220, 40, 40), -1)
+    cv2.circle(im, (170, 70), 35, (40, 200, 60), -1)
+    im = np.clip(im + rng.integers(0, 30, im.shape), 0, 255).astype(np.uint8)
+    path = tmp_path_factory.mktemp("explain") / "synthetic.png"
+    cv2.imwrite(str(path), im[..., ::-1])
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def c3tr():
+    return calibrated("yolov5n-c3tr.yaml")
+
+
+def check_heatmap(heat: np.ndarray, shape: tuple[int, int]) -> None:
+    assert heat.shape == shape and heat.dtype == np.float32
+    assert np.isfinite(heat).all() and heat.min() >= 0.0 and heat.max() <= 1.0
+    assert heat.std() > 1e-3, "the map is constant"
+
+
+def check_faithful(capture) -> None:
+    """Rows are distributions, and ``probs @ v`` through the output projection is the module's output."""
+    sums = capture.probs.sum(-1)
+    torch.testing.assert_close(sums, torch.ones_like(sums), atol=1e-5, rtol=0)
+    torch.testing.assert_close(capture.reconstruct(), capture.output, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("cfg", "layer"), [("c3tr", 8), ("yolov5n-swinv2.yaml", 6), ("yolov5n-transformerc3.yaml", 8)])
+def test_attention_map_is_faithful(cfg, layer, image, c3tr, tmp_path):
+    model = c3tr if cfg == "c3tr" else calibrated(cfg)
+    modules = attention_modules(model.model[layer])
+    assert modules, f"no attention in layer {layer}"
+    x = torch.rand(1, 3, IMGSZ, 96)
+    check_faithful(capture_attention(model, x, modules[-1]))
+
+    heat, path = explain(model, image, layer, imgsz=IMGSZ, save_path=tmp_path / "map.png")
+    check_heatmap(heat, (150, 230))
+    assert path.is_file() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_swin_shifted_padded_windows_go_back_in_place():
+    """A shifted layer on a 6 x 7 map (padded to 8 x 8, 4 windows): the recomputed attention
+    reproduces the output, and the per-position map equals a token-by-token computation."""
+    torch.manual_seed(0)
+    layer = SwinV2Layer(16, 2, window=4, shift=2).eval()
+    h, w, ws, s = 6, 7, 4, 2
+    capture = capture_attention(layer, torch.randn(1, h, w, 16), layer.attn)
+    check_faithful(capture)
+    assert capture.mask is not None
+
+    got = received_attention(capture, h, w, swin=layer)
+    hp, wp = 8, 8
+    probs = capture.probs[0].mean(1)  # (nW, N, N)
+    # window and in-window index of every rolled padded position, and where it sits in the original map
+    index = torch.arange(hp * wp, dtype=torch.float32).view(1, hp, wp, 1)
+    where = window_partition(index, ws)[0, :, :, 0].long()  # (nW, N): rolled flat position
+    want = torch.zeros(h, w)
+    for wi in range(where.shape[0]):
+        for kj in range(ws * ws):
+            rk, ck = divmod(int(where[wi, kj]), wp)
+            ok, ok_c = (rk + s) % hp, (ck + s) % wp
+            if ok >= h or ok_c >= w:
+                continue
+            total, count = 0.0, 0
+            for qi in range(ws * ws):
+                rq, cq = divmod(int(where[wi, qi]), wp)
+                if (rq + s) % hp >= h or (cq + s) % wp >= w or capture.mask[wi, qi, kj] != 0:
+                    continue
+                total, count = total + float(probs[wi, qi, kj]), count + 1
+            want[ok, ok_c] = total / max(count, 1)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+def test_grad_cam_on_conv_layer(c3tr, tmp_path):
+    image = str(shared_path("images", "bus.jpg"))
+    assert not attention_modules(c3tr.model[4])
+    heat, path = explain(c3tr, image, 4, imgsz=IMGSZ, save_path=tmp_path / "cam.png")
+    check_heatmap(heat, (1080, 810))
+    assert path.is_file()
+
+
+def test_layer_out_of_range(c3tr, image):
+    for layer in (-1, len(c3tr.model) - 1, 99):
+        with pytest.raises(ConfigError, match="out of range"):
+            explain(c3tr, image, layer, imgsz=IMGSZ)
+
+
+def test_cli_writes_png(image, tmp_path, capsys):
+    out = tmp_path / "cli.png"
+    assert main(["explain", "--model", "yolov5n-c3tr.yaml", "--source", image, "--layer", "8", "--imgsz", "64",
+                 "--out", str(out)]) == 0  # fmt: skip
+    assert out.is_file() and out.read_bytes()[:4] == b"\x89PNG"
+    assert str(out) in capsys.readouterr().out
+    assert main(["explain", "--model", "yolov5n-c3tr.yaml", "--source", image, "--layer", "40"]) == 2
+    assert "out of range" in capsys.readouterr().err
