@@ -1,6 +1,7 @@
 """Caption bench: train on the built-in shapes captions within a CPU time budget, then score held-out images.
 
-Prints BLEU-1..4 and CIDEr-D for greedy decoding and beam search (width 3) and the training time.
+Prints BLEU-1..4 and CIDEr-D for greedy decoding and beam search (width 3, with length normalization
+and without it: "lp0") of the last checkpoint, and the training time.
 
     python bench/caption.py                       # 2 threads, 5-minute training budget
     python bench/caption.py --time-limit 120 --threads 1
@@ -51,10 +52,10 @@ def main() -> None:
     _, val_set = load_caption_data({**overrides, "seed": 0})
     val = CaptionDataset(val_set, vocab, args.imgsz, model.max_len, train=False, cache=True)
     rows = []
-    for beam in (1, 3):
+    for name, beam, length_penalty in (("greedy", 1, 1.0), ("beam 3", 3, 1.0), ("beam 3 lp0", 3, 0.0)):
         t = time.monotonic()
-        scores, hyps = evaluate(model, vocab, val, 64, beam)
-        rows.append(("greedy" if beam == 1 else f"beam {beam}", scores, time.monotonic() - t))
+        scores, hyps = evaluate(model, vocab, val, 64, beam, length_penalty=length_penalty)
+        rows.append((name, scores, time.monotonic() - t))
     print(f"\nshapes captions: {len(val_set)} held-out images, {args.threads} threads, trained {train_time:.0f}s")
     print(f"({ckpt['epoch'] + 1} epochs, {ckpt['step']} steps of {args.batch}; encoder {args.encoder})")
     print(f"{'decoding':<10}" + "".join(f"{k:>9}" for k in METRIC_NAMES) + f"{'time':>8}")
