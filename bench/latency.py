@@ -33,10 +33,13 @@ def official_model(name: str):
     except Exception:  # noqa: BLE001 - any import failure means "not installed"
         return None
     logging.disable(logging.INFO)
-    with contextlib.redirect_stdout(io.StringIO()):
-        model = Model(str(find_model_yaml(name))).fuse().eval()
-    logging.disable(logging.NOTSET)
-    return model
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return Model(str(find_model_yaml(name))).fuse().eval()
+    except NameError:  # a yolotr module YOLOv5 does not have (YOLOv4, Swin, ...): no reference column
+        return None
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def median_ms(models: list, inputs: list[torch.Tensor], runs: int) -> list[float]:
