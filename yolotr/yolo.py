@@ -54,12 +54,10 @@ class YOLO:
 
         The trained weights (best fitness) are loaded back into ``self.model`` afterwards.
         """
+        from yolotr.data.sources import load_dataset_config
         from yolotr.engine.trainer import Trainer
 
-        data = overrides.get("data", "shapes")
-        from yolotr.data.sources import load_dataset_config
-
-        nc = len(load_dataset_config(data).names)
+        nc = len(load_dataset_config(overrides.get("data", "shapes")).names)
         model = self.model if self.model.nc == nc else None
         if model is None:
             overrides.setdefault("model", self.source)

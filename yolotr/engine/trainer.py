@@ -33,7 +33,7 @@ from yolotr.engine.sampler import ResumableBatchSampler
 from yolotr.errors import CheckpointError, ConfigError
 from yolotr.models.detection import DetectionModel
 from yolotr.models.loading import checkpoint_state_dict, load_model
-from yolotr.models.weights import model_checkpoint, save_checkpoint, transfer_weights
+from yolotr.models.weights import copy_checkpoint, model_checkpoint, save_checkpoint, transfer_weights
 from yolotr.ops.loss import LOSS_NAMES, DetectionLoss
 
 LOGGER = logging.getLogger("yolotr")
@@ -186,9 +186,7 @@ class Trainer:
         self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp and self.amp_dtype == torch.float16)
         self.ema = ModelEMA(self.model, cfg["ema_decay"], cfg["ema_tau"]) if cfg["ema"] else None
-        self.loss_fn = DetectionLoss(
-            self.model.model[-1], {**cfg, "label_smoothing": cfg["label_smoothing"]}, cfg["imgsz"]
-        )
+        self.loss_fn = DetectionLoss(self.model.model[-1], cfg, cfg["imgsz"])
         self.guard = NonFiniteGuard(cfg["nan_max_bad_steps"], cfg["nan_window"], cfg["nan_lr_factor"])
         self.warmup_iters = (
             max(round(cfg["warmup_epochs"] * self.nb), cfg["warmup_min_iters"]) if cfg["warmup_epochs"] > 0 else 0
@@ -229,7 +227,6 @@ class Trainer:
             if i < int(cfg["freeze"]):
                 for p in layer.parameters():
                     p.requires_grad_(False)
-        model.hyp = {k: cfg[k] for k in ("box", "cls", "obj", "anchor_t")}
         return model
 
     def _restore(self, state: dict) -> None:
@@ -270,10 +267,9 @@ class Trainer:
     def _save(self, epoch: int, batch: int, fitness: float | None = None, best: bool = False) -> None:
         if not self.main:
             return
-        checkpoint = self._checkpoint(epoch, batch, fitness)
-        save_checkpoint(checkpoint, self.weights_dir / "last.pt")
+        last = save_checkpoint(self._checkpoint(epoch, batch, fitness), self.weights_dir / "last.pt")
         if best:
-            save_checkpoint(checkpoint, self.weights_dir / "best.pt")
+            copy_checkpoint(last, self.weights_dir / "best.pt")
 
     def _forward_loss(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):

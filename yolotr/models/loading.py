@@ -39,11 +39,7 @@ def load_model(source: str | Path, nc: int | None = None) -> DetectionModel:
         LOGGER.info("%s: imported official YOLOv5 checkpoint (%d tensors, %d classes)", path, len(state), len(names))
     else:
         model = _load_state_dict_file(checkpoint, path)
-    model.float().eval()
-    for head in model.modules():
-        if hasattr(head, "reset_grids"):
-            head.reset_grids()
-    return model
+    return model.float().eval()
 
 
 def _load_state_dict_file(state: dict, path: Path) -> DetectionModel:
@@ -58,9 +54,9 @@ def _load_state_dict_file(state: dict, path: Path) -> DetectionModel:
             f"{path}: a bare state_dict without a model description; yolotr recognises only its own "
             "checkpoints, official YOLOv5 .pt files and the published PyTorch YOLOv4 layout"
         )
-    _, nc, _ = yolov4_import.convert_yolov4_state_dict(state, str(path))
-    model = DetectionModel("yolov4.yaml", nc=nc)
-    report = yolov4_import.load_yolov4_weights(model, state, str(path))
+    converted, nc, report = yolov4_import.convert_yolov4_state_dict(state, str(path))
+    model = DetectionModel("yolov4.yaml", nc=nc)  # the YAML carries the published BatchNorm eps (1e-5)
+    load_exact(model, converted, path)
     model.names = list(COCO_NAMES) if nc == len(COCO_NAMES) else [str(i) for i in range(nc)]
     LOGGER.info("%s: imported published PyTorch YOLOv4 weights: %s", path, report)
     return model

@@ -15,6 +15,7 @@ import collections
 import logging
 import os
 import pickle
+import shutil
 import tempfile
 import types
 import zipfile
@@ -229,10 +230,7 @@ def load_exact(model: nn.Module, state: dict[str, torch.Tensor], source: str | P
     report = compare_state_dicts(model, state)
     if report.mismatched or report.missing or report.unexpected:
         raise CheckpointError(f"{source}: checkpoint does not fit the model: {report.summary()}")
-    own = model.state_dict()
-    with torch.no_grad():
-        for key in report.loaded:
-            own[key].copy_(state[key].to(own[key].dtype))
+    model.load_state_dict({k: state[k] for k in report.loaded}, strict=False)
     return report
 
 
@@ -251,22 +249,29 @@ def transfer_weights(
                 key = new + key[len(old) :]
         renamed[key] = value
     report = compare_state_dicts(model, renamed)
-    own = model.state_dict()
-    with torch.no_grad():
-        for key in report.loaded:
-            own[key].copy_(renamed[key].to(own[key].dtype))
+    model.load_state_dict({k: renamed[k] for k in report.loaded}, strict=False)
     LOGGER.info("weight transfer: %s", report.summary())
     return report
 
 
 def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
     """Write ``checkpoint`` atomically: a temporary file in the same folder, fsync, then rename."""
+    return _write_atomically(path, lambda f: torch.save(checkpoint, f))
+
+
+def copy_checkpoint(source: str | Path, path: str | Path) -> Path:
+    """Copy a written checkpoint file atomically (no second serialization)."""
+    with open(source, "rb") as src:
+        return _write_atomically(path, lambda f: shutil.copyfileobj(src, f))
+
+
+def _write_atomically(path: str | Path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -295,9 +295,6 @@ def load_yolov4_weights(model: torch.nn.Module, sd: Mapping[str, torch.Tensor], 
             )
     model.load_state_dict(ours, strict=report.layout == "full")
     set_batchnorm(model, PUBLISHED_BN_EPS, PUBLISHED_BN_MOMENTUM)
-    head = model.model[-1]
-    if hasattr(head, "reset_grids"):
-        head.reset_grids()
     LOGGER.info("%s: %s", source, report)
     return report
 

@@ -32,6 +32,7 @@ class Detect(nn.Module):
         self.m = nn.ModuleList(nn.Conv2d(x, self.no * self.na, 1) for x in ch)
         self._grids: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.export = False
+        self.register_load_state_dict_post_hook(lambda module, _: module.reset_grids())
 
     def forward(self, x: list[torch.Tensor]):
         raw = []
