@@ -30,6 +30,7 @@ from yolotr.engine.ema import ModelEMA, unwrap
 from yolotr.engine.guard import NonFiniteGuard, grads_finite
 from yolotr.engine.optim import apply_schedule, build_optimizer
 from yolotr.engine.sampler import ResumableBatchSampler
+from yolotr.engine.sync_bn import convert_sync_batchnorm
 from yolotr.errors import CheckpointError, ConfigError
 from yolotr.models.detection import DetectionModel
 from yolotr.models.loading import checkpoint_state_dict, load_model
@@ -197,7 +198,7 @@ class Trainer:
         self.train_model: nn.Module = self.model
         if self.world > 1:
             if cfg["sync_bn"]:
-                self.train_model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+                self.train_model = convert_sync_batchnorm(self.model, self.device)
             ids = [self.local_rank] if self.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(self.train_model, device_ids=ids)
         self.val_loader = None
