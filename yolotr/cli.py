@@ -48,8 +48,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     )
     wanted = args.save or args.save_txt or args.save_json
     save_dir = increment_path(Path(args.project) / args.name) if wanted else None
-    summary = run_prediction(predictor, args.source, save_dir, save_txt=args.save_txt, save_json=args.save_json,
-                             save_images=args.save)
+    summary = run_prediction(
+        predictor, args.source, save_dir, save_txt=args.save_txt, save_json=args.save_json, save_images=args.save
+    )
     print(f"{summary['images']} images, {summary['detections']} detections")
     if save_dir is not None:
         print(f"results saved to {save_dir}")

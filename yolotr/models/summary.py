@@ -36,9 +36,7 @@ def model_summary(model: nn.Module, imgsz: int = 640, verbose: bool = True) -> d
     gflops = count_flops(model, imgsz) / 1e9
     lines = [f"{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<24}{'arguments'}"]
     for row in getattr(model, "rows", []):
-        lines.append(
-            f"{row.index:>3}{str(row.source):>18}{row.number:>3}{row.params:10,}  {row.module:<24}{row.args}"
-        )
+        lines.append(f"{row.index:>3}{str(row.source):>18}{row.number:>3}{row.params:10,}  {row.module:<24}{row.args}")
     n_layers = len(list(model.modules()))
     lines.append(
         f"summary: {n_layers} layers, {params:,} parameters, {gradients:,} gradients, "

@@ -77,9 +77,7 @@ def parse_activation(text: str, where: str) -> Callable[[], nn.Module]:
         else:
             func, args, kwargs = node, [], []
         name = func.attr if isinstance(func, ast.Attribute) else func.id
-        if isinstance(func, ast.Attribute) and not (
-            isinstance(func.value, ast.Name) and func.value.id == "nn"
-        ):
+        if isinstance(func, ast.Attribute) and not (isinstance(func.value, ast.Name) and func.value.id == "nn"):
             raise ValueError
         values = [ast.literal_eval(a) for a in args]
         keywords = {k.arg: ast.literal_eval(k.value) for k in kwargs}
@@ -145,9 +143,7 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
     """
     for key in ("backbone", "head"):
         if not isinstance(cfg.get(key), list):
-            raise ConfigError(
-                f"{source}: missing or malformed '{key}' (a list of [from, number, module, args] rows)"
-            )
+            raise ConfigError(f"{source}: missing or malformed '{key}' (a list of [from, number, module, args] rows)")
     nc = cfg.get("nc")
     if not isinstance(nc, int) or nc < 1:
         raise ConfigError(f"{source}: 'nc' must be a positive integer, got {nc!r}")
