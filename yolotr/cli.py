@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from pathlib import Path
@@ -108,7 +109,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         trainer = Trainer({**(_cfg_file(args.cfg) if args.cfg else {}), **overrides})
     result = trainer.train()
-    print(f"results in {result['save_dir']}")
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only the first process reports
+        print(f"results in {result['save_dir']}")
     return 0
 
 

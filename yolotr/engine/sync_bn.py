@@ -10,8 +10,28 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-import torch.distributed.nn.functional as dist_fn
 from torch import nn
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """Sum of a tensor over all processes; the gradient of each input is the sum of the output gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        total = grad.clone()
+        dist.all_reduce(total)
+        return total
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Differentiable sum over the process group (any shape, float)."""
+    return _AllReduceSum.apply(tensor)
 
 
 class GlooSyncBatchNorm2d(nn.BatchNorm2d):
@@ -29,10 +49,10 @@ class GlooSyncBatchNorm2d(nn.BatchNorm2d):
         channels = x.shape[1]
         xf = x.float()
         dims = (0, 2, 3)
-        count = dist_fn.all_reduce(xf.new_tensor([x.numel() / channels]))
-        mean = dist_fn.all_reduce(xf.sum(dims)) / count
+        count = all_reduce_sum(xf.new_tensor([x.numel() / channels]))
+        mean = all_reduce_sum(xf.sum(dims)) / count
         centred = xf - mean.view(1, -1, 1, 1)
-        var = dist_fn.all_reduce(centred.square().sum(dims)) / count
+        var = all_reduce_sum(centred.square().sum(dims)) / count
         if self.track_running_stats:
             with torch.no_grad():
                 self.num_batches_tracked.add_(1)
@@ -73,4 +93,4 @@ def convert_sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
     return _convert_gloo(model)
 
 
-__all__ = ["GlooSyncBatchNorm2d", "convert_sync_batchnorm"]
+__all__ = ["GlooSyncBatchNorm2d", "all_reduce_sum", "convert_sync_batchnorm"]
