@@ -122,3 +122,30 @@ def test_finetune_yolov4_from_published_layout(tiny_shapes, tmp_path):
     assert len(report.mismatched) == 6 and not report.unexpected  # the three 1x1 head convs (weight, bias)
     assert len(report.loaded) == len(published) - 6 + 1  # + the anchors the converter adds
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_accumulation_rises_over_warmup_as_yolov5(tiny_shapes, tmp_path):
+    """Batches per optimizer step grow from 1 to nbs / batch over the warmup (YOLOv5's
+    ``np.interp(ni, [0, nw], [1, nbs / bs]).round()``); every epoch ends with a step."""
+    import numpy as np
+
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, epochs=3, batch=4, nbs=16, warmup_min_iters=8, mosaic=0.0)
+    trainer = Trainer(cfg)
+    stepped = []
+
+    def count_steps(t):
+        if t.step == 0:
+            t.optimizer.register_step_post_hook(lambda *_: stepped.append(t.step))
+
+    trainer.add_callback("on_batch_start", count_steps)
+    trainer.train()
+    nb, warmup = trainer.nb, trainer.warmup_iters
+    assert (nb, warmup) == (4, 8)
+    expected, last = [], -1
+    for ni in range(3 * nb):
+        accumulate = max(1, np.interp(ni, [0, warmup], [1, 16 / 4]).round()) if ni <= warmup else 4
+        if ni - last >= accumulate or ni % nb == nb - 1:
+            expected.append(ni)
+            last = ni
+    assert stepped == expected
+    assert stepped[:2] == [0, 1]  # a fixed accumulation of 4 would first step at batch 3

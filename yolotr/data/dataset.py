@@ -308,6 +308,13 @@ class InfiniteDataLoader(DataLoader):
     def __len__(self) -> int:
         return len(self.batch_sampler.sampler)
 
+    def start(self) -> InfiniteDataLoader:
+        """Start the workers now (they fork from the process as it is at this moment) instead of at the
+        first ``iter()``; returns the loader."""
+        if self._iterator is None:
+            self._iterator = super().__iter__()
+        return self
+
     def __iter__(self):
         if self._iterator is None:
             self._iterator = super().__iter__()

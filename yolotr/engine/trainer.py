@@ -202,6 +202,11 @@ class Trainer:
             ids = [self.local_rank] if self.device.type == "cuda" else None
             self.train_model = nn.parallel.DistributedDataParallel(self.train_model, device_ids=ids)
         self.val_loader = None
+        if cfg["val"] and self.main:  # workers forked now, while the process is small, and kept
+            from yolotr.engine.validator import build_val_dataloader
+
+            val_records, _ = load_records(self.data, "val")
+            self.val_loader = build_val_dataloader(val_records, cfg["imgsz"], cfg["batch"], stride, workers).start()
 
     def _build_model(self) -> DetectionModel:
         cfg = self.cfg
@@ -345,7 +350,7 @@ class Trainer:
                     self._skip_step(images, targets, "non-finite loss")
                     continue
                 self.scaler.scale(loss).backward()
-                if self.step - self.last_opt_step >= self.accumulate or bi == self.nb - 1:
+                if self.step - self.last_opt_step >= self._accumulate_at(self.step) or bi == self.nb - 1:
                     if not self._optimizer_step(images, targets):
                         continue
                     if cfg["save_period_steps"] and (self.step + 1) % (cfg["save_period_steps"] * self.accumulate) == 0:
@@ -368,6 +373,14 @@ class Trainer:
                 self.save_dir,
             )
         return {**metrics, "save_dir": str(self.save_dir), "nan_reports": [str(r) for r in self.guard.reports]}
+
+    def _accumulate_at(self, step: int) -> int:
+        """Batches per optimizer step at ``step``: rising from 1 to ``nbs / global batch`` over the warmup
+        (as YOLOv5 does, so the early, fast-changing steps are not averaged away), then fixed."""
+        if not self.warmup_iters or step > self.warmup_iters:
+            return self.accumulate
+        full = self.cfg["nbs"] / (self.cfg["batch"] * self.world)
+        return max(1, round(1 + (full - 1) * step / max(self.warmup_iters, 1)))
 
     def _fit_epochs_to_time(self, epoch: int, first_epoch_seconds: float) -> None:
         """Set ``epochs`` so the whole run fits ``time_limit`` minutes (the schedule follows)."""
