@@ -21,6 +21,8 @@ Prints, per side and as the ratio yolotr/official:
   largest of the child and its reaped DataLoader workers, not their sum);
 - peak RSS tree: the largest sum of RSS over the child and all its descendants (DataLoader workers),
   polled with ``psutil`` every 0.2 s (a page shared after ``fork`` counts in every process mapping it);
+- mean training loss (box + objectness + class) of the first and last epoch, and in how many
+  epochs it fell below the epoch before (``--scratch`` shows training from random weights);
 - final mAP50 and mAP50-95 on the val split of the final EMA weights: "own val" from each run's
   ``results.csv`` (conf 0.001, IoU 0.6, max 300 detections on both sides, but each with its own
   loader and AP code), "yolotr val" with yolotr's validator for both (the official run's weights
@@ -42,6 +44,8 @@ slows an epoch several-fold (OpenMP threads wait on each other). The load averag
 
     python bench/train.py                       # both sides, 10 epochs (~4 min on 2 idle CPU cores)
     python bench/train.py --epochs 3 --only yolotr
+    python bench/train.py --scratch             # yolov5n.yaml from random weights on both sides
+    python bench/train.py --seed 1              # mAP after 10 short epochs moves with the seed
     python bench/train.py --workdir /tmp/bench  # keep the runs and the child logs
 
 Data root: ``$YOLOTR_SHARED`` (default ``<repo>/../shared``), with ``weights/yolov5n.pt`` and
@@ -184,12 +188,28 @@ class Marks:
         }
 
 
-def last_row(path: Path) -> dict[str, str]:
+def read_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of a ``results.csv`` (YOLOv5 pads its column names and values with spaces)."""
     with open(path, newline="") as f:
         rows = [{k.strip(): v.strip() for k, v in r.items()} for r in csv.DictReader(f)]
     if not rows:
         raise RuntimeError(f"{path}: no rows")
-    return rows[-1]
+    return rows
+
+
+def epoch_losses(rows: list[dict[str, str]]) -> list[float]:
+    """Mean training loss of each epoch: box + objectness + class, as both trainers log them."""
+    return [sum(float(r[f"train/{k}_loss"]) for k in ("box", "obj", "cls")) for r in rows]
+
+
+def official_yaml(name: str) -> str:
+    """Path of a model YAML shipped in the ``yolov5`` package (located without importing it)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("yolov5")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("the yolov5 package is not installed: pip install -e .[bench]")
+    return str(Path(next(iter(spec.submodule_search_locations))) / "models" / name)
 
 
 def child_yolotr(args: argparse.Namespace, workdir: Path) -> dict:
@@ -210,7 +230,7 @@ def child_yolotr(args: argparse.Namespace, workdir: Path) -> dict:
         raise RuntimeError("yolotr's Trainer has no _end_epoch any more: update bench/train.py's timing hook")
     trainer = TimedTrainer(
         dict(
-            model=str(weights_path()),
+            model="yolov5n.yaml" if args.scratch else str(weights_path()),
             data=raccoon_data(),
             epochs=args.epochs,
             imgsz=args.imgsz,
@@ -218,7 +238,7 @@ def child_yolotr(args: argparse.Namespace, workdir: Path) -> dict:
             nbs=64,
             workers=args.workers,
             device="cpu",
-            seed=0,
+            seed=args.seed,
             amp=False,
             optimizer="SGD",
             lr0=0.01,
@@ -232,9 +252,11 @@ def child_yolotr(args: argparse.Namespace, workdir: Path) -> dict:
     )
     trainer.add_callback("on_batch_start", marks.batch_start)
     result = trainer.train()
-    row = last_row(Path(result["save_dir"]) / "results.csv")
+    rows = read_rows(Path(result["save_dir"]) / "results.csv")
+    row = rows[-1]
     return {
         **marks.summary(),
+        "losses": epoch_losses(rows),
         "train_images": len(trainer.train_set),
         "map50": float(row["metrics/mAP50"]),
         "map50_95": float(row["metrics/mAP50-95"]),
@@ -279,15 +301,15 @@ def child_official(args: argparse.Namespace, workdir: Path) -> dict:
     callbacks.register_action("on_train_epoch_end", callback=marks.epoch_end)
     opt = v5train.parse_opt(True)
     for key, value in dict(
-        weights=str(weights_path()),
-        cfg="",
+        weights="" if args.scratch else str(weights_path()),
+        cfg=official_yaml("yolov5n.yaml") if args.scratch else "",
         data=str(workdir / "raccoon-yolo" / "data.yaml"),
         epochs=args.epochs,
         imgsz=args.imgsz,
         batch_size=args.batch,
         workers=args.workers,
         device="cpu",
-        seed=0,
+        seed=args.seed,
         optimizer="SGD",
         cos_lr=False,
         noval=False,  # see validate_last_epoch_only
@@ -298,7 +320,8 @@ def child_official(args: argparse.Namespace, workdir: Path) -> dict:
     ).items():
         setattr(opt, key, value)
     v5train.main(opt, callbacks=callbacks)
-    row = last_row(Path(opt.save_dir) / "results.csv")
+    rows = read_rows(Path(opt.save_dir) / "results.csv")
+    row = rows[-1]
     # the final EMA weights as YAML + plain tensors, for yolotr's validator (its unpickler only takes
     # the GitHub repo's module paths, not the pip package's yolov5.models.*)
     final = torch.load(Path(opt.save_dir) / "weights" / "last.pt", map_location="cpu", weights_only=False)
@@ -307,6 +330,7 @@ def child_official(args: argparse.Namespace, workdir: Path) -> dict:
     torch.save(plain, workdir / "official-final.pt")
     return {
         **marks.summary(),
+        "losses": epoch_losses(rows),
         "train_images": marks.images // max(len(marks.ends), 1),
         "map50": float(row["metrics/mAP_0.5"]),
         "map50_95": float(row["metrics/mAP_0.5:0.95"]),
@@ -361,7 +385,8 @@ def run_side(side: str, args: argparse.Namespace, workdir: Path) -> dict:
         "--workdir",
         str(workdir),
         *("--epochs", str(args.epochs), "--imgsz", str(args.imgsz), "--batch", str(args.batch)),
-        *("--workers", str(args.workers), "--threads", str(args.threads)),
+        *("--workers", str(args.workers), "--threads", str(args.threads), "--seed", str(args.seed)),
+        *(("--scratch",) if args.scratch else ()),
     ]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     env["PYTHONUNBUFFERED"] = "1"
@@ -449,10 +474,18 @@ def print_table(args: argparse.Namespace, results: dict[str, dict], n_train: int
         ("mAP50-95 own val", "map50_95", ".3f"),
         ("mAP50 yolotr val", "map50_y", ".3f"),
         ("mAP50-95 yolotr val", "map50_95_y", ".3f"),
+        ("train loss epoch 1", "loss_first", ".4f"),
+        ("train loss last epoch", "loss_last", ".4f"),
+        ("epochs loss fell", "loss_falls", ".0f"),
     ]
+    for result in results.values():
+        losses = result["losses"]
+        result.update(loss_first=losses[0], loss_last=losses[-1])
+        result["loss_falls"] = sum(b < a for a, b in zip(losses, losses[1:]))
+    task = "train yolov5n.yaml from scratch" if args.scratch else "fine-tune yolov5n.pt"
     print(
-        f"fine-tune yolov5n.pt on raccoon ({n_train} train / {n_val} val images), imgsz {args.imgsz}, "
-        f"batch {args.batch}, {args.epochs} epochs, SGD lr0 0.01, CPU, {args.threads} threads, "
+        f"{task} on raccoon ({n_train} train / {n_val} val images), imgsz {args.imgsz}, "
+        f"batch {args.batch}, {args.epochs} epochs, SGD lr0 0.01, seed {args.seed}, CPU, {args.threads} threads, "
         f"{args.workers} workers"
     )
     sides = [s for s in SIDES if s in results]
@@ -473,6 +506,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers on both sides")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on both sides")
+    parser.add_argument("--seed", type=int, default=0, help="training seed on both sides")
+    parser.add_argument("--scratch", action="store_true", help="train yolov5n.yaml from random weights instead")
     parser.add_argument("--only", choices=SIDES, help="run one side only")
     parser.add_argument("--workdir", help="keep runs and child logs here (default: a temporary folder)")
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
