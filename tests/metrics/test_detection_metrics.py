@@ -8,7 +8,7 @@ import io
 import numpy as np
 import pytest
 
-from yolotr.metrics.detection import ConfusionMatrix, DetectionEvaluator
+from yolotr.metrics.detection import CONF_GRID, ConfusionMatrix, DetectionEvaluator
 
 
 def _random_case(seed: int, n_images: int = 25, nc: int = 4):
@@ -146,6 +146,22 @@ def test_precision_recall_at_best_f1():
     # COCO AP50 of this ranking: precision 1 up to recall 0.5, 2/3 from 0.5 to 1 (101 points)
     assert m.map50 == pytest.approx((51 * 1 + 50 * 2 / 3) / 101, abs=1e-9)
     assert m.pr_precision.shape == (1, 101) and m.f1_curve.shape == (1, 1000)
+
+
+def test_a_duplicate_is_a_false_positive_even_when_it_overlaps_more():
+    # one object; the first detection (0.9) overlaps it with IoU 0.64 and takes it, the second (0.8)
+    # overlaps it with IoU 0.81 but finds it taken: one true positive, one false positive, at every
+    # IoU threshold the first is judged by (at 0.75 COCO matches the second instead: true positives
+    # must come from the 0.50 matching only, or there would be two for one object, recall 2)
+    gt = np.array([[0, 0, 10, 10]], np.float64)
+    det = np.array([[0, 0, 10, 6.4, 0.9, 0], [0, 0, 10, 8.1, 0.8, 0]])
+    evaluator = DetectionEvaluator(["a"])
+    evaluator.update(det, gt, [0])
+    m = evaluator.compute()
+    assert m.recall == pytest.approx(1.0) and m.precision == pytest.approx(1.0)
+    assert 0.8 < m.confidence <= 0.9
+    kept_both = m.f1_curve[0, CONF_GRID < 0.8]
+    assert kept_both == pytest.approx(np.full(len(kept_both), 2 / 3))  # P 1/2, R 1
 
 
 def test_confusion_matrix_counts():

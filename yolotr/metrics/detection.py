@@ -214,7 +214,6 @@ class DetectionEvaluator:
             images[np.unique(c)] += 1
         R = 101
         precision = np.full((10, R, self.nc), -1.0)
-        tp = np.zeros(len(results), bool)
         if gt_dict["annotations"]:
             coco_gt = COCO(gt_dict, print_function=_silent)
             coco_dt = coco_gt.loadRes(results)
@@ -224,9 +223,7 @@ class DetectionEvaluator:
             evaluator.accumulate()
             # precision: (T iou thresholds, R recall points, K categories, A areas, M maxDets); area 'all'
             precision = np.asarray(evaluator.eval["precision"])[:, :, :, 0, -1]
-            # matches at the first IoU threshold (0.50): "dt_id_gt_id" -> IoU; result ids are index + 1
-            for key in evaluator.eval["matched"]:
-                tp[int(key.split("_", 1)[0]) - 1] = True
+        tp = np.concatenate([_match_iou50(det, boxes, classes) for (boxes, classes, _), det in zip(self._gt, self._dt)])
         has_gt = instances > 0
         ap50_95, ap50 = _mean_valid(precision.reshape(-1, self.nc)), _mean_valid(precision[0])
         ap50_95[~has_gt] = np.nan
@@ -284,6 +281,32 @@ def _mean_valid(precision: np.ndarray) -> np.ndarray:
     count = valid.sum(0)
     total = np.where(valid, precision, 0.0).sum(0)
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
+def _match_iou50(det: np.ndarray, gt_boxes: np.ndarray, gt_classes: np.ndarray) -> np.ndarray:
+    """COCO's matching at IoU 0.50 for one image: detections best score first each take the
+    unmatched ground-truth box of their class they overlap most, if that IoU is at least 0.50.
+
+    Args:
+        det: ``(n, 6)`` float64 ``x1, y1, x2, y2, score, class``. gt_boxes: ``(m, 4)`` float64 xyxy.
+        gt_classes: ``(m,)`` int64.
+
+    Returns:
+        ``(n,)`` bool, in ``det``'s order: the detection is a true positive. Each ground-truth box is
+        matched at most once, so true positives never outnumber the ground truth.
+    """
+    tp = np.zeros(len(det), bool)
+    if not len(det) or not len(gt_boxes):
+        return tp
+    iou = box_iou(torch.from_numpy(det[:, :4]), torch.from_numpy(gt_boxes)).numpy()
+    iou[det[:, 5].astype(np.int64)[:, None] != gt_classes[None, :]] = -1.0
+    taken = np.zeros(len(gt_boxes), bool)
+    for i in np.argsort(-det[:, 4], kind="stable"):
+        candidates = np.where(taken, -1.0, iou[i])
+        j = int(candidates.argmax())
+        if candidates[j] >= 0.5:
+            tp[i] = taken[j] = True
+    return tp
 
 
 def _pr_over_confidence(
