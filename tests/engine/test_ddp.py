@@ -1,7 +1,8 @@
-"""DDP on CPU: two gloo processes train in lockstep and end with identical weights.
+"""DDP on CPU: two gloo processes train in lockstep and end with identical weights; with ``sync_bn``
+they also end where one process with the whole global batch ends.
 
-BatchNorm running statistics are per process unless ``sync_bn`` is on (as in YOLOv5), so only
-parameters are compared across ranks."""
+Without ``sync_bn`` BatchNorm running statistics are per process (as in YOLOv5), so only parameters
+are compared across ranks there."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_gloo_ranks_hold_identical_weights(tiny_shapes, tmp_path):
-    cfg = tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, batch=2, nbs=4)
+def _start_ranks(cfg: dict, tmp_path) -> list[subprocess.Popen]:
+    """Start two gloo processes training ``cfg``; each saves its final state_dict to ``rank{r}.pt``."""
     script = tmp_path / "rank.py"
     script.write_text(
         textwrap.dedent(f"""
@@ -37,17 +38,26 @@ def test_two_gloo_ranks_hold_identical_weights(tiny_shapes, tmp_path):
         torch.save(trainer.model.state_dict(), {str(tmp_path)!r} + f"/rank{{sys.argv[1]}}.pt")
     """)
     )
-    procs = [
+    return [
         subprocess.Popen(
             [sys.executable, str(script), str(r)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         for r in (0, 1)
     ]
+
+
+def _finish_ranks(procs: list[subprocess.Popen], tmp_path) -> tuple[dict, dict]:
+    """Wait for both processes; their final state_dicts."""
     outputs = [p.communicate(timeout=240) for p in procs]
     for p, (_, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
-    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    return tuple(torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+
+
+def test_two_gloo_ranks_hold_identical_weights(tiny_shapes, tmp_path):
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, batch=2, nbs=4)
+    procs = _start_ranks(cfg, tmp_path)
+    rank0, rank1 = _finish_ranks(procs, tmp_path)
     saved = torch.load(tmp_path / "run" / "weights" / "last.pt", weights_only=True)["train_state"]["model"]
     for key, value in rank0.items():
         assert torch.equal(value, saved[key]), key
@@ -89,34 +99,12 @@ def test_two_gloo_ranks_with_sync_bn_equal_one_process_with_the_global_batch(tmp
     data = _same_geometry_dataset(tmp_path / "data")
     no_aug = dict(mosaic=0.0, fliplr=0.0, hsv_h=0.0, hsv_s=0.0, hsv_v=0.0, translate=0.0, scale=0.0)
     ddp_cfg = tiny_train_cfg(data, tmp_path / "ddp", epochs=2, batch=2, nbs=4, sync_bn=True, **no_aug)
-    script = tmp_path / "rank.py"
-    script.write_text(
-        textwrap.dedent(f"""
-        import os, sys, torch
-        torch.set_num_threads(1)
-        os.environ.update(RANK=sys.argv[1], LOCAL_RANK=sys.argv[1], WORLD_SIZE="2",
-                          MASTER_ADDR="127.0.0.1", MASTER_PORT="{_free_port()}")
-        from yolotr.engine.trainer import Trainer
-        trainer = Trainer({ddp_cfg!r})
-        trainer.train()
-        torch.save(trainer.model.state_dict(), {str(tmp_path)!r} + f"/rank{{sys.argv[1]}}.pt")
-    """)
-    )
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(r)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for r in (0, 1)
-    ]
+    procs = _start_ranks(ddp_cfg, tmp_path)
     single = Trainer(tiny_train_cfg(data, tmp_path / "single", epochs=2, batch=4, nbs=4, **no_aug))
     initial = {}
     single.add_callback("on_batch_start", lambda t: initial or initial.update(copy.deepcopy(t.model.state_dict())))
     single.train()
-    outputs = [p.communicate(timeout=240) for p in procs]
-    for p, (_, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-3000:]
-    rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    rank0, rank1 = _finish_ranks(procs, tmp_path)
     reference = single.model.state_dict()
     worst_gap, worst_change = 0.0, 0.0
     for key, value in rank0.items():
