@@ -380,7 +380,7 @@ class Trainer:
         if not self.warmup_iters or step > self.warmup_iters:
             return self.accumulate
         full = self.cfg["nbs"] / (self.cfg["batch"] * self.world)
-        return max(1, round(1 + (full - 1) * step / max(self.warmup_iters, 1)))
+        return max(1, round(1 + (full - 1) * step / self.warmup_iters))
 
     def _fit_epochs_to_time(self, epoch: int, first_epoch_seconds: float) -> None:
         """Set ``epochs`` so the whole run fits ``time_limit`` minutes (the schedule follows)."""

@@ -301,7 +301,8 @@ def _match_iou50(det: np.ndarray, gt_boxes: np.ndarray, gt_classes: np.ndarray) 
     iou = box_iou(torch.from_numpy(det[:, :4]), torch.from_numpy(gt_boxes)).numpy()
     iou[det[:, 5].astype(np.int64)[:, None] != gt_classes[None, :]] = -1.0
     taken = np.zeros(len(gt_boxes), bool)
-    for i in np.argsort(-det[:, 4], kind="stable"):
+    order = np.argsort(-det[:, 4], kind="stable")
+    for i in order[iou[order].max(1) >= 0.5]:  # the others can match nothing
         candidates = np.where(taken, -1.0, iou[i])
         j = int(candidates.argmax())
         if candidates[j] >= 0.5:
