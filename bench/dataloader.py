@@ -22,16 +22,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from shared_data import raccoon_data  # noqa: E402
+
 from yolotr.data.dataset import DetectionDataset, build_dataloader, default_hyp  # noqa: E402
 from yolotr.data.sources import load_dataset_config, load_records  # noqa: E402
-
-
-def raccoon_config() -> dict:
-    shared = Path(os.environ.get("YOLOTR_SHARED") or REPO.parent / "shared")
-    root = shared / "data" / "raccoon"
-    if not root.is_dir():
-        sys.exit(f"raccoon set not found at {root}: set YOLOTR_SHARED or pass --data")
-    return {"path": str(root), "train": "train.txt", "val": "val.txt", "names": ["raccoon"], "format": "voc"}
 
 
 def images_per_second(loader, batches: int) -> float:
@@ -109,7 +103,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=40)
     parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of each loader; the best counts")
     args = parser.parse_args()
-    config = load_dataset_config(args.data or raccoon_config())
+    config = load_dataset_config(args.data or raccoon_data())
     records, _ = load_records(config, "train")
     print(
         f"training loader, {len(records)} images, mosaic on, imgsz {args.imgsz}, batch {args.batch}, "

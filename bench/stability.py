@@ -13,24 +13,16 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
-import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from shared_data import raccoon_data
 
 from yolotr.engine.trainer import Trainer
 
 CONFIGS = ["yolov5n-c3tr", "yolov5n-transformerc3", "yolov5n-swinv2", "yolov5n-hwd"]
-
-
-def raccoon() -> dict:
-    root = Path(os.environ.get("YOLOTR_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "data" / "raccoon"
-    if not root.is_dir():
-        sys.exit(f"raccoon set not found at {root}: set YOLOTR_SHARED")
-    return {"path": str(root), "train": "train.txt", "val": "val.txt", "names": ["raccoon"], "format": "voc"}
 
 
 def main() -> None:
@@ -50,7 +42,7 @@ def main() -> None:
             trainer = Trainer(
                 dict(
                     model=f"{name}.yaml",
-                    data=raccoon(),
+                    data=raccoon_data(),
                     epochs=args.epochs,
                     imgsz=args.imgsz,
                     batch=args.batch,

@@ -69,26 +69,11 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from shared_data import raccoon_data, raccoon_root, shared_root
+
 LOGGER = logging.getLogger("bench.train")
 SIDES = ("yolotr", "official")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-
-
-def shared_root() -> Path:
-    return Path(os.environ.get("YOLOTR_SHARED", Path(__file__).resolve().parents[2] / "shared"))
-
-
-def raccoon_root() -> Path:
-    root = shared_root() / "data" / "raccoon"
-    if not root.is_dir():
-        sys.exit(f"raccoon set not found at {root}: set YOLOTR_SHARED")
-    return root
-
-
-def raccoon_data() -> dict:
-    """yolotr's dataset dict of the raccoon set (VOC XML)."""
-    root = raccoon_root()
-    return {"path": str(root), "train": "train.txt", "val": "val.txt", "names": ["raccoon"], "format": "voc"}
 
 
 def weights_path() -> Path:
