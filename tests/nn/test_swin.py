@@ -190,3 +190,29 @@ def test_block_shapes_at_detector_strides(imgsz):
         for stride in (16, 32):
             h, w = imgsz[0] // stride, imgsz[1] // stride
             assert block(torch.randn(1, 32, h, w)).shape == (1, 32, h, w)
+
+
+@pytest.mark.parametrize("shift", [0, 2], ids=["no-shift", "shift-mask"])
+def test_window_attention_matches_timm_in_float64(shift):
+    """Same weights in timm's Swin V2 ``WindowAttention``: float64 must stay float64 (no float32 inside)."""
+    swin_v2 = pytest.importorskip("timm.models.swin_transformer_v2", reason="timm is a dev dependency")
+    dim, heads, window, hw = 32, 4, 4, (8, 12)
+    ours = randomize(WindowAttentionV2(dim, heads, window), seed=5).double().eval()
+    ref = swin_v2.WindowAttention(dim, (window, window), heads, qkv_bias=True).double().eval()
+    # the parameter names are the same (timm's k_bias is a zero, non-persistent buffer); strict catches drift
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    torch.testing.assert_close(ref.relative_coords_table, ours.relative_coords_table, atol=0, rtol=0)
+    torch.testing.assert_close(ref.relative_position_index, ours.relative_position_index, atol=0, rtol=0)
+
+    b = 2
+    x = torch.randn(b, hw[0] // window * (hw[1] // window), window * window, dim, dtype=torch.float64)
+    mask = shift_mask(*hw, window, shift) if shift else None
+    with torch.no_grad():
+        got = ours(x, mask)
+        # timm takes (B * nW, N, C) windows, batch-major, and a (nW, N, N) mask
+        want = ref(x.reshape(-1, window * window, dim), None if mask is None else mask.double())
+    assert got.dtype == torch.float64
+    if shift:
+        assert (mask != 0).any()  # the mask does cut some windows
+    # float32 arithmetic anywhere inside would be ~1e-6 off: the bar is far below that
+    torch.testing.assert_close(got.reshape_as(want), want, atol=1e-10, rtol=1e-10)

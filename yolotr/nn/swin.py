@@ -5,11 +5,13 @@ are theirs, so checkpoints trained with that code load by name). Inside, ``SwinV
 ``SwinV2Layer``: scaled cosine window attention with a continuous position bias, post-norm residuals
 and shifted windows on every second layer.
 
-How it differs from the published code (outputs agree to 1e-5 in fp32):
+How it differs from the published code (outputs agree to 1e-5 in fp32, and to 1e-10 in float64 with
+timm's ``WindowAttention`` of Swin V2):
 
-- attention runs through ``F.scaled_dot_product_attention``: q and k are normalized in float32 (a
-  zero vector, such as the key of a padded token, gets a zero gradient instead of ``1 / eps``, which
-  overflows fp16), the clamped logit scale is folded into q, ``scale=1.0``, and
+- attention runs through ``F.scaled_dot_product_attention``: q and k are normalized in at least
+  float32 (float64 stays float64; a zero vector, such as the key of a padded token, gets a zero
+  gradient instead of ``1 / eps``, which overflows fp16), the clamped logit scale is folded into q,
+  ``scale=1.0``, and
   ``16 * sigmoid(cpb_mlp(...))`` plus the shift mask is the float ``attn_mask``; windows and heads
   share one dimension so the mask broadcasts over the batch;
 - the shift mask is built once per padded feature-map size and device and cached, and in eval mode
@@ -41,6 +43,11 @@ LOGGER = logging.getLogger("yolotr")
 
 MASK_VALUE = -100.0  # the published value for logits across shifted-window region boundaries
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)
+
+
+def at_least_float32(dtype: torch.dtype) -> torch.dtype:
+    """``dtype`` promoted to at least float32: fp16/bf16 -> float32, float32 -> float32, float64 -> float64."""
+    return torch.promote_types(dtype, torch.float32)
 
 
 def unit_vectors(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -175,7 +182,7 @@ class WindowAttentionV2(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected, errors)
 
     def position_bias(self) -> torch.Tensor:
-        """``16 * sigmoid(cpb_mlp(table))`` gathered to ``(heads, N, N)`` float32.
+        """``16 * sigmoid(cpb_mlp(table))`` gathered to ``(heads, N, N)``, float32 or float64 with float64 weights.
 
         Cached when no gradient is needed (eval, ``no_grad``) until the ``cpb_mlp`` weights change.
         """
@@ -185,9 +192,11 @@ class WindowAttentionV2(nn.Module):
         if cacheable and self._bias_cache is not None and self._bias_cache[0] == key:
             return self._bias_cache[1]
         with torch.autocast(self.relative_coords_table.device.type, enabled=False):
-            # float32 whatever the module dtype: 16 * sigmoid saturates, and the bias adds to logits up to 100
-            w0, b0, w2 = (p.float() for p in params)
-            hidden = F.relu(F.linear(self.relative_coords_table.float(), w0, b0))
+            # at least float32 whatever the module dtype: 16 * sigmoid saturates, and the bias adds to
+            # logits up to 100; a float64 module stays float64
+            dtype = at_least_float32(params[0].dtype)
+            w0, b0, w2 = (p.to(dtype) for p in params)
+            hidden = F.relu(F.linear(self.relative_coords_table.to(dtype), w0, b0))
             table = F.linear(hidden, w2).view(-1, self.num_heads)
         n = self.window * self.window
         bias = 16.0 * torch.sigmoid(table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1))
@@ -202,10 +211,12 @@ class WindowAttentionV2(nn.Module):
         bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
         qkv = F.linear(x, self.qkv.weight, bias).view(b, nw, n, 3, heads, d)
         q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (B, nW, heads, N, d)
-        # float32 for the cosine: the norms of bf16/fp16 vectors lose digits, and the logit scale reaches 100
-        scale = torch.clamp(self.logit_scale.float(), max=LOGIT_SCALE_MAX).exp()
-        q = (unit_vectors(q.float()) * scale).to(v.dtype)
-        k = unit_vectors(k.float()).to(v.dtype)
+        # at least float32 for the cosine: the norms of bf16/fp16 vectors lose digits, and the logit scale
+        # reaches 100; float64 inputs stay float64 (gradcheck, oracles)
+        dtype = at_least_float32(v.dtype)
+        scale = torch.clamp(self.logit_scale.to(dtype), max=LOGIT_SCALE_MAX).exp()
+        q = (unit_vectors(q.to(dtype)) * scale).to(v.dtype)
+        k = unit_vectors(k.to(dtype)).to(v.dtype)
         attn_mask = self.position_bias()  # (heads, N, N)
         attn_mask = attn_mask.expand(nw, -1, -1, -1) if mask is None else attn_mask + mask.unsqueeze(1)
         # windows and heads share one dimension, (B, nW * heads, N, d), so the (nW * heads, N, N) mask
