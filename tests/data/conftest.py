@@ -47,7 +47,8 @@ def _save_jpeg(path: Path, image) -> None:
 @pytest.fixture
 def broken_dataset(tmp_path) -> tuple[Path, dict[str, tuple[int | None, str]]]:
     """A YOLO dataset with one problem per file; returns its YAML and, per file name, the
-    ``(line, severity)`` of the one problem it must produce (good.jpg produces none)."""
+    ``(line, severity)`` of the one problem it must produce (good.jpg and background.jpg, which
+    has no label file, produce none). Train and val name the same folder."""
     import cv2
     import numpy as np
     from PIL import Image
@@ -90,10 +91,14 @@ def broken_dataset(tmp_path) -> tuple[Path, dict[str, tuple[int | None, str]]]:
         "grey.png": (None, "warning"),
         "rgba.png": (None, "warning"),
         "deep.png": (None, "warning"),
+        "badutf.txt": (None, "error"),
     }
     for name, text in lines.items():
         _save_jpeg(images / f"{name}.jpg", photo)
         (labels / f"{name}.txt").write_text(text)
+    _save_jpeg(images / "background.jpg", photo)
+    _save_jpeg(images / "badutf.jpg", photo)
+    (labels / "badutf.txt").write_bytes(b"0 0.5 0.5 0.2 0.2\xff\xfe\n")
     (images / "unreadable.jpg").write_bytes(b"this is not an image\n")
     (labels / "unreadable.txt").write_text(ok)
     data = (images / "good.jpg").read_bytes()
@@ -111,3 +116,23 @@ def broken_dataset(tmp_path) -> tuple[Path, dict[str, tuple[int | None, str]]]:
     yaml_file = tmp_path / "broken.yaml"
     yaml_file.write_text(f"path: {tmp_path}\ntrain: images/train\nval: images/train\nnames: [a, b]\n")
     return yaml_file, expected
+
+
+@pytest.fixture
+def broken_outcome() -> tuple[set[str], dict[str, str]]:
+    """What :func:`broken_dataset` must give: the images used, and each image left out with why."""
+    used = {"good.jpg", "background.jpg", "clip.jpg", "dup.jpg", "exif.jpg", "grey.png", "rgba.png", "deep.png"}
+    left_out = {
+        "cls.jpg": "class out of range",
+        "text.jpg": "malformed line",
+        "cols.jpg": "malformed line",
+        "nan.jpg": "NaN or inf",
+        "inf.jpg": "NaN or inf",
+        "zero.jpg": "empty box",
+        "negative.jpg": "empty box",
+        "outside.jpg": "box outside the image",
+        "unreadable.jpg": "unreadable image",
+        "truncated.jpg": "unreadable image",
+        "badutf.jpg": "unreadable label file",
+    }
+    return used, left_out

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from yolotr.data import sources
+from yolotr.data import label_cache, validation
 from yolotr.data.dataset import DetectionDataset
 from yolotr.data.sources import ImageRecord, load_dataset_config, load_records
 from yolotr.errors import DataError
@@ -111,10 +111,16 @@ def test_raccoon_same_records_from_yolo_and_coco(raccoon_voc, raccoon_root, tmp_
     assert load_dataset_config(coco).names == ["raccoon"]
 
 
-def test_broken_corpus_one_problem_per_item(broken_dataset, caplog):
+HEADLINE = (
+    "train: 8/19 images usable, 11 left out (2 NaN or inf, 2 empty box, 2 malformed line, "
+    "2 unreadable image, 1 box outside the image, 1 class out of range, 1 unreadable label file), "
+    "7 boxes, 1 backgrounds, 12 errors, 6 warnings"
+)
+
+
+def test_broken_corpus_one_problem_per_item(broken_dataset, broken_outcome):
     yaml_file, expected = broken_dataset
-    with caplog.at_level(logging.WARNING, logger="yolotr"):
-        records, report = load_records(yaml_file, "train", cache=False)
+    records, report = load_records(yaml_file, "train", cache=False)
     seen: dict[str, list] = {}
     for p in report.problems:
         seen.setdefault(Path(p.file).name, []).append(p)
@@ -122,18 +128,78 @@ def test_broken_corpus_one_problem_per_item(broken_dataset, caplog):
     for name, (line, severity) in expected.items():
         assert len(seen[name]) == 1, seen[name]
         assert (seen[name][0].line, seen[name][0].severity) == (line, severity), seen[name][0]
-    assert "exif.jpg" in caplog.text and "dataset problems" in caplog.text
     by_name = _by_name(records)
-    assert "unreadable.jpg" not in by_name and "truncated.jpg" not in by_name
     assert (by_name["exif.jpg"].height, by_name["exif.jpg"].width) == (128, 96)
-    assert len(by_name["dup.jpg"].boxes) == 1 and len(by_name["outside.jpg"].boxes) == 1
+    assert len(by_name["dup.jpg"].boxes) == 1
     np.testing.assert_allclose(by_name["clip.jpg"].boxes[0, 2], 128)
-    assert report.n_usable == len(records) == 15
     for augment in (False, True):
         dataset = DetectionDataset(records, imgsz=64, augment=augment)
         for i in range(len(dataset)):
             image, labels, _, _ = dataset[i]
             assert image.shape[0] == 3 and labels.shape[1] == 6
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_broken_labels_leave_the_image_out(broken_dataset, broken_outcome, split):
+    """An image with any label error is not trained or validated on, not even without its bad lines."""
+    yaml_file, _ = broken_dataset
+    used, left_out = broken_outcome
+    records, report = load_records(yaml_file, split, cache=False)
+    assert set(_by_name(records)) == used
+    assert {Path(image).name: why for image, why in report.left_out} == left_out
+    backgrounds = [Path(r.path).name for r in records if len(r.classes) == 0]
+    assert backgrounds == ["background.jpg"]  # the only image without a label file
+    assert report.headline() == HEADLINE.replace("train:", f"{split}:")
+
+
+def test_summary_counts_match_the_records(broken_dataset):
+    yaml_file, _ = broken_dataset
+    records, report = load_records(yaml_file, "train", cache=False)
+    assert report.n_usable + len(report.left_out) == report.n_images == 19
+    assert report.n_usable == len(records)
+    assert report.n_boxes == sum(len(r.classes) for r in records) == 7
+    assert sum(report.reasons().values()) == len(report.left_out)
+    assert sum(report.class_counts) == report.n_boxes
+    assert {p.kind for p in report.errors} >= set(report.reasons())
+
+
+def test_load_records_logs_the_headline_and_first_problems(broken_dataset, caplog):
+    yaml_file, _ = broken_dataset
+    with caplog.at_level(logging.INFO, logger="yolotr"):
+        _, report = load_records(yaml_file, "train", cache=False)
+    (message,) = [r.getMessage() for r in caplog.records]
+    lines = message.splitlines()
+    assert lines[0] == HEADLINE
+    assert lines[1:6] == [f"  {p}" for p in report.problems[:5]]
+    more = len(report.problems) - 5
+    assert lines[6:] == [f"  ... and {more} more: `yolotr check-data --data {yaml_file}` lists them all"]
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="yolotr"):
+        load_records(yaml_file, "train", cache=False, log=False)
+    assert caplog.records == []
+
+
+def test_clean_split_logs_its_headline_once(tmp_path, caplog):
+    root = _write_set(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n"})
+    with caplog.at_level(logging.INFO, logger="yolotr"):
+        load_records(root / "d.yaml", "train", cache=False)
+    assert [r.getMessage() for r in caplog.records] == [
+        "train: 1/1 images usable, 1 boxes, 0 backgrounds, 0 errors, 0 warnings"
+    ]
+
+
+def _write_set(root: Path, labels: dict[str, str | None], names: str = "[a, b]") -> Path:
+    """A YOLO set of 64x48 PNGs in images/, each with its label text (None: no label file)."""
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(parents=True, exist_ok=True)
+    for stem, text in labels.items():
+        Image.new("RGB", (64, 48), (90, 120, 30)).save(root / "images" / f"{stem}.png")
+        if text is not None:
+            (root / "labels" / f"{stem}.txt").write_text(text)
+    (root / "d.yaml").write_text(f"path: {root}\ntrain: images\nval: images\nnames: {names}\n")
+    return root
 
 
 def test_exif_sizes_match_opencv(broken_dataset):
@@ -177,24 +243,30 @@ def test_voc_problems_name_xml_lines(tmp_path, raccoon_root):
         "images": str(raccoon_root / "images"),
     }
     records, report = load_records(data, "train")
-    assert len(records) == 3
+    assert [Path(r.path).name for r in records] == ["raccoon-100.jpg"]  # no XML: a background
+    assert [(Path(i).name, why) for i, why in report.left_out] == [
+        ("raccoon-1.jpg", "unknown class"),
+        ("raccoon-10.jpg", "unreadable label file"),
+    ]
     msgs = {Path(p.file).name: p for p in report.problems}
     assert msgs["raccoon-1.xml"].line == 14 and "badger" in msgs["raccoon-1.xml"].message
     assert msgs["raccoon-10.xml"].severity == "error"
     assert "no annotation" in msgs["raccoon-100.xml"].message
 
 
-def test_label_cache(broken_dataset, monkeypatch):
+def test_label_cache(broken_dataset, broken_outcome, monkeypatch):
     yaml_file, _ = broken_dataset
     first, report1 = load_records(yaml_file, "train")
 
     def boom(path):
         raise AssertionError("validation ran although the cache is valid")
 
-    monkeypatch.setattr(sources, "inspect_image", boom)
+    monkeypatch.setattr(validation, "inspect_image", boom)
     second, report2 = load_records(yaml_file, "train")
     assert [r.path for r in first] == [r.path for r in second]
-    assert [str(p) for p in report1.problems] == [str(p) for p in report2.problems]
+    assert report1.problems == report2.problems  # kinds included
+    assert report1.left_out == report2.left_out and report1.headline() == report2.headline() == HEADLINE
+    assert set(_by_name(second)) == broken_outcome[0]
     _assert_same(first, second)
     label = yaml_file.parent / "labels" / "train" / "good.txt"
     label.write_text("1 0.5 0.5 0.5 0.5\n")
@@ -203,6 +275,112 @@ def test_label_cache(broken_dataset, monkeypatch):
         load_records(yaml_file, "train")
     files = list((Path(os.environ["YOLOTR_CACHE"]) / "labels").glob("*.json"))
     assert files and not list(files[0].parent.glob("*.tmp"))
+
+
+def test_old_label_cache_is_not_used(broken_dataset, broken_outcome, monkeypatch):
+    """A cache written under the old rule (bad images kept without their boxes) is revalidated."""
+    yaml_file, _ = broken_dataset
+    config = load_dataset_config(yaml_file)
+    load_records(config, "train")
+    file = label_cache.cache_file(config.root, "train", config.splits["train"])
+    data = json.loads(file.read_text())
+    assert data["version"] == label_cache.CACHE_VERSION >= 2
+    keep_all = [[str(yaml_file.parent / "images" / "train" / n), 128, 128, [], []] for n in broken_outcome[1]]
+    old = dict(data, version=1, records=data["records"] + keep_all, left_out=[])
+    no_left_out = {k: v for k, v in old.items() if k != "left_out"}
+    no_left_out.update(version=label_cache.CACHE_VERSION, problems=[p[:4] for p in data["problems"]])
+    calls = []
+    real = validation.inspect_image
+    monkeypatch.setattr(validation, "inspect_image", lambda path: calls.append(path) or real(path))
+    for stale in (old, no_left_out):
+        file.write_text(json.dumps(stale))
+        again, _ = load_records(config, "train")
+        assert calls, "a stale cache was used"
+        assert not set(_by_name(again)) & set(broken_outcome[1])
+        calls.clear()
+
+
+def _coco_set(root: Path) -> dict:
+    """Six 64x48 PNGs and an instances JSON with one kind of problem per image."""
+    from PIL import Image
+
+    (root / "images").mkdir(parents=True)
+    for i in range(1, 7):
+        Image.new("RGB", (64, 48), (20 * i, 50, 90)).save(root / "images" / f"im{i}.png")
+    good = {"category_id": 1, "bbox": [8, 8, 20, 16]}
+    anns = [
+        (1, good),
+        (2, good),
+        (2, {"category_id": 99, "bbox": [8, 8, 20, 16]}),  # unknown category
+        (3, {"category_id": 1, "bbox": [1, 2, 3]}),  # malformed bbox
+        (4, {"category_id": 1, "bbox": [100, 8, 20, 16]}),  # wholly outside the 64x48 image
+        (6, {"category_id": 5, "bbox": [8, 8, 20, 16]}),  # a category not in names: a warning
+        (6, good),
+        (6, good),  # duplicate: a warning
+        (77, good),  # an image_id the JSON does not list
+    ]
+    data = {
+        "images": [{"id": i, "file_name": f"im{i}.png", "width": 64, "height": 48} for i in range(1, 7)],
+        "annotations": [{"id": n, "image_id": i, "iscrowd": 0, **a} for n, (i, a) in enumerate(anns, 1)],
+        "categories": [{"id": 1, "name": "cat"}, {"id": 5, "name": "dog"}],
+    }
+    (root / "train.json").write_text(json.dumps(data))
+    return {"path": str(root), "train": "train.json", "val": "train.json", "names": ["cat"]}
+
+
+def test_coco_annotation_errors_leave_their_image_out(tmp_path):
+    records, report = load_records(_coco_set(tmp_path), "train", cache=False)
+    assert {Path(r.path).name: len(r.boxes) for r in records} == {"im1.png": 1, "im5.png": 0, "im6.png": 1}
+    assert {Path(i).name: why for i, why in report.left_out} == {
+        "im2.png": "unknown class",
+        "im3.png": "malformed line",
+        "im4.png": "box outside the image",
+    }
+    messages = sorted(f"{p.severity}: {p.message}" for p in report.problems)
+    assert messages == [
+        "error: 1 annotations for unknown image_id 77",
+        "error: annotation id 3: unknown category_id 99",
+        "error: annotation id 4: bbox must be [x, y, w, h], got [1, 2, 3]",
+        "error: annotation id 5: box wholly outside the 64x48 image",
+        "warning: annotation id 8: duplicate box dropped",
+        "warning: category 'dog' not in names, its boxes skipped",
+    ]
+    assert report.headline() == (
+        "train: 3/6 images usable, 3 left out (1 box outside the image, 1 malformed line, 1 unknown class), "
+        "2 boxes, 1 backgrounds, 4 errors, 2 warnings"
+    )
+
+
+def test_voc_errors_leave_their_image_out(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annotations").mkdir()
+    box = "<bndbox><xmin>{}</xmin><ymin>5</ymin><xmax>30</xmax><ymax>40</ymax></bndbox>"
+    objects = {
+        "good": [("a", box.format(5))],
+        "twice": [("a", box.format(5)), ("a", box.format(5))],  # duplicate: a warning
+        "badger": [("a", box.format(5)), ("badger", box.format(5))],
+        "text": [("a", box.format("left"))],
+        "empty": [("b", box.format(31))],  # xmin 31 xmax 30: VOC's inclusive corners give width 0
+        "nan": [("b", box.format("nan"))],
+    }
+    for stem, objs in {**objects, "noxml": []}.items():
+        Image.new("RGB", (64, 48)).save(tmp_path / "images" / f"{stem}.jpg")
+        if stem == "noxml":
+            continue
+        body = "".join(f"<object><name>{n}</name>{b}</object>" for n, b in objs)
+        (tmp_path / "annotations" / f"{stem}.xml").write_text(f"<annotation>{body}</annotation>")
+    data = {"path": str(tmp_path), "train": "images", "names": ["a", "b"], "format": "voc"}
+    records, report = load_records(data, "train", cache=False)
+    assert {Path(r.path).stem: len(r.boxes) for r in records} == {"good": 1, "twice": 1, "noxml": 0}
+    assert {Path(i).stem: why for i, why in report.left_out} == {
+        "badger": "unknown class",
+        "text": "malformed line",
+        "empty": "empty box",
+        "nan": "NaN or inf",
+    }
+    assert report.headline().startswith("train: 3/7 images usable, 4 left out (")
 
 
 @pytest.mark.parametrize(

@@ -1,39 +1,89 @@
-"""``yolotr check-data``: every label problem of a dataset and a per-class count table."""
+"""``yolotr check-data``: every label problem of a dataset and a per-class count table.
+
+Exit codes of the command (:attr:`DataCheck.exit_code`): 0 when no split has an error (warnings
+only, or nothing), 1 when some image is left out or a label file is ignored because of an error,
+3 when a split has no usable image at all (training or validating on it stops). A dataset YAML
+that cannot be read raises :class:`~yolotr.errors.DataError`, which the CLI turns into exit 2.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from yolotr.data.sources import DatasetConfig, load_dataset_config, load_records
+from yolotr.data.sources import DataReport, DatasetConfig, load_dataset_config, scan_split
 from yolotr.errors import DataError
 
+EXIT_OK = 0
+EXIT_ERRORS = 1
+EXIT_NO_USABLE_IMAGE = 3
 
-def check_data(data: str | os.PathLike | dict | DatasetConfig, cache: bool = True) -> str:
-    """Validate every split of a dataset; return the printable report.
 
-    The report lists each problem as ``file:line: severity: message``, a headline per split and a
-    table of images and boxes per class and split. A split without any usable image is reported
-    (not raised); a YAML that cannot be read raises :class:`~yolotr.errors.DataError`.
+@dataclass
+class DataCheck:
+    """The outcome of :func:`check_data`.
+
+    Attributes:
+        text: the printable report (``str(check)`` gives it too).
+        reports: the report of each split that could be listed.
+        unusable: split -> why it has no usable image (no image passed, or its entries could not
+            be listed).
+    """
+
+    text: str
+    reports: dict[str, DataReport] = field(default_factory=dict)
+    unusable: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """0 clean or warnings only, 1 errors, 3 a split without a usable image."""
+        if self.unusable:
+            return EXIT_NO_USABLE_IMAGE
+        if any(r.errors for r in self.reports.values()):
+            return EXIT_ERRORS
+        return EXIT_OK
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def check_data(data: str | os.PathLike | dict | DatasetConfig, cache: bool = True) -> DataCheck:
+    """Validate every split of a dataset; return the printable report and its exit code.
+
+    Per split the report gives its headline (images usable and left out, and why), then each of
+    its problems once, as ``file:line: severity: message``; then a table of images and boxes per
+    class and split, and one line per split without a usable image. Nothing is logged.
+
+    Raises:
+        DataError: the dataset YAML cannot be read.
     """
     config = load_dataset_config(data)
-    out = [f"dataset {config.source} ({config.format}, {config.nc} classes, root {config.root})"]
+    out = [f"dataset {config.source} ({config.format}, {config.nc} classes, root {config.root})", ""]
+    check = DataCheck("")
     table: dict[str, tuple[list[int], list[int], int]] = {}
     for split in config.splits:
         try:
-            records, report = load_records(config, split, cache=cache)
+            records, report = scan_split(config, split, cache=cache)
         except DataError as exc:
-            out += [str(exc), ""]
+            out += [f"{split}: cannot be read: {exc}", ""]
+            check.unusable[split] = str(exc)
             continue
+        check.reports[split] = report
         out += [report.summary(), ""]
+        if not records:
+            check.unusable[split] = "no image passed validation"
         images = np.zeros(config.nc, np.int64)
         for r in records:
             images[np.unique(r.classes)] += 1
         table[split] = (images.tolist(), report.class_counts, report.n_usable)
     if table:
-        out.append(_table(config.names, table))
-    return "\n".join(out).rstrip() + "\n"
+        out += [_table(config.names, table), ""]
+    for split, why in check.unusable.items():
+        out.append(f"error: split '{split}' has no usable image ({why}): training or validating on it stops")
+    check.text = "\n".join(out).rstrip() + "\n"
+    return check
 
 
 def _table(names: list[str], table: dict[str, tuple[list[int], list[int], int]]) -> str:

@@ -1,10 +1,11 @@
 """DetectionDataset, collate and the DataLoader builder.
 
 Derived from YOLOv5's ``LoadImagesAndLabels``: same image sizes, mosaic, rectangular validation
-batches and ``shapes`` tuple, but it reads validated :class:`~yolotr.data.sources.ImageRecord`
-objects (the label cache lives in :mod:`yolotr.data.sources`), draws every random number from a
-per-worker ``numpy.random.Generator``, and JPEGs much larger than the training size are decoded
-at 1/2, 1/4 or 1/8 scale by libjpeg (``cv2.IMREAD_REDUCED_COLOR_*``) before the final resize.
+batches and ``shapes`` tuple, but it reads :class:`~yolotr.data.sources.ImageRecord` objects
+(checked by :mod:`yolotr.data.validation`, cached by :mod:`yolotr.data.label_cache`), draws every
+random number from a per-worker ``numpy.random.Generator``, and JPEGs much larger than the
+training size are decoded at 1/2, 1/4 or 1/8 scale by libjpeg (``cv2.IMREAD_REDUCED_COLOR_*``)
+before the final resize.
 """
 
 from __future__ import annotations

@@ -24,23 +24,18 @@ Labels per format:
   are 1-based inclusive pixel indices, so ``(xmin, ymin, xmax, ymax)`` becomes the continuous box
   ``(xmin - 1, ymin - 1, xmax, ymax)``. ``difficult`` objects are kept.
 
-Every problem is collected as a :class:`Problem` (file, line, severity, message) into one
-:class:`DataReport`, like a compiler: an ``error`` skips the item (an image or one object), a
-``warning`` means the item was repaired and is used. Results are cached in
-``$YOLOTR_CACHE/labels`` (default ``~/.cache/yolotr/labels``) keyed on the sizes and mtimes of
-every image, label and list file, so the second start of a training run skips validation.
+This module reads the YAML and lists each split's images and label files; every image is then
+checked by :mod:`yolotr.data.validation` (an image with an ``error`` in its labels is left out, a
+``warning`` was repaired) and the outcome is cached by :mod:`yolotr.data.label_cache`. All
+problems of a split are collected into one :class:`DataReport`, like a compiler.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import os
-import tempfile
-import xml.parsers.expat
-from collections.abc import Iterable
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,57 +43,64 @@ from typing import Any
 
 import numpy as np
 import yaml
-from PIL import Image
 
+from yolotr.data.label_cache import (
+    CACHE_VERSION,
+    CachedSplit,
+    cache_dir,
+    cache_file,
+    fingerprint,
+    read_cache,
+    write_cache,
+)
+from yolotr.data.validation import (
+    CLIP_TOLERANCE,
+    MALFORMED,
+    ORPHAN_LABEL,
+    UNKNOWN_CLASS,
+    UNKNOWN_IMAGE,
+    ImageRecord,
+    Item,
+    Problem,
+    check_boxes,
+    error,
+    inspect_image,
+    validate_item,
+    warning,
+)
 from yolotr.errors import DataError
+
+__all__ = [
+    "CACHE_VERSION",
+    "CLIP_TOLERANCE",
+    "FORMATS",
+    "IMG_FORMATS",
+    "DataReport",
+    "DatasetConfig",
+    "ImageRecord",
+    "Problem",
+    "cache_dir",
+    "check_boxes",
+    "inspect_image",
+    "load_dataset_config",
+    "load_records",
+    "scan_split",
+]
 
 LOGGER = logging.getLogger("yolotr")
 
 IMG_FORMATS = {".bmp", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm"}
 FORMATS = ("yolo", "coco", "voc")
-CACHE_VERSION = 1
-CLIP_TOLERANCE = 1.0  # pixels a box may stick out of its image before a warning is reported
-
-
-@dataclass
-class ImageRecord:
-    """One usable image and its objects.
-
-    Attributes:
-        path: image file.
-        height, width: image size in pixels after EXIF rotation (as ``cv2.imread`` returns it).
-        boxes: ``(N, 4)`` float32 ``xyxy`` in pixels, inside the image, positive size.
-        classes: ``(N,)`` int64 class indices into the dataset's ``names``.
-    """
-
-    path: str
-    height: int
-    width: int
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
-    classes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-
-    def __post_init__(self) -> None:
-        self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
-        self.classes = np.asarray(self.classes, np.int64).reshape(-1)
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One problem found in a dataset: ``error`` skips the item, ``warning`` repaired it."""
-
-    file: str
-    line: int | None
-    severity: str
-    message: str
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        return f"{where}: {self.severity}: {self.message}"
+LOGGED_PROBLEMS = 5  # problems that load_records logs; `yolotr check-data` lists them all
 
 
 @dataclass
 class DataReport:
-    """Everything :func:`load_records` found about one split."""
+    """Everything :func:`scan_split` found about one split.
+
+    ``n_images`` counts every image the split names; ``n_usable`` of them are used and the rest
+    are in ``left_out`` as ``(image path, kind of its first error)``.
+    """
 
     split: str
     names: list[str]
@@ -108,6 +110,7 @@ class DataReport:
     n_background: int = 0
     problems: list[Problem] = field(default_factory=list)
     class_counts: list[int] = field(default_factory=list)
+    left_out: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Problem]:
@@ -117,19 +120,32 @@ class DataReport:
     def warnings(self) -> list[Problem]:
         return [p for p in self.problems if p.severity == "warning"]
 
+    def reasons(self) -> dict[str, int]:
+        """Images left out per reason, most frequent first."""
+        counts = Counter(reason for _, reason in self.left_out)
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
     def headline(self) -> str:
+        """``train: 8/20 images usable, 12 left out (5 class out of range, ...), 9 boxes, ...``."""
+        out = f"{self.split}: {self.n_usable}/{self.n_images} images usable"
+        if self.left_out:
+            why = ", ".join(f"{n} {reason}" for reason, n in self.reasons().items())
+            out += f", {len(self.left_out)} left out ({why})"
         return (
-            f"{self.split}: {self.n_usable}/{self.n_images} images usable, {self.n_boxes} boxes, "
-            f"{self.n_background} backgrounds, {len(self.errors)} errors, {len(self.warnings)} warnings"
+            f"{out}, {self.n_boxes} boxes, {self.n_background} backgrounds, "
+            f"{len(self.errors)} errors, {len(self.warnings)} warnings"
         )
 
-    def summary(self, max_problems: int | None = None) -> str:
-        """The problems, one per line (``file:line: severity: message``), then the headline."""
+    def summary(self, max_problems: int | None = None, source: str | None = None) -> str:
+        """The headline, then the problems indented, one per line (``file:line: severity: message``).
+
+        With ``max_problems``, the rest is one line pointing to ``yolotr check-data --data source``.
+        """
         shown = self.problems if max_problems is None else self.problems[:max_problems]
-        lines = [str(p) for p in shown]
+        lines = [self.headline(), *(f"  {p}" for p in shown)]
         if len(shown) < len(self.problems):
-            lines.append(f"... and {len(self.problems) - len(shown)} more (run `yolotr check-data`)")
-        lines.append(self.headline())
+            how = f"`yolotr check-data --data {source}`" if source and source != "<dict>" else "`yolotr check-data`"
+            lines.append(f"  ... and {len(self.problems) - len(shown)} more: {how} lists them all")
         return "\n".join(lines)
 
 
@@ -148,11 +164,6 @@ class DatasetConfig:
     @property
     def nc(self) -> int:
         return len(self.names)
-
-
-def cache_dir() -> Path:
-    """``$YOLOTR_CACHE`` or ``~/.cache/yolotr``."""
-    return Path(os.environ.get("YOLOTR_CACHE") or Path.home() / ".cache" / "yolotr")
 
 
 def load_dataset_config(data: str | os.PathLike | dict | DatasetConfig) -> DatasetConfig:
@@ -271,16 +282,6 @@ def _read_json(file: str) -> dict:
 # --------------------------------------------------------------------------- items of a split
 
 
-@dataclass
-class _Item:
-    """An image to validate with its raw objects ``(line, where, class, x1, y1, x2, y2)``."""
-
-    image: str
-    label: str | None  # the label file (yolo/voc) or JSON (coco), for messages
-    origin: tuple[str, int | None] | None = None  # the list file line that named the image
-    objects: list[tuple] | None = None  # coco: already parsed
-
-
 def _list_images(folder: Path) -> list[str]:
     return sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMG_FORMATS and p.is_file())
 
@@ -343,7 +344,7 @@ def _split_images(
     unique = []
     for img, origin in out:
         if img in seen:
-            problems.append(Problem(*(origin or (img, None)), "warning", f"{img} listed twice, kept once"))
+            problems.append(warning(*(origin or (img, None)), f"{img} listed twice, kept once"))
             continue
         seen.add(img)
         unique.append((img, origin))
@@ -361,15 +362,15 @@ def _orphan_labels(entries: list[str], images: set[str], problems: list[Problem]
         stems = {str(Path(_yolo_label_path(i)).with_suffix("")) for i in images}
         for label in sorted(folder.rglob("*.txt")):
             if str(label.with_suffix("")) not in stems:
-                problems.append(Problem(str(label), None, "error", "label file without an image, ignored"))
+                problems.append(error(str(label), None, ORPHAN_LABEL, "label file without an image, ignored"))
 
 
-def _items(config: DatasetConfig, split: str, problems: list[Problem]) -> tuple[list[_Item], list[str]]:
+def _items(config: DatasetConfig, split: str, problems: list[Problem]) -> tuple[list[Item], list[str]]:
     """The split's items and the extra files (list files, JSONs) the cache must watch."""
     entries = config.splits[split]
     watch = [e for e in entries if Path(e).is_file()]
     if config.format == "coco":
-        items: list[_Item] = []
+        items: list[Item] = []
         for entry in entries:
             if not entry.endswith(".json"):
                 raise DataError(f"{config.source}: format coco: split '{split}' entry {entry} is not a JSON")
@@ -378,11 +379,16 @@ def _items(config: DatasetConfig, split: str, problems: list[Problem]) -> tuple[
     images = _split_images(config, entries, problems)
     if config.format == "yolo":
         _orphan_labels(entries, {i for i, _ in images}, problems)
-        return [_Item(img, _yolo_label_path(img), origin) for img, origin in images], watch
-    return [_Item(img, str(config.annotations / f"{Path(img).stem}.xml"), origin) for img, origin in images], watch
+        return [Item(img, _yolo_label_path(img), origin) for img, origin in images], watch
+    return [Item(img, str(config.annotations / f"{Path(img).stem}.xml"), origin) for img, origin in images], watch
 
 
-def _coco_items(config: DatasetConfig, file: str, problems: list[Problem]) -> list[_Item]:
+def _coco_items(config: DatasetConfig, file: str, problems: list[Problem]) -> list[Item]:
+    """One item per image of an instances JSON, with its parsed annotations and their errors.
+
+    An annotation error (unknown category_id, malformed bbox) goes with its image, which is then
+    left out; annotations of an image_id the JSON does not list are one error of the file.
+    """
     data = _read_json(file)
     cat_to_class: dict[Any, int] = {}
     index = {n: i for i, n in enumerate(config.names)}
@@ -390,352 +396,122 @@ def _coco_items(config: DatasetConfig, file: str, problems: list[Problem]) -> li
         if cat.get("name") in index:
             cat_to_class[cat.get("id")] = index[cat["name"]]
         else:
-            problems.append(
-                Problem(file, None, "warning", f"category {cat.get('name')!r} not in names, its boxes skipped")
-            )
+            problems.append(warning(file, None, f"category {cat.get('name')!r} not in names, its boxes skipped"))
+    known_cats = {c.get("id") for c in data.get("categories") or []}
     objects: dict[Any, list[tuple]] = {}
+    errors: dict[Any, list[Problem]] = {}
     for ann in data.get("annotations") or []:
         where = f"annotation id {ann.get('id')}"
         if ann.get("iscrowd"):
             continue
-        cid = ann.get("category_id")
+        image_id, cid, bbox = ann.get("image_id"), ann.get("category_id"), ann.get("bbox")
+        found = errors.setdefault(image_id, [])
+        objects.setdefault(image_id, [])
         if cid not in cat_to_class:
-            if not any(c.get("id") == cid for c in data.get("categories") or []):
-                problems.append(Problem(file, None, "error", f"{where}: unknown category_id {cid!r}"))
+            if cid not in known_cats:
+                found.append(error(file, None, UNKNOWN_CLASS, f"{where}: unknown category_id {cid!r}"))
             continue
-        bbox = ann.get("bbox")
         if not isinstance(bbox, list) or len(bbox) != 4:
-            problems.append(Problem(file, None, "error", f"{where}: bbox must be [x, y, w, h], got {bbox!r}"))
+            found.append(error(file, None, MALFORMED, f"{where}: bbox must be [x, y, w, h], got {bbox!r}"))
             continue
         try:
             x, y, w, h = (float(v) for v in bbox)
         except (TypeError, ValueError):
-            problems.append(Problem(file, None, "error", f"{where}: non-numeric bbox {bbox!r}"))
+            found.append(error(file, None, MALFORMED, f"{where}: non-numeric bbox {bbox!r}"))
             continue
-        objects.setdefault(ann.get("image_id"), []).append((None, where, cat_to_class[cid], x, y, x + w, y + h))
+        objects[image_id].append((None, where, cat_to_class[cid], x, y, x + w, y + h))
     folder = Path(file).parent
     items = []
     for im in data.get("images") or []:
         name = str(im.get("file_name", ""))
         candidates = [config.images / name, folder / name, config.root / name]
         image = next((str(c) for c in candidates if c.is_file()), str(candidates[0]))
-        items.append(_Item(image, file, None, objects.pop(im.get("id"), [])))
+        image_id = im.get("id")
+        items.append(Item(image, file, None, objects.pop(image_id, []), errors.pop(image_id, [])))
     for image_id, objs in objects.items():
-        problems.append(Problem(file, None, "error", f"{len(objs)} annotations for unknown image_id {image_id!r}"))
+        n = len(objs) + len(errors.get(image_id, []))
+        if n:
+            problems.append(error(file, None, UNKNOWN_IMAGE, f"{n} annotations for unknown image_id {image_id!r}"))
     return items
 
 
-# --------------------------------------------------------------------------- images
+# --------------------------------------------------------------------------- entry points
 
 
-def inspect_image(path: str) -> tuple[int, int, Problem | None]:
-    """Size after EXIF rotation and the one problem of an image file (``error``: unusable).
-
-    Never raises: whatever PIL raises becomes an ``error`` problem and a size of ``(0, 0)``.
-    """
-    try:
-        with Image.open(path) as im:
-            fmt, mode, (w, h) = im.format, im.mode, im.size
-            orientation = im.getexif().get(0x0112, 1) if fmt in ("JPEG", "MPO", "TIFF", "PNG", "WEBP") else 1
-            if fmt in ("JPEG", "MPO"):
-                im.verify()
-                with open(path, "rb") as f:
-                    f.seek(-min(64, os.path.getsize(path)), 2)
-                    if b"\xff\xd9" not in f.read():
-                        return 0, 0, Problem(path, None, "error", "truncated JPEG (no end marker), skipped")
-            else:
-                im.load()
-        depth16 = mode.startswith("I") or _png_bit_depth(path) == 16
-    except Exception as exc:  # PIL raises many types; the image is skipped with the reason
-        if not os.path.exists(path):
-            return 0, 0, Problem(path, None, "error", "image file does not exist")
-        return 0, 0, Problem(path, None, "error", f"unreadable image ({type(exc).__name__}: {exc}), skipped")
-    if w < 2 or h < 2:
-        return 0, 0, Problem(path, None, "error", f"image of {w}x{h} pixels, skipped")
-    notes = []
-    if orientation in (5, 6, 7, 8):
-        notes.append(f"EXIF orientation {orientation}: stored {w}x{h}, used rotated {h}x{w}")
-        w, h = h, w
-    elif orientation not in (1, 2, 3, 4):
-        notes.append(f"invalid EXIF orientation {orientation!r} ignored")
-    kind = []
-    if depth16:
-        kind.append("16-bit")
-    if mode in ("L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "F"):
-        kind.append("greyscale")
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        kind.append("with alpha")
-    if kind:
-        notes.append(f"{' '.join(kind)} image ({mode}) read as 8-bit RGB")
-    return h, w, (Problem(path, None, "warning", "; ".join(notes)) if notes else None)
-
-
-def _png_bit_depth(path: str) -> int:
-    with open(path, "rb") as f:
-        head = f.read(25)
-    return head[24] if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 25 else 8
-
-
-# --------------------------------------------------------------------------- labels
-
-
-def _read_yolo(label: str, w: int, h: int, problems: list[Problem]) -> list[tuple] | None:
-    """Objects of a YOLO txt, or None when the file does not exist (a background image)."""
-    try:
-        text = Path(label).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append(Problem(label, None, "error", f"unreadable label file ({exc}), image used without boxes"))
-        return []
-    objects = []
-    for n, line in enumerate(text.splitlines(), 1):
-        cols = line.split()
-        if not cols:
-            continue
-        if len(cols) != 5 and not (len(cols) >= 7 and len(cols) % 2 == 1):
-            problems.append(
-                Problem(label, n, "error", f"{len(cols)} columns; expected 5 (class cx cy w h) or a polygon")
-            )
-            continue
-        try:
-            values = [float(c) for c in cols]
-        except ValueError:
-            problems.append(Problem(label, n, "error", f"non-numeric value in {line.strip()!r}"))
-            continue
-        if not all(math.isfinite(v) for v in values):
-            problems.append(Problem(label, n, "error", f"NaN or inf in {line.strip()!r}"))
-            continue
-        cls = values[0]
-        if len(cols) == 5:
-            cx, cy, bw, bh = values[1:]
-            x1, y1, x2, y2 = (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h
-        else:
-            xs, ys = np.array(values[1::2]) * w, np.array(values[2::2]) * h
-            x1, y1, x2, y2 = xs.min(), ys.min(), xs.max(), ys.max()
-        objects.append((n, "", cls, x1, y1, x2, y2))
-    return objects
-
-
-def _read_voc(label: str, names: list[str], problems: list[Problem]) -> list[tuple] | None:
-    """Objects of a VOC XML with their line numbers, or None when the file does not exist."""
-    if not os.path.exists(label):
-        return None
-    objects: list[tuple] = []
-    stack: list[str] = []
-    current: dict[str, Any] = {}
-    text: list[str] = []
-    parser = xml.parsers.expat.ParserCreate()
-
-    def start(tag: str, _attrs: dict) -> None:
-        stack.append(tag)
-        text.clear()
-        if tag == "object" and len(stack) == 2:
-            current.clear()
-            current["line"] = parser.CurrentLineNumber
-
-    def end(tag: str) -> None:
-        value = "".join(text).strip()
-        text.clear()
-        stack.pop()
-        if len(stack) >= 2 and stack[1] == "object" and tag in ("name", "xmin", "ymin", "xmax", "ymax"):
-            current[tag] = value
-        elif tag == "object" and len(stack) == 1:
-            objects.append(dict(current))
-
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.CharacterDataHandler = text.append
-    try:
-        with open(label, "rb") as f:
-            parser.ParseFile(f)
-    except (OSError, xml.parsers.expat.ExpatError) as exc:
-        problems.append(Problem(label, getattr(exc, "lineno", None), "error", f"unreadable XML ({exc})"))
-        return []
-    index = {n: i for i, n in enumerate(names)}
-    out = []
-    for obj in objects:
-        line, name = obj["line"], obj.get("name", "")
-        if name not in index:
-            problems.append(Problem(label, line, "error", f"class {name!r} is not in names {names}"))
-            continue
-        try:
-            x1, y1, x2, y2 = (float(obj[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
-        except (KeyError, ValueError):
-            problems.append(Problem(label, line, "error", "bndbox needs numeric xmin, ymin, xmax, ymax"))
-            continue
-        out.append((line, "", index[name], x1 - 1, y1 - 1, x2, y2))
-    return out
-
-
-def check_boxes(
-    file: str, objects: Iterable[tuple], w: int, h: int, nc: int, problems: list[Problem]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Validate raw objects ``(line, where, class, x1, y1, x2, y2)`` (pixels) of one image.
-
-    Returns ``(boxes (N, 4) float32 xyxy, classes (N,) int64)`` of the usable objects; problems
-    (bad class, non-finite, empty, outside, clipped, duplicate) are appended to ``problems``.
-    """
-    boxes, classes, keys = [], [], set()
-    for line, where, cls, x1, y1, x2, y2 in objects:
-        pre = f"{where}: " if where else ""
-        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
-            problems.append(Problem(file, line, "error", f"{pre}NaN or inf coordinate"))
-            continue
-        if cls != int(cls) or not 0 <= cls < nc:
-            problems.append(Problem(file, line, "error", f"{pre}class {cls:g} out of range 0..{nc - 1}"))
-            continue
-        if x2 <= x1 or y2 <= y1:
-            problems.append(Problem(file, line, "error", f"{pre}box of zero or negative size {x2 - x1:g}x{y2 - y1:g}"))
-            continue
-        if x2 <= 0 or y2 <= 0 or x1 >= w or y1 >= h:
-            problems.append(Problem(file, line, "error", f"{pre}box wholly outside the {w}x{h} image"))
-            continue
-        out = max(-x1, -y1, x2 - w, y2 - h)
-        if out > 0:
-            x1, y1, x2, y2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(w)), min(y2, float(h))
-            if out > CLIP_TOLERANCE:
-                problems.append(Problem(file, line, "warning", f"{pre}box {out:.1f} px outside the image, clipped"))
-        key = (int(cls), round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2))
-        if key in keys:
-            problems.append(Problem(file, line, "warning", f"{pre}duplicate box dropped"))
-            continue
-        keys.add(key)
-        boxes.append((x1, y1, x2, y2))
-        classes.append(int(cls))
-    return np.array(boxes, np.float32).reshape(-1, 4), np.array(classes, np.int64)
-
-
-def _validate(config: DatasetConfig, item: _Item) -> tuple[ImageRecord | None, list[Problem]]:
-    problems: list[Problem] = []
-    if item.origin is not None and not os.path.exists(item.image):
-        problems.append(Problem(*item.origin, "error", f"image {item.image} does not exist"))
-        return None, problems
-    if config.format != "coco" and not os.path.exists(item.image):
-        what = "label file" if config.format == "yolo" else "annotation"
-        problems.append(Problem(item.label or item.image, None, "error", f"{what} for a missing image {item.image}"))
-        return None, problems
-    h, w, problem = inspect_image(item.image)
-    if problem is not None:
-        problems.append(problem)
-    if problem is not None and problem.severity == "error":
-        return None, problems
-    if config.format == "coco":
-        objects = item.objects or []
-        label = item.label or item.image
-    elif config.format == "yolo":
-        objects = _read_yolo(item.label, w, h, problems)
-        label = item.label
-    else:
-        objects = _read_voc(item.label, config.names, problems)
-        label = item.label
-        if objects is None:
-            problems.append(Problem(label, None, "warning", f"no annotation for {item.image}: used as background"))
-    boxes, classes = check_boxes(label, objects or [], w, h, config.nc, problems)
-    return ImageRecord(item.image, h, w, boxes, classes), problems
-
-
-# --------------------------------------------------------------------------- cache and entry point
-
-
-def _fingerprint(config: DatasetConfig, items: list[_Item], watch: list[str]) -> str:
-    digest = hashlib.sha1(f"{CACHE_VERSION}|{config.format}|{config.names}".encode())
-    files = [f for it in items for f in (it.image, it.label if config.format != "coco" else None) if f]
-    for f in [*watch, *files]:
-        try:
-            st = os.stat(f)
-            digest.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-        except OSError:
-            digest.update(f"{f}|-\n".encode())
-    for it in items:
-        digest.update(f"{it.origin}".encode())
-    return digest.hexdigest()
-
-
-def _cache_file(config: DatasetConfig, split: str) -> Path:
-    key = hashlib.sha1(f"{config.root}|{split}|{config.splits[split]}".encode()).hexdigest()[:16]
-    return cache_dir() / "labels" / f"{Path(config.root).name}-{split}-{key}.json"
-
-
-def _read_cache(file: Path, fingerprint: str) -> tuple[list[ImageRecord], list[Problem], int] | None:
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-        if data.get("version") != CACHE_VERSION or data.get("fingerprint") != fingerprint:
-            return None
-        records = [ImageRecord(r[0], r[1], r[2], r[3], r[4]) for r in data["records"]]
-        problems = [Problem(*p) for p in data["problems"]]
-        return records, problems, int(data["n_images"])
-    except (OSError, ValueError, KeyError, TypeError, IndexError):
-        return None
-
-
-def _write_cache(file: Path, fingerprint: str, records, problems, n_images: int) -> None:
-    data = {
-        "version": CACHE_VERSION,
-        "fingerprint": fingerprint,
-        "n_images": n_images,
-        "records": [[r.path, r.height, r.width, r.boxes.tolist(), r.classes.tolist()] for r in records],
-        "problems": [[p.file, p.line, p.severity, p.message] for p in problems],
-    }
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.name, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.replace(tmp, file)
-    except OSError as exc:
-        LOGGER.debug("label cache not written to %s: %s", file, exc)
-
-
-def load_records(
+def scan_split(
     config: DatasetConfig | str | dict, split: str = "train", cache: bool = True, workers: int = 8
 ) -> tuple[list[ImageRecord], DataReport]:
-    """Validate one split and return its usable images with a report of every problem.
+    """Validate one split: its usable images and a report of every problem. Logs nothing.
 
-    Bad images and objects are skipped (``error``) or repaired (``warning``); the problems are
-    logged once, as a summary, on the ``yolotr`` logger.
+    Unlike :func:`load_records`, a split without a usable image is returned, not raised.
 
     Raises:
-        DataError: the split is not in the YAML, or no image of it is usable.
+        DataError: the split is not in the YAML, or its entries cannot be listed.
     """
     config = load_dataset_config(config)
     if split not in config.splits:
         raise DataError(f"{config.source}: no '{split}' key: add the {split} images to the dataset YAML")
     problems: list[Problem] = []
     items, watch = _items(config, split, problems)
-    fingerprint = _fingerprint(config, items, watch)
-    cache_file = _cache_file(config, split)
-    cached = _read_cache(cache_file, fingerprint) if cache else None
-    if cached is not None:
-        records, found, n_images = cached
-    else:
+    key = fingerprint(config.format, config.names, items, watch)
+    file = cache_file(config.root, split, config.splits[split])
+    found = read_cache(file, key) if cache else None
+    if found is None:
         with ThreadPoolExecutor(max(1, min(workers, os.cpu_count() or 1))) as pool:
-            results = list(pool.map(lambda it: _validate(config, it), items))
-        records = [r for r, _ in results if r is not None]
-        found = [p for _, ps in results for p in ps]
-        n_images = len(items)
+            results = list(pool.map(lambda it: validate_item(it, config.format, config.names), items))
+        found = CachedSplit(
+            records=[c.record for c in results if c.record is not None],
+            problems=[p for c in results for p in c.problems],
+            left_out=[(it.image, c.reason) for it, c in zip(items, results) if c.record is None],
+            n_images=len(items),
+        )
         if cache:
-            _write_cache(cache_file, fingerprint, records, found, n_images)
-    problems += found
-    report = _report(config, split, records, problems, n_images)
-    if problems:
-        LOGGER.warning("%s: dataset problems:\n%s", config.source, report.summary(max_problems=20))
+            write_cache(file, key, found)
+    return found.records, _report(config, split, found, problems + found.problems)
+
+
+def load_records(
+    config: DatasetConfig | str | dict,
+    split: str = "train",
+    cache: bool = True,
+    workers: int = 8,
+    log: bool = True,
+) -> tuple[list[ImageRecord], DataReport]:
+    """Validate one split and return its usable images with a report of every problem.
+
+    An image whose labels have an error is left out; a warning was repaired and the image is
+    used. With ``log``, the split's headline is logged on the ``yolotr`` logger (a warning with
+    the first :data:`LOGGED_PROBLEMS` problems when there are any).
+
+    Raises:
+        DataError: the split is not in the YAML, or no image of it is usable.
+    """
+    config = load_dataset_config(config)
+    records, report = scan_split(config, split, cache, workers)
     if not records:
-        raise DataError(f"{config.source}: split '{split}' has no usable image\n{report.summary(max_problems=20)}")
+        raise DataError(
+            f"{config.source}: split '{split}' has no usable image\n" + report.summary(LOGGED_PROBLEMS, config.source)
+        )
+    if log and report.problems:
+        LOGGER.warning("%s", report.summary(LOGGED_PROBLEMS, config.source))
+    elif log:
+        LOGGER.info("%s", report.headline())
     return records, report
 
 
-def _report(config: DatasetConfig, split: str, records, problems, n_images: int) -> DataReport:
+def _report(config: DatasetConfig, split: str, found: CachedSplit, problems: list[Problem]) -> DataReport:
+    records = found.records
     counts = np.bincount(
         np.concatenate([r.classes for r in records]) if records else np.zeros(0, np.int64), minlength=config.nc
     )
     return DataReport(
         split=split,
         names=list(config.names),
-        n_images=n_images,
+        n_images=found.n_images,
         n_usable=len(records),
         n_boxes=int(counts.sum()),
         n_background=sum(len(r.classes) == 0 for r in records),
         problems=list(problems),
         class_counts=[int(c) for c in counts[: config.nc]],
+        left_out=list(found.left_out),
     )

@@ -60,7 +60,7 @@ def run_demo(**overrides) -> dict:
         save_dir=save_dir,
         verbose=False,
     )
-    held_out, _ = load_records(data, "val")
+    held_out, _ = load_records(data, "val", log=False)  # validate() above logged its summary
     predictor = Predictor(model, model.names, settings["imgsz"], conf=0.3)
     run_prediction(predictor, [r.path for r in held_out[:8]], save_dir / "predictions")
     seconds = time.time() - t0

@@ -25,7 +25,6 @@ from tqdm import tqdm
 
 from yolotr.data.dataset import AUG_KEYS, DetectionDataset, collate, seed_worker
 from yolotr.data.sources import load_dataset_config, load_records
-from yolotr.engine.autoanchor import run_autoanchor
 from yolotr.engine.config import resolve_config
 from yolotr.engine.ema import ModelEMA, unwrap
 from yolotr.engine.guard import NonFiniteGuard, grads_finite
@@ -141,9 +140,7 @@ class Trainer:
         stride = int(max(self.model.stride))
         if cfg["imgsz"] % stride:
             raise ConfigError(f"imgsz {cfg['imgsz']} must be a multiple of the model's largest stride {stride}")
-        train_records, report = load_records(self.data, "train")
-        if self.main:
-            LOGGER.info("%s", report.headline())
+        train_records, _ = load_records(self.data, "train", log=self.main)  # headline and first problems
         hyp = {k: cfg[k] for k in AUG_KEYS}
         self.train_set = DetectionDataset(
             train_records,
@@ -173,8 +170,6 @@ class Trainer:
                 f"{self.data.source}: {len(self.train_set)} training images do not fill one batch "
                 f"of {cfg['batch']} x {self.world} processes"
             )
-        if self._resume_state is None:  # a resumed run has its anchors in the checkpoint
-            run_autoanchor(self.model, train_records, cfg, self.main, self.world)
         self.accumulate = max(round(cfg["nbs"] / (cfg["batch"] * self.world)), 1)
         weight_decay = cfg["weight_decay"] * cfg["batch"] * self.world * self.accumulate / cfg["nbs"]
         self.optimizer = build_optimizer(

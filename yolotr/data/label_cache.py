@@ -1,0 +1,97 @@
+"""The label cache: one JSON per dataset split in ``$YOLOTR_CACHE/labels``.
+
+A split's validation result (usable records, problems, the images left out and why) is stored
+under a fingerprint of the sizes and mtimes of every image, label and list file, so the second
+start of a training run skips validation. A file from another :data:`CACHE_VERSION` (an older
+rule for what is used) never matches and the split is validated again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from yolotr.data.validation import ImageRecord, Item, Problem
+
+LOGGER = logging.getLogger("yolotr")
+
+# 2: an image with a label error is left out (1 kept it without the bad objects); problems carry
+# their kind; the images left out are stored with the reason.
+CACHE_VERSION = 2
+
+
+@dataclass
+class CachedSplit:
+    """What validating one split found: ``left_out`` holds ``(image path, reason)`` pairs."""
+
+    records: list[ImageRecord]
+    problems: list[Problem]
+    left_out: list[tuple[str, str]]
+    n_images: int
+
+
+def cache_dir() -> Path:
+    """``$YOLOTR_CACHE`` or ``~/.cache/yolotr``."""
+    return Path(os.environ.get("YOLOTR_CACHE") or Path.home() / ".cache" / "yolotr")
+
+
+def fingerprint(fmt: str, names: list[str], items: list[Item], watch: list[str]) -> str:
+    """SHA-1 over the cache version, format, names, and size and mtime of every file involved."""
+    digest = hashlib.sha1(f"{CACHE_VERSION}|{fmt}|{names}".encode())
+    files = [f for it in items for f in (it.image, it.label if fmt != "coco" else None) if f]
+    for f in [*watch, *files]:
+        try:
+            st = os.stat(f)
+            digest.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{f}|-\n".encode())
+    for it in items:
+        digest.update(f"{it.origin}".encode())
+    return digest.hexdigest()
+
+
+def cache_file(root: Path, split: str, entries: list[str]) -> Path:
+    """The cache file of one split of the dataset rooted at ``root``."""
+    key = hashlib.sha1(f"{root}|{split}|{entries}".encode()).hexdigest()[:16]
+    return cache_dir() / "labels" / f"{Path(root).name}-{split}-{key}.json"
+
+
+def read_cache(file: Path, fingerprint: str) -> CachedSplit | None:
+    """The cached split, or None when the file is missing, unreadable, stale or of another version."""
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        if data.get("version") != CACHE_VERSION or data.get("fingerprint") != fingerprint:
+            return None
+        return CachedSplit(
+            records=[ImageRecord(r[0], r[1], r[2], r[3], r[4]) for r in data["records"]],
+            problems=[Problem(*p) for p in data["problems"]],
+            left_out=[(str(image), str(reason)) for image, reason in data["left_out"]],
+            n_images=int(data["n_images"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
+
+
+def write_cache(file: Path, fingerprint: str, split: CachedSplit) -> None:
+    """Write atomically (temporary file, then rename); a cache that cannot be written is skipped."""
+    data = {
+        "version": CACHE_VERSION,
+        "fingerprint": fingerprint,
+        "n_images": split.n_images,
+        "records": [[r.path, r.height, r.width, r.boxes.tolist(), r.classes.tolist()] for r in split.records],
+        "problems": [[p.file, p.line, p.severity, p.message, p.kind] for p in split.problems],
+        "left_out": [list(x) for x in split.left_out],
+    }
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.name, suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, file)
+    except OSError as exc:
+        LOGGER.debug("label cache not written to %s: %s", file, exc)

@@ -1,0 +1,338 @@
+"""Validation of one image and its labels: the record type, problems, and why an image is left out.
+
+An image is *used* when the image file reads and its label file (YOLO txt), annotation (VOC XML)
+or annotations (COCO JSON) have no ``error``; it is then an :class:`ImageRecord`. An image with
+any error is *left out*, in training and in validation, and counted under the ``kind`` of its
+first error (``"class out of range"``, ``"malformed line"``, ...): training on a photo whose
+objects were dropped would teach the model that nothing is there. A ``warning`` means the item
+was repaired and the image is used (a box clipped to the image, a duplicate box dropped, a
+16-bit or RGBA image read as 8-bit RGB, a VOC image without XML used as a background).
+
+This is YOLOv5's and Ultralytics' rule (a corrupt label file drops its image); unlike them the
+problems are collected per file and line instead of one message per image.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import xml.parsers.expat
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+from PIL import Image
+
+CLIP_TOLERANCE = 1.0  # pixels a box may stick out of its image before a warning is reported
+
+# The kinds of error, as the summary names them (``12 left out (5 class out of range, ...)``).
+MISSING_IMAGE = "missing image"
+UNREADABLE_IMAGE = "unreadable image"
+UNREADABLE_LABEL = "unreadable label file"
+MALFORMED = "malformed line"
+NON_FINITE = "NaN or inf"
+CLASS_RANGE = "class out of range"
+UNKNOWN_CLASS = "unknown class"
+EMPTY_BOX = "empty box"
+OUTSIDE = "box outside the image"
+ORPHAN_LABEL = "label without image"
+UNKNOWN_IMAGE = "annotation of unknown image"
+
+
+@dataclass
+class ImageRecord:
+    """One usable image and its objects.
+
+    Attributes:
+        path: image file.
+        height, width: image size in pixels after EXIF rotation (as ``cv2.imread`` returns it).
+        boxes: ``(N, 4)`` float32 ``xyxy`` in pixels, inside the image, positive size.
+        classes: ``(N,)`` int64 class indices into the dataset's ``names``.
+    """
+
+    path: str
+    height: int
+    width: int
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    classes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __post_init__(self) -> None:
+        self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
+        self.classes = np.asarray(self.classes, np.int64).reshape(-1)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a dataset.
+
+    ``error``: the image it belongs to is left out (or, without an image, the file is ignored);
+    ``warning``: the item was repaired and is used. ``kind`` is one of this module's error kinds
+    (empty for warnings); it is how the summary counts the images left out.
+    """
+
+    file: str
+    line: int | None
+    severity: str
+    message: str
+    kind: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.severity}: {self.message}"
+
+
+@dataclass
+class Item:
+    """An image to validate and where its labels are.
+
+    ``objects`` (COCO only) are the image's annotations, already parsed, as raw objects
+    ``(line, where, class, x1, y1, x2, y2)`` in pixels; ``problems`` (COCO only) are the errors
+    found in its annotations while the JSON was read.
+    """
+
+    image: str
+    label: str | None  # the label file (yolo/voc) or JSON (coco), for messages
+    origin: tuple[str, int | None] | None = None  # the list file line that named the image
+    objects: list[tuple] | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+
+class Checked(NamedTuple):
+    """The outcome for one :class:`Item`: its record, or None and the kind of error that left it out."""
+
+    record: ImageRecord | None
+    problems: list[Problem]
+    reason: str | None
+
+
+def error(file: str, line: int | None, kind: str, message: str) -> Problem:
+    return Problem(file, line, "error", message, kind)
+
+
+def warning(file: str, line: int | None, message: str) -> Problem:
+    return Problem(file, line, "warning", message)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def inspect_image(path: str) -> tuple[int, int, Problem | None]:
+    """Size after EXIF rotation and the one problem of an image file (``error``: unusable).
+
+    Never raises: whatever PIL raises becomes an ``error`` problem and a size of ``(0, 0)``.
+    """
+    try:
+        with Image.open(path) as im:
+            fmt, mode, (w, h) = im.format, im.mode, im.size
+            orientation = im.getexif().get(0x0112, 1) if fmt in ("JPEG", "MPO", "TIFF", "PNG", "WEBP") else 1
+            if fmt in ("JPEG", "MPO"):
+                im.verify()
+                with open(path, "rb") as f:
+                    f.seek(-min(64, os.path.getsize(path)), 2)
+                    if b"\xff\xd9" not in f.read():
+                        return 0, 0, error(path, None, UNREADABLE_IMAGE, "truncated JPEG (no end marker), skipped")
+            else:
+                im.load()
+        depth16 = mode.startswith("I") or _png_bit_depth(path) == 16
+    except Exception as exc:  # PIL raises many types; the image is skipped with the reason
+        if not os.path.exists(path):
+            return 0, 0, error(path, None, MISSING_IMAGE, "image file does not exist")
+        return 0, 0, error(path, None, UNREADABLE_IMAGE, f"unreadable image ({type(exc).__name__}: {exc}), skipped")
+    if w < 2 or h < 2:
+        return 0, 0, error(path, None, UNREADABLE_IMAGE, f"image of {w}x{h} pixels, skipped")
+    notes = []
+    if orientation in (5, 6, 7, 8):
+        notes.append(f"EXIF orientation {orientation}: stored {w}x{h}, used rotated {h}x{w}")
+        w, h = h, w
+    elif orientation not in (1, 2, 3, 4):
+        notes.append(f"invalid EXIF orientation {orientation!r} ignored")
+    kind = []
+    if depth16:
+        kind.append("16-bit")
+    if mode in ("L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "F"):
+        kind.append("greyscale")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        kind.append("with alpha")
+    if kind:
+        notes.append(f"{' '.join(kind)} image ({mode}) read as 8-bit RGB")
+    return h, w, (warning(path, None, "; ".join(notes)) if notes else None)
+
+
+def _png_bit_depth(path: str) -> int:
+    with open(path, "rb") as f:
+        head = f.read(25)
+    return head[24] if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) == 25 else 8
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def read_yolo(label: str, w: int, h: int, problems: list[Problem]) -> list[tuple] | None:
+    """Raw objects of a YOLO txt (pixels), or None when the file does not exist (a background image).
+
+    Lines that cannot be parsed are reported as errors and not returned.
+    """
+    try:
+        text = Path(label).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        problems.append(error(label, None, UNREADABLE_LABEL, f"unreadable label file ({exc})"))
+        return []
+    objects = []
+    for n, line in enumerate(text.splitlines(), 1):
+        cols = line.split()
+        if not cols:
+            continue
+        if len(cols) != 5 and not (len(cols) >= 7 and len(cols) % 2 == 1):
+            problems.append(
+                error(label, n, MALFORMED, f"{len(cols)} columns; expected 5 (class cx cy w h) or a polygon")
+            )
+            continue
+        try:
+            values = [float(c) for c in cols]
+        except ValueError:
+            problems.append(error(label, n, MALFORMED, f"non-numeric value in {line.strip()!r}"))
+            continue
+        if not all(math.isfinite(v) for v in values):
+            problems.append(error(label, n, NON_FINITE, f"NaN or inf in {line.strip()!r}"))
+            continue
+        cls = values[0]
+        if len(cols) == 5:
+            cx, cy, bw, bh = values[1:]
+            x1, y1, x2, y2 = (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h
+        else:
+            xs, ys = np.array(values[1::2]) * w, np.array(values[2::2]) * h
+            x1, y1, x2, y2 = xs.min(), ys.min(), xs.max(), ys.max()
+        objects.append((n, "", cls, x1, y1, x2, y2))
+    return objects
+
+
+def read_voc(label: str, names: list[str], problems: list[Problem]) -> list[tuple] | None:
+    """Raw objects of a VOC XML with their line numbers, or None when the file does not exist."""
+    if not os.path.exists(label):
+        return None
+    objects: list[tuple] = []
+    stack: list[str] = []
+    current: dict[str, Any] = {}
+    text: list[str] = []
+    parser = xml.parsers.expat.ParserCreate()
+
+    def start(tag: str, _attrs: dict) -> None:
+        stack.append(tag)
+        text.clear()
+        if tag == "object" and len(stack) == 2:
+            current.clear()
+            current["line"] = parser.CurrentLineNumber
+
+    def end(tag: str) -> None:
+        value = "".join(text).strip()
+        text.clear()
+        stack.pop()
+        if len(stack) >= 2 and stack[1] == "object" and tag in ("name", "xmin", "ymin", "xmax", "ymax"):
+            current[tag] = value
+        elif tag == "object" and len(stack) == 1:
+            objects.append(dict(current))
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text.append
+    try:
+        with open(label, "rb") as f:
+            parser.ParseFile(f)
+    except (OSError, xml.parsers.expat.ExpatError) as exc:
+        problems.append(error(label, getattr(exc, "lineno", None), UNREADABLE_LABEL, f"unreadable XML ({exc})"))
+        return []
+    index = {n: i for i, n in enumerate(names)}
+    out = []
+    for obj in objects:
+        line, name = obj["line"], obj.get("name", "")
+        if name not in index:
+            problems.append(error(label, line, UNKNOWN_CLASS, f"class {name!r} is not in names {names}"))
+            continue
+        try:
+            x1, y1, x2, y2 = (float(obj[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
+        except (KeyError, ValueError):
+            problems.append(error(label, line, MALFORMED, "bndbox needs numeric xmin, ymin, xmax, ymax"))
+            continue
+        out.append((line, "", index[name], x1 - 1, y1 - 1, x2, y2))
+    return out
+
+
+def check_boxes(
+    file: str, objects: Iterable[tuple], w: int, h: int, nc: int, problems: list[Problem]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate raw objects ``(line, where, class, x1, y1, x2, y2)`` (pixels) of one image.
+
+    Returns ``(boxes (N, 4) float32 xyxy, classes (N,) int64)`` of the objects that pass;
+    problems (bad class, non-finite, empty, outside: errors; clipped, duplicate: warnings) are
+    appended to ``problems``. An error here leaves the whole image out (:func:`validate_item`).
+    """
+    boxes, classes, keys = [], [], set()
+    for line, where, cls, x1, y1, x2, y2 in objects:
+        pre = f"{where}: " if where else ""
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            problems.append(error(file, line, NON_FINITE, f"{pre}NaN or inf coordinate"))
+            continue
+        if cls != int(cls) or not 0 <= cls < nc:
+            problems.append(error(file, line, CLASS_RANGE, f"{pre}class {cls:g} out of range 0..{nc - 1}"))
+            continue
+        if x2 <= x1 or y2 <= y1:
+            problems.append(error(file, line, EMPTY_BOX, f"{pre}box of zero or negative size {x2 - x1:g}x{y2 - y1:g}"))
+            continue
+        if x2 <= 0 or y2 <= 0 or x1 >= w or y1 >= h:
+            problems.append(error(file, line, OUTSIDE, f"{pre}box wholly outside the {w}x{h} image"))
+            continue
+        out = max(-x1, -y1, x2 - w, y2 - h)
+        if out > 0:
+            x1, y1, x2, y2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(w)), min(y2, float(h))
+            if out > CLIP_TOLERANCE:
+                problems.append(warning(file, line, f"{pre}box {out:.1f} px outside the image, clipped"))
+        key = (int(cls), round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2))
+        if key in keys:
+            problems.append(warning(file, line, f"{pre}duplicate box dropped"))
+            continue
+        keys.add(key)
+        boxes.append((x1, y1, x2, y2))
+        classes.append(int(cls))
+    return np.array(boxes, np.float32).reshape(-1, 4), np.array(classes, np.int64)
+
+
+def validate_item(item: Item, fmt: str, names: list[str]) -> Checked:
+    """Check one image and its labels (``fmt``: ``yolo``, ``coco`` or ``voc``).
+
+    Returns the record when nothing is wrong but warnings; otherwise no record and the kind of
+    the first error, the reason the image is left out. Never raises.
+    """
+    problems: list[Problem] = []
+    if item.origin is not None and not os.path.exists(item.image):
+        problems.append(error(*item.origin, MISSING_IMAGE, f"image {item.image} does not exist"))
+    elif fmt != "coco" and not os.path.exists(item.image):
+        what = "label file" if fmt == "yolo" else "annotation"
+        problems.append(
+            error(item.label or item.image, None, MISSING_IMAGE, f"{what} for a missing image {item.image}")
+        )
+    if problems:
+        return Checked(None, problems + item.problems, MISSING_IMAGE)
+    h, w, problem = inspect_image(item.image)
+    if problem is not None:
+        problems.append(problem)
+    problems += item.problems
+    if problem is not None and problem.severity == "error":
+        return Checked(None, problems, problem.kind)
+    label = item.label or item.image
+    if fmt == "coco":
+        objects = item.objects or []
+    elif fmt == "yolo":
+        objects = read_yolo(label, w, h, problems)
+    else:
+        objects = read_voc(label, names, problems)
+        if objects is None:
+            problems.append(warning(label, None, f"no annotation for {item.image}: used as background"))
+    boxes, classes = check_boxes(label, objects or [], w, h, len(names), problems)
+    first = next((p for p in problems if p.severity == "error"), None)
+    if first is not None:
+        return Checked(None, problems, first.kind)
+    return Checked(ImageRecord(item.image, h, w, boxes, classes), problems, None)
