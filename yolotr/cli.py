@@ -91,6 +91,7 @@ TRAIN_KEYS = (
     "cache_ram",
     "sync_bn",
     "val",
+    "autoanchor",
 )
 
 
@@ -243,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-ram", dest="cache_ram", action="store_true", default=None)
     p.add_argument("--sync-bn", dest="sync_bn", action="store_true", default=None)
     p.add_argument("--no-val", dest="val", action="store_false", default=None)
+    p.add_argument(
+        "--noautoanchor",
+        dest="autoanchor",
+        action="store_false",
+        default=None,
+        help="keep the model's anchors (default: refit them to the labels when best possible recall < 0.98)",
+    )
     p.add_argument("--project")
     p.add_argument("--name")
     p.add_argument("--cfg", help="a YAML of settings overriding cfg/default.yaml")

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from yolotr.data.dataset import AUG_KEYS, DetectionDataset, collate, seed_worker
 from yolotr.data.sources import load_dataset_config, load_records
+from yolotr.engine.autoanchor import run_autoanchor
 from yolotr.engine.config import resolve_config
 from yolotr.engine.ema import ModelEMA, unwrap
 from yolotr.engine.guard import NonFiniteGuard, grads_finite
@@ -170,6 +171,8 @@ class Trainer:
                 f"{self.data.source}: {len(self.train_set)} training images do not fill one batch "
                 f"of {cfg['batch']} x {self.world} processes"
             )
+        if self._resume_state is None:  # a resumed run has its anchors in the checkpoint
+            run_autoanchor(self.model, train_records, cfg, self.main, self.world)
         self.accumulate = max(round(cfg["nbs"] / (cfg["batch"] * self.world)), 1)
         weight_decay = cfg["weight_decay"] * cfg["batch"] * self.world * self.accumulate / cfg["nbs"]
         self.optimizer = build_optimizer(

@@ -95,8 +95,7 @@ class DetectionModel(nn.Module):
             self.yaml["anchors"] = anchors
         if isinstance(self.yaml.get("anchors"), int):
             LOGGER.warning(
-                "%s: 'anchors: %d' gives placeholder anchors (YOLOv5 evolves them with AutoAnchor, yolotr does not); "
-                "write the anchor sizes in the YAML before training",
+                "%s: 'anchors: %d' gives placeholder anchors; training computes them from the data (AutoAnchor)",
                 source,
                 self.yaml["anchors"],
             )

@@ -14,6 +14,7 @@ import torchvision
 from torch import nn
 
 from yolotr.nn.head import Detect
+from yolotr.ops.loss_af import AnchorFreeLoss
 
 LOSS_NAMES = ("box", "obj", "cls")
 
@@ -40,6 +41,8 @@ class DetectionLoss:
     ``[image_index, class, cx, cy, w, h]`` normalized to the input image. Returns
     ``(loss * batch_size, (box, obj, cls) detached)``, both float32.
     """
+
+    names = LOSS_NAMES
 
     def __init__(self, head: Detect, hyp: dict, imgsz: int = 640):
         self.head = head
@@ -121,6 +124,22 @@ class DetectionLoss:
             gi, gj = gij.T.clamp(min=0)
             gi, gj = gi.clamp(max=nx - 1), gj.clamp(max=ny - 1)
             yield b, a, gj, gi, torch.cat((gxy - gij, gwh), 1), anchors[a], c
+
+
+def build_loss(model: nn.Module, hyp: dict, imgsz: int = 640):
+    """The loss a model trains with, chosen by its head (``model.model[-1]``).
+
+    An anchor-free head (one with ``reg_max``: YOLOv8 / YOLO11 / YOLO12) gets
+    :class:`~yolotr.ops.loss_af.AnchorFreeLoss`, any other (YOLOv5, YOLOv4) :class:`DetectionLoss`.
+    A DDP-wrapped model is unwrapped. The returned callable takes the head's training output and
+    ``targets`` ``(N, 6)`` and returns ``(total * batch_size, items)``; its ``names`` attribute
+    names the items (e.g. for results.csv).
+    """
+    model = getattr(model, "module", model)
+    head = model.model[-1]
+    if hasattr(head, "reg_max"):
+        return AnchorFreeLoss(head, hyp, imgsz)
+    return DetectionLoss(head, hyp, imgsz)
 
 
 def _xyxy(xywh: torch.Tensor) -> torch.Tensor:

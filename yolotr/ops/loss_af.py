@@ -1,0 +1,223 @@
+"""Loss of the anchor-free head (YOLOv8 / YOLO11 / YOLO12): task-aligned targets, CIoU, DFL, BCE.
+
+The head predicts, per anchor point, four distributions over ``reg_max`` bins (the distances
+left, top, right, bottom in grid units) and ``nc`` class logits. The loss decodes the expected
+distances to boxes, assigns targets with :class:`~yolotr.ops.assign.TaskAlignedAssigner`, and sums
+
+- box: ``1 - CIoU`` of each foreground prediction with its target box,
+- dfl: distribution focal loss, the cross-entropy of the two bins around the target distance
+  weighted by their linear interpolation,
+- cls: BCE of every class logit against the assigner's soft class targets,
+
+the first two weighted per anchor by its class target, all three divided by the sum of the class
+targets (at least 1). Numerically the ``ultralytics`` package's ``v8DetectionLoss`` (8.4); it differs
+in its interface (per-level maps and ``(N, 6)`` targets in, a scalar total and the items out) and in
+that it always computes in float32, with autocast off, whatever the maps' dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from yolotr.errors import ConfigError
+from yolotr.ops.anchors import bbox2dist, dist2bbox, make_anchors
+from yolotr.ops.assign import Assignment, TaskAlignedAssigner, bbox_ciou
+
+AF_LOSS_NAMES = ("box", "cls", "dfl")
+
+# hyp key -> default: the gains of this head family and the assigner's top-k.
+AF_HYP_DEFAULTS = {"af_box": 7.5, "af_cls": 0.5, "dfl": 1.5, "tal_topk": 10}
+
+
+class LossOutput(NamedTuple):
+    """Everything one loss evaluation produced.
+
+    Attributes:
+        total: scalar float32 ``(box + cls + dfl) * batch_size``, with gradient.
+        items: ``(3,)`` float32 ``(box, cls, dfl)`` with gains applied, detached, not times the batch.
+        assignment: the assigner's output (anchors in level order, each level row-major).
+    """
+
+    total: torch.Tensor
+    items: torch.Tensor
+    assignment: Assignment
+
+
+class AnchorFreeLoss:
+    """Loss of an anchor-free ``Detect`` head's training output.
+
+    Args:
+        head_or_params: the head (any object with ``nc``, ``reg_max`` and ``stride``, the strides as
+            a ``(nl,)`` tensor or sequence, already measured) or a mapping with those keys.
+        hyp: training configuration; reads ``af_box``, ``af_cls``, ``dfl`` (gains, default 7.5, 0.5,
+            1.5) and ``tal_topk`` (default 10). Other keys are ignored.
+        imgsz: accepted for the same signature as the YOLOv5 loss; unused, since the input size is
+            read from the maps (first map's size times the first stride).
+
+    Call with ``maps``, the list of per-level ``(B, 4 * reg_max + nc, H_i, W_i)`` (box distribution
+    first, then class logits), and ``targets`` ``(N, 6)`` ``[image_index, class, cx, cy, w, h]``
+    normalized to the input image. Returns ``(total * batch_size, items)`` as :class:`LossOutput`'s
+    first two fields; :meth:`detailed` also gives the assignment.
+    """
+
+    names = AF_LOSS_NAMES
+
+    def __init__(self, head_or_params, hyp: Mapping | None = None, imgsz: int | None = None):
+        get = head_or_params.get if isinstance(head_or_params, Mapping) else lambda k: getattr(head_or_params, k, None)
+        nc, reg_max, stride = get("nc"), get("reg_max"), get("stride")
+        if nc is None or reg_max is None or stride is None:
+            raise ConfigError("AnchorFreeLoss: the head must have 'nc', 'reg_max' and 'stride'")
+        strides = [float(s) for s in (stride.tolist() if isinstance(stride, torch.Tensor) else stride)]
+        if not strides or min(strides) <= 0:
+            raise ConfigError(
+                f"AnchorFreeLoss: the head's strides {strides} are not set; build the model (which measures "
+                "them) before its loss"
+            )
+        if int(reg_max) < 2:
+            raise ConfigError(f"AnchorFreeLoss: reg_max must be at least 2 (a distribution), got {reg_max}")
+        self.nc, self.reg_max, self.strides = int(nc), int(reg_max), strides
+        hyp = dict(hyp or {})
+        values = {}
+        for key, default in AF_HYP_DEFAULTS.items():
+            value = hyp.get(key, default)
+            try:
+                values[key] = float(value if value is not None else default)
+            except (TypeError, ValueError):
+                raise ConfigError(f"hyp key '{key}': expected a number, got {value!r}") from None
+            if values[key] < 0 or (key == "tal_topk" and (values[key] < 1 or values[key] != int(values[key]))):
+                raise ConfigError(
+                    f"hyp key '{key}': expected a non-negative number (top-k: an integer >= 1), got {value!r}"
+                )
+        self.gains = {"box": values["af_box"], "cls": values["af_cls"], "dfl": values["dfl"]}
+        self.assigner = TaskAlignedAssigner(
+            topk=int(values["tal_topk"]), num_classes=self.nc, alpha=0.5, beta=6.0, strides=self.strides
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(nc={self.nc}, reg_max={self.reg_max}, gains={self.gains}, {self.assigner})"
+
+    def __call__(self, maps: list[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.detailed(maps, targets)
+        return out.total, out.items
+
+    def detailed(self, maps: list[torch.Tensor], targets: torch.Tensor) -> LossOutput:
+        """The loss and the assignment it was computed with (arguments as for a call)."""
+        if len(maps) != len(self.strides):
+            raise ValueError(f"AnchorFreeLoss: {len(maps)} maps for {len(self.strides)} strides")
+        no = 4 * self.reg_max + self.nc
+        for i, m in enumerate(maps):
+            if m.ndim != 4 or m.shape[1] != no:
+                raise ValueError(f"AnchorFreeLoss: map {i} has shape {tuple(m.shape)}, expected (B, {no}, H, W)")
+        if targets.ndim != 2 or targets.shape[1] != 6:
+            raise ValueError(
+                f"AnchorFreeLoss: targets must be (N, 6) [image, class, cx, cy, w, h], got {tuple(targets.shape)}"
+            )
+        device = maps[0].device
+        # float32 throughout: the softmax expectation, CIoU and the BCE sums lose too much in half precision.
+        with torch.autocast(device.type, enabled=False):
+            return self._loss([m.float() for m in maps], targets.to(device=device, dtype=torch.float32))
+
+    def _loss(self, maps: list[torch.Tensor], targets: torch.Tensor) -> LossOutput:
+        batch_size = maps[0].shape[0]
+        device = maps[0].device
+        flat = torch.cat([m.flatten(2) for m in maps], 2)  # (B, no, A)
+        pred_dist, pred_logits = flat.split((4 * self.reg_max, self.nc), 1)
+        pred_dist = pred_dist.permute(0, 2, 1).contiguous()  # (B, A, 4 * reg_max)
+        pred_logits = pred_logits.permute(0, 2, 1).contiguous()  # (B, A, nc)
+        points, stride = make_anchors(maps, self.strides)  # (A, 2) grid units, (A, 1)
+        height, width = maps[0].shape[2] * self.strides[0], maps[0].shape[3] * self.strides[0]
+
+        gt_labels, gt_boxes, mask_gt = self.pad_targets(targets, batch_size, width, height)
+        pred_boxes = self.decode(points, pred_dist)  # (B, A, 4) xyxy, grid units
+        assignment = self.assigner(
+            pred_logits.detach().sigmoid(),
+            pred_boxes.detach() * stride,
+            points * stride,
+            gt_labels,
+            gt_boxes,
+            mask_gt,
+        )
+        target_scores = assignment.scores
+        score_sum = target_scores.sum().clamp(min=1)
+        loss_cls = F.binary_cross_entropy_with_logits(pred_logits, target_scores, reduction="none").sum() / score_sum
+
+        fg = assignment.fg_mask
+        loss_box = torch.zeros((), device=device)
+        loss_dfl = torch.zeros((), device=device)
+        if fg.any():
+            weight = target_scores[fg].sum(-1, keepdim=True)  # (F, 1)
+            target_boxes = assignment.boxes / stride  # grid units
+            ciou = bbox_ciou(pred_boxes[fg], target_boxes[fg])
+            loss_box = ((1.0 - ciou) * weight).sum() / score_sum
+            target_ltrb = bbox2dist(points, target_boxes, self.reg_max - 1 - 0.01)[fg]  # (F, 4)
+            dfl = self.distribution_focal_loss(pred_dist[fg].view(-1, self.reg_max), target_ltrb)
+            loss_dfl = (dfl * weight).sum() / score_sum
+
+        items = torch.stack((loss_box * self.gains["box"], loss_cls * self.gains["cls"], loss_dfl * self.gains["dfl"]))
+        return LossOutput(items.sum() * batch_size, items.detach(), assignment)
+
+    def decode(self, points: torch.Tensor, pred_dist: torch.Tensor) -> torch.Tensor:
+        """``(B, A, 4 * reg_max)`` distributions -> ``(B, A, 4)`` ``xyxy`` boxes in grid units.
+
+        Each side's distance is the expectation of its softmax over the bins ``0 .. reg_max - 1``.
+        """
+        b, a, _ = pred_dist.shape
+        bins = torch.arange(self.reg_max, dtype=pred_dist.dtype, device=pred_dist.device)
+        distance = pred_dist.view(b, a, 4, self.reg_max).softmax(3).matmul(bins)
+        return dist2bbox(distance, points, xywh=False)
+
+    def distribution_focal_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """DFL of ``logits`` ``(F * 4, reg_max)`` against distances ``target`` ``(F, 4)`` -> ``(F, 1)``.
+
+        A distance ``t`` between bins ``l = floor(t)`` and ``l + 1`` is the mix ``(l + 1 - t, t - l)``
+        of the two; the loss is that mix of their cross-entropies, averaged over the four sides.
+        Targets are clamped to ``[0, reg_max - 1.01]`` so the right bin exists.
+        """
+        target = target.clamp(0, self.reg_max - 1 - 0.01)
+        left = target.long()
+        right = left + 1
+        w_left = right - target
+        w_right = 1 - w_left
+        log_p = F.log_softmax(logits, dim=1)
+        nll_left = -log_p.gather(1, left.view(-1, 1)).view(left.shape)
+        nll_right = -log_p.gather(1, right.view(-1, 1)).view(left.shape)
+        return (nll_left * w_left + nll_right * w_right).mean(-1, keepdim=True)
+
+    @staticmethod
+    def pad_targets(
+        targets: torch.Tensor, batch_size: int, width: float, height: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(N, 6)`` normalized targets -> per-image padded ``labels`` ``(B, M, 1)``, ``xyxy`` pixel
+        ``boxes`` ``(B, M, 4)`` and ``mask`` ``(B, M, 1)`` bool, ``M`` the most boxes of one image.
+
+        Boxes keep their order within an image. An image index outside ``[0, batch_size)`` raises.
+        """
+        device = targets.device
+        if targets.shape[0] == 0:
+            empty = torch.zeros(batch_size, 0, 1, device=device)
+            return empty, torch.zeros(batch_size, 0, 4, device=device), empty.bool()
+        image = targets[:, 0].long()
+        if image.min() < 0 or image.max() >= batch_size:
+            raise ValueError(
+                f"AnchorFreeLoss: target image indices span {int(image.min())}..{int(image.max())}, "
+                f"batch has {batch_size} images"
+            )
+        order = torch.sort(image, stable=True).indices
+        image, targets = image[order], targets[order]
+        counts = torch.bincount(image, minlength=batch_size)
+        starts = torch.cumsum(counts, 0) - counts
+        slot = torch.arange(image.shape[0], device=device) - starts[image]
+        m = int(counts.max())
+        labels = torch.zeros(batch_size, m, 1, device=device)
+        boxes = torch.zeros(batch_size, m, 4, device=device)
+        mask = torch.zeros(batch_size, m, 1, dtype=torch.bool, device=device)
+        scale = torch.tensor([width, height], device=device)
+        xy, half = targets[:, 2:4] * scale, targets[:, 4:6] * scale / 2
+        labels[image, slot] = targets[:, 1:2]
+        boxes[image, slot] = torch.cat((xy - half, xy + half), 1)
+        mask[image, slot] = True
+        return labels, boxes, mask
