@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import re
 from pathlib import Path
 
 import torch
@@ -18,26 +19,62 @@ from yolotr.errors import ConfigError
 from yolotr.nn.builder import BuiltLayers, build_layers
 from yolotr.nn.conv import Conv, fuse_conv_and_bn
 from yolotr.nn.head import Detect
+from yolotr.nn.head_af import AnchorFreeDetect
 
 LOGGER = logging.getLogger("yolotr")
 CFG_DIR = Path(__file__).resolve().parent.parent / "cfg" / "models"
 
 
-def find_model_yaml(name: str | Path) -> Path:
-    """A path to a YAML file, or the file name of a shipped config (``"yolov5s.yaml"``, ``"yolov5s"``)."""
-    path = Path(name)
+SCALE_IN_NAME = re.compile(r"yolo(?:e-)?v?\d+([a-z])(?=-|$)")
+UNIFIED_NAME = re.compile(r"(\d+)([a-z])(-.+)?$")
+
+
+def _existing_yaml(path: Path) -> Path | None:
+    """``path`` itself, or the shipped config of that name (with or without ``.yaml``)."""
     if path.is_file():
         return path
     for candidate in (CFG_DIR / path.name, CFG_DIR / f"{path.name}.yaml"):
         if candidate.is_file():
             return candidate
+    return None
+
+
+def resolve_model_yaml(name: str | Path) -> tuple[Path, str]:
+    """The YAML file behind a model name and the scale letter the name carries.
+
+    As the ``ultralytics`` package does, a name with a scale letter resolves to the unified YAML:
+    ``yolov8s.yaml`` -> ``yolov8.yaml`` at scale ``s``, ``yolov8s-p2.yaml`` -> ``yolov8-p2.yaml`` at
+    ``s``, for paths and for shipped names. A file that exists under the given name wins
+    (``yolov5s.yaml`` is a YOLOv5 YAML of its own).
+    """
+    path = Path(name)
+    stem = path.name[: -len(path.suffix)] if path.suffix in (".yaml", ".yml") else path.name
+    found = _existing_yaml(path)
+    if found is not None:
+        match = SCALE_IN_NAME.search(stem)
+        return found, match.group(1) if match else ""
+    match = UNIFIED_NAME.search(stem)
+    if match and SCALE_IN_NAME.search(stem):
+        unified = UNIFIED_NAME.sub(r"\1\3", stem) + (path.suffix or ".yaml")
+        found = _existing_yaml(path.with_name(unified))
+        if found is not None:
+            return found, match.group(2)
     shipped = ", ".join(sorted(p.name for p in CFG_DIR.glob("*.yaml")))
     raise ConfigError(f"{name}: no such model YAML (not a file, not a shipped config; shipped: {shipped})")
 
 
+def find_model_yaml(name: str | Path) -> Path:
+    """A path to a YAML file, or the file name of a shipped config (``"yolov5s.yaml"``, ``"yolov5s"``)."""
+    return resolve_model_yaml(name)[0]
+
+
 def load_model_yaml(name: str | Path) -> dict:
-    """Read and parse a model YAML; ``ConfigError`` with the line number when it is malformed."""
-    path = find_model_yaml(name)
+    """Read and parse a model YAML; ``ConfigError`` with the line number when it is malformed.
+
+    A scale letter in the name (``yolov8s.yaml``) is stored as the dict's ``scale``; a YAML with
+    ``scales`` that does not have that letter is a ``ConfigError``.
+    """
+    path, scale = resolve_model_yaml(name)
     try:
         cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
@@ -49,7 +86,12 @@ def load_model_yaml(name: str | Path) -> dict:
         raise ConfigError(f"{path}: cannot read model YAML: {e}") from None
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: a model YAML must be a mapping with nc, anchors, backbone and head")
-    cfg.setdefault("yaml_file", path.name)
+    scales = cfg.get("scales")
+    if scale and isinstance(scales, dict):
+        if scale not in scales:
+            raise ConfigError(f"{name}: unknown scale {scale!r}; {path.name} has scales {', '.join(map(str, scales))}")
+        cfg["scale"] = scale
+    cfg.setdefault("yaml_file", Path(name).name if scale else path.name)
     return cfg
 
 
@@ -105,16 +147,16 @@ class DetectionModel(nn.Module):
         self.stride = torch.tensor([32.0])
         initialize_weights(self, float(self.yaml.get("bn_eps", 1e-3)), float(self.yaml.get("bn_momentum", 0.03)))
         head = self.model[-1]
-        if isinstance(head, Detect):
+        if isinstance(head, Detect | AnchorFreeDetect):
             self._init_head(head, ch, source)
 
     @property
     def nc(self) -> int:
         return int(self.yaml["nc"])
 
-    def _init_head(self, head: Detect, ch: int, source: str) -> None:
+    def _init_head(self, head: Detect | AnchorFreeDetect, ch: int, source: str) -> None:
         """Measure strides with a 256x256 eval-mode forward (BatchNorm statistics untouched), order and
-        scale anchors, set the bias priors."""
+        scale anchors (anchor-based heads), set the bias priors."""
         s = 256
         self.eval()
         head.train()
@@ -124,9 +166,11 @@ class DetectionModel(nn.Module):
             except RuntimeError as e:
                 raise ConfigError(f"{source}: the layers do not fit together on a {s}x{s} input: {e}") from None
         self.train()
-        head.stride.copy_(torch.tensor([s / o.shape[-2] for o in outputs]))
-        check_anchor_order(head)
-        head.anchors /= head.stride.view(-1, 1, 1)
+        rows = [o.shape[2] for o in outputs]  # (B, na, H, W, no) and (B, C, H, W) both have H at 2
+        head.stride.copy_(torch.tensor([s / h for h in rows], dtype=head.stride.dtype))
+        if isinstance(head, Detect):
+            check_anchor_order(head)
+            head.anchors /= head.stride.view(-1, 1, 1)
         self.stride = head.stride.clone()
         head.initialize_biases()
         head.reset_grids()

@@ -1,9 +1,15 @@
-"""YOLOv5-format model YAML (already parsed to a dict) -> ``nn.Sequential`` of layers.
+"""Model YAML (already parsed to a dict) -> ``nn.Sequential`` of layers.
 
 The loop is YOLOv5's ``parse_model``: each row ``[from, number, module, args]`` is checked,
 its arguments completed by the module's registry rule, depth and width multiples applied, and
 the input-channel bookkeeping carried along. Nothing is ``eval``-ed: argument names resolve
 against the YAML's own keys, and the ``activation:`` key is parsed from an allow-list.
+
+Two grammars share the loop. YOLOv5's: ``depth_multiple``, ``width_multiple`` and ``anchors``.
+The ``ultralytics`` package's (YOLOv8 / YOLO11 / YOLO12): ``scales`` maps a letter to
+``[depth, width, max_channels]``, the dict's ``scale`` picks one, output channels are capped at
+``max_channels`` before the width is applied, and without ``anchors`` a ``Detect`` row builds the
+anchor-free head (:class:`yolotr.nn.head_af.AnchorFreeDetect`).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import ast
 import contextlib
 import functools
 import inspect
+import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -114,6 +121,29 @@ def _resolve(arg, cfg: dict):
     return arg
 
 
+def model_scale(cfg: dict, source: str) -> tuple[str, float, float, float]:
+    """``(scale, depth, width, max_channels)`` of a model dict.
+
+    With ``scales:`` the dict's ``scale`` letter picks the row (the first one, with a warning, when
+    none is given); without it ``depth_multiple`` and ``width_multiple`` apply and nothing is capped.
+    """
+    scales = cfg.get("scales")
+    if not scales:
+        return "", float(cfg.get("depth_multiple", 1.0)), float(cfg.get("width_multiple", 1.0)), math.inf
+    if not isinstance(scales, dict) or not all(isinstance(v, list) and len(v) == 3 for v in scales.values()):
+        raise ConfigError(f"{source}: 'scales' must map a letter to [depth, width, max_channels]")
+    scale = cfg.get("scale")
+    if not scale:
+        scale = next(iter(scales))
+        logging.getLogger("yolotr").warning(
+            "%s: no model scale given (a name like yolov8n.yaml gives one); using scale '%s'", source, scale
+        )
+    if scale not in scales:
+        raise ConfigError(f"{source}: unknown scale {scale!r}; this YAML has scales {', '.join(map(str, scales))}")
+    depth, width, max_channels = scales[scale]
+    return str(scale), float(depth), float(width), float(max_channels)
+
+
 def _check_sources(source, index: int, where: str) -> list[int]:
     sources = [source] if isinstance(source, int) else source
     if not isinstance(sources, list) or not sources or not all(isinstance(s, int) for s in sources):
@@ -147,11 +177,15 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
     nc = cfg.get("nc")
     if not isinstance(nc, int) or nc < 1:
         raise ConfigError(f"{source}: 'nc' must be a positive integer, got {nc!r}")
-    gd = float(cfg.get("depth_multiple", 1.0))
-    gw = float(cfg.get("width_multiple", 1.0))
-    anchors = cfg.get("anchors", 3)
-    na = (len(anchors[0]) // 2) if isinstance(anchors, list) else int(anchors)
-    no = na * (nc + 5)
+    scale, gd, gw, max_channels = model_scale(cfg, source)
+    anchor_free = "anchors" not in cfg
+    if anchor_free:
+        no = None
+    else:
+        anchors = cfg["anchors"]
+        na = (len(anchors[0]) // 2) if isinstance(anchors, list) else int(anchors)
+        no = na * (nc + 5)
+    legacy_head = True
     act = cfg.get("activation")
     factory = parse_activation(act, f"{source}: key 'activation'") if act else None
 
@@ -167,9 +201,10 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
             if not isinstance(n, int) or n < 1:
                 raise ConfigError(f"{where}: 'number' must be a positive integer, got {n!r}")
             try:
-                spec = registry.lookup(str(name))
+                spec = registry.lookup("AnchorFreeDetect" if anchor_free and name == "Detect" else str(name))
             except KeyError as e:
                 raise ConfigError(f"{where}: {e.args[0]}") from None
+            legacy_head = legacy_head and not spec.modern_head
             args = [_resolve(a, cfg) for a in args]
             n = max(round(n * gd), 1) if n > 1 else n
             c_in = [ch[s] for s in sources]
@@ -179,15 +214,22 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
                     raise ConfigError(f"{where}: {name} needs its output channels as the first argument")
                 c2 = args[0]
                 if c2 != no:
-                    c2 = make_divisible(c2 * gw, 8)
+                    c2 = make_divisible(min(c2, max_channels) * gw, 8)
                 args = [c1, c2, *args[1:]]
                 if spec.rule == "csp":
                     args.insert(2, n)
                     n = 1
+                if spec.at_scale is not None:
+                    args = spec.at_scale(args, scale)
             elif spec.rule == "batchnorm":
                 args, c2 = [c1], c1
             elif spec.rule == "concat":
                 c2 = sum(c_in)
+            elif spec.rule == "detect_af":
+                if not args:
+                    raise ConfigError(f"{where}: {name} needs the number of classes as its argument")
+                args = [args[0], int(cfg.get("reg_max", 16)), c_in, legacy_head]
+                c2 = c1
             elif spec.rule == "detect":
                 args.append(c_in)
                 if len(args) > 1 and isinstance(args[1], int):

@@ -11,6 +11,13 @@ count is. The rules are YOLOv5's:
 ``same``      arguments verbatim, output channels equal input channels (YOLOv5's rule for any module
               it does not know, such as ``nn.Upsample``; a published block registered with this rule
               builds exactly as it does inside the official builder).
+``detect_af`` the anchor-free head: ``[nc]`` becomes ``[nc, reg_max, input channels, legacy]``.
+
+In the ``ultralytics`` grammar (a YAML without ``anchors``) a ``Detect`` row builds the anchor-free
+head. Two of the package's scale-dependent rules are spec fields: ``at_scale`` rewrites a row's
+completed arguments for a scale letter (C3k2 uses C3k blocks at m/l/x; A2C2f gets a residual and MLP
+ratio 1.2 at l/x), and ``modern_head`` marks the modules after which the head's class branch is
+depthwise (YOLO11/12) instead of YOLOv8's plain convs.
 
 Adding a module is one line in :data:`MODULES` (or a call to :func:`register`).
 """
@@ -18,6 +25,7 @@ Adding a module is one line in :data:`MODULES` (or a call to :func:`register`).
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from torch import nn
@@ -38,26 +46,35 @@ from yolotr.nn.head import Detect
 from yolotr.nn.swin import SwinV2_CSPB
 from yolotr.nn.wavelet import HWD
 
-RULES = ("conv", "csp", "concat", "detect", "batchnorm", "same")
+RULES = ("conv", "csp", "concat", "detect", "detect_af", "batchnorm", "same")
 
 
 @dataclass(frozen=True)
 class ModuleSpec:
-    """A registered module: its class and its argument rule (one of :data:`RULES`)."""
+    """A registered module: its class, its argument rule (one of :data:`RULES`) and, for the
+    ``ultralytics`` grammar, its scale rule and whether it makes the head's class branch depthwise."""
 
     name: str
     cls: type[nn.Module]
     rule: str
+    at_scale: Callable[[list, str], list] | None = None
+    modern_head: bool = False
 
 
 MODULES: dict[str, ModuleSpec] = {}
 
 
-def register(name: str, cls: type[nn.Module], rule: str) -> None:
+def register(
+    name: str,
+    cls: type[nn.Module],
+    rule: str,
+    at_scale: Callable[[list, str], list] | None = None,
+    modern_head: bool = False,
+) -> None:
     """Make ``name`` usable in model YAMLs. ``nn.X`` names may be given with or without ``nn.``."""
     if rule not in RULES:
         raise ValueError(f"unknown argument rule {rule!r} for {name}; expected one of {RULES}")
-    MODULES[name] = ModuleSpec(name, cls, rule)
+    MODULES[name] = ModuleSpec(name, cls, rule, at_scale, modern_head)
 
 
 def lookup(name: str) -> ModuleSpec:
@@ -99,3 +116,27 @@ for _name, _cls in {"MishConv": MishConv, "ConvStack": ConvStack, "SPPBlock": SP
     register(_name, _cls, "conv")
 register("CSPDarknetStage", CSPDarknetStage, "csp")
 register("YOLOv4Detect", YOLOv4Detect, "detect")
+
+# The anchor-free line (YOLOv8 / YOLO11 / YOLO12): yolotr/nn/csp.py, psa.py, head_af.py
+from yolotr.nn.csp import C2, C2f, C3k, C3k2  # noqa: E402
+from yolotr.nn.head_af import AnchorFreeDetect  # noqa: E402
+from yolotr.nn.psa import C2PSA, A2C2f  # noqa: E402
+
+
+def _c3k2_at_scale(args: list, scale: str) -> list:
+    """The package's rule: C3k2 uses C3k inner blocks at scales m, l and x (``args[3]`` is ``c3k``)."""
+    if scale in ("m", "l", "x"):
+        args = [*args[:3], True, *args[4:]]
+    return args
+
+
+def _a2c2f_at_scale(args: list, scale: str) -> list:
+    """The package's rule: A2C2f gets a residual (gamma) and MLP ratio 1.2 at scales l and x."""
+    return [*args, True, 1.2] if scale in ("l", "x") else args
+
+
+for _name, _cls in {"C2f": C2f, "C2": C2, "C3k": C3k, "C2PSA": C2PSA}.items():
+    register(_name, _cls, "csp")
+register("C3k2", C3k2, "csp", at_scale=_c3k2_at_scale, modern_head=True)
+register("A2C2f", A2C2f, "csp", at_scale=_a2c2f_at_scale, modern_head=True)
+register("AnchorFreeDetect", AnchorFreeDetect, "detect_af")
