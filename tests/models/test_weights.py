@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
+import zipfile
 
 import pytest
 import torch
 
 from tests.conftest import shared_path
+from tests.test_cli_errors import BAD_CHECKPOINTS, write_bad_checkpoint
 from yolotr import YOLO
 from yolotr.errors import CheckpointError
 from yolotr.models.detection import DetectionModel
 from yolotr.models.loading import load_model
-from yolotr.models.weights import model_checkpoint, read_checkpoint, save_checkpoint, transfer_weights
+from yolotr.models.weights import (
+    model_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+    sniff_checkpoint,
+    transfer_weights,
+)
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +144,62 @@ def test_constant_tables_in_checkpoint_are_skipped_with_a_note(tmp_path):
     path = save_checkpoint(checkpoint, tmp_path / "tutorial.pt")
     loaded = load_model(path)
     assert torch.equal(loaded.state_dict()["model.0.conv.weight"], model.state_dict()["model.0.conv.weight"])
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_CHECKPOINTS))
+def test_yolo_refuses_a_file_that_is_not_a_checkpoint(kind, tmp_path):
+    path, phrase = write_bad_checkpoint(kind, tmp_path)
+    with pytest.raises(CheckpointError) as e:
+        YOLO(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}: ") and phrase in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("content", "phrase"),
+    [
+        (b"version https://git-lfs.github.com/spec/v1\noid sha256:4f18\nsize 3900000\n", "a Git LFS pointer"),
+        (b"\x1f\x8b\x08\x00" + bytes(64), "a gzip archive"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(64), "a PNG image"),
+        (b"\n\n  \n", "a text file of blank lines"),
+        (pickle.dumps({"epoch": 3}), "a pickle of a dict with keys 'epoch' (written by pickle.dump, not torch.save)"),
+    ],
+)
+def test_sniff_says_what_the_file_looks_like(tmp_path, content, phrase):
+    path = tmp_path / "weights.pt"
+    path.write_bytes(content)
+    kind, looks = sniff_checkpoint(path)
+    assert kind == "other" and phrase in looks
+    with pytest.raises(CheckpointError, match=re.escape(f"weights.pt: not a checkpoint: it looks like {looks}")):
+        read_checkpoint(path)
+
+
+def test_sniff_admits_both_torch_formats(tmp_path):
+    state = {"w": torch.arange(4.0)}
+    torch.save(state, tmp_path / "zip.pt")
+    torch.save(state, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    assert sniff_checkpoint(tmp_path / "zip.pt")[0] == "zip"
+    kind, looks = sniff_checkpoint(tmp_path / "legacy.pt")
+    assert kind == "pickle" and "legacy format" in looks
+    for name in ("zip.pt", "legacy.pt"):
+        kind, loaded = read_checkpoint(tmp_path / name)
+        assert kind == "state_dict" and torch.equal(loaded["w"], state["w"])
+
+
+def test_truncated_legacy_checkpoint(tmp_path):
+    torch.save({"w": torch.zeros(256)}, tmp_path / "full.pt", _use_new_zipfile_serialization=False)
+    data = (tmp_path / "full.pt").read_bytes()
+    (tmp_path / "half.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"half.pt: cannot read checkpoint: it looks like a PyTorch checkpoint"):
+        read_checkpoint(tmp_path / "half.pt")
+
+
+@pytest.mark.parametrize("payload", [b"hello, this is not a pickle", b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01\x95"])
+def test_damaged_pickle_inside_a_torch_zip(tmp_path, payload):
+    path = tmp_path / "damaged.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", payload)
+        archive.writestr("archive/version", "3\n")
+    with pytest.raises(CheckpointError, match=r"damaged.pt: cannot read checkpoint: it looks like a PyTorch zip"):
+        load_model(path)
