@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from tests.conftest import shared_path
+from tests.test_cli_errors import run_cli
 from yolotr.engine.exporter import OnnxModel, export_model
 from yolotr.engine.predictor import Predictor
+from yolotr.errors import YolotrError
 from yolotr.models.detection import CFG_DIR, DetectionModel
+from yolotr.models.loading import load_model
 
 SHIPPED = sorted(p.name for p in CFG_DIR.glob("*.yaml"))
 
@@ -49,11 +55,7 @@ def test_torchscript_export(tmp_path):
 
 
 def test_predict_with_onnx_equals_pytorch(tmp_path):
-    from tests.conftest import shared_path
-
     image = shared_path("images", "bus.jpg")
-    from yolotr.models.loading import load_model
-
     model = load_model(shared_path("weights", "yolov5n.pt"))
     path = export_model(model, "onnx", tmp_path / "yolov5n.onnx", imgsz=640, dynamic_size=True).path
     onnx_model = OnnxModel(path)
@@ -62,3 +64,86 @@ def test_predict_with_onnx_equals_pytorch(tmp_path):
     theirs = Predictor(onnx_model, onnx_model.names, 640)(str(image))[0].boxes.data
     assert ours.shape == theirs.shape
     assert np.allclose(ours.numpy(), theirs.numpy(), atol=0.1)
+
+
+def test_onnx_input_shape_is_read_from_the_file(tmp_path):
+    model = DetectionModel("yolov5n.yaml", nc=2)
+    fixed = OnnxModel(export_model(model, "onnx", tmp_path / "f.onnx", imgsz=(128, 192), dynamic=False).path)
+    assert (fixed.input_hw, fixed.input_batch) == ((128, 192), 1)
+    sized = OnnxModel(export_model(model, "onnx", tmp_path / "s.onnx", imgsz=128).path)
+    assert (sized.input_hw, sized.input_batch) == ((128, 128), None)
+    free = OnnxModel(export_model(model, "onnx", tmp_path / "d.onnx", imgsz=128, dynamic_size=True).path)
+    assert (free.input_hw, free.input_batch) == (None, None)
+
+
+def test_fixed_batch_onnx_takes_any_batch_and_names_a_wrong_size(tmp_path):
+    torch.manual_seed(0)
+    model = DetectionModel("yolov5n.yaml", nc=2).eval()
+    onnx_model = OnnxModel(export_model(model, "onnx", tmp_path / "b1.onnx", imgsz=128, dynamic=False).path)
+    x = torch.rand(3, 3, 128, 128)
+    with torch.no_grad():
+        expected = model(x)[0]
+    got = onnx_model(x)[0]
+    assert got.shape == expected.shape
+    assert torch.allclose(got, expected, atol=1e-2)
+    with pytest.raises(YolotrError, match=r"b1.onnx: the model was exported for a fixed 128x128 input, got 96x128"):
+        onnx_model(torch.rand(1, 3, 96, 128))
+
+
+@pytest.fixture(scope="module")
+def official():
+    return load_model(shared_path("weights", "yolov5n.pt"))
+
+
+def _same_boxes(got: np.ndarray, expected: np.ndarray) -> bool:
+    return got.shape == expected.shape and np.allclose(got, expected, atol=0.1)
+
+
+def test_static_non_square_onnx_predicts_at_its_own_size(official, tmp_path, caplog):
+    image = str(shared_path("images", "bus.jpg"))
+    path = export_model(official, "onnx", tmp_path / "wide.onnx", imgsz=(256, 320)).path
+    onnx_model = OnnxModel(path)
+    with caplog.at_level(logging.INFO, logger="yolotr"):
+        predictor = Predictor(onnx_model, onnx_model.names, 640)  # imgsz 640, rect: neither applies
+    notes = [r.getMessage() for r in caplog.records if "fixed" in r.getMessage()]
+    assert notes == [f"{path} has a fixed 256x320 input: predicting at 256x320, not imgsz 640"]
+    got = predictor(image)[0].boxes.data.numpy()
+    expected = Predictor(official, official.names, (256, 320), rect=False)(image)[0].boxes.data.numpy()
+    assert len(expected) > 0
+    assert _same_boxes(got, expected)
+
+
+def _cli_boxes(run_dir: Path) -> np.ndarray:
+    """Boxes ``(n, 6)`` = x1, y1, x2, y2, score, class from a ``predict --save`` run's predictions.json."""
+    detections = json.loads((run_dir / "predictions.json").read_text())[0]["detections"]
+    return np.array([[*d["box"], d["confidence"], d["class"]] for d in detections], dtype=np.float32).reshape(-1, 6)
+
+
+def test_cli_static_onnx_predicts_with_default_imgsz(official, tmp_path):
+    weights, image = shared_path("weights", "yolov5n.pt"), shared_path("images", "bus.jpg")
+    exported = run_cli("export", "--model", weights, "--format", "onnx", "--imgsz", "320", "--output", "y.onnx",
+                       cwd=tmp_path)  # fmt: skip
+    assert exported.returncode == 0, exported.stderr
+    assert OnnxModel(tmp_path / "y.onnx").input_hw == (320, 320)
+    proc = run_cli("predict", "--model", "y.onnx", "--source", image, "--save", "--project", ".", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    notes = [line for line in proc.stderr.splitlines() if "fixed 320x320 input" in line]
+    assert notes == ["y.onnx has a fixed 320x320 input: predicting at 320x320, not imgsz 640"]
+    expected = Predictor(official, official.names, 320, rect=False)(str(image))[0].boxes.data.numpy()
+    assert len(expected) > 0
+    assert _same_boxes(_cli_boxes(tmp_path / "exp"), expected)
+
+
+def test_cli_dynamic_onnx_honours_imgsz_and_square(official, tmp_path):
+    image = shared_path("images", "bus.jpg")
+    export_model(official, "onnx", tmp_path / "dyn.onnx", imgsz=320, dynamic_size=True)
+    for name, extra, rect in (("rect", [], True), ("square", ["--square"], False)):
+        proc = run_cli("predict", "--model", "dyn.onnx", "--source", image, "--imgsz", "256", *extra, "--save",
+                       "--project", ".", "--name", name, cwd=tmp_path)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert "fixed" not in proc.stderr
+        expected = Predictor(official, official.names, 256, rect=rect)(str(image))[0].boxes.data.numpy()
+        assert len(expected) > 0
+        assert _same_boxes(_cli_boxes(tmp_path / name), expected)
+    assert not _same_boxes(_cli_boxes(tmp_path / "rect"), _cli_boxes(tmp_path / "square"))

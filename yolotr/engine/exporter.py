@@ -20,6 +20,7 @@ from torch import nn
 
 from yolotr.errors import CheckpointError, YolotrError
 from yolotr.nn.head import Detect
+from yolotr.nn.head_af import AnchorFreeDetect
 from yolotr.ops.boxes import non_max_suppression
 
 LOGGER = logging.getLogger("yolotr")
@@ -81,7 +82,7 @@ def export_model(
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
     net = copy.deepcopy(model).float().eval().fuse() if hasattr(model, "fuse") else copy.deepcopy(model).eval()
     head = net.model[-1] if hasattr(net, "model") else None
-    if isinstance(head, Detect):
+    if isinstance(head, Detect | AnchorFreeDetect):
         head.export = not raw
     module = (_RawHeads(net) if raw else net).eval()
     example = torch.rand(batch, 3, h, w)
@@ -95,7 +96,7 @@ def export_model(
         traced.save(str(path))
     if not check:
         return ExportResult(path, float("nan"), True)
-    return _check(module, path, format, example, raw)
+    return _check(module, path, format, example, raw, len(getattr(net, "names", [])) or None)
 
 
 def _export_onnx(module, example, path, dynamic, dynamic_size, raw, opset, net) -> None:
@@ -136,7 +137,7 @@ def _run_file(path: Path, format: str, x: torch.Tensor) -> list[np.ndarray]:
     return [t.numpy() for t in (out if isinstance(out, tuple | list) else [out])]
 
 
-def _check(module, path: Path, format: str, example: torch.Tensor, raw: bool) -> ExportResult:
+def _check(module, path: Path, format: str, example: torch.Tensor, raw: bool, nc: int | None) -> ExportResult:
     with torch.no_grad():
         expected = module(example)
     expected = [t.numpy() for t in (expected if isinstance(expected, tuple | list) else [expected])]
@@ -144,17 +145,23 @@ def _check(module, path: Path, format: str, example: torch.Tensor, raw: bool) ->
     diff = max(float(np.abs(a - b).max()) for a, b in zip(expected, got))
     match = True
     if not raw:
-        a = non_max_suppression(torch.from_numpy(expected[0]), 0.25, 0.45)
-        b = non_max_suppression(torch.from_numpy(got[0]), 0.25, 0.45)
+        a = non_max_suppression(torch.from_numpy(expected[0]), 0.25, 0.45, nc=nc)
+        b = non_max_suppression(torch.from_numpy(got[0]), 0.25, 0.45, nc=nc)
         match = all(x.shape == y.shape and (x.shape[0] == 0 or torch.allclose(x, y, atol=0.5)) for x, y in zip(a, b))
-    LOGGER.info("exported %s; max abs difference to PyTorch %.3g", path, diff)
     if not match:
         raise ExportError(f"{path}: detections of the exported model differ from PyTorch's (max abs diff {diff:.3g})")
+    LOGGER.info("exported %s: max abs difference to PyTorch %.2e%s", path, diff, "" if raw else ", detections match")
     return ExportResult(path, diff, match)
 
 
 class OnnxModel(nn.Module):
-    """An exported ONNX detector run with onnxruntime, usable wherever the predictor takes a model."""
+    """An exported ONNX detector run with onnxruntime, usable wherever the predictor takes a model.
+
+    The input shape comes from the file: ``input_hw`` is the fixed ``(height, width)`` of a model
+    exported without ``dynamic_size`` (``None`` when both are dynamic), ``input_batch`` the fixed
+    batch size of a ``--static`` export (``None`` when dynamic). A fixed-batch model still takes any
+    number of images: :meth:`forward` pads or splits the batch.
+    """
 
     def __init__(self, path: str | Path):
         super().__init__()
@@ -168,7 +175,34 @@ class OnnxModel(nn.Module):
         meta = self.session.get_modelmeta().custom_metadata_map
         self.names = json.loads(meta.get("names", "[]"))
         self.stride = torch.tensor(json.loads(meta.get("stride", "[32]")))
+        inputs = self.session.get_inputs()
+        shape = list(inputs[0].shape) if inputs else []
+        if len(shape) != 4:
+            raise CheckpointError(f"{self.path}: expected one image input (B, 3, H, W), found {shape}")
+        self.input_name = inputs[0].name
+        batch, _, h, w = (d if isinstance(d, int) and d > 0 else None for d in shape)
+        self.input_batch: int | None = batch
+        self.input_hw: tuple[int, int] | None = (h, w) if h is not None and w is not None else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
-        out = self.session.run(None, {"images": x.detach().cpu().float().numpy()})
-        return (torch.from_numpy(out[0]),)
+        """``(B, 3, H, W)`` float in ``[0, 1]`` -> ``((B, N, 5 + nc) float32,)``, decoded boxes in pixels.
+
+        Raises:
+            YolotrError: ``(H, W)`` differs from the fixed input size of the file.
+        """
+        if self.input_hw is not None and tuple(x.shape[2:]) != self.input_hw:
+            h, w = self.input_hw
+            raise YolotrError(
+                f"{self.path}: the model was exported for a fixed {h}x{w} input, got {x.shape[2]}x{x.shape[3]}; "
+                f"letterbox to {h}x{w} (or export with --dynamic-size)"
+            )
+        x = x.detach().cpu().float().numpy()
+        n, size = x.shape[0], self.input_batch or x.shape[0]
+        outputs = []
+        for i in range(0, n, size):
+            chunk = x[i : i + size]
+            if chunk.shape[0] < size:  # a fixed-batch model: pad with blank images, drop their outputs
+                pad = np.zeros((size - chunk.shape[0], *chunk.shape[1:]), dtype=chunk.dtype)
+                chunk = np.concatenate([chunk, pad])
+            outputs.append(self.session.run(None, {self.input_name: chunk})[0][: min(size, n - i)])
+        return (torch.from_numpy(np.concatenate(outputs)),)

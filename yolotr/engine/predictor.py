@@ -32,6 +32,10 @@ class Predictor:
 
     Args:
         model: a ``DetectionModel`` (or any module whose eval output's first item is ``(B, N, 5 + nc)``).
+            A model with a fixed input size (an ONNX file exported without dynamic height and
+            width: ``model.input_hw = (h, w)``) is always fed at that size, letterboxed to exactly
+            ``(h, w)``; ``imgsz`` and ``rect`` then do not apply (an info line says so when
+            ``imgsz`` asked for another size).
         names: class names.
         imgsz: letterbox size (square side or ``(h, w)``).
         rect: letterbox to the smallest stride multiple around the resized image (YOLOv5's
@@ -59,6 +63,16 @@ class Predictor:
             self.model = self.model.to(memory_format=torch.channels_last)  # faster convolutions (oneDNN, cuDNN)
         self.names = list(names)
         self.imgsz, self.rect = imgsz, rect
+        fixed = getattr(model, "input_hw", None)
+        if fixed is not None:
+            asked = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
+            if tuple(asked) != tuple(fixed):
+                LOGGER.info(
+                    "%s has a fixed %dx%d input: predicting at %dx%d, not imgsz %s",
+                    getattr(model, "path", "the model"), *fixed, *fixed,
+                    imgsz if isinstance(imgsz, int) else "x".join(map(str, imgsz)),
+                )  # fmt: skip
+            self.imgsz, self.rect = tuple(fixed), False
         self.conf, self.iou, self.max_det, self.classes, self.agnostic = conf, iou, max_det, classes, agnostic
         self.batch = max(int(batch), 1)
         model_stride = getattr(model, "stride", None)
@@ -75,7 +89,7 @@ class Predictor:
         out = self.model(x)
         decoded = out[0] if isinstance(out, tuple | list) else out
         detections = non_max_suppression(
-            decoded, self.conf, self.iou, self.classes, self.agnostic, self.max_det
+            decoded, self.conf, self.iou, self.classes, self.agnostic, self.max_det, nc=len(self.names)
         )  # fmt: skip
         for det, im in zip(detections, images):
             det[:, :4] = scale_boxes(tuple(x.shape[2:]), det[:, :4], im.shape[:2])
