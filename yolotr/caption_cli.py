@@ -14,7 +14,7 @@ from yolotr.engine.caption_trainer import DEFAULTS
 _HELP = {
     "data": "'shapes' (built-in) or a caption dataset YAML (COCO captions JSON files)",
     "resume": "a last.pt to continue training from",
-    "time_limit": "training seconds (0: no limit)",
+    "time_limit": "minutes of training, a float (0.5 = 30 s; 0: no limit); when set it ends the run, not --epochs",
     "layer": "backbone layer whose features are the visual memory",
     "encoder": "backbone (detection YAML layers) or patch (ViT patch embedding)",
     "weights": "detection checkpoint to initialise the backbone from",

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib.util
 import json
+import logging
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -13,13 +16,14 @@ import torch
 
 from yolotr.caption_cli import add_caption_parser
 from yolotr.engine.caption_trainer import (
+    DEFAULTS,
     CaptionTrainer,
     load_caption_data,
     load_captioner,
     lr_factor,
     read_caption_json,
 )
-from yolotr.errors import DataError
+from yolotr.errors import ConfigError, DataError
 
 TINY = dict(
     data="shapes", n_train=8, n_val=3, imgsz=48, encoder="patch", patch=16, vit_depth=1, dim=32, layers=1,
@@ -90,3 +94,58 @@ def test_lr_schedule_warmup_then_cosine():
     assert lr_factor(0.0, 0.1) < 0.01 and lr_factor(0.05, 0.1) == pytest.approx(0.5)
     assert lr_factor(0.1, 0.1) == pytest.approx(1.0) and lr_factor(1.0, 0.1) == pytest.approx(0.01)
     assert lr_factor(0.3, 0.1) > lr_factor(0.6, 0.1) > lr_factor(0.9, 0.1)
+
+
+def test_time_limit_is_in_minutes_and_ends_the_run_instead_of_epochs(cache, tmp_path, caplog):
+    cfg = {**TINY, "epochs": 1, "time_limit": 0.05, "project": str(tmp_path / "runs"), "name": "t"}
+    with caplog.at_level(logging.INFO, logger="yolotr"):
+        result = CaptionTrainer(cfg).train()
+    assert 3.0 <= result["time"] < 20.0  # 0.05 min = 3 s, plus the epoch under way and its validation
+    assert "epoch 1/0.05 min" in caplog.text  # epochs=1 is not the limit: the clock is
+    assert "time limit of 0.05 min reached after epoch" in caplog.text
+    assert torch.load(tmp_path / "runs" / "t" / "weights" / "last.pt", weights_only=True)["elapsed"] >= 3.0
+
+
+def test_time_limit_shorter_than_a_step_warns(cache, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="yolotr"):
+        CaptionTrainer({**TINY, "time_limit": 1e-6, "project": str(tmp_path / "runs"), "name": "t"}).train()
+    assert "shorter than one training step" in caplog.text and "time_limit is in minutes" in caplog.text
+    assert torch.load(tmp_path / "runs" / "t" / "weights" / "last.pt", weights_only=True)["step"] == 1
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="yolotr"):
+        CaptionTrainer({**TINY, "time_limit": 0.01, "project": str(tmp_path / "runs"), "name": "u"}).train()
+    assert "shorter than one training step" not in caplog.text
+    with pytest.raises(ConfigError, match="time_limit must be a number of minutes"):
+        CaptionTrainer({**TINY, "time_limit": -1})
+
+
+def test_cli_time_limit_flag_takes_float_minutes(capsys):
+    parser = argparse.ArgumentParser()
+    add_caption_parser(parser.add_subparsers(dest="command"))
+    assert parser.parse_args(["caption", "train", "--time-limit", "0.5"]).time_limit == 0.5
+    with pytest.raises(SystemExit):
+        parser.parse_args(["caption", "train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--time-limit TIME_LIMIT minutes of training, a float (0.5 = 30 s; 0: no limit)" in help_text
+
+
+def _bench_module():
+    path = Path(__file__).resolve().parents[2] / "bench" / "caption.py"
+    spec = importlib.util.spec_from_file_location("bench_caption", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_caption_defaults_are_the_settings_the_bench_uses():
+    # the settings that reach BLEU-4 0.53-0.56 in 290 s on 2 CPU threads (issue 18)
+    expected = {"imgsz": 64, "n_train": 4000, "lr": 2e-3, "layer": 4, "dim": 128, "batch": 32, "encoder": "backbone"}
+    assert {k: DEFAULTS[k] for k in expected} == expected
+    bench = _bench_module()
+    args = bench.build_parser().parse_args([])
+    overrides = bench.bench_overrides(args)
+    # the bench passes its time budget, where to write and the device; every model, data and
+    # optimisation setting is the command's default
+    assert set(overrides) == {"data", "time_limit", "project", "name", "device"}
+    assert overrides["data"] == DEFAULTS["data"] and overrides["time_limit"] == pytest.approx(4.8)
+    assert bench.bench_overrides(bench.build_parser().parse_args(["--imgsz", "96"]))["imgsz"] == 96
