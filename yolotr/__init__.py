@@ -1,9 +1,10 @@
 """yolotr: YOLO-family object detectors with first-class Transformer blocks."""
 
 from yolotr.errors import CheckpointError, ConfigError, DataError, YolotrError
+from yolotr.logs import set_verbosity
 
 __version__ = "0.1.0"
-__all__ = ["YOLO", "YolotrError", "ConfigError", "DataError", "CheckpointError", "__version__"]
+__all__ = ["YOLO", "YolotrError", "ConfigError", "DataError", "CheckpointError", "set_verbosity", "__version__"]
 
 
 def __getattr__(name: str):

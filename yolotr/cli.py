@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from yolotr.errors import YolotrError
+from yolotr.logs import verbosity
 
 LOGGER = logging.getLogger("yolotr")
 
@@ -153,7 +154,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     model = load_model(args.model, nc=args.nc)
     path = args.output or str(Path(args.model).with_suffix(f".{args.format}").name)
-    result = export_model(
+    export_model(  # logs "exported <path>: max abs difference to PyTorch ..., detections match"
         model,
         args.format,
         path,
@@ -163,7 +164,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         raw=args.raw,
         opset=args.opset,
     )
-    print(f"exported {result.path}: max abs difference to PyTorch {result.max_abs_diff:.2e}, detections match")
     return 0
 
 
@@ -325,15 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    try:
-        return args.func(args)
-    except YolotrError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    with verbosity(logging.DEBUG if args.verbose else logging.INFO):  # the yolotr logger, as a Python user gets it
+        try:
+            return args.func(args)
+        except YolotrError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":

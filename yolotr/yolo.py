@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
+from yolotr.logs import verbosity
 from yolotr.models.loading import load_model
-
-LOGGER = logging.getLogger("yolotr")
 
 
 class YOLO:
@@ -16,14 +14,29 @@ class YOLO:
     ``YOLO("yolov5s.yaml")`` builds a shipped config (or any YAML path); ``YOLO("best.pt")`` loads our
     checkpoint; ``YOLO("yolov5n.pt")`` imports an official YOLOv5 checkpoint without its code.
 
+    Messages (an imported checkpoint, a weight-transfer report, a dataset summary, the layer table)
+    go to the ``yolotr`` logger, which shows them on stderr unless the application configured logging
+    itself (see :mod:`yolotr.logs`).
+
     Args:
         source: model YAML or checkpoint.
         nc: number of classes when building from a YAML.
+        verbose: ``False`` hides the INFO messages of this object's calls (warnings still show);
+            each method's own ``verbose`` overrides it.
+
+    Raises:
+        CheckpointError: ``source`` is a file that is not a readable checkpoint.
+        ConfigError: ``source`` is a YAML that does not describe a model.
     """
 
-    def __init__(self, source: str | Path = "yolov5n.yaml", nc: int | None = None):
+    def __init__(self, source: str | Path = "yolov5n.yaml", nc: int | None = None, verbose: bool = True):
         self.source = str(source)
-        self.model = load_model(source, nc=nc)
+        self.verbose = verbose
+        with verbosity(verbose):
+            self.model = load_model(source, nc=nc)
+
+    def _verbose(self, verbose: bool | None) -> bool:
+        return self.verbose if verbose is None else verbose
 
     @property
     def names(self) -> list[str]:
@@ -39,49 +52,82 @@ class YOLO:
         classes: list[int] | None = None,
         rect: bool = True,
         batch: int = 1,
+        verbose: bool | None = None,
     ):
         """Detections on images, folders, globs or videos: a list of ``Results`` (one per image/frame)."""
         from yolotr.engine.predictor import Predictor
 
-        self.model.eval()
-        predictor = Predictor(
-            self.model, self.names, imgsz, rect=rect, conf=conf, iou=iou, max_det=max_det, classes=classes, batch=batch
-        )
-        return predictor(source)
+        with verbosity(self._verbose(verbose)):
+            self.model.eval()
+            predictor = Predictor(
+                self.model, self.names, imgsz, rect=rect, conf=conf, iou=iou, max_det=max_det, classes=classes,
+                batch=batch,
+            )  # fmt: skip
+            return predictor(source)
 
-    def train(self, **overrides) -> dict:
+    def train(self, *, verbose: bool | None = None, **overrides) -> dict:
         """Train this model (keys of ``cfg/default.yaml`` as keyword arguments); returns the last metrics.
 
         The trained weights (best fitness) are loaded back into ``self.model`` afterwards.
+        ``verbose=False`` hides the INFO messages (dataset summary, epoch lines); the progress bar stays.
         """
         from yolotr.data.sources import load_dataset_config
         from yolotr.engine.trainer import Trainer
 
-        nc = len(load_dataset_config(overrides.get("data", "shapes")).names)
-        model = self.model if self.model.nc == nc else None
-        if model is None:
-            overrides.setdefault("model", self.source)
-        result = Trainer(overrides, model=model).train()
-        best = Path(result["save_dir"]) / "weights" / "best.pt"
-        if best.is_file():
-            self.model = load_model(best)
+        with verbosity(self._verbose(verbose)):
+            nc = len(load_dataset_config(overrides.get("data", "shapes")).names)
+            model = self.model if self.model.nc == nc else None
+            if model is None:
+                overrides.setdefault("model", self.source)
+            result = Trainer(overrides, model=model).train()
+            best = Path(result["save_dir"]) / "weights" / "best.pt"
+            if best.is_file():
+                self.model = load_model(best)
         return result
 
-    def val(self, data, imgsz: int = 640, batch_size: int = 16, conf: float = 0.001, iou: float = 0.6, **kwargs):
-        """COCO metrics of this model on ``data``'s validation split (a ``ValidationResult``)."""
+    def val(
+        self,
+        data,
+        imgsz: int = 640,
+        batch_size: int = 16,
+        conf: float = 0.001,
+        iou: float = 0.6,
+        verbose: bool | None = None,
+        **kwargs,
+    ):
+        """COCO metrics of this model on ``data``'s validation split (a ``ValidationResult``).
+
+        ``verbose=False`` hides the progress bar and the logged table.
+        """
         from yolotr.engine.validator import validate
 
-        return validate(self.model, data, imgsz=imgsz, batch_size=batch_size, conf=conf, iou=iou, **kwargs)
+        verbose = self._verbose(verbose)
+        with verbosity(verbose):
+            return validate(
+                self.model, data, imgsz=imgsz, batch_size=batch_size, conf=conf, iou=iou, verbose=verbose, **kwargs
+            )
 
-    def export(self, format: str = "onnx", path: str | Path | None = None, imgsz: int = 640, **kwargs):
+    def export(
+        self,
+        format: str = "onnx",
+        path: str | Path | None = None,
+        imgsz: int = 640,
+        verbose: bool | None = None,
+        **kwargs,
+    ):
         """Export (fused, eval) and verify against PyTorch; returns an ``ExportResult`` with the path."""
         from yolotr.engine.exporter import export_model
 
-        return export_model(self.model, format, path, imgsz=imgsz, **kwargs)
+        with verbosity(self._verbose(verbose)):
+            return export_model(self.model, format, path, imgsz=imgsz, **kwargs)
 
     def info(self, imgsz: int = 640, verbose: bool = True) -> dict:
-        """Layer table, parameters and GFLOPs at ``imgsz``."""
-        return self.model.info(imgsz, verbose)
+        """Layer table, parameters and GFLOPs at ``imgsz``; ``verbose`` shows the table on the ``yolotr`` logger.
+
+        Returns a dict with ``layers``, ``params``, ``gradients``, ``gflops`` and ``table`` (the text).
+        """
+        with verbosity(verbose):
+            return self.model.info(imgsz, verbose)
 
     def fuse(self) -> YOLO:
         """Fold BatchNorm into convolutions for faster inference."""
