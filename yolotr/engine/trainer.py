@@ -36,7 +36,7 @@ from yolotr.errors import CheckpointError, ConfigError
 from yolotr.models.detection import DetectionModel
 from yolotr.models.loading import checkpoint_state_dict, load_model
 from yolotr.models.weights import copy_checkpoint, model_checkpoint, save_checkpoint, transfer_weights
-from yolotr.ops.loss import LOSS_NAMES, DetectionLoss
+from yolotr.ops.loss import build_loss
 
 LOGGER = logging.getLogger("yolotr")
 CSV_METRICS = ("metrics/precision", "metrics/recall", "metrics/mAP50", "metrics/mAP50-95")
@@ -188,7 +188,7 @@ class Trainer:
         self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp and self.amp_dtype == torch.float16)
         self.ema = ModelEMA(self.model, cfg["ema_decay"], cfg["ema_tau"]) if cfg["ema"] else None
-        self.loss_fn = DetectionLoss(self.model.model[-1], cfg, cfg["imgsz"])
+        self.loss_fn = build_loss(self.model, cfg, cfg["imgsz"])
         self.guard = NonFiniteGuard(cfg["nan_max_bad_steps"], cfg["nan_window"], cfg["nan_lr_factor"])
         self.warmup_iters = (
             max(round(cfg["warmup_epochs"] * self.nb), cfg["warmup_min_iters"]) if cfg["warmup_epochs"] > 0 else 0
@@ -330,7 +330,7 @@ class Trainer:
             self.train_model.train()
             start = self.start_batch if epoch == self.start_epoch else 0
             self.sampler.set_epoch(epoch, start)
-            mean_loss = torch.zeros(3)
+            mean_loss = torch.zeros(len(self.loss_fn.names))
             seen = 0
             bar = tqdm(
                 self.loader,
@@ -358,7 +358,7 @@ class Trainer:
                         self._save(epoch, bi + 1)
                 mean_loss = (mean_loss * seen + items.cpu()) / (seen + 1)
                 seen += 1
-                bar.set_postfix({n: f"{v:.4f}" for n, v in zip(LOSS_NAMES, mean_loss.tolist())})
+                bar.set_postfix({n: f"{v:.4f}" for n, v in zip(self.loss_fn.names, mean_loss.tolist())})
             metrics = self._end_epoch(epoch, mean_loss, t0)
             if epoch == self.start_epoch and cfg["time_limit"]:
                 self._fit_epochs_to_time(epoch, time.time() - t0)
@@ -466,7 +466,7 @@ class Trainer:
 
     def _write_csv(self, epoch: int, mean_loss: torch.Tensor, metrics: dict, elapsed: float) -> None:
         path = self.save_dir / "results.csv"
-        header = ["epoch", *(f"train/{n}_loss" for n in LOSS_NAMES), *CSV_METRICS, "lr", "time"]
+        header = ["epoch", *(f"train/{n}_loss" for n in self.loss_fn.names), *CSV_METRICS, "lr", "time"]
         row = [
             epoch + 1,
             *(round(v, 6) for v in mean_loss.tolist()),

@@ -27,6 +27,7 @@ from yolotr.data.sources import DatasetConfig, ImageRecord, load_dataset_config,
 from yolotr.errors import ConfigError
 from yolotr.metrics.detection import ClassMetrics, DetectionEvaluator, DetectionMetrics
 from yolotr.ops.boxes import clip_boxes, non_max_suppression, xywh2xyxy
+from yolotr.ops.loss import LOSS_NAMES
 
 LOGGER = logging.getLogger("yolotr")
 
@@ -45,7 +46,8 @@ class ValidationResult:
         per_class: one :class:`~yolotr.metrics.detection.ClassMetrics` per class.
         speed: milliseconds per image: ``preprocess``, ``inference``, ``nms`` (includes the mapping of
             boxes back to the original images).
-        loss: ``(3,)`` float64 mean ``(box, obj, cls)`` loss per batch when a ``loss_fn`` was given.
+        loss: float64 mean loss items per batch when a ``loss_fn`` was given, named by ``loss_names``
+            (``(box, obj, cls)`` for YOLOv5 heads, ``(box, cls, dfl)`` for anchor-free ones).
         metrics: the full :class:`~yolotr.metrics.detection.DetectionMetrics` (curves, confusion matrix).
         plots: image files written (PR curve, confusion matrix), empty without ``save_dir``.
         dataloader: the loader that was used (built by :func:`validate` when none was given): pass it
@@ -60,6 +62,7 @@ class ValidationResult:
     speed: dict[str, float]
     metrics: DetectionMetrics
     loss: np.ndarray | None = None
+    loss_names: tuple[str, ...] = LOSS_NAMES
     plots: list[Path] = field(default_factory=list)
     dataloader: DataLoader | None = field(default=None, repr=False)
 
@@ -70,7 +73,7 @@ class ValidationResult:
 
     def to_dict(self) -> dict[str, float]:
         """Columns for ``results.csv``: ``metrics/precision``, ``metrics/recall``, ``metrics/mAP50``,
-        ``metrics/mAP50-95`` and, with a loss, ``val/box_loss``, ``val/obj_loss``, ``val/cls_loss``."""
+        ``metrics/mAP50-95`` and, with a loss, ``val/<name>_loss`` for each of ``loss_names``."""
         out = {
             "metrics/precision": self.precision,
             "metrics/recall": self.recall,
@@ -78,7 +81,7 @@ class ValidationResult:
             "metrics/mAP50-95": self.map50_95,
         }
         if self.loss is not None:
-            out.update({f"val/{k}_loss": float(v) for k, v in zip(("box", "obj", "cls"), self.loss)})
+            out.update({f"val/{k}_loss": float(v) for k, v in zip(self.loss_names, self.loss)})
         return out
 
     def table(self, per_class: bool = True) -> str:
@@ -186,7 +189,8 @@ class Validator:
         amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
         evaluator = DetectionEvaluator(self.names, max_det=self.max_det)
         times = np.zeros(3)
-        loss_sum, n_batches = torch.zeros(3, device=device, dtype=torch.float64), 0
+        loss_names = tuple(getattr(self.loss_fn, "names", LOSS_NAMES))
+        loss_sum, n_batches = torch.zeros(len(loss_names), device=device, dtype=torch.float64), 0
         bar = tqdm(self.dataloader, desc=HEADER, disable=not self.progress, leave=False)
         for images, targets, paths, shapes in bar:
             t0 = _clock(device)
@@ -199,7 +203,7 @@ class Validator:
                 loss_sum += self.loss_fn(list(raw), targets.to(device))[1].double()
                 n_batches += 1
             t2 = _clock(device)
-            detections = non_max_suppression(decoded, self.conf, self.iou, max_det=self.max_det)
+            detections = non_max_suppression(decoded, self.conf, self.iou, max_det=self.max_det, nc=len(self.names))
             for i, det in enumerate(detections):
                 if shapes[i] is None:
                     raise ValueError(f"{paths[i]}: no letterbox shapes (a mosaic?): validate without augmentation")
@@ -220,6 +224,7 @@ class Validator:
             speed=speed,
             metrics=metrics,
             loss=(loss_sum / n_batches).cpu().numpy() if n_batches else None,
+            loss_names=loss_names,
         )
         if self.save_dir is not None:
             result.plots = self.plot(metrics)

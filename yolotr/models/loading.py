@@ -8,7 +8,7 @@ from pathlib import Path
 from yolotr.data.coco import COCO_NAMES
 from yolotr.errors import CheckpointError, ConfigError
 from yolotr.models.detection import DetectionModel
-from yolotr.models.weights import load_exact, read_checkpoint, yolov5_model_parts
+from yolotr.models.weights import load_exact, pickled_origin, read_checkpoint, yolov5_model_parts
 
 LOGGER = logging.getLogger("yolotr")
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
@@ -36,7 +36,8 @@ def load_model(source: str | Path, nc: int | None = None) -> DetectionModel:
         model = DetectionModel(cfg)
         load_exact(model, state, path)
         model.names = names
-        LOGGER.info("%s: imported official YOLOv5 checkpoint (%d tensors, %d classes)", path, len(state), len(names))
+        origin = pickled_origin(checkpoint)
+        LOGGER.info("%s: imported %s checkpoint (%d tensors, %d classes)", path, origin, len(state), len(names))
     else:
         model = _load_state_dict_file(checkpoint, path)
     return model.float().eval()

@@ -32,11 +32,12 @@ def make_anchors(
         dtype, device = torch.float32, torch.device("cpu")
         sizes = feats
     for (h, w), s in zip(sizes, strides):
-        sx = torch.arange(int(w), device=device, dtype=dtype) + offset
-        sy = torch.arange(int(h), device=device, dtype=dtype) + offset
+        # sizes stay as traced values under ONNX export (no int()), so a dynamic-size export keeps them dynamic
+        sx = torch.arange(w, device=device, dtype=dtype) + offset
+        sy = torch.arange(h, device=device, dtype=dtype) + offset
         yy, xx = torch.meshgrid(sy, sx, indexing="ij")
         points.append(torch.stack((xx, yy), -1).view(-1, 2))
-        stride_of_point.append(torch.full((int(h) * int(w), 1), float(s), dtype=dtype, device=device))
+        stride_of_point.append(torch.ones_like(xx).view(-1, 1) * float(s))
     return torch.cat(points), torch.cat(stride_of_point)
 
 

@@ -56,25 +56,34 @@ def non_max_suppression(
     agnostic: bool = False,
     max_det: int = 300,
     max_candidates: int = 30000,
+    nc: int | None = None,
 ) -> list[torch.Tensor]:
     """Per-image NMS of decoded YOLO output.
 
     Args:
-        prediction: ``(B, N, 5 + nc)`` float: cx, cy, w, h (pixels), objectness, class probabilities.
-        conf_thres: minimum ``objectness * class probability``.
+        prediction: ``(B, N, 5 + nc)`` float: cx, cy, w, h (pixels), objectness, class probabilities;
+            or, from an anchor-free head, ``(B, N, 4 + nc)`` without objectness (pass ``nc``).
+        conf_thres: minimum ``objectness * class probability`` (the class probability alone without
+            objectness).
         iou_thres: IoU above which the lower-scored box of the same class is dropped.
         classes: keep only these class indices.
         agnostic: suppress across classes.
         max_det: detections kept per image.
+        nc: the number of classes: tells ``4 + nc`` (anchor-free) from ``5 + nc`` columns; without it
+            the output is taken to have an objectness column.
 
     Returns:
         One ``(n, 6)`` float32 tensor per image: x1, y1, x2, y2, score, class — best first.
     """
     prediction = prediction.float()
+    objectness = nc is None or prediction.shape[-1] != 4 + nc
     out = []
     for x in prediction:
-        x = x[x[:, 4] > conf_thres]
-        scores = x[:, 5:] * x[:, 4:5]
+        if objectness:
+            x = x[x[:, 4] > conf_thres]
+            scores = x[:, 5:] * x[:, 4:5]
+        else:
+            scores = x[:, 4:]
         conf, cls = scores.max(1)
         keep = conf > conf_thres
         if classes is not None:
