@@ -201,3 +201,16 @@ def test_stock_p6_yaml_with_placeholder_anchors_gets_anchors_from_the_data(tiny_
         reloaded = load_model(tmp_path / "run" / "weights" / "last.pt")
     assert "placeholder" not in caplog.text
     assert torch.equal(reloaded.model[-1].anchors, anchors)
+
+
+def test_two_gloo_ranks_train_with_the_anchors_rank0_fitted(tiny_shapes, tmp_path):
+    from tests.engine.test_ddp import _finish_ranks, _start_ranks
+
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, model=str(_bad_yaml(tmp_path)), epochs=1, batch=4, nbs=8)
+    rank0, rank1 = _finish_ranks(_start_ranks(cfg, tmp_path), tmp_path)
+    (key,) = [k for k in rank0 if k.endswith(".anchors")]
+    bad = torch.tensor(BAD_ANCHORS, dtype=torch.float32).view(3, 3, 2) / torch.tensor([8.0, 16.0, 32.0]).view(3, 1, 1)
+    assert not torch.equal(rank0[key], bad)
+    assert torch.equal(rank0[key], rank1[key])  # broadcast from rank 0
+    _, saved, _ = _saved_anchors(tmp_path / "run" / "weights" / "last.pt")
+    assert torch.equal(saved, rank0[key])
