@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
 from tests.engine.conftest import tiny_train_cfg
@@ -54,8 +55,9 @@ def _finish_ranks(procs: list[subprocess.Popen], tmp_path) -> tuple[dict, dict]:
     return tuple(torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
 
 
-def test_two_gloo_ranks_hold_identical_weights(tiny_shapes, tmp_path):
-    cfg = tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, batch=2, nbs=4)
+@pytest.mark.parametrize("model", ["yolov5n.yaml", "yolov8n.yaml"])
+def test_two_gloo_ranks_hold_identical_weights(model, tiny_shapes, tmp_path):
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, model=model, epochs=1, batch=2, nbs=4)
     procs = _start_ranks(cfg, tmp_path)
     rank0, rank1 = _finish_ranks(procs, tmp_path)
     saved = torch.load(tmp_path / "run" / "weights" / "last.pt", weights_only=True)["train_state"]["model"]
