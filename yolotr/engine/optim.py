@@ -9,17 +9,29 @@ import torch
 from torch import nn
 
 from yolotr.nn.attention import TransformerBlock, TransformerC3Layer
+from yolotr.nn.head_af import DFL
+from yolotr.nn.psa import ABlock, AreaAttention, PSAAttention, PSABlock
 from yolotr.nn.swin import SwinV2Block, SwinV2Layer
 
+# Modules whose parameters (all of them: attention, MLP, norms) train at ``lr_transformer_scale``.
+# YOLO11's PSABlock (in C2PSA, and in C3k2 with attn=True) and YOLO12's ABlock (in A2C2f) count as
+# Transformer layers; their attention modules are listed too for a model that uses them bare.
 TRANSFORMER_MODULES: tuple[type[nn.Module], ...] = (
     TransformerBlock,
     TransformerC3Layer,
     SwinV2Layer,
     SwinV2Block,
+    PSABlock,
+    PSAAttention,
+    ABlock,
+    AreaAttention,
     nn.MultiheadAttention,
     nn.LayerNorm,
 )
 NORMS = (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm, nn.SyncBatchNorm)
+# Modules whose parameters are constants, never optimized even if ``requires_grad`` was switched back on
+# (``model.requires_grad_(True)``): the anchor-free head's DFL bin values ``0 .. reg_max - 1``.
+CONSTANT_MODULES: tuple[type[nn.Module], ...] = (DFL,)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float, transformer_scale: float) -> list[dict]:
@@ -28,14 +40,17 @@ def parameter_groups(model: nn.Module, weight_decay: float, transformer_scale: f
     ``decay`` (conv/linear weights, with weight decay), ``no_decay`` (norm weights, no decay) and
     ``bias`` (no decay; warmed up from ``warmup_bias_lr``), each once for CNN parameters
     (``lr_scale`` 1) and once for parameters inside Transformer/Swin modules (``lr_scale =
-    transformer_scale``). Empty groups are dropped.
+    transformer_scale``). Empty groups are dropped. Frozen parameters (``requires_grad`` False) and
+    those of :data:`CONSTANT_MODULES` are in no group.
     """
     inside_transformer: set[int] = set()
+    seen: set[int] = set()
     for module in model.modules():
         if isinstance(module, TRANSFORMER_MODULES):
             inside_transformer.update(id(p) for p in module.parameters())
+        if isinstance(module, CONSTANT_MODULES):
+            seen.update(id(p) for p in module.parameters())
     groups = {(kind, tr): [] for kind in ("decay", "no_decay", "bias") for tr in (False, True)}
-    seen: set[int] = set()
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
             if not p.requires_grad or id(p) in seen:

@@ -1,0 +1,90 @@
+"""Parameter groups of the anchor-free line: YOLO11's PSA and YOLO12's area attention train at
+``lr_transformer_scale``, the DFL bin values are in no group."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from yolotr.engine.config import default_config
+from yolotr.engine.optim import apply_schedule, build_optimizer, parameter_groups
+from yolotr.models.detection import DetectionModel
+from yolotr.nn.head_af import DFL
+from yolotr.nn.psa import ABlock, PSABlock
+from yolotr.ops.loss import build_loss
+
+SCALE = 0.2
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _by_name(model) -> dict[str, dict]:
+    return {g["name"]: g for g in parameter_groups(model, 5e-4, SCALE)}
+
+
+def _ids(group: dict) -> set[int]:
+    return {id(p) for p in group["params"]}
+
+
+def _dfl_weight(model) -> torch.Tensor:
+    return next(m for m in model.modules() if isinstance(m, DFL)).conv.weight
+
+
+@pytest.mark.parametrize(("cfg", "block", "layer"), [("yolo11n.yaml", PSABlock, 10), ("yolo12n.yaml", ABlock, 6)])
+def test_attention_blocks_get_the_transformer_scale(cfg, block, layer):
+    model = DetectionModel(cfg, nc=2)
+    groups = _by_name(model)
+    assert groups["decay/transformer"]["lr_scale"] == SCALE and groups["decay"]["lr_scale"] == 1.0
+    transformer = set().union(*(_ids(g) for name, g in groups.items() if name.endswith("/transformer")))
+    blocks = [m for m in model.modules() if isinstance(m, block)]
+    assert any(isinstance(m, block) for m in model.model[layer].modules())
+    inside = {id(p) for m in blocks for p in m.parameters()}
+    assert inside <= transformer
+    attn = next(m for m in model.model[layer].modules() if isinstance(m, block)).attn
+    assert id(attn.qkv.conv.weight) in _ids(groups["decay/transformer"])
+    assert id(attn.qkv.bn.weight) in _ids(groups["no_decay/transformer"])
+    assert id(attn.qkv.bn.bias) in _ids(groups["bias/transformer"])
+    cv1 = model.model[layer].cv1.conv.weight  # the CSP wrapper around the blocks stays a CNN parameter
+    assert id(cv1) in _ids(groups["decay"]) and id(cv1) not in transformer
+    everything = set().union(*(_ids(g) for g in groups.values()))
+    assert transformer - inside == set()  # nothing else in this model is a Transformer parameter
+    assert everything == {id(p) for p in model.parameters()} - {id(_dfl_weight(model))}
+    assert sum(len(g["params"]) for g in groups.values()) == len(everything)  # no parameter twice
+
+
+def test_dfl_weight_is_in_no_group_even_when_unfrozen():
+    model = DetectionModel("yolov8n.yaml", nc=2)
+    dfl = _dfl_weight(model)
+    assert not dfl.requires_grad
+    assert all(id(dfl) not in _ids(g) for g in _by_name(model).values())
+    model.requires_grad_(True)  # as a fine-tuning script that unfreezes everything would
+    assert all(id(dfl) not in _ids(g) for g in _by_name(model).values())
+
+
+def test_sgd_step_moves_cnn_weights_not_attention_at_scale_zero():
+    """With ``lr_transformer_scale`` 0 one real step leaves every PSABlock parameter and the DFL bins as
+    they were, and moves the convolutions around them."""
+    torch.manual_seed(0)
+    model = DetectionModel("yolo11n.yaml", nc=2).train()
+    optimizer = build_optimizer(model, "SGD", 0.01, 0.9, 5e-4, 0.0)
+    cfg = dict(lr0=0.01, lrf=0.01, epochs=10, cos_lr=False, warmup_bias_lr=0.1, warmup_momentum=0.8, momentum=0.9)
+    apply_schedule(optimizer, cfg, epoch=1, iteration=100, warmup_iters=10)
+    lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
+    assert lrs["decay/transformer"] == 0.0 and lrs["decay"] == pytest.approx(0.01 * (1 - 0.1 * 0.99))
+    psa = model.model[10].m[0]
+    before_psa = [p.detach().clone() for p in psa.parameters()]
+    before_cv1 = model.model[10].cv1.conv.weight.detach().clone()
+    targets = torch.tensor([[0, 0, 0.5, 0.5, 0.4, 0.3], [1, 1, 0.3, 0.6, 0.2, 0.4]])
+    loss, _ = build_loss(model, default_config(), 64)(model(torch.rand(2, 3, 64, 64)), targets)
+    loss.backward()
+    assert psa.attn.qkv.conv.weight.grad.abs().sum() > 0  # it has a gradient; the scale holds it still
+    optimizer.step()
+    assert all(torch.equal(a, p) for a, p in zip(before_psa, psa.parameters()))
+    assert not torch.equal(before_cv1, model.model[10].cv1.conv.weight)
+    assert torch.equal(_dfl_weight(model).view(-1), torch.arange(16, dtype=torch.float32))
