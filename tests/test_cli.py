@@ -105,3 +105,27 @@ def test_video_is_predicted_frame_by_frame_and_written_back(tmp_path):
     coco = json.loads((tmp_path / "v" / "predictions_coco.json").read_text())
     assert coco and {"image_id", "category_id", "bbox", "score"} == set(coco[0])
     assert {c["image_id"] for c in coco} <= {"clip_0", "clip_1", "clip_2", "clip_3"}
+
+
+def test_val_prints_its_table_once(tmp_path):
+    """``yolotr val`` on a YOLOv8 model of the built-in shapes set: the table reaches the user exactly once."""
+    from yolotr.data.synthetic import make_shapes_dataset
+    from yolotr.models.detection import DetectionModel
+    from yolotr.models.weights import model_checkpoint, save_checkpoint
+
+    data = make_shapes_dataset(tmp_path / "shapes", n_train=2, n_val=4, imgsz=64, seed=1)
+    model = DetectionModel("yolov8n.yaml", nc=3)
+    model.names = ["circle", "square", "triangle"]
+    weights = save_checkpoint(model_checkpoint(model), tmp_path / "m.pt")
+    proc = subprocess.run(
+        [sys.executable, "-m", "yolotr", "val", "--model", str(weights), "--data", str(data), "--imgsz", "64"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    text = proc.stdout + proc.stderr
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines()]
+    assert "Traceback" not in text
+    assert sum(line.startswith("Class") and line.endswith("mAP50-95") for line in lines) == 1  # not the bar
+    assert sum(line.split()[:1] == ["all"] for line in lines) == 1

@@ -133,7 +133,7 @@ def cmd_val(args: argparse.Namespace) -> int:
     from yolotr.models.loading import load_model
 
     model = load_model(args.model)
-    result = validate(
+    validate(  # logs its table (and the speed line) itself
         model,
         args.data,
         split=args.split,
@@ -144,7 +144,6 @@ def cmd_val(args: argparse.Namespace) -> int:
         workers=args.workers,
         save_dir=Path(args.save_dir) if args.save_dir else None,
     )
-    print(result.table() if hasattr(result, "table") else result)
     return 0
 
 
