@@ -15,9 +15,11 @@ from yolotr.engine.explain import (
     capture_attention,
     explain,
     received_attention,
+    top_detection_logit,
 )
 from yolotr.errors import ConfigError
 from yolotr.models.detection import DetectionModel
+from yolotr.nn.psa import AreaAttention, PSAAttention
 from yolotr.nn.swin import SwinV2Layer, window_partition
 
 IMGSZ = 128
@@ -78,11 +80,23 @@ def check_faithful(capture) -> None:
     torch.testing.assert_close(capture.reconstruct(), capture.output, atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize(("cfg", "layer"), [("c3tr", 8), ("yolov5n-swinv2.yaml", 6), ("yolov5n-transformerc3.yaml", 8)])
+@pytest.mark.parametrize(
+    ("cfg", "layer"),
+    [
+        ("c3tr", 8),
+        ("yolov5n-swinv2.yaml", 6),
+        ("yolov5n-transformerc3.yaml", 8),
+        ("yolo11n.yaml", 10),  # C2PSA: PSABlock's PSAAttention
+        ("yolo12n.yaml", 6),  # A2C2f: ABlock's AreaAttention, 4 areas
+        ("yolo12n.yaml", 8),  # A2C2f, 1 area
+    ],
+)
 def test_attention_map_is_faithful(cfg, layer, image, c3tr, tmp_path):
     model = c3tr if cfg == "c3tr" else calibrated(cfg)
     modules = attention_modules(model.model[layer])
     assert modules, f"no attention in layer {layer}"
+    if cfg.startswith("yolo1"):
+        assert isinstance(modules[-1], PSAAttention if cfg == "yolo11n.yaml" else AreaAttention)
     x = torch.rand(1, 3, IMGSZ, 96)
     check_faithful(capture_attention(model, x, modules[-1]))
 
@@ -146,3 +160,48 @@ def test_cli_writes_png(image, tmp_path, capsys):
     assert str(out) in capsys.readouterr().out
     assert main(["explain", "--model", "yolov5n-c3tr.yaml", "--source", image, "--layer", "40"]) == 2
     assert "out of range" in capsys.readouterr().err
+
+
+def test_area_attention_map_stays_within_its_stripes():
+    """Area attention on a 6 x 8 map with 4 areas (12 tokens each: one and a half rows): the recomputed
+    attention reproduces the output, every area's map sums to 1, and the map equals dense attention over
+    all 48 tokens with keys outside the query's area masked out."""
+    torch.manual_seed(0)
+    attn = AreaAttention(64, num_heads=2, area=4).eval()
+    h, w = 6, 8
+    x = torch.randn(1, 64, h, w)
+    capture = capture_attention(attn, x, attn)
+    check_faithful(capture)
+    got = received_attention(capture, h, w)
+    torch.testing.assert_close(got.view(4, 12).sum(1), torch.ones(4), atol=1e-5, rtol=0)
+
+    with torch.no_grad():  # dense reference: tokens row-major, per token [head0 q k v, head1 q k v]
+        qkv = attn.qkv(x).flatten(2).transpose(1, 2).view(h * w, 2, 3, 32)  # (L, heads, qkv, d)
+        q, k = qkv[:, :, 0].transpose(0, 1), qkv[:, :, 1].transpose(0, 1)  # (heads, L, d)
+        area_of = torch.arange(h * w) // 12
+        logits = q @ k.transpose(-2, -1) / 32**0.5
+        logits = logits.masked_fill(area_of[:, None] != area_of[None, :], float("-inf"))
+        probs = logits.softmax(-1).mean(0)  # (L, L), heads averaged
+        want = torch.stack([probs[area_of == area_of[j], j].mean() for j in range(h * w)]).view(h, w)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-5)
+
+
+def test_anchor_free_grad_cam_ranks_by_class_logit(tmp_path):
+    """YOLOv8's head has no objectness: the Grad-CAM score is the logit of the highest class score,
+    found from the raw maps or from the decoded output alone, and a conv layer gets a non-flat map."""
+    model = calibrated("yolov8n.yaml")
+    with torch.no_grad():
+        out = model(torch.rand(1, 3, IMGSZ, 96))
+    decoded, raw = out  # (1, A, 4 + nc), [(1, 16 * 4 + nc, H, W)]
+    score = top_detection_logit(out)
+    class_logits = torch.cat([r[0, 4 * 16 :].flatten(1) for r in raw], 1)  # (nc, A)
+    assert score == class_logits.max()  # the raw logit: a saturated sigmoid (1.0) still ranks
+    torch.testing.assert_close(score.sigmoid(), decoded[0, :, 4:].max(), atol=1e-6, rtol=1e-5)
+    from_decoded = top_detection_logit(decoded, model.model[-1])  # no raw maps: logit of the best score
+    torch.testing.assert_close(from_decoded.sigmoid(), decoded[0, :, 4:].max(), atol=1e-6, rtol=1e-5)
+
+    image = str(shared_path("images", "bus.jpg"))
+    assert not attention_modules(model.model[4])
+    heat, path = explain(model, image, 4, imgsz=IMGSZ, save_path=tmp_path / "cam_af.png")
+    check_heatmap(heat, (1080, 810))
+    assert path.is_file()

@@ -4,19 +4,26 @@
 on the original image, with a PNG overlay.
 
 - **Attention layers** (a YAML layer that contains ``nn.MultiheadAttention`` as in YOLOv5's C3TR,
-  ``MultiheadSelfAttention`` as in TransformerC3, or Swin V2's ``WindowAttentionV2``): a forward hook
-  on the *last* attention module of that layer records its inputs; the attention probabilities
+  ``MultiheadSelfAttention`` as in TransformerC3, Swin V2's ``WindowAttentionV2``, YOLO11's
+  ``PSAAttention`` (in C2PSA's PSABlocks) or YOLO12's ``AreaAttention`` (in A2C2f's ABlocks)): a forward
+  hook on the *last* attention module of that layer records its inputs; the attention probabilities
   ``softmax(q k^T / sqrt(d) [+ bias + mask])`` are then recomputed from them exactly as the module
   computes them (its code path is untouched: the fused ``scaled_dot_product_attention`` never returns
-  the weights). :meth:`AttentionCapture.reconstruct` multiplies them back by ``v`` and the output
-  projection, which reproduces the module's output, and the tests check that it does. The map is the
-  **attention each position receives**: probabilities averaged over heads, then over the queries
-  that can attend to that position (for Swin: the queries of the same window, of the same region of a
-  shifted window, and not in the zero padding). Windows are put back in place by undoing the
-  partition, the cyclic shift and the padding. It is not the attention rollout over several layers.
-- **Other layers**: Grad-CAM. The top detection is the argmax of ``objectness * class probability``
-  over the decoded output; the score ``S`` is its pre-sigmoid ``t_obj + t_cls`` (a confident detection's
-  sigmoids round to 1.0 and would have no gradient). Its gradient with respect to the layer's output
+  the weights; PSA and area attention recompute them with their own ``attention_probs``).
+  :meth:`AttentionCapture.reconstruct` multiplies them back by ``v`` and the output projection (for
+  PSA and area attention: plus the depthwise position term ``pe(v)``, then ``proj``), which reproduces
+  the module's output, and the tests check that it does. The map is the **attention each position
+  receives**: probabilities averaged over heads, then over the queries that can attend to that
+  position (for Swin: the queries of the same window, of the same region of a shifted window, and not
+  in the zero padding; for area attention: the queries of the same area, ``h * w / area`` consecutive
+  tokens in row-major order (a stripe of ``h / area`` rows when ``area`` divides ``h``), so every area's
+  map sums to 1). Windows are put back in place by undoing the partition, the cyclic shift and the
+  padding. It is not the attention rollout over several layers.
+- **Other layers**: Grad-CAM. For an anchor-based head (YOLOv5, YOLOv4) the top detection is the argmax
+  of ``objectness * class probability`` over the decoded output and the score ``S`` is its pre-sigmoid
+  ``t_obj + t_cls`` (a confident detection's sigmoids round to 1.0 and would have no gradient). An
+  anchor-free head (YOLOv8 / YOLO11 / YOLO12: no objectness, sigmoid class scores) ranks by the class
+  score and ``S`` is that class logit ``t_cls``. The gradient of ``S`` with respect to the layer's output
   map ``A (C, h, w)`` gives channel weights ``alpha_c = mean_{h,w} dS/dA_c`` and the map
   ``ReLU(sum_c alpha_c A_c)``.
 
@@ -42,11 +49,12 @@ from yolotr.data.transforms import letterbox
 from yolotr.engine.predictor import preprocess
 from yolotr.errors import ConfigError
 from yolotr.nn.attention import MultiheadSelfAttention
+from yolotr.nn.psa import AreaAttention, PSAAttention
 from yolotr.nn.swin import LOGIT_SCALE_MAX, SwinV2Layer, WindowAttentionV2, unit_vectors, window_partition
 
 LOGGER = logging.getLogger("yolotr")
 
-ATTENTION_TYPES = (nn.MultiheadAttention, MultiheadSelfAttention, WindowAttentionV2)
+ATTENTION_TYPES = (nn.MultiheadAttention, MultiheadSelfAttention, WindowAttentionV2, PSAAttention, AreaAttention)
 
 
 @dataclass
@@ -56,10 +64,13 @@ class AttentionCapture:
     Attributes:
         module: the attention module.
         probs: float32 attention probabilities, ``(B, heads, L, L)`` for global attention (``L = h*w``
-            tokens in row-major order) or ``(B, nW, heads, N, N)`` for Swin windows (``N = window**2``).
-        v: float32 values, ``(B, heads, L, d)`` or ``(B, nW, heads, N, d)``.
+            tokens in row-major order; PSA too), ``(B, nW, heads, N, N)`` for Swin windows
+            (``N = window**2``), ``(B * area, heads, L / area, L / area)`` for area attention (image ``b``'s
+            areas are rows ``b * area .. (b + 1) * area - 1``, each ``L / area`` consecutive tokens).
+        v: float32 values, ``(B, heads, L, d)``, ``(B, nW, heads, N, d)`` or ``(B * area, heads, L / area, d)``.
         output: the module's actual output, detached: ``(L, B, C)`` for ``nn.MultiheadAttention``
-            (sequence first), ``(B, L, C)`` or ``(B, nW, N, C)`` otherwise.
+            (sequence first), ``(B, C, h, w)`` for PSA and area attention, ``(B, L, C)`` or
+            ``(B, nW, N, C)`` otherwise.
         mask: Swin's additive shift mask ``(nW, N, N)`` or None.
     """
 
@@ -72,6 +83,8 @@ class AttentionCapture:
     def reconstruct(self) -> torch.Tensor:
         """``probs @ v`` through the output projection: the module's output, in the layout of ``output``."""
         m, mixed = self.module, self.probs @ self.v
+        if isinstance(m, PSAAttention | AreaAttention):
+            return _conv_attention_output(m, mixed, self.v, self.output.shape)
         if isinstance(m, nn.MultiheadAttention):
             b, heads, length, d = mixed.shape
             tokens = mixed.permute(2, 0, 1, 3).reshape(length, b, heads * d)
@@ -87,6 +100,27 @@ class AttentionCapture:
 
 def _float(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else t.float()
+
+
+def _conv_attention_output(m: nn.Module, mixed: torch.Tensor, v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``proj(map(probs @ v) + pe(map(v)))`` for PSA / area attention: float32 ``(B, C, h, w)``.
+
+    ``mixed`` and ``v`` are ``(B, heads, L, d)`` (PSA) or ``(B * area, heads, L / area, d)`` (area attention);
+    ``map`` puts tokens back as each module does, ``pe`` and ``proj`` are the module's own convolutions.
+    """
+    b, _, h, w = shape
+    dtype = m.proj.conv.weight.dtype
+    if isinstance(m, PSAAttention):
+
+        def to_map(t: torch.Tensor) -> torch.Tensor:  # (B, heads, L, d) -> (B, heads * d, h, w), head-major
+            return t.transpose(-2, -1).reshape(b, -1, h, w)
+
+    else:
+
+        def to_map(t: torch.Tensor) -> torch.Tensor:  # (B * area, heads, L / area, d) -> (B, heads * d, h, w)
+            return t.permute(0, 2, 1, 3).reshape(b, h, w, -1).permute(0, 3, 1, 2)
+
+    return m.proj((to_map(mixed) + m.pe(to_map(v).to(dtype)).float()).to(dtype)).float()
 
 
 def attention_probs(module: nn.Module, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,6 +147,16 @@ def attention_probs(module: nn.Module, args: tuple, kwargs: dict) -> tuple[torch
         if mask is not None:
             logits = logits + mask.float().unsqueeze(1)  # (nW, 1, N, N) over heads
         return torch.softmax(logits, dim=-1), v
+    if isinstance(module, PSAAttention):
+        x = args[0]  # (B, C, h, w)
+        b, _, h, w = x.shape
+        heads, kd, hd = module.num_heads, module.key_dim, module.head_dim
+        v = module.qkv(x).view(b, heads, 2 * kd + hd, h * w)[:, :, 2 * kd :].transpose(-2, -1)  # (B, heads, L, d)
+        return module.attention_probs(x).float(), v.float()
+    if isinstance(module, AreaAttention):
+        x = args[0]  # (B, C, h, w); every area is h * w / area consecutive (row-major) tokens
+        _, _, v = module._qkv(x)  # (B * area, heads, L / area, d), the module's own layout
+        return module.attention_probs(x).float(), v.float()
     raise TypeError(f"{type(module).__name__} is not an attention module yolotr can explain")
 
 
@@ -171,10 +215,18 @@ def capture_attention(model: nn.Module, x: torch.Tensor, module: nn.Module) -> A
 def received_attention(capture: AttentionCapture, h: int, w: int, swin: SwinV2Layer | None = None) -> torch.Tensor:
     """Attention each position receives: float32 ``(h, w)`` for the first image of the batch.
 
-    Global attention: ``probs`` averaged over heads and queries. Swin windows: averaged over heads and
-    over the queries that can attend to each key (same window, same shifted region, not padding), then
-    windows reversed, un-rolled and cropped to ``h x w``; ``swin`` is the layer that owns the attention.
+    Global attention: ``probs`` averaged over heads and queries. Area attention: the same within each
+    area (the queries of one stripe attend to its keys only), the areas laid end to end in token order.
+    Swin windows: averaged over heads and over the queries that can attend to each key (same window,
+    same shifted region, not padding), then windows reversed, un-rolled and cropped to ``h x w``; ``swin``
+    is the layer that owns the attention.
     """
+    if isinstance(capture.module, AreaAttention):
+        area = capture.module.area
+        received = capture.probs[:area].mean(dim=1).mean(dim=1)  # (area, L / area): first image's areas
+        if received.numel() != h * w:
+            raise ConfigError(f"area attention over {received.numel()} tokens does not match a {h}x{w} map")
+        return received.reshape(h, w)
     probs = capture.probs[0].mean(dim=-3)  # (L, L) or (nW, N, N): query x key
     if swin is None:
         if probs.shape[-1] != h * w:
@@ -198,20 +250,42 @@ def received_attention(capture: AttentionCapture, h: int, w: int, swin: SwinV2La
     return grid[:h, :w]
 
 
-def top_detection_logit(out) -> torch.Tensor:
+def top_detection_logit(out, head: nn.Module | None = None) -> torch.Tensor:
     """The score Grad-CAM differentiates: a scalar tensor for the first image of the batch.
 
-    The top detection is the argmax of ``objectness * class probability`` over all anchors and classes,
-    ranked in log space from the logits (``logsigmoid(t_obj) + logsigmoid(t_cls)``) so that saturated
-    sigmoids (which round to 1.0 in float32) still rank. The returned score is that detection's
-    ``t_obj + t_cls``: pre-sigmoid, as Grad-CAM takes the pre-softmax class score, so a confident
-    detection still has a gradient.
+    Anchor-based heads: the top detection is the argmax of ``objectness * class probability`` over all
+    anchors and classes, ranked in log space from the logits (``logsigmoid(t_obj) + logsigmoid(t_cls)``)
+    so that saturated sigmoids (which round to 1.0 in float32) still rank. The returned score is that
+    detection's ``t_obj + t_cls``: pre-sigmoid, as Grad-CAM takes the pre-softmax class score, so a
+    confident detection still has a gradient. Anchor-free heads (``head`` has ``reg_max``; or raw maps
+    are 4-D): no objectness; the top detection is the argmax of the class logit ``t_cls`` (the sigmoid is
+    monotonic), and the score is that logit.
 
     Args:
-        out: the model's eval output, ``(decoded (B, N, 5 + nc), raw [(B, na, H_i, W_i, 5 + nc)])``, or
-            the decoded tensor alone (its probabilities are then turned back into logits).
+        out: the model's eval output, ``(decoded (B, N, 5 + nc), raw [(B, na, H_i, W_i, 5 + nc)])`` for
+            an anchor-based head, ``(decoded (B, N, 4 + nc), raw [(B, 4 * reg_max + nc, H_i, W_i)])`` for an
+            anchor-free one, or the decoded tensor alone (its probabilities are then turned back into logits).
+        head: the model's detection head; needed to tell the two layouts apart when ``out`` is only the
+            decoded tensor.
     """
-    if isinstance(out, tuple | list) and len(out) == 2 and isinstance(out[1], tuple | list):
+    has_raw = isinstance(out, tuple | list) and len(out) == 2 and isinstance(out[1], tuple | list)
+    anchor_free = hasattr(head, "reg_max") if head is not None else has_raw and out[1][0].ndim == 4
+    if anchor_free:
+        if has_raw:  # (B, 4 * reg_max + nc, H, W) per level -> (N, nc) in decoded order (levels, row-major)
+            nc = out[0].shape[-1] - 4
+            cls = torch.cat([r[:1].flatten(2) for r in out[1]], 2)[0, -nc:].transpose(0, 1).float()
+        else:
+            decoded = out[0] if isinstance(out, tuple | list) else out
+            cls = torch.logit(decoded[0, :, 4:].float(), eps=1e-7)
+        anchor, c = divmod(int(cls.argmax()), cls.shape[1])
+        LOGGER.info(
+            "Grad-CAM for the top detection: anchor %d, class %d, score %.4f",
+            anchor,
+            c,
+            cls[anchor, c].sigmoid().item(),
+        )
+        return cls[anchor, c]
+    if has_raw:
         logits = torch.cat([r[:1].reshape(1, -1, r.shape[-1]) for r in out[1]], 1)[0]  # (N, 5 + nc), decoded order
     else:
         decoded = out[0] if isinstance(out, tuple | list) else out
@@ -242,7 +316,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module) -> torch.Tenso
     try:
         with torch.enable_grad():
             out = model(x.detach().requires_grad_(True))  # so the map has a gradient even with frozen weights
-            score = top_detection_logit(out)
+            score = top_detection_logit(out, getattr(model, "model", [None])[-1])
             (grad,) = torch.autograd.grad(score, seen["a"])  # leaves the parameters' .grad alone
     finally:
         handle.remove()
