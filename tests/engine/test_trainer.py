@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import signal
 import subprocess
@@ -149,3 +150,16 @@ def test_accumulation_rises_over_warmup_as_yolov5(tiny_shapes, tmp_path):
             last = ni
     assert stepped == expected
     assert stepped[:2] == [0, 1]  # a fixed accumulation of 4 would first step at batch 3
+
+
+def test_time_limit_shorter_than_a_batch_warns(tiny_shapes, tmp_path, caplog):
+    logger = logging.getLogger("yolotr")
+    logger.addHandler(caplog.handler)
+    try:
+        cfg = tiny_train_cfg(tiny_shapes, tmp_path, epochs=5, time_limit=0.0001)  # 6 ms: seconds meant as minutes?
+        Trainer(cfg).train()
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert any("shorter than one batch" in r.getMessage() and "in minutes" in r.getMessage() for r in caplog.records)
+    rows = (tmp_path / "run" / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 2  # header + the one epoch already trained

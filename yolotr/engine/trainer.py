@@ -385,7 +385,14 @@ class Trainer:
 
     def _fit_epochs_to_time(self, epoch: int, first_epoch_seconds: float) -> None:
         """Set ``epochs`` so the whole run fits ``time_limit`` minutes (the schedule follows)."""
-        fitted = max(int(self.cfg["time_limit"] * 60 / max(first_epoch_seconds, 1e-3)), epoch + 1)
+        limit_seconds = float(self.cfg["time_limit"]) * 60
+        if self.main and limit_seconds < first_epoch_seconds / max(self.nb, 1):
+            LOGGER.warning(
+                "time_limit %g min (%.1f s) is shorter than one batch (%.1f s); time_limit is in minutes "
+                "(--time-limit 5 = five minutes). Training the one epoch already done.",
+                self.cfg["time_limit"], limit_seconds, first_epoch_seconds / max(self.nb, 1),
+            )  # fmt: skip
+        fitted = max(int(limit_seconds / max(first_epoch_seconds, 1e-3)), epoch + 1)
         if self.world > 1:
             value = torch.tensor([fitted], device=self.device)
             dist.broadcast(value, 0)
