@@ -133,7 +133,9 @@ def model_scale(cfg: dict, source: str) -> tuple[str, float, float, float]:
     if not isinstance(scales, dict) or not all(isinstance(v, list) and len(v) == 3 for v in scales.values()):
         raise ConfigError(f"{source}: 'scales' must map a letter to [depth, width, max_channels]")
     scale = cfg.get("scale")
-    if not scale:
+    if not scale and len(scales) == 1:
+        scale = next(iter(scales))
+    elif not scale:
         scale = next(iter(scales))
         logging.getLogger("yolotr").warning(
             "%s: no model scale given (a name like yolov8n.yaml gives one); using scale '%s'", source, scale
