@@ -32,6 +32,7 @@ from yolotr.engine.guard import NonFiniteGuard, grads_finite
 from yolotr.engine.optim import apply_schedule, build_optimizer
 from yolotr.engine.sampler import ResumableBatchSampler
 from yolotr.engine.sync_bn import convert_sync_batchnorm
+from yolotr.engine.tensorboard import TensorBoardLogger
 from yolotr.errors import CheckpointError, ConfigError
 from yolotr.models.detection import DetectionModel
 from yolotr.models.loading import checkpoint_state_dict, load_model
@@ -322,6 +323,7 @@ class Trainer:
             )
         metrics: dict = {}
         t0 = time.time()
+        self.tb = TensorBoardLogger(self.save_dir if self.main else None)  # no-op without tensorboard
         self._good_snapshot()
         epoch = self.start_epoch
         while epoch < cfg["epochs"]:
@@ -373,6 +375,7 @@ class Trainer:
                 (time.time() - t0) / 60,
                 self.save_dir,
             )
+        self.tb.close()
         return {**metrics, "save_dir": str(self.save_dir), "nan_reports": [str(r) for r in self.guard.reports]}
 
     def _accumulate_at(self, step: int) -> int:
@@ -438,6 +441,7 @@ class Trainer:
         if self.main:
             self._save(epoch + 1, 0, fitness, best=best or not (self.cfg["val"] and self.best_fitness >= 0))
             self._write_csv(epoch, mean_loss, metrics, time.time() - t0)
+            self.tb.detection_epoch(self, epoch, mean_loss, metrics)
         self._good_snapshot()
         for fn in self.callbacks["on_epoch_end"]:
             fn(self)
