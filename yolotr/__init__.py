@@ -4,7 +4,16 @@ from yolotr.errors import CheckpointError, ConfigError, DataError, YolotrError
 from yolotr.logs import set_verbosity
 
 __version__ = "0.1.0"
-__all__ = ["YOLO", "YolotrError", "ConfigError", "DataError", "CheckpointError", "set_verbosity", "__version__"]
+__all__ = [
+    "YOLO",
+    "compare",
+    "YolotrError",
+    "ConfigError",
+    "DataError",
+    "CheckpointError",
+    "set_verbosity",
+    "__version__",
+]
 
 
 def __getattr__(name: str):
@@ -12,4 +21,8 @@ def __getattr__(name: str):
         from yolotr.yolo import YOLO
 
         return YOLO
+    if name == "compare":
+        from yolotr.engine.compare import compare
+
+        return compare
     raise AttributeError(name)

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from yolotr.errors import YolotrError
+from yolotr.errors import ConfigError, YolotrError
 from yolotr.logs import verbosity
 
 LOGGER = logging.getLogger("yolotr")
@@ -126,6 +126,40 @@ def yaml_value(text: str):
     import yaml
 
     return yaml.safe_load(text)
+
+
+COMPARE_KEYS = ("epochs", "batch", "imgsz", "device", "optimizer", "lr0", "lr_transformer_scale", "freeze", "weights")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from yolotr.engine.compare import compare
+
+    settings = {**(_cfg_file(args.cfg) if args.cfg else {}), **_overrides(args, COMPARE_KEYS)}
+    if args.amp is not None:
+        settings["amp"] = args.amp == "on"
+    if args.autoanchor is not None:
+        settings["autoanchor"] = args.autoanchor
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item}: expected KEY=VALUE")
+        settings[key] = yaml_value(value)
+    result = compare(
+        args.models,
+        args.data,
+        args.seeds,
+        name=args.name,
+        project=args.project,
+        parallel=args.parallel,
+        workers_per_run=args.workers_per_run,
+        cpus_per_run=args.cpus_per_run,
+        ray=args.ray,
+        gpus_per_run=args.gpus_per_run,
+        latency_runs=args.latency_runs,
+        **settings,
+    )
+    print(f"table: {result.save_dir / 'compare.md'}; plots: compare_map.png, compare_curves.png")
+    return 0
 
 
 def cmd_val(args: argparse.Namespace) -> int:
@@ -256,6 +290,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="any other setting of cfg/default.yaml")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue runs/train/expN from weights/last.pt")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "compare",
+        help="train models x seeds under the same settings; mAP mean ± sd and paired 95%% intervals",
+        description="Train every model with every seed under identical settings (runs/compare/NAME/<model>-seed<k>/, "
+        "ordinary run directories), then write and print one table: params, GFLOPs, CPU latency, mAP50 and "
+        "mAP50-95 as mean ± sd over seeds, and each model's difference to the first with a 95% interval from "
+        "the per-seed paired differences. Re-running the same command skips finished runs and resumes "
+        "interrupted ones.",
+    )
+    p.add_argument("--models", nargs="+", required=True, help="model YAMLs or checkpoints; the first is the baseline")
+    p.add_argument("--data", default="shapes", help="dataset YAML, or 'shapes' for the built-in set")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per model: 0 .. N-1 (default 3)")
+    p.add_argument("--name", default="exp", help="the comparison's folder under --project; the same name resumes it")
+    p.add_argument("--project", default="runs/compare")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--imgsz", type=int)
+    p.add_argument("--device")
+    p.add_argument("--optimizer", choices=["SGD", "AdamW"])
+    p.add_argument("--lr0", type=float)
+    p.add_argument("--lr-transformer-scale", dest="lr_transformer_scale", type=float)
+    p.add_argument("--freeze", type=int)
+    p.add_argument("--weights", help="transfer matching weights from this checkpoint into every model")
+    p.add_argument("--amp", choices=["on", "off"])
+    p.add_argument("--noautoanchor", dest="autoanchor", action="store_false", default=None)
+    p.add_argument("--cfg", help="a YAML of settings overriding cfg/default.yaml")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="any other setting of cfg/default.yaml")
+    p.add_argument("--parallel", type=int, default=1, help="local runs at once (default 1)")
+    p.add_argument("--workers-per-run", dest="workers_per_run", type=int, help="DataLoader workers of each run")
+    p.add_argument(
+        "--cpus-per-run", dest="cpus_per_run", type=int, help="torch threads of each run (default: CPUs / parallel)"
+    )
+    p.add_argument("--ray", metavar="ADDRESS", help="run each training as a Ray task: auto, local or ray://host:port")
+    p.add_argument("--gpus-per-run", dest="gpus_per_run", type=float, default=0, help="GPUs per Ray task")
+    p.add_argument(
+        "--latency-runs", dest="latency_runs", type=int, default=30, help="timed passes for CPU latency (0: none)"
+    )
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("val", help="COCO mAP of a model on a dataset")
     p.add_argument("--model", required=True)

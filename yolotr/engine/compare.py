@@ -1,0 +1,579 @@
+"""``yolotr compare``: is model B better than model A on my data, given the seed-to-seed noise?
+
+Every model is trained with every seed under identical settings; each run is an ordinary run
+directory ``<project>/<name>/<model stem>-seed<k>/`` (inspect, validate or resume it on its own).
+Then one table: parameters, GFLOPs and CPU latency at the training size, mAP50 and mAP50-95 as
+mean ± standard deviation over the seeds, and each model's difference to the first (the baseline)
+with a 95% t-interval from the per-seed *paired* differences. Pairing is what makes few seeds
+enough: with the same seed both models see the same images in the same order with the same
+augmentation (the sampler's order is seeded by ``seed + epoch`` and each sample's augmentation by
+``(seed, epoch, index)``, neither depends on the model), so the data noise they share cancels in
+the difference.
+
+The comparison's settings are stored in ``<name>/compare.yaml``. Running the same command again
+skips finished runs and resumes interrupted ones from their last checkpoint, so a killed comparison
+loses at most the work since the last checkpoint of the runs in flight; the same name with other
+settings is refused. Runs execute as local processes or as Ray tasks
+(:mod:`yolotr.engine.compare_runs`); both return the same records and make the same table.
+
+Files written next to the runs: ``compare.yaml``, ``runs.csv`` (one row per run), ``compare.csv``
+(the table in numbers), ``compare.md`` (the table as printed, in Markdown), ``compare_map.png``
+(mAP per seed, box and points, a line joining each seed's results) and ``compare_curves.png``
+(mean training losses and mAP50-95 per epoch with a ±1 sd band).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import math
+import os
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from yolotr.engine.compare_runs import LocalRunner, RayRunner, read_record, run_state
+from yolotr.errors import ConfigError, YolotrError
+
+LOGGER = logging.getLogger("yolotr")
+RESERVED = ("model", "seed", "project", "name", "exist_ok")  # set by the comparison for each run
+RUNTIME_KEYS = ("workers", "device", "cache_ram")  # change where and how fast a run trains, not its result
+METRICS = ("mAP50", "mAP50-95")
+
+# two-sided 95% quantiles of Student's t (scipy.stats.t.ppf(0.975, df)), used when scipy is absent;
+# between tabulated degrees of freedom the smaller one is taken, which makes the interval a bit wider
+_T975 = {
+    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+    11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+    20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
+    29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980,
+}  # fmt: skip
+
+
+def t_quantile(df: int) -> float:
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (the 95% two-sided interval)."""
+    if df < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {df}")
+    try:
+        from scipy.stats import t
+    except ImportError:
+        known = [k for k in _T975 if k <= df]
+        return _T975[max(known)] if df <= 120 else 1.960
+    return float(t.ppf(0.975, df))
+
+
+def paired_interval(differences: list[float]) -> tuple[float, float, float]:
+    """Mean of the per-seed differences and its 95% t-interval ``(mean, low, high)``.
+
+    ``mean ± t(0.975, n - 1) · sd / √n`` with the sample standard deviation; ``low`` and ``high``
+    are NaN for fewer than two differences.
+    """
+    n = len(differences)
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    mean = statistics.fmean(differences)
+    if n < 2:
+        return mean, math.nan, math.nan
+    half = t_quantile(n - 1) * statistics.stdev(differences) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+# ------------------------------------------------------------------------------------------ results
+
+
+@dataclass
+class Comparison:
+    """What :func:`compare` returns.
+
+    Attributes:
+        save_dir: ``<project>/<name>``.
+        records: one dict per run (see :mod:`yolotr.engine.compare_runs`), models in order, seeds ascending.
+        rows: one dict per model (see :func:`summarize`).
+        table: the table as printed; ``markdown``: the same in Markdown.
+    """
+
+    save_dir: Path
+    records: list[dict]
+    rows: list[dict]
+    table: str
+    markdown: str
+    failed: list[dict] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.table
+
+
+def summarize(records: list[dict], models: list[dict]) -> list[dict]:
+    """One row per model, from the run records (failed runs left out).
+
+    Args:
+        records: run records (``stem``, ``seed``, ``status``, ``metrics``).
+        models: ``{"stem", "model", "params", "gflops", "latency_ms"}`` per model; the first is the baseline.
+
+    Returns:
+        Per model: ``model``, ``source``, ``params``, ``gflops``, ``latency_ms``, ``seeds`` (finished
+        seeds, ascending), and for each metric ``m`` of ``mAP50`` and ``mAP50-95``: ``m`` (values in
+        seed order), ``m_mean``, ``m_sd`` (NaN for one seed), and ``m_diff``, ``m_low``, ``m_high``,
+        ``m_pairs`` (difference to the baseline over the seeds both finished; NaN and 0 for the baseline).
+    """
+    done = [r for r in records if r["status"] != "failed"]
+    by_model = {m["stem"]: {r["seed"]: r["metrics"] for r in done if r["stem"] == m["stem"]} for m in models}
+    baseline = by_model[models[0]["stem"]]
+    rows = []
+    for k, m in enumerate(models):
+        runs = by_model[m["stem"]]
+        seeds = sorted(runs)
+        row = {
+            "model": m["stem"],
+            "source": m["model"],
+            "params": m["params"],
+            "gflops": m["gflops"],
+            "latency_ms": m.get("latency_ms", math.nan),
+            "seeds": seeds,
+        }
+        for metric in METRICS:
+            values = [float(runs[s][metric]) for s in seeds]
+            row[metric] = values
+            row[f"{metric}_mean"] = statistics.fmean(values) if values else math.nan
+            row[f"{metric}_sd"] = statistics.stdev(values) if len(values) > 1 else math.nan
+            paired = [s for s in seeds if s in baseline]
+            diffs = [float(runs[s][metric]) - float(baseline[s][metric]) for s in paired] if k else []
+            mean, low, high = paired_interval(diffs)
+            row.update({f"{metric}_diff": mean, f"{metric}_low": low, f"{metric}_high": high})
+            row[f"{metric}_pairs"] = len(diffs)
+        rows.append(row)
+    return rows
+
+
+def _mean_sd(row: dict, metric: str) -> str:
+    mean, sd = row[f"{metric}_mean"], row[f"{metric}_sd"]
+    if math.isnan(mean):
+        return "-"
+    return f"{mean:.3f}" if math.isnan(sd) else f"{mean:.3f} ± {sd:.3f}"
+
+
+def _difference(row: dict, metric: str, baseline: bool) -> str:
+    if baseline:
+        return "baseline"
+    diff, low, high = row[f"{metric}_diff"], row[f"{metric}_low"], row[f"{metric}_high"]
+    if math.isnan(diff):
+        return "-"
+    if math.isnan(low):
+        return f"{diff:+.3f} (1 seed: no interval)"
+    sure = " *" if low > 0 or high < 0 else ""
+    return f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]{sure}"
+
+
+def table_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted cells of the table (one list per model)."""
+    header = [
+        "model", "params", "GFLOPs", "CPU ms", "seeds",
+        "mAP50", "Δ mAP50 (95% CI)", "mAP50-95", "Δ mAP50-95 (95% CI)",
+    ]  # fmt: skip
+    cells = []
+    for k, row in enumerate(rows):
+        latency = row["latency_ms"]
+        cells.append(
+            [
+                row["model"],
+                f"{row['params']:,}",
+                f"{row['gflops']:.3g}",
+                "-" if math.isnan(latency) else f"{latency:.1f}",
+                str(len(row["seeds"])),
+                _mean_sd(row, "mAP50"),
+                _difference(row, "mAP50", k == 0),
+                _mean_sd(row, "mAP50-95"),
+                _difference(row, "mAP50-95", k == 0),
+            ]
+        )
+    return header, cells
+
+
+def format_table(rows: list[dict]) -> str:
+    """The table as text, columns aligned (names left, numbers right)."""
+    header, cells = table_cells(rows)
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)]
+    lines = []
+    for line in [header, *cells]:
+        parts = [line[0].ljust(widths[0]), *(v.rjust(w) for v, w in zip(line[1:], widths[1:]))]
+        lines.append("  ".join(parts).rstrip())
+    return "\n".join(lines)
+
+
+def format_markdown(rows: list[dict]) -> str:
+    header, cells = table_cells(rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([":--", *["--:"] * (len(header) - 1)]) + "|"]
+    lines += ["| " + " | ".join(c) + " |" for c in cells]
+    return "\n".join(lines)
+
+
+FOOTNOTE = (
+    "mean ± sd over seeds; Δ = model - baseline, mean of the per-seed differences with its 95% t-interval; "
+    "* the interval excludes 0"
+)
+
+
+def write_outputs(save_dir: Path, records: list[dict], rows: list[dict], header: str) -> tuple[str, str]:
+    """``runs.csv``, ``compare.csv``, ``compare.md`` and the two plots; returns (text table, Markdown table)."""
+    with open(save_dir / "runs.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["model", "seed", "status", "mAP50", "mAP50-95", "precision", "recall", "seconds", "run_dir"])
+        for r in records:
+            values = [r["metrics"].get(k, "") for k in ("mAP50", "mAP50-95", "precision", "recall")]
+            writer.writerow([r["stem"], r["seed"], r["status"], *values, r["seconds"], r["run_dir"]])
+    numeric = ["model", "params", "gflops", "latency_ms", "seeds"]
+    for metric in METRICS:
+        numeric += [f"{metric}_{s}" for s in ("mean", "sd", "diff", "low", "high", "pairs")]
+    with open(save_dir / "compare.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(numeric)
+        for row in rows:
+            writer.writerow([len(row["seeds"]) if k == "seeds" else row[k] for k in numeric])
+    text, markdown = format_table(rows), format_markdown(rows)
+    (save_dir / "compare.md").write_text(f"{header}\n\n{markdown}\n\n{FOOTNOTE}\n", encoding="utf-8")
+    try:
+        plot_map(rows, save_dir / "compare_map.png")
+        plot_curves(records, [r["model"] for r in rows], save_dir / "compare_curves.png")
+    except ImportError:  # matplotlib is a dependency, but a broken install should not lose the table
+        LOGGER.warning("matplotlib is not importable: no comparison plots")
+    return text, markdown
+
+
+def plot_map(rows: list[dict], path: Path) -> Path:
+    """mAP50-95 and mAP50 per model: a box over the seeds, a point per seed, each seed's points joined."""
+    from yolotr.plotting import _figure
+
+    fig, axes = _figure((max(4.0, 1.6 * len(rows) + 2), 3.8), 1, 2)
+    seeds = sorted({s for row in rows for s in row["seeds"]})
+    for ax, metric in zip(axes[0], ("mAP50-95", "mAP50")):
+        ax.boxplot(
+            [row[metric] or [math.nan] for row in rows], widths=0.5, showfliers=False, medianprops={"color": "black"}
+        )
+        for k, seed in enumerate(seeds):
+            xs = [i + 1 for i, row in enumerate(rows) if seed in row["seeds"]]
+            ys = [row[metric][row["seeds"].index(seed)] for row in rows if seed in row["seeds"]]
+            ax.plot(xs, ys, marker="o", linewidth=0.8, alpha=0.7, label=f"seed {seed}", color=f"C{k % 10}")
+        ax.set_xticks(range(1, len(rows) + 1), [row["model"] for row in rows], rotation=20, ha="right")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3, axis="y")
+    axes[0, 1].legend(fontsize=8)
+    fig.savefig(path, dpi=130)
+    return path
+
+
+def plot_curves(records: list[dict], models: list[str], path: Path) -> Path:
+    """Per epoch, for each training loss and mAP50-95: each model's mean over seeds with a ±1 sd band."""
+    import numpy as np
+
+    from yolotr.plotting import _figure
+
+    done = [r for r in records if r["status"] != "failed" and r["curves"].get("epoch")]
+    keys = sorted({k for r in done for k in r["curves"] if k.startswith("train/")}) + ["metrics/mAP50-95"]
+    fig, axes = _figure((3.4 * len(keys), 3.0), 1, len(keys))
+    for ax, key in zip(axes[0], keys):
+        for k, model in enumerate(models):
+            curves = [r["curves"] for r in done if r["stem"] == model and key in r["curves"]]
+            if not curves:
+                continue
+            n = min(len(c[key]) for c in curves)
+            values = np.array([c[key][:n] for c in curves], dtype=np.float64)
+            epochs = np.array(curves[0]["epoch"][:n])
+            keep = ~np.isnan(values).any(0)
+            mean, sd = values.mean(0)[keep], values.std(0, ddof=1)[keep] if len(values) > 1 else 0 * values[0][keep]
+            ax.plot(epochs[keep], mean, marker=".", color=f"C{k % 10}", label=model)
+            ax.fill_between(epochs[keep], mean - sd, mean + sd, color=f"C{k % 10}", alpha=0.2)
+        ax.set_title(key, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend(fontsize=8)
+    fig.savefig(path, dpi=130)
+    return path
+
+
+# --------------------------------------------------------------------------------------------- models
+
+
+def _resolve_file(model: str) -> Path | None:
+    """The file behind a model argument: a path, or the shipped YAML of that name (None if neither)."""
+    if Path(model).is_file():
+        return Path(model).resolve()
+    from yolotr.models.detection import find_model_yaml
+
+    try:
+        return Path(find_model_yaml(model)).resolve()
+    except (YolotrError, OSError):
+        return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def build_for_info(model: str, nc: int):
+    """The model as the trainer builds it for ``nc`` classes (raises ``ConfigError`` for a bad YAML)."""
+    from yolotr.models.detection import DetectionModel, load_model_yaml
+    from yolotr.models.loading import load_model
+
+    if str(model).endswith((".yaml", ".yml")) or not Path(str(model)).is_file():
+        cfg = load_model_yaml(model)
+    else:
+        cfg = dict(load_model(model).yaml)
+    return DetectionModel({**cfg, "nc": nc})  # nc set here: the trainer logs the override, not the table
+
+
+def cpu_latency_ms(models: list, imgsz: int, runs: int = 30, threads: int = 2) -> list[float]:
+    """Median milliseconds of one forward pass per model: fp32, batch 1, ``(1, 3, imgsz, imgsz)``, fused,
+    eval, ``channels_last`` (as the predictor runs), ``threads`` torch threads, after 3 warm-up passes;
+    the models take turns, so background load hits them alike (as ``bench/latency.py`` measures)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        ready = [m.fuse().eval().to(memory_format=torch.channels_last) for m in models]
+        x = torch.rand(1, 3, imgsz, imgsz).to(memory_format=torch.channels_last)
+        times: list[list[float]] = [[] for _ in ready]
+        with torch.inference_mode():
+            for m in ready:
+                for _ in range(3):
+                    m(x)
+            for _ in range(runs):
+                for i, m in enumerate(ready):
+                    t = time.perf_counter()
+                    m(x)
+                    times[i].append((time.perf_counter() - t) * 1000)
+    finally:
+        torch.set_num_threads(previous)
+    return [statistics.median(t) for t in times]
+
+
+# ------------------------------------------------------------------------------------------- settings
+
+
+def _plain(value):
+    """YAML-round-tripped value, so stored and new settings compare alike (tuples become lists)."""
+    return yaml.safe_load(yaml.safe_dump(value))
+
+
+def check_settings(path: Path, settings: dict, write: bool = True) -> None:
+    """Check that ``compare.yaml`` holds the same settings; write it when there is none (and ``write``).
+
+    Raises:
+        ConfigError: the comparison was started with other settings (naming what differs).
+    """
+    settings = _plain(settings)
+    if not path.is_file():
+        if write:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(yaml.safe_dump(settings, sort_keys=False), encoding="utf-8")
+        return
+    try:
+        stored = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read the comparison's settings ({e})") from None
+    if stored == settings:
+        return
+    stored = stored if isinstance(stored, dict) else {}
+    differences = []
+    for key in ("models", "data", "seeds"):
+        if stored.get(key) != settings.get(key):
+            differences.append(f"{key}: {stored.get(key)} -> {settings.get(key)}")
+    old, new = stored.get("train") or {}, settings.get("train") or {}
+    for key in sorted(set(old) | set(new)):
+        if old.get(key) != new.get(key):
+            differences.append(f"{key}: {old.get(key, '(default)')} -> {new.get(key, '(default)')}")
+    raise ConfigError(
+        f"{path}: this comparison was started with other settings ({'; '.join(differences)}); run it with the "
+        f"settings stored there to resume it, or give the new one another name (--name)"
+    )
+
+
+def _seed_list(seeds) -> list[int]:
+    if isinstance(seeds, bool):
+        raise ConfigError(f"seeds must be a count or a list of seeds, got {seeds!r}")
+    if isinstance(seeds, int):
+        if seeds < 1:
+            raise ConfigError(f"seeds must be at least 1, got {seeds}")
+        return list(range(seeds))
+    out = [int(s) for s in seeds]
+    if not out or len(set(out)) != len(out):
+        raise ConfigError(f"seeds must be distinct and not empty, got {list(seeds)}")
+    return out
+
+
+def _absolute(value):
+    """A path that exists, made absolute (runs may execute in another directory); anything else as is."""
+    if isinstance(value, str) and value and Path(value).exists():
+        return str(Path(value).resolve())
+    return value
+
+
+# -------------------------------------------------------------------------------------------- compare
+
+
+def plan_runs(models: list[str], data: str, seeds: list[int], save_dir: Path, settings: dict) -> list[dict]:
+    """The jobs of a comparison, models in order and seeds ascending: run ``save_dir/<stem>-seed<k>`` trains
+    with ``settings`` plus its model, data and seed (paths made absolute, since runs may execute elsewhere)."""
+    common = {k: _absolute(v) if k == "weights" else v for k, v in settings.items()}
+    jobs = []
+    for model in models:
+        stem = Path(model).stem
+        for seed in seeds:
+            run_dir = (Path(save_dir) / f"{stem}-seed{seed}").resolve()
+            overrides = {
+                **common,
+                "model": _absolute(model),
+                "data": _absolute(str(data)),
+                "seed": seed,
+                "project": str(run_dir.parent),
+                "name": run_dir.name,
+                "exist_ok": True,
+                "val": True,
+            }
+            jobs.append({"model": model, "stem": stem, "seed": seed, "run_dir": str(run_dir), "overrides": overrides})
+    return jobs
+
+
+def compare(
+    models: list[str],
+    data: str = "shapes",
+    seeds: int | list[int] = 3,
+    *,
+    name: str = "exp",
+    project: str | Path = "runs/compare",
+    parallel: int = 1,
+    workers_per_run: int | None = None,
+    cpus_per_run: int | None = None,
+    ray: str | None = None,
+    gpus_per_run: float = 0,
+    latency_runs: int = 30,
+    latency_threads: int = 2,
+    **settings,
+) -> Comparison:
+    """Train every model with every seed under the same settings and compare them (see the module docstring).
+
+    Args:
+        models: model YAMLs (shipped names or paths) or checkpoints; the first is the baseline.
+        data: dataset YAML, or ``"shapes"``.
+        seeds: how many seeds (``0 .. seeds - 1``) or the seeds themselves.
+        name, project: the comparison lives in ``project/name``; the same name resumes it.
+        parallel: local runs at once (ignored with ``ray``).
+        workers_per_run: DataLoader workers of each run (default: the ``workers`` setting).
+        cpus_per_run: torch threads of each run (and a Ray task's ``num_cpus``); default: the CPU
+            count divided by ``parallel`` locally, 1 with Ray.
+        ray: a Ray address (``auto``, ``local``, ``ray://host:port``): each run is a Ray task.
+        gpus_per_run: GPUs per Ray task.
+        latency_runs: timed forward passes for the CPU latency column (0: no latency column).
+        latency_threads: torch threads for the latency measurement.
+        **settings: training settings of ``cfg/default.yaml`` (``epochs``, ``imgsz``, ``batch``, ...),
+            the same for every run.
+
+    Returns:
+        :class:`Comparison`.
+
+    Raises:
+        ConfigError: unknown or reserved settings, a model that does not build, the name already used
+            with other settings. ``YolotrError`` after the table is written when some runs failed.
+    """
+    from yolotr.data.sources import load_dataset_config
+    from yolotr.engine.config import resolve_config
+
+    if isinstance(models, str) or not models:
+        raise ConfigError("compare needs a list of models (the first is the baseline)")
+    models = [str(m) for m in models]
+    stems = [Path(m).stem for m in models]
+    duplicate = sorted({s for s in stems if stems.count(s) > 1})
+    if duplicate:
+        raise ConfigError(f"models with the same file name ({', '.join(duplicate)}): their run directories would clash")
+    reserved = sorted(k for k in settings if k in RESERVED)
+    if reserved:
+        raise ConfigError(f"compare sets {', '.join(reserved)} itself for each run; leave them out of the settings")
+    if settings.get("val") is False:
+        raise ConfigError("compare needs validation (val: false was given): the table is made of validation mAP")
+    settings = {k: v for k, v in settings.items() if v is not None}
+    if workers_per_run is not None:
+        settings["workers"] = int(workers_per_run)
+    cfg = resolve_config({**settings, "data": data})  # unknown keys fail here, before any training
+    seed_list = _seed_list(seeds)
+    save_dir = Path(project) / name
+    files = [_resolve_file(m) for m in models]
+    identity = {
+        "models": [{"model": m, "sha256": _sha256(f) if f else None} for m, f in zip(models, files)],
+        "data": str(data),
+        "seeds": seed_list,
+        "train": {k: v for k, v in sorted(settings.items()) if k not in RUNTIME_KEYS},
+    }
+    check_settings(save_dir / "compare.yaml", identity, write=False)  # refuse early; written once the models build
+
+    dataset = load_dataset_config(data)
+    nc, imgsz = len(dataset.names), int(cfg["imgsz"])
+    infos = []
+    for model, stem in zip(models, stems):
+        built = build_for_info(model, nc)
+        info = built.info(imgsz, verbose=False)
+        infos.append({"model": model, "stem": stem, "params": info["params"], "gflops": info["gflops"], "net": built})
+    check_settings(save_dir / "compare.yaml", identity)
+
+    jobs = plan_runs(models, data, seed_list, save_dir, settings)
+    if ray:
+        runner = RayRunner(ray, cpus_per_run or 1, gpus_per_run)
+    else:
+        runner = LocalRunner(parallel, cpus_per_run or max((os.cpu_count() or 1) // max(parallel, 1), 1))
+    records: list[dict] = []
+    todo = []
+    for job in jobs:
+        if run_state(job["run_dir"]).kind == "finished":
+            records.append(read_record(job, "skipped", 0.0))
+        else:
+            todo.append(job)
+    resuming = sum(run_state(j["run_dir"]).kind == "interrupted" for j in todo)
+    LOGGER.info(
+        "comparison %s: %d models x %d seeds; %d runs finished, %d to resume, %d to train (%s)",
+        save_dir, len(models), len(seed_list), len(records), resuming, len(todo) - resuming, runner.describe(),
+    )  # fmt: skip
+    total = len(jobs)
+
+    def report(record: dict) -> None:
+        records.append(record)
+        where = f"{len(records)}/{total} {record['stem']}-seed{record['seed']}"
+        if record["status"] == "failed":
+            LOGGER.error("%s failed: %s", where, record["error"])
+        else:
+            m = record["metrics"]
+            LOGGER.info(
+                "%s %s in %.0f s: mAP50 %.3f, mAP50-95 %.3f",
+                where, record["status"], record["seconds"], m["mAP50"], m["mAP50-95"],
+            )  # fmt: skip
+
+    if todo:
+        runner.run(todo, report)
+    order = {(j["stem"], j["seed"]): k for k, j in enumerate(jobs)}
+    records.sort(key=lambda r: order[(r["stem"], r["seed"])])
+
+    if latency_runs > 0:
+        latencies = cpu_latency_ms([i["net"] for i in infos], imgsz, latency_runs, latency_threads)
+        for info, ms in zip(infos, latencies):
+            info["latency_ms"] = ms
+    rows = summarize(records, infos)
+    header = (
+        f"{save_dir}: {len(models)} models x {len(seed_list)} seeds on {data}, imgsz {imgsz}, epochs {cfg['epochs']}, "
+        f"batch {cfg['batch']}; CPU ms: batch 1, fp32, fused, {latency_threads} threads"
+    )
+    text, markdown = write_outputs(save_dir, records, rows, header)
+    LOGGER.info("%s\n%s\n%s", header, text, FOOTNOTE)
+    failed = [r for r in records if r["status"] == "failed"]
+    result = Comparison(save_dir, records, rows, text, markdown, failed)
+    if failed:
+        listing = "; ".join(f"{r['stem']}-seed{r['seed']}: {r['error']}" for r in failed)
+        raise YolotrError(
+            f"{len(failed)} of {total} runs failed ({listing}); the table in {save_dir} leaves them out, and the "
+            "same command retries them"
+        )
+    return result
