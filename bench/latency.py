@@ -1,14 +1,19 @@
-"""Forward latency of yolotr models against the official YOLOv5 model built from the same YAML.
+"""Forward latency of yolotr models against the reference model built from the same YAML.
 
 fp32, batch 1, ``torch.set_num_threads(2)``, median of N runs after warm-up; both models fused
-(conv+BN folded) and in eval mode; yolotr runs in ``channels_last`` as its predictor does (YOLOv5's
-``detect.py`` does not), ``--contiguous`` compares the same layout. The reference column needs the official YOLOv5 code
-(``pip install --no-deps yolov5 && pip install pandas requests psutil seaborn ultralytics``);
-without it the column reads ``-``.
+(conv+BN folded) and in eval mode, in the same process, taking turns; yolotr runs in ``channels_last``
+as its predictor does (the references' predictors do not), ``--contiguous`` compares the same layout.
+
+The reference of a YOLOv5 YAML is the official YOLOv5 ``Model`` (``pip install --no-deps yolov5 && pip
+install pandas requests psutil seaborn ultralytics``); of a YOLOv8 / YOLO11 / YOLO12 YAML, the
+``ultralytics`` package's own ``DetectionModel(...).fuse().eval()`` (``pip install --no-deps
+ultralytics==8.4.190``), built from its own YAML by the same name. Without the package the column reads ``-``.
 
     python bench/latency.py                       # yolov5n, yolov5s at 320 and 640
+    python bench/latency.py --models yolov8n yolov8s yolo11n yolo11s   # the anchor-free line
     python bench/latency.py --models yolov5n --sizes 320 --runs 10
     python bench/latency.py --models yolov5s yolov4 --runs 15 --onnx   # YOLOv4 (no reference column) and ORT
+    python bench/latency.py --e2e --runs 20      # end to end per image: YOLO.predict and the CLI vs detect.py
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import contextlib
 import io
 import logging
+import os
 import statistics
 import tempfile
 import time
@@ -25,21 +31,36 @@ import torch
 
 from yolotr.models.detection import DetectionModel, find_model_yaml
 
+ANCHOR_FREE_PREFIXES = ("yolov8", "yolo11", "yolo12")
+
 
 def official_model(name: str):
-    """The official YOLOv5 ``Model`` for a YAML, or None when the code is not installed."""
-    try:
-        from yolov5.models.yolo import Model
-    except Exception:  # noqa: BLE001 - any import failure means "not installed"
-        return None
+    """The reference model of a YAML, fused and in eval mode, or None when its code is not installed.
+
+    YOLOv5 YAMLs: the official YOLOv5 ``Model``. YOLOv8 / YOLO11 / YOLO12: the ``ultralytics`` package's
+    ``DetectionModel`` from the package's own YAML of that name (``yolov8n.yaml`` is its unified
+    ``yolov8.yaml`` at scale ``n``), so the reference does not depend on yolotr's copy of the YAML.
+    """
     logging.disable(logging.INFO)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
+            if name.startswith(ANCHOR_FREE_PREFIXES):
+                from ultralytics.nn.tasks import DetectionModel as UltralyticsModel
+
+                return UltralyticsModel(f"{name}.yaml", verbose=False).fuse(verbose=False).eval()
+            from yolov5.models.yolo import Model
+
             return Model(str(find_model_yaml(name))).fuse().eval()
-    except NameError:  # a yolotr module YOLOv5 does not have (YOLOv4, Swin, ...): no reference column
+    except ImportError:  # the reference code is not installed
+        return None
+    except (NameError, FileNotFoundError):  # a yolotr module or YAML the reference does not have: no column
         return None
     finally:
         logging.disable(logging.NOTSET)
+
+
+def reference_label(name: str) -> str:
+    return "ultralytics" if name.startswith(ANCHOR_FREE_PREFIXES) else "YOLOv5"
 
 
 def median_ms(models: list, inputs: list[torch.Tensor], runs: int) -> list[float]:
@@ -74,6 +95,109 @@ class OrtRunner:
         return self.session.run(None, {"images": x.contiguous().numpy()})
 
 
+E2E_IMAGES = ("bus.jpg", "zidane.jpg")
+
+
+def end_to_end(args) -> None:
+    """``--e2e``: milliseconds per image from the JPEG on disk to boxes on the original image.
+
+    - yolotr: ``YOLO.predict(path)`` called in a loop (backend ``--backend``, default ``auto``), and the
+      CLI's path, ``run_prediction`` over the images with the predictor ``yolotr predict`` builds
+      (model loading and process start-up excluded: they happen once per command).
+    - official: YOLOv5's ``detect.py`` steps: ``cv2.imread``, its ``letterbox`` (stride 32, ``auto``),
+      HWC->CHW, BGR->RGB, ``/ 255``, the fused ``Model`` (``DetectMultiBackend`` fuses), its
+      ``non_max_suppression`` and ``scale_boxes``, under ``torch.inference_mode``.
+
+    Both sides hold the same weights (``yolov5n``: the official COCO checkpoint from ``shared/weights``;
+    other models: yolotr's initial weights copied into the official ``Model``) and use conf 0.25,
+    iou 0.45, max_det 1000. A run predicts every image once on each side, the sides taking turns
+    (order alternating); the table gives the median over runs of ms per image. Importing ``yolov5``
+    sets OpenCV to one thread (as in ``detect.py``); both sides run under that.
+    """
+    import cv2
+    import numpy as np
+    from shared_data import shared_root
+
+    from yolotr import YOLO
+    from yolotr.engine.predictor import Predictor, run_prediction
+
+    logging.disable(logging.INFO)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            from yolov5.models.yolo import Model
+            from yolov5.utils.augmentations import letterbox as v5_letterbox
+            from yolov5.utils.general import non_max_suppression as v5_nms
+            from yolov5.utils.general import scale_boxes as v5_scale_boxes
+    except ImportError as e:
+        raise SystemExit(
+            "--e2e needs the official YOLOv5 code: pip install --no-deps yolov5==7.0.14 (see pyproject)"
+        ) from e
+    finally:
+        logging.disable(logging.NOTSET)
+    torch.set_num_threads(args.threads)  # importing yolov5 may change it
+
+    images = [str(shared_root() / "images" / name) for name in E2E_IMAGES]
+
+    def official_detect(model, path: str, size: int) -> torch.Tensor:
+        im0 = cv2.imread(path)
+        im = v5_letterbox(im0, size, stride=32, auto=True)[0].transpose((2, 0, 1))[::-1]
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(im)).float()[None] / 255
+            det = v5_nms(model(x)[0], 0.25, 0.45, None, False, max_det=1000)[0]
+            det[:, :4] = v5_scale_boxes(x.shape[2:], det[:, :4], im0.shape).round()
+        return det
+
+    def timed_row(yolo, ref, size: int) -> tuple[float, float, float]:
+        """Median ms per image of YOLO.predict, the CLI's run_prediction and detect.py's steps."""
+        settings = dict(imgsz=size, conf=0.25, iou=0.45, max_det=1000)
+        cli = Predictor(yolo.model, yolo.names, **settings, backend=yolo.prepared_backend(args.backend))
+
+        def ours(path):
+            return yolo.predict(path, **settings, backend=args.backend, verbose=False)[0].boxes.data
+
+        for path in images:  # warm-up (export, sessions) and the same boxes on both sides
+            a, b = ours(path), official_detect(ref, path, size)
+            if a.shape != b.shape or (len(a) and float((a[:, :4] - b[:, :4]).abs().max()) > 1.0):
+                print(f"  note: {size} {path}: boxes differ from YOLOv5's ({len(a)} vs {len(b)})")
+        steps = {
+            "ours": lambda: [ours(p) for p in images],
+            "cli": lambda: run_prediction(cli, images, None),
+            "ref": lambda: [official_detect(ref, p, size) for p in images],
+        }
+        times: dict[str, list[float]] = {key: [] for key in steps}
+        for run in range(args.runs):
+            for key in list(steps)[:: 1 if run % 2 == 0 else -1]:
+                t = time.perf_counter()
+                steps[key]()
+                times[key].append((time.perf_counter() - t) * 1000 / len(images))
+        return tuple(statistics.median(times[key]) for key in ("ours", "cli", "ref"))
+
+    load = os.getloadavg()
+    print(
+        f"end to end, fp32, batch 1, {args.threads} threads, median of {args.runs} runs over {len(images)} images "
+        f"({', '.join(E2E_IMAGES)}), backend {args.backend}; torch {torch.__version__}; "
+        f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
+    )
+    print(f"{'model':<12}{'size':>6}{'yolotr ms':>12}{'CLI ms':>10}{'YOLOv5 ms':>12}{'ratio':>8}{'CLI ratio':>11}")
+    for name in args.models:
+        weights = shared_root() / "weights" / f"{name}.pt"
+        yolo = YOLO(weights if weights.is_file() else f"{name}.yaml", verbose=False)
+        logging.disable(logging.INFO)
+        with contextlib.redirect_stdout(io.StringIO()):
+            ref = Model(str(find_model_yaml(name)), nc=yolo.model.nc)
+            ref.load_state_dict(yolo.model.state_dict())
+            ref = ref.fuse().eval()
+        logging.disable(logging.NOTSET)
+        torch.set_num_threads(args.threads)
+        for size in args.sizes:
+            t_ours, t_cli, t_ref = timed_row(yolo, ref, size)
+            print(
+                f"{name:<12}{size:>6}{t_ours:12.1f}{t_cli:10.1f}{t_ref:12.1f}{t_ours / t_ref:8.2f}{t_cli / t_ref:11.2f}"
+            )
+    print(f"load average after: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print("ratio = yolotr / YOLOv5, end to end per image (lower is faster; target <= 0.70)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["yolov5n", "yolov5s"])
@@ -82,6 +206,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--onnx", action="store_true", help="add onnxruntime latency of the exported yolotr model")
     parser.add_argument(
+        "--e2e", action="store_true", help="end to end per image (read, letterbox, forward, NMS) against detect.py"
+    )
+    parser.add_argument("--backend", default="auto", help="--e2e: yolotr's predict backend (auto, torch, onnx)")
+    parser.add_argument(
         "--contiguous",
         dest="channels_last",
         action="store_false",
@@ -89,13 +217,15 @@ def main() -> None:
     )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.e2e:
+        return end_to_end(args)
     layout = "channels_last" if args.channels_last else "contiguous"
     print(
         f"fp32, batch 1, {args.threads} threads, median of {args.runs}, fused, yolotr {layout}; "
         f"torch {torch.__version__}"
     )
     print(
-        f"{'model':<12}{'size':>6}{'yolotr ms':>12}{'YOLOv5 ms':>12}{'ratio':>8}"
+        f"{'model':<12}{'size':>6}{'yolotr ms':>12}{'ref ms':>12}{'ratio':>8}{'ref':>13}"
         + (f"{'ORT ms':>10}" if args.onnx else "")
     )
     folder = tempfile.mkdtemp()
@@ -104,6 +234,7 @@ def main() -> None:
         if args.channels_last:
             ours = ours.to(memory_format=torch.channels_last)
         ref = official_model(name)
+        torch.set_num_threads(args.threads)  # importing a reference may change it
         for size in args.sizes:
             x = torch.rand(1, 3, size, size)
             x_ours = x.to(memory_format=torch.channels_last) if args.channels_last else x
@@ -112,11 +243,12 @@ def main() -> None:
             else:
                 t_ours, t_ref = median_ms([ours, ref], [x_ours, x], args.runs)
             ref_text = f"{t_ref:12.1f}{t_ours / t_ref:8.2f}" if t_ref else f"{'-':>12}{'-':>8}"
+            ref_text += f"{reference_label(name) if t_ref else '-':>13}"
             if args.onnx:
                 (t_ort,) = median_ms([OrtRunner(ours, size, args.threads, folder)], [x], args.runs)
                 ref_text += f"{t_ort:10.1f}"
             print(f"{name:<12}{size:>6}{t_ours:12.1f}{ref_text}")
-    print("ratio = yolotr / YOLOv5 (lower is faster; target <= 1.00)")
+    print("ratio = yolotr / ref (lower is faster; target <= 1.00 for YOLOv5, <= 0.90 for ultralytics)")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ semantics, yolotr ``val_period = epochs``). Each side runs in its own subprocess
 Prints, per side and as the ratio yolotr/official:
 
 - wall time: the whole subprocess, imports and setup and the final validation included;
+- CPU time: user + system seconds of the same (the child and its DataLoader workers, from ``os.wait4``),
+  which a busy machine inflates less than the wall time;
 - train time: from the start of the first batch (the DataLoader has delivered it) to the end of the
   last epoch's last batch, read inside the child through the trainers' hooks (official callbacks
   ``on_train_batch_start``/``on_train_epoch_end``; yolotr ``on_batch_start`` and ``_end_epoch``);
@@ -50,6 +52,26 @@ slows an epoch several-fold (OpenMP threads wait on each other). The load averag
 
 Data root: ``$YOLOTR_SHARED`` (default ``<repo>/../shared``), with ``weights/yolov5n.pt`` and
 ``data/raccoon/{images,annotations,train.txt,val.txt}``.
+
+``--family anchor-free``: ``yolov8n.yaml`` from random weights on the built-in shapes set
+(``yolotr.data.synthetic.make_shapes_dataset``, written in YOLO format into the work folder: 320 train /
+80 val images of 160 px, 3 classes), yolotr's trainer against the ``ultralytics`` package's
+(``YOLO("yolov8n.yaml").train(...)``, 8.4.190, ``pip install --no-deps ultralytics==8.4.190 polars
+polars-runtime-32 psutil``), seeds 0, 1 and 2, each seed and side in its own subprocess, the order of
+the two sides alternating from seed to seed. Both sides: imgsz 160, batch 16, 15 epochs, SGD lr0 0.01,
+lrf 0.01, linear decay, warmup 3 epochs (``round(3 x batches)`` iterations, as the package: yolotr's
+``warmup_min_iters`` 0), nominal batch 64, the package's augmentation defaults (which yolotr's mirror;
+a mismatch is logged), ``close_mosaic`` 0 (the package's default is 10), no AMP, 2 torch threads and 2
+DataLoader workers (the package would use ``cpu_count - 1`` threads and 0 workers on a CPU: its
+``NUM_THREADS`` and the trainer's ``workers`` are set back), validation after the last epoch only
+(conf 0.001, NMS IoU 0.7, the package's, max 300 detections). The package runs offline: ``YOLO_OFFLINE``
+(no font or asset download is tried: no socket is opened), settings in the work folder with
+``sync=False``, no plots, no AMP check. "yolotr val" validates the package's final EMA weights
+(``weights/last.pt``) with yolotr's validator through ``yolotr.YOLO(path)``, in the parent process
+(which never imports ``ultralytics``). Each table row gives the mean over the seeds, then the seeds.
+
+    python bench/train.py --family anchor-free                 # 3 seeds x 2 sides, ~20 min on 2 idle cores
+    python bench/train.py --family anchor-free --seed 0 --epochs 2 --only ultralytics
 """
 
 from __future__ import annotations
@@ -72,7 +94,14 @@ from pathlib import Path
 from shared_data import raccoon_data, raccoon_root, shared_root
 
 LOGGER = logging.getLogger("bench.train")
-SIDES = ("yolotr", "official")
+SIDES = ("yolotr", "official", "ultralytics")
+FAMILY_SIDES = {"yolov5": ("yolotr", "official"), "anchor-free": ("yolotr", "ultralytics")}
+FAMILY_DEFAULTS = {  # what None (not given on the command line) becomes, per family
+    "yolov5": {"epochs": 10, "imgsz": 320, "seed": [0]},
+    "anchor-free": {"epochs": 15, "imgsz": 160, "seed": [0, 1, 2]},
+}
+AF_MODEL = "yolov8n.yaml"
+AF_VAL_IOU = 0.7  # the package's NMS IoU when it validates during training; yolotr's side is set to it
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -183,8 +212,17 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def epoch_losses(rows: list[dict[str, str]]) -> list[float]:
-    """Mean training loss of each epoch: box + objectness + class, as both trainers log them."""
-    return [sum(float(r[f"train/{k}_loss"]) for k in ("box", "obj", "cls")) for r in rows]
+    """Mean training loss of each epoch: the sum of its ``train/*_loss`` columns (box + objectness +
+    class for YOLOv5's head, box + class + DFL for the anchor-free one), as the trainers log them."""
+    keys = [k for k in rows[0] if k.startswith("train/") and k.endswith("_loss")]
+    if not keys:
+        raise RuntimeError(f"no train/*_loss columns in results.csv: {list(rows[0])}")
+    return [sum(float(r[k]) for k in keys) for r in rows]
+
+
+def shapes_yaml(workdir: Path) -> Path:
+    """The anchor-free side's dataset: the shapes set the parent wrote (YOLO format, ``data.yaml``)."""
+    return workdir / "shapes" / "data.yaml"
 
 
 def official_yaml(name: str) -> str:
@@ -213,34 +251,40 @@ def child_yolotr(args: argparse.Namespace, workdir: Path) -> dict:
 
     if not hasattr(Trainer, "_end_epoch"):
         raise RuntimeError("yolotr's Trainer has no _end_epoch any more: update bench/train.py's timing hook")
-    trainer = TimedTrainer(
-        dict(
-            model="yolov5n.yaml" if args.scratch else str(weights_path()),
-            data=raccoon_data(),
-            epochs=args.epochs,
-            imgsz=args.imgsz,
-            batch=args.batch,
-            nbs=64,
-            workers=args.workers,
-            device="cpu",
-            seed=args.seed,
-            amp=False,
-            optimizer="SGD",
-            lr0=0.01,
-            cos_lr=False,
-            val=True,
-            val_period=args.epochs,
-            project=str(workdir),
-            name="yolotr",
-            exist_ok=True,
-        )
+    cfg = dict(
+        model="yolov5n.yaml" if args.scratch else str(weights_path()),
+        data=raccoon_data(),
+        epochs=args.epochs,
+        imgsz=args.imgsz,
+        batch=args.batch,
+        nbs=64,
+        workers=args.workers,
+        device="cpu",
+        seed=args.seed,
+        amp=False,
+        optimizer="SGD",
+        lr0=0.01,
+        cos_lr=False,
+        val=True,
+        val_period=args.epochs,
+        project=str(workdir),
+        name=run_name("yolotr", args),
+        exist_ok=True,
     )
+    if args.family == "anchor-free":
+        # the package's schedule: warmup round(3 x batches) iterations (no 100-iteration floor), no
+        # mosaic switch-off (set to 0 on both sides), NMS IoU 0.7 in the validation after the last epoch
+        cfg.update(
+            model=AF_MODEL, data=str(shapes_yaml(workdir)), warmup_min_iters=0, close_mosaic=0, val_iou=AF_VAL_IOU
+        )
+    trainer = TimedTrainer(cfg)
     trainer.add_callback("on_batch_start", marks.batch_start)
     result = trainer.train()
     rows = read_rows(Path(result["save_dir"]) / "results.csv")
     row = rows[-1]
     return {
         **marks.summary(),
+        "threads": torch.get_num_threads(),
         "losses": epoch_losses(rows),
         "train_images": len(trainer.train_set),
         "map50": float(row["metrics/mAP50"]),
@@ -300,7 +344,7 @@ def child_official(args: argparse.Namespace, workdir: Path) -> dict:
         noval=False,  # see validate_last_epoch_only
         noplots=True,
         project=str(workdir),
-        name="official",
+        name=run_name("official", args),
         exist_ok=True,
     ).items():
         setattr(opt, key, value)
@@ -312,16 +356,113 @@ def child_official(args: argparse.Namespace, workdir: Path) -> dict:
     final = torch.load(Path(opt.save_dir) / "weights" / "last.pt", map_location="cpu", weights_only=False)
     model = final.get("ema") or final["model"]
     plain = {"yaml": dict(model.yaml), "state_dict": {k: v.float() for k, v in model.state_dict().items()}}
-    torch.save(plain, workdir / "official-final.pt")
+    final_weights = workdir / f"{run_name('official', args)}-final.pt"
+    torch.save(plain, final_weights)
     return {
         **marks.summary(),
+        "threads": torch.get_num_threads(),
         "losses": epoch_losses(rows),
         "train_images": marks.images // max(len(marks.ends), 1),
         "map50": float(row["metrics/mAP_0.5"]),
         "map50_95": float(row["metrics/mAP_0.5:0.95"]),
         "save_dir": str(opt.save_dir),
-        "final_weights": str(workdir / "official-final.pt"),
+        "final_weights": str(final_weights),
     }
+
+
+def child_ultralytics(args: argparse.Namespace, workdir: Path) -> dict:
+    """``yolov8n.yaml`` from scratch with the ``ultralytics`` package's own trainer."""
+    import torch
+    from ultralytics import YOLO
+    from ultralytics.models.yolo.detect import DetectionTrainer
+    from ultralytics.utils import SETTINGS, torch_utils
+
+    SETTINGS.update(sync=False)  # no analytics events (YOLO_OFFLINE already keeps it from the network)
+    torch_utils.NUM_THREADS = args.threads  # select_device sets torch's threads to it (cpu_count - 1 by default)
+    marks = Marks()
+    threads_seen: list[int] = []
+    workers = args.workers
+
+    class SameWorkersTrainer(DetectionTrainer):
+        """The package's detection trainer, keeping ``workers`` (it sets 0 on a CPU) so both sides load alike."""
+
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.args.workers = workers
+
+    def epoch_end(trainer) -> None:  # the epoch's batches are done; validation and saving follow
+        marks.epoch_end()
+        marks.images += len(trainer.train_loader.dataset)
+        threads_seen.append(torch.get_num_threads())
+
+    model = YOLO(AF_MODEL)
+    model.add_callback("on_train_batch_start", marks.batch_start)
+    model.add_callback("on_train_epoch_end", epoch_end)
+    model.train(
+        trainer=SameWorkersTrainer,
+        data=str(shapes_yaml(workdir)),
+        epochs=args.epochs,
+        imgsz=args.imgsz,
+        batch=args.batch,
+        nbs=64,
+        workers=args.workers,
+        device="cpu",
+        seed=args.seed,
+        deterministic=True,
+        optimizer="SGD",
+        lr0=0.01,
+        lrf=0.01,
+        cos_lr=False,
+        warmup_epochs=3.0,
+        close_mosaic=0,
+        amp=False,
+        plots=False,
+        val=False,  # the package still validates after the last epoch
+        iou=AF_VAL_IOU,
+        max_det=300,
+        project=str(workdir),
+        name=run_name("ultralytics", args),
+        exist_ok=True,
+    )
+    save_dir = Path(model.trainer.save_dir)
+    rows = read_rows(save_dir / "results.csv")
+    row = rows[-1]
+    return {
+        **marks.summary(),
+        "threads": min(threads_seen),
+        "losses": epoch_losses(rows),
+        "train_images": marks.images // max(len(marks.ends), 1),
+        "map50": float(row["metrics/mAP50(B)"]),
+        "map50_95": float(row["metrics/mAP50-95(B)"]),
+        "save_dir": str(save_dir),
+        "final_weights": str(save_dir / "weights" / "last.pt"),  # the final EMA weights, optimizer stripped
+    }
+
+
+def run_name(side: str, args: argparse.Namespace) -> str:
+    return f"{side}-seed{args.seed}"
+
+
+def yolotr_validate_ultralytics(path: str, args: argparse.Namespace, workdir: Path) -> tuple[float, float]:
+    """mAP50 and mAP50-95 of the package's final EMA weights, imported and validated by yolotr."""
+    import torch
+
+    from yolotr import YOLO
+    from yolotr.engine.validator import validate
+
+    torch.set_num_threads(args.threads)
+    model = YOLO(path, verbose=False).model.float().eval()
+    result = validate(
+        model,
+        str(shapes_yaml(workdir)),
+        "val",
+        imgsz=args.imgsz,
+        batch_size=args.batch,
+        iou=AF_VAL_IOU,
+        workers=args.workers,
+        verbose=False,
+    )
+    return result.map50, result.map50_95
 
 
 def yolotr_validate_official(path: str, args: argparse.Namespace) -> tuple[float, float]:
@@ -347,19 +488,20 @@ def yolotr_validate_official(path: str, args: argparse.Namespace) -> tuple[float
 def child(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", force=True)
     workdir = Path(args.workdir)
-    result = (child_yolotr if args.child == "yolotr" else child_official)(args, workdir)
-    Path(args.result).write_text(json.dumps(result))
+    (args.seed,) = args.seed  # the parent passes the one seed of this run
+    run = {"yolotr": child_yolotr, "official": child_official, "ultralytics": child_ultralytics}[args.child]
+    Path(args.result).write_text(json.dumps(run(args, workdir)))
 
 
 # --------------------------------------------------------------------------- parent
 
 
-def run_side(side: str, args: argparse.Namespace, workdir: Path) -> dict:
-    """Run one side in a subprocess; its result plus wall time and peak memory."""
+def run_side(side: str, seed: int, args: argparse.Namespace, workdir: Path) -> dict:
+    """Run one side with one seed in a subprocess; its result plus wall time and peak memory."""
     import psutil
 
-    result_file = workdir / f"{side}.json"
-    log_file = workdir / f"{side}.log"
+    result_file = workdir / f"{side}-seed{seed}.json"
+    log_file = workdir / f"{side}-seed{seed}.log"
     cmd = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -370,7 +512,8 @@ def run_side(side: str, args: argparse.Namespace, workdir: Path) -> dict:
         "--workdir",
         str(workdir),
         *("--epochs", str(args.epochs), "--imgsz", str(args.imgsz), "--batch", str(args.batch)),
-        *("--workers", str(args.workers), "--threads", str(args.threads), "--seed", str(args.seed)),
+        *("--workers", str(args.workers), "--threads", str(args.threads), "--seed", str(seed)),
+        *("--family", args.family),
         *(("--scratch",) if args.scratch else ()),
     ]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
@@ -383,7 +526,9 @@ def run_side(side: str, args: argparse.Namespace, workdir: Path) -> dict:
             TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD="1",
             WANDB_MODE="disabled",
         )
-    LOGGER.info("%s: running (log %s); load average %.2f", side, log_file, os.getloadavg()[0])
+    if side == "ultralytics":
+        env.update(YOLO_CONFIG_DIR=str(workdir / "ultralytics-config"), YOLO_OFFLINE="1", WANDB_MODE="disabled")
+    LOGGER.info("%s seed %d: running (log %s); load average %.2f", side, seed, log_file, os.getloadavg()[0])
     t0 = time.time()
     peak_tree = 0
     with open(log_file, "wb") as log:
@@ -413,9 +558,13 @@ def run_side(side: str, args: argparse.Namespace, workdir: Path) -> dict:
         sys.exit(1)
     result = json.loads(result_file.read_text())
     result.update(wall_s=wall, rss_main_mib=usage.ru_maxrss / 1024, rss_tree_mib=peak_tree / 2**20)
+    result["cpu_s"] = usage.ru_utime + usage.ru_stime  # the child and its reaped workers, whole run
+    if result["threads"] != args.threads:
+        LOGGER.warning("%s trained with %d torch threads, not %d", side, result["threads"], args.threads)
     LOGGER.info(
-        "%s: %.0f s wall, %.0f s training (epochs %s s), mAP50 %.3f, load average %.2f; run in %s",
+        "%s seed %d: %.0f s wall, %.0f s training (epochs %s s), mAP50 %.3f, load average %.2f; run in %s",
         side,
+        seed,
         wall,
         result["train_s"],
         result["epoch_s"],
@@ -447,9 +596,44 @@ def check_hyp_mirror() -> None:
         LOGGER.warning("yolotr defaults (ours, official) differ: %s; not in yolotr: %s", differ, missing)
 
 
-def print_table(args: argparse.Namespace, results: dict[str, dict], n_train: int, n_val: int) -> None:
+def check_af_mirror() -> None:
+    """Warn where yolotr's defaults differ from the ``ultralytics`` package's ``cfg/default.yaml``
+    on the keys the anchor-free bench leaves at their defaults (the rest it sets on both sides)."""
+    import importlib.util
+
+    import yaml
+
+    from yolotr.engine.config import default_config
+
+    spec = importlib.util.find_spec("ultralytics")  # located, not imported
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit("the ultralytics package is not installed: pip install --no-deps ultralytics==8.4.190")
+    theirs = yaml.safe_load((Path(next(iter(spec.submodule_search_locations))) / "cfg" / "default.yaml").read_text())
+    ours = default_config()
+    pairs = {k: k for k in ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective")}
+    pairs.update({k: k for k in ("flipud", "fliplr", "mosaic", "momentum", "weight_decay", "warmup_momentum")})
+    pairs.update(warmup_bias_lr="warmup_bias_lr", nbs="nbs", lrf="lrf", conf=None, box="af_box", cls="af_cls")
+    pairs.update(dfl="dfl", mixup=None, copy_paste=None, cutmix=None, max_det="max_det")
+    differ = {}
+    for key, our_key in pairs.items():
+        if our_key is None:  # augmentations yolotr does not have: they must be off in the package
+            if theirs.get(key):
+                differ[key] = (None, theirs[key])
+        elif ours[our_key] != theirs[key]:
+            differ[key] = (ours[our_key], theirs[key])
+    if differ:
+        LOGGER.warning("yolotr defaults (ours, ultralytics) differ: %s", differ)
+
+
+def mean(values: list[float]) -> float:
+    return statistics.fmean(values) if values else math.nan
+
+
+def print_table(args: argparse.Namespace, results: dict[str, list[dict]], task: str, markdown: bool) -> None:
+    """One row per measure: each side's mean over the seeds, the ratio of the means, then the seeds."""
     rows = [
         ("wall time (s)", "wall_s", ".0f"),
+        ("CPU time (s)", "cpu_s", ".0f"),
         ("train time (s)", "train_s", ".1f"),
         ("images/s", "images_per_s", ".2f"),
         ("images/s median epoch", "images_per_s_median", ".2f"),
@@ -463,71 +647,133 @@ def print_table(args: argparse.Namespace, results: dict[str, dict], n_train: int
         ("train loss last epoch", "loss_last", ".4f"),
         ("epochs loss fell", "loss_falls", ".0f"),
     ]
-    for result in results.values():
-        losses = result["losses"]
-        result.update(loss_first=losses[0], loss_last=losses[-1])
-        result["loss_falls"] = sum(b < a for a, b in zip(losses, losses[1:]))
-    task = "train yolov5n.yaml from scratch" if args.scratch else "fine-tune yolov5n.pt"
-    print(
-        f"{task} on raccoon ({n_train} train / {n_val} val images), imgsz {args.imgsz}, "
-        f"batch {args.batch}, {args.epochs} epochs, SGD lr0 0.01, seed {args.seed}, CPU, {args.threads} threads, "
-        f"{args.workers} workers"
-    )
+    for runs in results.values():
+        for result in runs:
+            losses = result["losses"]
+            result.update(loss_first=losses[0], loss_last=losses[-1])
+            result["loss_falls"] = sum(b < a for a, b in zip(losses, losses[1:]))
+    print(task)
     sides = [s for s in SIDES if s in results]
-    both = len(sides) == 2
-    print(f"{'':<22}" + "".join(f"{s:>12}" for s in sides) + (f"{'yolotr/official':>17}" if both else ""))
+    ref = sides[-1] if len(sides) == 2 else None
+    seeds = [r["seed"] for r in results[sides[0]]]
+    head = ["", *sides] + ([f"yolotr/{ref}"] if ref else [])
+    if len(seeds) > 1:
+        head[1 : 1 + len(sides)] = [f"{s} mean" for s in sides]
+        head += [f"{s} s{seed}" for s in sides for seed in seeds]
+    widths = [22] + [max(12, len(h) + 2) for h in head[1:]]
+    if markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|---|" + "---:|" * (len(head) - 1))
+    else:
+        print("".join(f"{h:<{widths[0]}}" if i == 0 else f"{h:>{widths[i]}}" for i, h in enumerate(head)))
     for label, key, fmt in rows:
-        line = f"{label:<22}" + "".join(f"{results[s][key]:>12{fmt}}" for s in sides)
-        if both:
-            a, b = results["yolotr"][key], results["official"][key]
-            line += f"{(a / b if b else math.nan):>17.2f}"
-        print(line)
+        means = [mean([r[key] for r in results[s]]) for s in sides]
+        cells = [format(m, fmt) for m in means]
+        if ref:
+            cells.append(f"{(means[0] / means[1] if means[1] else math.nan):.2f}")
+        if len(seeds) > 1:
+            cells += [format(r[key], fmt) for s in sides for r in results[s]]
+        if markdown:
+            print("| " + " | ".join([label, *cells]) + " |")
+        else:
+            print(f"{label:<{widths[0]}}" + "".join(f"{c:>{w}}" for c, w in zip(cells, widths[1:])))
+    if args.family == "anchor-free" and ref:
+
+        def side_mean(side: str, key: str) -> float:
+            return mean([r[key] for r in results[side]])
+
+        checks = [  # (bar, key, True when higher is better)
+            ("mean mAP50-95 (own val) >= the package's", "map50_95", True),
+            ("images/s (median epoch) >= 1.0x", "images_per_s_median", True),
+            ("peak RSS main <= 1.0x", "rss_main_mib", False),
+            ("peak RSS tree <= 1.0x", "rss_tree_mib", False),
+        ]
+        for text, key, higher in checks:
+            a, b = side_mean("yolotr", key), side_mean(ref, key)
+            ok = a >= b if higher else a <= b
+            print(f"bar: {text}: {a:.3f} vs {b:.3f} -> {'met' if ok else 'NOT met'}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--imgsz", type=int, default=320)
+    parser.add_argument("--family", choices=tuple(FAMILY_SIDES), default="yolov5", help="which comparison")
+    parser.add_argument("--epochs", type=int, help="default 10 (yolov5), 15 (anchor-free)")
+    parser.add_argument("--imgsz", type=int, help="default 320 (yolov5), 160 (anchor-free)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers on both sides")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on both sides")
-    parser.add_argument("--seed", type=int, default=0, help="training seed on both sides")
-    parser.add_argument("--scratch", action="store_true", help="train yolov5n.yaml from random weights instead")
+    parser.add_argument(
+        "--seed", type=int, nargs="+", help="training seeds, each a run of both sides; default 0 (yolov5), 0 1 2"
+    )
+    parser.add_argument("--train-images", type=int, default=320, help="anchor-free: shapes train images")
+    parser.add_argument("--val-images", type=int, default=80, help="anchor-free: shapes val images")
+    parser.add_argument("--scratch", action="store_true", help="yolov5: train yolov5n.yaml from random weights")
     parser.add_argument("--only", choices=SIDES, help="run one side only")
+    parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     parser.add_argument("--workdir", help="keep runs and child logs here (default: a temporary folder)")
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    for key, value in FAMILY_DEFAULTS[args.family].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if args.child:
         child(args)
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    root, weights = raccoon_root(), weights_path()
-    n_train, n_val = len(split_stems(root, "train")), len(split_stems(root, "val"))
-    LOGGER.info("%s: %d train / %d val images; weights %s", root, n_train, n_val, weights)
-    sides = [args.only] if args.only else list(SIDES)
-    check_hyp_mirror()
+    family_sides = FAMILY_SIDES[args.family]
+    if args.only and args.only not in family_sides:
+        parser.error(f"--only {args.only}: the {args.family} comparison has sides {family_sides}")
+    sides = [args.only] if args.only else list(family_sides)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
         workdir = Path(args.workdir).resolve() if args.workdir else Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        if "official" in sides:
-            voc_to_yolo(root, workdir / "raccoon-yolo", ["raccoon"])
-            place_font(workdir / "yolov5-config")
-        results = {}
-        for side in sides:
-            results[side] = run_side(side, args, workdir)
-            results[side]["images_per_s"] = args.epochs * n_train / results[side]["train_s"]
-            results[side]["images_per_s_median"] = n_train / statistics.median(results[side]["epoch_s"])
-            if results[side]["train_images"] != n_train:
-                seen = results[side]["train_images"]
-                LOGGER.warning("%s trained on %d images per epoch, not %d", side, seen, n_train)
-        if "yolotr" in results:
-            results["yolotr"].update(map50_y=results["yolotr"]["map50"], map50_95_y=results["yolotr"]["map50_95"])
-        if "official" in results:
-            LOGGER.info("official: validating its final EMA weights with yolotr's validator")
-            map50, map50_95 = yolotr_validate_official(results["official"]["final_weights"], args)
-            results["official"].update(map50_y=map50, map50_95_y=map50_95)
-    print_table(args, results, n_train, n_val)
+        if args.family == "yolov5":
+            root, weights = raccoon_root(), weights_path()
+            n_train, n_val = len(split_stems(root, "train")), len(split_stems(root, "val"))
+            LOGGER.info("%s: %d train / %d val images; weights %s", root, n_train, n_val, weights)
+            check_hyp_mirror()
+            if "official" in sides:
+                voc_to_yolo(root, workdir / "raccoon-yolo", ["raccoon"])
+                place_font(workdir / "yolov5-config")
+            task = "train yolov5n.yaml from scratch" if args.scratch else "fine-tune yolov5n.pt"
+            task += " on raccoon"
+        else:
+            from yolotr.data.synthetic import make_shapes_dataset
+
+            check_af_mirror()
+            data = make_shapes_dataset(workdir / "shapes", args.train_images, args.val_images, args.imgsz, seed=0)
+            n_train, n_val = args.train_images, args.val_images
+            LOGGER.info("%s: %d train / %d val images", data, n_train, n_val)
+            if n_train % args.batch:
+                LOGGER.warning("%d train images do not fill whole batches of %d", n_train, args.batch)
+            task = f"train {AF_MODEL} from scratch on shapes"
+        results: dict[str, list[dict]] = {side: [] for side in sides}
+        for i, seed in enumerate(args.seed):
+            for side in sides if i % 2 == 0 else sides[::-1]:  # alternate who goes first
+                result = run_side(side, seed, args, workdir)
+                result["seed"] = seed
+                result["images_per_s"] = args.epochs * n_train / result["train_s"]
+                result["images_per_s_median"] = n_train / statistics.median(result["epoch_s"])
+                if result["train_images"] != n_train:
+                    LOGGER.warning("%s trained on %d images per epoch, not %d", side, result["train_images"], n_train)
+                if side == "yolotr":
+                    result.update(map50_y=result["map50"], map50_95_y=result["map50_95"])
+                else:
+                    LOGGER.info("%s seed %d: validating its final EMA weights with yolotr's validator", side, seed)
+                    if side == "official":
+                        map50, map50_95 = yolotr_validate_official(result["final_weights"], args)
+                    else:
+                        map50, map50_95 = yolotr_validate_ultralytics(result["final_weights"], args, workdir)
+                    result.update(map50_y=map50, map50_95_y=map50_95)
+                results[side].append(result)
+        for side in sides:  # in seed order
+            results[side].sort(key=lambda r: args.seed.index(r["seed"]))
+    task += (
+        f" ({n_train} train / {n_val} val images), imgsz {args.imgsz}, batch {args.batch}, {args.epochs} epochs, "
+        f"SGD lr0 0.01, seeds {' '.join(map(str, args.seed))}, CPU, {args.threads} threads, {args.workers} workers"
+    )
+    print_table(args, results, task, args.markdown)
 
 
 if __name__ == "__main__":
