@@ -25,6 +25,7 @@ def increment_path(base: Path) -> Path:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from yolotr.engine.fast_backend import prepare_backend
     from yolotr.engine.predictor import Predictor, run_prediction
     from yolotr.models.loading import load_model
 
@@ -32,10 +33,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from yolotr.engine.exporter import OnnxModel
 
         model = OnnxModel(args.model)
+        backend = prepare_backend(model, "torch")  # the file runs as it is
     else:
         model = load_model(args.model)
-        if args.fuse:
-            model.fuse()
+        backend = prepare_backend(model, args.backend, copy_model=False)  # fused in place: loaded to predict only
     predictor = Predictor(
         model,
         model.names,
@@ -46,6 +47,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         max_det=args.max_det,
         classes=args.classes,
         batch=args.batch,
+        backend=backend,
     )
     wanted = args.save or args.save_txt or args.save_json
     save_dir = increment_path(Path(args.project) / args.name) if wanted else None
@@ -249,7 +251,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--square", action="store_true", help="letterbox to a full square instead of a stride-aligned rectangle"
     )
-    p.add_argument("--fuse", action="store_true", help="fold BatchNorm into convolutions")
+    p.add_argument(
+        "--backend",
+        choices=["auto", "torch", "onnx"],
+        default="auto",
+        help="auto: onnxruntime on the CPU (the model exported once, cached in $YOLOTR_CACHE/onnx), else "
+        "PyTorch; torch: the fused model in PyTorch; onnx: always onnxruntime",
+    )
+    p.add_argument("--fuse", action="store_true", help="fold BatchNorm into convolutions (always done now; no effect)")
     p.add_argument("--save", action="store_true", help="write drawn images and predictions.json")
     p.add_argument("--save-txt", action="store_true", help="write YOLO-format txt labels")
     p.add_argument("--save-json", action="store_true", help="write COCO-format detections (predictions_coco.json)")

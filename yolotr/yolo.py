@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 from yolotr.logs import verbosity
@@ -34,6 +35,8 @@ class YOLO:
         self.verbose = verbose
         with verbosity(verbose):
             self.model = load_model(source, nc=nc)
+        # backend name -> (the model it was prepared from, its weights version, the Backend)
+        self._prepared: dict[str, tuple[weakref.ref, tuple, object]] = {}
 
     def _verbose(self, verbose: bool | None) -> bool:
         return self.verbose if verbose is None else verbose
@@ -52,18 +55,46 @@ class YOLO:
         classes: list[int] | None = None,
         rect: bool = True,
         batch: int = 1,
+        backend: str = "auto",
         verbose: bool | None = None,
     ):
-        """Detections on images, folders, globs or videos: a list of ``Results`` (one per image/frame)."""
+        """Detections on images, folders, globs or videos: a list of ``Results`` (one per image/frame).
+
+        ``backend`` (see :mod:`yolotr.engine.fast_backend`): ``auto`` (onnxruntime for a float32 model
+        on the CPU, PyTorch otherwise), ``torch`` (a fused ``channels_last`` copy) or ``onnx`` (the
+        model exported once to ``$YOLOTR_CACHE/onnx``, keyed by a hash of the weights). The prepared
+        backend is kept in this object and reused by later calls until the weights change (training,
+        ``fuse()``, ``load_state_dict``, ``.to()``); the first ``onnx`` call for new weights exports
+        them (seconds), later calls and later processes reuse the file.
+        """
         from yolotr.engine.predictor import Predictor
 
         with verbosity(self._verbose(verbose)):
-            self.model.eval()
             predictor = Predictor(
                 self.model, self.names, imgsz, rect=rect, conf=conf, iou=iou, max_det=max_det, classes=classes,
-                batch=batch,
+                batch=batch, backend=self.prepared_backend(backend),
             )  # fmt: skip
             return predictor(source)
+
+    def prepared_backend(self, backend: str = "auto"):
+        """The inference backend of the current weights, prepared on first use and then reused.
+
+        Set-up (the fused copy, the ONNX export and its onnxruntime sessions) happens once per set of
+        weights: a change of the model's weights (an optimizer step, ``load_state_dict``, ``.to()``,
+        ``fuse()``, a new ``self.model``) makes the next call prepare again.
+        """
+        from yolotr.engine.fast_backend import prepare_backend, weights_version
+
+        version = weights_version(self.model)
+        cached = self._prepared.get(backend)
+        if cached is not None and cached[0]() is self.model and cached[1] == version:
+            return cached[2]
+        self._prepared = {
+            name: entry for name, entry in self._prepared.items() if entry[0]() is self.model and entry[1] == version
+        }
+        prepared = prepare_backend(self.model, backend)
+        self._prepared[backend] = (weakref.ref(self.model), version, prepared)
+        return prepared
 
     def train(self, *, verbose: bool | None = None, **overrides) -> dict:
         """Train this model (keys of ``cfg/default.yaml`` as keyword arguments); returns the last metrics.

@@ -15,16 +15,15 @@ from tqdm import tqdm
 
 from yolotr.data.images import Frame, iter_frames
 from yolotr.data.transforms import letterbox
+from yolotr.engine.fast_backend import (
+    Backend,
+    prepare_backend,
+    preprocess,  # noqa: F401 - re-exported: explain.py imports it from here
+)
 from yolotr.engine.results import Boxes, Results
 from yolotr.ops.boxes import non_max_suppression, scale_boxes
 
 LOGGER = logging.getLogger("yolotr")
-
-
-def preprocess(images: list[np.ndarray], device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """List of equally sized RGB ``(H, W, 3)`` uint8 images -> ``(B, 3, H, W)`` float in ``[0, 1]``."""
-    batch = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)  # a channels-last view of (B, H, W, 3)
-    return batch.to(device=device, dtype=dtype, non_blocking=True, memory_format=torch.channels_last) / 255.0
 
 
 class Predictor:
@@ -42,6 +41,10 @@ class Predictor:
             ``auto=True``) instead of the full square.
         conf, iou, max_det, classes, agnostic: NMS settings.
         batch: images per forward pass (consecutive images of equal letterboxed size are batched).
+        backend: how the model runs (:mod:`yolotr.engine.fast_backend`): ``torch`` (a fused copy,
+            ``channels_last``), ``onnx`` (exported once, cached, onnxruntime), ``auto`` (``onnx``
+            for a float32 model on the CPU, else ``torch``), or an already prepared ``Backend``
+            (what :class:`yolotr.YOLO` passes, so that set-up happens once per model).
     """
 
     def __init__(
@@ -57,10 +60,10 @@ class Predictor:
         agnostic: bool = False,
         batch: int = 1,
         stride: int | None = None,
+        backend: str | Backend = "torch",
     ):
-        self.model = model.eval()
-        if next(model.parameters(), None) is not None:
-            self.model = self.model.to(memory_format=torch.channels_last)  # faster convolutions (oneDNN, cuDNN)
+        self.model = model
+        self.backend = backend if isinstance(backend, Backend) else prepare_backend(model, backend)
         self.names = list(names)
         self.imgsz, self.rect = imgsz, rect
         fixed = getattr(model, "input_hw", None)
@@ -77,22 +80,17 @@ class Predictor:
         self.batch = max(int(batch), 1)
         model_stride = getattr(model, "stride", None)
         self.stride = stride or (int(max(model_stride).item()) if model_stride is not None else 32)
-        param = next(model.parameters(), None)
-        self.device = param.device if param is not None else torch.device("cpu")
-        self.dtype = param.dtype if param is not None else torch.float32
 
     @torch.inference_mode()
     def predict_images(self, images: list[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Detections ``(n, 6)`` per original RGB image, and the raw decoded model output."""
-        boxed = [letterbox(im, self.imgsz, auto=self.rect, stride=self.stride) for im in images]
-        x = preprocess([b[0] for b in boxed], self.device, self.dtype)
-        out = self.model(x)
-        decoded = out[0] if isinstance(out, tuple | list) else out
+        boxed = [letterbox(im, self.imgsz, auto=self.rect, stride=self.stride)[0] for im in images]
+        decoded = self.backend(self.backend.to_input(boxed))
         detections = non_max_suppression(
             decoded, self.conf, self.iou, self.classes, self.agnostic, self.max_det, nc=len(self.names)
         )  # fmt: skip
         for det, im in zip(detections, images):
-            det[:, :4] = scale_boxes(tuple(x.shape[2:]), det[:, :4], im.shape[:2])
+            det[:, :4] = scale_boxes(boxed[0].shape[:2], det[:, :4], im.shape[:2])
         return [d.cpu() for d in detections], decoded
 
     def stream(self, source, progress: bool = False) -> Iterator[tuple[Frame, Results]]:

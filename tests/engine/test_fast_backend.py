@@ -1,0 +1,193 @@
+"""Prediction backends: the ONNX fast path gives the boxes of PyTorch and of the official YOLOv5 code,
+set-up happens once per set of weights, and a change of weights prepares again."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import shared_path
+from tests.test_cli_errors import run_cli
+from yolotr import YOLO
+from yolotr.engine import exporter, fast_backend
+from yolotr.engine.fast_backend import OnnxBackend, TorchBackend, prepare_backend, weights_key
+from yolotr.errors import YolotrError
+from yolotr.models.detection import DetectionModel
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """``$YOLOTR_CACHE`` in a temporary folder for the whole module (exports land there)."""
+    with pytest.MonkeyPatch.context() as mp:
+        folder = tmp_path_factory.mktemp("cache")
+        mp.setenv("YOLOTR_CACHE", str(folder))
+        yield folder
+
+
+@pytest.fixture(scope="module")
+def official(cache):
+    return YOLO(shared_path("weights", "yolov5n.pt"), verbose=False)
+
+
+@pytest.fixture
+def exports(monkeypatch):
+    """Counts calls of ``export_model`` (the ONNX backend's one-time set-up)."""
+    calls = []
+    original = exporter.export_model
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("imgsz"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(exporter, "export_model", counting)
+    return calls
+
+
+def _tiny(seed: int = 0) -> DetectionModel:
+    torch.manual_seed(seed)
+    model = DetectionModel("yolov5n.yaml", nc=2)
+    model.names = ["a", "b"]
+    return model
+
+
+def test_auto_is_onnx_on_cpu_and_gives_the_torch_boxes(official):
+    image = shared_path("images", "zidane.jpg")
+    fast = official.predict(image, imgsz=320)[0].boxes.data
+    assert official.prepared_backend("auto").name == "onnx"
+    plain = official.predict(image, imgsz=320, backend="torch")[0].boxes.data
+    assert official.prepared_backend("torch").name == "torch"
+    assert len(fast) > 0 and fast.shape == plain.shape
+    assert torch.allclose(fast[:, :4], plain[:, :4], atol=0.05)
+    assert torch.allclose(fast[:, 4], plain[:, 4], atol=1e-4)
+    assert torch.equal(fast[:, 5], plain[:, 5])
+
+
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+@pytest.mark.parametrize("mode", ["square640", "rect640"])
+@pytest.mark.parametrize("image", ["bus", "zidane"])
+def test_backends_match_official_reference_detections(official, backend, mode, image):
+    ref = json.loads(shared_path("reference", "yolov5", "reference_detections.json").read_text())
+    expected = ref["images"][image][mode]["detections"]
+    path = shared_path("images", f"{image}.jpg")
+    got = official.predict(path, imgsz=640, rect=mode == "rect640", max_det=1000, backend=backend)[0]
+    assert official.prepared_backend(backend).name == backend
+    rows = got.boxes.data.tolist()
+    assert len(rows) == len(expected)
+    for g, e in zip(rows, expected):
+        assert max(abs(a - b) for a, b in zip(g[:4], e[:4])) <= 1.0
+        assert abs(g[4] - e[4]) <= 1e-3
+        assert int(g[5]) == e[5]
+
+
+def test_second_call_reuses_the_prepared_backend(cache, exports, monkeypatch, tmp_path):
+    prepared = []
+    original = fast_backend.prepare_backend
+
+    def counting(*args, **kwargs):
+        prepared.append(args[1] if len(args) > 1 else kwargs.get("backend"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(fast_backend, "prepare_backend", counting)
+    yolo = YOLO("yolov5n.yaml", nc=2, verbose=False)
+    image = np.full((96, 128, 3), 114, np.uint8)
+    image[20:70, 30:90] = 255
+    wide, low = tmp_path / "wide.png", tmp_path / "low.png"
+    cv2.imwrite(str(wide), image)
+    cv2.imwrite(str(low), image[:64])
+    for _ in range(3):
+        yolo.predict(wide, imgsz=128)
+    backend = yolo.prepared_backend("auto")
+    assert prepared == ["auto"] and len(exports) == 1
+    assert list(backend.sessions) == [(1, 96, 128)]  # one session for the one input shape, reused
+    yolo.predict(low, imgsz=128)  # a new shape: a new session of the same file, no new export
+    assert len(exports) == 1 and (1, 64, 128) in backend.sessions and backend is yolo.prepared_backend("auto")
+
+
+def test_changed_weights_prepare_again(cache, exports):
+    yolo = YOLO("yolov5n.yaml", nc=2, verbose=False)
+    first = yolo.prepared_backend("torch")
+    assert yolo.prepared_backend("torch") is first
+    with torch.no_grad():
+        yolo.model.model[0].conv.weight.mul_(0.5)  # an in-place update, as an optimizer step makes
+    second = yolo.prepared_backend("torch")
+    assert second is not first
+    yolo.model = DetectionModel("yolov5n.yaml", nc=2)  # what train() does with the best weights
+    assert yolo.prepared_backend("torch") is not second
+    onnx_first = yolo.prepared_backend("onnx")
+    yolo.fuse()
+    onnx_second = yolo.prepared_backend("onnx")
+    assert onnx_second is not onnx_first and onnx_second.key != onnx_first.key
+    assert len(exports) == 2
+
+
+def test_same_weights_share_one_exported_file(cache, exports):
+    a = OnnxBackend(_tiny(seed=1))
+    b = OnnxBackend(_tiny(seed=1))
+    c = OnnxBackend(_tiny(seed=2))
+    assert a.path == b.path != c.path and a.path.parent == cache / "onnx"
+    assert len(exports) == 2  # the second backend of the same weights found the file
+
+
+def test_onnx_output_equals_torch_at_several_shapes_and_batches(cache):
+    model = _tiny(seed=3).eval()
+    onnx, torch_backend = OnnxBackend(model), TorchBackend(model)
+    rng = np.random.default_rng(0)
+    for b, h, w in ((1, 64, 96), (2, 96, 64), (1, 128, 128)):
+        images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(b)]
+        got = onnx(onnx.to_input(images))
+        expected = torch_backend(torch_backend.to_input(images))
+        assert got.shape == expected.shape == (b, 3 * (h * w // 64 + h * w // 256 + h * w // 1024), 7)
+        assert float((got - expected).abs().max()) < 1e-3 * max(h, w)
+    assert not onnx.on_torch
+
+
+def test_shape_where_onnx_disagrees_runs_in_torch(cache, caplog):
+    backend = OnnxBackend(_tiny(seed=4))
+    true_reference = backend.reference
+    backend.reference = lambda x: true_reference(x) + 100.0  # as if the export had kept its example size
+    images = [np.zeros((64, 64, 3), np.uint8)]
+    with caplog.at_level(logging.WARNING, logger="yolotr"):
+        out = backend(backend.to_input(images))
+    assert backend.on_torch == {(1, 64, 64)}
+    assert "at input 64x64 the exported model differs from PyTorch" in caplog.text
+    assert torch.allclose(out, true_reference(torch.zeros(1, 3, 64, 64)) + 100.0)
+
+
+def test_bad_backend_names_and_models():
+    model = _tiny()
+    with pytest.raises(YolotrError, match="unknown predict backend 'tensorrt'; choose one of auto, torch, onnx"):
+        prepare_backend(model, "tensorrt")
+    with pytest.raises(
+        YolotrError, match=r"backend 'onnx' needs a float32 model on the CPU \(this one has torch.float64"
+    ):
+        prepare_backend(model.double(), "onnx")
+    assert prepare_backend(model, "auto").name == "torch"  # float64: auto stays in PyTorch
+
+
+def test_weights_key_follows_weights_not_objects():
+    a, b = _tiny(seed=5), _tiny(seed=5)
+    assert weights_key(a) == weights_key(b)
+    with torch.no_grad():
+        b.model[-1].m[0].bias[0] += 1e-3
+    assert weights_key(a) != weights_key(b)
+
+
+def test_cli_backends_give_the_same_boxes(cache, tmp_path):
+    image = shared_path("images", "bus.jpg")
+    weights = shared_path("weights", "yolov5n.pt")
+    boxes = {}
+    for backend in ("torch", "onnx"):
+        proc = run_cli(
+            "predict", "--model", weights, "--source", image, "--imgsz", "320", "--backend", backend,
+            "--save", "--project", tmp_path, "--name", backend, cwd=tmp_path,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        detections = json.loads((tmp_path / backend / "predictions.json").read_text())[0]["detections"]
+        boxes[backend] = np.array([[*d["box"], d["confidence"], d["class"]] for d in detections])
+    assert len(boxes["torch"]) > 0 and boxes["torch"].shape == boxes["onnx"].shape
+    assert np.allclose(boxes["torch"], boxes["onnx"], atol=0.05)

@@ -1,0 +1,291 @@
+"""Inference backends for prediction: prepared once per model, then only forward passes.
+
+The predictor hands a backend letterboxed RGB images and gets back the decoded model output,
+``(B, N, 5 + nc)`` float32 (``(B, N, 4 + nc)`` from an anchor-free head), boxes in input pixels.
+
+- :class:`TorchBackend`: a fused copy of the model (BatchNorm folded into the convolutions), in
+  eval mode and ``channels_last``, run under ``torch.inference_mode``.
+- :class:`OnnxBackend`: the model exported once by :func:`~yolotr.engine.exporter.export_model`
+  (fused, dynamic batch, height and width, checked with onnxruntime) into
+  ``$YOLOTR_CACHE/onnx/<hash of the weights>.onnx``; then, per input shape, one onnxruntime
+  session of that file with the shape written into the graph, so that onnxruntime folds the
+  grid arithmetic into constants. Sessions use ``torch.get_num_threads()`` intra-op threads.
+  The first image of each shape also runs through the fused PyTorch copy and the two outputs
+  are compared: a shape where they differ (a block whose export kept its example size) stays on
+  PyTorch, with a warning.
+
+``prepare_backend(model, "auto")`` gives the ONNX backend for a float32 model on the CPU when
+onnxruntime is installed (the faster one there: ``python bench/latency.py --e2e``), the torch
+backend otherwise. Preparing costs one export the first time a set of weights is seen (seconds;
+later processes find the file), and a deep copy of the model; :class:`yolotr.YOLO` keeps the
+prepared backend until the weights change.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from yolotr.data.label_cache import cache_dir
+from yolotr.errors import YolotrError
+from yolotr.logs import verbosity
+
+LOGGER = logging.getLogger("yolotr")
+BACKENDS = ("auto", "torch", "onnx")
+ONNX_OPSET = 17
+CACHE_VERSION = 1  # bump when the exported graph changes for the same weights
+KEEP_FILES = 32  # exported models kept in the cache folder (least recently used go first)
+
+
+def onnx_cache_dir() -> Path:
+    """``$YOLOTR_CACHE/onnx`` (default ``~/.cache/yolotr/onnx``)."""
+    return cache_dir() / "onnx"
+
+
+def weights_version(model: nn.Module) -> tuple:
+    """A cheap fingerprint of the model's current weights: changes when any parameter or buffer is
+    replaced (``load_state_dict``, ``.to()``, ``fuse()``) or modified in place (an optimizer step).
+
+    Built from each tensor's storage address and autograd version counter; costs microseconds.
+    """
+    tensors = (*model.parameters(), *model.buffers())
+    return (id(model), tuple((t.data_ptr(), t._version) for t in tensors))
+
+
+def weights_key(model: nn.Module) -> str:
+    """SHA-256 (hex, 24 chars) of the architecture, names, strides and every ``state_dict`` tensor.
+
+    The name of a model's exported file in the cache: equal weights share one file across
+    processes and ``YOLO`` objects.
+    """
+    digest = hashlib.sha256(f"{CACHE_VERSION}|{ONNX_OPSET}|{torch.__version__}|{type(model).__qualname__}".encode())
+    digest.update(repr(model).encode())
+    digest.update(json.dumps([list(getattr(model, "names", [])), getattr(model, "yaml", None)], default=str).encode())
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
+def preprocess(images: list[np.ndarray], device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """List of equally sized RGB ``(H, W, 3)`` uint8 images -> ``(B, 3, H, W)`` float in ``[0, 1]``
+    (``channels_last`` memory), on ``device`` in ``dtype``."""
+    stacked = images[0][None] if len(images) == 1 else np.stack(images)
+    batch = torch.from_numpy(stacked).permute(0, 3, 1, 2)  # a channels-last view of (B, H, W, 3)
+    return batch.to(device=device, dtype=dtype, non_blocking=True, memory_format=torch.channels_last) / 255.0
+
+
+def _decoded(out) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple | list) else out
+
+
+class Backend:
+    """What the predictor runs images through.
+
+    ``to_input`` turns equally sized letterboxed RGB ``(H, W, 3)`` uint8 images into the backend's
+    input; calling the backend on it gives the decoded ``(B, N, 5 + nc)`` float32 CPU-or-device tensor.
+    """
+
+    name = ""
+
+    def to_input(self, images: list[np.ndarray]):
+        raise NotImplementedError
+
+    def __call__(self, x) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class TorchBackend(Backend):
+    """The model in PyTorch: fused (a copy unless ``copy=False``), eval, ``channels_last``.
+
+    A module without parameters (an :class:`~yolotr.engine.exporter.OnnxModel`) is called as it is.
+    """
+
+    name = "torch"
+
+    def __init__(self, model: nn.Module, copy_model: bool = True, fuse: bool = True):
+        param = next(model.parameters(), None)
+        if param is not None:
+            if copy_model:
+                model = copy.deepcopy(model)
+            model.eval()
+            if fuse and hasattr(model, "fuse"):
+                model.fuse()
+            model = model.to(memory_format=torch.channels_last)  # faster convolutions (oneDNN, cuDNN)
+        self.model = model.eval()
+        self.device = param.device if param is not None else torch.device("cpu")
+        self.dtype = param.dtype if param is not None else torch.float32
+
+    def to_input(self, images: list[np.ndarray]) -> torch.Tensor:
+        """``(B, 3, H, W)`` float in ``[0, 1]``, ``channels_last``, on the model's device and dtype."""
+        return preprocess(images, self.device, self.dtype)
+
+    @torch.inference_mode()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return _decoded(self.model(x))
+
+
+class OnnxBackend(Backend):
+    """The model exported to ONNX once (cached on disk by :func:`weights_key`), run by onnxruntime.
+
+    Args:
+        model: a float32 ``DetectionModel`` on the CPU.
+        threads: onnxruntime intra-op threads (default ``torch.get_num_threads()``).
+        copy_model: the PyTorch copy used to check each new input shape is a fused deep copy (else
+            the model itself is fused in place).
+        folder: where exported files live (default :func:`onnx_cache_dir`).
+
+    Raises:
+        YolotrError: the model is not float32 on the CPU, or its export failed (the cause is named).
+    """
+
+    name = "onnx"
+
+    def __init__(
+        self, model: nn.Module, threads: int | None = None, copy_model: bool = True, folder: str | Path | None = None
+    ):
+        param = next(model.parameters(), None)
+        if param is None or param.device.type != "cpu" or param.dtype != torch.float32:
+            where = "no parameters" if param is None else f"{param.dtype} on {param.device}"
+            raise YolotrError(f"backend 'onnx' needs a float32 model on the CPU (this one has {where}); use 'torch'")
+        self.threads = int(threads or torch.get_num_threads())
+        self.key = weights_key(model)
+        self.path = Path(folder or onnx_cache_dir()) / f"{self.key}.onnx"
+        self.reference = TorchBackend(model, copy_model=copy_model)  # checks each new shape once
+        if not self.path.is_file():
+            self._export(model)
+        else:
+            os.utime(self.path)  # most recently used: kept longest
+        import onnx
+
+        self.proto = onnx.load(str(self.path))
+        self.input_name = self.proto.graph.input[0].name
+        bytes_per_session = sum(t.numel() * 4 for t in self.reference.model.parameters())
+        self.max_sessions = max(2, min(8, (1 << 30) // max(bytes_per_session, 1)))
+        self.sessions: OrderedDict[tuple[int, int, int], object] = OrderedDict()
+        self.on_torch: set[tuple[int, int, int]] = set()
+
+    def _export(self, model: nn.Module) -> None:
+        from yolotr.engine.exporter import export_model
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.key}.{os.getpid()}.tmp.onnx")
+        LOGGER.info("onnx backend: exporting the model once for these weights (cached in %s)", self.path.parent)
+        try:
+            size = 8 * int(max(model.stride))  # the example size of the trace and the export's check
+            with verbosity(False):  # the exporter would name the temporary file
+                result = export_model(model, "onnx", tmp, imgsz=size, dynamic=True, dynamic_size=True)
+            os.replace(tmp, self.path)
+        except Exception as e:  # noqa: BLE001 - torch.onnx and onnxruntime raise many unrelated types
+            cause = (str(e).splitlines() or [type(e).__name__])[0]
+            raise YolotrError(f"backend 'onnx': exporting the model failed ({cause})") from e
+        finally:
+            tmp.unlink(missing_ok=True)
+        LOGGER.info("onnx backend: %s, max abs difference to PyTorch %.2e", self.path.name, result.max_abs_diff)
+        _prune(self.path.parent)
+
+    def _session(self, shape: tuple[int, int, int]):
+        """An onnxruntime session of the file with the input fixed to ``(B, 3, H, W)`` = ``shape``."""
+        session = self.sessions.get(shape)
+        if session is not None:
+            self.sessions.move_to_end(shape)
+            return session
+        import onnxruntime as ort
+
+        b, h, w = shape
+        dims = self.proto.graph.input[0].type.tensor_type.shape.dim
+        for dim, value in zip(dims, (b, 3, h, w)):
+            dim.dim_value = value  # replaces the symbolic name: a static shape for onnxruntime's optimizer
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(self.proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        self.sessions[shape] = session
+        while len(self.sessions) > self.max_sessions:
+            self.sessions.popitem(last=False)
+        return session
+
+    def to_input(self, images: list[np.ndarray]) -> np.ndarray:
+        """``(B, 3, H, W)`` float32 in ``[0, 1]``, C-contiguous (the same values as the torch input)."""
+        stacked = images[0][None] if len(images) == 1 else np.stack(images)
+        batch = stacked.transpose(0, 3, 1, 2).astype(np.float32)  # astype copies into NCHW order
+        batch /= np.float32(255.0)
+        return batch
+
+    def __call__(self, x: np.ndarray) -> torch.Tensor:
+        b, _, h, w = x.shape
+        shape = (b, h, w)
+        if shape in self.on_torch:
+            return self.reference(torch.from_numpy(x))
+        first = shape not in self.sessions
+        session = self._session(shape)
+        out = torch.from_numpy(session.run(None, {self.input_name: x})[0])
+        if first and not self._agrees(out, x):
+            self.on_torch.add(shape)
+            self.sessions.pop(shape, None)
+            return self.reference(torch.from_numpy(x))
+        return out
+
+    def _agrees(self, out: torch.Tensor, x: np.ndarray) -> bool:
+        """Whether onnxruntime's output at this shape matches PyTorch's (within 1e-3 of the image size)."""
+        expected = self.reference(torch.from_numpy(x)).float().cpu()
+        tol = 1e-3 * max(x.shape[2:])
+        if out.shape == expected.shape and float((out - expected).abs().max()) <= tol:
+            return True
+        LOGGER.warning(
+            "onnx backend: at input %dx%d the exported model differs from PyTorch (shape %s vs %s); "
+            "images of this size run in PyTorch",
+            x.shape[2], x.shape[3], tuple(out.shape), tuple(expected.shape),
+        )  # fmt: skip
+        return False
+
+
+def _prune(folder: Path, keep: int = KEEP_FILES) -> None:
+    """Delete all but the ``keep`` most recently used exported files in ``folder``."""
+    files = sorted(folder.glob("*.onnx"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in files[keep:]:
+        path.unlink(missing_ok=True)
+
+
+def auto_backend(model: nn.Module) -> str:
+    """``onnx`` for a float32 model on the CPU when onnxruntime is installed, else ``torch``."""
+    param = next(model.parameters(), None)
+    if param is None or param.device.type != "cpu" or param.dtype != torch.float32:
+        return "torch"
+    return "onnx" if importlib.util.find_spec("onnxruntime") is not None else "torch"
+
+
+def prepare_backend(
+    model: nn.Module, backend: str = "auto", copy_model: bool = True, threads: int | None = None
+) -> Backend:
+    """The backend ``backend`` (``auto``, ``torch`` or ``onnx``) of ``model``, ready to run.
+
+    With ``copy_model=False`` the model itself is fused in place (for a model loaded only to predict).
+    ``auto`` falls back to ``torch`` with a warning when the export fails.
+
+    Raises:
+        YolotrError: an unknown backend name, or ``onnx`` asked for a model it cannot run.
+    """
+    if backend not in BACKENDS:
+        raise YolotrError(f"unknown predict backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    chosen = auto_backend(model) if backend == "auto" else backend
+    if chosen == "onnx":
+        try:
+            return OnnxBackend(model, threads=threads, copy_model=copy_model)
+        except YolotrError as e:
+            if backend == "onnx":
+                raise
+            LOGGER.warning("%s; predicting with the torch backend", e)
+    return TorchBackend(model, copy_model=copy_model)
