@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -26,3 +27,16 @@ def shared_path(*parts: str) -> Path:
 def shared():
     """The ``shared/`` folder (skips when absent)."""
     return shared_path()
+
+
+@pytest.fixture(autouse=True)
+def _yolotr_messages_reach_caplog():
+    """Let the ``yolotr`` logger's records reach pytest's capture, whatever an earlier test or import did:
+    once yolotr adds its own stderr handler it stops propagating to the root logger (see yolotr/logs.py),
+    and ``caplog`` listens at the root."""
+    logger = logging.getLogger("yolotr")
+    saved = logger.propagate, logger.level
+    logger.propagate = True
+    yield
+    logger.propagate = saved[0]
+    logger.setLevel(saved[1])

@@ -18,6 +18,7 @@ from yolotr.caption_cli import add_caption_parser
 from yolotr.engine.caption_trainer import (
     DEFAULTS,
     CaptionTrainer,
+    _warn_if_shorter_than_a_step,
     load_caption_data,
     load_captioner,
     lr_factor,
@@ -113,8 +114,10 @@ def test_time_limit_shorter_than_a_step_warns(cache, tmp_path, caplog):
     assert torch.load(tmp_path / "runs" / "t" / "weights" / "last.pt", weights_only=True)["step"] == 1
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="yolotr"):
-        CaptionTrainer({**TINY, "time_limit": 0.01, "project": str(tmp_path / "runs"), "name": "u"}).train()
+        _warn_if_shorter_than_a_step(0.01, 0.5)  # 0.6 s against a 0.5 s step: meant, no warning
     assert "shorter than one training step" not in caplog.text
+    _warn_if_shorter_than_a_step(0.005, 0.5)
+    assert "shorter than one training step" in caplog.text
     with pytest.raises(ConfigError, match="time_limit must be a number of minutes"):
         CaptionTrainer({**TINY, "time_limit": -1})
 

@@ -452,13 +452,19 @@ class CaptionTrainer:
         if self.resume_ckpt is None or not csv_path.exists():
             with open(csv_path, "w", newline="") as f:
                 csv.writer(f).writerow(fields)
+        tb = TensorBoardLogger(self.save_dir)  # a no-op without tensorboard
         t0 = time.monotonic() - elapsed0
         limit = 60.0 * float(a["time_limit"] or 0)  # seconds; with a limit the clock, not epochs, ends the run
         metrics: dict = {}
         first_step = True
-        tb = TensorBoardLogger(self.save_dir)  # a no-op without tensorboard
         epoch = start_epoch - 1
-        while time.monotonic() - t0 < limit if limit else epoch + 1 < a["epochs"]:
+
+        def go_on() -> bool:  # with a limit, the first epoch of a (resumed) run always starts
+            if limit:
+                return epoch < start_epoch or time.monotonic() - t0 < limit
+            return epoch + 1 < a["epochs"]
+
+        while go_on():
             epoch += 1
             model.train()
             running, seen = 0.0, 0
