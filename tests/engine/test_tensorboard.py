@@ -6,6 +6,7 @@ import csv
 import sys
 
 import pytest
+import torch
 
 from tests.engine.conftest import tiny_train_cfg
 from yolotr.engine.caption_trainer import CaptionTrainer
@@ -68,3 +69,15 @@ def test_logger_is_a_no_op_without_tensorboard_or_a_directory(tmp_path, monkeypa
     logger.scalars({"a": 1.0}, 1)
     logger.close()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_logging_does_not_change_training(tiny_shapes, tmp_path, monkeypatch):
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, val=True, epochs=2, autoanchor=False)  # logged after epoch 1
+    Trainer({**cfg, "name": "with"}).train()
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    Trainer({**cfg, "name": "without"}).train()
+    assert not list((tmp_path / "without").glob("events.out.tfevents.*"))
+    with_tb = torch.load(tmp_path / "with" / "weights" / "last.pt", weights_only=True)["train_state"]["model"]
+    without = torch.load(tmp_path / "without" / "weights" / "last.pt", weights_only=True)["train_state"]["model"]
+    for key, value in without.items():
+        assert torch.equal(value, with_tb[key]), key

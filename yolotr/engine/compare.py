@@ -409,8 +409,8 @@ def _seed_list(seeds) -> list[int]:
 
 
 def _absolute(value):
-    """A path that exists, made absolute (runs may execute in another directory); anything else as is."""
-    if isinstance(value, str) and value and Path(value).exists():
+    """A file that exists, made absolute (runs may execute in another directory); anything else as is."""
+    if isinstance(value, str) and value and Path(value).is_file():
         return str(Path(value).resolve())
     return value
 
