@@ -19,11 +19,29 @@ from yolotr.engine.fast_backend import (
     Backend,
     prepare_backend,
     preprocess,  # noqa: F401 - re-exported: explain.py imports it from here
+    single_thread,
 )
 from yolotr.engine.results import Boxes, Results
 from yolotr.ops.boxes import non_max_suppression, scale_boxes
 
 LOGGER = logging.getLogger("yolotr")
+
+
+def candidates(decoded: torch.Tensor, conf: float, nc: int) -> list[torch.Tensor]:
+    """Per image, the rows of the decoded output that can pass NMS's confidence threshold.
+
+    ``decoded`` is ``(B, N, 5 + nc)`` (objectness column) or ``(B, N, 4 + nc)`` (anchor-free). A row
+    survives when its objectness (anchor-free: its best class score) is above ``conf``: the first
+    test of :func:`non_max_suppression`, done here on the whole output at once so that NMS only
+    sees the few candidates. On the CPU the test runs in NumPy: on a few thousand rows PyTorch's
+    thread pool costs more than the work (and much more when other processes hold the cores).
+    Returns ``(n_i, C)`` tensors on ``decoded``'s device.
+    """
+    score_of = (lambda x: x[..., 4]) if decoded.shape[-1] != 4 + nc else (lambda x: x[..., 4:].max(-1))
+    if decoded.device.type == "cpu":
+        array = decoded.float().numpy()
+        return [torch.from_numpy(a[score_of(a) > conf]) for a in array]
+    return [x[score_of(x) > conf] for x in decoded]
 
 
 class Predictor:
@@ -86,12 +104,15 @@ class Predictor:
         """Detections ``(n, 6)`` per original RGB image, and the raw decoded model output."""
         boxed = [letterbox(im, self.imgsz, auto=self.rect, stride=self.stride)[0] for im in images]
         decoded = self.backend(self.backend.to_input(boxed))
-        detections = non_max_suppression(
-            decoded, self.conf, self.iou, self.classes, self.agnostic, self.max_det, nc=len(self.names)
-        )  # fmt: skip
-        for det, im in zip(detections, images):
-            det[:, :4] = scale_boxes(boxed[0].shape[:2], det[:, :4], im.shape[:2])
-        return [d.cpu() for d in detections], decoded
+        detections = []
+        with single_thread(decoded.device.type == "cpu"):
+            for rows, im in zip(candidates(decoded, self.conf, len(self.names)), images):
+                (det,) = non_max_suppression(
+                    rows[None], self.conf, self.iou, self.classes, self.agnostic, self.max_det, nc=len(self.names)
+                )  # fmt: skip
+                det[:, :4] = scale_boxes(boxed[0].shape[:2], det[:, :4], im.shape[:2])
+                detections.append(det.cpu())
+        return detections, decoded
 
     def stream(self, source, progress: bool = False) -> Iterator[tuple[Frame, Results]]:
         """Yield ``(frame, results)`` one image or video frame at a time."""
