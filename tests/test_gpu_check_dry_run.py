@@ -1,0 +1,78 @@
+"""bench/gpu_check.py --dry-run: the GPU check's steps run on the CPU with tiny sizes and print one table,
+so the script is known to work before a GPU runs it."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import REPO, shared_path
+from yolotr.models.detection import CFG_DIR
+
+GLOBS = ("*-c3tr.yaml", "*-transformerc3.yaml", "*-swinv2.yaml", "*-hwd.yaml")
+CONFIGS = sorted({p.name for pattern in GLOBS for p in CFG_DIR.glob(pattern)})
+
+
+def _rows(table: str) -> dict[tuple[str, str], tuple[str, str]]:
+    """``(check, item) -> (status, detail)`` for every row of the printed table."""
+    rows = {}
+    for line in table.splitlines():
+        match = re.match(r"^(train|resume|ddp|latency|swin)\s+(.+?)\s+(PASS|FAIL|MISS|SKIP|INFO)\s+(.*)$", line)
+        if match:
+            rows[(match[1], match[2])] = (match[3], match[4])
+    return rows
+
+
+@pytest.mark.timeout(900)  # about a minute on an idle 2-core machine; minutes when it is shared
+def test_dry_run_runs_every_step_and_prints_one_table(tmp_path):
+    shared_path("data", "raccoon")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu_check.py"), "--dry-run", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=850, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    assert proc.stdout.startswith("yolotr GPU check: CPU dry run")
+    rows = _rows(proc.stdout)
+
+    trained = {item: v for (check, item), v in rows.items() if check == "train"}
+    assert len(trained) == len(CONFIGS) == 12  # each shipped Transformer config, unified ones at scale n
+    for item, (status, detail) in trained.items():
+        assert status == "PASS" and ", 0 skipped," in detail, (item, detail)
+    assert "yolov8n-hwd.yaml" in trained and "yolo11n-transformerc3.yaml" in trained
+
+    status, detail = rows[("resume", "yolov5n-swinv2.yaml")]
+    assert status == "PASS" and "max |resumed - straight| 0.00e+00" in detail and "bitwise" in detail
+
+    status, detail = rows[("ddp", "yolov5n-transformerc3.yaml")]
+    assert status == "PASS" and detail.startswith("gloo x2") and "0 skipped" in detail
+
+    latency = {item: v for (check, item), v in rows.items() if check == "latency"}
+    assert set(latency) == {f"{m} 64 {d}" for m in ("yolov5n", "yolov5n-swinv2") for d in ("fp32", "bf16")}
+    official = importlib.util.find_spec("yolov5") is not None
+    for item, (status, detail) in latency.items():
+        assert status == "INFO", item
+        if item.startswith("yolov5n-swinv2"):
+            assert "no reference (a yolotr block YOLOv5 lacks)" in detail
+        elif official:
+            assert re.search(r"YOLOv5 [\d.]+ ms, ratio [\d.]+", detail), detail
+        else:
+            assert "no reference (official yolov5 package not installed)" in detail
+
+    swin = [v for (check, _), v in rows.items() if check == "swin"]
+    assert len(swin) == 2 and all(status == "INFO" and "x faster" in detail for status, detail in swin)
+    assert not any(status == "FAIL" for status, _ in rows.values())
+
+
+def test_without_cuda_the_check_asks_for_the_dry_run():
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gpu_check.py"), "--only", "swin"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    assert "no CUDA device: run with --dry-run for the CPU rehearsal" in proc.stderr
