@@ -11,8 +11,8 @@
 # 124 the 8-minute limit cut it short (the script then prints what it had: SIGINT first).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-python=python3
-if [ -x .venv/bin/python ]; then
+python="${PYTHON:-python3}"  # $PYTHON, else the project's .venv, else python3
+if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then
     python=.venv/bin/python
 fi
 export CUBLAS_WORKSPACE_CONFIG="${CUBLAS_WORKSPACE_CONFIG:-:4096:8}"  # deterministic cuBLAS (resume check)

@@ -1,9 +1,10 @@
-"""bench/gpu_check.py --dry-run: the GPU check's steps run on the CPU with tiny sizes and print one table,
+"""bench/gpu_check.sh --dry-run: the GPU check's steps run on the CPU with tiny sizes and print one table,
 so the script is known to work before a GPU runs it."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -32,8 +33,8 @@ def _rows(table: str) -> dict[tuple[str, str], tuple[str, str]]:
 def test_dry_run_runs_every_step_and_prints_one_table(tmp_path):
     shared_path("data", "raccoon")
     proc = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "gpu_check.py"), "--dry-run", "--workdir", str(tmp_path)],
-        capture_output=True, text=True, timeout=850, cwd=tmp_path,
+        ["bash", str(REPO / "bench" / "gpu_check.sh"), "--dry-run", "--workdir", str(tmp_path)],
+        capture_output=True, text=True, timeout=850, cwd=tmp_path, env={**os.environ, "PYTHON": sys.executable},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
     assert proc.stdout.startswith("yolotr GPU check: CPU dry run")
