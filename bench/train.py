@@ -19,6 +19,9 @@ Prints, per side and as the ratio yolotr/official:
   per-epoch checkpointing is inside, setup, AutoAnchor and validation are not;
 - images/s = epochs x train images / train time (the same definition on both sides), and the same
   from the median epoch (first to last batch of one epoch), which shrugs off a few disturbed epochs;
+- images/CPU-s: train images per CPU second of the child and its DataLoader workers in the median
+  epoch (``psutil`` at the same marks): the cost of an image, which other processes on a busy machine
+  change far less than they change the images/s;
 - peak RSS main: the kernel's high-water mark of the child, from ``os.wait4`` (``ru_maxrss``: the
   largest of the child and its reaped DataLoader workers, not their sum);
 - peak RSS tree: the largest sum of RSS over the child and all its descendants (DataLoader workers),
@@ -54,23 +57,25 @@ Data root: ``$YOLOTR_SHARED`` (default ``<repo>/../shared``), with ``weights/yol
 ``data/raccoon/{images,annotations,train.txt,val.txt}``.
 
 ``--family anchor-free``: ``yolov8n.yaml`` from random weights on the built-in shapes set
-(``yolotr.data.synthetic.make_shapes_dataset``, written in YOLO format into the work folder: 320 train /
-80 val images of 160 px, 3 classes), yolotr's trainer against the ``ultralytics`` package's
+(``yolotr.data.synthetic.make_shapes_dataset``, written in YOLO format into the work folder: 256 train /
+64 val images of 128 px, 3 classes), yolotr's trainer against the ``ultralytics`` package's
 (``YOLO("yolov8n.yaml").train(...)``, 8.4.190, ``pip install --no-deps ultralytics==8.4.190 polars
 polars-runtime-32 psutil``), seeds 0, 1 and 2, each seed and side in its own subprocess, the order of
-the two sides alternating from seed to seed. Both sides: imgsz 160, batch 16, 15 epochs, SGD lr0 0.01,
-lrf 0.01, linear decay, warmup 3 epochs (``round(3 x batches)`` iterations, as the package: yolotr's
-``warmup_min_iters`` 0), nominal batch 64, the package's augmentation defaults (which yolotr's mirror;
-a mismatch is logged), ``close_mosaic`` 0 (the package's default is 10), no AMP, 2 torch threads and 2
-DataLoader workers (the package would use ``cpu_count - 1`` threads and 0 workers on a CPU: its
-``NUM_THREADS`` and the trainer's ``workers`` are set back), validation after the last epoch only
-(conf 0.001, NMS IoU 0.7, the package's, max 300 detections). The package runs offline: ``YOLO_OFFLINE``
-(no font or asset download is tried: no socket is opened), settings in the work folder with
-``sync=False``, no plots, no AMP check. "yolotr val" validates the package's final EMA weights
-(``weights/last.pt``) with yolotr's validator through ``yolotr.YOLO(path)``, in the parent process
-(which never imports ``ultralytics``). Each table row gives the mean over the seeds, then the seeds.
+the two sides alternating from seed to seed. Both sides: imgsz 128, batch 16, 10 epochs, SGD lr0 0.01,
+lrf 0.01, linear decay, nominal batch 16 (an optimizer step per batch: 160 steps, which reach a
+mAP50-95 of about 0.2), warmup 1 epoch (``round(warmup_epochs x batches)`` iterations as the package
+counts them: yolotr's ``warmup_min_iters`` 0), the package's
+augmentation defaults (which yolotr's mirror; a mismatch is logged), ``close_mosaic`` 0 (the
+package's default is 10), no AMP, 2 torch threads and 2 DataLoader workers (on a CPU the package
+would take ``cpu_count - 1`` threads and 0 workers: its ``NUM_THREADS`` and the trainer's ``workers``
+are set back), validation after the last epoch only (conf 0.001, NMS IoU 0.7 as the package
+validates, max 300 detections). The package runs offline: ``YOLO_OFFLINE`` (it then tries no font or
+asset download: no socket is opened), its settings in the work folder with ``sync=False``, no plots,
+no AMP check. "yolotr val" validates the package's final EMA weights (``weights/last.pt``) with
+yolotr's validator through ``yolotr.YOLO(path)``, in the parent process (which never imports
+``ultralytics``). Each row gives the mean over the seeds, then the seeds; the bars are checked below.
 
-    python bench/train.py --family anchor-free                 # 3 seeds x 2 sides, ~20 min on 2 idle cores
+    python bench/train.py --family anchor-free                 # 3 seeds x 2 sides, ~25 min on 2 idle cores
     python bench/train.py --family anchor-free --seed 0 --epochs 2 --only ultralytics
 """
 
@@ -98,7 +103,7 @@ SIDES = ("yolotr", "official", "ultralytics")
 FAMILY_SIDES = {"yolov5": ("yolotr", "official"), "anchor-free": ("yolotr", "ultralytics")}
 FAMILY_DEFAULTS = {  # what None (not given on the command line) becomes, per family
     "yolov5": {"epochs": 10, "imgsz": 320, "seed": [0]},
-    "anchor-free": {"epochs": 15, "imgsz": 160, "seed": [0, 1, 2]},
+    "anchor-free": {"epochs": 10, "imgsz": 128, "seed": [0, 1, 2]},
 }
 AF_MODEL = "yolov8n.yaml"
 AF_VAL_IOU = 0.7  # the package's NMS IoU when it validates during training; yolotr's side is set to it
@@ -176,28 +181,49 @@ def place_font(config_dir: Path) -> None:
 # --------------------------------------------------------------------------- children
 
 
+def tree_cpu_seconds() -> float:
+    """User + system CPU seconds so far of this process and its live descendants (DataLoader workers)."""
+    import psutil
+
+    total = 0.0
+    me = psutil.Process()
+    for p in (me, *me.children(recursive=True)):
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
+
+
 class Marks:
-    """Time stamps of the first batch of each epoch and of the end of each epoch's batches."""
+    """Time stamps (and CPU seconds of the process tree) at the first batch of each epoch and at the
+    end of each epoch's batches."""
 
     def __init__(self) -> None:
         self.starts: list[float] = []
         self.ends: list[float] = []
+        self.cpu_starts: list[float] = []
+        self.cpu_ends: list[float] = []
         self.images = 0
         self._open = False
 
     def batch_start(self, *_args, **_kwargs) -> None:
         if not self._open:
             self.starts.append(time.time())
+            self.cpu_starts.append(tree_cpu_seconds())
             self._open = True
 
     def epoch_end(self, *_args, **_kwargs) -> None:
         self.ends.append(time.time())
+        self.cpu_ends.append(tree_cpu_seconds())
         self._open = False
 
     def summary(self) -> dict:
         return {
             "train_s": self.ends[-1] - self.starts[0],
             "epoch_s": [round(e - s, 2) for s, e in zip(self.starts, self.ends)],
+            "epoch_cpu_s": [round(e - s, 2) for s, e in zip(self.cpu_starts, self.cpu_ends)],
             "images_seen": self.images,
         }
 
@@ -275,7 +301,13 @@ def child_yolotr(args: argparse.Namespace, workdir: Path) -> dict:
         # the package's schedule: warmup round(3 x batches) iterations (no 100-iteration floor), no
         # mosaic switch-off (set to 0 on both sides), NMS IoU 0.7 in the validation after the last epoch
         cfg.update(
-            model=AF_MODEL, data=str(shapes_yaml(workdir)), warmup_min_iters=0, close_mosaic=0, val_iou=AF_VAL_IOU
+            model=AF_MODEL,
+            data=str(shapes_yaml(workdir)),
+            nbs=args.nbs,
+            warmup_epochs=args.warmup_epochs,
+            warmup_min_iters=0,
+            close_mosaic=0,
+            val_iou=AF_VAL_IOU,
         )
     trainer = TimedTrainer(cfg)
     trainer.add_callback("on_batch_start", marks.batch_start)
@@ -404,7 +436,7 @@ def child_ultralytics(args: argparse.Namespace, workdir: Path) -> dict:
         epochs=args.epochs,
         imgsz=args.imgsz,
         batch=args.batch,
-        nbs=64,
+        nbs=args.nbs,
         workers=args.workers,
         device="cpu",
         seed=args.seed,
@@ -413,7 +445,7 @@ def child_ultralytics(args: argparse.Namespace, workdir: Path) -> dict:
         lr0=0.01,
         lrf=0.01,
         cos_lr=False,
-        warmup_epochs=3.0,
+        warmup_epochs=args.warmup_epochs,
         close_mosaic=0,
         amp=False,
         plots=False,
@@ -513,7 +545,7 @@ def run_side(side: str, seed: int, args: argparse.Namespace, workdir: Path) -> d
         str(workdir),
         *("--epochs", str(args.epochs), "--imgsz", str(args.imgsz), "--batch", str(args.batch)),
         *("--workers", str(args.workers), "--threads", str(args.threads), "--seed", str(seed)),
-        *("--family", args.family),
+        *("--family", args.family, "--nbs", str(args.nbs), "--warmup-epochs", str(args.warmup_epochs)),
         *(("--scratch",) if args.scratch else ()),
     ]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
@@ -637,6 +669,7 @@ def print_table(args: argparse.Namespace, results: dict[str, list[dict]], task: 
         ("train time (s)", "train_s", ".1f"),
         ("images/s", "images_per_s", ".2f"),
         ("images/s median epoch", "images_per_s_median", ".2f"),
+        ("images/CPU-s median ep.", "images_per_cpu_s_median", ".2f"),
         ("peak RSS main (MiB)", "rss_main_mib", ".0f"),
         ("peak RSS tree (MiB)", "rss_tree_mib", ".0f"),
         ("mAP50 own val", "map50", ".3f"),
@@ -685,6 +718,7 @@ def print_table(args: argparse.Namespace, results: dict[str, list[dict]], task: 
         checks = [  # (bar, key, True when higher is better)
             ("mean mAP50-95 (own val) >= the package's", "map50_95", True),
             ("images/s (median epoch) >= 1.0x", "images_per_s_median", True),
+            ("images/CPU-s (median epoch) >= 1.0x", "images_per_cpu_s_median", True),
             ("peak RSS main <= 1.0x", "rss_main_mib", False),
             ("peak RSS tree <= 1.0x", "rss_tree_mib", False),
         ]
@@ -697,16 +731,18 @@ def print_table(args: argparse.Namespace, results: dict[str, list[dict]], task: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--family", choices=tuple(FAMILY_SIDES), default="yolov5", help="which comparison")
-    parser.add_argument("--epochs", type=int, help="default 10 (yolov5), 15 (anchor-free)")
-    parser.add_argument("--imgsz", type=int, help="default 320 (yolov5), 160 (anchor-free)")
+    parser.add_argument("--epochs", type=int, help="default 10")
+    parser.add_argument("--imgsz", type=int, help="default 320 (yolov5), 128 (anchor-free)")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers on both sides")
     parser.add_argument("--threads", type=int, default=2, help="torch threads on both sides")
     parser.add_argument(
         "--seed", type=int, nargs="+", help="training seeds, each a run of both sides; default 0 (yolov5), 0 1 2"
     )
-    parser.add_argument("--train-images", type=int, default=320, help="anchor-free: shapes train images")
-    parser.add_argument("--val-images", type=int, default=80, help="anchor-free: shapes val images")
+    parser.add_argument("--train-images", type=int, default=256, help="anchor-free: shapes train images")
+    parser.add_argument("--val-images", type=int, default=64, help="anchor-free: shapes val images")
+    parser.add_argument("--nbs", type=int, default=16, help="anchor-free: nominal batch on both sides")
+    parser.add_argument("--warmup-epochs", type=float, default=1.0, help="anchor-free: warmup epochs on both sides")
     parser.add_argument("--scratch", action="store_true", help="yolov5: train yolov5n.yaml from random weights")
     parser.add_argument("--only", choices=SIDES, help="run one side only")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
@@ -755,6 +791,7 @@ def main() -> None:
                 result["seed"] = seed
                 result["images_per_s"] = args.epochs * n_train / result["train_s"]
                 result["images_per_s_median"] = n_train / statistics.median(result["epoch_s"])
+                result["images_per_cpu_s_median"] = n_train / statistics.median(result["epoch_cpu_s"])
                 if result["train_images"] != n_train:
                     LOGGER.warning("%s trained on %d images per epoch, not %d", side, result["train_images"], n_train)
                 if side == "yolotr":
