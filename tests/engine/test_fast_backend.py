@@ -132,6 +132,29 @@ def test_same_weights_share_one_exported_file(cache, exports):
     assert len(exports) == 1  # the second backend found the file
 
 
+def test_unreadable_cached_file_is_exported_again(cache, exports, caplog):
+    model = _tiny(seed=6)
+    path = OnnxBackend(model).path
+    path.write_bytes(b"not an onnx file")
+    with caplog.at_level(logging.WARNING, logger="yolotr"):
+        backend = OnnxBackend(model)
+    assert f"{path} is unreadable" in caplog.text and len(exports) == 2
+    assert backend(backend.to_input([np.zeros((64, 64, 3), np.uint8)])).shape == (1, 252, 7)
+
+
+def test_auto_falls_back_to_torch_when_the_cache_is_not_writable(tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("YOLOTR_CACHE", str(blocker))
+    with caplog.at_level(logging.WARNING, logger="yolotr"):
+        backend = prepare_backend(_tiny(seed=7), "auto")
+    assert backend.name == "torch"
+    assert "backend 'onnx': exporting the model failed ([Errno 20] Not a directory" in caplog.text
+    assert "; predicting with the torch backend" in caplog.text
+    with pytest.raises(YolotrError, match=r"backend 'onnx': exporting the model failed \(\[Errno 20\]"):
+        prepare_backend(_tiny(seed=7), "onnx")
+
+
 def test_onnx_output_equals_torch_at_several_shapes_and_batches(cache):
     model = _tiny(seed=3).eval()
     onnx, torch_backend = OnnxBackend(model), TorchBackend(model)

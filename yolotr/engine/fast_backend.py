@@ -197,26 +197,39 @@ class OnnxBackend(Backend):
         self.key = weights_key(model)
         self.path = Path(folder or onnx_cache_dir()) / f"{self.key}.onnx"
         self.reference = TorchBackend(model, copy_model=copy_model)  # checks each new shape once
-        if not self.path.is_file():
-            self._export(model)
-        else:
-            os.utime(self.path)  # most recently used: kept longest
-        import onnx
-
-        self.proto = onnx.load(str(self.path))
+        cached = self._cached()
+        self.proto = cached if cached is not None else self._export(model)
         self.input_name = self.proto.graph.input[0].name
         bytes_per_session = sum(t.numel() * 4 for t in self.reference.model.parameters())
         self.max_sessions = max(2, min(8, (1 << 30) // max(bytes_per_session, 1)))
         self.sessions: OrderedDict[tuple[int, int, int], object] = OrderedDict()
         self.on_torch: set[tuple[int, int, int]] = set()
 
-    def _export(self, model: nn.Module) -> None:
+    def _cached(self):
+        """The ONNX graph of the cached file, or None when there is none (an unreadable one is deleted)."""
+        import onnx
+
+        if not self.path.is_file():
+            return None
+        try:
+            proto = onnx.load(str(self.path))
+            os.utime(self.path)  # most recently used: kept longest
+            return proto
+        except Exception as e:  # noqa: BLE001 - protobuf and OS errors alike mean "export again"
+            LOGGER.warning("onnx backend: %s is unreadable (%s); exporting again", self.path, type(e).__name__)
+            self.path.unlink(missing_ok=True)
+            return None
+
+    def _export(self, model: nn.Module):
+        """Export ``model`` into the cache (a temporary file renamed into place) and return its graph."""
+        import onnx
+
         from yolotr.engine.exporter import export_model
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.key}.{os.getpid()}.tmp.onnx")
         LOGGER.info("onnx backend: exporting the model once for these weights (cached in %s)", self.path.parent)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             size = 8 * int(max(model.stride))  # the example size of the trace and the export's check
             with verbosity(False):  # the exporter would name the temporary file
                 result = export_model(model, "onnx", tmp, imgsz=size, dynamic=True, dynamic_size=True)
@@ -225,9 +238,11 @@ class OnnxBackend(Backend):
             cause = (str(e).splitlines() or [type(e).__name__])[0]
             raise YolotrError(f"backend 'onnx': exporting the model failed ({cause})") from e
         finally:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # nothing to remove (or nowhere to write it)
+                tmp.unlink()
         LOGGER.info("onnx backend: %s, max abs difference to PyTorch %.2e", self.path.name, result.max_abs_diff)
         _prune(self.path.parent)
+        return onnx.load(str(self.path))
 
     def _session(self, shape: tuple[int, int, int]):
         """An onnxruntime session of the file with the input fixed to ``(B, 3, H, W)`` = ``shape``."""
