@@ -58,7 +58,7 @@ def weights_version(model: nn.Module) -> tuple:
     """A cheap fingerprint of the model's current weights: changes when any parameter or buffer is
     replaced (``load_state_dict``, ``.to()``, ``fuse()``) or modified in place (an optimizer step).
 
-    Built from each tensor's storage address and autograd version counter; costs microseconds.
+    Built from each tensor's storage address and autograd version counter (0.3 ms for yolov5n).
     """
     state = [
         (t.data_ptr(), t._version)
