@@ -1,19 +1,24 @@
 """Time and memory of yolotr's attention and wavelet blocks against literal references; prints a table.
 
 Rows:
-- Swin V2 layer (dim 128, 4 heads, window 8, 40x40 map, batch 8, shifted windows): ours (SDPA, cached
-  mask and bias, channels-last between layers) against the literal published maths
+- Swin V2 layer (dim 128, 4 heads, window 8, 40x40 map, batch 8, shifted windows): ours (pad, roll and
+  partition as one gather; in fp32 the attention with hand-written backwards that allocate the logits once,
+  in bf16 SDPA; cached mask and bias; channels-last between layers) against the literal published maths
   (``tests/nn/swin_oracle.py``), forward + backward, fp32 and bf16 autocast.
 - Haar transform and whole HWD block (batch 8, 64 -> 128 channels, 80x80): ours (the transform is a fixed
   depthwise stride-2 conv; the block folds it into its 1x1 Conv) against
   ``pytorch_wavelets.DWTForward(J=1, wave="haar", mode="zero")`` + concatenation (+ the same Conv).
 
-Time is the median of ``--repeat`` forward + backward passes after warm-up. Memory is the peak allocated
+Time is the median of ``--repeat`` forward + backward passes after warm-up, reference and ours timed in
+alternation (a shared machine's changing load slows both alike). Memory is the peak allocated
 on CUDA, and on CPU (Linux) the peak resident memory above the starting level during one forward +
 backward, with glibc told to ``mmap`` every block over 64 KiB so that freed tensors leave RSS. Ratios are
 reference / ours: above 1 means ours is faster or smaller.
 
-    python bench/blocks.py [--device cpu|cuda] [--threads 2] [--repeat 5]
+    python bench/blocks.py [--device cpu|cuda] [--threads 2] [--repeat 5] [--blocks swin hwd]
+
+The timings run under the same ``mmap`` setting, so they include the page faults of every large
+allocation: a block that allocates less gains here more than under glibc's default caching.
 """
 
 from __future__ import annotations
@@ -70,33 +75,52 @@ def peak_rss_bytes(fn: Callable[[], torch.Tensor]) -> int:
 
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
-    fn().float().square().mean().backward()
+    step(fn)
     done.set()
     thread.join()
     return max(peak[0], _rss()) - base
 
 
-def measure(fn: Callable[[], torch.Tensor], device: torch.device, repeat: int, warmup: int = 2) -> tuple[float, float]:
-    """Median seconds of forward + backward, and peak memory in MiB (see the module docstring)."""
-    for _ in range(warmup):
-        fn().float().square().mean().backward()
-    sync(device)
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn().float().square().mean().backward()
-        sync(device)
-        times.append(time.perf_counter() - t0)
+def step(fn: Callable[[], torch.Tensor]) -> None:
+    fn().float().square().mean().backward()
+
+
+def peak_memory(fn: Callable[[], torch.Tensor], device: torch.device) -> float:
+    """Peak memory of one forward + backward in MiB (see the module docstring)."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-        fn().float().square().mean().backward()
+        step(fn)
         sync(device)
-        mem = torch.cuda.max_memory_allocated(device) - base
-    else:
-        mem = peak_rss_bytes(fn)
-    return statistics.median(times), mem / 2**20
+        return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    return peak_rss_bytes(fn) / 2**20
+
+
+Block = Callable[[], torch.Tensor]
+
+
+def measure_pair(
+    ref: Block, ours: Block, device: torch.device, repeat: int, warmup: int = 2
+) -> tuple[float, float, float, float]:
+    """Median seconds of forward + backward of ``ref`` and ``ours``, then their peak memory in MiB.
+
+    The two are timed in alternation (ref, ours, ours, ref, ...), so that a machine whose load changes
+    during the run slows both alike.
+    """
+    for _ in range(warmup):
+        step(ref)
+        step(ours)
+    sync(device)
+    times: dict[int, list[float]] = {0: [], 1: []}
+    for r in range(repeat):
+        for i in (0, 1) if r % 2 == 0 else (1, 0):
+            t0 = time.perf_counter()
+            step((ref, ours)[i])
+            sync(device)
+            times[i].append(time.perf_counter() - t0)
+    t_ref, t_our = statistics.median(times[0]), statistics.median(times[1])
+    return t_ref, t_our, peak_memory(ref, device), peak_memory(ours, device)
 
 
 class PublishedHWD(nn.Module):
@@ -122,6 +146,7 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--blocks", nargs="+", choices=("swin", "hwd"), default=["swin", "hwd"], help="rows to run")
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cpu" and sys.platform.startswith("linux"):
@@ -133,39 +158,44 @@ def main() -> None:
     warnings.filterwarnings("ignore")  # pytorch_wavelets imports the deprecated pkg_resources
 
     rows = []
-    layer = SwinV2Layer(128, 4, window=8, shift=4).to(device)
-    x = torch.randn(8, 128, 40, 40, device=device, requires_grad=True)
+    err = err_hwd = float("nan")
+    if "swin" in args.blocks:
+        layer = SwinV2Layer(128, 4, window=8, shift=4).to(device)
+        x = torch.randn(8, 128, 40, 40, device=device, requires_grad=True)
 
-    def ours() -> torch.Tensor:
-        return layer(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
+        def ours() -> torch.Tensor:
+            return layer(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
 
-    def oracle() -> torch.Tensor:
-        return oracle_layer(layer, x)
+        def oracle() -> torch.Tensor:
+            return oracle_layer(layer, x)
 
-    with torch.no_grad():
-        err = (ours() - oracle()).abs().max().item()
-    for dtype in (None, torch.bfloat16):
-        label = "fp32" if dtype is None else "bf16 autocast"
+        with torch.no_grad():
+            err = (ours() - oracle()).abs().max().item()
+        for dtype in (None, torch.bfloat16):
+            label = "fp32" if dtype is None else "bf16 autocast"
 
-        def run(fn, dtype=dtype):
-            if dtype is None:
-                return fn()
-            with torch.autocast(device.type, dtype=dtype):
-                return fn()
+            def run(fn, dtype=dtype):
+                if dtype is None:
+                    return fn()
+                with torch.autocast(device.type, dtype=dtype):
+                    return fn()
 
-        t_ref, m_ref = measure(lambda fn=oracle, run=run: run(fn), device, args.repeat)
-        t_our, m_our = measure(lambda fn=ours, run=run: run(fn), device, args.repeat)
-        rows.append((f"Swin V2 layer, {label}", t_ref, t_our, m_ref, m_our))
+            t_ref, t_our, m_ref, m_our = measure_pair(
+                lambda fn=oracle, run=run: run(fn), lambda fn=ours, run=run: run(fn), device, args.repeat
+            )
+            rows.append((f"Swin V2 layer, {label}", t_ref, t_our, m_ref, m_our))
 
-    published = PublishedHWD(64, 128).to(device)
-    hwd = HWD(64, 128).to(device)
-    hwd.conv.load_state_dict(published.conv.state_dict())
-    dwt = HaarDWT(64).to(device)
-    y = torch.randn(8, 64, 80, 80, device=device, requires_grad=True)
-    with torch.no_grad():
-        err_hwd = (hwd(y) - published(y)).abs().max().item()
-    rows.append(("Haar transform", *pair(lambda: published.transform(y), lambda: dwt(y), device, args.repeat)))
-    rows.append(("HWD block", *pair(lambda: published(y), lambda: hwd(y), device, args.repeat)))
+    if "hwd" in args.blocks:
+        published = PublishedHWD(64, 128).to(device)
+        hwd = HWD(64, 128).to(device)
+        hwd.conv.load_state_dict(published.conv.state_dict())
+        dwt = HaarDWT(64).to(device)
+        y = torch.randn(8, 64, 80, 80, device=device, requires_grad=True)
+        with torch.no_grad():
+            err_hwd = (hwd(y) - published(y)).abs().max().item()
+        transform = measure_pair(lambda: published.transform(y), lambda: dwt(y), device, args.repeat)
+        rows.append(("Haar transform", *transform))
+        rows.append(("HWD block", *measure_pair(lambda: published(y), lambda: hwd(y), device, args.repeat)))
 
     print(f"device: {device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
     print("Swin: dim 128, 4 heads, window 8, shift 4, 40x40, batch 8; HWD: 64 -> 128 channels, 80x80, batch 8")
@@ -182,12 +212,6 @@ def main() -> None:
             f"{name:<30}{t_ref * 1e3:>9.1f}{t_our * 1e3:>9.1f}{t_ref / t_our:>9.2f}"
             f"{m_ref:>16.1f}{m_our:>16.1f}{m_ref / max(m_our, 1e-9):>7.2f}"
         )
-
-
-def pair(ref: Callable[[], torch.Tensor], our: Callable[[], torch.Tensor], device, repeat) -> tuple:
-    t_ref, m_ref = measure(ref, device, repeat)
-    t_our, m_our = measure(our, device, repeat)
-    return t_ref, t_our, m_ref, m_our
 
 
 if __name__ == "__main__":

@@ -50,15 +50,20 @@ def at_least_float32(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def unit_vectors(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """``x / ||x||`` along the last dim, like ``F.normalize``, but 0 with a zero gradient where ``||x|| <= eps``.
+def unit_vectors(x: torch.Tensor, scale: torch.Tensor | None = None, eps: float = 1e-12) -> torch.Tensor:
+    """``scale * x / ||x||`` along the last dim, like ``F.normalize``, but 0 with a zero gradient at ``||x|| <= eps``.
 
-    ``F.normalize`` has a gradient of ``1 / eps`` at a zero vector. The keys of zero-padded tokens are
-    exactly zero (k has no bias), and under fp16 autocast that gradient overflows to inf on its way back
-    to the half-precision projection, where ``0 * inf`` turns the weight gradient into NaN.
+    ``scale`` broadcasts against ``x[..., :1]`` (the per-head logit scale ``(heads, 1, 1)``); it is folded
+    into the per-vector factor, so the full-size tensor is multiplied once. ``F.normalize`` has a gradient
+    of ``1 / eps`` at a zero vector. The keys of zero-padded tokens are exactly zero (k has no bias), and
+    under fp16 autocast that gradient overflows to inf on its way back to the half-precision projection,
+    where ``0 * inf`` turns the weight gradient into NaN.
     """
     norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-    return x * torch.where(norm > eps, norm.clamp(min=eps).reciprocal(), torch.zeros_like(norm))
+    factor = norm.clamp(min=eps).reciprocal()
+    if scale is not None:
+        factor = factor * scale
+    return x * torch.where(norm > eps, factor, torch.zeros_like(norm))
 
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -102,6 +107,138 @@ def shift_mask(h: int, w: int, window: int, shift: int, device: torch.device | N
     ids = window_partition(region, window).view(-1, window * window)
     diff = ids.unsqueeze(1) - ids.unsqueeze(2)
     return torch.zeros_like(diff).masked_fill(diff != 0, MASK_VALUE)
+
+
+def window_index(
+    h: int, w: int, window: int, shift: int, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Token order of the padded, rolled and partitioned map, as indices into the ``h x w`` map.
+
+    Returns ``(index, inverse, pads)``, int64:
+
+    - ``index`` ``(P,)``, ``P = hp * wp`` (sides padded to multiples of ``window``): slot ``k`` of
+      :func:`window_partition` (``torch.roll(padded_map, (-shift, -shift))``) holds token ``index[k]``
+      of the row-major ``h x w`` map, or the padding zero where ``index[k]`` is ``-1``;
+    - ``inverse`` ``(h * w,)``: the slot of every token (``index[inverse] == arange(h * w)``);
+    - ``pads`` ``(P - h * w,)``: the padding slots.
+    """
+    hp, wp = h + (-h % window), w + (-w % window)
+    rows = (torch.arange(hp, device=device) + shift) % hp  # torch.roll by -shift: slot row r shows row r + shift
+    cols = (torch.arange(wp, device=device) + shift) % wp
+    grid = torch.where((rows[:, None] < h) & (cols[None, :] < w), rows[:, None] * w + cols[None, :], -1)
+    index = window_partition(grid.view(1, hp, wp, 1), window).reshape(-1)
+    real = index >= 0
+    inverse = torch.empty(h * w, dtype=torch.int64, device=device)
+    inverse[index[real]] = torch.arange(index.numel(), device=device)[real]
+    return index, inverse, torch.nonzero(~real).view(-1)
+
+
+def _gather_windows(x: torch.Tensor, index: torch.Tensor, pads: torch.Tensor) -> torch.Tensor:
+    """``(B, L, C) -> (B, P, C)``: ``x[:, index]`` with zeros in the ``pads`` slots."""
+    y = x.index_select(1, index.clamp(min=0) if pads.numel() else index)
+    return y.index_fill_(1, pads, 0) if pads.numel() else y
+
+
+class _ToWindows(torch.autograd.Function):
+    """Pad, roll and partition in one copy: ``(B, h*w, C) -> (B, P, C)``; the gradient is the inverse gather."""
+
+    @staticmethod
+    def forward(ctx, x, index, inverse, pads):
+        ctx.save_for_backward(index, inverse, pads)
+        return _gather_windows(x, index, pads)
+
+    @staticmethod
+    def backward(ctx, grad):
+        index, inverse, pads = ctx.saved_tensors
+        return _FromWindows.apply(grad, index, inverse, pads), None, None, None
+
+
+class _FromWindows(torch.autograd.Function):
+    """Reverse, roll back and crop in one copy: ``(B, P, C) -> (B, h*w, C)``; the gradient is the forward gather."""
+
+    @staticmethod
+    def forward(ctx, y, index, inverse, pads):
+        ctx.save_for_backward(index, inverse, pads)
+        return y.index_select(1, inverse)
+
+    @staticmethod
+    def backward(ctx, grad):
+        index, inverse, pads = ctx.saved_tensors
+        return _ToWindows.apply(grad, index, inverse, pads), None, None, None
+
+
+class _SplitHeads(torch.autograd.Function):
+    """``(B, nW, N, 3C)`` packed projections -> q, k, v, each ``(B, nW, heads, N, d)`` contiguous.
+
+    One copy forward and one backward: the three gradients are written straight into the packed layout
+    (autograd's ``unbind`` + ``permute`` would stack them and then copy again).
+    """
+
+    @staticmethod
+    def forward(ctx, qkv, heads):
+        b, nw, n, c3 = qkv.shape
+        ctx.heads = heads
+        out = qkv.view(b, nw, n, 3, heads, c3 // (3 * heads)).permute(3, 0, 1, 4, 2, 5).contiguous()
+        return out[0], out[1], out[2]
+
+    @staticmethod
+    def backward(ctx, *grads):
+        like = next(g for g in grads if g is not None)
+        b, nw, heads, n, d = like.shape
+        grad = like.new_empty(b, nw, n, 3, heads, d)
+        for i, g in enumerate(grads):
+            part = grad[:, :, :, i]  # (B, nW, N, heads, d)
+            part.zero_() if g is None else part.copy_(g.transpose(2, 3))
+        return grad.view(b, nw, n, 3 * heads * d), None
+
+
+class _UnitVectors(torch.autograd.Function):
+    """:func:`unit_vectors` (the same values as ``F.normalize``) with a backward that allocates one full-size
+    tensor instead of four: ``dL/dx = (g - y * <y, g>) / ||x||``, 0 where ``||x|| <= eps``."""
+
+    @staticmethod
+    def forward(ctx, x, eps):
+        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
+        y = x / norm.clamp(min=eps)
+        ctx.save_for_backward(y, torch.where(norm > eps, norm.clamp(min=eps).reciprocal(), torch.zeros_like(norm)))
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        y, r = ctx.saved_tensors
+        tmp = grad * y
+        torch.mul(y, tmp.sum(-1, keepdim=True), out=tmp)
+        return tmp.neg_().add_(grad).mul_(r), None
+
+
+class _CosineAttention(torch.autograd.Function):
+    """``softmax(scale * q @ k^T + bias) @ v`` with the ``(..., N, N)`` logits allocated once forward and
+    once backward: scale, bias and softmax are applied in place, and the softmax gradient is formed in
+    place in the gradient of the probabilities. ``scale`` ``(heads, 1, 1)`` and ``bias`` broadcast against
+    the leading dims of the logits (their gradients are summed over them).
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, scale, bias, v):
+        probs = q @ k.transpose(-2, -1)
+        probs.mul_(scale)
+        probs += bias
+        torch.softmax(probs, dim=-1, out=probs)
+        ctx.save_for_backward(q, k, scale, v, probs)
+        ctx.bias_shape = bias.shape
+        return probs @ v
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, scale, v, probs = ctx.saved_tensors
+        grad_v = probs.transpose(-2, -1) @ grad
+        g = grad @ v.transpose(-2, -1)  # dL/dprobs, then in place dL/dlogits = p * (g - <p, g>)
+        g.mul_(probs)
+        g.addcmul_(probs, g.sum(-1, keepdim=True), value=-1.0)
+        grad_bias = g.sum_to_size(ctx.bias_shape) if ctx.needs_input_grad[3] else None
+        grad_q = g @ k  # d/d(q) of (q @ k^T) before the scale; dL/dscale = sum q * (g @ k)
+        grad_scale = (q * grad_q).sum_to_size(scale.shape) if ctx.needs_input_grad[2] else None
+        return grad_q.mul_(scale), (g.transpose(-2, -1) @ q).mul_(scale), grad_scale, grad_bias, grad_v
 
 
 class WindowAttentionV2(nn.Module):
@@ -209,26 +346,33 @@ class WindowAttentionV2(nn.Module):
         b, nw, n, c = x.shape
         heads, d = self.num_heads, c // self.num_heads
         bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-        qkv = F.linear(x, self.qkv.weight, bias).view(b, nw, n, 3, heads, d)
-        q, k, v = qkv.permute(3, 0, 1, 4, 2, 5).unbind(0)  # each (B, nW, heads, N, d)
+        q, k, v = _SplitHeads.apply(F.linear(x, self.qkv.weight, bias), heads)  # each (B, nW, heads, N, d)
         # at least float32 for the cosine: the norms of bf16/fp16 vectors lose digits, and the logit scale
         # reaches 100; float64 inputs stay float64 (gradcheck, oracles)
         dtype = at_least_float32(v.dtype)
         scale = torch.clamp(self.logit_scale.to(dtype), max=LOGIT_SCALE_MAX).exp()
-        q = (unit_vectors(q.to(dtype)) * scale).to(v.dtype)
-        k = unit_vectors(k.to(dtype)).to(v.dtype)
         attn_mask = self.position_bias()  # (heads, N, N)
-        attn_mask = attn_mask.expand(nw, -1, -1, -1) if mask is None else attn_mask + mask.unsqueeze(1)
-        # windows and heads share one dimension, (B, nW * heads, N, d), so the (nW * heads, N, N) mask
-        # broadcasts over the batch and SDPA can use its fused CPU kernel (it takes 4-D inputs only)
-        out = F.scaled_dot_product_attention(
-            q.reshape(b, nw * heads, n, d),
-            k.reshape(b, nw * heads, n, d),
-            v.reshape(b, nw * heads, n, d),
-            attn_mask=attn_mask.reshape(nw * heads, n, n).to(v.dtype),
-            dropout_p=self.attn_drop if self.training else 0.0,
-            scale=1.0,
-        )
+        if mask is not None:
+            attn_mask = attn_mask + mask.unsqueeze(1)  # (nW, heads, N, N)
+        dropout = self.attn_drop if self.training else 0.0
+        if v.dtype in (torch.float32, torch.float64) and not dropout:
+            # the published order (normalize, q @ k^T, times the scale, plus the bias), without SDPA: on the
+            # CPU a float mask sends SDPA to its math path, which allocates the logits several times over
+            q, k = _UnitVectors.apply(q, 1e-12), _UnitVectors.apply(k, 1e-12)
+            out = _CosineAttention.apply(q, k, scale, attn_mask, v)
+        else:
+            q = unit_vectors(q.to(dtype), scale).to(v.dtype)
+            k = unit_vectors(k.to(dtype)).to(v.dtype)
+            # windows and heads share one dimension, (B, nW * heads, N, d), so the (1, nW * heads, N, N)
+            # mask broadcasts over the batch and SDPA can use its fused kernel
+            out = F.scaled_dot_product_attention(
+                q.view(b, nw * heads, n, d),
+                k.view(b, nw * heads, n, d),
+                v.view(b, nw * heads, n, d),
+                attn_mask=attn_mask.expand(nw, heads, n, n).reshape(1, nw * heads, n, n).to(v.dtype),
+                dropout_p=dropout,
+                scale=1.0,
+            )
         return self.proj_drop(self.proj(out.view(b, nw, heads, n, d).transpose(2, 3).reshape(b, nw, n, c)))
 
     def extra_repr(self) -> str:
@@ -276,6 +420,7 @@ class SwinV2Layer(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = SwinMlp(dim, int(dim * mlp_ratio), act, drop)
         self._mask_cache: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+        self._index_cache: dict[tuple[int, int, torch.device], tuple[torch.Tensor, ...]] = {}
 
     def attn_mask(self, h: int, w: int, device: torch.device) -> torch.Tensor | None:
         """The cached shift mask ``(nW, N, N)`` float32 for a padded ``h x w`` map, or None without shift."""
@@ -286,20 +431,23 @@ class SwinV2Layer(nn.Module):
             self._mask_cache[key] = shift_mask(h, w, self.window, self.shift, device)
         return self._mask_cache[key]
 
+    def window_index(self, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """The cached :func:`window_index` of an (unpadded) ``h x w`` map for this layer's window and shift."""
+        key = (h, w, device)
+        if key not in self._index_cache:
+            self._index_cache[key] = window_index(h, w, self.window, self.shift, device)
+        return self._index_cache[key]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.contiguous()  # a permuted (B, C, H, W) map would make every token-wise op strided
         b, h, w, c = x.shape
-        ws, s = self.window, self.shift
-        pad_b, pad_r = -h % ws, -w % ws
-        y = F.pad(x, (0, 0, 0, pad_r, 0, pad_b)) if pad_b or pad_r else x
-        hp, wp = h + pad_b, w + pad_r
-        if s:
-            y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))
-        y = window_reverse(self.attn(window_partition(y, ws), self.attn_mask(hp, wp, x.device)), ws, hp, wp)
-        if s:
-            y = torch.roll(y, shifts=(s, s), dims=(1, 2))
-        if pad_b or pad_r:
-            y = y[:, :h, :w]
+        ws = self.window
+        hp, wp = h + (-h % ws), w + (-w % ws)
+        index, inverse, pads = self.window_index(h, w, x.device)
+        # zero-pad, roll by -shift and partition in one gather, then the way back in one (crops too)
+        y = _ToWindows.apply(x.view(b, h * w, c), index, inverse, pads).view(b, -1, ws * ws, c)
+        y = self.attn(y, self.attn_mask(hp, wp, x.device))
+        y = _FromWindows.apply(y.view(b, -1, c), index, inverse, pads).view(b, h, w, c)
         x = x + self.norm1(y)
         return x + self.norm2(self.mlp(x))
 
