@@ -14,6 +14,7 @@ ultralytics==8.4.190``), built from its own YAML by the same name. Without the p
     python bench/latency.py --models yolov5n --sizes 320 --runs 10
     python bench/latency.py --models yolov5s yolov4 --runs 15 --onnx   # YOLOv4 (no reference column) and ORT
     python bench/latency.py --e2e --runs 20      # end to end per image: YOLO.predict and the CLI vs detect.py
+    python bench/latency.py --e2e --threads 1 --cpu-time   # the same, one thread, CPU clock (a busy machine)
 """
 
 from __future__ import annotations
@@ -119,7 +120,9 @@ def end_to_end(args) -> None:
     other models: yolotr's initial weights copied into the official ``Model``) and use conf 0.25,
     iou 0.45, max_det 1000. A run predicts every image once on each side, the sides taking turns
     (order alternating); the table gives the median over runs of ms per image. Importing ``yolov5``
-    sets OpenCV to one thread (as in ``detect.py``); both sides run under that.
+    sets OpenCV to one thread (as in ``detect.py``); both sides run under that. ``--cpu-time`` (with
+    ``--threads 1``) reads the process's CPU clock instead of the wall clock: one thread's work, which
+    other processes on the machine hardly change (a shared machine's wall-clock ratios swing with its load).
     """
     import cv2
     import numpy as np
@@ -144,6 +147,9 @@ def end_to_end(args) -> None:
     torch.set_num_threads(args.threads)  # importing yolov5 may change it
 
     images = [str(shared_root() / "images" / name) for name in E2E_IMAGES]
+    if args.cpu_time and args.threads != 1:
+        raise SystemExit("--cpu-time needs --threads 1 (with more threads the CPU clock adds the threads' time up)")
+    clock = time.process_time if args.cpu_time else time.perf_counter
 
     def official_detect(model, path: str, size: int) -> torch.Tensor:
         im0 = cv2.imread(path)
@@ -174,15 +180,16 @@ def end_to_end(args) -> None:
         times: dict[str, list[float]] = {key: [] for key in steps}
         for run in range(args.runs):
             for key in list(steps)[:: 1 if run % 2 == 0 else -1]:
-                t = time.perf_counter()
+                t = clock()
                 steps[key]()
-                times[key].append((time.perf_counter() - t) * 1000 / len(images))
+                times[key].append((clock() - t) * 1000 / len(images))
         return times
 
     load = os.getloadavg()
     print(
         f"end to end, fp32, batch 1, {args.threads} threads, median of {args.runs} runs over {len(images)} images "
-        f"({', '.join(E2E_IMAGES)}), backend {args.backend}; torch {torch.__version__}; "
+        f"({', '.join(E2E_IMAGES)}), backend {args.backend}, {'CPU' if args.cpu_time else 'wall'} clock; "
+        f"torch {torch.__version__}; "
         f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
     )
     print(
@@ -223,6 +230,11 @@ def main() -> None:
         "--e2e", action="store_true", help="end to end per image (read, letterbox, forward, NMS) against detect.py"
     )
     parser.add_argument("--backend", default="auto", help="--e2e: yolotr's predict backend (auto, torch, onnx)")
+    parser.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="--e2e with --threads 1: time with the process's CPU clock (what the work costs, whatever the load)",
+    )
     parser.add_argument(
         "--contiguous",
         dest="channels_last",
