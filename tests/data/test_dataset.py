@@ -141,3 +141,59 @@ def test_distributed_sampler(shapes_records, tmp_path):
         assert sum(len(b[2]) for b in loader) == 6
     finally:
         dist.destroy_process_group()
+
+
+def _child_uss_growth(walk) -> float:
+    """MiB of private memory a forked child gains while it runs ``walk()`` (Linux only)."""
+    import os
+
+    psutil = pytest.importorskip("psutil")
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: what a DataLoader worker forked from the trainer is
+        os.close(read)
+        before = psutil.Process().memory_full_info().uss
+        walk()
+        os.write(write, str(psutil.Process().memory_full_info().uss - before).encode())
+        os._exit(0)
+    os.close(write)
+    grown = float(os.read(read, 64).decode() or "nan")
+    os.waitpid(pid, 0)
+    return grown / 2**20
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="fork-based DataLoader workers only")
+def test_worker_reading_every_record_copies_no_pages_of_them():
+    """A forked worker that reads all records does not copy them: the table is flat arrays, not objects."""
+    import gc
+
+    rng = np.random.default_rng(0)
+    records = [
+        ImageRecord(f"/data/{i:012d}.jpg", 480, 640, rng.random((7, 4), np.float32) * 99, rng.integers(0, 80, 7))
+        for i in range(20000)
+    ]
+    dataset = DetectionDataset(records, imgsz=64)
+    assert len(dataset.records) == 20000
+    got = dataset.records[12345]
+    assert got.path == records[12345].path and (got.height, got.width) == (480, 640)
+    assert np.array_equal(got.boxes, records[12345].boxes) and np.array_equal(got.classes, records[12345].classes)
+    assert not got.boxes.flags.writeable  # a view into the shared table: nobody may change it in place
+    assert [r.path for r in dataset.records[-2:]] == [r.path for r in records[-2:]]
+    gc.collect()
+    gc.freeze()  # the collector's own bookkeeping would touch every object too
+
+    def read_all(rows):
+        def walk():
+            total = 0.0
+            for r in rows:
+                total += float(r.boxes[0, 0]) * r.width / r.height + len(r.path) + int(r.classes[0])
+
+        return walk
+
+    try:
+        as_objects = _child_uss_growth(read_all(records))
+        as_table = _child_uss_growth(read_all(dataset.records))
+    finally:
+        gc.unfreeze()
+    assert as_objects > 6.0  # ~0.6 KiB a record: the list of objects is copied page by page
+    assert as_table < 1.5, f"{as_table:.1f} MiB copied in the worker"

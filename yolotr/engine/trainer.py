@@ -207,8 +207,11 @@ class Trainer:
         if cfg["val"] and self.main:  # workers forked now, while the process is small, and kept
             from yolotr.engine.validator import build_val_dataloader
 
+            # on the CPU the validation loads in this process: its workers would sit idle through every
+            # epoch holding ~400 MiB each, to save the few percent of a CPU validation that reading takes
+            val_workers = workers if self.device.type == "cuda" else 0
             val_records, _ = load_records(self.data, "val")
-            self.val_loader = build_val_dataloader(val_records, cfg["imgsz"], cfg["batch"], stride, workers).start()
+            self.val_loader = build_val_dataloader(val_records, cfg["imgsz"], cfg["batch"], stride, val_workers).start()
 
     def _build_model(self) -> DetectionModel:
         cfg = self.cfg
@@ -346,7 +349,7 @@ class Trainer:
                 for fn in self.callbacks["on_batch_start"]:
                     fn(self)
                 apply_schedule(self.optimizer, cfg, epoch, self.step, self.warmup_iters, self.guard.lr_multiplier)
-                images = images.to(self.device, non_blocking=True).float() / 255
+                images = images.to(self.device, non_blocking=True).float().div_(255)  # no second copy
                 targets = targets.to(self.device)
                 loss, items = self._forward_loss(images, targets)
                 if not self._all_finite(loss):
