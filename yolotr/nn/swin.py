@@ -5,19 +5,27 @@ are theirs, so checkpoints trained with that code load by name). Inside, ``SwinV
 ``SwinV2Layer``: scaled cosine window attention with a continuous position bias, post-norm residuals
 and shifted windows on every second layer.
 
-How it differs from the published code (outputs agree to 1e-5 in fp32, and to 1e-10 in float64 with
-timm's ``WindowAttention`` of Swin V2):
+How it differs from the published code (on the CPU in fp32 the forward does the published arithmetic in
+the published order, and reproduces the literal code's outputs exactly in our tests; it agrees to 1e-10
+in float64 with timm's ``WindowAttention`` of Swin V2):
 
-- attention runs through ``F.scaled_dot_product_attention``: q and k are normalized in at least
-  float32 (float64 stays float64; a zero vector, such as the key of a padded token, gets a zero
-  gradient instead of ``1 / eps``, which overflows fp16), the clamped logit scale is folded into q,
-  ``scale=1.0``, and
-  ``16 * sigmoid(cpb_mlp(...))`` plus the shift mask is the float ``attn_mask``; windows and heads
-  share one dimension so the mask broadcasts over the batch;
+- in fp32/fp64 on the CPU the attention is the published order of operations (normalize q and k,
+  ``q @ k^T``, times the clamped logit scale, plus ``16 * sigmoid(cpb_mlp(...))`` and the shift mask,
+  softmax, ``@ v``) in autograd functions with hand-written backwards: the ``(B, nW, heads, N, N)``
+  logits are allocated once forward and once backward (scale, bias and softmax in place; the softmax
+  gradient formed in place), the normalization's backward allocates one tensor instead of four, and
+  the three head gradients are written straight into the packed ``qkv`` layout. A zero vector (the key
+  of a padded token) normalizes to 0 with a zero gradient instead of ``1 / eps`` (which overflows fp16);
+- in bf16/fp16 (autocast), with attention dropout, and on CUDA the attention runs through
+  ``F.scaled_dot_product_attention``: q and k are normalized in at least float32, the logit scale is
+  folded into q, ``scale=1.0``, bias plus shift mask is the float ``attn_mask``, windows and heads share
+  one dimension so the mask broadcasts over the batch;
 - the shift mask is built once per padded feature-map size and device and cached, and in eval mode
   without autograd the position bias is cached until the ``cpb_mlp`` weights change;
-- the layers keep the map as ``(B, H, W, C)`` between them (one permute in, one out), window
-  partition and reverse are one copy each, and the MLP and norms run on the cropped map only;
+- the layers keep the map as ``(B, H, W, C)`` between them (one permute in, one out); zero-padding,
+  the roll and the window partition are one gather (:func:`window_index`, cached per map size), and
+  the way back (reverse, roll back, crop) another, each the other's gradient; the MLP and norms run on
+  the cropped map only;
 - ``relative_coords_table`` and ``relative_position_index`` are non-persistent buffers rebuilt by
   :meth:`WindowAttentionV2.set_window_size`; published checkpoints that contain them still load with
   ``strict=True`` (the stored copies are dropped, and a mismatch with ours is logged).
@@ -355,9 +363,10 @@ class WindowAttentionV2(nn.Module):
         if mask is not None:
             attn_mask = attn_mask + mask.unsqueeze(1)  # (nW, heads, N, N)
         dropout = self.attn_drop if self.training else 0.0
-        if v.dtype in (torch.float32, torch.float64) and not dropout:
+        if v.dtype in (torch.float32, torch.float64) and not dropout and v.device.type == "cpu":
             # the published order (normalize, q @ k^T, times the scale, plus the bias), without SDPA: on the
             # CPU a float mask sends SDPA to its math path, which allocates the logits several times over
+            # (on CUDA its fused kernels never hold them; bf16/fp16 keep SDPA's float32 softmax statistics)
             q, k = _UnitVectors.apply(q, 1e-12), _UnitVectors.apply(k, 1e-12)
             out = _CosineAttention.apply(q, k, scale, attn_mask, v)
         else:
