@@ -26,6 +26,9 @@ Prints, per side and as the ratio yolotr/official:
   largest of the child and its reaped DataLoader workers, not their sum);
 - peak RSS tree: the largest sum of RSS over the child and all its descendants (DataLoader workers),
   polled with ``psutil`` every 0.2 s (a page shared after ``fork`` counts in every process mapping it);
+- processes at peak tree: how many processes that sum was over (the child and its workers);
+- peak PSS tree: the largest sum of proportional set sizes over the same tree, polled every second (a
+  page shared by n processes counts 1/n in each: the memory the run really occupies);
 - mean training loss (box + objectness + class) of the first and last epoch, and in how many
   epochs it fell below the epoch before (``--scratch`` shows training from random weights);
 - final mAP50 and mAP50-95 on the val split of the final EMA weights: "own val" from each run's
@@ -528,6 +531,19 @@ def child(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- parent
 
 
+def tree_pss(tree: list) -> int:
+    """Sum of the proportional set sizes (bytes) of ``tree``'s processes (those that have exited count 0)."""
+    import psutil
+
+    total = 0
+    for p in tree:
+        try:
+            total += p.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
 def run_side(side: str, seed: int, args: argparse.Namespace, workdir: Path) -> dict:
     """Run one side with one seed in a subprocess; its result plus wall time and peak memory."""
     import psutil
@@ -563,6 +579,7 @@ def run_side(side: str, seed: int, args: argparse.Namespace, workdir: Path) -> d
     LOGGER.info("%s seed %d: running (log %s); load average %.2f", side, seed, log_file, os.getloadavg()[0])
     t0 = time.time()
     peak_tree = 0
+    peak_tree_procs, peak_pss, polls = 0, 0, 0
     with open(log_file, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=workdir)
         parent = psutil.Process(proc.pid)
@@ -581,6 +598,11 @@ def run_side(side: str, seed: int, args: argparse.Namespace, workdir: Path) -> d
                 except psutil.NoSuchProcess:
                     pass
             peak_tree = max(peak_tree, total)
+            if total >= peak_tree:
+                peak_tree_procs = len(tree)
+            polls += 1
+            if polls % 5 == 1:  # PSS reads every mapping of every process: once a second
+                peak_pss = max(peak_pss, tree_pss(tree))
             time.sleep(0.2)
     wall = time.time() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped by os.wait4, not by Popen
@@ -590,6 +612,7 @@ def run_side(side: str, seed: int, args: argparse.Namespace, workdir: Path) -> d
         sys.exit(1)
     result = json.loads(result_file.read_text())
     result.update(wall_s=wall, rss_main_mib=usage.ru_maxrss / 1024, rss_tree_mib=peak_tree / 2**20)
+    result.update(pss_tree_mib=peak_pss / 2**20, tree_procs=peak_tree_procs)
     result["cpu_s"] = usage.ru_utime + usage.ru_stime  # the child and its reaped workers, whole run
     if result["threads"] != args.threads:
         LOGGER.warning("%s trained with %d torch threads, not %d", side, result["threads"], args.threads)
@@ -672,6 +695,8 @@ def print_table(args: argparse.Namespace, results: dict[str, list[dict]], task: 
         ("images/CPU-s median ep.", "images_per_cpu_s_median", ".2f"),
         ("peak RSS main (MiB)", "rss_main_mib", ".0f"),
         ("peak RSS tree (MiB)", "rss_tree_mib", ".0f"),
+        ("processes at peak tree", "tree_procs", ".0f"),
+        ("peak PSS tree (MiB)", "pss_tree_mib", ".0f"),
         ("mAP50 own val", "map50", ".3f"),
         ("mAP50-95 own val", "map50_95", ".3f"),
         ("mAP50 yolotr val", "map50_y", ".3f"),
