@@ -380,7 +380,7 @@ def check_latency(plan: Plan) -> list[Row]:
 
 
 def check_swin(plan: Plan) -> list[Row]:
-    from blocks import measure
+    from blocks import measure_pair
 
     from tests.nn.swin_oracle import oracle_layer
     from yolotr.nn.swin import SwinV2Layer
@@ -412,8 +412,9 @@ def check_swin(plan: Plan) -> list[Row]:
             with torch.autocast(device.type, dtype=dtype):
                 return fn()
 
-        t_ref, m_ref = measure(lambda run=run: run(oracle), device, plan.swin_repeat)
-        t_our, m_our = measure(lambda run=run: run(ours), device, plan.swin_repeat)
+        t_ref, t_our, m_ref, m_our = measure_pair(
+            lambda run=run: run(oracle), lambda run=run: run(ours), device, plan.swin_repeat
+        )
         speed, memory = t_ref / t_our, m_ref / max(m_our, 1e-9)
         mem = f"{m_ref:.0f} -> {m_our:.0f} MiB peak ({memory:.2f}x less)" if device.type == "cuda" else "memory on CUDA"
         rows.append(

@@ -48,6 +48,20 @@ def test_dynamic_size_and_batch(tmp_path):
     assert torch.allclose(got, expected, atol=1e-2)
 
 
+def test_dynamic_size_swin_follows_the_input_size(tmp_path):
+    # the window gather indices and the shift mask are traced, not frozen at the export size
+    torch.manual_seed(0)
+    model = DetectionModel("yolov5n-swinv2.yaml", nc=4).eval()
+    path = export_model(model, "onnx", tmp_path / "swin.onnx", imgsz=320, dynamic_size=True).path
+    onnx_model = OnnxModel(path)
+    x = torch.rand(1, 3, 256, 416)  # another padding of the maps to whole windows than at 320 x 320
+    with torch.no_grad():
+        expected = model(x)[0]
+    got = onnx_model(x)[0]
+    assert got.shape == expected.shape
+    assert float((got - expected).abs().max()) < 1e-4 * 416
+
+
 def test_torchscript_export(tmp_path):
     model = DetectionModel("yolov5n-c3tr.yaml", nc=4)
     result = export_model(model, "torchscript", tmp_path / "m.torchscript", imgsz=256)

@@ -5,7 +5,8 @@ NMS IoU 0.6, the same printed table and ``fitness``), with three differences: th
 COCO evaluation itself (:mod:`yolotr.metrics.detection`); ground truth is the dataset's records
 in original-image pixels, not the letterboxed labels scaled back; and boxes go back to the
 original image with separate horizontal and vertical gains (the dataset rounds each side of the
-resized image on its own). NMS keeps one class per box (YOLOv5's val uses ``multi_label``).
+resized image on its own). NMS is multi-label, as in YOLOv5's ``val.py`` and the ``ultralytics`` validator: every class
+above the confidence threshold is a candidate of its own (prediction keeps one class per box).
 """
 
 from __future__ import annotations
@@ -203,7 +204,9 @@ class Validator:
                 loss_sum += self.loss_fn(list(raw), targets.to(device))[1].double()
                 n_batches += 1
             t2 = _clock(device)
-            detections = non_max_suppression(decoded, self.conf, self.iou, max_det=self.max_det, nc=len(self.names))
+            detections = non_max_suppression(
+                decoded, self.conf, self.iou, max_det=self.max_det, nc=len(self.names), multi_label=True
+            )
             for i, det in enumerate(detections):
                 if shapes[i] is None:
                     raise ValueError(f"{paths[i]}: no letterbox shapes (a mosaic?): validate without augmentation")

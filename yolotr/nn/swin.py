@@ -141,6 +141,12 @@ def window_index(
     return index, inverse, torch.nonzero(~real).view(-1)
 
 
+def _tracing() -> bool:
+    """True while ONNX / TorchScript export traces the model: autograd functions do not export, so the
+    layers then run the same arithmetic as plain tensor ops."""
+    return torch.onnx.is_in_onnx_export() or torch.jit.is_tracing()
+
+
 def _gather_windows(x: torch.Tensor, index: torch.Tensor, pads: torch.Tensor) -> torch.Tensor:
     """``(B, L, C) -> (B, P, C)``: ``x[:, index]`` with zeros in the ``pads`` slots."""
     y = x.index_select(1, index.clamp(min=0) if pads.numel() else index)
@@ -354,7 +360,12 @@ class WindowAttentionV2(nn.Module):
         b, nw, n, c = x.shape
         heads, d = self.num_heads, c // self.num_heads
         bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-        q, k, v = _SplitHeads.apply(F.linear(x, self.qkv.weight, bias), heads)  # each (B, nW, heads, N, d)
+        qkv = F.linear(x, self.qkv.weight, bias)
+        tracing = _tracing()
+        if tracing:
+            q, k, v = qkv.view(b, nw, n, 3, heads, d).permute(3, 0, 1, 4, 2, 5).unbind(0)
+        else:
+            q, k, v = _SplitHeads.apply(qkv, heads)  # each (B, nW, heads, N, d)
         # at least float32 for the cosine: the norms of bf16/fp16 vectors lose digits, and the logit scale
         # reaches 100; float64 inputs stay float64 (gradcheck, oracles)
         dtype = at_least_float32(v.dtype)
@@ -363,7 +374,11 @@ class WindowAttentionV2(nn.Module):
         if mask is not None:
             attn_mask = attn_mask + mask.unsqueeze(1)  # (nW, heads, N, N)
         dropout = self.attn_drop if self.training else 0.0
-        if v.dtype in (torch.float32, torch.float64) and not dropout and v.device.type == "cpu":
+        if tracing and v.dtype in (torch.float32, torch.float64):
+            # the published order as plain ops, for export (the same values as the branch below)
+            logits = unit_vectors(q) @ unit_vectors(k).transpose(-2, -1) * scale + attn_mask
+            out = torch.softmax(logits, dim=-1) @ v
+        elif v.dtype in (torch.float32, torch.float64) and not dropout and v.device.type == "cpu":
             # the published order (normalize, q @ k^T, times the scale, plus the bias), without SDPA: on the
             # CPU a float mask sends SDPA to its math path, which allocates the logits several times over
             # (on CUDA its fused kernels never hold them; bf16/fp16 keep SDPA's float32 softmax statistics)
@@ -435,6 +450,8 @@ class SwinV2Layer(nn.Module):
         """The cached shift mask ``(nW, N, N)`` float32 for a padded ``h x w`` map, or None without shift."""
         if self.shift == 0:
             return None
+        if _tracing():  # computed in the graph, so that a dynamic-size export follows the input size
+            return shift_mask(h, w, self.window, self.shift, device)
         key = (h, w, device)
         if key not in self._mask_cache:
             self._mask_cache[key] = shift_mask(h, w, self.window, self.shift, device)
@@ -442,6 +459,8 @@ class SwinV2Layer(nn.Module):
 
     def window_index(self, h: int, w: int, device: torch.device) -> tuple[torch.Tensor, ...]:
         """The cached :func:`window_index` of an (unpadded) ``h x w`` map for this layer's window and shift."""
+        if _tracing():
+            return window_index(h, w, self.window, self.shift, device)
         key = (h, w, device)
         if key not in self._index_cache:
             self._index_cache[key] = window_index(h, w, self.window, self.shift, device)
@@ -454,9 +473,15 @@ class SwinV2Layer(nn.Module):
         hp, wp = h + (-h % ws), w + (-w % ws)
         index, inverse, pads = self.window_index(h, w, x.device)
         # zero-pad, roll by -shift and partition in one gather, then the way back in one (crops too)
-        y = _ToWindows.apply(x.view(b, h * w, c), index, inverse, pads).view(b, -1, ws * ws, c)
-        y = self.attn(y, self.attn_mask(hp, wp, x.device))
-        y = _FromWindows.apply(y.view(b, -1, c), index, inverse, pads).view(b, h, w, c)
+        tracing = _tracing()
+        tokens = x.view(b, h * w, c)
+        if tracing:
+            y = _gather_windows(tokens, index, pads)
+        else:
+            y = _ToWindows.apply(tokens, index, inverse, pads)
+        y = self.attn(y.view(b, -1, ws * ws, c), self.attn_mask(hp, wp, x.device)).view(b, -1, c)
+        y = y.index_select(1, inverse) if tracing else _FromWindows.apply(y, index, inverse, pads)
+        y = y.view(b, h, w, c)
         x = x + self.norm1(y)
         return x + self.norm2(self.mlp(x))
 

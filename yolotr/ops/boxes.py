@@ -57,6 +57,7 @@ def non_max_suppression(
     max_det: int = 300,
     max_candidates: int = 30000,
     nc: int | None = None,
+    multi_label: bool = False,
 ) -> list[torch.Tensor]:
     """Per-image NMS of decoded YOLO output.
 
@@ -71,6 +72,9 @@ def non_max_suppression(
         max_det: detections kept per image.
         nc: the number of classes: tells ``4 + nc`` (anchor-free) from ``5 + nc`` columns; without it
             the output is taken to have an objectness column.
+        multi_label: keep every class whose score passes ``conf_thres`` as its own candidate (one box
+            may then be kept once per class), as YOLOv5's ``val.py`` and the ``ultralytics`` validator
+            do; otherwise each box keeps only its best class.
 
     Returns:
         One ``(n, 6)`` float32 tensor per image: x1, y1, x2, y2, score, class — best first.
@@ -84,11 +88,16 @@ def non_max_suppression(
             scores = x[:, 5:] * x[:, 4:5]
         else:
             scores = x[:, 4:]
-        conf, cls = scores.max(1)
-        keep = conf > conf_thres
+        if multi_label:
+            rows, cls = (scores > conf_thres).nonzero(as_tuple=True)
+            boxes, conf = xywh2xyxy(x[rows, :4]), scores[rows, cls]
+        else:
+            conf, cls = scores.max(1)
+            keep = conf > conf_thres
+            boxes, conf, cls = xywh2xyxy(x[keep, :4]), conf[keep], cls[keep]
         if classes is not None:
-            keep &= torch.isin(cls, torch.as_tensor(classes, device=cls.device))
-        boxes, conf, cls = xywh2xyxy(x[keep, :4]), conf[keep], cls[keep]
+            wanted = torch.isin(cls, torch.as_tensor(classes, device=cls.device))
+            boxes, conf, cls = boxes[wanted], conf[wanted], cls[wanted]
         order = conf.argsort(descending=True)[:max_candidates]
         boxes, conf, cls = boxes[order], conf[order], cls[order]
         groups = torch.zeros_like(cls) if agnostic else cls
