@@ -163,3 +163,22 @@ def test_time_limit_shorter_than_a_batch_warns(tiny_shapes, tmp_path, caplog):
     assert any("shorter than one batch" in r.getMessage() and "in minutes" in r.getMessage() for r in caplog.records)
     rows = (tmp_path / "run" / "results.csv").read_text().strip().splitlines()
     assert len(rows) == 2  # header + the one epoch already trained
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_training_memory_format_follows_the_setting(tiny_shapes, tmp_path, channels_last):
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, channels_last=channels_last)
+    seen = []
+    trainer = Trainer(cfg)
+    trainer.add_callback("on_batch_start", lambda t: seen.append(t.model.model[0].conv.weight))
+    trainer.train()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert seen and all(w.is_contiguous(memory_format=layout) for w in seen)
+    assert trainer.ema.ema.model[0].conv.weight.is_contiguous(memory_format=layout)
+    _, exported = _final_weights(tmp_path / "run")
+    fresh = DetectionModel("yolov5n.yaml", nc=trainer.model.nc)  # contiguous: the saved layout does not matter
+    fresh.load_state_dict({k: v.float() for k, v in exported.items()})
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = trainer.ema.ema.float().eval()(x)[0]
+        assert torch.allclose(fresh.eval()(x)[0], expected, atol=1e-4, rtol=1e-4)

@@ -20,6 +20,7 @@ class ModelEMA:
         self.decay, self.tau, self.updates = decay, tau, updates
         for p in self.ema.parameters():
             p.requires_grad_(False)
+        self._cached: tuple | None = None  # see _pairs
 
     def current_decay(self) -> float:
         return self.decay * (1 - math.exp(-self.updates / self.tau))
@@ -28,12 +29,28 @@ class ModelEMA:
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = self.current_decay()
-        source = unwrap(model).state_dict()
-        for key, value in self.ema.state_dict().items():
-            if value.dtype.is_floating_point:
-                value.mul_(d).add_(source[key].detach(), alpha=1 - d)
-            else:
-                value.copy_(source[key])
+        floats, sources, ints, int_sources = self._pairs(unwrap(model))
+        torch._foreach_mul_(floats, d)  # the same arithmetic as value.mul_(d).add_(source, alpha=1 - d)
+        torch._foreach_add_(floats, sources, alpha=1 - d)
+        for value, source in zip(ints, int_sources):
+            value.copy_(source)
+
+    def _pairs(self, model: nn.Module) -> tuple[list[torch.Tensor], ...]:
+        """The state_dict tensors of the EMA and of ``model``, floating point and not, paired by key.
+
+        Built once and kept while ``model`` holds the same tensors (``.to()`` or a new model rebuilds it):
+        two ``state_dict()`` calls per step cost more than the averaging itself on a small model.
+        """
+        fingerprint = tuple(t.data_ptr() for m in (model, self.ema) for t in m.parameters())
+        if self._cached is None or self._cached[0] != fingerprint:
+            source = model.state_dict()
+            pairs: tuple[list[torch.Tensor], ...] = ([], [], [], [])
+            for key, value in self.ema.state_dict().items():
+                floating = value.dtype.is_floating_point
+                pairs[0 if floating else 2].append(value)
+                pairs[1 if floating else 3].append(source[key].detach())
+            self._cached = (fingerprint, pairs)
+        return self._cached[1]
 
     def state_dict(self) -> dict:
         return {"state_dict": self.ema.state_dict(), "updates": self.updates}

@@ -52,14 +52,6 @@ def all_finite(tensors) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in tensors if t is not None)
 
 
-def grads_finite(model: nn.Module) -> bool:
-    """True when every gradient of ``model`` is finite (one reduction, one sync)."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if not grads:
-        return True
-    return bool(torch.isfinite(torch.stack([g.detach().float().abs().max() for g in grads])).all())
-
-
 def _first_tensor(out):
     if isinstance(out, torch.Tensor):
         return [out]

@@ -28,7 +28,7 @@ from yolotr.data.sources import load_dataset_config, load_records
 from yolotr.engine.autoanchor import run_autoanchor
 from yolotr.engine.config import resolve_config
 from yolotr.engine.ema import ModelEMA, unwrap
-from yolotr.engine.guard import NonFiniteGuard, grads_finite
+from yolotr.engine.guard import NonFiniteGuard
 from yolotr.engine.optim import apply_schedule, build_optimizer
 from yolotr.engine.sampler import ResumableBatchSampler
 from yolotr.engine.sync_bn import convert_sync_batchnorm
@@ -138,7 +138,8 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.data = load_dataset_config(cfg["data"])
         self.names = list(self.data.names)
-        self.model = self._build_model().to(self.device)
+        self.memory_format = torch.channels_last if cfg.get("channels_last", True) else torch.contiguous_format
+        self.model = self._build_model().to(self.device, memory_format=self.memory_format)
         stride = int(max(self.model.stride))
         if cfg["imgsz"] % stride:
             raise ConfigError(f"imgsz {cfg['imgsz']} must be a multiple of the model's largest stride {stride}")
@@ -349,7 +350,8 @@ class Trainer:
                 for fn in self.callbacks["on_batch_start"]:
                     fn(self)
                 apply_schedule(self.optimizer, cfg, epoch, self.step, self.warmup_iters, self.guard.lr_multiplier)
-                images = images.to(self.device, non_blocking=True).float().div_(255)  # no second copy
+                images = images.to(self.device, torch.float32, non_blocking=True, memory_format=self.memory_format)
+                images = images.div_(255)  # scaled in place: no second copy
                 targets = targets.to(self.device)
                 loss, items = self._forward_loss(images, targets)
                 if not self._all_finite(loss):
@@ -418,11 +420,14 @@ class Trainer:
 
     def _optimizer_step(self, images, targets) -> bool:
         self.scaler.unscale_(self.optimizer)
-        if not grads_finite(self.model):
+        # one foreach reduction tells a non-finite gradient and gives the norm to clip by
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        norm = nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros(())
+        if not bool(torch.isfinite(norm)):
             self._skip_step(images, targets, "non-finite gradient")
             return False
         if self.cfg["grad_clip"]:
-            nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=self.cfg["grad_clip"])
+            nn.utils.clip_grads_with_norm_(grads, self.cfg["grad_clip"], norm, foreach=True)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
