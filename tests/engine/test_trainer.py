@@ -182,3 +182,24 @@ def test_training_memory_format_follows_the_setting(tiny_shapes, tmp_path, chann
     with torch.no_grad():
         expected = trainer.ema.ema.float().eval()(x)[0]
         assert torch.allclose(fresh.eval()(x)[0], expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("grad_clip", [0.5, 0.0])
+def test_gradients_reach_the_optimizer_clipped_to_grad_clip(tiny_shapes, tmp_path, grad_clip):
+    trainer = Trainer(tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, grad_clip=grad_clip))
+    norms = []
+
+    def record(optimizer, *_):
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(float(torch.nn.utils.get_total_norm(grads)))
+
+    hooked = []
+    trainer.add_callback(
+        "on_batch_start", lambda t: hooked or hooked.append(t.optimizer.register_step_pre_hook(record))
+    )
+    trainer.train()
+    assert norms
+    if grad_clip:
+        assert max(norms) <= grad_clip * (1 + 1e-4)
+    else:  # unclipped, the norms of this tiny model's first steps are well above 0.5
+        assert max(norms) > 0.5

@@ -421,13 +421,13 @@ class Trainer:
     def _optimizer_step(self, images, targets) -> bool:
         self.scaler.unscale_(self.optimizer)
         # one foreach reduction tells a non-finite gradient and gives the norm to clip by
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        norm = nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros(())
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = nn.utils.get_total_norm([p.grad for p in params], foreach=True) if params else torch.zeros(())
         if not bool(torch.isfinite(norm)):
             self._skip_step(images, targets, "non-finite gradient")
             return False
         if self.cfg["grad_clip"]:
-            nn.utils.clip_grads_with_norm_(grads, self.cfg["grad_clip"], norm, foreach=True)
+            nn.utils.clip_grads_with_norm_(params, self.cfg["grad_clip"], norm, foreach=True)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
