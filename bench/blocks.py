@@ -15,7 +15,7 @@ on CUDA, and on CPU (Linux) the peak resident memory above the starting level du
 backward, with glibc told to ``mmap`` every block over 64 KiB so that freed tensors leave RSS. Ratios are
 reference / ours: above 1 means ours is faster or smaller.
 
-    python bench/blocks.py [--device cpu|cuda] [--threads 2] [--repeat 5] [--blocks swin hwd]
+    python bench/blocks.py [--device cpu|cuda] [--threads 2] [--repeat 5] [--blocks swin hwd] [--default-malloc]
 
 The timings run under the same ``mmap`` setting, so they include the page faults of every large
 allocation: a block that allocates less gains here more than under glibc's default caching.
@@ -147,9 +147,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--blocks", nargs="+", choices=("swin", "hwd"), default=["swin", "hwd"], help="rows to run")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="time under glibc's default caching of freed blocks (the CPU memory column then reads RSS growth only)",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
-    if device.type == "cpu" and sys.platform.startswith("linux"):
+    if device.type == "cpu" and sys.platform.startswith("linux") and not args.default_malloc:
         ctypes.CDLL("libc.so.6").mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD: big blocks return to the OS on free
         global PAGE
         PAGE = os.sysconf("SC_PAGE_SIZE")
