@@ -13,8 +13,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from yolotr.nn.bn_silu import batch_norm_silu, recomputable
-
 
 def autopad(k: int | tuple[int, ...], p: int | None = None, d: int = 1) -> int | list[int]:
     """Padding that keeps the spatial size for stride 1 ('same'), given kernel ``k`` and dilation ``d``."""
@@ -41,10 +39,7 @@ class Conv(nn.Module):
         self.act = make_activation(act, Conv.default_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
-        if recomputable(self.bn, self.act, y):  # training: keeps one activation for backward, not two
-            return batch_norm_silu(y, self.bn)
-        return self.act(self.bn(y))
+        return self.act(self.bn(self.conv(x)))
 
     def forward_fuse(self, x: torch.Tensor) -> torch.Tensor:
         """Forward after :func:`fuse_conv_and_bn` folded ``bn`` into ``conv``."""
