@@ -76,10 +76,15 @@ def verbosity(verbose: bool | int = True) -> Iterator[logging.Logger]:
     """
     logger = get_logger()
     previous = logger.level
+    level = previous
     if verbose is False:
-        logger.setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
+        level = max(logging.WARNING, logger.getEffectiveLevel())
     elif not isinstance(verbose, bool):
-        logger.setLevel(int(verbose))
+        level = int(verbose)
+    if level == previous:  # setLevel clears the cache of every logger: skip it when nothing changes
+        yield logger
+        return
+    logger.setLevel(level)
     try:
         yield logger
     finally:

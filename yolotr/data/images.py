@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import glob
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,9 +67,22 @@ def expand_source(source: str | Path | list) -> list[Path]:
     return files
 
 
-def iter_frames(source: str | Path | list) -> Iterator[Frame]:
-    """Stream frames from a source; videos are read one frame at a time (memory stays flat)."""
-    for path in expand_source(source):
+def iter_frames(source: str | Path | list, prefetch: int = 2) -> Iterator[Frame]:
+    """Stream frames from a source; videos are read one frame at a time (memory stays flat).
+
+    With ``prefetch > 0`` and more than one image or any video, a background thread reads up to
+    ``prefetch`` frames ahead (OpenCV releases the GIL while it decodes), so that reading the next image
+    overlaps the model's work on this one. Frames and errors arrive in the source's order either way.
+    """
+    files = expand_source(source)
+    frames = _read_frames(files)
+    if prefetch > 0 and (len(files) > 1 or files[0].suffix.lower() in VIDEO_SUFFIXES):
+        frames = read_ahead(frames, prefetch)
+    return frames
+
+
+def _read_frames(files: list[Path]) -> Iterator[Frame]:
+    for path in files:
         if path.suffix.lower() in VIDEO_SUFFIXES:
             capture = cv2.VideoCapture(str(path))
             if not capture.isOpened():
@@ -85,3 +100,54 @@ def iter_frames(source: str | Path | list) -> Iterator[Frame]:
                 capture.release()
         else:
             yield Frame(read_image(path), str(path))
+
+
+_END = object()
+
+
+def read_ahead(items: Iterator, depth: int) -> Iterator:
+    """Yield what ``items`` yields, produced by a daemon thread up to ``depth`` items ahead.
+
+    An exception raised by ``items`` is raised here, after the items before it. When the consumer stops
+    early (``close()``, or the generator is dropped) the thread stops at its next item.
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((_END, None))
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, raised there
+            put((_END, error))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()  # a video's capture is released in the thread that used it
+
+    def consume() -> Iterator:
+        thread = threading.Thread(target=produce, name="yolotr-read-ahead", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item, error = buffer.get()
+                if error is not None:
+                    raise error
+                if item is _END:
+                    return
+                yield item
+        finally:
+            stop.set()
+
+    return consume()
