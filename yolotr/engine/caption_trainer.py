@@ -517,8 +517,9 @@ class CaptionTrainer:
             ckpt = caption_checkpoint(model, vocab, a["imgsz"], best_fitness=best, optimizer=opt.state_dict(), **common)
             save_checkpoint(ckpt, weights / "last.pt")
             if out_of_time:
-                LOGGER.info("time limit of %g min reached after epoch %d", a["time_limit"], epoch + 1)
                 break
+        if limit:  # the clock ran out during the batches, the validation or the saving: all end here
+            LOGGER.info("time limit of %g min reached after epoch %d", a["time_limit"], epoch + 1)
         plot_results(csv_path, self.save_dir / "results.png")
         tb.close()
         return {**metrics, "save_dir": str(self.save_dir), "time": time.monotonic() - t0}
