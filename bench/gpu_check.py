@@ -380,41 +380,17 @@ def check_latency(plan: Plan) -> list[Row]:
 
 
 def check_swin(plan: Plan) -> list[Row]:
-    from blocks import measure_pair
-
-    from tests.nn.swin_oracle import oracle_layer
-    from yolotr.nn.swin import SwinV2Layer
+    from blocks import time_swin_layer
 
     progress("swin")
     torch.use_deterministic_algorithms(False)  # as a fresh process (the trainer turned it on)
     dim, heads, side, batch = plan.swin
     device = torch.device(plan.device)
     torch.manual_seed(0)
-    layer = SwinV2Layer(dim, heads, window=8, shift=4).to(device)
-    x = torch.randn(batch, dim, side, side, device=device, requires_grad=True)
-
-    def ours() -> torch.Tensor:
-        return layer(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2).contiguous()
-
-    def oracle() -> torch.Tensor:
-        return oracle_layer(layer, x)
-
-    with torch.no_grad():
-        err = float((ours() - oracle()).abs().max())
-    rows = []
     half = torch.float16 if plan.device == "cuda" else torch.bfloat16
-    for dtype in (None, half):
-        label = "fp32" if dtype is None else f"{'fp16' if dtype == torch.float16 else 'bf16'} autocast"
-
-        def run(fn, dtype=dtype):
-            if dtype is None:
-                return fn()
-            with torch.autocast(device.type, dtype=dtype):
-                return fn()
-
-        t_ref, t_our, m_ref, m_our = measure_pair(
-            lambda run=run: run(oracle), lambda run=run: run(ours), device, plan.swin_repeat
-        )
+    err, timings = time_swin_layer(dim, heads, side, batch, device, plan.swin_repeat, half)
+    rows = []
+    for label, t_ref, t_our, m_ref, m_our in timings:
         speed, memory = t_ref / t_our, m_ref / max(m_our, 1e-9)
         mem = f"{m_ref:.0f} -> {m_our:.0f} MiB peak ({memory:.2f}x less)" if device.type == "cuda" else "memory on CUDA"
         rows.append(
