@@ -53,3 +53,13 @@ def test_a_model_whose_tensors_were_replaced_is_read_afresh():
     ema.update(other)  # a different model object: its tensors, not the first model's
     weight = "0.weight"
     assert torch.equal(ema.ema.state_dict()[weight], before[weight] * 0.5 + 0.5)
+
+
+def test_a_replaced_buffer_is_read_afresh():
+    model = _model()
+    ema = ModelEMA(model, decay=0.5, tau=1e-9)
+    ema.update(model)
+    model[1].running_mean = torch.full((4,), 8.0)  # a new tensor, not an in-place change
+    before = ema.ema[1].running_mean.clone()
+    ema.update(model)
+    assert torch.equal(ema.ema[1].running_mean, before * 0.5 + 4.0)

@@ -38,10 +38,10 @@ class ModelEMA:
     def _pairs(self, model: nn.Module) -> tuple[list[torch.Tensor], ...]:
         """The state_dict tensors of the EMA and of ``model``, floating point and not, paired by key.
 
-        Built once and kept while ``model`` holds the same tensors (``.to()`` or a new model rebuilds it):
-        two ``state_dict()`` calls per step cost more than the averaging itself on a small model.
+        Built once and kept while both hold the same tensors (``.to()``, a replaced buffer or a new model
+        rebuilds it): two ``state_dict()`` calls per step cost more than the averaging itself.
         """
-        fingerprint = tuple(t.data_ptr() for m in (model, self.ema) for t in m.parameters())
+        fingerprint = tuple(t.data_ptr() for m in (model, self.ema) for t in (*m.parameters(), *m.buffers()))
         if self._cached is None or self._cached[0] != fingerprint:
             source = model.state_dict()
             pairs: tuple[list[torch.Tensor], ...] = ([], [], [], [])
