@@ -22,7 +22,7 @@ from yolotr.engine.fast_backend import (
     single_thread,
 )
 from yolotr.engine.results import Boxes, Results
-from yolotr.ops.boxes import non_max_suppression, scale_boxes
+from yolotr.ops.boxes import has_objectness, non_max_suppression, scale_boxes
 
 LOGGER = logging.getLogger("yolotr")
 
@@ -37,7 +37,7 @@ def candidates(decoded: torch.Tensor, conf: float, nc: int) -> list[torch.Tensor
     thread pool costs more than the work (and much more when other processes hold the cores).
     Returns ``(n_i, C)`` tensors on ``decoded``'s device.
     """
-    score_of = (lambda x: x[..., 4]) if decoded.shape[-1] != 4 + nc else (lambda x: x[..., 4:].max(-1))
+    score_of = (lambda x: x[..., 4]) if has_objectness(decoded.shape[-1], nc) else (lambda x: x[..., 4:].max(-1))
     if decoded.device.type == "cpu":
         array = decoded.float().numpy()
         return [torch.from_numpy(a[score_of(a) > conf]) for a in array]

@@ -138,7 +138,7 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.data = load_dataset_config(cfg["data"])
         self.names = list(self.data.names)
-        self.memory_format = torch.channels_last if cfg.get("channels_last", True) else torch.contiguous_format
+        self.memory_format = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
         self.model = self._build_model().to(self.device, memory_format=self.memory_format)
         stride = int(max(self.model.stride))
         if cfg["imgsz"] % stride:

@@ -48,6 +48,12 @@ def scale_boxes(
     return clip_boxes(boxes, original_shape)
 
 
+def has_objectness(columns: int, nc: int | None) -> bool:
+    """Whether decoded output with ``columns`` columns has an objectness column (``5 + nc``, YOLOv5)
+    rather than none (``4 + nc``, anchor-free); without ``nc`` it is taken to have one."""
+    return nc is None or columns != 4 + nc
+
+
 def non_max_suppression(
     prediction: torch.Tensor,
     conf_thres: float = 0.25,
@@ -80,7 +86,7 @@ def non_max_suppression(
         One ``(n, 6)`` float32 tensor per image: x1, y1, x2, y2, score, class — best first.
     """
     prediction = prediction.float()
-    objectness = nc is None or prediction.shape[-1] != 4 + nc
+    objectness = has_objectness(prediction.shape[-1], nc)
     out = []
     for x in prediction:
         if objectness:
