@@ -272,6 +272,7 @@ def official_yaml(name: str) -> str:
 def child_yolotr(args: argparse.Namespace, workdir: Path) -> dict:
     import torch
 
+    from yolotr.cli import set_overrides
     from yolotr.engine.trainer import Trainer
 
     torch.set_num_threads(args.threads)
@@ -317,6 +318,7 @@ def child_yolotr(args: argparse.Namespace, workdir: Path) -> dict:
             close_mosaic=0,
             val_iou=AF_VAL_IOU,
         )
+    cfg.update(set_overrides(args.set))
     trainer = TimedTrainer(cfg)
     trainer.add_callback("on_batch_start", marks.batch_start)
     result = trainer.train()
@@ -614,6 +616,7 @@ def run_side(side: str, seed: int, args: argparse.Namespace, workdir: Path, weig
         *("--family", args.family, "--nbs", str(args.nbs), "--warmup-epochs", str(args.warmup_epochs)),
         *(("--scratch",) if args.scratch else ()),
         *(("--weights", weights) if weights else ()),
+        *(arg for item in args.set for arg in ("--set", item)),
     ]
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
     env["PYTHONUNBUFFERED"] = "1"
@@ -831,6 +834,13 @@ def main() -> None:
     parser.add_argument("--warmup-epochs", type=float, default=1.0, help="anchor-free: warmup epochs on both sides")
     parser.add_argument("--scratch", action="store_true", help="yolov5: train yolov5n.yaml from random weights")
     parser.add_argument("--only", choices=SIDES, help="run one side only")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="yolotr side: a training setting over the shared ones (YAML value), e.g. lean_activations=false",
+    )
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     parser.add_argument("--workdir", help="keep runs and child logs here (default: a temporary folder)")
     parser.add_argument("--child", choices=CHILDREN, help=argparse.SUPPRESS)

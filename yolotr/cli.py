@@ -104,9 +104,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     overrides = _overrides(args, TRAIN_KEYS)
     if args.amp is not None:
         overrides["amp"] = args.amp == "on"
-    for item in args.set or []:
-        key, _, value = item.partition("=")
-        overrides[key] = yaml_value(value)
+    overrides.update(set_overrides(args.set))
     if args.resume:
         trainer = Trainer.resume(args.resume, **overrides)
     else:
@@ -130,6 +128,17 @@ def yaml_value(text: str):
     return yaml.safe_load(text)
 
 
+def set_overrides(items: list[str] | None) -> dict:
+    """``--set KEY=VALUE ...`` as a dict of settings (values parsed by :func:`yaml_value`)."""
+    overrides = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item}: expected KEY=VALUE")
+        overrides[key] = yaml_value(value)
+    return overrides
+
+
 COMPARE_KEYS = ("epochs", "batch", "imgsz", "device", "optimizer", "lr0", "lr_transformer_scale", "freeze", "weights")
 
 
@@ -141,11 +150,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         settings["amp"] = args.amp == "on"
     if args.autoanchor is not None:
         settings["autoanchor"] = args.autoanchor
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item}: expected KEY=VALUE")
-        settings[key] = yaml_value(value)
+    settings.update(set_overrides(args.set))
     result = compare(
         args.models,
         args.data,

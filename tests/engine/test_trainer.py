@@ -184,6 +184,20 @@ def test_training_memory_format_follows_the_setting(tiny_shapes, tmp_path, chann
         assert torch.allclose(fresh.eval()(x)[0], expected, atol=1e-4, rtol=1e-4)
 
 
+def test_lean_activations_train_like_the_plain_path(tiny_shapes, tmp_path):
+    runs = {}
+    for lean in (True, False):
+        cfg = tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, lean_activations=lean, name=f"lean-{lean}")
+        Trainer(cfg).train()
+        runs[lean], _ = _final_weights(tmp_path / f"lean-{lean}")
+    assert runs[True].keys() == runs[False].keys()
+    for name, plain in runs[False].items():
+        if plain.is_floating_point():
+            torch.testing.assert_close(runs[True][name], plain, rtol=1e-3, atol=1e-4, msg=name)
+        else:
+            assert torch.equal(runs[True][name], plain), name  # num_batches_tracked
+
+
 @pytest.mark.parametrize("grad_clip", [0.5, 0.0])
 def test_gradients_reach_the_optimizer_clipped_to_grad_clip(tiny_shapes, tmp_path, grad_clip):
     trainer = Trainer(tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, grad_clip=grad_clip))

@@ -29,6 +29,7 @@ from yolotr.engine.autoanchor import run_autoanchor
 from yolotr.engine.config import resolve_config
 from yolotr.engine.ema import ModelEMA, unwrap
 from yolotr.engine.guard import NonFiniteGuard
+from yolotr.engine.heap import set_mmap_threshold
 from yolotr.engine.optim import apply_schedule, build_optimizer
 from yolotr.engine.sampler import ResumableBatchSampler
 from yolotr.engine.sync_bn import convert_sync_batchnorm
@@ -37,6 +38,7 @@ from yolotr.errors import CheckpointError, ConfigError
 from yolotr.models.detection import DetectionModel
 from yolotr.models.loading import checkpoint_state_dict, load_model
 from yolotr.models.weights import copy_checkpoint, model_checkpoint, save_checkpoint, transfer_weights
+from yolotr.nn.lean import lean_activations
 from yolotr.ops.loss import build_loss
 
 LOGGER = logging.getLogger("yolotr")
@@ -136,6 +138,8 @@ class Trainer:
         torch.manual_seed(cfg["seed"] + self.rank)
         if cfg["deterministic"]:
             torch.use_deterministic_algorithms(True, warn_only=True)
+        if self.device.type == "cpu":
+            set_mmap_threshold(cfg["mmap_threshold_mb"])  # less heap left behind by each step (engine/heap.py)
         self.data = load_dataset_config(cfg["data"])
         self.names = list(self.data.names)
         self.memory_format = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
@@ -284,7 +288,10 @@ class Trainer:
             copy_checkpoint(last, self.weights_dir / "best.pt")
 
     def _forward_loss(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
+        with (
+            torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp),
+            lean_activations(self.cfg["lean_activations"]),
+        ):
             raw = self.train_model(images)
         loss, items = self.loss_fn(raw, targets)
         return loss * self.world, items

@@ -13,6 +13,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from yolotr.nn.lean import batchnorm_silu, lean_eligible
+
 
 def autopad(k: int | tuple[int, ...], p: int | None = None, d: int = 1) -> int | list[int]:
     """Padding that keeps the spatial size for stride 1 ('same'), given kernel ``k`` and dilation ``d``."""
@@ -39,7 +41,10 @@ class Conv(nn.Module):
         self.act = make_activation(act, Conv.default_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.act(self.bn(self.conv(x)))
+        y = self.conv(x)
+        if lean_eligible(y, self.bn, self.act):  # training under lean_activations(): see yolotr.nn.lean
+            return batchnorm_silu(y, self.bn)
+        return self.act(self.bn(y))
 
     def forward_fuse(self, x: torch.Tensor) -> torch.Tensor:
         """Forward after :func:`fuse_conv_and_bn` folded ``bn`` into ``conv``."""
