@@ -213,3 +213,14 @@ def test_cli_backends_give_the_same_boxes(cache, tmp_path):
         boxes[backend] = np.array([[*d["box"], d["confidence"], d["class"]] for d in detections])
     assert len(boxes["torch"]) > 0 and boxes["torch"].shape == boxes["onnx"].shape
     assert np.allclose(boxes["torch"], boxes["onnx"], atol=0.05)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [(None, True), ("1", True), ("0", False), ("off", False), (" False ", False)]
+)
+def test_onnx_spinning_follows_the_environment(monkeypatch, value, expected):
+    if value is None:
+        monkeypatch.delenv("YOLOTR_ONNX_SPIN", raising=False)
+    else:
+        monkeypatch.setenv("YOLOTR_ONNX_SPIN", value)
+    assert fast_backend.onnx_spinning() is expected

@@ -54,6 +54,11 @@ def onnx_cache_dir() -> Path:
     return cache_dir() / "onnx"
 
 
+def onnx_spinning() -> bool:
+    """Whether onnxruntime's intra-op threads busy-wait during a run: ``$YOLOTR_ONNX_SPIN`` (default ``1``)."""
+    return os.environ.get("YOLOTR_ONNX_SPIN", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def weights_version(model: nn.Module) -> tuple:
     """A cheap fingerprint of the model's current weights: changes when any parameter or buffer is
     replaced (``load_state_dict``, ``.to()``, ``fuse()``) or modified in place (an optimizer step).
@@ -267,9 +272,12 @@ class OnnxBackend(Backend):
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        # no busy-waiting after a run: spinning threads starve the PyTorch ops (NMS) and the image
-        # decoding that follow, and any other process on the cores (measured 2-5x slower end to end)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # the workers busy-wait between the nodes of a run (5-8% faster end to end on idle cores than
+        # sleeping) and stop when the run returns: left spinning, they starve the NMS and image decoding
+        # that follow (measured 2-5x slower end to end). Where other processes keep the cores busy,
+        # spinning costs more than it gains (+40% with one core busy): YOLOTR_ONNX_SPIN=0 turns it off
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if onnx_spinning() else "0")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         session = ort.InferenceSession(self.proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
         self.sessions[shape] = session
         while len(self.sessions) > self.max_sessions:

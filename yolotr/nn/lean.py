@@ -13,9 +13,10 @@ first:
   and recomputed when that op's backward needs it.
 
 For yolov5n at batch 16 x 320 x 320 the tensors kept for backward fall from 651 to 336 MiB (figures
-in ``docs/troubleshooting.md``, "Training memory on the CPU"); the recomputation is elementwise. The forward values, the running
-statistics and ``num_batches_tracked`` are those of ``F.silu(bn(x))``; gradients are equal up to
-float rounding (a recomputed value may differ from the forward's in the last bit).
+in ``docs/troubleshooting.md``, "Training memory on the CPU"); the recomputation is elementwise. The
+forward values, the running statistics and ``num_batches_tracked`` are those of ``F.silu(bn(x))``;
+gradients are equal up to float rounding (a recomputed value may differ from the forward's in the
+last bit).
 
 A ``Conv`` takes this path while :func:`lean_activations` is on (the trainer turns it on for its
 forward pass, config key ``lean_activations``), the module is training, its BatchNorm is a plain
