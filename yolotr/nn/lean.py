@@ -12,7 +12,7 @@ first:
   recipe (that conv output, the per-channel scale and shift) by a ``saved_tensors_hooks`` pack hook
   and recomputed when that op's backward needs it.
 
-For yolov5n at batch 16 x 320 x 320 the tensors kept for backward fall from 651 to 336 MiB (figures
+For yolov5n at batch 16 x 320 x 320 the tensors kept for backward fall from 588 to 276 MiB (figures
 in ``docs/troubleshooting.md``, "Training memory on the CPU"); the recomputation is elementwise. The
 forward values, the running statistics and ``num_batches_tracked`` are those of ``F.silu(bn(x))``;
 gradients are equal up to float rounding (a recomputed value may differ from the forward's in the
