@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from yolotr.data.images import read_image
+from yolotr.engine.runs import next_run_dir, select_device
 from yolotr.engine.tensorboard import TensorBoardLogger
 from yolotr.errors import CheckpointError, ConfigError, DataError
 from yolotr.metrics.captioning import METRIC_NAMES, caption_scores, format_scores
@@ -324,16 +325,6 @@ def _warn_if_shorter_than_a_step(minutes: float, step_seconds: float) -> None:
         )
 
 
-def _next_run_dir(project: Path, name: str, exist_ok: bool) -> Path:
-    path = project / name
-    if exist_ok or not path.exists():
-        return path
-    n = 2
-    while (project / f"{name}{n}").exists():
-        n += 1
-    return project / f"{name}{n}"
-
-
 def plot_results(csv_path: Path, out: Path) -> None:
     """Training and validation loss, and BLEU-4 / CIDEr-D per epoch, from ``results.csv`` (matplotlib, Agg)."""
     import matplotlib
@@ -387,14 +378,13 @@ class CaptionTrainer:
             self.save_dir = path.parent.parent
         else:
             args = {**DEFAULTS, **overrides}
-            self.save_dir = _next_run_dir(Path(args["project"]), str(args["name"]), bool(args["exist_ok"]))
+            self.save_dir = next_run_dir(args["project"], str(args["name"]), bool(args["exist_ok"]))
         limit = args["time_limit"] or 0.0
         if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 <= limit < math.inf:
             raise ConfigError(f"time_limit must be a number of minutes >= 0 (0: no limit), got {limit!r}")
         args["time_limit"] = float(limit)
         self.args = args
-        dev = args["device"] or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.device = torch.device(dev)
+        self.device = select_device(str(args["device"] or "auto"))
 
     def _build(self, train_set: CaptionSet) -> tuple[CaptioningModel, Vocabulary]:
         a = self.args

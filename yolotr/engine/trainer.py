@@ -31,6 +31,7 @@ from yolotr.engine.ema import ModelEMA, unwrap
 from yolotr.engine.guard import NonFiniteGuard
 from yolotr.engine.heap import set_mmap_threshold
 from yolotr.engine.optim import apply_schedule, build_optimizer
+from yolotr.engine.runs import next_run_dir, select_device
 from yolotr.engine.sampler import ResumableBatchSampler
 from yolotr.engine.sync_bn import convert_sync_batchnorm
 from yolotr.engine.tensorboard import TensorBoardLogger
@@ -43,29 +44,6 @@ from yolotr.ops.loss import build_loss
 
 LOGGER = logging.getLogger("yolotr")
 CSV_METRICS = ("metrics/precision", "metrics/recall", "metrics/mAP50", "metrics/mAP50-95")
-
-
-def select_device(device: str = "auto", local_rank: int = -1) -> torch.device:
-    """``auto`` -> the local CUDA device when there is one, else CPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device '{device}' asked for, but CUDA is not available")
-        if local_rank >= 0:
-            return torch.device("cuda", local_rank)
-    return torch.device(device)
-
-
-def next_run_dir(project: str | Path, name: str, exist_ok: bool = False) -> Path:
-    """``project/name``, or ``name2``, ``name3``, ... when it exists (unless ``exist_ok``)."""
-    base = Path(project) / name
-    if exist_ok or not base.exists():
-        return base
-    n = 2
-    while (base.parent / f"{name}{n}").exists():
-        n += 1
-    return base.parent / f"{name}{n}"
 
 
 def parse_rename_rules(rules) -> list[tuple[str, str]]:

@@ -1,0 +1,36 @@
+"""Where a training run happens: its device and its output folder (shared by the detection and captioning trainers)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from yolotr.errors import ConfigError
+
+
+def select_device(device: str = "auto", local_rank: int = -1) -> torch.device:
+    """``auto`` -> the local CUDA device when there is one, else CPU.
+
+    Raises:
+        ConfigError: a CUDA device asked for where CUDA is not available.
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device '{device}' asked for, but CUDA is not available")
+        if local_rank >= 0:
+            return torch.device("cuda", local_rank)
+    return torch.device(device)
+
+
+def next_run_dir(project: str | Path, name: str, exist_ok: bool = False) -> Path:
+    """``project/name``, or ``name2``, ``name3``, ... when it exists (unless ``exist_ok``)."""
+    base = Path(project) / name
+    if exist_ok or not base.exists():
+        return base
+    n = 2
+    while (base.parent / f"{name}{n}").exists():
+        n += 1
+    return base.parent / f"{name}{n}"
