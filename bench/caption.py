@@ -17,12 +17,11 @@ import time
 
 import torch
 
+from yolotr.data.captions import CaptionDataset, load_caption_data
 from yolotr.engine.caption_trainer import (
     DEFAULTS,
-    CaptionDataset,
     CaptionTrainer,
     evaluate,
-    load_caption_data,
     load_captioner,
 )
 from yolotr.metrics.captioning import METRIC_NAMES

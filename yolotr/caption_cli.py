@@ -44,7 +44,8 @@ def cmd_caption_train(args: argparse.Namespace) -> int:
 
 
 def cmd_caption_val(args: argparse.Namespace) -> int:
-    from yolotr.engine.caption_trainer import CaptionDataset, evaluate, load_caption_data, load_captioner
+    from yolotr.data.captions import CaptionDataset, load_caption_data
+    from yolotr.engine.caption_trainer import evaluate, load_captioner
 
     model, vocab, ckpt = load_captioner(args.model, args.device or "cpu")
     saved = {**DEFAULTS, **(ckpt.get("args") or {})}

@@ -15,14 +15,13 @@ import pytest
 import torch
 
 from yolotr.caption_cli import add_caption_parser
+from yolotr.data.captions import load_caption_data, read_caption_json
 from yolotr.engine.caption_trainer import (
     DEFAULTS,
     CaptionTrainer,
     _warn_if_shorter_than_a_step,
-    load_caption_data,
     load_captioner,
     lr_factor,
-    read_caption_json,
 )
 from yolotr.errors import ConfigError, DataError
 

@@ -1,11 +1,10 @@
 """Caption training, validation and prediction.
 
-Data: the built-in shapes captions (``data="shapes"``, generated once into ``$YOLOTR_CACHE``) or a
-dataset YAML ``{path, train, val, train_images?, val_images?}`` whose ``train``/``val`` are COCO
-captions JSON files (``images`` with ``id`` and ``file_name``, ``annotations`` with ``image_id`` and
-``caption``; several captions per image) or ``{image path: caption or [captions]}`` mappings
-like the shapes ``captions.json``. Images are resized (not letterboxed) to ``imgsz x imgsz``; no flips,
-since captions may say left and right.
+Data (:mod:`yolotr.data.captions`): the built-in shapes captions (``data="shapes"``, generated once
+into ``$YOLOTR_CACHE``) or a dataset YAML ``{path, train, val, train_images?, val_images?}`` whose
+``train``/``val`` are COCO captions JSON files (``images`` with ``id`` and ``file_name``,
+``annotations`` with ``image_id`` and ``caption``; several captions per image) or ``{image path:
+caption or [captions]}`` mappings like the shapes ``captions.json``.
 
 Training: cross-entropy with label smoothing ignoring ``<pad>``, AdamW (no decay on norms, biases,
 embeddings and positions), linear warmup then cosine on the fraction of the run done (of ``epochs``,
@@ -19,25 +18,23 @@ training), AMP, gradient clipping. :data:`DEFAULTS` are the settings ``bench/cap
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import random
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 import yaml
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from yolotr.data.images import read_image
+from yolotr.data.captions import CaptionDataset, CaptionSet, collate_captions, load_caption_data, prepare_image
 from yolotr.engine.runs import next_run_dir, select_device
 from yolotr.engine.tensorboard import TensorBoardLogger
-from yolotr.errors import CheckpointError, ConfigError, DataError
+from yolotr.errors import CheckpointError, ConfigError
 from yolotr.metrics.captioning import METRIC_NAMES, caption_scores, format_scores
 from yolotr.models.captioning import CaptioningModel, caption_loss, ids_to_captions
 from yolotr.models.vocab import Vocabulary
@@ -87,125 +84,7 @@ DEFAULTS: dict = {
 }
 
 
-# ----------------------------------------------------------------------------------------------- data
-
-
-@dataclass
-class CaptionSet:
-    """Images and their reference captions: ``paths[i]`` has captions ``captions[i]`` (one or more)."""
-
-    paths: list[Path]
-    captions: list[list[str]]
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-
-def read_caption_json(json_path: str | Path, image_root: str | Path) -> CaptionSet:
-    """A COCO captions JSON or a ``{relative image path: caption(s)}`` mapping -> :class:`CaptionSet`."""
-    json_path, image_root = Path(json_path), Path(image_root)
-    try:
-        obj = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise DataError(f"{json_path}: cannot read captions JSON ({e})") from None
-    grouped: dict[str, list[str]] = {}
-    if isinstance(obj, dict) and "annotations" in obj:
-        files = {}
-        for k, im in enumerate(obj.get("images") or []):
-            if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
-                raise DataError(f"{json_path}: images[{k}] needs 'id' and 'file_name'")
-            files[im["id"]] = im["file_name"]
-        for k, ann in enumerate(obj["annotations"]):
-            if not isinstance(ann, dict) or not isinstance(ann.get("caption"), str):
-                raise DataError(f"{json_path}: annotations[{k}] needs a string 'caption'")
-            if ann.get("image_id") not in files:
-                raise DataError(f"{json_path}: annotations[{k}] refers to unknown image_id {ann.get('image_id')!r}")
-            grouped.setdefault(files[ann["image_id"]], []).append(ann["caption"])
-    elif isinstance(obj, dict):
-        for name, caps in obj.items():
-            caps = [caps] if isinstance(caps, str) else caps
-            if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
-                raise DataError(f"{json_path}: key {name!r} must map to a caption or a list of captions")
-            grouped[name] = list(caps)
-    else:
-        raise DataError(f"{json_path}: expected COCO captions ('images' + 'annotations') or an image->caption map")
-    grouped = {k: v for k, v in grouped.items() if v}
-    if not grouped:
-        raise DataError(f"{json_path}: no captions")
-    names = sorted(grouped)
-    return CaptionSet([image_root / n for n in names], [grouped[n] for n in names])
-
-
-def load_caption_data(args: dict) -> tuple[CaptionSet, CaptionSet]:
-    """Training and validation sets named by ``args["data"]`` (see the module docstring)."""
-    data = str(args["data"])
-    if data == "shapes":
-        from yolotr.data.sources import cache_dir
-        from yolotr.data.synthetic import make_shapes_dataset
-
-        n_train, n_val, imgsz, seed = args["n_train"], args["n_val"], args["imgsz"], args["seed"]
-        root = cache_dir() / f"shapes-captions-{n_train}-{n_val}-{imgsz}-{seed}"
-        make_shapes_dataset(root, n_train, n_val, imgsz, seed)
-        full = read_caption_json(root / "captions.json", root)
-        split = {"train": ([], []), "val": ([], [])}
-        for p, c in zip(full.paths, full.captions):
-            split[p.parent.name][0].append(p)
-            split[p.parent.name][1].append(c)
-        return CaptionSet(*split["train"]), CaptionSet(*split["val"])
-    path = Path(data)
-    try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
-        raise DataError(f"{data}: not 'shapes' and not a readable caption dataset YAML ({e})") from None
-    if not isinstance(cfg, dict) or "train" not in cfg or "val" not in cfg:
-        raise DataError(f"{data}: a caption dataset YAML needs 'train' and 'val' captions JSON files")
-    root = Path(cfg.get("path") or path.parent)
-    if not root.is_absolute():
-        root = path.parent / root
-    sets = []
-    for split in ("train", "val"):
-        images = cfg.get(f"{split}_images")
-        sets.append(read_caption_json(root / cfg[split], root / images if images else root))
-    return sets[0], sets[1]
-
-
-def load_image_tensor(path: str | Path, imgsz: int) -> torch.Tensor:
-    """An image file -> ``(3, imgsz, imgsz)`` uint8 RGB (area-resized, aspect not kept)."""
-    return prepare_image(read_image(path), imgsz)
-
-
-def prepare_image(image: np.ndarray, imgsz: int) -> torch.Tensor:
-    """RGB ``(H, W, 3)`` uint8 -> ``(3, imgsz, imgsz)`` uint8."""
-    if image.shape[:2] != (imgsz, imgsz):
-        image = cv2.resize(image, (imgsz, imgsz), interpolation=cv2.INTER_AREA)
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).contiguous()
-
-
-class CaptionDataset(Dataset):
-    """Items ``(image (3, S, S) uint8, token ids (L,) int64, index)``; a random reference caption per
-    visit when training, the first one otherwise. Images are read once and kept when ``cache``."""
-
-    def __init__(self, data: CaptionSet, vocab: Vocabulary, imgsz: int, max_len: int, train: bool, cache: bool):
-        self.data, self.vocab, self.imgsz, self.max_len, self.train = data, vocab, imgsz, max_len, train
-        self.images: list[torch.Tensor] | None = None
-        if cache:
-            self.images = [load_image_tensor(p, imgsz) for p in tqdm(data.paths, desc="caching images", leave=False)]
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, i: int):
-        image = self.images[i] if self.images is not None else load_image_tensor(self.data.paths[i], self.imgsz)
-        caps = self.data.captions[i]
-        text = random.choice(caps) if self.train else caps[0]
-        return image, torch.tensor(self.vocab.encode(text, self.max_len)), i
-
-
-def collate_captions(batch):
-    """-> images ``(B, 3, S, S)`` uint8, tokens ``(B, Lmax)`` int64 right-padded with ``<pad>``, indices ``(B,)``."""
-    images, tokens, index = zip(*batch)
-    padded = torch.nn.utils.rnn.pad_sequence(list(tokens), batch_first=True, padding_value=Vocabulary.PAD)
-    return torch.stack(images), padded, torch.tensor(index)
+# ------------------------------------------------------------------------------------------- training
 
 
 def to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
