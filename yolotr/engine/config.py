@@ -26,8 +26,12 @@ def default_config() -> dict:
 def resolve_config(overrides: dict | None = None, cfg_file: str | Path | None = None) -> dict:
     """Defaults, then the keys of ``cfg_file``, then ``overrides`` (None values are ignored).
 
+    A setting whose default is true/false takes only true or false; one whose default is a number takes
+    numbers (a string such as ``"1e-3"``, which YAML leaves a string, is read as one).
+
     Raises:
-        ConfigError: for a key that is not a known setting (naming it and where it came from).
+        ConfigError: for a key that is not a known setting, or a value of the wrong kind (naming the key
+            and where it came from).
     """
     cfg = default_config()
     layers = []
@@ -42,5 +46,23 @@ def resolve_config(overrides: dict | None = None, cfg_file: str | Path | None = 
             if key not in cfg:
                 raise ConfigError(f"{source}: unknown setting '{key}' (see {DEFAULT_CFG.name} for the keys)")
             if value is not None:
-                cfg[key] = value
+                cfg[key] = _checked(source, key, value, cfg[key])
     return cfg
+
+
+def _checked(source: str, key: str, value, default):
+    """``value`` for ``key``, of the kind of its default (see :func:`resolve_config`)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{source}: setting '{key}' must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int | float):
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                raise ConfigError(f"{source}: setting '{key}' must be a number, got {value!r}") from None
+            value = int(number) if isinstance(default, int) and number.is_integer() else number
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{source}: setting '{key}' must be a number, got {value!r}")
+    return value
