@@ -10,9 +10,10 @@ held 250-400 MiB more than its live tensors, growing from epoch to epoch.
 
 :func:`set_mmap_threshold` fixes the threshold (which also stops glibc from moving it): blocks of
 that size and larger are mapped and unmapped per use. At 4 MiB the peak resident size of that
-fine-tune fell by 60-100 MiB at about the same speed; much lower thresholds cost speed (page faults
-on every step: +30% at 1 MiB). It changes the whole process's allocator (nothing else), lasts for
-the process's lifetime, and does nothing where the C library is not glibc.
+fine-tune fell by 60-120 MiB (280 MiB for the process and its loader workers) at about the same
+speed; much lower thresholds cost speed (page faults on every step: +30% at 1 MiB). It changes the
+whole process's allocator (nothing else), lasts for the process's lifetime, and does nothing where
+the C library is not glibc.
 """
 
 from __future__ import annotations

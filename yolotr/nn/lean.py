@@ -46,11 +46,11 @@ class _Recipe:
     x: torch.Tensor  # (B, C, H, W), the conv output (already saved by the BatchNorm + SiLU node)
     scale: torch.Tensor  # (1, C, 1, 1) float32
     shift: torch.Tensor  # (1, C, 1, 1) float32
-    output: weakref.ref | None = None  # the SiLU output, while it is alive
-    version: int = 0  # its version counter when made (a later in-place change makes the recipe stale)
+    output: weakref.ref  # the SiLU output, while it is alive
+    version: int  # its version counter when made (a later in-place change makes the recipe stale)
 
     def matches(self, t: torch.Tensor) -> bool:
-        return self.output is not None and self.output() is t and t._version == self.version
+        return self.output() is t and t._version == self.version
 
     def recompute(self) -> torch.Tensor:
         return F.silu(_affine(self.x, self.scale, self.shift), inplace=True)
@@ -156,8 +156,9 @@ def batchnorm_silu(x: torch.Tensor, bn: nn.BatchNorm2d) -> torch.Tensor:
     out, mean, invstd = _BatchNormSiLU.apply(
         x, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.momentum, bn.eps
     )
-    if _RECIPES is not None:
+    recipes, key = _RECIPES, id(out)
+    if recipes is not None:
         scale, shift = _scale_shift(bn.weight.detach(), bn.bias.detach(), mean, invstd)
-        _RECIPES[id(out)] = _Recipe(x.detach(), scale, shift, weakref.ref(out), out._version)
-        weakref.finalize(out, _RECIPES.pop, id(out), None)
+        output = weakref.ref(out, lambda _: recipes.pop(key, None))  # the entry goes when the output does
+        recipes[key] = _Recipe(x.detach(), scale, shift, output, out._version)
     return out
