@@ -40,6 +40,8 @@ from torch import nn
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from machine import machine_line  # noqa: E402
+
 from tests.nn.swin_oracle import oracle_layer  # noqa: E402
 from yolotr.nn.conv import Conv  # noqa: E402
 from yolotr.nn.swin import SwinV2Layer  # noqa: E402
@@ -218,7 +220,7 @@ def main() -> None:
         rows.append(("Haar transform", *transform))
         rows.append(("HWD block", *measure_pair(lambda: published(y), lambda: hwd(y), device, args.repeat)))
 
-    print(f"device: {device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
+    print(f"device: {device} ({torch.get_num_threads()} threads; {machine_line()}), torch {torch.__version__}")
     print("Swin: dim 128, 4 heads, window 8, shift 4, 40x40, batch 8; HWD: 64 -> 128 channels, 80x80, batch 8")
     print(f"max |ours - reference| in fp32: Swin {err:.2e}, HWD {err_hwd:.2e}")
     mem_kind = "peak MiB"

@@ -29,6 +29,7 @@ import tempfile
 import time
 
 import torch
+from machine import machine_line
 
 from yolotr.models.detection import DetectionModel, find_model_yaml
 
@@ -189,7 +190,7 @@ def end_to_end(args) -> None:
     print(
         f"end to end, fp32, batch 1, {args.threads} threads, median of {args.runs} runs over {len(images)} images "
         f"({', '.join(E2E_IMAGES)}), backend {args.backend}, {'CPU' if args.cpu_time else 'wall'} clock; "
-        f"torch {torch.__version__}; "
+        f"torch {torch.__version__}; {machine_line()}; "
         f"load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
     )
     print(
@@ -249,7 +250,7 @@ def main() -> None:
     load = os.getloadavg()
     print(
         f"fp32, batch 1, {args.threads} threads, median of {args.runs}, fused, yolotr {layout}; "
-        f"torch {torch.__version__}; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
+        f"torch {torch.__version__}; {machine_line()}; load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}"
     )
     print(
         f"{'model':<12}{'size':>6}{'yolotr ms':>12}{'ref ms':>12}{'ratio':>8}{'min ratio':>11}{'ref':>13}"

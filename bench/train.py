@@ -103,6 +103,7 @@ import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from machine import machine_line
 from shared_data import raccoon_data, raccoon_root, shared_root
 
 LOGGER = logging.getLogger("bench.train")
@@ -768,7 +769,7 @@ def print_table(args: argparse.Namespace, results: dict[str, list[dict]], task: 
             losses = result["losses"]
             result.update(loss_first=losses[0], loss_last=losses[-1])
             result["loss_falls"] = sum(b < a for a, b in zip(losses, losses[1:]))
-    print(task)
+    print(f"{task}; {machine_line()}")
     sides = [s for s in SIDES if s in results]
     ref = sides[-1] if len(sides) == 2 else None
     seeds = [r["seed"] for r in results[sides[0]]]
