@@ -1,31 +1,22 @@
-"""Checkpoints: ours (atomic save, ``weights_only`` load) and official YOLOv5 ``.pt`` files.
+"""Checkpoints: ours (atomic save, ``weights_only`` load) and those of YOLOv5 and ``ultralytics``.
 
-Official YOLOv5 checkpoints are pickled ``Model`` objects whose classes live in YOLOv5's source
-tree. :class:`RestrictedUnpickler` rebuilds them without that code: every class it meets must be
-a known YOLOv5 or ``torch.nn`` module name, which becomes an inert :class:`ForeignObject` holding
-the pickled attributes; tensors rebuild through torch's own functions; anything else (``os.system``,
-``builtins.eval``, an unknown class) raises :class:`~yolotr.errors.CheckpointError` before it runs.
-The weights are then read out of the inert tree by module path and loaded by name into a model
-rebuilt from the YAML stored in the checkpoint.
-
-Before torch sees a file, :func:`sniff_checkpoint` reads its first bytes: only a zip archive holding a
-``data.pkl`` (torch's format since 1.6) or a pickle stream (the legacy format) goes on to torch;
-anything else (a text file, an HTML page, an empty file, another zip, random bytes) is refused with
-what it looks like. Whatever torch's readers raise on a damaged file becomes a
-:class:`~yolotr.errors.CheckpointError` naming the file.
+:func:`read_checkpoint` says what a file is. Before torch sees it,
+:func:`~yolotr.models.checkpoint_sniff.sniff_checkpoint` reads its first bytes and refuses what is no
+checkpoint, saying what it looks like; whatever torch's readers raise on a damaged file becomes a
+:class:`~yolotr.errors.CheckpointError` naming the file. Pickled model objects (official YOLOv5 and
+``ultralytics`` ``.pt`` files) are rebuilt without their code by
+:class:`~yolotr.models.foreign_pickle.RestrictedUnpickler`; their weights are read out by module path
+and loaded by name into a model rebuilt from the YAML stored in the checkpoint.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
 import pickle
 import shutil
 import tempfile
-import types
 import warnings
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,151 +24,21 @@ import torch
 from torch import nn
 
 from yolotr.errors import CheckpointError
+from yolotr.models.checkpoint_sniff import sniff_checkpoint
+from yolotr.models.foreign_pickle import (
+    ForeignObject,
+    describe_value,
+    foreign_state_dict,
+    restricted_pickle_module,
+)
 
 LOGGER = logging.getLogger("yolotr")
 FORMAT_VERSION = 1
 
-YOLOV5_MODULES = {
-    "models.yolo": {"Model", "DetectionModel", "Detect", "SegmentationModel", "Segment", "ClassificationModel"},
-    "models.common": {
-        "Conv",
-        "DWConv",
-        "Focus",
-        "Bottleneck",
-        "BottleneckCSP",
-        "C3",
-        "C3TR",
-        "C3SPP",
-        "C3Ghost",
-        "C3x",
-        "SPP",
-        "SPPF",
-        "Concat",
-        "GhostConv",
-        "GhostBottleneck",
-        "TransformerLayer",
-        "TransformerBlock",
-        "Contract",
-        "Expand",
-        "Proto",
-        "AutoShape",
-        "DetectMultiBackend",
-        "CrossConv",
-    },
-    "models.experimental": {"MixConv2d", "CrossConv", "Sum", "Ensemble"},
-}
-# The ``ultralytics`` package's pickled classes of the detection line (YOLOv8 / YOLO11 / YOLO12 and its
-# YOLOv5/YOLOv3 ports), admitted as inert stubs exactly like YOLOv5's.
-ULTRALYTICS_MODULES = {
-    "ultralytics.nn.tasks": {"DetectionModel", "BaseModel"},
-    "ultralytics.nn.modules.conv": {"Conv", "Conv2", "DWConv", "Concat", "Focus", "GhostConv", "LightConv", "RepConv"},
-    "ultralytics.nn.modules.block": {
-        "DFL",
-        "SPP",
-        "SPPF",
-        "C1",
-        "C2",
-        "C2f",
-        "C3",
-        "C3x",
-        "C3k",
-        "C3k2",
-        "C3TR",
-        "C3Ghost",
-        "GhostBottleneck",
-        "Bottleneck",
-        "BottleneckCSP",
-        "Attention",
-        "PSABlock",
-        "C2PSA",
-        "AAttn",
-        "ABlock",
-        "A2C2f",
-    },
-    "ultralytics.nn.modules.head": {"Detect"},
-}
-KNOWN_MODULE_CLASSES = {**YOLOV5_MODULES, **ULTRALYTICS_MODULES}
-SAFE_CALLABLES = {
-    ("collections", "OrderedDict"): collections.OrderedDict,
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "dict"): dict,
-    ("builtins", "list"): list,
-    ("builtins", "tuple"): tuple,
-    ("builtins", "slice"): slice,
-    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): torch._utils._rebuild_parameter_with_state,
-    ("torch", "Size"): torch.Size,
-    ("torch", "device"): torch.device,
-}
-DTYPES = {name for name in dir(torch) if isinstance(getattr(torch, name, None), torch.dtype)}
-
-
-class ForeignObject:
-    """An inert stand-in for a pickled object of a class we do not import: only its attributes."""
-
-    qualname = "?"
-
-    def __repr__(self) -> str:
-        return f"<foreign {self.qualname}>"
-
-
-_STUBS: dict[str, type[ForeignObject]] = {}
-
-
-def _stub(module: str, name: str) -> type[ForeignObject]:
-    qualname = f"{module}.{name}"
-    if qualname not in _STUBS:
-        _STUBS[qualname] = type(name, (ForeignObject,), {"qualname": qualname})
-    return _STUBS[qualname]
-
-
-def _is_torch_module_class(module: str, name: str) -> bool:
-    if not module.startswith("torch.nn.modules."):
-        return False
-    cls = getattr(nn, name, None)
-    return isinstance(cls, type) and issubclass(cls, nn.Module)
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Unpickler that admits tensors, plain containers and known module classes (as stubs) only."""
-
-    source = "<checkpoint>"
-
-    def find_class(self, module: str, name: str):
-        module = {"__builtin__": "builtins"}.get(module, module)
-        if (module, name) in SAFE_CALLABLES:
-            return SAFE_CALLABLES[(module, name)]
-        if module == "torch" and name in DTYPES:
-            return getattr(torch, name)
-        if name in KNOWN_MODULE_CLASSES.get(module, ()) or _is_torch_module_class(module, name):
-            return _stub(module, name)
-        if module.startswith(("ultralytics.nn.", "models.")) and name[:1].isupper():
-            raise CheckpointError(
-                f"{self.source}: the pickled model uses module class '{name}' ({module}), which yolotr does not "
-                "implement; refused without running anything (register the block in yolotr/nn/registry.py and "
-                "yolotr/models/weights.py to import it)"
-            )
-        raise CheckpointError(
-            f"{self.source}: refuses to unpickle '{module}.{name}': not a tensor, container or known "
-            "YOLOv5/torch.nn module class (the file may be corrupt or malicious)"
-        )
-
-
-def _restricted_pickle_module(source: str) -> types.ModuleType:
-    """A ``pickle``-like module for ``torch.load(pickle_module=...)`` whose Unpickler is restricted."""
-    unpickler = type("RestrictedUnpickler", (RestrictedUnpickler,), {"source": source})
-    module = types.ModuleType("yolotr_restricted_pickle")
-    module.Unpickler = unpickler
-    module.load = lambda f, **kw: unpickler(f, **kw).load()
-    module.__name__ = "yolotr_restricted_pickle"
-    return module
-
 
 def load_foreign_pickle(path: str | Path):
     """Load a pickled checkpoint through :class:`RestrictedUnpickler` (no foreign code runs)."""
-    return _torch_load(path, pickle_module=_restricted_pickle_module(str(path)), weights_only=False)
+    return _torch_load(path, pickle_module=restricted_pickle_module(str(path)), weights_only=False)
 
 
 def _torch_load(path: str | Path, **kwargs):
@@ -216,140 +77,6 @@ def _first_line(e: BaseException) -> str:
     if len(line) > 100 and ". " in line:
         line = line[: line.index(". ") + 1]
     return line if len(line) <= 160 else line[:157] + "..."
-
-
-SNIFF_BYTES = 4096
-MAGIC = (
-    (b"\x1f\x8b", "a gzip archive"),
-    (b"\x89PNG", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"GIF8", "a GIF image"),
-    (b"%PDF", "a PDF document"),
-    (b"7z\xbc\xaf", "a 7-Zip archive"),
-    (b"Rar!", "a RAR archive"),
-    (b"\x7fELF", "an executable (ELF)"),
-    (b"\x93NUMPY", "a NumPy .npy array"),
-    (b"\x89HDF", "an HDF5 file (Keras/TensorFlow weights?)"),
-)
-
-
-def sniff_checkpoint(path: str | Path) -> tuple[str, str]:
-    """What a file is, from its first bytes: ``(kind, description)``.
-
-    ``kind`` is ``"zip"`` (torch's zip format: a ``.../data.pkl`` inside), ``"pickle"`` (a pickle
-    stream: torch's legacy format, or any pickle) or ``"other"`` (not a checkpoint at all). The
-    description says what the file looks like, for error messages: "a text file (first line:
-    ...)", "an HTML page", "an empty file", "a zip archive that is not a PyTorch checkpoint
-    (contains foo.txt, ...)", "random/binary data", ...
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(SNIFF_BYTES)
-    if not head:
-        return "other", "an empty file (0 bytes)"
-    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
-        return _sniff_zip(path, head, size)
-    if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
-        return _sniff_pickle(path, size)
-    if path.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and b"pytorch" in head[:32]):
-        return "other", "an ONNX model (only `yolotr predict` runs .onnx files; the rest needs a .pt checkpoint)"
-    for magic, what in MAGIC:
-        if head.startswith(magic):
-            return "other", what
-    text = _as_text(head)
-    if text is not None:
-        return "other", _describe_text(text)
-    return "other", f"random/binary data ({size:,} bytes; neither a zip-format nor a pickle checkpoint)"
-
-
-def _sniff_zip(path: Path, head: bytes, size: int) -> tuple[str, str]:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError, ValueError):
-        first = _first_zip_member(head)
-        if first.endswith("data.pkl") or first.endswith("/version") or first.endswith("/byteorder"):
-            return "zip", f"a PyTorch checkpoint cut short ({size:,} bytes; the zip directory at its end is missing)"
-        return "zip", f"a damaged or truncated zip archive ({size:,} bytes; first member {first or '?'!r})"
-    if any(n.endswith("/data.pkl") for n in names):
-        return "zip", f"a PyTorch zip checkpoint ({len(names)} members)"
-    shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
-    return "other", f"a zip archive that is not a PyTorch checkpoint (contains {shown or 'nothing'})"
-
-
-def _first_zip_member(head: bytes) -> str:
-    """The name in the first local file header of a zip (readable even when the end is cut off)."""
-    if len(head) < 30 or not head.startswith(b"PK\x03\x04"):
-        return ""
-    n = int.from_bytes(head[26:28], "little")
-    return head[30 : 30 + n].decode("utf-8", "replace")
-
-
-LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # the first pickle of torch's legacy (pre-zip) format
-
-
-def _sniff_pickle(path: Path, size: int) -> tuple[str, str]:
-    """A pickle stream: torch's legacy format starts with its magic number; a plain value is no checkpoint.
-
-    The first pickle is read with the restricted unpickler (nothing foreign runs).
-    """
-    try:
-        with open(path, "rb") as f, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            value = _restricted_pickle_module(str(path)).load(f)
-    except Exception:  # noqa: BLE001 - a class we do not admit, or a damaged stream: torch decides
-        return "pickle", f"a pickle stream ({size:,} bytes)"
-    if isinstance(value, int) and value == LEGACY_MAGIC:
-        return "pickle", f"a PyTorch checkpoint in the legacy format ({size:,} bytes)"
-    if isinstance(value, dict) and isinstance(value.get("model") or value.get("ema"), ForeignObject):
-        return "pickle", f"a pickled YOLOv5 checkpoint ({size:,} bytes)"
-    return "other", f"a pickle of {_describe_value(value)} (written by pickle.dump, not torch.save)"
-
-
-def _as_text(head: bytes) -> str | None:
-    """``head`` decoded as UTF-8 text when it plausibly is text (no NUL, mostly printable), else ``None``."""
-    if b"\x00" in head:
-        return None
-    for cut in range(4):  # the read may end inside a multi-byte character
-        try:
-            text = head[: len(head) - cut].decode("utf-8")
-            break
-        except UnicodeDecodeError:
-            continue
-    else:
-        return None
-    printable = sum(c.isprintable() or c in "\n\r\t\f" for c in text)
-    return text if printable >= 0.95 * len(text) else None
-
-
-def _describe_text(text: str) -> str:
-    stripped = text.lstrip("\ufeff \t\r\n")
-    lowered = stripped[:1024].lower()
-    if lowered.startswith(("<!doctype html", "<html")) or "<html" in lowered or "<head" in lowered:
-        return "an HTML page (a download link that returned a web page instead of the file?)"
-    if stripped.startswith("version https://git-lfs"):
-        return "a Git LFS pointer, not the file itself (run `git lfs pull`)"
-    first = next((line.strip() for line in stripped.splitlines() if line.strip()), "")
-    first = first if len(first) <= 60 else first[:57] + "..."
-    return f"a text file (first line: {first!r})" if first else "a text file of blank lines"
-
-
-def foreign_state_dict(obj: ForeignObject, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Parameters and persistent buffers of a stub module tree, keyed like ``nn.Module.state_dict``."""
-    state: dict[str, torch.Tensor] = {}
-    attrs = vars(obj)
-    for name, p in (attrs.get("_parameters") or {}).items():
-        if p is not None:
-            state[prefix + name] = p.detach()
-    non_persistent = attrs.get("_non_persistent_buffers_set") or set()
-    for name, b in (attrs.get("_buffers") or {}).items():
-        if b is not None and name not in non_persistent:
-            state[prefix + name] = b
-    for name, child in (attrs.get("_modules") or {}).items():
-        if isinstance(child, ForeignObject):
-            state.update(foreign_state_dict(child, f"{prefix}{name}."))
-    return state
 
 
 @dataclass
@@ -507,7 +234,7 @@ def read_checkpoint(path: str | Path) -> tuple[str, object]:
         obj = load_foreign_pickle(path)
         if not (isinstance(obj, dict) and isinstance(obj.get("model") or obj.get("ema"), ForeignObject)):
             raise CheckpointError(
-                f"{path}: not a YOLOv5 checkpoint (no pickled 'model'; holds {_describe_value(obj)})"
+                f"{path}: not a YOLOv5 checkpoint (no pickled 'model'; holds {describe_value(obj)})"
             ) from None
         return "yolov5", obj
     if isinstance(obj, dict) and obj.get("format") == "yolotr":
@@ -515,19 +242,9 @@ def read_checkpoint(path: str | Path) -> tuple[str, object]:
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return "state_dict", obj
     raise CheckpointError(
-        f"{path}: not a checkpoint yolotr knows: a PyTorch file holding {_describe_value(obj)}, not one of "
+        f"{path}: not a checkpoint yolotr knows: a PyTorch file holding {describe_value(obj)}, not one of "
         "yolotr's checkpoints, an official YOLOv5 .pt or a state_dict of tensors"
     )
-
-
-def _describe_value(obj: object) -> str:
-    """``a dict with keys 'a', 'b', ...`` / ``a plain int``: what a loaded object is, in a few words."""
-    if isinstance(obj, dict):
-        keys = [repr(k) for k in list(obj)[:5]]
-        return f"a dict with keys {', '.join(keys)}{', ...' if len(obj) > 5 else ''}" if keys else "an empty dict"
-    if isinstance(obj, int | float | str | bytes | bool | type(None)):
-        return f"a plain {type(obj).__name__}"
-    return f"a {type(obj).__name__}"
 
 
 def pickled_origin(checkpoint: dict) -> str:

@@ -1,0 +1,130 @@
+"""What a file handed in as a checkpoint is, from its first bytes, before torch reads it.
+
+Only a zip archive holding a ``data.pkl`` (torch's format since 1.6) or a pickle stream (the legacy
+format) goes on to torch; anything else (a text file, an HTML page, an empty file, another zip,
+random bytes) is described so that the error can say what it looks like.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zipfile
+from pathlib import Path
+
+from yolotr.models.foreign_pickle import ForeignObject, describe_value, restricted_pickle_module
+
+SNIFF_BYTES = 4096
+MAGIC = (
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"%PDF", "a PDF document"),
+    (b"7z\xbc\xaf", "a 7-Zip archive"),
+    (b"Rar!", "a RAR archive"),
+    (b"\x7fELF", "an executable (ELF)"),
+    (b"\x93NUMPY", "a NumPy .npy array"),
+    (b"\x89HDF", "an HDF5 file (Keras/TensorFlow weights?)"),
+)
+
+
+def sniff_checkpoint(path: str | Path) -> tuple[str, str]:
+    """What a file is, from its first bytes: ``(kind, description)``.
+
+    ``kind`` is ``"zip"`` (torch's zip format: a ``.../data.pkl`` inside), ``"pickle"`` (a pickle
+    stream: torch's legacy format, or any pickle) or ``"other"`` (not a checkpoint at all). The
+    description says what the file looks like, for error messages: "a text file (first line:
+    ...)", "an HTML page", "an empty file", "a zip archive that is not a PyTorch checkpoint
+    (contains foo.txt, ...)", "random/binary data", ...
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(SNIFF_BYTES)
+    if not head:
+        return "other", "an empty file (0 bytes)"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return _sniff_zip(path, head, size)
+    if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
+        return _sniff_pickle(path, size)
+    if path.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and b"pytorch" in head[:32]):
+        return "other", "an ONNX model (only `yolotr predict` runs .onnx files; the rest needs a .pt checkpoint)"
+    for magic, what in MAGIC:
+        if head.startswith(magic):
+            return "other", what
+    text = _as_text(head)
+    if text is not None:
+        return "other", _describe_text(text)
+    return "other", f"random/binary data ({size:,} bytes; neither a zip-format nor a pickle checkpoint)"
+
+
+def _sniff_zip(path: Path, head: bytes, size: int) -> tuple[str, str]:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        first = _first_zip_member(head)
+        if first.endswith("data.pkl") or first.endswith("/version") or first.endswith("/byteorder"):
+            return "zip", f"a PyTorch checkpoint cut short ({size:,} bytes; the zip directory at its end is missing)"
+        return "zip", f"a damaged or truncated zip archive ({size:,} bytes; first member {first or '?'!r})"
+    if any(n.endswith("/data.pkl") for n in names):
+        return "zip", f"a PyTorch zip checkpoint ({len(names)} members)"
+    shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    return "other", f"a zip archive that is not a PyTorch checkpoint (contains {shown or 'nothing'})"
+
+
+def _first_zip_member(head: bytes) -> str:
+    """The name in the first local file header of a zip (readable even when the end is cut off)."""
+    if len(head) < 30 or not head.startswith(b"PK\x03\x04"):
+        return ""
+    n = int.from_bytes(head[26:28], "little")
+    return head[30 : 30 + n].decode("utf-8", "replace")
+
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # the first pickle of torch's legacy (pre-zip) format
+
+
+def _sniff_pickle(path: Path, size: int) -> tuple[str, str]:
+    """A pickle stream: torch's legacy format starts with its magic number; a plain value is no checkpoint.
+
+    The first pickle is read with the restricted unpickler (nothing foreign runs).
+    """
+    try:
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = restricted_pickle_module(str(path)).load(f)
+    except Exception:  # noqa: BLE001 - a class we do not admit, or a damaged stream: torch decides
+        return "pickle", f"a pickle stream ({size:,} bytes)"
+    if isinstance(value, int) and value == LEGACY_MAGIC:
+        return "pickle", f"a PyTorch checkpoint in the legacy format ({size:,} bytes)"
+    if isinstance(value, dict) and isinstance(value.get("model") or value.get("ema"), ForeignObject):
+        return "pickle", f"a pickled YOLOv5 checkpoint ({size:,} bytes)"
+    return "other", f"a pickle of {describe_value(value)} (written by pickle.dump, not torch.save)"
+
+
+def _as_text(head: bytes) -> str | None:
+    """``head`` decoded as UTF-8 text when it plausibly is text (no NUL, mostly printable), else ``None``."""
+    if b"\x00" in head:
+        return None
+    for cut in range(4):  # the read may end inside a multi-byte character
+        try:
+            text = head[: len(head) - cut].decode("utf-8")
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        return None
+    printable = sum(c.isprintable() or c in "\n\r\t\f" for c in text)
+    return text if printable >= 0.95 * len(text) else None
+
+
+def _describe_text(text: str) -> str:
+    stripped = text.lstrip("\ufeff \t\r\n")
+    lowered = stripped[:1024].lower()
+    if lowered.startswith(("<!doctype html", "<html")) or "<html" in lowered or "<head" in lowered:
+        return "an HTML page (a download link that returned a web page instead of the file?)"
+    if stripped.startswith("version https://git-lfs"):
+        return "a Git LFS pointer, not the file itself (run `git lfs pull`)"
+    first = next((line.strip() for line in stripped.splitlines() if line.strip()), "")
+    first = first if len(first) <= 60 else first[:57] + "..."
+    return f"a text file (first line: {first!r})" if first else "a text file of blank lines"
