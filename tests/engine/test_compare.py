@@ -17,7 +17,8 @@ import torch
 import yolotr
 from tests.engine.conftest import tiny_train_cfg
 from yolotr.cli import main
-from yolotr.engine.compare import format_table, paired_interval, plan_runs, summarize, t_quantile
+from yolotr.engine.compare import plan_runs
+from yolotr.engine.compare_report import format_table, paired_interval, summarize, t_quantile
 from yolotr.engine.compare_runs import RunState, read_record, run_state
 from yolotr.engine.trainer import Trainer
 from yolotr.errors import ConfigError
