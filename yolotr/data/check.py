@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from yolotr.data.sources import DataReport, DatasetConfig, load_dataset_config, scan_split
+from yolotr.data.report import DataReport
+from yolotr.data.sources import DatasetConfig, load_dataset_config, scan_split
 from yolotr.errors import DataError
 
 EXIT_OK = 0

@@ -35,13 +35,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from yolotr.data.label_cache import (
@@ -53,6 +51,7 @@ from yolotr.data.label_cache import (
     read_cache,
     write_cache,
 )
+from yolotr.data.report import DataReport, split_report
 from yolotr.data.validation import (
     CLIP_TOLERANCE,
     MALFORMED,
@@ -92,61 +91,6 @@ LOGGER = logging.getLogger("yolotr")
 IMG_FORMATS = {".bmp", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm"}
 FORMATS = ("yolo", "coco", "voc")
 LOGGED_PROBLEMS = 5  # problems that load_records logs; `yolotr check-data` lists them all
-
-
-@dataclass
-class DataReport:
-    """Everything :func:`scan_split` found about one split.
-
-    ``n_images`` counts every image the split names; ``n_usable`` of them are used and the rest
-    are in ``left_out`` as ``(image path, kind of its first error)``.
-    """
-
-    split: str
-    names: list[str]
-    n_images: int = 0
-    n_usable: int = 0
-    n_boxes: int = 0
-    n_background: int = 0
-    problems: list[Problem] = field(default_factory=list)
-    class_counts: list[int] = field(default_factory=list)
-    left_out: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
-
-    def reasons(self) -> dict[str, int]:
-        """Images left out per reason, most frequent first."""
-        counts = Counter(reason for _, reason in self.left_out)
-        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-
-    def headline(self) -> str:
-        """``train: 8/20 images usable, 12 left out (5 class out of range, ...), 9 boxes, ...``."""
-        out = f"{self.split}: {self.n_usable}/{self.n_images} images usable"
-        if self.left_out:
-            why = ", ".join(f"{n} {reason}" for reason, n in self.reasons().items())
-            out += f", {len(self.left_out)} left out ({why})"
-        return (
-            f"{out}, {self.n_boxes} boxes, {self.n_background} backgrounds, "
-            f"{len(self.errors)} errors, {len(self.warnings)} warnings"
-        )
-
-    def summary(self, max_problems: int | None = None, source: str | None = None) -> str:
-        """The headline, then the problems indented, one per line (``file:line: severity: message``).
-
-        With ``max_problems``, the rest is one line pointing to ``yolotr check-data --data source``.
-        """
-        shown = self.problems if max_problems is None else self.problems[:max_problems]
-        lines = [self.headline(), *(f"  {p}" for p in shown)]
-        if len(shown) < len(self.problems):
-            how = f"`yolotr check-data --data {source}`" if source and source != "<dict>" else "`yolotr check-data`"
-            lines.append(f"  ... and {len(self.problems) - len(shown)} more: {how} lists them all")
-        return "\n".join(lines)
 
 
 @dataclass
@@ -467,7 +411,7 @@ def scan_split(
         )
         if cache:
             write_cache(file, key, found)
-    return found.records, _report(config, split, found, problems + found.problems)
+    return found.records, split_report(split, config.names, found, problems + found.problems)
 
 
 def load_records(
@@ -497,21 +441,3 @@ def load_records(
     elif log:
         LOGGER.info("%s", report.headline())
     return records, report
-
-
-def _report(config: DatasetConfig, split: str, found: CachedSplit, problems: list[Problem]) -> DataReport:
-    records = found.records
-    counts = np.bincount(
-        np.concatenate([r.classes for r in records]) if records else np.zeros(0, np.int64), minlength=config.nc
-    )
-    return DataReport(
-        split=split,
-        names=list(config.names),
-        n_images=found.n_images,
-        n_usable=len(records),
-        n_boxes=int(counts.sum()),
-        n_background=sum(len(r.classes) == 0 for r in records),
-        problems=list(problems),
-        class_counts=[int(c) for c in counts[: config.nc]],
-        left_out=list(found.left_out),
-    )
