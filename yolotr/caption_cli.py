@@ -67,10 +67,11 @@ def cmd_caption_val(args: argparse.Namespace) -> int:
 def cmd_caption_predict(args: argparse.Namespace) -> int:
     from yolotr.data.images import iter_frames
     from yolotr.engine.caption_trainer import caption_images, load_captioner, save_attention_figure
+    from yolotr.engine.runs import next_run_dir
 
     model, vocab, ckpt = load_captioner(args.model, args.device or "cpu")
     imgsz = args.imgsz or int(ckpt["imgsz"])
-    save_dir = _increment_path(Path(args.project) / args.name) if args.attention or args.save else None
+    save_dir = next_run_dir(args.project, args.name) if args.attention or args.save else None
     results = []
     for frame in iter_frames(args.source):
         captions, maps = caption_images(
@@ -91,15 +92,6 @@ def cmd_caption_predict(args: argparse.Namespace) -> int:
         (save_dir / "captions.json").write_text(json.dumps(results, indent=1))
         print(f"results saved to {save_dir}")
     return 0
-
-
-def _increment_path(base: Path) -> Path:
-    """``base``, or ``base2``, ``base3``, ... : the first that does not exist yet."""
-    n = 2
-    path = base
-    while path.exists():
-        path, n = base.with_name(f"{base.name}{n}"), n + 1
-    return path
 
 
 def _print_scores(scores: dict) -> None:

@@ -14,19 +14,10 @@ from yolotr.logs import verbosity
 LOGGER = logging.getLogger("yolotr")
 
 
-def increment_path(base: Path) -> Path:
-    """``runs/predict/exp``, then ``exp2``, ``exp3``, ... : the first that does not exist yet."""
-    if not base.exists():
-        return base
-    n = 2
-    while base.with_name(f"{base.name}{n}").exists():
-        n += 1
-    return base.with_name(f"{base.name}{n}")
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
     from yolotr.engine.fast_backend import prepare_backend
     from yolotr.engine.predictor import Predictor, run_prediction
+    from yolotr.engine.runs import next_run_dir
     from yolotr.models.loading import load_model
 
     if str(args.model).endswith(".onnx"):
@@ -46,11 +37,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         iou=args.iou,
         max_det=args.max_det,
         classes=args.classes,
+        agnostic=args.agnostic_nms,
         batch=args.batch,
         backend=backend,
     )
     wanted = args.save or args.save_txt or args.save_json
-    save_dir = increment_path(Path(args.project) / args.name) if wanted else None
+    save_dir = next_run_dir(args.project, args.name) if wanted else None
     summary = run_prediction(
         predictor, args.source, save_dir, save_txt=args.save_txt, save_json=args.save_json, save_images=args.save
     )
@@ -189,11 +181,11 @@ def cmd_val(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from yolotr.engine.exporter import export_model
+    from yolotr.engine.exporter import default_export_path, export_model
     from yolotr.models.loading import load_model
 
     model = load_model(args.model, nc=args.nc)
-    path = args.output or str(Path(args.model).with_suffix(f".{args.format}").name)
+    path = args.output or default_export_path(args.model, args.format)
     export_model(  # logs "exported <path>: max abs difference to PyTorch ..., detections match"
         model,
         args.format,
@@ -252,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iou", type=float, default=0.45)
     p.add_argument("--max-det", type=int, default=300)
     p.add_argument("--classes", type=int, nargs="+", help="keep only these class ids")
+    p.add_argument("--agnostic-nms", action="store_true", help="NMS across classes (one box per object)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument(
         "--square", action="store_true", help="letterbox to a full square instead of a stride-aligned rectangle"
@@ -361,7 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--nc", type=int, default=None, help="classes when exporting a YAML")
-    p.add_argument("--output", help="output file (default: the model name with the format's suffix)")
+    p.add_argument(
+        "--output", help="output file (default: beside a checkpoint, best.pt -> best.onnx; a YAML's stem here)"
+    )
     p.add_argument("--static", action="store_true", help="fixed batch size")
     p.add_argument("--dynamic-size", dest="dynamic_size", action="store_true", help="dynamic height and width")
     p.add_argument("--raw", action="store_true", help="raw head maps instead of decoded boxes")

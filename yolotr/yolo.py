@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import weakref
 from pathlib import Path
 
 from yolotr.logs import verbosity
 from yolotr.models.loading import load_model
+
+LOGGER = logging.getLogger("yolotr")
 
 
 class YOLO:
@@ -30,8 +33,8 @@ class YOLO:
         ConfigError: ``source`` is a YAML that does not describe a model.
     """
 
-    def __init__(self, source: str | Path = "yolov5n.yaml", nc: int | None = None, verbose: bool = True):
-        self.source = str(source)
+    def __init__(self, source: str | Path | dict = "yolov5n.yaml", nc: int | None = None, verbose: bool = True):
+        self.source = source if isinstance(source, dict) else str(source)
         self.verbose = verbose
         with verbosity(verbose):
             self.model = load_model(source, nc=nc)
@@ -53,12 +56,26 @@ class YOLO:
         iou: float = 0.45,
         max_det: int = 300,
         classes: list[int] | None = None,
+        agnostic_nms: bool = False,
         rect: bool = True,
         batch: int = 1,
         backend: str = "auto",
+        save: bool = False,
+        save_txt: bool = False,
+        save_json: bool = False,
+        project: str | Path = "runs/predict",
+        name: str = "exp",
         verbose: bool | None = None,
     ):
-        """Detections on images, folders, globs or videos: a list of ``Results`` (one per image/frame).
+        """Detections on images, folders, globs, ``.txt`` lists or videos, in-memory images (NumPy arrays
+        in OpenCV's BGR layout, PIL images) or lists of these: a list of ``Results`` (one per image/frame).
+
+        ``imgsz`` is rounded up to a multiple of the model's largest stride (with a warning). In a source
+        of several files, one that cannot be read is skipped with a warning. ``agnostic_nms``: one box per
+        object whatever its class. ``save`` (drawn images, videos and ``predictions.json``), ``save_txt``
+        (YOLO txt labels) and ``save_json`` (COCO results) write into ``project/name`` (``name2``, ... when
+        it exists) as ``yolotr predict`` does (:class:`~yolotr.engine.predictor.PredictionWriter`); the folder
+        is logged.
 
         ``backend`` (see :mod:`yolotr.engine.fast_backend`): ``auto`` (onnxruntime for a float32 model
         on the CPU, PyTorch otherwise), ``torch`` (a fused ``channels_last`` copy) or ``onnx`` (the
@@ -67,14 +84,27 @@ class YOLO:
         ``fuse()``, ``load_state_dict``, ``.to()``); the first ``onnx`` call for new weights exports
         them (seconds), later calls and later processes reuse the file.
         """
-        from yolotr.engine.predictor import Predictor
+        from yolotr.engine.predictor import PredictionWriter, Predictor
+        from yolotr.engine.runs import next_run_dir
 
         with verbosity(self._verbose(verbose)):
             predictor = Predictor(
                 self.model, self.names, imgsz, rect=rect, conf=conf, iou=iou, max_det=max_det, classes=classes,
-                batch=batch, backend=self.prepared_backend(backend),
+                agnostic=agnostic_nms, batch=batch, backend=self.prepared_backend(backend),
             )  # fmt: skip
-            return predictor(source)
+            if not (save or save_txt or save_json):
+                return predictor(source)
+            save_dir = next_run_dir(project, name)
+            writer = PredictionWriter(save_dir, save_txt=save_txt, save_json=save_json, save_images=save)
+            results = []
+            try:
+                for frame, result in predictor.stream(source):
+                    writer.add(frame, result)
+                    results.append(result)
+            finally:
+                writer.close()
+            LOGGER.info("results saved to %s", save_dir)
+            return results
 
     def prepared_backend(self, backend: str = "auto"):
         """The inference backend of the current weights, prepared on first use and then reused.
@@ -108,7 +138,9 @@ class YOLO:
         with verbosity(self._verbose(verbose)):
             nc = len(load_dataset_config(overrides.get("data", "shapes")).names)
             model = self.model if self.model.nc == nc else None
-            if model is None:
+            if model is None and isinstance(self.source, dict):
+                model = load_model(self.source, nc=nc)
+            elif model is None:
                 overrides.setdefault("model", self.source)
             result = Trainer(overrides, model=model).train()
             best = Path(result["save_dir"]) / "weights" / "best.pt"
@@ -146,9 +178,14 @@ class YOLO:
         verbose: bool | None = None,
         **kwargs,
     ):
-        """Export (fused, eval) and verify against PyTorch; returns an ``ExportResult`` with the path."""
-        from yolotr.engine.exporter import export_model
+        """Export (fused, eval) and verify against PyTorch; returns an ``ExportResult`` with the path.
 
+        ``path`` defaults to the checkpoint's path with the format's suffix (``best.pt`` -> ``best.onnx``
+        beside it), or ``<YAML stem>.<format>`` in the working folder for a model built from a YAML.
+        """
+        from yolotr.engine.exporter import default_export_path, export_model
+
+        path = path if path is not None else default_export_path(self.source, format)
         with verbosity(self._verbose(verbose)):
             return export_model(self.model, format, path, imgsz=imgsz, **kwargs)
 
@@ -166,4 +203,5 @@ class YOLO:
         return self
 
     def __repr__(self) -> str:
-        return f"YOLO({self.source!r}, nc={self.model.nc})"
+        source = "<dict>" if isinstance(self.source, dict) else repr(self.source)
+        return f"YOLO({source}, nc={self.model.nc})"

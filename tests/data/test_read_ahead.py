@@ -68,7 +68,7 @@ def test_iter_frames_reads_a_folder_ahead_and_a_single_image_in_place(tmp_path):
     single = iter_frames(tmp_path / "1.png")
     assert [int(f.image[0, 0, 0]) for f in single] == [40]
     assert threading.active_count() == before  # one image: no thread
-    frames = iter_frames(tmp_path)
+    frames = iter_frames(tmp_path, skip_unreadable=False)
     got = [int(next(frames).image[0, 0, 0]) for _ in range(3)]
     assert got == [0, 40, 80]
     with pytest.raises(DataError, match="3.png"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import logging
 import queue
 import threading
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import numpy as np
 from yolotr.data.dataset import read_image as read_bgr
 from yolotr.errors import DataError
 
+LOGGER = logging.getLogger("yolotr")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpeg", ".mpg"}
 
@@ -67,39 +69,106 @@ def expand_source(source: str | Path | list) -> list[Path]:
     return files
 
 
-def iter_frames(source: str | Path | list, prefetch: int = 2) -> Iterator[Frame]:
+def is_array_image(source) -> bool:
+    """Whether ``source`` is an in-memory image: a NumPy array or a PIL image."""
+    return isinstance(source, np.ndarray) or (type(source).__module__.startswith("PIL.") and hasattr(source, "convert"))
+
+
+def array_frame(image, index: int = 0) -> Frame:
+    """An in-memory image as a :class:`Frame` named ``image<index>.jpg`` (as Ultralytics names them).
+
+    A NumPy array is OpenCV's layout, as ``cv2.imread`` gives it: ``(H, W, 3)`` BGR, ``(H, W, 4)`` BGRA
+    or ``(H, W)`` grey, uint8. A PIL image is converted to RGB.
+
+    Raises:
+        DataError: an array of another shape or dtype.
+    """
+    name = f"image{index}.jpg"
+    if not isinstance(image, np.ndarray):
+        return Frame(np.ascontiguousarray(np.asarray(image.convert("RGB"))), name)
+    if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))):
+        raise DataError(
+            f"{name}: an array image must be uint8 (H, W, 3) BGR, (H, W, 4) BGRA or (H, W) grey, "
+            f"got {image.dtype} {tuple(image.shape)}"
+        )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise DataError(f"{name}: an empty image {tuple(image.shape)}")
+    if image.ndim == 2 or image.shape[2] == 1:
+        return Frame(cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB), name)
+    code = cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
+    return Frame(cv2.cvtColor(np.ascontiguousarray(image), code), name)
+
+
+def iter_frames(source, prefetch: int = 2, skip_unreadable: bool | None = None) -> Iterator[Frame]:
     """Stream frames from a source; videos are read one frame at a time (memory stays flat).
+
+    ``source``: a file, folder, glob, ``.txt`` list or video (see :func:`expand_source`), an in-memory
+    image (:func:`array_frame`), or a list of any of these.
 
     With ``prefetch > 0`` and more than one image or any video, a background thread reads up to
     ``prefetch`` frames ahead (OpenCV releases the GIL while it decodes), so that reading the next image
     overlaps the model's work on this one. Frames and errors arrive in the source's order either way.
+
+    ``skip_unreadable`` (default: when the source names more than one file): a file that is not a
+    readable image or video is skipped with a warning naming it, instead of ending the stream; when no
+    file could be read at all, :class:`~yolotr.errors.DataError` says so. A single file that cannot be
+    read is always an error.
     """
+    items = list(source) if isinstance(source, list | tuple) else [source]
+    if any(is_array_image(item) for item in items):
+        return _mixed_frames(items, prefetch)
     files = expand_source(source)
-    frames = _read_frames(files)
+    frames = _read_frames(files, len(files) > 1 if skip_unreadable is None else skip_unreadable, source)
     if prefetch > 0 and (len(files) > 1 or files[0].suffix.lower() in VIDEO_SUFFIXES):
         frames = read_ahead(frames, prefetch)
     return frames
 
 
-def _read_frames(files: list[Path]) -> Iterator[Frame]:
-    for path in files:
-        if path.suffix.lower() in VIDEO_SUFFIXES:
-            capture = cv2.VideoCapture(str(path))
-            if not capture.isOpened():
-                raise DataError(f"{path}: cannot open video")
-            fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-            index = 0
-            try:
-                while True:
-                    ok, bgr = capture.read()
-                    if not ok:
-                        break
-                    yield Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), str(path), index, fps)
-                    index += 1
-            finally:
-                capture.release()
+def _mixed_frames(items: list, prefetch: int) -> Iterator[Frame]:
+    """Frames of a list mixing in-memory images and file sources, in order."""
+    for index, item in enumerate(items):
+        if is_array_image(item):
+            yield array_frame(item, index)
         else:
-            yield Frame(read_image(path), str(path))
+            yield from iter_frames(item, prefetch)
+
+
+def _read_frames(files: list[Path], skip_unreadable: bool, source) -> Iterator[Frame]:
+    read = 0
+    for path in files:
+        try:
+            if path.suffix.lower() in VIDEO_SUFFIXES:
+                for frame in _video_frames(path):
+                    read += 1
+                    yield frame
+                continue
+            image = read_image(path)
+        except DataError as e:
+            if not skip_unreadable:
+                raise
+            LOGGER.warning("%s; skipped", e)
+            continue
+        read += 1
+        yield Frame(image, str(path))
+    if not read and skip_unreadable:
+        raise DataError(f"{source}: none of its {len(files)} files is a readable image or video")
+
+
+def _video_frames(path: Path) -> Iterator[Frame]:
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise DataError(f"{path}: cannot open video")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
+    index = 0
+    try:
+        while True:
+            ok, bgr = capture.read()
+            if not ok:
+                break
+            yield Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), str(path), index, fps)
+            index += 1
+    finally:
+        capture.release()
 
 
 _END = object()

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from yolotr.data.imgsz import check_imgsz
 from yolotr.errors import CheckpointError, YolotrError
 from yolotr.nn.head import Detect
 from yolotr.nn.head_af import AnchorFreeDetect
@@ -51,6 +52,18 @@ class _RawHeads(nn.Module):
         return tuple(self.model(x)[1])
 
 
+def default_export_path(source, format: str) -> Path:
+    """Where an export of the model loaded from ``source`` goes by default: beside a checkpoint file
+    (``runs/train/exp/weights/best.pt`` -> ``best.onnx`` there), else ``<YAML stem>.<format>`` here
+    (``model.<format>`` for a model built from a dict)."""
+    if isinstance(source, dict):
+        return Path(f"model.{format}")
+    path = Path(source)
+    if path.suffix.lower() in (".pt", ".pth") and path.is_file():
+        return path.with_suffix(f".{format}")
+    return Path(f"{path.stem}.{format}")
+
+
 def export_model(
     model: nn.Module,
     format: str = "onnx",
@@ -79,6 +92,8 @@ def export_model(
     """
     if format not in FORMATS:
         raise YolotrError(f"unknown export format {format!r}; choose one of {FORMATS}")
+    stride = getattr(model, "stride", None)
+    imgsz = check_imgsz(imgsz, int(max(stride)) if stride is not None else 32)
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
     net = copy.deepcopy(model).float().eval().fuse() if hasattr(model, "fuse") else copy.deepcopy(model).eval()
     head = net.model[-1] if hasattr(net, "model") else None

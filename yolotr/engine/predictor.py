@@ -14,6 +14,7 @@ from torch import nn
 from tqdm import tqdm
 
 from yolotr.data.images import Frame, iter_frames
+from yolotr.data.imgsz import check_imgsz
 from yolotr.data.transforms import letterbox
 from yolotr.engine.fast_backend import (
     Backend,
@@ -83,7 +84,9 @@ class Predictor:
         self.model = model
         self.backend = backend if isinstance(backend, Backend) else prepare_backend(model, backend)
         self.names = list(names)
-        self.imgsz, self.rect = imgsz, rect
+        model_stride = getattr(model, "stride", None)
+        self.stride = stride or (int(max(model_stride).item()) if model_stride is not None else 32)
+        self.rect = rect
         fixed = getattr(model, "input_hw", None)
         if fixed is not None:
             asked = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
@@ -94,14 +97,14 @@ class Predictor:
                     imgsz if isinstance(imgsz, int) else "x".join(map(str, imgsz)),
                 )  # fmt: skip
             self.imgsz, self.rect = tuple(fixed), False
+        else:
+            self.imgsz = check_imgsz(imgsz, self.stride)
         self.conf, self.iou, self.max_det, self.classes, self.agnostic = conf, iou, max_det, classes, agnostic
         self.batch = max(int(batch), 1)
-        model_stride = getattr(model, "stride", None)
-        self.stride = stride or (int(max(model_stride).item()) if model_stride is not None else 32)
 
     @torch.inference_mode()
-    def predict_images(self, images: list[np.ndarray]) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Detections ``(n, 6)`` per original RGB image, and the raw decoded model output."""
+    def predict_images(self, images: list[np.ndarray]) -> tuple[list[torch.Tensor], tuple[int, int]]:
+        """Detections ``(n, 6)`` per original RGB image, and the ``(h, w)`` the model saw (letterboxed)."""
         boxed = [letterbox(im, self.imgsz, auto=self.rect, stride=self.stride)[0] for im in images]
         decoded = self.backend(self.backend.to_input(boxed))
         detections = []
@@ -112,10 +115,14 @@ class Predictor:
                 )  # fmt: skip
                 det[:, :4] = scale_boxes(boxed[0].shape[:2], det[:, :4], im.shape[:2])
                 detections.append(det.cpu())
-        return detections, decoded
+        return detections, boxed[0].shape[:2]
 
     def stream(self, source, progress: bool = False) -> Iterator[tuple[Frame, Results]]:
-        """Yield ``(frame, results)`` one image or video frame at a time."""
+        """Yield ``(frame, results)`` one image or video frame at a time.
+
+        ``source``: a file, folder, glob, ``.txt`` list, video, in-memory image (NumPy BGR as OpenCV reads
+        it, or PIL) or a list of these (:func:`yolotr.data.images.iter_frames`).
+        """
         pending: list[Frame] = []
         frames = iter_frames(source)
         for frame in tqdm(frames, desc="predict", unit="img", disable=not progress):
@@ -130,12 +137,72 @@ class Predictor:
             yield from self._flush(pending)
 
     def _flush(self, frames: list[Frame]) -> Iterator[tuple[Frame, Results]]:
-        detections, _ = self.predict_images([f.image for f in frames])
+        detections, input_shape = self.predict_images([f.image for f in frames])
         for frame, det in zip(frames, detections):
-            yield frame, Results(frame.image, frame.path, Boxes(det), self.names)
+            boxes = Boxes(det, tuple(frame.image.shape[:2]))
+            yield frame, Results(frame.image, frame.path, boxes, self.names, tuple(input_shape), frame.frame)
 
     def __call__(self, source) -> list[Results]:
         return [r for _, r in self.stream(source)]
+
+
+class PredictionWriter:
+    """Writes predictions into ``save_dir`` as they come (:meth:`add`), then the JSON files (:meth:`close`).
+
+    ``save_images``: drawn images (videos as ``.mp4``) and ``predictions.json`` (per image: class,
+    name, confidence, box). ``save_txt``: YOLO txt per image in ``labels/``. ``save_json``:
+    ``predictions_coco.json``, COCO results (``image_id`` = file stem, or ``stem_frame`` for videos;
+    ``bbox`` = x, y, w, h in pixels; ``category_id`` = class index). With ``save_dir=None`` nothing is
+    written, only counted.
+    """
+
+    def __init__(
+        self, save_dir: Path | None, save_txt: bool = False, save_json: bool = False, save_images: bool = True
+    ):
+        self.save_dir, self.save_txt, self.save_json, self.save_images = save_dir, save_txt, save_json, save_images
+        self.records: list[dict] = []
+        self.coco: list[dict] = []
+        self.n_images = self.n_detections = 0
+        self.videos: dict[str, cv2.VideoWriter] = {}
+
+    def add(self, frame: Frame, result: Results) -> None:
+        self.n_images += 1
+        self.n_detections += len(result)
+        stem = Path(frame.path).stem if frame.frame is None else f"{Path(frame.path).stem}_{frame.frame}"
+        self.records.append({"image": frame.path, "frame": frame.frame, "detections": result.summary()})
+        self.coco += [
+            {"image_id": stem, "category_id": int(c), "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2),
+             round(y2 - y1, 2)], "score": round(s, 5)}
+            for x1, y1, x2, y2, s, c in result.boxes.data.tolist()
+        ]  # fmt: skip
+        if self.save_dir is None:
+            return
+        self.save_dir.mkdir(parents=True, exist_ok=True)
+        if self.save_images and frame.frame is None:
+            result.save(self.save_dir / Path(frame.path).name)
+        elif self.save_images:
+            if frame.path not in self.videos:
+                h, w = frame.image.shape[:2]
+                out = str(self.save_dir / f"{Path(frame.path).stem}.mp4")
+                self.videos[frame.path] = cv2.VideoWriter(out, cv2.VideoWriter_fourcc(*"mp4v"), frame.fps, (w, h))
+            self.videos[frame.path].write(cv2.cvtColor(result.plot(), cv2.COLOR_RGB2BGR))
+        if self.save_txt:
+            write_yolo_txt(result, self.save_dir / "labels" / f"{stem}.txt")
+
+    def close(self) -> dict:
+        """Release the video writers, write the JSON files; ``{"images": n, "detections": n, "json": path | None}``."""
+        for writer in self.videos.values():
+            writer.release()
+        self.videos.clear()
+        json_path = None
+        if self.save_dir is not None and self.save_images:
+            self.save_dir.mkdir(parents=True, exist_ok=True)
+            json_path = self.save_dir / "predictions.json"
+            json_path.write_text(json.dumps(self.records, indent=1))
+        if self.save_dir is not None and self.save_json:
+            self.save_dir.mkdir(parents=True, exist_ok=True)
+            (self.save_dir / "predictions_coco.json").write_text(json.dumps(self.coco))
+        return {"images": self.n_images, "detections": self.n_detections, "json": json_path}
 
 
 def run_prediction(
@@ -146,51 +213,17 @@ def run_prediction(
     save_json: bool = False,
     save_images: bool = True,
 ) -> dict:
-    """Predict over ``source``, streaming; with ``save_dir`` write what is asked for.
-
-    ``save_images``: drawn images (videos as ``.mp4``) and ``predictions.json`` (per image: class,
-    name, confidence, box). ``save_txt``: YOLO txt per image. ``save_json``: ``predictions_coco.json``,
-    COCO results (``image_id`` = file stem, or ``stem_frame`` for videos; ``bbox`` = x, y, w, h in
-    pixels; ``category_id`` = class index).
+    """Predict over ``source``, streaming; with ``save_dir`` write what is asked for (:class:`PredictionWriter`).
 
     Returns ``{"images": n, "detections": n, "json": path | None}``.
     """
-    records, coco, n_images, n_det = [], [], 0, 0
-    writers: dict[str, cv2.VideoWriter] = {}
+    writer = PredictionWriter(save_dir, save_txt, save_json, save_images)
     try:
         for frame, result in predictor.stream(source, progress=True):
-            n_images += 1
-            n_det += len(result)
-            stem = Path(frame.path).stem if frame.frame is None else f"{Path(frame.path).stem}_{frame.frame}"
-            records.append({"image": frame.path, "frame": frame.frame, "detections": result.to_json()})
-            coco += [
-                {"image_id": stem, "category_id": int(c), "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2),
-                 round(y2 - y1, 2)], "score": round(s, 5)}
-                for x1, y1, x2, y2, s, c in result.boxes.data.tolist()
-            ]  # fmt: skip
-            if save_dir is None:
-                continue
-            save_dir.mkdir(parents=True, exist_ok=True)
-            if save_images and frame.frame is None:
-                result.save(save_dir / Path(frame.path).name)
-            elif save_images:
-                if frame.path not in writers:
-                    h, w = frame.image.shape[:2]
-                    out = str(save_dir / f"{Path(frame.path).stem}.mp4")
-                    writers[frame.path] = cv2.VideoWriter(out, cv2.VideoWriter_fourcc(*"mp4v"), frame.fps, (w, h))
-                writers[frame.path].write(cv2.cvtColor(result.plot(), cv2.COLOR_RGB2BGR))
-            if save_txt:
-                write_yolo_txt(result, save_dir / "labels" / f"{stem}.txt")
+            writer.add(frame, result)
     finally:
-        for writer in writers.values():
-            writer.release()
-    json_path = None
-    if save_dir is not None and save_images:
-        json_path = save_dir / "predictions.json"
-        json_path.write_text(json.dumps(records, indent=1))
-    if save_dir is not None and save_json:
-        (save_dir / "predictions_coco.json").write_text(json.dumps(coco))
-    return {"images": n_images, "detections": n_det, "json": json_path}
+        summary = writer.close()
+    return summary
 
 
 def write_yolo_txt(result: Results, path: Path) -> None:

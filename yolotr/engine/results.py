@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -14,13 +15,35 @@ from yolotr.plotting import draw_boxes
 
 @dataclass
 class Boxes:
-    """Detections of one image: ``data`` is ``(N, 6)`` float32 x1, y1, x2, y2, score, class (pixels)."""
+    """Detections of one image: ``data`` is ``(N, 6)`` float32 x1, y1, x2, y2, score, class (pixels).
+
+    ``orig_shape`` is the image's ``(h, w)``, which the normalized views (``xyxyn``, ``xywhn``) divide by.
+    Indexing (``boxes[0]``, ``boxes[boxes.conf > 0.5]``) gives the selected rows as ``Boxes``.
+    """
 
     data: torch.Tensor
+    orig_shape: tuple[int, int] = (0, 0)
 
     @property
     def xyxy(self) -> torch.Tensor:
+        """``(N, 4)`` corners x1, y1, x2, y2 in pixels."""
         return self.data[:, :4]
+
+    @property
+    def xywh(self) -> torch.Tensor:
+        """``(N, 4)`` centre x, centre y, width, height in pixels."""
+        x1, y1, x2, y2 = self.data[:, :4].unbind(-1)
+        return torch.stack(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), -1)
+
+    @property
+    def xyxyn(self) -> torch.Tensor:
+        """``(N, 4)`` corners divided by the image's width and height."""
+        return self.xyxy / self._whwh()
+
+    @property
+    def xywhn(self) -> torch.Tensor:
+        """``(N, 4)`` centre and size divided by the image's width and height."""
+        return self.xywh / self._whwh()
 
     @property
     def conf(self) -> torch.Tensor:
@@ -30,33 +53,72 @@ class Boxes:
     def cls(self) -> torch.Tensor:
         return self.data[:, 5]
 
+    @property
+    def shape(self) -> torch.Size:
+        return self.data.shape
+
+    def _whwh(self) -> torch.Tensor:
+        h, w = self.orig_shape
+        if not (h and w):
+            raise ValueError("normalized boxes need the image size (Boxes.orig_shape)")
+        return self.data.new_tensor([w, h, w, h])
+
+    def cpu(self) -> Boxes:
+        return Boxes(self.data.cpu(), self.orig_shape)
+
+    def numpy(self) -> np.ndarray:
+        """``data`` as a NumPy ``(N, 6)`` float32 array."""
+        return self.data.detach().cpu().numpy()
+
+    def __getitem__(self, index) -> Boxes:
+        data = self.data[index]
+        return Boxes(data[None] if data.ndim == 1 else data, self.orig_shape)
+
     def __len__(self) -> int:
         return self.data.shape[0]
 
+    def __repr__(self) -> str:
+        return f"Boxes(n={len(self)}, orig_shape={self.orig_shape}, data={self.data!r})"
 
-@dataclass
+
+@dataclass(repr=False)
 class Results:
-    """One predicted image: the original RGB ``(H, W, 3)`` uint8 image, its path, boxes and names."""
+    """One predicted image or video frame.
+
+    Attributes:
+        orig_img: the original RGB ``(H, W, 3)`` uint8 image.
+        path: the file it came from (``image<i>.jpg`` for an in-memory image).
+        boxes: its detections.
+        names: class names.
+        input_shape: ``(h, w)`` of the letterboxed image the model saw.
+        frame: the frame index in a video (from 0), ``None`` for an image.
+    """
 
     orig_img: np.ndarray
     path: str
     boxes: Boxes
     names: list[str]
     input_shape: tuple[int, int] = (0, 0)
+    frame: int | None = field(default=None)
+
+    @property
+    def orig_shape(self) -> tuple[int, int]:
+        return tuple(self.orig_img.shape[:2])
 
     def plot(self) -> np.ndarray:
         """The image with labelled boxes, RGB ``(H, W, 3)`` uint8."""
         data = self.boxes.data.cpu().numpy()
         return draw_boxes(self.orig_img, data[:, :4], data[:, 4], data[:, 5].astype(int), self.names)
 
-    def save(self, path: str | Path) -> Path:
-        """Write the drawn image (format from the suffix)."""
-        path = Path(path)
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write the drawn image (format from the suffix; default ``results_<image name>`` here)."""
+        path = Path(path) if path is not None else Path(f"results_{Path(self.path).name}")
         path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), cv2.cvtColor(self.plot(), cv2.COLOR_RGB2BGR))
+        if not cv2.imwrite(str(path), cv2.cvtColor(self.plot(), cv2.COLOR_RGB2BGR)):
+            raise OSError(f"{path}: could not write the image (is the suffix an image format?)")
         return path
 
-    def to_json(self) -> list[dict]:
+    def summary(self) -> list[dict]:
         """One dict per detection: class id and name, score, box ``[x1, y1, x2, y2]`` in pixels."""
         return [
             {
@@ -68,5 +130,14 @@ class Results:
             for *box, s, c in self.boxes.data.tolist()
         ]
 
+    def to_json(self, indent: int | None = None) -> str:
+        """:meth:`summary` as a JSON string."""
+        return json.dumps(self.summary(), indent=indent)
+
     def __len__(self) -> int:
         return len(self.boxes)
+
+    def __repr__(self) -> str:
+        h, w = self.orig_shape
+        where = self.path if self.frame is None else f"{self.path} frame {self.frame}"
+        return f"Results({where!r}, {w}x{h}, {len(self)} detections)"

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from yolotr.data.dataset import DetectionDataset, Shapes, build_dataloader
+from yolotr.data.imgsz import check_imgsz
 from yolotr.data.sources import DatasetConfig, ImageRecord, load_dataset_config, load_records
 from yolotr.errors import ConfigError
 from yolotr.metrics.detection import ClassMetrics, DetectionEvaluator, DetectionMetrics
@@ -300,7 +301,7 @@ def validate(
             raise ConfigError("validate() needs a dataset (data=...) or a dataloader")
         records, _ = load_records(config, split)
         stride = int(max(getattr(model, "stride", torch.tensor([32.0]))))
-        dataloader = build_val_dataloader(records, imgsz, batch_size, stride, workers)
+        dataloader = build_val_dataloader(records, check_imgsz(imgsz, stride), batch_size, stride, workers)
     if names is None:
         names = list(config.names) if config is not None else list(getattr(model, "names", []))
     validator = Validator(dataloader, names, conf, iou, max_det, amp, loss_fn, save_dir, progress=verbose)

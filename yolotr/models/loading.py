@@ -14,13 +14,17 @@ LOGGER = logging.getLogger("yolotr")
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
 
 
-def load_model(source: str | Path, nc: int | None = None) -> DetectionModel:
+def load_model(source: str | Path | dict, nc: int | None = None) -> DetectionModel:
     """Build or load a ``DetectionModel``.
 
-    ``source`` is a model YAML (a path or a shipped config name; ``nc`` overrides its classes) or a
-    checkpoint: ours, an official YOLOv5 ``.pt`` (read without YOLOv5's code) or a published
-    PyTorch YOLOv4 ``state_dict``. Class names come along from checkpoints.
+    ``source`` is a model YAML (a path, a shipped config name or an already-parsed dict; ``nc`` overrides
+    its classes) or a checkpoint: ours, an official YOLOv5 ``.pt`` (read without YOLOv5's code) or a
+    published PyTorch YOLOv4 ``state_dict``. Class names come along from checkpoints; an ``nc`` that
+    differs from a checkpoint's is ignored with a warning (training on data with other classes gives
+    the model a new head).
     """
+    if isinstance(source, dict):
+        return DetectionModel(source, nc=nc)
     path = Path(source)
     if path.suffix.lower() in {".yaml", ".yml"} or (path.suffix == "" and not path.is_file()):
         return DetectionModel(path, nc=nc)
@@ -40,6 +44,11 @@ def load_model(source: str | Path, nc: int | None = None) -> DetectionModel:
         LOGGER.info("%s: imported %s checkpoint (%d tensors, %d classes)", path, origin, len(state), len(names))
     else:
         model = _load_state_dict_file(checkpoint, path)
+    if nc is not None and nc != model.nc:
+        LOGGER.warning(
+            "%s: nc=%d ignored: the checkpoint has %d classes (training on data with %d classes gives it a new head)",
+            path, nc, model.nc, nc,
+        )  # fmt: skip
     return model.float().eval()
 
 

@@ -236,6 +236,11 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
                 args.append(c_in)
                 if len(args) > 1 and isinstance(args[1], int):
                     args[1] = [list(range(args[1] * 2))] * len(sources)
+                if len(args) > 2 and isinstance(args[1], list | tuple) and len(args[1]) != len(sources):
+                    raise ConfigError(
+                        f"{where}: {name} has {len(args[1])} anchor levels but {len(sources)} input(s) {f!r}; "
+                        "'from' needs one layer per anchor level"
+                    )
                 c2 = c1
             else:
                 c2 = c1
