@@ -53,10 +53,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from yolotr.data.imgsz import check_imgsz
     from yolotr.models.loading import load_model
 
     model = load_model(args.model, nc=args.nc)
-    info = model.info(args.imgsz, verbose=False)
+    info = model.info(check_imgsz(args.imgsz, int(max(model.stride))), verbose=False)
     print(info["table"])
     return 0
 
@@ -185,7 +186,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from yolotr.models.loading import load_model
 
     model = load_model(args.model, nc=args.nc)
-    path = args.output or default_export_path(args.model, args.format)
+    path = default_export_path(args.model, args.format)
+    if args.output:
+        path = Path(args.output) / path.name if Path(args.output).is_dir() else args.output
     export_model(  # logs "exported <path>: max abs difference to PyTorch ..., detections match"
         model,
         args.format,

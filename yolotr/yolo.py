@@ -185,7 +185,9 @@ class YOLO:
         """
         from yolotr.engine.exporter import default_export_path, export_model
 
-        path = path if path is not None else default_export_path(self.source, format)
+        if path is None or Path(path).is_dir():  # a folder: the default file name inside it
+            default = default_export_path(self.source, format)
+            path = default if path is None else Path(path) / default.name
         with verbosity(self._verbose(verbose)):
             return export_model(self.model, format, path, imgsz=imgsz, **kwargs)
 
@@ -194,6 +196,9 @@ class YOLO:
 
         Returns a dict with ``layers``, ``params``, ``gradients``, ``gflops`` and ``table`` (the text).
         """
+        from yolotr.data.imgsz import check_imgsz
+
+        imgsz = check_imgsz(imgsz, int(max(self.model.stride)))
         with verbosity(verbose):
             return self.model.info(imgsz, verbose)
 

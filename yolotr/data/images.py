@@ -115,6 +115,8 @@ def iter_frames(source, prefetch: int = 2, skip_unreadable: bool | None = None) 
     read is always an error.
     """
     items = list(source) if isinstance(source, list | tuple) else [source]
+    if not items:
+        raise DataError("an empty list of sources: nothing to predict on")
     if any(is_array_image(item) for item in items):
         return _mixed_frames(items, prefetch)
     files = expand_source(source)

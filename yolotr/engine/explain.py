@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from yolotr.data.images import read_image
+from yolotr.data.imgsz import check_imgsz
 from yolotr.data.transforms import letterbox
 from yolotr.engine.predictor import preprocess
 from yolotr.errors import ConfigError
@@ -398,7 +399,7 @@ def explain(
     model.eval()
     image = read_image(image_path)
     stride = int(max(getattr(model, "stride", torch.tensor([32.0]))).item())
-    boxed, _, pad = letterbox(image, imgsz, auto=True, stride=stride)
+    boxed, _, pad = letterbox(image, check_imgsz(imgsz, stride), auto=True, stride=stride)
     param = next(model.parameters())
     x = preprocess([boxed], param.device, param.dtype)
     kind = str(getattr(target, "type", type(target).__name__))

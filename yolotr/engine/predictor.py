@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from yolotr.engine.fast_backend import (
     single_thread,
 )
 from yolotr.engine.results import Boxes, Results
+from yolotr.errors import ConfigError
 from yolotr.ops.boxes import has_objectness, non_max_suppression, scale_boxes
 
 LOGGER = logging.getLogger("yolotr")
@@ -43,6 +45,31 @@ def candidates(decoded: torch.Tensor, conf: float, nc: int) -> list[torch.Tensor
         array = decoded.float().numpy()
         return [torch.from_numpy(a[score_of(a) > conf]) for a in array]
     return [x[score_of(x) > conf] for x in decoded]
+
+
+def _fraction(key: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{key} must be a number between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def _count(key: str, value) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"{key} must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
+def _class_ids(classes, nc: int) -> list[int] | None:
+    """``classes`` as a list of class ids (one id may be given bare); ids the model does not have warn."""
+    if classes is None:
+        return None
+    ids = [classes] if isinstance(classes, numbers.Integral) else list(classes)
+    if any(isinstance(c, bool) or not isinstance(c, numbers.Integral) for c in ids):
+        raise ConfigError(f"classes must be class ids (whole numbers), got {classes!r}")
+    missing = [int(c) for c in ids if not 0 <= c < nc]
+    if missing:
+        LOGGER.warning("classes %s: the model has classes 0-%d only; those ids never match", missing, nc - 1)
+    return [int(c) for c in ids]
 
 
 class Predictor:
@@ -99,8 +126,9 @@ class Predictor:
             self.imgsz, self.rect = tuple(fixed), False
         else:
             self.imgsz = check_imgsz(imgsz, self.stride)
-        self.conf, self.iou, self.max_det, self.classes, self.agnostic = conf, iou, max_det, classes, agnostic
-        self.batch = max(int(batch), 1)
+        self.conf, self.iou = _fraction("conf", conf), _fraction("iou", iou)
+        self.max_det, self.batch = _count("max_det", max_det), _count("batch", batch)
+        self.classes, self.agnostic = _class_ids(classes, len(self.names)), bool(agnostic)
 
     @torch.inference_mode()
     def predict_images(self, images: list[np.ndarray]) -> tuple[list[torch.Tensor], tuple[int, int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
@@ -10,13 +11,19 @@ from yolotr.errors import ConfigError
 
 
 def select_device(device: str = "auto", local_rank: int = -1) -> torch.device:
-    """``auto`` -> the local CUDA device when there is one, else CPU.
+    """``auto`` (or empty) -> the local CUDA device when there is one, else CPU; ``cpu``, ``cuda``,
+    ``cuda:N``, or a bare GPU index ``N`` as YOLOv5 and Ultralytics take it (``0`` -> ``cuda:0``).
 
     Raises:
-        ConfigError: a CUDA device asked for where CUDA is not available.
+        ConfigError: a device string that is none of these, or a CUDA device where CUDA is not available.
     """
-    if device == "auto":
+    device = str(device).strip().lower()
+    if device in ("auto", ""):
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.isdigit():
+        device = f"cuda:{device}"
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise ConfigError(f"device {device!r}: use auto, cpu, cuda, cuda:N or a GPU index N (one device per process)")
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(f"device '{device}' asked for, but CUDA is not available")

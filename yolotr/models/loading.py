@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from yolotr.data.coco import COCO_NAMES
@@ -25,6 +26,8 @@ def load_model(source: str | Path | dict, nc: int | None = None) -> DetectionMod
     """
     if isinstance(source, dict):
         return DetectionModel(source, nc=nc)
+    if not isinstance(source, str | os.PathLike) or not str(source).strip():
+        raise ConfigError(f"model source must be a YAML or checkpoint path or a YAML dict, got {source!r}")
     path = Path(source)
     if path.suffix.lower() in {".yaml", ".yml"} or (path.suffix == "" and not path.is_file()):
         return DetectionModel(path, nc=nc)
