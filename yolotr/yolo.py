@@ -6,6 +6,7 @@ import logging
 import weakref
 from pathlib import Path
 
+from yolotr.errors import ConfigError
 from yolotr.logs import verbosity
 from yolotr.models.loading import load_model
 
@@ -37,12 +38,31 @@ class YOLO:
         self.source = source if isinstance(source, dict) else str(source)
         self.verbose = verbose
         with verbosity(verbose):
-            self.model = load_model(source, nc=nc)
+            if isinstance(source, str | Path) and str(source).lower().endswith(".onnx"):
+                from yolotr.engine.exporter import OnnxModel
+
+                self.model = OnnxModel(source)  # predicts only; run as it is (no fused copy, no export)
+            else:
+                self.model = load_model(source, nc=nc)
         # backend name -> (the model it was prepared from, its weights version, the Backend)
         self._prepared: dict[str, tuple[weakref.ref, tuple, object]] = {}
 
     def _verbose(self, verbose: bool | None) -> bool:
         return self.verbose if verbose is None else verbose
+
+    @property
+    def is_onnx(self) -> bool:
+        """Whether this object runs an exported ONNX file (``YOLO("best.onnx")``): it can only predict."""
+        from yolotr.engine.exporter import OnnxModel
+
+        return isinstance(self.model, OnnxModel)
+
+    def _need_pytorch(self, what: str) -> None:
+        if self.is_onnx:
+            raise ConfigError(
+                f"{self.source}: an ONNX model can only predict; {what} needs the PyTorch weights (.pt) "
+                "it was exported from"
+            )
 
     @property
     def names(self) -> list[str]:
@@ -122,7 +142,7 @@ class YOLO:
         self._prepared = {
             name: entry for name, entry in self._prepared.items() if entry[0]() is self.model and entry[1] == version
         }
-        prepared = prepare_backend(self.model, backend)
+        prepared = prepare_backend(self.model, "torch" if self.is_onnx else backend)
         self._prepared[backend] = (weakref.ref(self.model), version, prepared)
         return prepared
 
@@ -132,6 +152,7 @@ class YOLO:
         The trained weights (best fitness) are loaded back into ``self.model`` afterwards.
         ``verbose=False`` hides the INFO messages (dataset summary, epoch lines); the progress bar stays.
         """
+        self._need_pytorch("training")
         from yolotr.data.sources import load_dataset_config
         from yolotr.engine.trainer import Trainer
 
@@ -162,6 +183,7 @@ class YOLO:
 
         ``verbose=False`` hides the progress bar and the logged table.
         """
+        self._need_pytorch("validation")
         from yolotr.engine.validator import validate
 
         verbose = self._verbose(verbose)
@@ -183,6 +205,7 @@ class YOLO:
         ``path`` defaults to the checkpoint's path with the format's suffix (``best.pt`` -> ``best.onnx``
         beside it), or ``<YAML stem>.<format>`` in the working folder for a model built from a YAML.
         """
+        self._need_pytorch("export")
         from yolotr.engine.exporter import default_export_path, export_model
 
         if path is None or Path(path).is_dir():  # a folder: the default file name inside it
@@ -196,6 +219,7 @@ class YOLO:
 
         Returns a dict with ``layers``, ``params``, ``gradients``, ``gflops`` and ``table`` (the text).
         """
+        self._need_pytorch("info")
         from yolotr.data.imgsz import check_imgsz
 
         imgsz = check_imgsz(imgsz, int(max(self.model.stride)))
@@ -204,9 +228,10 @@ class YOLO:
 
     def fuse(self) -> YOLO:
         """Fold BatchNorm into convolutions for faster inference."""
+        self._need_pytorch("fuse")
         self.model.fuse()
         return self
 
     def __repr__(self) -> str:
         source = "<dict>" if isinstance(self.source, dict) else repr(self.source)
-        return f"YOLO({source}, nc={self.model.nc})"
+        return f"YOLO({source}, nc={len(self.names)})"

@@ -240,3 +240,13 @@ def test_default_export_path(tmp_path):
 def test_iter_frames_refuses_an_empty_list():
     with pytest.raises(DataError, match="empty list"):
         iter_frames([])
+
+
+def test_an_exported_onnx_file_predicts_through_yolo(official, bus, tmp_path):
+    path = official.export("onnx", tmp_path / "v5n.onnx", imgsz=320, dynamic_size=True, verbose=False).path
+    onnx = YOLO(path, verbose=False)
+    assert onnx.is_onnx and onnx.names == official.names and "nc=80" in repr(onnx)
+    got, want = predict(onnx, bus)[0], predict(official, bus, backend="onnx")[0]
+    assert torch.allclose(got.boxes.data, want.boxes.data, atol=1e-3)
+    with pytest.raises(ConfigError, match="an ONNX model can only predict; validation needs"):
+        onnx.val(data="shapes")
