@@ -48,7 +48,10 @@ def sniff_checkpoint(path: str | Path) -> tuple[str, str]:
     if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
         return _sniff_pickle(path, size)
     if path.suffix.lower() == ".onnx" or (head[:1] == b"\x08" and b"pytorch" in head[:32]):
-        return "other", "an ONNX model (only prediction runs .onnx files: `yolotr predict`, `YOLO(...).predict`; the rest needs a .pt checkpoint)"
+        return "other", (
+            "an ONNX model (only prediction runs .onnx files: `yolotr predict`, `YOLO(...).predict`; "
+            "the rest needs a .pt checkpoint)"
+        )
     for magic, what in MAGIC:
         if head.startswith(magic):
             return "other", what
