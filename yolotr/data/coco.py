@@ -1,4 +1,21 @@
-"""The 80 COCO class names in the order of the COCO-trained YOLO checkpoints."""
+"""COCO: the 80 class names of the COCO-trained YOLO checkpoints, and reading an instances JSON.
+
+An instances JSON is an object with ``images`` (each with an ``id`` and a ``file_name``),
+``annotations`` (``image_id``, ``category_id``, ``bbox`` as ``[x, y, w, h]`` in pixels, optional
+``iscrowd`` 0 or 1; crowd annotations are skipped) and ``categories`` (an integer ``id`` and a
+``name``). A JSON whose shape is wrong raises :class:`~yolotr.errors.DataError` naming the file,
+the entry and the key; a problem of one annotation goes with its image, which is then left out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Hashable
+from pathlib import Path
+from typing import Any
+
+from yolotr.data.validation import MALFORMED, UNKNOWN_CLASS, UNKNOWN_IMAGE, Item, Problem, error, warning
+from yolotr.errors import DataError
 
 COCO_NAMES = (
     "person",
@@ -82,3 +99,157 @@ COCO_NAMES = (
     "hair drier",
     "toothbrush",
 )
+
+
+def read_json(file: str) -> dict:
+    """The top-level object of a COCO JSON.
+
+    Raises:
+        DataError: naming the file when it cannot be read or is not a JSON object.
+    """
+    try:
+        with open(file, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{file}: cannot read COCO JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{file}: a COCO JSON must be an object with images and annotations")
+    return data
+
+
+def coco_names(file: str) -> list[str]:
+    """The category names of an instances JSON, in the order of their ids."""
+    cats = _coco_categories(read_json(file), file)
+    return [cats[i] for i in sorted(cats)]
+
+
+def _coco_list(data: dict, key: str, file: str) -> list[dict] | None:
+    """The entries under ``key`` of a COCO JSON, or None when the key is absent.
+
+    Raises:
+        DataError: naming the file and key when the value is not a list, or the entry when one
+            is not an object.
+    """
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise DataError(f"{file}: key '{key}': expected a list of objects, got {type(value).__name__}")
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict):
+            raise DataError(f"{file}: {key}[{i}]: expected an object, got {entry!r:.60}")
+    return value
+
+
+def _coco_categories(data: dict, file: str) -> dict[int, str]:
+    """Category id -> name of a COCO JSON, in the file's order.
+
+    Raises:
+        DataError: naming the file, the entry and the key when a category has no integer ``id``
+            or no ``name``, or repeats an id.
+    """
+    cats: dict[int, str] = {}
+    for i, cat in enumerate(_coco_list(data, "categories", file) or []):
+        for key in ("id", "name"):
+            if key not in cat:
+                raise DataError(f"{file}: categories[{i}]: no '{key}' key")
+        cid = cat["id"]
+        if not isinstance(cid, int) or isinstance(cid, bool):
+            raise DataError(f"{file}: categories[{i}]: key 'id': expected an integer, got {cid!r}")
+        if cid in cats:
+            raise DataError(f"{file}: categories[{i}]: id {cid} is used by two categories")
+        name = cat["name"]
+        if not isinstance(name, str) or not name.strip():
+            raise DataError(f"{file}: categories[{i}]: key 'name': expected a class name, got {name!r}")
+        cats[cid] = name
+    return cats
+
+
+def _coco_images(data: dict, file: str) -> list[dict]:
+    """The image entries of a COCO JSON, each with a hashable ``id`` and a ``file_name``.
+
+    Raises:
+        DataError: naming the file, the entry and the key when ``images`` is missing or not a
+            list of objects, an image has no ``id`` or ``file_name``, or two images share an id.
+    """
+    images = _coco_list(data, "images", file)
+    if images is None:
+        raise DataError(f"{file}: no 'images' key: a COCO JSON lists its images")
+    first: dict[Any, int] = {}
+    for i, im in enumerate(images):
+        image_id = im.get("id")
+        if image_id is None or not isinstance(image_id, Hashable):
+            raise DataError(f"{file}: images[{i}]: key 'id': expected an image id, got {image_id!r}")
+        name = im.get("file_name")
+        if not isinstance(name, str) or not name:
+            raise DataError(
+                f"{file}: images[{i}] (id {image_id!r}): key 'file_name': expected a file name, got {name!r}"
+            )
+        if image_id in first:
+            raise DataError(f"{file}: images[{i}]: id {image_id!r} is also the id of images[{first[image_id]}]")
+        first[image_id] = i
+    return images
+
+
+def coco_items(file: str, names: list[str], folders: list[Path], problems: list[Problem]) -> list[Item]:
+    """One item per image of an instances JSON, with its parsed annotations and their errors.
+
+    An image's ``file_name`` is looked up in ``folders`` in order, then beside the JSON (the first
+    folder when it is nowhere). Categories map to ``names`` by name.
+
+    An annotation error (unknown category_id, malformed bbox) goes with its image, which is then
+    left out; annotations of an image_id the JSON does not list are one error of the file.
+    """
+    data = read_json(file)
+    cats = _coco_categories(data, file)
+    images = _coco_images(data, file)
+    annotations = _coco_list(data, "annotations", file)
+    if annotations is None:
+        problems.append(warning(file, None, "no 'annotations' key: every image is used as a background"))
+    cat_to_class: dict[int, int] = {}
+    index = {n: i for i, n in enumerate(names)}
+    for cid, name in cats.items():
+        if name in index:
+            cat_to_class[cid] = index[name]
+        else:
+            problems.append(warning(file, None, f"category {name!r} not in names, its boxes skipped"))
+    objects: dict[Any, list[tuple]] = {}
+    errors: dict[Any, list[Problem]] = {}
+    for i, ann in enumerate(annotations or []):
+        where = f"annotation id {ann['id']}" if "id" in ann else f"annotations[{i}]"
+        image_id, cid, bbox, crowd = ann.get("image_id"), ann.get("category_id"), ann.get("bbox"), ann.get("iscrowd")
+        for key, value in (("image_id", image_id), ("category_id", cid)):
+            if not isinstance(value, Hashable):
+                raise DataError(f"{file}: annotations[{i}]: key '{key}': expected an id, got {value!r:.60}")
+        found = errors.setdefault(image_id, [])
+        objects.setdefault(image_id, [])
+        if crowd not in (None, 0, 1):
+            found.append(error(file, None, MALFORMED, f"{where}: iscrowd must be 0 or 1, got {crowd!r}"))
+            continue
+        if crowd:
+            continue
+        if cid not in cat_to_class:
+            if cid not in cats:
+                found.append(error(file, None, UNKNOWN_CLASS, f"{where}: unknown category_id {cid!r}"))
+            continue
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            found.append(error(file, None, MALFORMED, f"{where}: bbox must be [x, y, w, h], got {bbox!r}"))
+            continue
+        try:
+            x, y, w, h = (float(v) for v in bbox)
+        except (TypeError, ValueError):
+            found.append(error(file, None, MALFORMED, f"{where}: non-numeric bbox {bbox!r}"))
+            continue
+        objects[image_id].append((None, where, cat_to_class[cid], x, y, x + w, y + h))
+    items = []
+    for im in images:
+        name = im["file_name"]
+        candidates = [folders[0] / name, Path(file).parent / name, *(f / name for f in folders[1:])]
+        image = next((str(c) for c in candidates if c.is_file()), str(candidates[0]))
+        image_id = im.get("id")
+        items.append(Item(image, file, None, objects.pop(image_id, []), errors.pop(image_id, [])))
+    for image_id, objs in objects.items():
+        n = len(objs) + len(errors.get(image_id, []))
+        if n:
+            problems.append(error(file, None, UNKNOWN_IMAGE, f"{n} annotations for unknown image_id {image_id!r}"))
+    return items

@@ -48,7 +48,15 @@ class Frame:
 
 
 def expand_source(source: str | Path | list) -> list[Path]:
-    """Files named by a source: a file, a folder (sorted images and videos), a glob, a ``.txt`` list."""
+    """Files named by a source: a file, a folder (sorted images and videos), a glob, a ``.txt`` list.
+
+    A ``.txt`` list names one file per line, relative to the list's folder unless absolute; blank
+    lines and lines starting with ``#`` are skipped.
+
+    Raises:
+        DataError: the source does not exist or names no file; a list file cannot be read, or one
+            of its lines names a file that does not exist (the message gives the list and line).
+    """
     if isinstance(source, list | tuple):
         return [p for s in source for p in expand_source(s)]
     text = str(source)
@@ -58,8 +66,19 @@ def expand_source(source: str | Path | list) -> list[Path]:
     elif path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
     elif path.suffix.lower() == ".txt" and path.is_file():
-        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        files = [(path.parent / line) if not Path(line).is_absolute() else Path(line) for line in lines]
+        try:
+            lines = path.read_text(encoding="utf-8-sig").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path}: cannot read the list of files: {exc}") from None
+        files = []
+        for n, line in enumerate(lines, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            file = Path(line) if Path(line).is_absolute() else path.parent / line
+            if not file.exists():
+                raise DataError(f"{path}:{n}: {file}: no such file")
+            files.append(file)
     elif path.is_file():
         files = [path]
     else:

@@ -24,15 +24,15 @@ Labels per format:
   are 1-based inclusive pixel indices, so ``(xmin, ymin, xmax, ymax)`` becomes the continuous box
   ``(xmin - 1, ymin - 1, xmax, ymax)``. ``difficult`` objects are kept.
 
-This module reads the YAML and lists each split's images and label files; every image is then
-checked by :mod:`yolotr.data.validation` (an image with an ``error`` in its labels is left out, a
-``warning`` was repaired) and the outcome is cached by :mod:`yolotr.data.label_cache`. All
-problems of a split are collected into one :class:`DataReport`, like a compiler.
+This module reads the YAML and lists each split's images and label files (a COCO JSON is read by
+:mod:`yolotr.data.coco`); every image is then checked by :mod:`yolotr.data.validation` (an image
+with an ``error`` in its labels is left out, a ``warning`` was repaired) and the outcome is cached
+by :mod:`yolotr.data.label_cache`. All problems of a split are collected into one
+:class:`DataReport`, like a compiler.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +42,7 @@ from typing import Any
 
 import yaml
 
+from yolotr.data.coco import coco_items, coco_names
 from yolotr.data.label_cache import (
     CACHE_VERSION,
     CachedSplit,
@@ -54,10 +55,7 @@ from yolotr.data.label_cache import (
 from yolotr.data.report import DataReport, split_report
 from yolotr.data.validation import (
     CLIP_TOLERANCE,
-    MALFORMED,
     ORPHAN_LABEL,
-    UNKNOWN_CLASS,
-    UNKNOWN_IMAGE,
     ImageRecord,
     Item,
     Problem,
@@ -137,7 +135,7 @@ def load_dataset_config(data: str | os.PathLike | dict | DatasetConfig) -> Datas
 
 
 def _parse_config(cfg: dict, base: Path, source: str) -> DatasetConfig:
-    root = Path(cfg.get("path") or ".").expanduser()
+    root = Path(_path_value(cfg, "path", source) or ".").expanduser()
     root = Path(os.path.abspath(root if root.is_absolute() else base / root))
     names = _parse_names(cfg, source)
     splits: dict[str, list[str]] = {}
@@ -170,31 +168,57 @@ def _parse_config(cfg: dict, base: Path, source: str) -> DatasetConfig:
         names=names,
         format=fmt,
         splits=splits,
-        images=_sub(root, cfg.get("images"), "images"),
-        annotations=_sub(root, cfg.get("annotations"), "annotations"),
+        images=_sub(root, _path_value(cfg, "images", source), "images"),
+        annotations=_sub(root, _path_value(cfg, "annotations", source), "annotations"),
         source=source,
     )
 
 
-def _sub(root: Path, value: Any, default: str) -> Path:
+def _path_value(cfg: dict, key: str, source: str) -> str | os.PathLike | None:
+    """The path under ``key`` (None when absent).
+
+    Raises:
+        DataError: naming the key when its value is not a path.
+    """
+    value = cfg.get(key)
+    if value is not None and not isinstance(value, str | os.PathLike):
+        raise DataError(f"{source}: key '{key}': expected a path, got {value!r}")
+    return value
+
+
+def _sub(root: Path, value: str | os.PathLike | None, default: str) -> Path:
+    """``value`` (default ``default``) as a path, relative to ``root`` unless absolute."""
     p = Path(value or default).expanduser()
     return p if p.is_absolute() else root / p
 
 
 def _parse_names(cfg: dict, source: str) -> list[str]:
+    """The class names of ``names`` (a list, or a mapping id -> name) checked against ``nc``.
+
+    Raises:
+        DataError: naming the key and entry when a name is not a string or number, is empty or
+            repeats, when the ids of a mapping are not 0..n-1, or when ``nc`` disagrees.
+    """
     names = cfg.get("names")
     nc = cfg.get("nc")
     if isinstance(names, dict):
+        if not all(isinstance(k, int) and not isinstance(k, bool) for k in names):
+            raise DataError(f"{source}: key 'names': ids must be integers 0..n-1, got {list(names)}")
         keys = sorted(names)
         if keys != list(range(len(keys))):
             raise DataError(f"{source}: key 'names': ids must be 0..{len(keys) - 1}, got {keys}")
-        names = [str(names[k]) for k in keys]
+        names = [_class_name(names[k], f"names[{k}]", source) for k in keys]
     elif isinstance(names, list):
-        names = [str(n) for n in names]
+        names = [_class_name(n, f"names[{i}]", source) for i, n in enumerate(names)]
     elif names is not None:
         raise DataError(f"{source}: key 'names': expected a list or a mapping id -> name")
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names or []):
+        if name in seen:
+            raise DataError(f"{source}: key 'names': {name!r} is both class {seen[name]} and class {i}")
+        seen[name] = i
     if nc is not None:
-        if not isinstance(nc, int) or nc < 1:
+        if not isinstance(nc, int) or isinstance(nc, bool) or nc < 1:
             raise DataError(f"{source}: key 'nc': expected a positive integer, got {nc!r}")
         if names is None:
             names = [f"class{i}" for i in range(nc)]
@@ -203,24 +227,27 @@ def _parse_names(cfg: dict, source: str) -> list[str]:
     return names or []
 
 
+def _class_name(value: Any, key: str, source: str) -> str:
+    """One class name: a non-empty string, or a number taken as its text.
+
+    Raises:
+        DataError: naming ``key`` for anything else (null, a list, a YAML boolean such as ``no``).
+    """
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        hint = " (YAML reads unquoted yes/no/on/off as booleans: quote the name)" if isinstance(value, bool) else ""
+        raise DataError(f"{source}: key '{key}': a class name must be a string, got {value!r}{hint}")
+    if not str(value).strip():
+        raise DataError(f"{source}: key '{key}': empty class name")
+    return str(value)
+
+
 def _coco_names(splits: dict[str, list[str]], source: str) -> list[str]:
+    """The category names of the splits' first COCO JSON, in the order of their ids."""
     for entries in splits.values():
         for entry in entries:
             if entry.endswith(".json") and Path(entry).is_file():
-                cats = _read_json(entry).get("categories") or []
-                return [str(c["name"]) for c in sorted(cats, key=lambda c: c["id"])]
+                return coco_names(entry)
     raise DataError(f"{source}: no 'names' and no readable COCO JSON to take the categories from")
-
-
-def _read_json(file: str) -> dict:
-    try:
-        with open(file, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{file}: cannot read COCO JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise DataError(f"{file}: a COCO JSON must be an object with images and annotations")
-    return data
 
 
 # --------------------------------------------------------------------------- items of a split
@@ -269,7 +296,7 @@ def _split_images(
             out.append((str(p), None))
         elif p.is_file():
             try:
-                lines = p.read_text(encoding="utf-8").splitlines()
+                lines = p.read_text(encoding="utf-8-sig").splitlines()
             except (OSError, UnicodeDecodeError) as exc:
                 raise DataError(f"{p}: cannot read image list: {exc}") from None
             for n, line in enumerate(lines, 1):
@@ -318,65 +345,13 @@ def _items(config: DatasetConfig, split: str, problems: list[Problem]) -> tuple[
         for entry in entries:
             if not entry.endswith(".json"):
                 raise DataError(f"{config.source}: format coco: split '{split}' entry {entry} is not a JSON")
-            items.extend(_coco_items(config, entry, problems))
+            items.extend(coco_items(entry, config.names, [config.images, config.root], problems))
         return items, watch
     images = _split_images(config, entries, problems)
     if config.format == "yolo":
         _orphan_labels(entries, {i for i, _ in images}, problems)
         return [Item(img, _yolo_label_path(img), origin) for img, origin in images], watch
     return [Item(img, str(config.annotations / f"{Path(img).stem}.xml"), origin) for img, origin in images], watch
-
-
-def _coco_items(config: DatasetConfig, file: str, problems: list[Problem]) -> list[Item]:
-    """One item per image of an instances JSON, with its parsed annotations and their errors.
-
-    An annotation error (unknown category_id, malformed bbox) goes with its image, which is then
-    left out; annotations of an image_id the JSON does not list are one error of the file.
-    """
-    data = _read_json(file)
-    cat_to_class: dict[Any, int] = {}
-    index = {n: i for i, n in enumerate(config.names)}
-    for cat in data.get("categories") or []:
-        if cat.get("name") in index:
-            cat_to_class[cat.get("id")] = index[cat["name"]]
-        else:
-            problems.append(warning(file, None, f"category {cat.get('name')!r} not in names, its boxes skipped"))
-    known_cats = {c.get("id") for c in data.get("categories") or []}
-    objects: dict[Any, list[tuple]] = {}
-    errors: dict[Any, list[Problem]] = {}
-    for ann in data.get("annotations") or []:
-        where = f"annotation id {ann.get('id')}"
-        if ann.get("iscrowd"):
-            continue
-        image_id, cid, bbox = ann.get("image_id"), ann.get("category_id"), ann.get("bbox")
-        found = errors.setdefault(image_id, [])
-        objects.setdefault(image_id, [])
-        if cid not in cat_to_class:
-            if cid not in known_cats:
-                found.append(error(file, None, UNKNOWN_CLASS, f"{where}: unknown category_id {cid!r}"))
-            continue
-        if not isinstance(bbox, list) or len(bbox) != 4:
-            found.append(error(file, None, MALFORMED, f"{where}: bbox must be [x, y, w, h], got {bbox!r}"))
-            continue
-        try:
-            x, y, w, h = (float(v) for v in bbox)
-        except (TypeError, ValueError):
-            found.append(error(file, None, MALFORMED, f"{where}: non-numeric bbox {bbox!r}"))
-            continue
-        objects[image_id].append((None, where, cat_to_class[cid], x, y, x + w, y + h))
-    folder = Path(file).parent
-    items = []
-    for im in data.get("images") or []:
-        name = str(im.get("file_name", ""))
-        candidates = [config.images / name, folder / name, config.root / name]
-        image = next((str(c) for c in candidates if c.is_file()), str(candidates[0]))
-        image_id = im.get("id")
-        items.append(Item(image, file, None, objects.pop(image_id, []), errors.pop(image_id, [])))
-    for image_id, objs in objects.items():
-        n = len(objs) + len(errors.get(image_id, []))
-        if n:
-            problems.append(error(file, None, UNKNOWN_IMAGE, f"{n} annotations for unknown image_id {image_id!r}"))
-    return items
 
 
 # --------------------------------------------------------------------------- entry points

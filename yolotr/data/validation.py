@@ -175,7 +175,7 @@ def read_yolo(label: str, w: int, h: int, problems: list[Problem]) -> list[tuple
     Lines that cannot be parsed are reported as errors and not returned.
     """
     try:
-        text = Path(label).read_text(encoding="utf-8")
+        text = Path(label).read_text(encoding="utf-8-sig")  # Windows Notepad starts with a BOM
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
@@ -211,7 +211,12 @@ def read_yolo(label: str, w: int, h: int, problems: list[Problem]) -> list[tuple
 
 
 def read_voc(label: str, names: list[str], problems: list[Problem]) -> list[tuple] | None:
-    """Raw objects of a VOC XML with their line numbers, or None when the file does not exist."""
+    """Raw objects of a VOC XML with their line numbers, or None when the file does not exist.
+
+    An object is an ``<object>`` child of the root; only its own ``<name>`` and the corners of its
+    own ``<bndbox>`` are read, so the ``<part>`` children of VOC person objects (a head, a hand,
+    each with a name and box of its own) are ignored.
+    """
     if not os.path.exists(label):
         return None
     objects: list[tuple] = []
@@ -231,7 +236,9 @@ def read_voc(label: str, names: list[str], problems: list[Problem]) -> list[tupl
         value = "".join(text).strip()
         text.clear()
         stack.pop()
-        if len(stack) >= 2 and stack[1] == "object" and tag in ("name", "xmin", "ymin", "xmax", "ymax"):
+        if stack[1:] == ["object"] and tag == "name":
+            current[tag] = value
+        elif stack[1:] == ["object", "bndbox"] and tag in ("xmin", "ymin", "xmax", "ymax"):
             current[tag] = value
         elif tag == "object" and len(stack) == 1:
             objects.append(dict(current))

@@ -1,0 +1,137 @@
+"""Inputs QA found mishandled: VOC parts, COCO JSON shapes, dataset YAML values, list files, BOMs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from yolotr.data.images import expand_source
+from yolotr.data.sources import load_dataset_config, load_records
+from yolotr.errors import DataError
+
+
+def _image(folder: Path, name: str = "a.jpg") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (64, 48), (40, 80, 120)).save(folder / name)
+    return folder / name
+
+
+def _box(x1: int, y1: int, x2: int, y2: int) -> str:
+    return f"<bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin><xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox>"
+
+
+def test_voc_object_parts_are_ignored(tmp_path):
+    """A VOC person's <part> children (head, hand) have names and boxes of their own."""
+    _image(tmp_path / "images")
+    (tmp_path / "annotations").mkdir()
+    part = "<part><name>{}</name>{}</part>"
+    obj = (
+        "<object>"
+        + part.format("hand", _box(2, 2, 6, 6))
+        + "<name>person</name><pose>Left</pose>"
+        + _box(11, 6, 40, 40)
+        + part.format("head", _box(20, 10, 30, 20))
+        + "</object>"
+    )
+    (tmp_path / "annotations" / "a.xml").write_text(f"<annotation><filename>a.jpg</filename>{obj}</annotation>")
+    data = {"path": str(tmp_path), "train": "images", "names": ["person", "head", "hand"], "format": "voc"}
+    (record,), report = load_records(data, "train", cache=False)
+    assert report.problems == []
+    np.testing.assert_array_equal(record.classes, [0])
+    np.testing.assert_allclose(record.boxes, [[10, 5, 40, 40]])
+
+
+def _coco(tmp_path: Path, change) -> dict:
+    """A one-image instances JSON, changed by ``change(data)``, and its dataset dict."""
+    _image(tmp_path / "images")
+    data = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 3, "bbox": [8, 8, 20, 16], "iscrowd": 0}],
+        "categories": [{"id": 3, "name": "cat"}],
+    }
+    change(data)
+    (tmp_path / "train.json").write_text(json.dumps(data))
+    return {"path": str(tmp_path), "train": "train.json", "names": ["cat"]}
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda d: d["categories"][0].pop("name"), r"train.json: categories\[0\]: no 'name'"),
+        (lambda d: d["annotations"].append(5), r"train.json: annotations\[1\]: expected an object"),
+        (lambda d: d.update(images={"1": d["images"][0]}), r"train.json: key 'images': expected a list"),
+        (lambda d: d["images"][0].pop("file_name"), r"train.json: images\[0\] \(id 1\): key 'file_name'"),
+        (lambda d: d["images"].append({"id": 1, "file_name": "a.jpg"}), r"train.json: images\[1\]: id 1 is also"),
+        (lambda d: d["annotations"][0].update(image_id=[1]), r"train.json: annotations\[0\]: key 'image_id'"),
+    ],
+)
+@pytest.mark.parametrize("names", [True, False])
+def test_coco_shape_errors_name_the_file_entry_and_key(tmp_path, change, match, names):
+    data = _coco(tmp_path, change)
+    if not names:
+        del data["names"]  # the categories give the names
+    with pytest.raises(DataError, match=match):
+        load_records(data, "train", cache=False)
+
+
+def test_coco_without_annotations_warns(tmp_path):
+    records, report = load_records(_coco(tmp_path, lambda d: d.pop("annotations")), "train", cache=False)
+    assert [len(r.boxes) for r in records] == [0]
+    (problem,) = report.problems
+    assert problem.severity == "warning" and "no 'annotations' key" in problem.message
+
+
+def test_coco_non_integer_iscrowd_is_an_error(tmp_path):
+    data = _coco(tmp_path, lambda d: d["annotations"][0].update(iscrowd="no"))
+    with pytest.raises(DataError, match="annotation id 1: iscrowd must be 0 or 1, got 'no'"):
+        load_records(data, "train", cache=False)
+    records, report = load_records(_coco(tmp_path, lambda d: d["annotations"][0].update(iscrowd=1)), "train")
+    assert [len(r.boxes) for r in records] == [0] and report.problems == []  # a crowd box is skipped
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("names: [[raccoon]]", r"key 'names\[0\]': a class name must be a string"),
+        ("names: [raccoon, null]", r"key 'names\[1\]'"),
+        ("names: [raccoon, no]", r"key 'names\[1\]'.*quote"),
+        ("names: {0: raccoon, 1: ''}", r"key 'names\[1\]': empty"),
+        ("names: {0: a, x: b}", r"key 'names': ids must be integers"),
+        ("names: [raccoon, raccoon]", r"key 'names': 'raccoon' is both class 0 and class 1"),
+        ("nc: true", r"key 'nc'"),
+        ("names: [a]\npath: 5", r"key 'path': expected a path"),
+        ("names: [a]\nimages: [x]", r"key 'images': expected a path"),
+    ],
+)
+def test_config_values_name_their_key(tmp_path, text, match):
+    (tmp_path / "d.yaml").write_text(f"train: images\n{text}\n")
+    with pytest.raises(DataError, match=r"d\.yaml: " + match):
+        load_dataset_config(tmp_path / "d.yaml")
+
+
+def test_numeric_names_are_strings(tmp_path):
+    (tmp_path / "d.yaml").write_text("train: images\nnames: [0, 1]\n")
+    assert load_dataset_config(tmp_path / "d.yaml").names == ["0", "1"]
+
+
+def test_prediction_list_skips_comments_and_names_missing_lines(tmp_path):
+    image = _image(tmp_path / "images")
+    (tmp_path / "list.txt").write_text("# the photos\nimages/a.jpg\n\n  # indented comment\n")
+    assert expand_source(tmp_path / "list.txt") == [image]
+    (tmp_path / "list.txt").write_text("# the photos\nimages/a.jpg\nimages/missing.jpg\n")
+    with pytest.raises(DataError, match=r"list\.txt:3: .*missing\.jpg: no such file"):
+        expand_source(tmp_path / "list.txt")
+
+
+def test_yolo_label_with_bom(tmp_path):
+    _image(tmp_path / "images")
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "a.txt").write_bytes("\ufeff0 0.5 0.5 0.25 0.5\r\n".encode())
+    (tmp_path / "list.txt").write_bytes("\ufeffimages/a.jpg\n".encode())
+    (record,), report = load_records({"path": str(tmp_path), "train": "list.txt", "names": ["a"]}, "train")
+    assert report.problems == []
+    np.testing.assert_allclose(record.boxes, [[24, 12, 40, 36]])
