@@ -87,3 +87,16 @@ def test_cli_predict_with_a_text_file_as_model(tmp_path):
     proc = run_cli("predict", "--model", path, "--source", image, cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == [f"error: {path}: not a checkpoint: {phrase}"]
+
+
+@pytest.mark.parametrize(
+    "content, phrase",
+    [(None, "cannot read configuration"), ("- epochs: 3\n", "must be a mapping"), ("epoch: 3\n", "epoch")],
+)
+def test_cli_train_names_a_bad_cfg_file(content, phrase, tmp_path):
+    cfg = tmp_path / "settings.yaml"
+    if content is not None:
+        cfg.write_text(content)
+    proc = run_cli("train", "--model", "yolov5n.yaml", "--data", "shapes", "--cfg", cfg, cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.startswith(f"error: {cfg}") and phrase in proc.stderr, proc.stderr

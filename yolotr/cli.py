@@ -109,9 +109,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cfg_file(path: str) -> dict:
-    import yaml
+    from yolotr.engine.config import load_cfg_file
 
-    return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    return load_cfg_file(path)
 
 
 def yaml_value(text: str):

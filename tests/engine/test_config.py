@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from yolotr.engine.config import default_config, resolve_config
+from yolotr.engine.config import RANGES, default_config, load_cfg_file, resolve_config
 from yolotr.errors import ConfigError
 
 
@@ -48,3 +50,61 @@ def test_numbers_yaml_leaves_as_strings_are_read_as_numbers():
 def test_settings_with_a_text_default_take_other_kinds():
     cfg = resolve_config({"amp": True, "device": "cpu"})
     assert cfg["amp"] is True and cfg["device"] == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "bound"),
+    [
+        ("batch", 0, ">= 1"),
+        ("epochs", 0, ">= 1"),
+        ("nbs", 0, ">= 1"),
+        ("imgsz", 0, ">= 1"),
+        ("workers", -1, ">= 0"),
+        ("freeze", -2, ">= 0"),
+        ("lr0", 0, "> 0"),
+        ("lr0", "nan", "> 0"),
+        ("lrf", -0.1, "> 0"),
+        ("warmup_epochs", -1, ">= 0"),
+        ("hsv_s", -0.5, ">= 0"),
+        ("mosaic", 1.5, "in [0, 1]"),
+        ("fliplr", -0.1, "in [0, 1]"),
+        ("flipud", 2, "in [0, 1]"),
+        ("momentum", 1.0, "in [0, 1)"),
+        ("nan_lr_factor", 0, "in (0, 1]"),
+    ],
+)
+def test_values_out_of_range_are_refused(key, value, bound):
+    with pytest.raises(ConfigError, match=rf"arguments: setting '{key}' must be {re.escape(bound)}, got"):
+        resolve_config({key: value})
+
+
+def test_every_range_names_a_setting_and_the_defaults_are_within_them():
+    defaults = default_config()
+    assert set(RANGES) <= set(defaults)
+    resolve_config(dict(defaults))
+    assert resolve_config({"batch": 1, "mosaic": 0, "fliplr": 1, "workers": 0})["batch"] == 1
+
+
+def test_cfg_file_that_is_missing_or_not_a_mapping_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"nope\.yaml: cannot read configuration"):
+        load_cfg_file(tmp_path / "nope.yaml")
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- epochs: 2\n- batch: 4\n")
+    with pytest.raises(ConfigError, match=r"list\.yaml: a configuration must be a mapping"):
+        resolve_config(cfg_file=listed)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing\n")
+    assert load_cfg_file(empty) == {}
+
+
+def test_cfg_file_settings_are_checked_with_the_file_as_source(tmp_path):
+    cfg_file = tmp_path / "train.yaml"
+    cfg_file.write_text("epochs: 2\nbatch: 0\n")
+    with pytest.raises(ConfigError, match=r"train\.yaml: setting 'batch' must be >= 1, got 0"):
+        load_cfg_file(cfg_file)
+    cfg_file.write_text("epochs: 2\nmosiac: 0.5\n")
+    with pytest.raises(ConfigError, match=r"train\.yaml: unknown setting 'mosiac'"):
+        load_cfg_file(cfg_file)
+    cfg_file.write_text("epochs: 2\nlr0: 1e-3\n")
+    assert load_cfg_file(cfg_file) == {"epochs": 2, "lr0": "1e-3"}
+    assert resolve_config({"batch": 4}, cfg_file=cfg_file)["lr0"] == pytest.approx(1e-3)

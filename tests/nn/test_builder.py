@@ -152,3 +152,93 @@ def test_info_reports_params_and_gflops():
     assert info["params"] == 7235389
     assert 16.0 < info["gflops"] < 16.8  # the official YOLOv5s figure is 16.5 GFLOPs at 640
     assert "SPPF" in info["table"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("activation", 'nn.LeakyReLU("x")', r"key 'activation': activation 'nn.LeakyReLU\(\"x\"\)'"),
+        ("anchors", "three", r"'anchors' must be the number of anchors per level"),
+        ("anchors", [[10, 13, 16]], r"'anchors' must be the number of anchors per level"),
+        ("anchors", [], r"'anchors' must be the number of anchors per level"),
+        ("bn_eps", "small", r"'bn_eps' must be a number greater than 0, got 'small'"),
+        ("bn_momentum", 2, r"'bn_momentum' must be a number greater than 0 and at most 1, got 2"),
+        ("depth_multiple", "third", r"'depth_multiple' must be a number greater than 0, got 'third'"),
+        ("width_multiple", 0, r"'width_multiple' must be a number greater than 0, got 0"),
+        ("nc", True, r"'nc' must be a positive integer, got True"),
+    ],
+)
+def test_top_level_values_of_the_wrong_kind_name_file_and_key(key, value, message):
+    cfg = _tiny_cfg([[-1, 1, "Conv", [64, 3, 2]]])
+    cfg[key] = value
+    with pytest.raises(ConfigError, match=rf"^tiny\.yaml: {message}"):
+        DetectionModel(cfg)
+
+
+def test_yaml_numbers_written_as_strings_still_build():
+    cfg = _tiny_cfg([[-1, 1, "Conv", [64, 3, 2]]])
+    cfg.update(bn_eps="1.0e-5", bn_momentum=0.1, depth_multiple="0.33")
+    model = DetectionModel(cfg)
+    assert model.model[0].bn.eps == pytest.approx(1e-5)
+
+
+def test_scales_values_must_be_numbers():
+    cfg = _tiny_cfg([[-1, 1, "Conv", [64, 3, 2]]], [[[-1], 1, "Detect", ["nc"]]])
+    del cfg["anchors"], cfg["depth_multiple"], cfg["width_multiple"]
+    cfg.update(scales={"n": [0.33, "quarter", 1024]}, scale="n")
+    with pytest.raises(ConfigError, match=r"tiny\.yaml: scale 'n' width must be a number"):
+        DetectionModel(cfg)
+    cfg.update(scales={"n": [0.33, 0.25, 1024]}, reg_max="x")
+    with pytest.raises(ConfigError, match=r"tiny\.yaml: 'reg_max' must be a positive integer, got 'x'"):
+        DetectionModel(cfg)
+
+
+def test_output_channels_that_name_no_key():
+    cfg = _tiny_cfg([[-1, 1, "Conv", ["abc", 3, 2]]])
+    with pytest.raises(ConfigError, match=r"tiny\.yaml: layer 0 .*Conv's output channels must be a number .*'abc'"):
+        DetectionModel(cfg)
+
+
+def test_empty_model_is_refused():
+    with pytest.raises(ConfigError, match=r"tiny\.yaml: 'backbone' and 'head' have no layers"):
+        DetectionModel(_tiny_cfg([], []))
+
+
+def test_detect_must_be_the_last_layer():
+    middle = [[-1, 1, "Conv", [64, 3, 2]], [-1, 1, "Detect", ["nc", "anchors"]], [-1, 1, "Conv", [64, 3, 2]]]
+    with pytest.raises(ConfigError, match=r"tiny\.yaml: layer 1 .*Detect is a head and must be the last layer"):
+        DetectionModel(_tiny_cfg(middle))
+    headless = _tiny_cfg([[-1, 1, "Conv", [64, 3, 2]]], [[-1, 1, "Conv", [64, 3, 2]]])
+    with pytest.raises(ConfigError, match=r"tiny\.yaml: the last layer \(1, Conv\) must be a Detect head"):
+        DetectionModel(headless)
+
+
+def test_misspelled_top_level_key_warns_with_a_suggestion(caplog):
+    cfg = _tiny_cfg([[-1, 1, "Conv", [64, 3, 2]]])
+    cfg["depth_mutliple"] = cfg.pop("depth_multiple")
+    DetectionModel(cfg)
+    assert "tiny.yaml: unknown top-level key 'depth_mutliple' is ignored; did you mean 'depth_multiple'?" in caplog.text
+
+
+@pytest.mark.parametrize("detect_args", [["nc", "anchors"], ["nc", "anchor"]])
+def test_misspelled_anchors_key_is_not_silently_anchor_free(detect_args, caplog):
+    cfg = _tiny_cfg([[-1, 1, "Conv", [64, 3, 2]]], [[[-1], 1, "Detect", detect_args]])
+    cfg["anchor"] = cfg.pop("anchors")
+    with pytest.raises(ConfigError, match=r"tiny\.yaml: layer 1 .*the anchor-free Detect takes only \[nc\]"):
+        DetectionModel(cfg)
+    assert ("did you mean 'anchors'?" in caplog.text) == (detect_args[1] == "anchors")
+
+
+def test_top_level_key_used_by_a_layer_is_not_unknown(caplog):
+    cfg = _tiny_cfg([[-1, 1, "Conv", ["stem_width", 3, 2]]])
+    cfg["stem_width"] = 32
+    DetectionModel(cfg)
+    assert "unknown top-level key" not in caplog.text
+
+
+def test_shipped_configs_have_no_unknown_keys():
+    from yolotr.models.detection import CFG_DIR
+    from yolotr.nn.builder import KNOWN_KEYS
+
+    for path in CFG_DIR.glob("*.yaml"):
+        assert set(yaml.safe_load(path.read_text())) <= set(KNOWN_KEYS), path.name

@@ -12,6 +12,22 @@ from yolotr.errors import ConfigError
 
 DEFAULT_CFG = Path(__file__).resolve().parent.parent / "cfg" / "default.yaml"
 
+# The values a numeric setting accepts: ">= x", "> x", or an interval ("[0, 1]", "[0, 1)", "(0, 1]").
+RANGES = {
+    key: rule
+    for rule, keys in {
+        ">= 1": "epochs batch nbs imgsz val_period max_det nan_max_bad_steps nan_window tal_topk",
+        ">= 0": "workers freeze close_mosaic save_period_steps warmup_min_iters time_limit mmap_threshold_mb "
+        "warmup_epochs warmup_bias_lr grad_clip hsv_h hsv_s hsv_v weight_decay lr_transformer_scale "
+        "box cls cls_pw obj obj_pw af_box af_cls dfl",
+        "> 0": "lr0 lrf ema_tau anchor_t",
+        "[0, 1]": "mosaic fliplr flipud translate val_conf val_iou ema_decay label_smoothing",
+        "[0, 1)": "momentum warmup_momentum scale",
+        "(0, 1]": "nan_lr_factor",
+    }.items()
+    for key in keys.split()
+}
+
 
 @lru_cache(maxsize=1)
 def _defaults() -> dict:
@@ -23,31 +39,62 @@ def default_config() -> dict:
     return copy.deepcopy(_defaults())
 
 
+def load_cfg_file(path: str | Path) -> dict:
+    """The settings of a ``--cfg`` YAML, checked as :func:`resolve_config` checks them, errors naming ``path``.
+
+    Raises:
+        ConfigError: for a file that cannot be read or parsed, one that is not a mapping of settings,
+            an unknown key or a value of the wrong kind or out of range.
+    """
+    try:
+        layer = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise ConfigError(f"{path}: cannot read configuration: {e}") from None
+    if layer is None:
+        return {}
+    if not isinstance(layer, dict):
+        raise ConfigError(
+            f"{path}: a configuration must be a mapping of settings (key: value), not a {type(layer).__name__}"
+        )
+    _apply(default_config(), str(path), layer)
+    return layer
+
+
 def resolve_config(overrides: dict | None = None, cfg_file: str | Path | None = None) -> dict:
     """Defaults, then the keys of ``cfg_file``, then ``overrides`` (None values are ignored).
 
     A setting whose default is true/false takes only true or false; one whose default is a number takes
-    numbers (a string such as ``"1e-3"``, which YAML leaves a string, is read as one).
+    numbers (a string such as ``"1e-3"``, which YAML leaves a string, is read as one) within its
+    :data:`RANGES` entry.
 
     Raises:
-        ConfigError: for a key that is not a known setting, or a value of the wrong kind (naming the key
-            and where it came from).
+        ConfigError: for a key that is not a known setting, or a value of the wrong kind or out of range
+            (naming the key and where it came from).
     """
     cfg = default_config()
-    layers = []
     if cfg_file is not None:
-        try:
-            layers.append((str(cfg_file), yaml.safe_load(Path(cfg_file).read_text(encoding="utf-8")) or {}))
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{cfg_file}: cannot read configuration: {e}") from None
-    layers.append(("arguments", overrides or {}))
-    for source, layer in layers:
-        for key, value in layer.items():
-            if key not in cfg:
-                raise ConfigError(f"{source}: unknown setting '{key}' (see {DEFAULT_CFG.name} for the keys)")
-            if value is not None:
-                cfg[key] = _checked(source, key, value, cfg[key])
+        _apply(cfg, str(cfg_file), load_cfg_file(cfg_file))
+    _apply(cfg, "arguments", overrides or {})
     return cfg
+
+
+def _apply(cfg: dict, source: str, layer: dict) -> None:
+    """Set the keys of ``layer`` in ``cfg``, each checked by :func:`_checked` (None values are ignored)."""
+    for key, value in layer.items():
+        if key not in cfg:
+            raise ConfigError(f"{source}: unknown setting '{key}' (see {DEFAULT_CFG.name} for the keys)")
+        if value is not None:
+            cfg[key] = _checked(source, key, value, cfg[key])
+
+
+def _in_range(value: float, rule: str) -> bool:
+    """Whether ``value`` satisfies a :data:`RANGES` rule."""
+    if rule.startswith(">="):
+        return value >= float(rule[2:])
+    if rule.startswith(">"):
+        return value > float(rule[1:])
+    low, high = (float(x) for x in rule[1:-1].split(","))
+    return (low <= value if rule[0] == "[" else low < value) and (value <= high if rule[-1] == "]" else value < high)
 
 
 def _checked(source: str, key: str, value, default):
@@ -65,4 +112,8 @@ def _checked(source: str, key: str, value, default):
             value = int(number) if isinstance(default, int) and number.is_integer() else number
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{source}: setting '{key}' must be a number, got {value!r}")
+        rule = RANGES.get(key)
+        if rule is not None and not _in_range(value, rule):
+            where = f"in {rule}" if rule[0] in "[(" else rule
+            raise ConfigError(f"{source}: setting '{key}' must be {where}, got {value!r}")
     return value

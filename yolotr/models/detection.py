@@ -16,7 +16,7 @@ import yaml
 from torch import nn
 
 from yolotr.errors import ConfigError
-from yolotr.nn.builder import BuiltLayers, build_layers
+from yolotr.nn.builder import BuiltLayers, build_layers, positive_number
 from yolotr.nn.conv import Conv, fuse_conv_and_bn
 from yolotr.nn.head import Detect
 from yolotr.nn.head_af import AnchorFreeDetect
@@ -135,7 +135,7 @@ class DetectionModel(nn.Module):
             self.yaml["nc"] = nc
         if anchors is not None:
             self.yaml["anchors"] = anchors
-        if isinstance(self.yaml.get("anchors"), int):
+        if isinstance(self.yaml.get("anchors"), int) and self.yaml["anchors"] > 0:
             LOGGER.warning(
                 "%s: 'anchors: %d' gives placeholder anchors; training computes them from the data (AutoAnchor)",
                 source,
@@ -145,7 +145,8 @@ class DetectionModel(nn.Module):
         self.model, self.save, self.rows = built.layers, built.save, built.rows
         self.names = [str(i) for i in range(self.yaml["nc"])]
         self.stride = torch.tensor([32.0])
-        initialize_weights(self, float(self.yaml.get("bn_eps", 1e-3)), float(self.yaml.get("bn_momentum", 0.03)))
+        eps = positive_number(self.yaml.get("bn_eps", 1e-3), "'bn_eps'", source)
+        initialize_weights(self, eps, positive_number(self.yaml.get("bn_momentum", 0.03), "'bn_momentum'", source, 1.0))
         head = self.model[-1]
         if isinstance(head, Detect | AnchorFreeDetect):
             self._init_head(head, ch, source)

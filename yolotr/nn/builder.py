@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import difflib
 import functools
 import inspect
 import logging
@@ -23,6 +24,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 from yolotr.errors import ConfigError
@@ -46,6 +48,29 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     )
 }
 CONSTANTS = {"None": None, "True": True, "False": False}
+HEAD_RULES = ("detect", "detect_af")
+SCALE_FIELDS = ("depth", "width", "max_channels")
+KNOWN_KEYS = (
+    "nc",
+    "depth_multiple",
+    "width_multiple",
+    "anchors",
+    "backbone",
+    "head",
+    "activation",
+    "scales",
+    "scale",
+    "reg_max",
+    "bn_eps",
+    "bn_momentum",
+    "yaml_file",
+    "ch",
+    "channels",
+    "kpt_shape",
+    "end2end",
+    "inplace",
+    "text_model",
+)
 
 
 @dataclass
@@ -76,7 +101,11 @@ def make_divisible(x: float, divisor: int) -> int:
 
 
 def parse_activation(text: str, where: str) -> Callable[[], nn.Module]:
-    """``"nn.LeakyReLU(0.1)"`` -> a factory of that activation; only :data:`ACTIVATIONS` are allowed."""
+    """``"nn.LeakyReLU(0.1)"`` -> a factory of that activation; only :data:`ACTIVATIONS` are allowed.
+
+    The activation is built and run once on a zero tensor, so arguments of the wrong kind (which
+    PyTorch checks only in ``forward``) are a ``ConfigError`` naming ``where`` here.
+    """
     try:
         node = ast.parse(str(text).strip(), mode="eval").body
         if isinstance(node, ast.Call):
@@ -93,9 +122,9 @@ def parse_activation(text: str, where: str) -> Callable[[], nn.Module]:
     if name not in ACTIVATIONS:
         raise ConfigError(f"{where}: activation {name!r} is not allowed; choose one of {sorted(ACTIVATIONS)}")
     try:
-        ACTIVATIONS[name](*values, **keywords)
-    except TypeError as e:
-        raise ConfigError(f"{where}: activation {text!r}: {e}") from e
+        ACTIVATIONS[name](*values, **keywords)(torch.zeros(1))
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ConfigError(f"{where}: activation {text!r}: {e}") from None
     return functools.partial(ACTIVATIONS[name], *values, **keywords)
 
 
@@ -121,6 +150,49 @@ def _resolve(arg, cfg: dict):
     return arg
 
 
+def positive_number(value, what: str, where: str, high: float = math.inf) -> float:
+    """``value`` as a float in ``(0, high]`` (numeric strings such as YAML's ``1e-5`` included);
+    ``ConfigError`` naming ``where`` and ``what`` otherwise."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= high:
+        bound = "" if high == math.inf else f" and at most {high:g}"
+        raise ConfigError(f"{where}: {what} must be a number greater than 0{bound}, got {value!r}")
+    return float(value)
+
+
+def _anchors_per_level(anchors, source: str) -> int:
+    """The number of anchors per level of the ``anchors`` key: an integer, or ``[w1, h1, w2, h2, ...]`` per level."""
+    if isinstance(anchors, int) and not isinstance(anchors, bool) and anchors >= 1:
+        return anchors
+    if (
+        isinstance(anchors, list)
+        and anchors
+        and all(isinstance(level, list) and level and len(level) % 2 == 0 for level in anchors)
+        and len({len(level) for level in anchors}) == 1
+        and all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for lv in anchors for v in lv)
+    ):
+        return len(anchors[0]) // 2
+    raise ConfigError(
+        f"{source}: 'anchors' must be the number of anchors per level (e.g. 3) or one list of positive "
+        f"[w1, h1, w2, h2, ...] per level, all of the same length; got {anchors!r}"
+    )
+
+
+def warn_unknown_keys(cfg: dict, source: str) -> None:
+    """Warn about top-level keys of a model dict that neither a builder nor a layer's arguments use (a
+    misspelled ``depth_multiple`` would otherwise be ignored), with the closest known key."""
+    rows = [row for part in ("backbone", "head") if isinstance(cfg.get(part), list) for row in cfg[part]]
+    args = [row[3] for row in rows if isinstance(row, list) and len(row) == 4 and isinstance(row[3], list)]
+    used = {a for row_args in args for a in row_args if isinstance(a, str)}
+    for key in cfg:
+        if key not in KNOWN_KEYS and key not in used:
+            close = difflib.get_close_matches(str(key), KNOWN_KEYS, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f" (known keys: {', '.join(KNOWN_KEYS)})"
+            logging.getLogger("yolotr").warning("%s: unknown top-level key '%s' is ignored%s", source, key, hint)
+
+
 def model_scale(cfg: dict, source: str) -> tuple[str, float, float, float]:
     """``(scale, depth, width, max_channels)`` of a model dict.
 
@@ -129,7 +201,8 @@ def model_scale(cfg: dict, source: str) -> tuple[str, float, float, float]:
     """
     scales = cfg.get("scales")
     if not scales:
-        return "", float(cfg.get("depth_multiple", 1.0)), float(cfg.get("width_multiple", 1.0)), math.inf
+        depth = positive_number(cfg.get("depth_multiple", 1.0), "'depth_multiple'", source)
+        return "", depth, positive_number(cfg.get("width_multiple", 1.0), "'width_multiple'", source), math.inf
     if not isinstance(scales, dict) or not all(isinstance(v, list) and len(v) == 3 for v in scales.values()):
         raise ConfigError(f"{source}: 'scales' must map a letter to [depth, width, max_channels]")
     scale = cfg.get("scale")
@@ -142,8 +215,10 @@ def model_scale(cfg: dict, source: str) -> tuple[str, float, float, float]:
         )
     if scale not in scales:
         raise ConfigError(f"{source}: unknown scale {scale!r}; this YAML has scales {', '.join(map(str, scales))}")
-    depth, width, max_channels = scales[scale]
-    return str(scale), float(depth), float(width), float(max_channels)
+    depth, width, max_channels = (
+        positive_number(v, f"scale {scale!r} {what}", source) for v, what in zip(scales[scale], SCALE_FIELDS)
+    )
+    return str(scale), depth, width, max_channels
 
 
 def _check_sources(source, index: int, where: str) -> list[int]:
@@ -169,24 +244,30 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
         in_channels: image channels.
         source: the YAML's file name, used in error messages.
 
+    Unknown top-level keys are logged as a warning (:func:`warn_unknown_keys`).
+
     Raises:
         ConfigError: naming ``source``, the layer index and the row, for an unknown module, an
-            argument count the module does not accept, or a ``from`` index that is not earlier.
+            argument count the module does not accept, a ``from`` index that is not earlier, or a
+            head that is not the one last layer; naming ``source`` and the key for a top-level value
+            of the wrong kind (``nc``, ``anchors``, multiples, ``scales``, ``reg_max``).
     """
+    warn_unknown_keys(cfg, source)
     for key in ("backbone", "head"):
         if not isinstance(cfg.get(key), list):
             raise ConfigError(f"{source}: missing or malformed '{key}' (a list of [from, number, module, args] rows)")
+    rows_in = cfg["backbone"] + cfg["head"]
+    if not rows_in:
+        raise ConfigError(f"{source}: 'backbone' and 'head' have no layers; the last layer must be a Detect head")
     nc = cfg.get("nc")
-    if not isinstance(nc, int) or nc < 1:
+    if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
         raise ConfigError(f"{source}: 'nc' must be a positive integer, got {nc!r}")
     scale, gd, gw, max_channels = model_scale(cfg, source)
     anchor_free = "anchors" not in cfg
-    if anchor_free:
-        no = None
-    else:
-        anchors = cfg["anchors"]
-        na = (len(anchors[0]) // 2) if isinstance(anchors, list) else int(anchors)
-        no = na * (nc + 5)
+    no = None if anchor_free else _anchors_per_level(cfg["anchors"], source) * (nc + 5)
+    reg_max = cfg.get("reg_max", 16)
+    if isinstance(reg_max, bool) or not isinstance(reg_max, int) or reg_max < 1:
+        raise ConfigError(f"{source}: 'reg_max' must be a positive integer, got {reg_max!r}")
     legacy_head = True
     act = cfg.get("activation")
     factory = parse_activation(act, f"{source}: key 'activation'") if act else None
@@ -194,7 +275,7 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
     layers, save, rows = [], [], []
     ch = [in_channels]
     with conv_activation(factory):
-        for i, row in enumerate(cfg["backbone"] + cfg["head"]):
+        for i, row in enumerate(rows_in):
             where = f"{source}: layer {i} {row!r}"
             if not isinstance(row, list) or len(row) != 4 or not isinstance(row[3], list):
                 raise ConfigError(f"{where}: a row must be [from, number, module, [args]]")
@@ -206,6 +287,13 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
                 spec = registry.lookup("AnchorFreeDetect" if anchor_free and name == "Detect" else str(name))
             except KeyError as e:
                 raise ConfigError(f"{where}: {e.args[0]}") from None
+            if spec.rule in HEAD_RULES and i != len(rows_in) - 1:
+                raise ConfigError(f"{where}: {name} is a head and must be the last layer (layer {len(rows_in) - 1})")
+            if spec.rule == "detect_af" and len(args) > 1:
+                raise ConfigError(
+                    f"{where}: the anchor-free {name} takes only [nc]; a YAML without a top-level 'anchors' key "
+                    "builds the anchor-free head (add 'anchors' for YOLOv5's anchor-based Detect)"
+                )
             legacy_head = legacy_head and not spec.modern_head
             args = [_resolve(a, cfg) for a in args]
             n = max(round(n * gd), 1) if n > 1 else n
@@ -215,6 +303,12 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
                 if not args:
                     raise ConfigError(f"{where}: {name} needs its output channels as the first argument")
                 c2 = args[0]
+                if isinstance(c2, bool) or not isinstance(c2, int | float):
+                    close = difflib.get_close_matches(str(c2), [str(k) for k in cfg], n=1)
+                    hint = f"; did you mean '{close[0]}'?" if close else ""
+                    raise ConfigError(
+                        f"{where}: {name}'s output channels must be a number or a top-level key, got {c2!r}{hint}"
+                    )
                 if c2 != no:
                     c2 = make_divisible(min(c2, max_channels) * gw, 8)
                 args = [c1, c2, *args[1:]]
@@ -230,7 +324,7 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
             elif spec.rule == "detect_af":
                 if not args:
                     raise ConfigError(f"{where}: {name} needs the number of classes as its argument")
-                args = [args[0], int(cfg.get("reg_max", 16)), c_in, legacy_head]
+                args = [args[0], reg_max, c_in, legacy_head]
                 c2 = c1
             elif spec.rule == "detect":
                 args.append(c_in)
@@ -260,4 +354,6 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
             if i == 0:
                 ch = []
             ch.append(c2)
+    if spec.rule not in HEAD_RULES:
+        raise ConfigError(f"{source}: the last layer ({len(rows_in) - 1}, {name}) must be a Detect head")
     return BuiltLayers(nn.Sequential(*layers), sorted(set(save)), ch, rows)
