@@ -131,7 +131,7 @@ class DetectionModel(nn.Module):
             self.yaml = load_model_yaml(cfg)
         source = str(self.yaml.get("yaml_file", "<dict>"))
         if nc is not None and nc != self.yaml.get("nc"):
-            LOGGER.info("%s: overriding nc=%s with nc=%d", Path(source).name, self.yaml.get("nc"), nc)
+            LOGGER.info("overriding model.yaml nc=%s with nc=%d", self.yaml.get("nc"), nc)  # Ultralytics' words
             self.yaml["nc"] = nc
         if anchors is not None:
             self.yaml["anchors"] = anchors
