@@ -108,3 +108,11 @@ def test_cfg_file_settings_are_checked_with_the_file_as_source(tmp_path):
     cfg_file.write_text("epochs: 2\nlr0: 1e-3\n")
     assert load_cfg_file(cfg_file) == {"epochs": 2, "lr0": "1e-3"}
     assert resolve_config({"batch": 4}, cfg_file=cfg_file)["lr0"] == pytest.approx(1e-3)
+
+
+def test_counts_must_be_whole_numbers():
+    with pytest.raises(ConfigError, match="setting 'epochs' must be a whole number, got 2.5"):
+        resolve_config({"epochs": 2.5})
+    cfg = resolve_config({"epochs": 2.0, "batch": "8"})
+    assert cfg["epochs"] == 2 and isinstance(cfg["epochs"], int) and cfg["batch"] == 8
+    assert resolve_config({"mmap_threshold_mb": 0.5})["mmap_threshold_mb"] == 0.5  # not a count

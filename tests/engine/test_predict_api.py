@@ -250,3 +250,9 @@ def test_an_exported_onnx_file_predicts_through_yolo(official, bus, tmp_path):
     assert torch.allclose(got.boxes.data, want.boxes.data, atol=1e-3)
     with pytest.raises(ConfigError, match="an ONNX model can only predict; validation needs"):
         onnx.val(data="shapes")
+
+
+@pytest.mark.parametrize("settings, match", [({"conf": 2}, "conf must be"), ({"iou": -1}, "iou must be")])
+def test_val_thresholds_out_of_range(official, settings, match):
+    with pytest.raises(ConfigError, match=match):
+        official.val(data="shapes", imgsz=64, **settings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import numbers
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,6 +28,11 @@ RANGES = {
     }.items()
     for key in keys.split()
 }
+# Counts: a whole number is needed (``epochs: 2.5`` is refused; ``2.0`` is read as 2).
+WHOLE_NUMBERS = set(
+    "epochs batch nbs imgsz workers seed freeze close_mosaic save_period_steps val_period max_det "
+    "warmup_min_iters nan_max_bad_steps nan_window tal_topk".split()
+)
 
 
 @lru_cache(maxsize=1)
@@ -87,6 +93,20 @@ def _apply(cfg: dict, source: str, layer: dict) -> None:
             cfg[key] = _checked(source, key, value, cfg[key])
 
 
+def check_fraction(key: str, value) -> float:
+    """``value`` as a float in ``[0, 1]`` (a threshold such as ``conf`` or ``iou``), else a ``ConfigError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{key} must be a number between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def check_count(key: str, value) -> int:
+    """``value`` as an int >= 1 (``max_det``, ``batch``), else a ``ConfigError``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ConfigError(f"{key} must be a whole number >= 1, got {value!r}")
+    return int(value)
+
+
 def _in_range(value: float, rule: str) -> bool:
     """Whether ``value`` satisfies a :data:`RANGES` rule."""
     if rule.startswith(">="):
@@ -112,6 +132,10 @@ def _checked(source: str, key: str, value, default):
             value = int(number) if isinstance(default, int) and number.is_integer() else number
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{source}: setting '{key}' must be a number, got {value!r}")
+        if key in WHOLE_NUMBERS:
+            if not float(value).is_integer():
+                raise ConfigError(f"{source}: setting '{key}' must be a whole number, got {value!r}")
+            value = int(value)
         rule = RANGES.get(key)
         if rule is not None and not _in_range(value, rule):
             where = f"in {rule}" if rule[0] in "[(" else rule

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from yolotr.data.images import Frame, iter_frames
 from yolotr.data.imgsz import check_imgsz
 from yolotr.data.transforms import letterbox
+from yolotr.engine.config import check_count, check_fraction
 from yolotr.engine.fast_backend import (
     Backend,
     prepare_backend,
@@ -45,18 +46,6 @@ def candidates(decoded: torch.Tensor, conf: float, nc: int) -> list[torch.Tensor
         array = decoded.float().numpy()
         return [torch.from_numpy(a[score_of(a) > conf]) for a in array]
     return [x[score_of(x) > conf] for x in decoded]
-
-
-def _fraction(key: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= value <= 1.0:
-        raise ConfigError(f"{key} must be a number between 0 and 1, got {value!r}")
-    return float(value)
-
-
-def _count(key: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ConfigError(f"{key} must be a whole number >= 1, got {value!r}")
-    return int(value)
 
 
 def _class_ids(classes, nc: int) -> list[int] | None:
@@ -126,8 +115,8 @@ class Predictor:
             self.imgsz, self.rect = tuple(fixed), False
         else:
             self.imgsz = check_imgsz(imgsz, self.stride)
-        self.conf, self.iou = _fraction("conf", conf), _fraction("iou", iou)
-        self.max_det, self.batch = _count("max_det", max_det), _count("batch", batch)
+        self.conf, self.iou = check_fraction("conf", conf), check_fraction("iou", iou)
+        self.max_det, self.batch = check_count("max_det", max_det), check_count("batch", batch)
         self.classes, self.agnostic = _class_ids(classes, len(self.names)), bool(agnostic)
 
     @torch.inference_mode()

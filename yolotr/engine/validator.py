@@ -26,6 +26,7 @@ from tqdm import tqdm
 from yolotr.data.dataset import DetectionDataset, Shapes, build_dataloader
 from yolotr.data.imgsz import check_imgsz
 from yolotr.data.sources import DatasetConfig, ImageRecord, load_dataset_config, load_records
+from yolotr.engine.config import check_count, check_fraction
 from yolotr.errors import ConfigError
 from yolotr.metrics.detection import ClassMetrics, DetectionEvaluator, DetectionMetrics
 from yolotr.ops.boxes import clip_boxes, non_max_suppression, xywh2xyxy
@@ -295,6 +296,7 @@ def validate(
         conf, iou, max_det, amp, loss_fn: see :class:`Validator`.
         verbose: tqdm bar, per-class rows and the speed line (the ``all`` row is always logged).
     """
+    conf, iou, max_det = check_fraction("conf", conf), check_fraction("iou", iou), check_count("max_det", max_det)
     config = load_dataset_config(data) if data is not None else None
     if dataloader is None:
         if config is None:
