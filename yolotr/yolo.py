@@ -104,7 +104,7 @@ class YOLO:
         ``fuse()``, ``load_state_dict``, ``.to()``); the first ``onnx`` call for new weights exports
         them (seconds), later calls and later processes reuse the file.
         """
-        from yolotr.engine.predictor import PredictionWriter, Predictor
+        from yolotr.engine.predictor import Predictor, run_prediction
         from yolotr.engine.runs import next_run_dir
 
         with verbosity(self._verbose(verbose)):
@@ -115,16 +115,11 @@ class YOLO:
             if not (save or save_txt or save_json):
                 return predictor(source)
             save_dir = next_run_dir(project, name)
-            writer = PredictionWriter(save_dir, save_txt=save_txt, save_json=save_json, save_images=save)
-            results = []
-            try:
-                for frame, result in predictor.stream(source):
-                    writer.add(frame, result)
-                    results.append(result)
-            finally:
-                writer.close()
+            summary = run_prediction(
+                predictor, source, save_dir, save_txt, save_json, save_images=save, progress=False, keep_results=True
+            )
             LOGGER.info("results saved to %s", save_dir)
-            return results
+            return summary["results"]
 
     def prepared_backend(self, backend: str = "auto"):
         """The inference backend of the current weights, prepared on first use and then reused.

@@ -229,18 +229,24 @@ def run_prediction(
     save_txt: bool = False,
     save_json: bool = False,
     save_images: bool = True,
+    progress: bool = True,
+    keep_results: bool = False,
 ) -> dict:
     """Predict over ``source``, streaming; with ``save_dir`` write what is asked for (:class:`PredictionWriter`).
 
-    Returns ``{"images": n, "detections": n, "json": path | None}``.
+    Returns ``{"images": n, "detections": n, "json": path | None}``, plus ``"results"`` (the list of
+    :class:`Results`) with ``keep_results``. What was predicted before an error is still written.
     """
     writer = PredictionWriter(save_dir, save_txt, save_json, save_images)
+    results = []
     try:
-        for frame, result in predictor.stream(source, progress=True):
+        for frame, result in predictor.stream(source, progress=progress):
             writer.add(frame, result)
+            if keep_results:
+                results.append(result)
     finally:
         summary = writer.close()
-    return summary
+    return {**summary, "results": results} if keep_results else summary
 
 
 def write_yolo_txt(result: Results, path: Path) -> None:
