@@ -53,11 +53,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from yolotr.data.imgsz import check_imgsz
+    from yolotr.data.imgsz import check_imgsz, largest_stride
     from yolotr.models.loading import load_model
 
     model = load_model(args.model, nc=args.nc)
-    info = model.info(check_imgsz(args.imgsz, int(max(model.stride))), verbose=False)
+    info = model.info(check_imgsz(args.imgsz, largest_stride(model)), verbose=False)
     print(info["table"])
     return 0
 

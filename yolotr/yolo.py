@@ -215,9 +215,9 @@ class YOLO:
         Returns a dict with ``layers``, ``params``, ``gradients``, ``gflops`` and ``table`` (the text).
         """
         self._need_pytorch("info")
-        from yolotr.data.imgsz import check_imgsz
+        from yolotr.data.imgsz import check_imgsz, largest_stride
 
-        imgsz = check_imgsz(imgsz, int(max(self.model.stride)))
+        imgsz = check_imgsz(imgsz, largest_stride(self.model))
         with verbosity(verbose):
             return self.model.info(imgsz, verbose)
 

@@ -11,6 +11,12 @@ from yolotr.errors import ConfigError
 LOGGER = logging.getLogger("yolotr")
 
 
+def largest_stride(model, default: int = 32) -> int:
+    """The largest stride of a model's ``stride`` tensor (32, or 64 for a P6 model); ``default`` without one."""
+    stride = getattr(model, "stride", None)
+    return int(max(stride)) if stride is not None else default
+
+
 def _side(value, asked) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or value != int(value) or value <= 0:
         raise ConfigError(f"imgsz must be a positive whole number of pixels or a pair (h, w) of them, got {asked!r}")

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from yolotr.data.images import read_image
-from yolotr.data.imgsz import check_imgsz
+from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.data.transforms import letterbox
 from yolotr.engine.predictor import preprocess
 from yolotr.errors import ConfigError
@@ -398,7 +398,7 @@ def explain(
     target = layers[layer]
     model.eval()
     image = read_image(image_path)
-    stride = int(max(getattr(model, "stride", torch.tensor([32.0]))).item())
+    stride = largest_stride(model)
     boxed, _, pad = letterbox(image, check_imgsz(imgsz, stride), auto=True, stride=stride)
     param = next(model.parameters())
     x = preprocess([boxed], param.device, param.dtype)

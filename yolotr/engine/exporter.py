@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from yolotr.data.imgsz import check_imgsz
+from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.errors import CheckpointError, YolotrError
 from yolotr.nn.head import Detect
 from yolotr.nn.head_af import AnchorFreeDetect
@@ -92,8 +92,7 @@ def export_model(
     """
     if format not in FORMATS:
         raise YolotrError(f"unknown export format {format!r}; choose one of {FORMATS}")
-    stride = getattr(model, "stride", None)
-    imgsz = check_imgsz(imgsz, int(max(stride)) if stride is not None else 32)
+    imgsz = check_imgsz(imgsz, largest_stride(model))
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
     net = copy.deepcopy(model).float().eval().fuse() if hasattr(model, "fuse") else copy.deepcopy(model).eval()
     head = net.model[-1] if hasattr(net, "model") else None

@@ -15,7 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from yolotr.data.images import Frame, iter_frames
-from yolotr.data.imgsz import check_imgsz
+from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.data.transforms import letterbox
 from yolotr.engine.config import check_count, check_fraction
 from yolotr.engine.fast_backend import (
@@ -100,8 +100,7 @@ class Predictor:
         self.model = model
         self.backend = backend if isinstance(backend, Backend) else prepare_backend(model, backend)
         self.names = list(names)
-        model_stride = getattr(model, "stride", None)
-        self.stride = stride or (int(max(model_stride).item()) if model_stride is not None else 32)
+        self.stride = stride or largest_stride(model)
         self.rect = rect
         fixed = getattr(model, "input_hw", None)
         if fixed is not None:

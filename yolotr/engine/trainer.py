@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from yolotr.data.dataset import AUG_KEYS, DetectionDataset, collate, seed_worker
-from yolotr.data.imgsz import check_imgsz
+from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.data.sources import load_dataset_config, load_records
 from yolotr.engine.autoanchor import run_autoanchor
 from yolotr.engine.config import resolve_config
@@ -123,7 +123,7 @@ class Trainer:
         self.names = list(self.data.names)
         self.memory_format = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
         self.model = self._build_model().to(self.device, memory_format=self.memory_format)
-        stride = int(max(self.model.stride))
+        stride = largest_stride(self.model)
         cfg["imgsz"] = check_imgsz(cfg["imgsz"], stride)
         train_records, _ = load_records(self.data, "train", log=self.main)  # headline and first problems
         hyp = {k: cfg[k] for k in AUG_KEYS}

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from yolotr.data.dataset import DetectionDataset, Shapes, build_dataloader
-from yolotr.data.imgsz import check_imgsz
+from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.data.sources import DatasetConfig, ImageRecord, load_dataset_config, load_records
 from yolotr.engine.config import check_count, check_fraction
 from yolotr.errors import ConfigError
@@ -302,7 +302,7 @@ def validate(
         if config is None:
             raise ConfigError("validate() needs a dataset (data=...) or a dataloader")
         records, _ = load_records(config, split)
-        stride = int(max(getattr(model, "stride", torch.tensor([32.0]))))
+        stride = largest_stride(model)
         dataloader = build_val_dataloader(records, check_imgsz(imgsz, stride), batch_size, stride, workers)
     if names is None:
         names = list(config.names) if config is not None else list(getattr(model, "names", []))
