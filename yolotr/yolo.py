@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import weakref
 from pathlib import Path
@@ -65,13 +66,19 @@ class YOLO:
             )
 
     @property
-    def names(self) -> list[str]:
-        return list(self.model.names)
+    def names(self) -> dict[int, str]:
+        """Class names by id, ``{0: "person", 1: "bicycle", ...}`` as in the ``ultralytics`` package
+        (the model itself keeps them as a list, ``self.model.names``)."""
+        return dict(enumerate(self.model.names))
+
+    def __call__(self, source, **kwargs):
+        """``model(source, ...)`` is ``model.predict(source, ...)``, as in the ``ultralytics`` package."""
+        return self.predict(source, **kwargs)
 
     def predict(
         self,
         source,
-        imgsz: int = 640,
+        imgsz: int | None = None,
         conf: float = 0.25,
         iou: float = 0.45,
         max_det: int = 300,
@@ -85,12 +92,16 @@ class YOLO:
         save_json: bool = False,
         project: str | Path = "runs/predict",
         name: str = "exp",
+        device: str | None = None,
+        half: bool = False,
+        stream: bool = False,
         verbose: bool | None = None,
     ):
         """Detections on images, folders, globs, ``.txt`` lists or videos, in-memory images (NumPy arrays
         in OpenCV's BGR layout, PIL images) or lists of these: a list of ``Results`` (one per image/frame).
 
-        ``imgsz`` is rounded up to a multiple of the model's largest stride (with a warning). In a source
+        ``imgsz`` (default: the size the checkpoint was trained at, else 640) is rounded up to a multiple
+        of the model's largest stride (with a warning). In a source
         of several files, one that cannot be read is skipped with a warning. ``agnostic_nms``: one box per
         object whatever its class. ``save`` (drawn images, videos and ``predictions.json``), ``save_txt``
         (YOLO txt labels) and ``save_json`` (COCO results) write into ``project/name`` (``name2``, ... when
@@ -103,23 +114,85 @@ class YOLO:
         backend is kept in this object and reused by later calls until the weights change (training,
         ``fuse()``, ``load_state_dict``, ``.to()``); the first ``onnx`` call for new weights exports
         them (seconds), later calls and later processes reuse the file.
+
+        ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``N``) moves the model there first, as the ``ultralytics``
+        package does. ``half``: float16 inference on CUDA (a half copy of the model, PyTorch backend); on
+        the CPU it is ignored with a warning. ``stream=True`` returns a generator that yields one
+        ``Results`` per image or frame as it is predicted (files are written as they come), so a long
+        video or folder is never held in memory.
         """
         from yolotr.engine.predictor import Predictor, run_prediction
         from yolotr.engine.runs import next_run_dir
 
         with verbosity(self._verbose(verbose)):
+            if device is not None and not self.is_onnx:
+                self.to(device)
+            elif device is not None and str(device).lower() not in ("cpu", "auto"):
+                LOGGER.warning("%s: an ONNX file runs on the CPU (onnxruntime); device=%s ignored", self.source, device)
+            if imgsz is None:
+                imgsz = getattr(self.model, "imgsz", None) or 640
             predictor = Predictor(
-                self.model, self.names, imgsz, rect=rect, conf=conf, iou=iou, max_det=max_det, classes=classes,
-                agnostic=agnostic_nms, batch=batch, backend=self.prepared_backend(backend),
+                self.model, self.model.names, imgsz, rect=rect, conf=conf, iou=iou, max_det=max_det,
+                classes=classes, agnostic=agnostic_nms, batch=batch, backend=self._backend(backend, half),
             )  # fmt: skip
-            if not (save or save_txt or save_json):
+            save_dir = next_run_dir(project, name) if (save or save_txt or save_json) else None
+            if stream:
+                return self._stream(predictor, source, save_dir, save_txt, save_json, save, self._verbose(verbose))
+            if save_dir is None:
                 return predictor(source)
-            save_dir = next_run_dir(project, name)
             summary = run_prediction(
                 predictor, source, save_dir, save_txt, save_json, save_images=save, progress=False, keep_results=True
             )
             LOGGER.info("results saved to %s", save_dir)
             return summary["results"]
+
+    def _stream(self, predictor, source, save_dir, save_txt, save_json, save_images, verbose):
+        """A generator of ``Results``, writing files as they come (:class:`PredictionWriter`)."""
+        from yolotr.engine.predictor import PredictionWriter
+
+        writer = PredictionWriter(save_dir, save_txt, save_json, save_images)
+        try:
+            for frame, result in predictor.stream(source):
+                writer.add(frame, result)
+                yield result
+        finally:
+            writer.close()
+            if save_dir is not None:
+                with verbosity(verbose):
+                    LOGGER.info("results saved to %s", save_dir)
+
+    def _backend(self, backend: str, half: bool):
+        """The prepared backend, or with ``half`` a float16 copy of the model in PyTorch (CUDA only)."""
+        if not half:
+            return self.prepared_backend(backend)
+        from yolotr.engine.fast_backend import TorchBackend, weights_version
+
+        param = next(self.model.parameters(), None)
+        if param is None or param.device.type != "cuda":
+            where = "an ONNX file" if param is None else f"the {param.device.type.upper()}"
+            LOGGER.warning("half=True needs a CUDA device; predicting in float32 on %s", where)
+            return self.prepared_backend(backend)
+        key = "torch-half"
+        version = weights_version(self.model)
+        cached = self._prepared.get(key)
+        if cached is not None and cached[0]() is self.model and cached[1] == version:
+            return cached[2]
+
+        class HalfBackend(TorchBackend):
+            def __call__(self, x):
+                return super().__call__(x).float()  # NMS and boxes in float32, as the other backends give
+
+        prepared = HalfBackend(copy.deepcopy(self.model).half(), copy_model=False)
+        self._prepared[key] = (weakref.ref(self.model), version, prepared)
+        return prepared
+
+    def to(self, device) -> YOLO:
+        """Move the model to ``device`` (``cpu``, ``cuda``, ``cuda:N`` or a GPU index ``N``)."""
+        self._need_pytorch("moving to a device")
+        from yolotr.engine.runs import select_device
+
+        self.model.to(select_device(str(device)))
+        return self
 
     def prepared_backend(self, backend: str = "auto"):
         """The inference backend of the current weights, prepared on first use and then reused.
@@ -156,13 +229,17 @@ class YOLO:
             model = self.model if self.model.nc == nc else None
             if model is None and isinstance(self.source, dict):
                 model = load_model(self.source, nc=nc)
-            elif model is None:
-                overrides.setdefault("model", self.source)
+            # args.yaml and the log name the model trained (reproducible: yolotr train --cfg args.yaml)
+            overrides.setdefault("model", self.source if isinstance(self.source, str) else self._yaml_name())
             result = Trainer(overrides, model=model).train()
             best = Path(result["save_dir"]) / "weights" / "best.pt"
             if best.is_file():
                 self.model = load_model(best)
         return result
+
+    def _yaml_name(self):
+        """What to write as ``model`` for a model built from a dict: its YAML file name, else the dict."""
+        return self.model.yaml.get("yaml_file") or self.model.yaml
 
     def val(
         self,
@@ -191,11 +268,13 @@ class YOLO:
         self,
         format: str = "onnx",
         path: str | Path | None = None,
-        imgsz: int = 640,
+        imgsz: int | None = None,
         verbose: bool | None = None,
         **kwargs,
     ):
         """Export (fused, eval) and verify against PyTorch; returns an ``ExportResult`` with the path.
+
+        ``imgsz`` defaults to the size the checkpoint was trained at, else 640.
 
         ``path`` defaults to the checkpoint's path with the format's suffix (``best.pt`` -> ``best.onnx``
         beside it), or ``<YAML stem>.<format>`` in the working folder for a model built from a YAML.
@@ -207,6 +286,7 @@ class YOLO:
             default = default_export_path(self.source, format)
             path = default if path is None else Path(path) / default.name
         with verbosity(self._verbose(verbose)):
+            imgsz = imgsz or getattr(self.model, "imgsz", None) or 640
             return export_model(self.model, format, path, imgsz=imgsz, **kwargs)
 
     def info(self, imgsz: int = 640, verbose: bool = True) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import numbers
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,8 +122,12 @@ class Predictor:
     @torch.inference_mode()
     def predict_images(self, images: list[np.ndarray]) -> tuple[list[torch.Tensor], tuple[int, int]]:
         """Detections ``(n, 6)`` per original RGB image, and the ``(h, w)`` the model saw (letterboxed)."""
+        t0 = time.perf_counter()
         boxed = [letterbox(im, self.imgsz, auto=self.rect, stride=self.stride)[0] for im in images]
-        decoded = self.backend(self.backend.to_input(boxed))
+        x = self.backend.to_input(boxed)
+        t1 = time.perf_counter()
+        decoded = self.backend(x)
+        t2 = time.perf_counter()
         detections = []
         with single_thread(decoded.device.type == "cpu"):
             for rows, im in zip(candidates(decoded, self.conf, len(self.names)), images):
@@ -131,6 +136,9 @@ class Predictor:
                 )  # fmt: skip
                 det[:, :4] = scale_boxes(boxed[0].shape[:2], det[:, :4], im.shape[:2])
                 detections.append(det.cpu())
+        ms = 1000 / len(images)
+        t3 = time.perf_counter()
+        self.speed = {"preprocess": (t1 - t0) * ms, "inference": (t2 - t1) * ms, "postprocess": (t3 - t2) * ms}
         return detections, boxed[0].shape[:2]
 
     def stream(self, source, progress: bool = False) -> Iterator[tuple[Frame, Results]]:
@@ -156,7 +164,9 @@ class Predictor:
         detections, input_shape = self.predict_images([f.image for f in frames])
         for frame, det in zip(frames, detections):
             boxes = Boxes(det, tuple(frame.image.shape[:2]))
-            yield frame, Results(frame.image, frame.path, boxes, self.names, tuple(input_shape), frame.frame)
+            result = Results(frame.image, frame.path, boxes, self.names, tuple(input_shape), frame.frame)
+            result.speed = dict(self.speed)  # per image, from predict_images
+            yield frame, result
 
     def __call__(self, source) -> list[Results]:
         return [r for _, r in self.stream(source)]

@@ -92,6 +92,9 @@ class Results:
         names: class names.
         input_shape: ``(h, w)`` of the letterboxed image the model saw.
         frame: the frame index in a video (from 0), ``None`` for an image.
+        speed: milliseconds per image of ``preprocess`` (letterbox and conversion), ``inference`` (the
+            model) and ``postprocess`` (NMS and scaling back), as in the ``ultralytics`` package; a
+            batch's times are divided among its images.
     """
 
     orig_img: np.ndarray
@@ -100,6 +103,7 @@ class Results:
     names: list[str]
     input_shape: tuple[int, int] = (0, 0)
     frame: int | None = field(default=None)
+    speed: dict[str, float] = field(default_factory=dict)
 
     @property
     def orig_shape(self) -> tuple[int, int]:
@@ -133,6 +137,55 @@ class Results:
     def to_json(self, indent: int | None = None) -> str:
         """:meth:`summary` as a JSON string."""
         return json.dumps(self.summary(), indent=indent)
+
+    def to_df(self):
+        """:meth:`summary` as a ``pandas.DataFrame``: columns ``name``, ``class``, ``confidence``, ``x1``,
+        ``y1``, ``x2``, ``y2`` (pixels), one row per detection.
+
+        Raises:
+            ImportError: pandas is not installed (yolotr does not depend on it).
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError(
+                "Results.to_df() needs pandas, which yolotr does not install: pip install pandas"
+            ) from None
+        rows = [
+            {
+                "name": d["name"],
+                "class": d["class"],
+                "confidence": d["confidence"],
+                **dict(zip(("x1", "y1", "x2", "y2"), d["box"])),
+            }
+            for d in self.summary()
+        ]
+        return pd.DataFrame(rows, columns=["name", "class", "confidence", "x1", "y1", "x2", "y2"])
+
+    def verbose(self) -> str:
+        """Detections counted per class, ``"2 persons, 1 bus"`` style as the ``ultralytics`` log line
+        (``"(no detections)"`` for none); classes in id order."""
+        if not len(self):
+            return "(no detections)"
+        ids, counts = torch.unique(self.boxes.cls.to(torch.int64), return_counts=True)
+        parts = []
+        for c, n in zip(ids.tolist(), counts.tolist()):
+            name = self.names[c] if c < len(self.names) else str(c)
+            parts.append(f"{n} {name}{'s' if n > 1 else ''}")
+        return ", ".join(parts)
+
+    def save_txt(self, path: str | Path, save_conf: bool = False) -> Path:
+        """Write the detections as a YOLO label file: one ``class cx cy w h`` line per box, normalized to
+        the image (``save_conf`` appends the score as a sixth column); an empty file for no detections."""
+        h, w = self.orig_shape
+        lines = []
+        for x1, y1, x2, y2, s, c in self.boxes.data.tolist():
+            line = f"{int(c)} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
+            lines.append(f"{line} {s:.5f}" if save_conf else line)
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + ("\n" if lines else ""))
+        return path
 
     def __len__(self) -> int:
         return len(self.boxes)

@@ -144,6 +144,7 @@ class DetectionModel(nn.Module):
         built: BuiltLayers = build_layers(self.yaml, ch, source)
         self.model, self.save, self.rows = built.layers, built.save, built.rows
         self.names = [str(i) for i in range(self.yaml["nc"])]
+        self.imgsz: int | None = None  # the training image size, set by a loaded checkpoint (predict/export default)
         self.stride = torch.tensor([32.0])
         eps = positive_number(self.yaml.get("bn_eps", 1e-3), "'bn_eps'", source)
         initialize_weights(self, eps, positive_number(self.yaml.get("bn_momentum", 0.03), "'bn_momentum'", source, 1.0))
@@ -167,6 +168,8 @@ class DetectionModel(nn.Module):
             except RuntimeError as e:
                 raise ConfigError(f"{source}: the layers do not fit together on a {s}x{s} input: {e}") from None
         self.train()
+        if isinstance(outputs, dict):  # an end-to-end head's two branches: the one-to-many maps give the strides
+            outputs = outputs["one2many"]
         rows = [o.shape[2] for o in outputs]  # (B, na, H, W, no) and (B, C, H, W) both have H at 2
         head.stride.copy_(torch.tensor([s / h for h in rows], dtype=head.stride.dtype))
         if isinstance(head, Detect):

@@ -38,6 +38,7 @@ def load_model(source: str | Path | dict, nc: int | None = None) -> DetectionMod
         model = DetectionModel(checkpoint["model_yaml"])
         load_exact(model, checkpoint["state_dict"], path)
         model.names = list(checkpoint.get("names") or model.names)
+        model.imgsz = checkpoint.get("imgsz") or ((checkpoint.get("train_state") or {}).get("cfg") or {}).get("imgsz")
     elif kind == "yolov5":
         cfg, state, names = yolov5_model_parts(checkpoint, path)
         model = DetectionModel(cfg)

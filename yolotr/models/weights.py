@@ -197,8 +197,15 @@ def _write_atomically(path: str | Path, write) -> Path:
 
 
 def model_checkpoint(model: nn.Module, **extra) -> dict:
-    """Our checkpoint of a ``DetectionModel``: plain types and tensors only (``weights_only`` loadable)."""
+    """Our checkpoint of a ``DetectionModel``: plain types and tensors only (``weights_only`` loadable).
+
+    ``imgsz``, the training image size (from ``train_state``'s settings unless given), is kept at the top
+    level: ``predict`` and ``export`` use it when not told otherwise.
+    """
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    cfg = (extra.get("train_state") or {}).get("cfg") or {}
+    if extra.get("imgsz") is None and cfg.get("imgsz") is not None:
+        extra["imgsz"] = cfg["imgsz"]
     return {
         "format": "yolotr",
         "format_version": FORMAT_VERSION,

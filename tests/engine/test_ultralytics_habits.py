@@ -1,0 +1,162 @@
+"""What a user who knows the ``ultralytics`` package tries from Python: the run names the model it trained,
+``model(source)``, ``stream``, ``device``, ``half``, ``Results`` helpers, ``names`` as a dict, and a
+checkpoint that remembers its training image size (issue 26, item 7)."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+import yaml
+
+from tests.conftest import shared_path
+from tests.engine.conftest import tiny_train_cfg
+from yolotr import YOLO
+from yolotr.engine.results import Boxes, Results
+from yolotr.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def official():
+    return YOLO(shared_path("weights", "yolov5n.pt"), verbose=False)
+
+
+@pytest.fixture(scope="module")
+def bus():
+    return shared_path("images", "bus.jpg")
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_shapes, tmp_path_factory):
+    """``YOLO("yolov8n.yaml", nc=3).train(...)`` at imgsz 64, one epoch: (the YOLO, the train result, log text)."""
+    project = tmp_path_factory.mktemp("habits")
+    cfg = tiny_train_cfg(tiny_shapes, project, epochs=1, mosaic=0.0)
+    del cfg["model"]
+    model = YOLO("yolov8n.yaml", nc=3, verbose=False)
+    logger = logging.getLogger("yolotr")
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        result = model.train(verbose=True, **cfg)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    return model, result, "\n".join(records)
+
+
+def test_args_yaml_and_log_name_the_model_trained_from_python(trained):
+    model, result, log = trained
+    args = yaml.safe_load(Path(result["save_dir"], "args.yaml").read_text())
+    assert args["model"] == "yolov8n.yaml"
+    assert "training yolov8n.yaml on" in log and "yolov5n.yaml" not in log
+    assert model.model.yaml["scale"] == "n" and "C2f" in str(model.model.yaml["backbone"])
+
+
+def test_a_checkpoint_remembers_its_training_imgsz(trained, tmp_path):
+    model, result, _ = trained
+    best = YOLO(result["save_dir"] + "/weights/best.pt", verbose=False)
+    assert best.model.imgsz == 64 and model.model.imgsz == 64
+    image = np.full((48, 80, 3), 127, np.uint8)
+    (r,) = best.predict(image, backend="torch", verbose=False, rect=False)
+    assert r.input_shape == (64, 64)  # the training size, not 640
+    (r,) = best.predict(image, imgsz=128, backend="torch", verbose=False, rect=False)
+    assert r.input_shape == (128, 128)  # unless told otherwise
+    exported = best.export("onnx", tmp_path / "best.onnx", dynamic=False, verbose=False)
+    dims = [d.dim_value for d in onnx.load(str(exported.path)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 64, 64]
+
+
+def test_model_call_predicts_and_names_is_a_dict(official, bus):
+    assert official.names[0] == "person" and official.names[5] == "bus" and len(official.names) == 80
+    assert isinstance(official.names, dict) and list(official.names) == list(range(80))
+    called = official(bus, imgsz=320, backend="torch", verbose=False)
+    predicted = official.predict(bus, imgsz=320, backend="torch", verbose=False)
+    assert len(called) == 1 and torch.equal(called[0].boxes.data, predicted[0].boxes.data)
+    assert len(called[0]) > 0 and called[0].names[5] == "bus"
+
+
+def test_stream_yields_results_one_frame_at_a_time(official, tmp_path):
+    video = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 5, (96, 64))
+    for i in range(4):
+        writer.write(np.full((64, 96, 3), 40 * i, np.uint8))
+    writer.release()
+    gen = official.predict(video, stream=True, imgsz=64, backend="torch", verbose=False)
+    assert inspect.isgenerator(gen)
+    first = next(gen)
+    assert isinstance(first, Results) and first.frame == 0
+    assert [r.frame for r in gen] == [1, 2, 3]
+    saved = official.predict(
+        video, stream=True, imgsz=64, backend="torch", save_txt=True, project=tmp_path, name="s", verbose=False
+    )
+    assert not (tmp_path / "s").exists()  # nothing runs before the generator is consumed
+    assert len(list(saved)) == 4
+    assert sorted(p.name for p in (tmp_path / "s" / "labels").iterdir()) == [f"clip_{i}.txt" for i in range(4)]
+
+
+def test_device_and_half(official, bus, caplog):
+    cpu = official.predict(bus, imgsz=320, backend="torch", device="cpu", verbose=False)[0]
+    assert next(official.model.parameters()).device.type == "cpu"
+    with caplog.at_level(logging.WARNING, logger="yolotr"):
+        half = official.predict(bus, imgsz=320, backend="torch", half=True, verbose=False)[0]
+    assert "half=True needs a CUDA device" in caplog.text
+    assert torch.equal(half.boxes.data, cpu.boxes.data)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="CUDA is not available"):
+            official.predict(bus, device="cuda", verbose=False)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_half_on_cuda_gives_the_float_detections(bus):
+    model = YOLO(shared_path("weights", "yolov5n.pt"), verbose=False)
+    full = model.predict(bus, imgsz=320, device="cuda", verbose=False)[0]
+    half = model.predict(bus, imgsz=320, device="cuda", half=True, verbose=False)[0]
+    assert half.boxes.data.dtype == torch.float32 and len(half) == len(full)
+    assert torch.allclose(half.boxes.xyxy, full.boxes.xyxy, atol=2.0)
+    model.to("cpu")
+
+
+def test_results_speed_verbose_save_txt(official, bus, tmp_path):
+    (r,) = official.predict(bus, imgsz=320, backend="torch", verbose=False)
+    assert set(r.speed) == {"preprocess", "inference", "postprocess"}
+    assert all(v > 0 for v in r.speed.values()) and r.speed["inference"] < 60_000
+    counts = {}
+    for c in r.boxes.cls.int().tolist():
+        counts[c] = counts.get(c, 0) + 1
+    assert r.verbose() == ", ".join(f"{n} {r.names[c]}{'s' if n > 1 else ''}" for c, n in sorted(counts.items()))
+    assert "bus" in r.verbose()
+    path = r.save_txt(tmp_path / "l" / "bus.txt")
+    rows = [line.split() for line in path.read_text().splitlines()]
+    assert len(rows) == len(r) and all(len(row) == 5 for row in rows)
+    np.testing.assert_allclose(np.array(rows, float)[:, 1:], r.boxes.xywhn.numpy(), atol=1e-5)
+    rows = [line.split() for line in r.save_txt(tmp_path / "c.txt", save_conf=True).read_text().splitlines()]
+    np.testing.assert_allclose([float(row[5]) for row in rows], r.boxes.conf.numpy(), atol=1e-5)
+    empty = Results(np.zeros((8, 8, 3), np.uint8), "e.jpg", Boxes(torch.zeros(0, 6), (8, 8)), ["a"])
+    assert empty.verbose() == "(no detections)" and empty.save_txt(tmp_path / "e.txt").read_text() == ""
+
+
+def test_to_df_with_and_without_pandas(monkeypatch):
+    r = Results(
+        np.zeros((10, 20, 3), np.uint8),
+        "x.jpg",
+        Boxes(torch.tensor([[1.0, 2.0, 5.0, 6.0, 0.9, 1.0]]), (10, 20)),
+        ["a", "b"],
+    )
+    pd = pytest.importorskip("pandas")
+    df = r.to_df()
+    assert isinstance(df, pd.DataFrame)
+    assert list(df.columns) == ["name", "class", "confidence", "x1", "y1", "x2", "y2"]
+    assert df.iloc[0].tolist() == ["b", 1, 0.9, 1.0, 2.0, 5.0, 6.0]
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(ImportError, match="pip install pandas"):
+        r.to_df()
