@@ -135,3 +135,59 @@ def test_yolo_label_with_bom(tmp_path):
     (record,), report = load_records({"path": str(tmp_path), "train": "list.txt", "names": ["a"]}, "train")
     assert report.problems == []
     np.testing.assert_allclose(record.boxes, [[24, 12, 40, 36]])
+
+
+def test_coco_categories_with_one_name_name_both_ids(tmp_path):
+    data = _coco(tmp_path, lambda d: d["categories"].append({"id": 17, "name": "cat"}))
+    with pytest.raises(
+        DataError, match=r"train\.json: categories\[1\]: the name 'cat' is both category id 3 and id 17"
+    ):
+        load_records(data, "train", cache=False)
+
+
+def test_coco_empty_annotations_warns(tmp_path):
+    records, report = load_records(_coco(tmp_path, lambda d: d.update(annotations=[])), "train", cache=False)
+    assert [len(r.boxes) for r in records] == [0]
+    (problem,) = report.problems
+    assert problem.severity == "warning" and "'annotations' is empty" in problem.message
+
+
+def test_truncated_jpeg_same_answer_in_check_data_and_predict(tmp_path, caplog):
+    """OpenCV decodes a JPEG cut in half (the rest grey); check-data leaves it out, and predict refuses it
+    with the same words: skipped with a warning in a folder, an error alone."""
+    import logging
+
+    from yolotr.data.images import iter_frames
+
+    good = _image(tmp_path / "images", "good.jpg")
+    data = good.read_bytes()
+    cut = tmp_path / "images" / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 2])
+    records, report = load_records({"path": str(tmp_path), "train": "images", "names": ["a"]}, "train", cache=False)
+    assert [Path(r.path).name for r in records] == ["good.jpg"]
+    (problem,) = report.problems
+    assert problem.file == str(cut) and problem.severity == "error" and "truncated JPEG" in problem.message
+    with caplog.at_level(logging.WARNING, logger="yolotr"):
+        frames = list(iter_frames(tmp_path / "images", prefetch=0))
+    assert [Path(f.path).name for f in frames] == ["good.jpg"]
+    assert f"{cut}: truncated JPEG (no end marker); skipped" in caplog.text
+    with pytest.raises(DataError, match=r"cut\.jpg: truncated JPEG \(no end marker\)"):
+        list(iter_frames(cut))
+
+
+def test_32_bit_tiff_rejected_by_check_data_and_by_the_readers(tmp_path):
+    """OpenCV (training's and prediction's reader) cannot read 32-bit samples; check-data says so
+    instead of calling it a 16-bit image that trains."""
+    from yolotr.data.dataset import read_image as loader_read
+    from yolotr.data.images import read_image
+
+    _image(tmp_path / "images", "good.jpg")
+    tif = tmp_path / "images" / "deep.tif"
+    Image.fromarray((np.arange(48 * 64, dtype=np.int32).reshape(48, 64) * 1000), mode="I").save(tif)
+    records, report = load_records({"path": str(tmp_path), "train": "images", "names": ["a"]}, "train", cache=False)
+    assert [Path(r.path).name for r in records] == ["good.jpg"]
+    (problem,) = report.problems
+    assert problem.file == str(tif) and problem.severity == "error" and "32-bit TIFF" in problem.message
+    assert loader_read(str(tif)) is None  # what the training loader would have got
+    with pytest.raises(DataError, match=r"deep\.tif: 32-bit TIFF \(I\): OpenCV .* cannot read 32-bit samples"):
+        read_image(tif)

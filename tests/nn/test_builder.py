@@ -199,6 +199,25 @@ def test_output_channels_that_name_no_key():
         DetectionModel(cfg)
 
 
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        (
+            [-1, 1, "Conv", [64, "abc", 2]],
+            r"layer 0 .*Conv's argument 'k' \(args\[1\] of the row\) must be a number, got 'abc'",
+        ),
+        ([-1, 1, "Conv", [64, 3, "two"]], r"layer 0 .*Conv's argument 's' \(args\[2\] of the row\) must be a number"),
+        ([-1, 1, "SPP", [64, [5, "nine"]]], r"layer 0 .*SPP's argument 'k' .*must be a number, got \[5, 'nine'\]"),
+        ([-1, 2, "C3", [64, "yes"]], r"layer 0 .*C3's argument 'shortcut' .*must be true or false, got 'yes'"),
+    ],
+)
+def test_a_non_numeric_argument_names_the_layer_and_argument(row, message):
+    """Not Python's words from inside the module (``unsupported operand type(s) for //``), nor a stride
+    that builds and crashes at the first forward pass."""
+    with pytest.raises(ConfigError, match=r"tiny\.yaml: " + message):
+        DetectionModel(_tiny_cfg([row]))
+
+
 def test_empty_model_is_refused():
     with pytest.raises(ConfigError, match=r"tiny\.yaml: 'backbone' and 'head' have no layers"):
         DetectionModel(_tiny_cfg([], []))

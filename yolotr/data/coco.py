@@ -146,9 +146,11 @@ def _coco_categories(data: dict, file: str) -> dict[int, str]:
 
     Raises:
         DataError: naming the file, the entry and the key when a category has no integer ``id``
-            or no ``name``, or repeats an id.
+            or no ``name``, or repeats an id; naming both ids when two categories share a name
+            (classes map to categories by name).
     """
     cats: dict[int, str] = {}
+    by_name: dict[str, int] = {}
     for i, cat in enumerate(_coco_list(data, "categories", file) or []):
         for key in ("id", "name"):
             if key not in cat:
@@ -161,7 +163,12 @@ def _coco_categories(data: dict, file: str) -> dict[int, str]:
         name = cat["name"]
         if not isinstance(name, str) or not name.strip():
             raise DataError(f"{file}: categories[{i}]: key 'name': expected a class name, got {name!r}")
-        cats[cid] = name
+        if name in by_name:
+            raise DataError(
+                f"{file}: categories[{i}]: the name {name!r} is both category id {by_name[name]} and id {cid}: "
+                "classes map to categories by name, so names must differ"
+            )
+        cats[cid], by_name[name] = name, cid
     return cats
 
 
@@ -206,6 +213,8 @@ def coco_items(file: str, names: list[str], folders: list[Path], problems: list[
     annotations = _coco_list(data, "annotations", file)
     if annotations is None:
         problems.append(warning(file, None, "no 'annotations' key: every image is used as a background"))
+    elif not annotations and images:
+        problems.append(warning(file, None, "'annotations' is empty: every image is used as a background"))
     cat_to_class: dict[int, int] = {}
     index = {n: i for i, n in enumerate(names)}
     for cid, name in cats.items():

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from yolotr.data.dataset import read_image as read_bgr
+from yolotr.data.validation import TRUNCATED_JPEG, inspect_image, truncated_jpeg
 from yolotr.errors import DataError
 
 LOGGER = logging.getLogger("yolotr")
@@ -26,14 +27,20 @@ def read_image(path: str | Path) -> np.ndarray:
     (OpenCV's ``imread``, as YOLOv5 reads images, through :func:`yolotr.data.dataset.read_image`).
 
     Raises:
-        DataError: naming the file when it is missing, unreadable or not an image.
+        DataError: naming the file when it is missing, unreadable or not an image, a JPEG without its
+            end marker (truncated: OpenCV would fill the rest with grey) or a 32-bit TIFF; the reason is
+            ``check-data``'s, which leaves such files out of training.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such image file")
+    if truncated_jpeg(path):  # OpenCV would decode it, the rest grey
+        raise DataError(f"{path}: {TRUNCATED_JPEG}")
     image = read_bgr(str(path))
     if image is None:
-        raise DataError(f"{path}: not a readable image (corrupt or unsupported format)")
+        _, _, problem = inspect_image(str(path))  # why, in check-data's words
+        why = problem.message.removesuffix(", skipped") if problem is not None and problem.severity == "error" else ""
+        raise DataError(f"{path}: {why or 'not a readable image (corrupt or unsupported format)'}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

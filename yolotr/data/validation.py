@@ -25,6 +25,8 @@ from typing import Any, NamedTuple
 import numpy as np
 from PIL import Image
 
+TRUNCATED_JPEG = "truncated JPEG (no end marker)"
+WIDE_TIFF = "OpenCV (what training and prediction read images with) cannot read 32-bit samples: save it as 8- or 16-bit"
 CLIP_TOLERANCE = 1.0  # pixels a box may stick out of its image before a warning is reported
 
 # The kinds of error, as the summary names them (``12 left out (5 class out of range, ...)``).
@@ -124,15 +126,15 @@ def inspect_image(path: str) -> tuple[int, int, Problem | None]:
     Never raises: whatever PIL raises becomes an ``error`` problem and a size of ``(0, 0)``.
     """
     try:
+        if truncated_jpeg(path):  # first: PIL may fail on it with words of its own
+            return 0, 0, error(path, None, UNREADABLE_IMAGE, f"{TRUNCATED_JPEG}, skipped")
         with Image.open(path) as im:
             fmt, mode, (w, h) = im.format, im.mode, im.size
             orientation = im.getexif().get(0x0112, 1) if fmt in ("JPEG", "MPO", "TIFF", "PNG", "WEBP") else 1
             if fmt in ("JPEG", "MPO"):
                 im.verify()
-                with open(path, "rb") as f:
-                    f.seek(-min(64, os.path.getsize(path)), 2)
-                    if b"\xff\xd9" not in f.read():
-                        return 0, 0, error(path, None, UNREADABLE_IMAGE, "truncated JPEG (no end marker), skipped")
+            elif fmt == "TIFF" and (bits := max(_as_tuple(im.tag_v2.get(258, 8)))) > 16:  # BitsPerSample
+                return 0, 0, error(path, None, UNREADABLE_IMAGE, f"{bits}-bit TIFF ({mode}): {WIDE_TIFF}, skipped")
             else:
                 im.load()
         depth16 = mode.startswith("I") or _png_bit_depth(path) == 16
@@ -158,6 +160,24 @@ def inspect_image(path: str) -> tuple[int, int, Problem | None]:
     if kind:
         notes.append(f"{' '.join(kind)} image ({mode}) read as 8-bit RGB")
     return h, w, (warning(path, None, "; ".join(notes)) if notes else None)
+
+
+def truncated_jpeg(path: str | os.PathLike) -> bool:
+    """Whether a file is a JPEG (it starts with ``FF D8``) without the end-of-image marker ``FF D9``
+    in its last 64 bytes: cut short.
+
+    OpenCV decodes such a file without an error (the missing part grey), so both ``check-data``
+    and prediction ask this first and treat the file as unreadable.
+    """
+    with open(path, "rb") as f:
+        if f.read(2) != b"\xff\xd8":
+            return False
+        f.seek(-min(64, os.path.getsize(path)), 2)
+        return b"\xff\xd9" not in f.read()
+
+
+def _as_tuple(value) -> tuple:
+    return tuple(value) if isinstance(value, tuple | list) else (value,)
 
 
 def _png_bit_depth(path: str) -> int:

@@ -235,6 +235,33 @@ def _check_sources(source, index: int, where: str) -> list[int]:
     return sources
 
 
+def _numeric_parameter(p: inspect.Parameter) -> bool:
+    """Whether a constructor parameter takes a number (or numbers): its default is one (or a tuple of
+    them), or, without a default, its annotation names int, float or bool and not str."""
+    if p.default is not inspect.Parameter.empty and p.default is not None:
+        d = p.default
+        return isinstance(d, int | float) or (isinstance(d, tuple) and all(isinstance(x, int | float) for x in d))
+    ann = str(p.annotation)
+    return p.annotation is not inspect.Parameter.empty and "str" not in ann and any(t in ann for t in ("int", "float"))
+
+
+def _check_numeric_args(cls: type[nn.Module], args: list, row_args: list, name: str, where: str) -> None:
+    """A numeric argument of a ``conv``/``csp`` module (kernel, stride, repeats, ratios, by the
+    constructor's default or annotation) given as a string (``[64, abc, 2]``) is a ``ConfigError``
+    naming the layer, the argument and its place in the row, instead of Python's words from deep
+    inside the module (or, for a stride, a crash at the first forward pass)."""
+
+    def bad(value) -> bool:
+        return isinstance(value, str) or (isinstance(value, list | tuple) and any(bad(v) for v in value))
+
+    for p, value in zip(inspect.signature(cls).parameters.values(), args):
+        if bad(value) and _numeric_parameter(p):
+            place = next((k for k, a in enumerate(row_args) if a is value), None)
+            nth = f" (args[{place}] of the row)" if place is not None else ""
+            kind = "true or false" if isinstance(p.default, bool) else "a number"
+            raise ConfigError(f"{where}: {name}'s argument '{p.name}'{nth} must be {kind}, got {value!r}")
+
+
 def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> BuiltLayers:
     """Build the layers of a YOLOv5-format model dict.
 
@@ -317,6 +344,7 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
                     n = 1
                 if spec.at_scale is not None:
                     args = spec.at_scale(args, scale)
+                _check_numeric_args(spec.cls, args, row[3], str(name), where)
             elif spec.rule == "batchnorm":
                 args, c2 = [c1], c1
             elif spec.rule == "concat":
