@@ -321,6 +321,8 @@ class Trainer:
             self.train_model.train()
             start = self.start_batch if epoch == self.start_epoch else 0
             self.sampler.set_epoch(epoch, start)
+            if hasattr(self.loss_fn, "set_progress"):  # end-to-end heads: branch weights from the finished epochs
+                self.loss_fn.set_progress(epoch, cfg["epochs"])
             mean_loss = torch.zeros(len(self.loss_fn.names))
             seen = 0
             bar = tqdm(

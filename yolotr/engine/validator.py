@@ -203,7 +203,8 @@ class Validator:
                 out = model(x)
             decoded, raw = (out[0], out[1]) if isinstance(out, tuple | list) else (out, None)
             if self.loss_fn is not None and raw is not None:
-                loss_sum += self.loss_fn(list(raw), targets.to(device))[1].double()
+                maps = raw if isinstance(raw, dict) else list(raw)  # an end-to-end head's raw: both branches
+                loss_sum += self.loss_fn(maps, targets.to(device))[1].double()
                 n_batches += 1
             t2 = _clock(device)
             detections = non_max_suppression(

@@ -49,8 +49,8 @@ YOLOV5_MODULES = {
     },
     "models.experimental": {"MixConv2d", "CrossConv", "Sum", "Ensemble"},
 }
-# The ``ultralytics`` package's pickled classes of the detection line (YOLOv8 / YOLO11 / YOLO12 and its
-# YOLOv5/YOLOv3 ports), admitted as inert stubs exactly like YOLOv5's.
+# The ``ultralytics`` package's pickled classes of the detection line (YOLOv8 / YOLO11 / YOLO12 / YOLOv10 /
+# YOLO26 and its YOLOv5/YOLOv3 ports), admitted as inert stubs exactly like YOLOv5's.
 ULTRALYTICS_MODULES = {
     "ultralytics.nn.tasks": {"DetectionModel", "BaseModel"},
     "ultralytics.nn.modules.conv": {"Conv", "Conv2", "DWConv", "Concat", "Focus", "GhostConv", "LightConv", "RepConv"},
@@ -76,8 +76,15 @@ ULTRALYTICS_MODULES = {
         "AAttn",
         "ABlock",
         "A2C2f",
+        # YOLOv10 (yolotr/nn/v10_blocks.py)
+        "SCDown",
+        "C2fCIB",
+        "CIB",
+        "RepVGGDW",
+        "PSA",
     },
-    "ultralytics.nn.modules.head": {"Detect"},
+    # Detect is also YOLO26's end-to-end head; v10Detect YOLOv10's (yolotr/nn/head_e2e.py)
+    "ultralytics.nn.modules.head": {"Detect", "v10Detect"},
 }
 KNOWN_MODULE_CLASSES = {**YOLOV5_MODULES, **ULTRALYTICS_MODULES}
 SAFE_CALLABLES = {

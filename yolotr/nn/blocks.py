@@ -102,20 +102,28 @@ class SPP(nn.Module):
 
 
 class SPPF(nn.Module):
-    """Fast SPP: three chained ``k`` max-pools, equal to SPP with ``(k, 2k-1, 3k-2)``."""
+    """Fast SPP: ``n`` chained ``k`` max-pools (3: equal to SPP with ``(k, 2k-1, 3k-2)``).
 
-    def __init__(self, c1: int, c2: int, k: int = 5):
+    ``(B, c1, H, W) -> (B, c2, H, W)``. With ``shortcut`` (YOLO26: ``[1024, 5, 3, True]``) the input is
+    added to the output when ``c1 == c2``, and ``cv1`` has no activation, as the ``ultralytics`` package
+    (8.4) builds it; YOLOv5 / YOLOv8 / YOLO11 / YOLOv10 use the defaults.
+    """
+
+    def __init__(self, c1: int, c2: int, k: int = 5, n: int = 3, shortcut: bool = False):
         super().__init__()
         c_ = c1 // 2
-        self.cv1 = Conv(c1, c_, 1, 1)
-        self.cv2 = Conv(c_ * 4, c2, 1, 1)
+        self.cv1 = Conv(c1, c_, 1, 1, act=not shortcut)
+        self.cv2 = Conv(c_ * (n + 1), c2, 1, 1)
         self.m = nn.MaxPool2d(kernel_size=k, stride=1, padding=k // 2)
+        self.n = n
+        self.add = shortcut and c1 == c2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.cv1(x)
-        y1 = self.m(x)
-        y2 = self.m(y1)
-        return self.cv2(torch.cat((x, y1, y2, self.m(y2)), 1))
+        y = [self.cv1(x)]
+        for _ in range(self.n):
+            y.append(self.m(y[-1]))
+        out = self.cv2(torch.cat(y, 1))
+        return out + x if self.add else out
 
 
 class Concat(nn.Module):

@@ -262,6 +262,14 @@ def _check_numeric_args(cls: type[nn.Module], args: list, row_args: list, name: 
             raise ConfigError(f"{where}: {name}'s argument '{p.name}'{nth} must be {kind}, got {value!r}")
 
 
+def _head_name(name: str, anchor_free: bool, end2end: bool) -> str:
+    """The registry name a YAML module name builds: ``Detect`` is the anchor-free head in a YAML without
+    ``anchors`` (the end-to-end one with ``end2end: True``), YOLOv5's otherwise."""
+    if name == "Detect" and anchor_free:
+        return "E2EDetect" if end2end else "AnchorFreeDetect"
+    return name
+
+
 def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> BuiltLayers:
     """Build the layers of a YOLOv5-format model dict.
 
@@ -295,6 +303,9 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
     reg_max = cfg.get("reg_max", 16)
     if isinstance(reg_max, bool) or not isinstance(reg_max, int) or reg_max < 1:
         raise ConfigError(f"{source}: 'reg_max' must be a positive integer, got {reg_max!r}")
+    end2end = cfg.get("end2end", False)
+    if not isinstance(end2end, bool):
+        raise ConfigError(f"{source}: 'end2end' must be True or False, got {end2end!r}")
     legacy_head = True
     act = cfg.get("activation")
     factory = parse_activation(act, f"{source}: key 'activation'") if act else None
@@ -311,9 +322,14 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
             if not isinstance(n, int) or n < 1:
                 raise ConfigError(f"{where}: 'number' must be a positive integer, got {n!r}")
             try:
-                spec = registry.lookup("AnchorFreeDetect" if anchor_free and name == "Detect" else str(name))
+                spec = registry.lookup(_head_name(str(name), anchor_free, end2end))
             except KeyError as e:
                 raise ConfigError(f"{where}: {e.args[0]}") from None
+            if spec.rule in HEAD_RULES and end2end and not spec.end2end:
+                raise ConfigError(
+                    f"{where}: 'end2end: True' needs a head with a one-to-one branch (an anchor-free Detect, i.e. a "
+                    f"YAML without 'anchors', or v10Detect); {name} here cannot run end to end: remove 'end2end'"
+                )
             if spec.rule in HEAD_RULES and i != len(rows_in) - 1:
                 raise ConfigError(f"{where}: {name} is a head and must be the last layer (layer {len(rows_in) - 1})")
             if spec.rule == "detect_af" and len(args) > 1:

@@ -59,6 +59,7 @@ class ModuleSpec:
     rule: str
     at_scale: Callable[[list, str], list] | None = None
     modern_head: bool = False
+    end2end: bool = False
 
 
 MODULES: dict[str, ModuleSpec] = {}
@@ -70,11 +71,14 @@ def register(
     rule: str,
     at_scale: Callable[[list, str], list] | None = None,
     modern_head: bool = False,
+    end2end: bool = False,
 ) -> None:
-    """Make ``name`` usable in model YAMLs. ``nn.X`` names may be given with or without ``nn.``."""
+    """Make ``name`` usable in model YAMLs. ``nn.X`` names may be given with or without ``nn.``.
+
+    ``end2end`` marks a head that can run without NMS (a YAML's ``end2end: True`` requires one)."""
     if rule not in RULES:
         raise ValueError(f"unknown argument rule {rule!r} for {name}; expected one of {RULES}")
-    MODULES[name] = ModuleSpec(name, cls, rule, at_scale, modern_head)
+    MODULES[name] = ModuleSpec(name, cls, rule, at_scale, modern_head, end2end)
 
 
 def lookup(name: str) -> ModuleSpec:
@@ -140,3 +144,14 @@ for _name, _cls in {"C2f": C2f, "C2": C2, "C3k": C3k, "C2PSA": C2PSA}.items():
 register("C3k2", C3k2, "csp", at_scale=_c3k2_at_scale, modern_head=True)
 register("A2C2f", A2C2f, "csp", at_scale=_a2c2f_at_scale, modern_head=True)
 register("AnchorFreeDetect", AnchorFreeDetect, "detect_af")
+
+# The NMS-free line (YOLOv10 / YOLO26): yolotr/nn/v10_blocks.py, head_e2e.py. A ``Detect`` row of a YAML with
+# ``end2end: True`` and no ``anchors`` builds E2EDetect (yolotr/nn/builder.py).
+from yolotr.nn.head_e2e import E2EDetect, V10Detect  # noqa: E402
+from yolotr.nn.v10_blocks import CIB, PSA, C2fCIB, SCDown  # noqa: E402
+
+for _name, _cls in {"SCDown": SCDown, "PSA": PSA, "CIB": CIB}.items():
+    register(_name, _cls, "conv")
+register("C2fCIB", C2fCIB, "csp")
+register("E2EDetect", E2EDetect, "detect_af", end2end=True)
+register("v10Detect", V10Detect, "detect_af", end2end=True)

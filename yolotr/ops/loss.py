@@ -15,6 +15,7 @@ from torch import nn
 
 from yolotr.nn.head import Detect
 from yolotr.ops.loss_af import AnchorFreeLoss
+from yolotr.ops.loss_e2e import E2ELoss
 
 LOSS_NAMES = ("box", "obj", "cls")
 
@@ -129,7 +130,9 @@ class DetectionLoss:
 def build_loss(model: nn.Module, hyp: dict, imgsz: int = 640):
     """The loss a model trains with, chosen by its head (``model.model[-1]``).
 
-    An anchor-free head (one with ``reg_max``: YOLOv8 / YOLO11 / YOLO12) gets
+    A head with a one-to-one branch (``one2one_cv2``: YOLOv10 / YOLO26) gets
+    :class:`~yolotr.ops.loss_e2e.E2ELoss` (its ``set_progress(epoch, epochs)`` weights the branches), an
+    anchor-free head (one with ``reg_max``: YOLOv8 / YOLO11 / YOLO12)
     :class:`~yolotr.ops.loss_af.AnchorFreeLoss`, any other (YOLOv5, YOLOv4) :class:`DetectionLoss`.
     A DDP-wrapped model is unwrapped. The returned callable takes the head's training output and
     ``targets`` ``(N, 6)`` and returns ``(total * batch_size, items)``; its ``names`` attribute
@@ -137,6 +140,8 @@ def build_loss(model: nn.Module, hyp: dict, imgsz: int = 640):
     """
     model = getattr(model, "module", model)
     head = model.model[-1]
+    if hasattr(head, "one2one_cv2"):
+        return E2ELoss(head, hyp, imgsz)
     if hasattr(head, "reg_max"):
         return AnchorFreeLoss(head, hyp, imgsz)
     return DetectionLoss(head, hyp, imgsz)
