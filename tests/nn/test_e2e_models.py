@@ -17,6 +17,7 @@ from yolotr.nn.blocks import SPPF
 from yolotr.nn.head_af import AnchorFreeDetect
 from yolotr.nn.head_e2e import E2EDetect, V10Detect
 from yolotr.nn.v10_blocks import PSA, C2fCIB, RepVGGDW, SCDown
+from yolotr.ops.boxes import clip_boxes, non_max_suppression
 
 from ..conftest import SHARED
 
@@ -186,6 +187,16 @@ def test_package_checkpoint_reproduces_oracle(name: str) -> None:
         assert det.shape == (1, 300, 6)
         assert _as_set_distance(det[0], ref).max() <= box_tol
         assert _as_set_distance(ref, det[0]).max() <= box_tol
+        # final detections at conf 0.0, max_det 300, clipped to the input: NMS-free, and one-to-many + NMS
+        h, w = case["imgsz"]
+        end2end = det[0][det[0][:, 4] > 0.0][:300].clone()
+        (nms,) = non_max_suppression(got.transpose(1, 2), 0.0, 0.7, max_det=300, nc=80)  # rows (1, A, 4 + nc)
+        for mine, key in ((end2end, "detections_end2end"), (nms, "detections_nms")):
+            mine[:, :4] = clip_boxes(mine[:, :4], (h, w))
+            theirs = case[key]
+            assert mine.shape == theirs.shape
+            assert _as_set_distance(mine, theirs).max() <= box_tol
+            assert _as_set_distance(theirs, mine).max() <= box_tol
 
 
 def test_e2e_model_round_trips_through_our_checkpoint(tmp_path: Path) -> None:
