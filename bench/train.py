@@ -106,6 +106,9 @@ slows an epoch several-fold (OpenMP threads wait on each other). The load averag
     python bench/train.py --scratch             # yolov5n.yaml from random weights on both sides
     python bench/train.py --seed 1              # mAP after 10 short epochs moves with the seed
     python bench/train.py --workdir /tmp/bench  # keep the runs and the child logs
+    python bench/train.py --drop-epoch-tail --only yolotr   # yolotr dropping epoch tails as YOLOv5 does
+    python bench/train.py --device cpu --family both --dry-run  # the CUDA bench's code path, ~3 min here
+    python bench/train.py --device cuda --family both --markdown  # one GPU (bash .gpu/run.sh python ...)
 
 Data root: ``$YOLOTR_SHARED`` (default ``<repo>/../shared``), with ``weights/yolov5n.pt`` and
 ``data/raccoon/{images,annotations,train.txt,val.txt}``.
