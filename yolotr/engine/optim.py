@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from yolotr.engine.musgd import MuSGD
 from yolotr.nn.attention import TransformerBlock, TransformerC3Layer
 from yolotr.nn.head_af import DFL
 from yolotr.nn.psa import ABlock, AreaAttention, PSAAttention, PSABlock
@@ -87,7 +88,11 @@ def build_optimizer(
     transformer_scale: float,
     nesterov: bool = True,
 ) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov) or AdamW over :func:`parameter_groups`."""
+    """SGD (momentum, Nesterov), AdamW or MuSGD over :func:`parameter_groups`.
+
+    MuSGD (:class:`yolotr.engine.musgd.MuSGD`, YOLO26's optimizer in the ``ultralytics`` package) gives the
+    weight-decayed groups (conv and linear weights, 2-D or 4-D) Muon's orthogonalised update (gain 0.2)
+    plus SGD, and the others plain SGD."""
     groups = parameter_groups(model, weight_decay, transformer_scale)
     for g in groups:
         g["lr"] = lr * g["lr_scale"]
@@ -95,7 +100,11 @@ def build_optimizer(
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
     if name.lower() == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
-    raise ValueError(f"unknown optimizer {name!r}; use SGD or AdamW")
+    if name.lower() == "musgd":
+        for g in groups:
+            g["use_muon"] = g["name"].startswith("decay")
+        return MuSGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
+    raise ValueError(f"unknown optimizer {name!r}; use SGD, AdamW or MuSGD")
 
 
 def lr_factor(epoch: float, epochs: int, lrf: float, cosine: bool) -> float:
