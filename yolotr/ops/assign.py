@@ -88,6 +88,8 @@ class TaskAlignedAssigner:
         topk2: optional second, tighter top-k applied after overlaps are resolved (``None``: same as
             ``topk``, no effect).
         eps: margin of the "centre inside" test and guard of the normalization.
+        dense: compute the overlaps of every (box, anchor) pair rather than of the candidates only:
+            no host synchronisation, more arithmetic. ``None`` (default): dense off the CPU.
     """
 
     def __init__(
@@ -99,6 +101,7 @@ class TaskAlignedAssigner:
         strides: tuple[float, ...] | list[float] = (8.0, 16.0, 32.0),
         topk2: int | None = None,
         eps: float = 1e-9,
+        dense: bool | None = None,
     ):
         if int(topk) < 1:
             raise ValueError(f"TaskAlignedAssigner: topk must be at least 1, got {topk}")
@@ -112,6 +115,7 @@ class TaskAlignedAssigner:
         self.strides = [float(s) for s in strides]
         self.min_side = self.strides[1] if len(self.strides) > 1 else self.strides[0]
         self.eps = float(eps)
+        self.dense = dense
 
     def __repr__(self) -> str:
         return (
@@ -154,32 +158,33 @@ class TaskAlignedAssigner:
                 gt_index=torch.zeros((bs, n_anchors), dtype=torch.long, device=device),
             )
         mask_gt = mask_gt.bool()
-        labels = gt_labels.long().view(bs, n_boxes)
+        labels = gt_labels.long().view(bs, n_boxes).clamp(0)
 
-        in_box = self.centres_in_boxes(anchor_points, gt_bboxes, mask_gt) & mask_gt  # (B, M, A)
-        align, overlaps = self.alignment(pd_scores, pd_bboxes, labels, gt_bboxes, in_box)
+        in_box = self.centres_in_boxes(anchor_points, gt_bboxes, mask_gt)  # (B, M, A)
+        dense = self.dense if self.dense is not None else device.type != "cpu"
+        align, overlaps = self.alignment(pd_scores, pd_bboxes, labels, gt_bboxes, in_box, dense=dense)
         mask_pos = self.topk_mask(align, self.topk) & in_box
         gt_index, fg_mask, mask_pos = self.resolve(mask_pos, overlaps, align)
 
         flat_index = gt_index + torch.arange(bs, device=device)[:, None] * n_boxes  # (B, A)
-        target_labels = labels.flatten()[flat_index].clamp_(0)
+        target_labels = labels.flatten()[flat_index]
         target_boxes = gt_bboxes.reshape(-1, 4)[flat_index]
-        one_hot = torch.zeros((bs, n_anchors, self.num_classes), dtype=pd_scores.dtype, device=device)
-        one_hot.scatter_(2, target_labels.unsqueeze(-1), 1.0)
-        one_hot = one_hot * fg_mask[..., None]
 
         # Normalize per box: its best anchor gets the box's best overlap.
         pos = mask_pos.to(align.dtype)
         align = align * pos
         best_align = align.amax(-1, keepdim=True)  # (B, M, 1)
         best_overlap = (overlaps * pos).amax(-1, keepdim=True)
-        norm = (align * best_overlap / (best_align + self.eps)).amax(-2).unsqueeze(-1)  # (B, A, 1)
-        return Assignment(target_labels, target_boxes, one_hot * norm, fg_mask, gt_index)
+        norm = (align * best_overlap / (best_align + self.eps)).amax(-2)  # (B, A)
+        # The class target: the normalized alignment in the assigned class of a foreground anchor, else 0.
+        scores = torch.zeros((bs, n_anchors, self.num_classes), dtype=pd_scores.dtype, device=device)
+        scores.scatter_(2, target_labels.unsqueeze(-1), (norm * fg_mask).unsqueeze(-1).to(scores.dtype))
+        return Assignment(target_labels, target_boxes, scores, fg_mask, gt_index)
 
     def centres_in_boxes(
         self, anchor_points: torch.Tensor, gt_bboxes: torch.Tensor, mask_gt: torch.Tensor
     ) -> torch.Tensor:
-        """``(B, M, A)`` bool: the anchor centre lies strictly inside the box (by more than ``eps``).
+        """``(B, M, A)`` bool: the anchor centre lies strictly inside the real box (by more than ``eps``).
 
         A side of a real box shorter than ``min_side`` (the second stride) is first widened to it about
         the box's centre, so a tiny box still has candidates.
@@ -187,10 +192,14 @@ class TaskAlignedAssigner:
         xy = (gt_bboxes[..., :2] + gt_bboxes[..., 2:]) / 2
         wh = gt_bboxes[..., 2:] - gt_bboxes[..., :2]
         widen = (wh < self.min_side) & mask_gt
-        wh = torch.where(widen, torch.tensor(self.min_side, dtype=wh.dtype, device=wh.device), wh)
-        lt = (xy - wh / 2).unsqueeze(2)  # (B, M, 1, 2)
-        rb = (xy + wh / 2).unsqueeze(2)
-        return ((anchor_points - lt > self.eps) & (rb - anchor_points > self.eps)).all(-1)
+        wh = torch.where(widen, self.min_side, wh)
+        lt, rb = xy - wh / 2, xy + wh / 2  # (B, M, 2)
+        x, y = anchor_points[:, 0], anchor_points[:, 1]  # (A,)
+        # one comparison per side ((B, M, A) each): a reduction over a last axis of 2 is far slower on a CPU
+        inside = (x - lt[..., 0:1] > self.eps) & (y - lt[..., 1:2] > self.eps)
+        inside &= rb[..., 0:1] - x > self.eps
+        inside &= rb[..., 1:2] - y > self.eps
+        return inside & mask_gt
 
     def alignment(
         self,
@@ -199,21 +208,33 @@ class TaskAlignedAssigner:
         labels: torch.Tensor,
         gt_bboxes: torch.Tensor,
         candidates: torch.Tensor,
+        dense: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Alignment metric and overlap ``(B, M, A)`` each, computed on ``candidates`` only (0 elsewhere).
 
-        ``labels`` is ``(B, M)`` long; the overlap is the CIoU of box and prediction clamped at 0.
+        ``labels`` is ``(B, M)`` long (non-negative); the overlap is the CIoU of box and prediction
+        clamped at 0. ``dense`` computes every (box, anchor) pair and masks, which needs no host
+        synchronisation (an accelerator's way); otherwise only the candidate pairs, found with one
+        ``nonzero`` (a CPU's way: a fraction of the arithmetic).
         """
         bs, n_boxes = labels.shape
         n_anchors = pd_bboxes.shape[1]
+        if dense:
+            index = labels.unsqueeze(1).expand(-1, n_anchors, -1)  # (B, A, M)
+            box_scores = pd_scores.gather(2, index).transpose(1, 2)  # (B, M, A)
+            overlaps = bbox_ciou(gt_bboxes.unsqueeze(2), pd_bboxes.unsqueeze(1)).squeeze(-1).clamp_(0)
+            zero = overlaps.new_zeros(())
+            overlaps = torch.where(candidates, overlaps.to(pd_bboxes.dtype), zero)
+            align = torch.where(candidates, box_scores.pow(self.alpha) * overlaps.pow(self.beta), zero)
+            return align, overlaps
+        b, m, a = candidates.nonzero(as_tuple=True)
+        box_scores = pd_scores[b, a, labels[b, m]]
+        values = bbox_ciou(gt_bboxes[b, m], pd_bboxes[b, a]).squeeze(-1).clamp_(0).to(pd_bboxes.dtype)
         overlaps = torch.zeros((bs, n_boxes, n_anchors), dtype=pd_bboxes.dtype, device=pd_bboxes.device)
-        box_scores = torch.zeros((bs, n_boxes, n_anchors), dtype=pd_scores.dtype, device=pd_scores.device)
-        batch = torch.arange(bs, device=pd_scores.device)[:, None]
-        box_scores[candidates] = pd_scores[batch, :, labels.clamp(0)][candidates]  # (B, M, A)
-        pd = pd_bboxes.unsqueeze(1).expand(-1, n_boxes, -1, -1)[candidates]
-        gt = gt_bboxes.unsqueeze(2).expand(-1, -1, n_anchors, -1)[candidates]
-        overlaps[candidates] = bbox_ciou(gt, pd).squeeze(-1).clamp_(0).to(overlaps.dtype)
-        return box_scores.pow(self.alpha) * overlaps.pow(self.beta), overlaps
+        align = torch.zeros((bs, n_boxes, n_anchors), dtype=values.dtype, device=pd_bboxes.device)
+        overlaps[b, m, a] = values
+        align[b, m, a] = box_scores.pow(self.alpha) * values.pow(self.beta)
+        return align, overlaps
 
     @staticmethod
     def topk_mask(metric: torch.Tensor, k: int) -> torch.Tensor:
@@ -237,11 +258,15 @@ class TaskAlignedAssigner:
             ``gt_index`` ``(B, A)`` long, ``fg_mask`` ``(B, A)`` bool, the resolved ``mask_pos`` (bool).
         """
         claims = mask_pos.sum(-2)  # (B, A)
-        if claims.max() > 1:
-            best = torch.zeros_like(mask_pos).scatter_(1, overlaps.argmax(1, keepdim=True), True)
-            mask_pos = torch.where((claims > 1).unsqueeze(1), best, mask_pos)
+        # no test of "any anchor claimed twice" first: that would read a device value on the host
+        best = torch.zeros_like(mask_pos).scatter_(1, overlaps.max(1).indices.unsqueeze(1), True)
+        mask_pos = torch.where((claims > 1).unsqueeze(1), best, mask_pos)
         if self.topk2 != self.topk:
             mask_pos = mask_pos & self.topk_mask(align * mask_pos, self.topk2)
-        fg_mask = mask_pos.any(-2)
-        gt_index = mask_pos.to(torch.uint8).argmax(-2)
+            fg_mask = mask_pos.any(-2)
+        else:
+            fg_mask = claims > 0  # every claimed anchor keeps exactly one box
+        # at most one box per anchor now: its index is the sum (an argmax over a middle axis is slow on a CPU)
+        box_index = torch.arange(mask_pos.shape[1], device=mask_pos.device).view(1, -1, 1)
+        gt_index = torch.where(mask_pos, box_index, 0).sum(-2)
         return gt_index, fg_mask, mask_pos

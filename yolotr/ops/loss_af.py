@@ -57,6 +57,10 @@ class AnchorFreeLoss:
             1.5) and ``tal_topk`` (default 10). Other keys are ignored.
         imgsz: accepted for the same signature as the YOLOv5 loss; unused, since the input size is
             read from the maps (first map's size times the first stride).
+        dense: compute the box losses on every anchor with the background weighted out, and the
+            assigner's overlaps on every (box, anchor) pair: no host synchronisation but more
+            arithmetic. ``None`` (default): dense off the CPU, foreground-only (one ``nonzero`` each in
+            the assigner and the loss) on it.
 
     Call with ``maps``, the list of per-level ``(B, 4 * reg_max + nc, H_i, W_i)`` (box distribution
     first, then class logits), and ``targets`` ``(N, 6)`` ``[image_index, class, cx, cy, w, h]``
@@ -66,7 +70,7 @@ class AnchorFreeLoss:
 
     names = AF_LOSS_NAMES
 
-    def __init__(self, head_or_params, hyp: Mapping | None = None, imgsz: int | None = None):
+    def __init__(self, head_or_params, hyp: Mapping | None = None, imgsz: int | None = None, dense: bool | None = None):
         get = head_or_params.get if isinstance(head_or_params, Mapping) else lambda k: getattr(head_or_params, k, None)
         nc, reg_max, stride = get("nc"), get("reg_max"), get("stride")
         if nc is None or reg_max is None or stride is None:
@@ -93,8 +97,9 @@ class AnchorFreeLoss:
                     f"hyp key '{key}': expected a non-negative number (top-k: an integer >= 1), got {value!r}"
                 )
         self.gains = {"box": values["af_box"], "cls": values["af_cls"], "dfl": values["dfl"]}
+        self.dense = dense
         self.assigner = TaskAlignedAssigner(
-            topk=int(values["tal_topk"]), num_classes=self.nc, alpha=0.5, beta=6.0, strides=self.strides
+            topk=int(values["tal_topk"]), num_classes=self.nc, alpha=0.5, beta=6.0, strides=self.strides, dense=dense
         )
 
     def __repr__(self) -> str:
@@ -119,7 +124,7 @@ class AnchorFreeLoss:
         device = maps[0].device
         # float32 throughout: the softmax expectation, CIoU and the BCE sums lose too much in half precision.
         with torch.autocast(device.type, enabled=False):
-            return self._loss([m.float() for m in maps], targets.to(device=device, dtype=torch.float32))
+            return self._loss([m.float() for m in maps], targets.float())
 
     def _loss(self, maps: list[torch.Tensor], targets: torch.Tensor) -> LossOutput:
         batch_size = maps[0].shape[0]
@@ -131,7 +136,7 @@ class AnchorFreeLoss:
         points, stride = make_anchors(maps, self.strides)  # (A, 2) grid units, (A, 1)
         height, width = maps[0].shape[2] * self.strides[0], maps[0].shape[3] * self.strides[0]
 
-        gt_labels, gt_boxes, mask_gt = self.pad_targets(targets, batch_size, width, height)
+        gt_labels, gt_boxes, mask_gt = self.pad_targets(targets, batch_size, width, height, device)
         pred_boxes = self.decode(points, pred_dist)  # (B, A, 4) xyxy, grid units
         assignment = self.assigner(
             pred_logits.detach().sigmoid(),
@@ -143,18 +148,27 @@ class AnchorFreeLoss:
         )
         target_scores = assignment.scores
         score_sum = target_scores.sum().clamp(min=1)
-        loss_cls = F.binary_cross_entropy_with_logits(pred_logits, target_scores, reduction="none").sum() / score_sum
+        loss_cls = F.binary_cross_entropy_with_logits(pred_logits, target_scores, reduction="sum") / score_sum
 
         fg = assignment.fg_mask
-        loss_box = torch.zeros((), device=device)
-        loss_dfl = torch.zeros((), device=device)
-        if fg.any():
-            weight = target_scores[fg].sum(-1, keepdim=True)  # (F, 1)
+        if self.dense if self.dense is not None else device.type != "cpu":
+            # every anchor, background weighted out: no host synchronisation (an accelerator's way)
+            weight = target_scores.sum(-1, keepdim=True)  # (B, A, 1), 0 on the background
             target_boxes = assignment.boxes / stride  # grid units
-            ciou = bbox_ciou(pred_boxes[fg], target_boxes[fg])
+            ciou = bbox_ciou(pred_boxes, target_boxes)
+            loss_box = torch.where(fg.unsqueeze(-1), (1.0 - ciou) * weight, 0.0).sum() / score_sum
+            target_ltrb = bbox2dist(points, target_boxes, self.reg_max - 1 - 0.01).view(-1, 4)
+            dfl = self.distribution_focal_loss(pred_dist.view(-1, self.reg_max), target_ltrb).view(weight.shape)
+            loss_dfl = torch.where(fg.unsqueeze(-1), dfl * weight, 0.0).sum() / score_sum
+        else:
+            # the foreground only, found once (a CPU's way: no work on the background)
+            image, anchor = fg.nonzero(as_tuple=True)
+            weight = target_scores[image, anchor].sum(-1, keepdim=True)  # (F, 1)
+            target_boxes = assignment.boxes[image, anchor] / stride[anchor]  # grid units
+            ciou = bbox_ciou(pred_boxes[image, anchor], target_boxes)
             loss_box = ((1.0 - ciou) * weight).sum() / score_sum
-            target_ltrb = bbox2dist(points, target_boxes, self.reg_max - 1 - 0.01)[fg]  # (F, 4)
-            dfl = self.distribution_focal_loss(pred_dist[fg].view(-1, self.reg_max), target_ltrb)
+            target_ltrb = bbox2dist(points[anchor], target_boxes, self.reg_max - 1 - 0.01)  # (F, 4)
+            dfl = self.distribution_focal_loss(pred_dist[image, anchor].view(-1, self.reg_max), target_ltrb)
             loss_dfl = (dfl * weight).sum() / score_sum
 
         items = torch.stack((loss_box * self.gains["box"], loss_cls * self.gains["cls"], loss_dfl * self.gains["dfl"]))
@@ -189,35 +203,43 @@ class AnchorFreeLoss:
 
     @staticmethod
     def pad_targets(
-        targets: torch.Tensor, batch_size: int, width: float, height: float
+        targets: torch.Tensor, batch_size: int, width: float, height: float, device: torch.device | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(N, 6)`` normalized targets -> per-image padded ``labels`` ``(B, M, 1)``, ``xyxy`` pixel
         ``boxes`` ``(B, M, 4)`` and ``mask`` ``(B, M, 1)`` bool, ``M`` the most boxes of one image.
 
         Boxes keep their order within an image. An image index outside ``[0, batch_size)`` raises.
+        The padding is done where ``targets`` are and the results moved to ``device`` (default: the
+        same): targets still on the host cost an accelerator no synchronisation (``M`` is read once,
+        with the index check, wherever they are).
         """
-        device = targets.device
+        device = targets.device if device is None else torch.device(device)
+        work = targets.device
         if targets.shape[0] == 0:
             empty = torch.zeros(batch_size, 0, 1, device=device)
             return empty, torch.zeros(batch_size, 0, 4, device=device), empty.bool()
         image = targets[:, 0].long()
-        if image.min() < 0 or image.max() >= batch_size:
-            raise ValueError(
-                f"AnchorFreeLoss: target image indices span {int(image.min())}..{int(image.max())}, "
-                f"batch has {batch_size} images"
-            )
+        # scatter_add rather than bincount, which reads its input's maximum on the host on CUDA
+        counts = torch.zeros(batch_size, dtype=torch.long, device=work)
+        counts.scatter_add_(0, image.clamp(0, batch_size - 1), torch.ones_like(image))
+        low, high, m = torch.stack((image.min(), image.max(), counts.max())).tolist()  # the one host read
+        if low < 0 or high >= batch_size:
+            raise ValueError(f"AnchorFreeLoss: target image indices span {low}..{high}, batch has {batch_size} images")
         order = torch.sort(image, stable=True).indices
         image, targets = image[order], targets[order]
-        counts = torch.bincount(image, minlength=batch_size)
         starts = torch.cumsum(counts, 0) - counts
-        slot = torch.arange(image.shape[0], device=device) - starts[image]
-        m = int(counts.max())
-        labels = torch.zeros(batch_size, m, 1, device=device)
-        boxes = torch.zeros(batch_size, m, 4, device=device)
-        mask = torch.zeros(batch_size, m, 1, dtype=torch.bool, device=device)
-        scale = torch.tensor([width, height], device=device)
+        slot = torch.arange(image.shape[0], device=work) - starts[image]
+        labels = torch.zeros(batch_size, m, 1, device=work)
+        boxes = torch.zeros(batch_size, m, 4, device=work)
+        mask = torch.zeros(batch_size, m, 1, dtype=torch.bool, device=work)
+        scale = torch.tensor([width, height], device=work)
         xy, half = targets[:, 2:4] * scale, targets[:, 4:6] * scale / 2
         labels[image, slot] = targets[:, 1:2]
         boxes[image, slot] = torch.cat((xy - half, xy + half), 1)
         mask[image, slot] = True
-        return labels, boxes, mask
+        if device == work:
+            return labels, boxes, mask
+        pin = device.type == "cuda" and work.type == "cpu"  # pinned: the copy does not wait for the GPU
+        return tuple(
+            t.pin_memory().to(device, non_blocking=True) if pin else t.to(device) for t in (labels, boxes, mask)
+        )
