@@ -7,6 +7,7 @@ from functools import lru_cache
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.conftest import shared_path
 from yolotr.engine.config import default_config
@@ -152,3 +153,59 @@ def test_build_loss_follows_the_head():
 
     v5 = build_loss(DetectionModel("yolov5n.yaml", nc=2), default_config(), 64)
     assert isinstance(v5, DetectionLoss) and v5.names == LOSS_NAMES == ("box", "obj", "cls")
+
+
+class _HostReads(TorchDispatchMode):
+    """Counts the ops that make an accelerator wait for the host: ``nonzero``, scalar reads, boolean indexing."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func)
+        bool_index = name.startswith(("aten.index.", "aten.index_put")) and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ())
+        )
+        if "nonzero" in name or "_local_scalar_dense" in name or "masked_select" in name or bool_index:
+            self.reads.append(name)
+        return func(*args, **(kwargs or {}))
+
+
+def _loss_with_targets(dense, seed=0):
+    maps = _maps(batch=4, size=128, requires_grad=True, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    wh = torch.rand(12, 2, generator=g) * 0.4 + 0.05
+    xy = wh / 2 + torch.rand(12, 2, generator=g) * (1 - wh)
+    image = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 3, 0]).float()[:, None]
+    targets = torch.cat((image, torch.randint(0, 3, (12, 1), generator=g).float(), xy, wh), 1)
+    out = AnchorFreeLoss({"nc": 3, "reg_max": 16, "stride": [8, 16, 32]}, {}, dense=dense).detailed(maps, targets)
+    out.total.backward()
+    return out, [m.grad for m in maps]
+
+
+def test_dense_path_equals_the_foreground_path():
+    """The accelerator's path (every anchor, background weighted out) gives the CPU path's numbers."""
+    for seed in (0, 1):
+        (sparse, sparse_grads), (dense, dense_grads) = _loss_with_targets(False, seed), _loss_with_targets(True, seed)
+        assert int(sparse.assignment.fg_mask.sum()) > 20
+        assert torch.equal(dense.assignment.fg_mask, sparse.assignment.fg_mask)
+        assert torch.equal(dense.assignment.gt_index, sparse.assignment.gt_index)
+        torch.testing.assert_close(dense.assignment.scores, sparse.assignment.scores, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(dense.items, sparse.items, rtol=1e-5, atol=0)
+        for d, s in zip(dense_grads, sparse_grads):
+            torch.testing.assert_close(d, s, rtol=1e-4, atol=1e-9)
+
+
+def test_dense_path_reads_nothing_on_the_host_but_the_target_count(monkeypatch):
+    """No nonzero, item, bool() or boolean indexing (each a host synchronisation on CUDA); one tolist."""
+    tolist = torch.Tensor.tolist
+    calls = []
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda t: calls.append(t.shape) or tolist(t))
+    with _HostReads() as mode:
+        _loss_with_targets(True)
+    assert mode.reads == []
+    assert calls == [torch.Size([3])]  # pad_targets: lowest and highest image index, most boxes in one image
+    with _HostReads() as mode:
+        _loss_with_targets(False)
+    assert mode.reads == ["aten.nonzero.default"] * 2  # the CPU path: the candidates, then the foreground
