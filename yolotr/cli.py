@@ -12,6 +12,7 @@ from yolotr.errors import ConfigError, YolotrError
 from yolotr.logs import verbosity
 
 LOGGER = logging.getLogger("yolotr")
+DEVICE_HELP = "auto (default: CUDA when there is one), cpu, cuda, cuda:N or a GPU index N"
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -26,12 +27,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
         model = OnnxModel(args.model)
         backend = prepare_backend(model, "torch")  # the file runs as it is
     else:
-        model = load_model(args.model)
+        model = _on_device(load_model(args.model), args.device)
         backend = prepare_backend(model, args.backend, copy_model=False)  # fused in place: loaded to predict only
     predictor = Predictor(
         model,
         model.names,
-        args.imgsz,
+        args.imgsz or getattr(model, "imgsz", None) or 640,
         rect=not args.square,
         conf=args.conf,
         iou=args.iou,
@@ -50,6 +51,17 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if save_dir is not None:
         print(f"results saved to {save_dir}")
     return 0
+
+
+def _device(device: str):
+    from yolotr.engine.runs import select_device
+
+    return select_device(device)
+
+
+def _on_device(model, device: str | None):
+    """``model`` moved to ``--device`` (left where it is without one)."""
+    return model if device is None else model.to(_device(device))
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -166,7 +178,7 @@ def cmd_val(args: argparse.Namespace) -> int:
     from yolotr.engine.validator import validate
     from yolotr.models.loading import load_model
 
-    model = load_model(args.model)
+    model = _on_device(load_model(args.model), args.device)
     validate(  # logs its table (and the speed line) itself
         model,
         args.data,
@@ -186,6 +198,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from yolotr.models.loading import load_model
 
     model = load_model(args.model, nc=args.nc)
+    if args.device is not None and _device(args.device).type != "cpu":  # checked, then traced on the CPU
+        LOGGER.info(
+            "--device %s: exported from the CPU (the float32 file is the same whichever device traces it)", args.device
+        )
     path = default_export_path(args.model, args.format)
     if args.output:
         path = Path(args.output) / path.name if Path(args.output).is_dir() else args.output
@@ -193,7 +209,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         model,
         args.format,
         path,
-        imgsz=args.imgsz,
+        imgsz=args.imgsz or getattr(model, "imgsz", None) or 640,
         dynamic=not args.static,
         dynamic_size=args.dynamic_size,
         raw=args.raw,
@@ -242,7 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="detect objects in images, folders, globs or videos")
     p.add_argument("--model", required=True, help="model YAML or checkpoint (.pt/.pth)")
     p.add_argument("--source", required=True, help="image, folder, glob, .txt list or video")
-    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--imgsz", type=int, help="default: the checkpoint's training size, else 640")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--conf", type=float, default=0.25)
     p.add_argument("--iou", type=float, default=0.45)
     p.add_argument("--max-det", type=int, default=300)
@@ -297,7 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--project")
     p.add_argument("--name")
     p.add_argument("--cfg", help="a YAML of settings overriding cfg/default.yaml")
-    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="any other setting of cfg/default.yaml")
+    p.add_argument(
+        "--set", nargs="+", action="extend", metavar="KEY=VALUE", help="any other setting of cfg/default.yaml"
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue runs/train/expN from weights/last.pt")
     p.set_defaults(func=cmd_train)
 
@@ -327,7 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=["on", "off"])
     p.add_argument("--noautoanchor", dest="autoanchor", action="store_false", default=None)
     p.add_argument("--cfg", help="a YAML of settings overriding cfg/default.yaml")
-    p.add_argument("--set", nargs="+", metavar="KEY=VALUE", help="any other setting of cfg/default.yaml")
+    p.add_argument(
+        "--set", nargs="+", action="extend", metavar="KEY=VALUE", help="any other setting of cfg/default.yaml"
+    )
     p.add_argument("--parallel", type=int, default=1, help="local runs at once (default 1)")
     p.add_argument("--workers-per-run", dest="workers_per_run", type=int, help="DataLoader workers of each run")
     p.add_argument(
@@ -350,12 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iou", type=float, default=0.6)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--save-dir", dest="save_dir", help="write PR curve and confusion matrix here")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.set_defaults(func=cmd_val)
 
     p = sub.add_parser("export", help="export to ONNX (checked with onnxruntime) or TorchScript")
     p.add_argument("--model", required=True)
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--imgsz", type=int, help="default: the checkpoint's training size, else 640")
+    p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--nc", type=int, default=None, help="classes when exporting a YAML")
     p.add_argument(
         "--output", help="output file (default: beside a checkpoint, best.pt -> best.onnx; a YAML's stem here)"
@@ -408,7 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from yolotr.cli_args import expand_key_values, reject_unknown
+
+    parser = build_parser()
+    argv = expand_key_values(parser, list(sys.argv[1:] if argv is None else argv))  # key=value as `yolo` takes it
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        reject_unknown(parser, argv, extras)  # the sub-command's usage and the nearest flags; exits 2
     with verbosity(logging.DEBUG if args.verbose else logging.INFO):  # the yolotr logger, as a Python user gets it
         try:
             return args.func(args)

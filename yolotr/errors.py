@@ -15,3 +15,20 @@ class DataError(YolotrError):
 
 class CheckpointError(YolotrError):
     """A checkpoint cannot be loaded (truncated, foreign class, keys or shapes that do not fit)."""
+
+
+def did_you_mean(word: str, candidates, prefix: str = "") -> str:
+    """``"; did you mean X?"`` (or ``X or Y``) naming the candidates nearest ``word``, else ``""``.
+
+    Nearness is difflib's ratio; ties keep the order of ``candidates`` (``lr`` -> ``lr0`` before ``lrf``
+    when the list is in ``default.yaml``'s order). A candidate that ``word`` starts (or that starts
+    ``word``) counts when nothing is near enough.
+    """
+    import difflib
+
+    candidates = list(dict.fromkeys(candidates))
+    scored = [(difflib.SequenceMatcher(None, word, c).ratio(), -i, c) for i, c in enumerate(candidates)]
+    close = [c for score, _, c in sorted(scored, reverse=True) if score >= 0.6][:3]
+    if not close:
+        close = sorted((c for c in candidates if c.startswith(word) or word.startswith(c)), key=len)[:3]
+    return f"; did you mean {' or '.join(prefix + c for c in close)}?" if close else ""

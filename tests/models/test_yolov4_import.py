@@ -177,5 +177,5 @@ def test_yolo_facade_loads_published_file(reference, published, tmp_path):
     path = tmp_path / "yolo4_weights.pth"
     torch.save(published, path)
     detector = YOLO(path)
-    assert detector.names == list(COCO_NAMES)
+    assert list(detector.names.values()) == list(COCO_NAMES)
     assert_matches_oracle(detector.model, reference["oracle"])

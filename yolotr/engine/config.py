@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from yolotr.errors import ConfigError
+from yolotr.errors import ConfigError, did_you_mean
 
 DEFAULT_CFG = Path(__file__).resolve().parent.parent / "cfg" / "default.yaml"
 
@@ -18,7 +18,7 @@ RANGES = {
     key: rule
     for rule, keys in {
         ">= 1": "epochs batch nbs imgsz val_period max_det nan_max_bad_steps nan_window tal_topk",
-        ">= 0": "workers freeze close_mosaic save_period_steps warmup_min_iters time_limit mmap_threshold_mb "
+        ">= 0": "patience workers freeze close_mosaic save_period_steps warmup_min_iters time_limit mmap_threshold_mb "
         "warmup_epochs warmup_bias_lr grad_clip hsv_h hsv_s hsv_v weight_decay lr_transformer_scale "
         "box cls cls_pw obj obj_pw af_box af_cls dfl",
         "> 0": "lr0 lrf ema_tau anchor_t",
@@ -30,7 +30,7 @@ RANGES = {
 }
 # Counts: a whole number is needed (``epochs: 2.5`` is refused; ``2.0`` is read as 2).
 WHOLE_NUMBERS = set(
-    "epochs batch nbs imgsz workers seed freeze close_mosaic save_period_steps val_period max_det "
+    "epochs patience batch nbs imgsz workers seed freeze close_mosaic save_period_steps val_period max_det "
     "warmup_min_iters nan_max_bad_steps nan_window tal_topk".split()
 )
 
@@ -88,7 +88,8 @@ def _apply(cfg: dict, source: str, layer: dict) -> None:
     """Set the keys of ``layer`` in ``cfg``, each checked by :func:`_checked` (None values are ignored)."""
     for key, value in layer.items():
         if key not in cfg:
-            raise ConfigError(f"{source}: unknown setting '{key}' (see {DEFAULT_CFG.name} for the keys)")
+            hint = did_you_mean(str(key), cfg)
+            raise ConfigError(f"{source}: unknown setting '{key}'{hint} (the settings are the keys of {DEFAULT_CFG})")
         if value is not None:
             cfg[key] = _checked(source, key, value, cfg[key])
 

@@ -71,7 +71,7 @@ class Predictor:
             width: ``model.input_hw = (h, w)``) is always fed at that size, letterboxed to exactly
             ``(h, w)``; ``imgsz`` and ``rect`` then do not apply (an info line says so when
             ``imgsz`` asked for another size).
-        names: class names.
+        names: class names (a list, or a dict by id as ``YOLO.names`` gives).
         imgsz: letterbox size (square side or ``(h, w)``).
         rect: letterbox to the smallest stride multiple around the resized image (YOLOv5's
             ``auto=True``) instead of the full square.
@@ -100,7 +100,7 @@ class Predictor:
     ):
         self.model = model
         self.backend = backend if isinstance(backend, Backend) else prepare_backend(model, backend)
-        self.names = list(names)
+        self.names = list(names.values()) if isinstance(names, dict) else list(names)  # YOLO.names is a dict
         self.stride = stride or largest_stride(model)
         self.rect = rect
         fixed = getattr(model, "input_hw", None)

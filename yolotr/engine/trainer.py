@@ -28,6 +28,7 @@ from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.data.sources import load_dataset_config, load_records
 from yolotr.engine.autoanchor import run_autoanchor
 from yolotr.engine.config import resolve_config
+from yolotr.engine.early_stop import EarlyStopping
 from yolotr.engine.ema import ModelEMA, unwrap
 from yolotr.engine.guard import NonFiniteGuard
 from yolotr.engine.heap import set_mmap_threshold
@@ -174,6 +175,7 @@ class Trainer:
         self.ema = ModelEMA(self.model, cfg["ema_decay"], cfg["ema_tau"]) if cfg["ema"] else None
         self.loss_fn = build_loss(self.model, cfg, cfg["imgsz"])
         self.guard = NonFiniteGuard(cfg["nan_max_bad_steps"], cfg["nan_window"], cfg["nan_lr_factor"])
+        self.stopper = EarlyStopping(cfg["patience"])  # engine/early_stop.py
         self.warmup_iters = (
             max(round(cfg["warmup_epochs"] * self.nb), cfg["warmup_min_iters"]) if cfg["warmup_epochs"] > 0 else 0
         )
@@ -232,6 +234,7 @@ class Trainer:
         self.start_epoch, self.start_batch = int(state["epoch"]), int(state["batch"])
         self.last_opt_step = int(state["last_opt_step"])
         self.best_fitness = float(state["best_fitness"])
+        self.stopper.load_state_dict(state.get("early_stop"))
         self.guard.lr_multiplier = float(state.get("lr_multiplier", 1.0))
         torch.set_rng_state(state["rng_cpu"])
         if self.device.type == "cuda" and state.get("rng_cuda") is not None:
@@ -251,6 +254,7 @@ class Trainer:
             "batch": batch,
             "last_opt_step": self.last_opt_step,
             "best_fitness": self.best_fitness,
+            "early_stop": self.stopper.state_dict(),
             "lr_multiplier": self.guard.lr_multiplier,
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
@@ -357,18 +361,26 @@ class Trainer:
             if epoch == self.start_epoch and cfg["time_limit"]:
                 self._fit_epochs_to_time(epoch, time.time() - t0)
             epoch += 1
+            if self.stopper.step(epoch, metrics.get("fitness"), self.main, self.device):
+                break
         if self.world > 1:
             dist.barrier()
         if self.main:
             self._plot()
             LOGGER.info(
-                "%d epochs done in %.1f min; results in %s",
-                cfg["epochs"] - self.start_epoch,
+                "%d epochs done in %.1f min%s; results in %s",
+                epoch - self.start_epoch,
                 (time.time() - t0) / 60,
+                self.stopper.summary(),
                 self.save_dir,
             )
         self.tb.close()
-        return {**metrics, "save_dir": str(self.save_dir), "nan_reports": [str(r) for r in self.guard.reports]}
+        return {
+            **metrics,
+            "save_dir": str(self.save_dir),
+            "nan_reports": [str(r) for r in self.guard.reports],
+            **self.stopper.results(),
+        }
 
     def _accumulate_at(self, step: int) -> int:
         """Batches per optimizer step at ``step``: rising from 1 to ``nbs / global batch`` over the warmup

@@ -15,7 +15,8 @@ import torch
 import yaml
 from torch import nn
 
-from yolotr.errors import ConfigError
+from yolotr.errors import CheckpointError, ConfigError
+from yolotr.models.model_names import missing_weights_message, unknown_model_message
 from yolotr.nn.builder import BuiltLayers, build_layers, positive_number
 from yolotr.nn.conv import Conv, fuse_conv_and_bn
 from yolotr.nn.head import Detect
@@ -59,8 +60,9 @@ def resolve_model_yaml(name: str | Path) -> tuple[Path, str]:
         found = _existing_yaml(path.with_name(unified))
         if found is not None:
             return found, match.group(2)
-    shipped = ", ".join(sorted(p.name for p in CFG_DIR.glob("*.yaml")))
-    raise ConfigError(f"{name}: no such model YAML (not a file, not a shipped config; shipped: {shipped})")
+    if path.suffix.lower() in (".pt", ".pth", ".ckpt"):  # a checkpoint that is not there, not a YAML
+        raise CheckpointError(missing_weights_message(name))
+    raise ConfigError(unknown_model_message(name))
 
 
 def find_model_yaml(name: str | Path) -> Path:

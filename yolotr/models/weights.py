@@ -32,6 +32,7 @@ from yolotr.models.foreign_pickle import (
     foreign_state_dict,
     restricted_pickle_module,
 )
+from yolotr.models.model_names import missing_weights_message
 
 LOGGER = logging.getLogger("yolotr")
 FORMAT_VERSION = 1
@@ -229,7 +230,7 @@ def read_checkpoint(path: str | Path) -> tuple[str, object]:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+        raise CheckpointError(missing_weights_message(path))
     try:
         kind, looks = sniff_checkpoint(path)
     except OSError as e:

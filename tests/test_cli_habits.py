@@ -1,0 +1,100 @@
+"""The ``yolotr`` command as a user of the ``yolo`` command types it: ``key=value`` arguments, ``--device`` on
+predict/val/export, the sub-command's usage and a "did you mean" for an unknown flag, setting or model name,
+and a missing ``.pt`` that says where weights come from (issue 26, item 7)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from yolotr.cli import build_parser, main
+from yolotr.cli_args import expand_key_values
+from yolotr.errors import CheckpointError
+from yolotr.models.detection import DetectionModel
+from yolotr.models.model_names import shipped_model_names
+
+
+def parse(argv: list[str]):
+    parser = build_parser()
+    return parser.parse_args(expand_key_values(parser, argv))
+
+
+def test_key_value_arguments_as_the_yolo_command_takes_them():
+    args = parse(
+        ["train", "model=yolov8n.yaml", "data=my.yaml", "epochs=50", "close_mosaic=3", "val=False", "amp=True"]
+    )
+    assert (args.model, args.data, args.epochs, args.val, args.amp) == ("yolov8n.yaml", "my.yaml", 50, False, "on")
+    assert args.set == ["close_mosaic=3"]
+    mixed = parse(
+        ["train", "--set", "lr0=0.02", "mosaic=0.5", "--epochs", "3", "patience=7", "--weights-rename", "a=b"]
+    )
+    assert mixed.set == ["lr0=0.02", "mosaic=0.5", "patience=7"] and mixed.weights_rename == ["a=b"]
+    assert mixed.epochs == 3
+    args = parse(
+        ["predict", "model=best.pt", "source=img/", "save=True", "save_txt=False", "classes=[0,2]", "conf=0.4"]
+    )
+    assert (args.model, args.source, args.save, args.save_txt, args.classes, args.conf) == (
+        "best.pt", "img/", True, False, [0, 2], 0.4,
+    )  # fmt: skip
+    assert parse(["val", "model=a.pt", "data=d.yaml", "device=cpu", "batch=4"]).device == "cpu"
+
+
+def _usage_error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_unknown_flag_prints_the_sub_command_usage_and_the_nearest(capsys):
+    err = _usage_error(["predict", "--model", "m.pt", "--source", "s", "--conff", "0.3"], capsys)
+    assert err.startswith("usage: yolotr predict") and "unrecognized arguments: --conff 0.3" in err
+    assert "did you mean --conf?" in err
+    err = _usage_error(["train", "--patiense", "3"], capsys)
+    assert err.startswith("usage: yolotr train") and "did you mean --set patience=VALUE?" in err
+    err = _usage_error(["train", "lr=0.1"], capsys)
+    assert "unknown argument 'lr=0.1'; did you mean lr0" in err
+    err = _usage_error(["val", "model=m.pt", "data=d.yaml", "epochs=3"], capsys)
+    assert err.startswith("usage: yolotr val") and "unknown argument 'epochs=3'" in err
+
+
+def test_unknown_setting_names_the_nearest_key_and_default_yaml(capsys):
+    assert main(["train", "--set", "lr=0.1", "--data", "shapes"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown setting 'lr'; did you mean lr0" in err and "yolotr/cfg/default.yaml" in err
+
+
+def test_device_on_predict_val_and_export(tmp_path, capsys):
+    import cv2
+
+    image = tmp_path / "a.jpg"
+    cv2.imwrite(str(image), np.full((64, 64, 3), 90, np.uint8))
+    assert main(["predict", "model=yolov5n.yaml", f"source={image}", "device=cpu", "imgsz=64"]) == 0
+    assert "1 images" in capsys.readouterr().out
+    for command in (["val", "--data", "shapes"], ["export"], ["predict", "--source", str(image)]):
+        assert parse([command[0], "--model", "m.pt", *command[1:], "--device", "0"]).device == "0"
+    if not torch.cuda.is_available():
+        assert main(["predict", "--model", "yolov5n.yaml", "--source", str(image), "--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+        assert main(["export", "--model", "yolov5n.yaml", "--device", "cuda:0", "--output", str(tmp_path)]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_model_names_did_you_mean_and_scaled_forms(capsys):
+    names = shipped_model_names()
+    assert {"yolo11n.yaml", "yolo11x.yaml", "yolov8s.yaml", "yolov8n-p2.yaml", "yolov5n.yaml"} <= set(names)
+    assert "yolo11.yaml" not in names  # listed by its scales, as a user writes them
+    assert main(["info", "--model", "yolov11n.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean yolo11n.yaml" in err and "yolo11n.yaml, yolo11s.yaml" in err
+
+
+def test_a_missing_official_pt_is_a_checkpoint_that_is_not_downloaded(tmp_path, capsys):
+    missing = tmp_path / "yolov5n.pt"
+    with pytest.raises(CheckpointError, match="does not download weights") as error:
+        DetectionModel(str(missing))  # what `yolotr train --model yolov5n.pt` builds from
+    assert "no such model YAML" not in str(error.value) and "github.com/ultralytics/yolov5/releases" in str(error.value)
+    assert "to start from untrained weights use yolov5n.yaml" in str(error.value)
+    assert main(["predict", "--model", str(missing), "--source", "x.jpg"]) == 2
+    assert "does not download weights" in capsys.readouterr().err
