@@ -116,10 +116,11 @@ def test_head_output_contract() -> None:
     assert model.model[0].conv.weight.grad is None  # the one-to-one loss does not reach the backbone
     assert head.one2one_cv2[0][0].conv.weight.grad is not None
     model.eval()
-    anchors = sum(96 // s * 128 // s for s in (8, 16, 32))
     with torch.no_grad():
         det, raw = model(x)
-        assert det.shape == (2, anchors, 6)  # fewer anchors than max_det: k = anchors
+        assert det.shape == (2, 300, 6) and (det[..., 4] >= 0).all()  # 252 anchors x 3 classes > 300 pairs
+        small, _ = model(torch.rand(1, 3, 32, 32))  # 21 anchors x 3 classes: 63 rows, then filler of score -1
+        assert small.shape == (1, 300, 6) and (small[0, :63, 4] >= 0).all() and (small[0, 63:, 4] == -1).all()
         head.set_end2end(True, max_det=50)
         det, raw = model(x)
         assert det.shape == (2, 50, 6)

@@ -36,10 +36,12 @@ class E2EDetect(AnchorFreeDetect):
     distributions), the one-to-one maps computed from detached features.
     Eval output: ``(decoded, raw)`` (``raw`` as in training; with ``export = True`` only ``decoded``):
 
-    - ``end2end`` (default): ``(B, k, 6)`` float rows ``x1, y1, x2, y2`` (input pixels, not clipped),
-      score, class index, sorted by score, ``k = min(max_det, anchors)``: the ``max_det`` anchors of
-      highest best-class score of the one-to-one branch, then the ``max_det`` highest (anchor, class)
-      scores among them (an anchor can appear with several classes; with ``agnostic`` only its best);
+    - ``end2end`` (default): ``(B, max_det, 6)`` float rows ``x1, y1, x2, y2`` (input pixels, not
+      clipped), score, class index, sorted by score: the ``max_det`` anchors of highest best-class score
+      of the one-to-one branch, then the ``max_det`` highest (anchor, class) scores among them (an anchor
+      can appear with several classes; with ``agnostic`` only its best). An input with fewer anchors than
+      ``max_det`` rows ends in filler rows of score -1 (zero box), which any ``conf >= 0`` drops; so does
+      an exported graph at any size, where the row count is fixed;
     - otherwise the one-to-many branch decoded as :class:`~yolotr.nn.head_af.AnchorFreeDetect` does (to be
       filtered by NMS).
 
@@ -92,9 +94,12 @@ class E2EDetect(AnchorFreeDetect):
     def topk(self, preds: torch.Tensor) -> torch.Tensor:
         """``(B, A, 4 + nc)`` decoded rows -> ``(B, k, 6)`` ``[x1, y1, x2, y2, score, class]`` (see the class)."""
         b, a, _ = preds.shape
+        k = self.max_det
+        if a < k or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+            # fewer anchors than rows (a small input; or any size in an exported graph): filler rows, score -1
+            filler = torch.cat((preds.new_zeros(b, k, 4), preds.new_full((b, k, self.nc), -1.0)), -1)
+            preds = torch.cat((preds, filler), 1)
         boxes, scores = preds.split((4, self.nc), -1)
-        tracing = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
-        k = self.max_det if tracing else min(self.max_det, a)
         if self.agnostic:
             best, labels = scores.max(-1, keepdim=True)
             top, index = best.topk(k, dim=1)
