@@ -36,7 +36,7 @@ def test_predict_writes_images_and_json(tmp_path, capsys):
     bus = next(r for r in records if r["image"].endswith("bus.jpg"))
     assert sum(d["name"] == "person" for d in bus["detections"]) >= 3
     lines = (out / "labels" / "bus.txt").read_text().splitlines()
-    assert len(lines) == len(bus["detections"]) and all(len(line.split()) == 6 for line in lines)
+    assert len(lines) == len(bus["detections"]) and all(len(line.split()) == 5 for line in lines)  # no --save-conf
 
 
 @pytest.mark.parametrize(

@@ -108,7 +108,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     overrides = _overrides(args, TRAIN_KEYS)
     if args.amp is not None:
-        overrides["amp"] = args.amp == "on"
+        overrides["amp"] = args.amp
     overrides.update(set_overrides(args.set))
     if args.resume:
         trainer = Trainer.resume(args.resume, **overrides)
@@ -152,7 +152,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     settings = {**(_cfg_file(args.cfg) if args.cfg else {}), **_overrides(args, COMPARE_KEYS)}
     if args.amp is not None:
-        settings["amp"] = args.amp == "on"
+        settings["amp"] = args.amp
     if args.autoanchor is not None:
         settings["autoanchor"] = args.autoanchor
     settings.update(set_overrides(args.set))
@@ -299,7 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--freeze", type=int, help="freeze the first N layers")
     p.add_argument("--weights", help="transfer matching weights from this checkpoint")
     p.add_argument("--weights-rename", dest="weights_rename", nargs="+", help="old=new key-prefix rules")
-    p.add_argument("--amp", choices=["on", "off"], help="mixed precision (default: on for CUDA)")
+    p.add_argument(
+        "--amp",
+        choices=["auto", "fp16", "bf16", "false", "on", "off"],
+        help="mixed precision: auto (fp16 on CUDA, off on CPU), fp16 (with loss scaling), bf16, false; on = auto's "
+        "fp16 on CUDA and bf16 on CPU",
+    )
     p.add_argument("--save-period-steps", dest="save_period_steps", type=int)
     p.add_argument("--cache-ram", dest="cache_ram", action="store_true", default=None)
     p.add_argument("--sync-bn", dest="sync_bn", action="store_true", default=None)
@@ -343,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-transformer-scale", dest="lr_transformer_scale", type=float)
     p.add_argument("--freeze", type=int)
     p.add_argument("--weights", help="transfer matching weights from this checkpoint into every model")
-    p.add_argument("--amp", choices=["on", "off"])
+    p.add_argument("--amp", choices=["auto", "fp16", "bf16", "false", "on", "off"])
     p.add_argument("--noautoanchor", dest="autoanchor", action="store_false", default=None)
     p.add_argument("--cfg", help="a YAML of settings overriding cfg/default.yaml")
     p.add_argument(

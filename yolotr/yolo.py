@@ -90,6 +90,8 @@ class YOLO:
         save: bool = False,
         save_txt: bool = False,
         save_json: bool = False,
+        save_conf: bool = False,
+        data=None,
         project: str | Path = "runs/predict",
         name: str = "exp",
         device: str | None = None,
@@ -106,7 +108,9 @@ class YOLO:
         object whatever its class. ``save`` (drawn images, videos and ``predictions.json``), ``save_txt``
         (YOLO txt labels) and ``save_json`` (COCO results) write into ``project/name`` (``name2``, ... when
         it exists) as ``yolotr predict`` does (:class:`~yolotr.engine.predictor.PredictionWriter`); the folder
-        is logged.
+        is logged. ``save_conf``: the txt labels get the confidence as a sixth column. ``data``: a dataset
+        whose ids the COCO results take (a COCO-format dataset's own ``image_id`` and ``category_id``; see
+        :mod:`yolotr.data.result_ids`; without it, the 80 COCO names give COCO's 91-class ids).
 
         ``backend`` (see :mod:`yolotr.engine.fast_backend`): ``auto`` (onnxruntime for a float32 model
         on the CPU, PyTorch otherwise), ``torch`` (a fused ``channels_last`` copy) or ``onnx`` (the
@@ -137,20 +141,27 @@ class YOLO:
             )  # fmt: skip
             save_dir = next_run_dir(project, name) if (save or save_txt or save_json) else None
             if stream:
-                return self._stream(predictor, source, save_dir, save_txt, save_json, save, self._verbose(verbose))
+                return self._stream(
+                    predictor, source, save_dir, save_txt, save_json, save, self._verbose(verbose), save_conf, data
+                )
             if save_dir is None:
                 return predictor(source)
             summary = run_prediction(
-                predictor, source, save_dir, save_txt, save_json, save_images=save, progress=False, keep_results=True
-            )
+                predictor, source, save_dir, save_txt, save_json, save_images=save, progress=False, keep_results=True,
+                save_conf=save_conf, data=data,
+            )  # fmt: skip
             LOGGER.info("results saved to %s", save_dir)
             return summary["results"]
 
-    def _stream(self, predictor, source, save_dir, save_txt, save_json, save_images, verbose):
+    def _stream(
+        self, predictor, source, save_dir, save_txt, save_json, save_images, verbose, save_conf=False, data=None
+    ):
         """A generator of ``Results``, writing files as they come (:class:`PredictionWriter`)."""
+        from yolotr.data.result_ids import result_ids
         from yolotr.engine.predictor import PredictionWriter
 
-        writer = PredictionWriter(save_dir, save_txt, save_json, save_images)
+        ids = result_ids(predictor.names, data) if save_json else None
+        writer = PredictionWriter(save_dir, save_txt, save_json, save_images, save_conf, ids)
         try:
             for frame, result in predictor.stream(source):
                 writer.add(frame, result)
@@ -253,7 +264,9 @@ class YOLO:
     ):
         """COCO metrics of this model on ``data``'s validation split (a ``ValidationResult``).
 
-        ``verbose=False`` hides the progress bar and the logged table.
+        ``verbose=False`` hides the progress bar and the logged table. Other keywords go to
+        :func:`~yolotr.engine.validator.validate`, e.g. ``save_json=True``: the detections as COCO results
+        in the dataset's own ids, scored against a COCO-format dataset's JSON (``result.coco_map``).
         """
         self._need_pytorch("validation")
         from yolotr.engine.validator import validate

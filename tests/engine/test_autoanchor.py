@@ -167,12 +167,16 @@ def test_refit_anchors_are_in_the_checkpoints_and_survive_reload_and_resume(tiny
     assert torch.equal(resumed, ema_anchors)
 
 
-def test_noautoanchor_flag_keeps_the_yaml_anchors(tiny_shapes, tmp_path):
+def test_noautoanchor_flag_keeps_the_yaml_anchors(tiny_shapes, tmp_path, capsys, caplog):
     bad = _bad_yaml(tmp_path)
     args = ["train", "--model", str(bad), "--data", str(tiny_shapes), "--epochs", "1", "--imgsz", "64"]
     args += ["--batch", "8", "--workers", "0", "--no-val", "--project", str(tmp_path), "--name", "run"]
     args += ["--noautoanchor", "--set", "nbs=8", "warmup_min_iters=2", "mosaic=0.5"]
-    assert cli_main(args) == 0
+    with caplog.at_level(logging.INFO, logger="yolotr"):
+        assert cli_main(args) == 0
+    closing = [r.getMessage() for r in caplog.records if "results in" in r.getMessage()]
+    assert len(closing) == 1 and str(tmp_path / "run") in closing[0]  # the closing line, said once
+    assert "results in" not in capsys.readouterr().out
     assert yaml.safe_load((tmp_path / "run" / "args.yaml").read_text())["autoanchor"] is False
     _, anchors, _ = _saved_anchors(tmp_path / "run" / "weights" / "last.pt")
     strides = torch.tensor([8.0, 16.0, 32.0]).view(3, 1, 1)

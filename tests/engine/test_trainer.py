@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import signal
 import subprocess
 import sys
@@ -54,32 +53,6 @@ def test_resume_after_sigkill_gives_same_weights(tiny_shapes, tmp_path):
         assert torch.equal(value, resumed_raw[key]), key
     for key, value in straight_ema.items():
         assert torch.equal(value, resumed_ema[key]), key
-
-
-def test_nan_guard_names_injected_layer_and_recovers(tiny_shapes, tmp_path):
-    cfg = tiny_train_cfg(tiny_shapes, tmp_path, model="yolov5n-swinv2.yaml", epochs=3, nan_max_bad_steps=2)
-    trainer = Trainer(cfg)
-    target = "model.8.m.blocks.0"  # the first Swin layer of the P5 SwinV2_CSPB
-
-    def inject(t):
-        if t.step in (7, 8) and not hasattr(t, "_fault"):
-            layer = t.model.get_submodule(target)
-
-            def hook(module, inputs, output):
-                if trainer.step in (7, 8):
-                    return output.clone().fill_(math.inf)
-                return output
-
-            t._fault = layer.register_forward_hook(hook)
-
-    trainer.add_callback("on_batch_start", inject)
-    result = trainer.train()
-    assert len(result["nan_reports"]) == 2
-    assert all(f"module '{target}'" in r for r in result["nan_reports"])
-    assert "step 7" in result["nan_reports"][0] and "step 8" in result["nan_reports"][1]
-    assert trainer.guard.rollbacks == 1 and trainer.guard.lr_multiplier == 0.5
-    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
-    assert (tmp_path / "run" / "results.csv").read_text().count("\n") == 4
 
 
 def test_parameter_groups_split_decay_and_transformer():

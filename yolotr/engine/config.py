@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from yolotr.engine.amp import check_amp
 from yolotr.errors import ConfigError, did_you_mean
 
 DEFAULT_CFG = Path(__file__).resolve().parent.parent / "cfg" / "default.yaml"
@@ -21,7 +22,7 @@ RANGES = {
         ">= 0": "patience workers freeze close_mosaic save_period_steps warmup_min_iters time_limit mmap_threshold_mb "
         "warmup_epochs warmup_bias_lr grad_clip hsv_h hsv_s hsv_v weight_decay lr_transformer_scale "
         "box cls cls_pw obj obj_pw af_box af_cls dfl",
-        "> 0": "lr0 lrf ema_tau anchor_t",
+        "> 0": "lr0 lrf ema_tau anchor_t amp_init_scale",
         "[0, 1]": "mosaic fliplr flipud translate val_conf val_iou ema_decay label_smoothing",
         "[0, 1)": "momentum warmup_momentum scale",
         "(0, 1]": "nan_lr_factor",
@@ -33,6 +34,10 @@ WHOLE_NUMBERS = set(
     "epochs patience batch nbs imgsz workers seed freeze close_mosaic save_period_steps val_period max_det "
     "warmup_min_iters nan_max_bad_steps nan_window tal_topk".split()
 )
+
+
+# Settings that take one of a few words, each with the function that checks (and normalises) a value.
+CHOICE_CHECKS = {"amp": check_amp}
 
 
 @lru_cache(maxsize=1)
@@ -120,6 +125,8 @@ def _in_range(value: float, rule: str) -> bool:
 
 def _checked(source: str, key: str, value, default):
     """``value`` for ``key``, of the kind of its default (see :func:`resolve_config`)."""
+    if key in CHOICE_CHECKS:
+        return CHOICE_CHECKS[key](value, source)
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{source}: setting '{key}' must be true or false, got {value!r}")

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from yolotr.data.images import Frame, iter_frames
 from yolotr.data.imgsz import check_imgsz, largest_stride
+from yolotr.data.result_ids import ResultIds, result_ids
 from yolotr.data.transforms import letterbox
 from yolotr.engine.config import check_count, check_fraction
 from yolotr.engine.fast_backend import (
@@ -176,16 +177,25 @@ class PredictionWriter:
     """Writes predictions into ``save_dir`` as they come (:meth:`add`), then the JSON files (:meth:`close`).
 
     ``save_images``: drawn images (videos as ``.mp4``) and ``predictions.json`` (per image: class,
-    name, confidence, box). ``save_txt``: YOLO txt per image in ``labels/``. ``save_json``:
-    ``predictions_coco.json``, COCO results (``image_id`` = file stem, or ``stem_frame`` for videos;
-    ``bbox`` = x, y, w, h in pixels; ``category_id`` = class index). With ``save_dir=None`` nothing is
-    written, only counted.
+    name, confidence, box). ``save_txt``: YOLO txt per image in ``labels/`` (``class cx cy w h``, plus
+    the confidence with ``save_conf``, as YOLOv5 and Ultralytics write them). ``save_json``:
+    ``predictions_coco.json``, COCO results (``bbox`` = x, y, w, h in pixels) whose ``image_id`` and
+    ``category_id`` follow ``ids`` (:mod:`yolotr.data.result_ids`; default: by the results' class
+    names, COCO's 91-class ids for the 80 COCO names, else the class index and the file stem, or
+    ``stem_frame`` for videos). With ``save_dir=None`` nothing is written, only counted.
     """
 
     def __init__(
-        self, save_dir: Path | None, save_txt: bool = False, save_json: bool = False, save_images: bool = True
+        self,
+        save_dir: Path | None,
+        save_txt: bool = False,
+        save_json: bool = False,
+        save_images: bool = True,
+        save_conf: bool = False,
+        ids: ResultIds | None = None,
     ):
         self.save_dir, self.save_txt, self.save_json, self.save_images = save_dir, save_txt, save_json, save_images
+        self.save_conf, self.ids = save_conf, ids
         self.records: list[dict] = []
         self.coco: list[dict] = []
         self.n_images = self.n_detections = 0
@@ -196,11 +206,9 @@ class PredictionWriter:
         self.n_detections += len(result)
         stem = Path(frame.path).stem if frame.frame is None else f"{Path(frame.path).stem}_{frame.frame}"
         self.records.append({"image": frame.path, "frame": frame.frame, "detections": result.summary()})
-        self.coco += [
-            {"image_id": stem, "category_id": int(c), "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2),
-             round(y2 - y1, 2)], "score": round(s, 5)}
-            for x1, y1, x2, y2, s, c in result.boxes.data.tolist()
-        ]  # fmt: skip
+        if self.save_json:
+            self.ids = self.ids or result_ids(list(result.names))
+            self.coco += self.ids.entries(frame.path, frame.frame, result.boxes.data)
         if self.save_dir is None:
             return
         self.save_dir.mkdir(parents=True, exist_ok=True)
@@ -213,7 +221,7 @@ class PredictionWriter:
                 self.videos[frame.path] = cv2.VideoWriter(out, cv2.VideoWriter_fourcc(*"mp4v"), frame.fps, (w, h))
             self.videos[frame.path].write(cv2.cvtColor(result.plot(), cv2.COLOR_RGB2BGR))
         if self.save_txt:
-            write_yolo_txt(result, self.save_dir / "labels" / f"{stem}.txt")
+            write_yolo_txt(result, self.save_dir / "labels" / f"{stem}.txt", self.save_conf)
 
     def close(self) -> dict:
         """Release the video writers, write the JSON files; ``{"images": n, "detections": n, "json": path | None}``."""
@@ -240,13 +248,19 @@ def run_prediction(
     save_images: bool = True,
     progress: bool = True,
     keep_results: bool = False,
+    save_conf: bool = False,
+    data=None,
 ) -> dict:
     """Predict over ``source``, streaming; with ``save_dir`` write what is asked for (:class:`PredictionWriter`).
+
+    ``data`` (a dataset YAML, dict or config): the COCO results take its ids (a COCO-format dataset's
+    own image and category ids, :func:`yolotr.data.result_ids.result_ids`).
 
     Returns ``{"images": n, "detections": n, "json": path | None}``, plus ``"results"`` (the list of
     :class:`Results`) with ``keep_results``. What was predicted before an error is still written.
     """
-    writer = PredictionWriter(save_dir, save_txt, save_json, save_images)
+    ids = result_ids(predictor.names, data) if save_json else None
+    writer = PredictionWriter(save_dir, save_txt, save_json, save_images, save_conf, ids)
     results = []
     try:
         for frame, result in predictor.stream(source, progress=progress):
@@ -258,13 +272,13 @@ def run_prediction(
     return {**summary, "results": results} if keep_results else summary
 
 
-def write_yolo_txt(result: Results, path: Path) -> None:
-    """Write detections as YOLO txt lines: ``class cx cy w h score`` normalized to the image."""
+def write_yolo_txt(result: Results, path: Path, save_conf: bool = False) -> None:
+    """Write detections as YOLO txt lines: ``class cx cy w h`` normalized to the image, then the score
+    with ``save_conf`` (YOLOv5's and Ultralytics' ``--save-conf``)."""
     h, w = result.orig_img.shape[:2]
     lines = []
     for x1, y1, x2, y2, s, c in result.boxes.data.tolist():
-        lines.append(
-            f"{int(c)} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f} {s:.5f}"
-        )
+        line = f"{int(c)} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
+        lines.append(f"{line} {s:.5f}" if save_conf else line)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + ("\n" if lines else ""))

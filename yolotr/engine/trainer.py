@@ -9,9 +9,7 @@ Transformer parameters get their own learning-rate multiplier.
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -26,6 +24,7 @@ from tqdm import tqdm
 from yolotr.data.dataset import AUG_KEYS, DetectionDataset, collate, seed_worker
 from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.data.sources import load_dataset_config, load_records
+from yolotr.engine.amp import StepGate, resolve_amp
 from yolotr.engine.autoanchor import run_autoanchor
 from yolotr.engine.config import resolve_config
 from yolotr.engine.early_stop import EarlyStopping
@@ -33,6 +32,8 @@ from yolotr.engine.ema import ModelEMA, unwrap
 from yolotr.engine.guard import NonFiniteGuard
 from yolotr.engine.heap import set_mmap_threshold
 from yolotr.engine.optim import apply_schedule, build_optimizer
+from yolotr.engine.progress import LOG_EVERY, LossProgress
+from yolotr.engine.results_csv import append_results_row, plot_results
 from yolotr.engine.runs import next_run_dir, select_device
 from yolotr.engine.sampler import ResumableBatchSampler
 from yolotr.engine.sync_bn import convert_sync_batchnorm
@@ -45,7 +46,6 @@ from yolotr.nn.lean import lean_activations
 from yolotr.ops.loss import build_loss
 
 LOGGER = logging.getLogger("yolotr")
-CSV_METRICS = ("metrics/precision", "metrics/recall", "metrics/mAP50", "metrics/mAP50-95")
 
 
 def parse_rename_rules(rules) -> list[tuple[str, str]]:
@@ -169,9 +169,8 @@ class Trainer:
             cfg["lr_transformer_scale"],
             cfg["nesterov"],
         )
-        self.amp = cfg["amp"] if isinstance(cfg["amp"], bool) else self.device.type == "cuda"
-        self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp and self.amp_dtype == torch.float16)
+        self.amp = resolve_amp(cfg["amp"], self.device)
+        self.gate = StepGate(self.amp, cfg["amp_init_scale"])
         self.ema = ModelEMA(self.model, cfg["ema_decay"], cfg["ema_tau"]) if cfg["ema"] else None
         self.loss_fn = build_loss(self.model, cfg, cfg["imgsz"])
         self.guard = NonFiniteGuard(cfg["nan_max_bad_steps"], cfg["nan_window"], cfg["nan_lr_factor"])
@@ -180,6 +179,9 @@ class Trainer:
             max(round(cfg["warmup_epochs"] * self.nb), cfg["warmup_min_iters"]) if cfg["warmup_epochs"] > 0 else 0
         )
         self.start_epoch, self.start_batch, self.last_opt_step, self.best_fitness = 0, 0, -1, -1.0
+        self._window: list[tuple[torch.Tensor, torch.Tensor]] = []  # the batches of the step being accumulated
+        self._window_finite: list[torch.Tensor] = []  # whether each one's loss was finite (on the device)
+        self.epoch_overflows = 0
         if self._resume_state is not None:
             self._restore(self._resume_state)
         self.train_model: nn.Module = self.model
@@ -228,7 +230,8 @@ class Trainer:
     def _restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        self.gate.load_state_dict(state.get("gate", {}))
+        self.gate.overflows = int(state.get("gate", {}).get("overflows", 0))
         if self.ema is not None and state.get("ema"):
             self.ema.load_state_dict(state["ema"])
         self.start_epoch, self.start_batch = int(state["epoch"]), int(state["batch"])
@@ -248,7 +251,7 @@ class Trainer:
         train_state = {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "gate": self.gate.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "epoch": epoch,
             "batch": batch,
@@ -270,30 +273,21 @@ class Trainer:
             copy_checkpoint(last, self.weights_dir / "best.pt")
 
     def _forward_loss(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with (
-            torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp),
-            lean_activations(self.cfg["lean_activations"]),
-        ):
+        with self.amp.autocast(), lean_activations(self.cfg["lean_activations"]):
             raw = self.train_model(images)
         loss, items = self.loss_fn(raw, targets)
         return loss * self.world, items
 
-    def _skip_step(self, images, targets, reason: str) -> None:
+    def _report_fault(self, images, targets, reason: str) -> None:
+        """A step skipped for a fault: the guard names the module, counts it, and may roll back."""
         LOGGER.warning("step %d: %s; the step is skipped", self.step, reason)
         self.guard.locate(unwrap(self.train_model), self.step, lambda: self._forward_loss(images, targets)[0])
         self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler.is_enabled():
-            self.scaler.update()
         if self.guard.record_bad_step(self.step):
-            self.guard.roll_back(
-                model=self.model,
-                optimizer=self.optimizer,
-                ema=self.ema,
-                scaler=self.scaler if self.scaler.is_enabled() else None,
-            )
+            self.guard.roll_back(model=self.model, optimizer=self.optimizer, ema=self.ema, gate=self.gate)
 
     def _good_snapshot(self) -> None:
-        self.guard.take_snapshot(model=self.model, optimizer=self.optimizer, ema=self.ema)
+        self.guard.take_snapshot(model=self.model, optimizer=self.optimizer, ema=self.ema, gate=self.gate)
 
     def train(self) -> dict:
         """Run the training; returns the last validation metrics (and where the run lives)."""
@@ -311,7 +305,7 @@ class Trainer:
                 self.world,
                 self.accumulate,
                 self.device,
-                f", AMP {self.amp_dtype}" if self.amp else "",
+                f", AMP {self.amp}" if self.amp.enabled else "",
                 self.save_dir,
             )
         metrics: dict = {}
@@ -327,8 +321,8 @@ class Trainer:
             self.sampler.set_epoch(epoch, start)
             if hasattr(self.loss_fn, "set_progress"):  # end-to-end heads: branch weights from the finished epochs
                 self.loss_fn.set_progress(epoch, cfg["epochs"])
-            mean_loss = torch.zeros(len(self.loss_fn.names))
-            seen = 0
+            progress = LossProgress(len(self.loss_fn.names), self.device)
+            overflows_before = self.gate.overflows
             bar = tqdm(
                 self.loader,
                 total=self.nb - start,
@@ -341,22 +335,22 @@ class Trainer:
                 for fn in self.callbacks["on_batch_start"]:
                     fn(self)
                 apply_schedule(self.optimizer, cfg, epoch, self.step, self.warmup_iters, self.guard.lr_multiplier)
+                self._window.append((images, targets))  # the loader's uint8 batch: the guard's re-run input
                 images = images.to(self.device, torch.float32, non_blocking=True, memory_format=self.memory_format)
                 images = images.div_(255)  # scaled in place: no second copy
-                targets = targets.to(self.device)
+                targets = targets.to(self.device, non_blocking=True)
                 loss, items = self._forward_loss(images, targets)
-                if not self._all_finite(loss):
-                    self._skip_step(images, targets, "non-finite loss")
-                    continue
-                self.scaler.scale(loss).backward()
+                self._window_finite.append(torch.isfinite(loss.detach()).all())  # read only if the step is skipped
+                progress.add(items)
+                self.gate.scale(loss).backward()
                 if self.step - self.last_opt_step >= self._accumulate_at(self.step) or bi == self.nb - 1:
-                    if not self._optimizer_step(images, targets):
-                        continue
-                    if cfg["save_period_steps"] and (self.step + 1) % (cfg["save_period_steps"] * self.accumulate) == 0:
-                        self._save(epoch, bi + 1)
-                mean_loss = (mean_loss * seen + items.cpu()) / (seen + 1)
-                seen += 1
-                bar.set_postfix({n: f"{v:.4f}" for n, v in zip(self.loss_fn.names, mean_loss.tolist())})
+                    if self._optimizer_step() and cfg["save_period_steps"]:
+                        if (self.step + 1) % (cfg["save_period_steps"] * self.accumulate) == 0:
+                            self._save(epoch, bi + 1)
+                if bi % LOG_EVERY == 0 or bi == self.nb - 1:  # the logging interval: the loss read on the host
+                    bar.set_postfix(dict(zip(self.loss_fn.names, progress.formatted())))
+            mean_loss = progress.mean()
+            self.epoch_overflows = self.gate.overflows - overflows_before
             metrics = self._end_epoch(epoch, mean_loss, t0)
             if epoch == self.start_epoch and cfg["time_limit"]:
                 self._fit_epochs_to_time(epoch, time.time() - t0)
@@ -366,7 +360,7 @@ class Trainer:
         if self.world > 1:
             dist.barrier()
         if self.main:
-            self._plot()
+            plot_results(self.save_dir)
             LOGGER.info(
                 "%d epochs done in %.1f min%s; results in %s",
                 epoch - self.start_epoch,
@@ -410,30 +404,42 @@ class Trainer:
             )
         self.cfg["epochs"] = fitted
 
-    def _all_finite(self, loss: torch.Tensor) -> bool:
-        """Whether the loss is finite on every process (all ranks skip a step together under DDP)."""
-        bad = (~torch.isfinite(loss.detach())).float().reshape(1)
-        if self.world > 1:
-            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-        return not bool(bad.item())
-
-    def _optimizer_step(self, images, targets) -> bool:
-        self.scaler.unscale_(self.optimizer)
-        # one foreach reduction tells a non-finite gradient and gives the norm to clip by
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        norm = nn.utils.get_total_norm([p.grad for p in params], foreach=True) if params else torch.zeros(())
-        if not bool(torch.isfinite(norm)):
-            self._skip_step(images, targets, "non-finite gradient")
-            return False
+    def _optimizer_step(self) -> bool:
+        """Unscale, clip and step; whether the step ran. The gate's ``step`` is the one host sync of a step
+        that runs; a skipped step is an fp16 overflow (counted, silent) or a fault (the guard's)."""
+        self.gate.unscale_(self.optimizer)
         if self.cfg["grad_clip"]:
-            nn.utils.clip_grads_with_norm_(params, self.cfg["grad_clip"], norm, foreach=True)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.ema is not None:
-            self.ema.update(self.model)
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            if params:  # a non-finite norm spoils the clipped gradients, but then the gate skips the step
+                norm = nn.utils.get_total_norm([p.grad for p in params], foreach=True)
+                nn.utils.clip_grads_with_norm_(params, self.cfg["grad_clip"], norm, foreach=True)
+        ran = self.gate.step(self.optimizer)
+        window, finite = self._window, self._window_finite
+        self._window, self._window_finite = [], []
         self.last_opt_step = self.step
-        return True
+        if ran:
+            self.gate.update()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.update(self.model)
+            return True
+        flags = torch.stack(finite).float()
+        if self.world > 1:  # every rank skipped (the gradients are all-reduced); agree on why
+            dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+        flags = flags.tolist()
+        loss_finite = all(flags)
+        overflow = self.gate.is_overflow(loss_finite)
+        self.gate.update(overflow)
+        if overflow:
+            self.optimizer.zero_grad(set_to_none=True)
+            return False
+        bad = flags.index(0.0) if not loss_finite else len(window) - 1  # re-run the batch that went wrong
+        images, targets = window[bad]
+        images = images.to(self.device, torch.float32, memory_format=self.memory_format).div_(255)
+        self._report_fault(
+            images, targets.to(self.device), "non-finite loss" if not loss_finite else "non-finite gradient"
+        )
+        return False
 
     def _end_epoch(self, epoch: int, mean_loss: torch.Tensor, t0: float) -> dict:
         metrics = {}
@@ -447,7 +453,16 @@ class Trainer:
             self.best_fitness = fitness
         if self.main:
             self._save(epoch + 1, 0, fitness, best=best or not (self.cfg["val"] and self.best_fitness >= 0))
-            self._write_csv(epoch, mean_loss, metrics, time.time() - t0)
+            append_results_row(
+                self.save_dir,
+                epoch,
+                self.loss_fn.names,
+                mean_loss.tolist(),
+                metrics,
+                self.optimizer.param_groups[0]["lr"],
+                time.time() - t0,
+                {"amp/overflow_steps": self.epoch_overflows, "amp/loss_scale": self.gate.get_scale()},
+            )
             self.tb.detection_epoch(self, epoch, mean_loss, metrics)
         self._good_snapshot()
         for fn in self.callbacks["on_epoch_end"]:
@@ -474,6 +489,7 @@ class Trainer:
             max_det=self.cfg["max_det"],
         )
         self.val_loader = getattr(result, "dataloader", self.val_loader)
+        self.last_validation = result  # the CLI prints the final table on stdout
         return {
             "metrics/precision": result.precision,
             "metrics/recall": result.recall,
@@ -481,29 +497,3 @@ class Trainer:
             "metrics/mAP50-95": result.map50_95,
             "fitness": result.fitness,
         }
-
-    def _write_csv(self, epoch: int, mean_loss: torch.Tensor, metrics: dict, elapsed: float) -> None:
-        path = self.save_dir / "results.csv"
-        header = ["epoch", *(f"train/{n}_loss" for n in self.loss_fn.names), *CSV_METRICS, "lr", "time"]
-        row = [
-            epoch + 1,
-            *(round(v, 6) for v in mean_loss.tolist()),
-            *(round(float(metrics.get(k, math.nan)), 6) for k in CSV_METRICS),
-            round(self.optimizer.param_groups[0]["lr"], 8),
-            round(elapsed, 1),
-        ]
-        new = not path.exists()
-        with path.open("a", newline="") as f:
-            writer = csv.writer(f)
-            if new:
-                writer.writerow(header)
-            writer.writerow(row)
-
-    def _plot(self) -> None:
-        try:
-            from yolotr.plotting import plot_results_csv
-        except ImportError:
-            return
-        csv_path = self.save_dir / "results.csv"
-        if csv_path.exists():
-            plot_results_csv(csv_path, self.save_dir / "results.png")

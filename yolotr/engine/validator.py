@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from yolotr.data.dataset import DetectionDataset, Shapes, build_dataloader
 from yolotr.data.imgsz import check_imgsz, largest_stride
+from yolotr.data.result_ids import ResultIds
 from yolotr.data.sources import DatasetConfig, ImageRecord, load_dataset_config, load_records
 from yolotr.engine.config import check_count, check_fraction
 from yolotr.errors import ConfigError
@@ -68,6 +69,8 @@ class ValidationResult:
     loss_names: tuple[str, ...] = LOSS_NAMES
     plots: list[Path] = field(default_factory=list)
     dataloader: DataLoader | None = field(default=None, repr=False)
+    coco_json: Path | None = None
+    coco_map: tuple[float, float] | None = None
 
     @property
     def fitness(self) -> float:
@@ -159,8 +162,10 @@ class Validator:
         loss_fn: LossFn | None = None,
         save_dir: str | Path | None = None,
         progress: bool = True,
+        ids: ResultIds | None = None,
     ):
         self.dataloader, self.names = dataloader, list(names)
+        self.ids, self.coco_results = ids, []  # with ids: every detection as a COCO result (save_json)
         self.conf, self.iou, self.max_det, self.amp = conf, iou, max_det, amp
         self.loss_fn = loss_fn
         self.save_dir = Path(save_dir) if save_dir is not None else None
@@ -215,6 +220,8 @@ class Validator:
                     raise ValueError(f"{paths[i]}: no letterbox shapes (a mosaic?): validate without augmentation")
                 det = det.clone()
                 det[:, :4] = to_original(det[:, :4], shapes[i])
+                if self.ids is not None:
+                    self.coco_results += self.ids.entries(paths[i], None, det)
                 gt_boxes, gt_classes = self._ground_truth(i, paths[i], targets, shapes[i], tuple(x.shape[2:]))
                 evaluator.update(det.cpu(), gt_boxes, gt_classes, shapes[i][0])
             times += (t1 - t0, t2 - t1, _clock(device) - t2)
@@ -282,6 +289,7 @@ def validate(
     amp: bool = False,
     loss_fn: LossFn | None = None,
     verbose: bool = True,
+    save_json: bool = False,
 ) -> ValidationResult:
     """Validate ``model`` on a dataset split and log YOLOv5's table.
 
@@ -296,6 +304,11 @@ def validate(
         save_dir: write the PR curve and confusion matrix there.
         conf, iou, max_det, amp, loss_fn: see :class:`Validator`.
         verbose: tqdm bar, per-class rows and the speed line (the ``all`` row is always logged).
+        save_json: write the detections as COCO results, ``predictions_coco.json`` in ``save_dir`` (default
+            a new ``runs/val/exp``, which then gets the plots too), named by the dataset's own image and
+            category ids (:mod:`yolotr.data.result_ids`); on a COCO-format split of one JSON, also score the
+            file against that JSON with faster-coco-eval (:mod:`yolotr.engine.coco_json`):
+            ``result.coco_json``, ``result.coco_map``.
     """
     conf, iou, max_det = check_fraction("conf", conf), check_fraction("iou", iou), check_count("max_det", max_det)
     config = load_dataset_config(data) if data is not None else None
@@ -307,9 +320,23 @@ def validate(
         dataloader = build_val_dataloader(records, check_imgsz(imgsz, stride), batch_size, stride, workers)
     if names is None:
         names = list(config.names) if config is not None else list(getattr(model, "names", []))
-    validator = Validator(dataloader, names, conf, iou, max_det, amp, loss_fn, save_dir, progress=verbose)
+    ids = None
+    if save_json:
+        from yolotr.data.result_ids import result_ids
+        from yolotr.engine.runs import next_run_dir
+
+        ids = result_ids(names, config, [split])
+        save_dir = Path(save_dir) if save_dir is not None else next_run_dir("runs/val", "exp")
+    validator = Validator(dataloader, names, conf, iou, max_det, amp, loss_fn, save_dir, verbose, ids)
     result = validator(model)
     result.dataloader = dataloader
+    if ids is not None:
+        from yolotr.engine.coco_json import write_and_score
+
+        images = list(validator.records) if validator.records is not None else None
+        result.coco_json, result.coco_map = write_and_score(
+            validator.coco_results, ids, Path(save_dir), images, len(names), max_det
+        )
     LOGGER.info("%s", result.table(per_class=verbose and len(names) > 1))
     if verbose:
         LOGGER.info("%s", result.speed_line())

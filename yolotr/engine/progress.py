@@ -1,0 +1,37 @@
+"""Training progress without host synchronisations: loss items summed on the device, read at intervals."""
+
+from __future__ import annotations
+
+import torch
+
+LOG_EVERY = 10  # batches between two reads of the running loss (the progress bar's postfix)
+
+
+class LossProgress:
+    """The running mean of an epoch's loss items, kept on the training device.
+
+    ``add`` is device-only (a batch whose items are not finite is left out, as its step is skipped);
+    ``formatted`` and ``mean`` read the sums on the host, so call them at logging intervals only.
+
+    Args:
+        n: number of loss items (``loss_fn.names``).
+        device: where the items live.
+    """
+
+    def __init__(self, n: int, device: torch.device):
+        self.total = torch.zeros(n, device=device)
+        self.count = torch.zeros((), device=device)
+
+    def add(self, items: torch.Tensor) -> None:
+        """Add one batch's ``(n,)`` loss items."""
+        items = items.detach().float()
+        finite = torch.isfinite(items).all()
+        self.total += torch.where(finite, items, torch.zeros_like(items))
+        self.count += finite
+
+    def mean(self) -> torch.Tensor:
+        """``(n,)`` float32 on the CPU: the mean over the finite batches so far (zeros before any)."""
+        return (self.total / self.count.clamp(min=1)).cpu()
+
+    def formatted(self) -> list[str]:
+        return [f"{v:.4f}" for v in self.mean().tolist()]

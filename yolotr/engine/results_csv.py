@@ -1,0 +1,55 @@
+"""A training run's ``results.csv`` (a row per epoch) and its plot ``results.png``."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+CSV_METRICS = ("metrics/precision", "metrics/recall", "metrics/mAP50", "metrics/mAP50-95")
+
+
+def append_results_row(
+    save_dir: Path,
+    epoch: int,
+    loss_names: list[str],
+    mean_loss: list[float],
+    metrics: dict,
+    lr: float,
+    elapsed: float,
+    amp: dict,
+) -> None:
+    """Append epoch ``epoch`` (0-based) to ``save_dir/results.csv``, writing the header first in a new file.
+
+    Columns: ``epoch``, ``train/<item>_loss`` per loss item, the validation metrics (NaN on epochs without
+    validation), ``lr`` (first parameter group), ``time`` (seconds since the start), then ``amp/...``
+    (``overflow_steps``: optimizer steps GradScaler skipped in this epoch as fp16 overflows;
+    ``loss_scale``: the loss scale at its end, 1 without fp16 loss scaling).
+    """
+    path = Path(save_dir) / "results.csv"
+    header = ["epoch", *(f"train/{n}_loss" for n in loss_names), *CSV_METRICS, "lr", "time", *amp]
+    row = [
+        epoch + 1,
+        *(round(v, 6) for v in mean_loss),
+        *(round(float(metrics.get(k, math.nan)), 6) for k in CSV_METRICS),
+        round(lr, 8),
+        round(elapsed, 1),
+        *amp.values(),
+    ]
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(header)
+        writer.writerow(row)
+
+
+def plot_results(save_dir: Path) -> None:
+    """``results.png`` from ``results.csv`` (nothing without matplotlib or the CSV)."""
+    try:
+        from yolotr.plotting import plot_results_csv
+    except ImportError:
+        return
+    csv_path = Path(save_dir) / "results.csv"
+    if csv_path.exists():
+        plot_results_csv(csv_path, Path(save_dir) / "results.png")
