@@ -153,16 +153,22 @@ def test_coco_empty_annotations_warns(tmp_path):
 
 
 def test_truncated_jpeg_same_answer_in_check_data_and_predict(tmp_path, caplog):
-    """OpenCV decodes a JPEG cut in half (the rest grey); check-data leaves it out, and predict refuses it
+    """OpenCV decodes a JPEG cut short (the rest grey); check-data leaves it out, and predict refuses it
     with the same words: skipped with a warning in a folder, an error alone."""
     import logging
 
-    from yolotr.data.images import iter_frames
+    import cv2
 
-    good = _image(tmp_path / "images", "good.jpg")
+    from yolotr.data.images import iter_frames
+    from yolotr.data.synthetic import generate_sample
+
+    (tmp_path / "images").mkdir()
+    good = tmp_path / "images" / "good.jpg"
+    cv2.imwrite(str(good), generate_sample(0, 128, seed=1)[0][..., ::-1])
     data = good.read_bytes()
     cut = tmp_path / "images" / "cut.jpg"
-    cut.write_bytes(data[: len(data) // 2])
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    assert cv2.imread(str(cut)) is not None  # what OpenCV alone would have predicted on
     records, report = load_records({"path": str(tmp_path), "train": "images", "names": ["a"]}, "train", cache=False)
     assert [Path(r.path).name for r in records] == ["good.jpg"]
     (problem,) = report.problems

@@ -252,13 +252,34 @@ def coco_items(file: str, names: list[str], folders: list[Path], problems: list[
         objects[image_id].append((None, where, cat_to_class[cid], x, y, x + w, y + h))
     items = []
     for im in images:
-        name = im["file_name"]
-        candidates = [folders[0] / name, Path(file).parent / name, *(f / name for f in folders[1:])]
-        image = next((str(c) for c in candidates if c.is_file()), str(candidates[0]))
         image_id = im.get("id")
+        image = _image_path(file, folders, im["file_name"])
         items.append(Item(image, file, None, objects.pop(image_id, []), errors.pop(image_id, [])))
     for image_id, objs in objects.items():
         n = len(objs) + len(errors.get(image_id, []))
         if n:
             problems.append(error(file, None, UNKNOWN_IMAGE, f"{n} annotations for unknown image_id {image_id!r}"))
     return items
+
+
+def _image_path(file: str, folders: list[Path], name: str) -> str:
+    """Where an image's ``file_name`` is: under ``folders[0]``, beside the JSON, under the other
+    folders, in that order (``folders[0]`` when it is nowhere)."""
+    candidates = [folders[0] / name, Path(file).parent / name, *(f / name for f in folders[1:])]
+    return next((str(c) for c in candidates if c.is_file()), str(candidates[0]))
+
+
+def coco_ids(file: str, names: list[str], folders: list[Path]) -> tuple[dict[str, Any], list[int | None]]:
+    """The ids of an instances JSON that a results file names detections by.
+
+    Returns the image path (as :func:`coco_items` gives it) -> image ``id``, and per class of ``names``
+    its category ``id`` (matched by name, as :func:`coco_items` maps them; None for a class the JSON
+    has no category of).
+
+    Raises:
+        DataError: as :func:`coco_items`, for a JSON of the wrong shape.
+    """
+    data = read_json(file)
+    by_name = {name: cid for cid, name in _coco_categories(data, file).items()}
+    images = {_image_path(file, folders, im["file_name"]): im["id"] for im in _coco_images(data, file)}
+    return images, [by_name.get(name) for name in names]

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from yolotr.data.dataset import read_image as read_bgr
-from yolotr.data.validation import TRUNCATED_JPEG, inspect_image, truncated_jpeg
+from yolotr.data.validation import TRUNCATED_JPEG, WIDE_TIFF, inspect_image, truncated_jpeg
 from yolotr.errors import DataError
 
 LOGGER = logging.getLogger("yolotr")
@@ -34,13 +34,13 @@ def read_image(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such image file")
-    if truncated_jpeg(path):  # OpenCV would decode it, the rest grey
-        raise DataError(f"{path}: {TRUNCATED_JPEG}")
     image = read_bgr(str(path))
     if image is None:
-        _, _, problem = inspect_image(str(path))  # why, in check-data's words
-        why = problem.message.removesuffix(", skipped") if problem is not None and problem.severity == "error" else ""
+        _, _, problem = inspect_image(str(path))  # a 32-bit TIFF: check-data's reason
+        why = problem.message.removesuffix(", skipped") if problem is not None and WIDE_TIFF in problem.message else ""
         raise DataError(f"{path}: {why or 'not a readable image (corrupt or unsupported format)'}")
+    if truncated_jpeg(path):  # OpenCV decoded it, the missing part grey
+        raise DataError(f"{path}: {TRUNCATED_JPEG}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 

@@ -125,14 +125,15 @@ def inspect_image(path: str) -> tuple[int, int, Problem | None]:
 
     Never raises: whatever PIL raises becomes an ``error`` problem and a size of ``(0, 0)``.
     """
+    fmt = None
     try:
-        if truncated_jpeg(path):  # first: PIL may fail on it with words of its own
-            return 0, 0, error(path, None, UNREADABLE_IMAGE, f"{TRUNCATED_JPEG}, skipped")
         with Image.open(path) as im:
             fmt, mode, (w, h) = im.format, im.mode, im.size
             orientation = im.getexif().get(0x0112, 1) if fmt in ("JPEG", "MPO", "TIFF", "PNG", "WEBP") else 1
             if fmt in ("JPEG", "MPO"):
                 im.verify()
+                if truncated_jpeg(path):
+                    return 0, 0, error(path, None, UNREADABLE_IMAGE, f"{TRUNCATED_JPEG}, skipped")
             elif fmt == "TIFF" and (bits := max(_as_tuple(im.tag_v2.get(258, 8)))) > 16:  # BitsPerSample
                 return 0, 0, error(path, None, UNREADABLE_IMAGE, f"{bits}-bit TIFF ({mode}): {WIDE_TIFF}, skipped")
             else:
@@ -141,6 +142,8 @@ def inspect_image(path: str) -> tuple[int, int, Problem | None]:
     except Exception as exc:  # PIL raises many types; the image is skipped with the reason
         if not os.path.exists(path):
             return 0, 0, error(path, None, MISSING_IMAGE, "image file does not exist")
+        if fmt in ("JPEG", "MPO") and truncated_jpeg(path):  # a JPEG header, cut short: PIL's words vary
+            return 0, 0, error(path, None, UNREADABLE_IMAGE, f"{TRUNCATED_JPEG}, skipped")
         return 0, 0, error(path, None, UNREADABLE_IMAGE, f"unreadable image ({type(exc).__name__}: {exc}), skipped")
     if w < 2 or h < 2:
         return 0, 0, error(path, None, UNREADABLE_IMAGE, f"image of {w}x{h} pixels, skipped")
@@ -166,8 +169,8 @@ def truncated_jpeg(path: str | os.PathLike) -> bool:
     """Whether a file is a JPEG (it starts with ``FF D8``) without the end-of-image marker ``FF D9``
     in its last 64 bytes: cut short.
 
-    OpenCV decodes such a file without an error (the missing part grey), so both ``check-data``
-    and prediction ask this first and treat the file as unreadable.
+    OpenCV decodes such a file without an error (the missing part grey), so ``check-data`` (when
+    PIL reads its header) and prediction (when OpenCV decodes it) both call it unreadable.
     """
     with open(path, "rb") as f:
         if f.read(2) != b"\xff\xd8":
