@@ -98,3 +98,40 @@ def test_a_missing_official_pt_is_a_checkpoint_that_is_not_downloaded(tmp_path, 
     assert "to start from untrained weights use yolov5n.yaml" in str(error.value)
     assert main(["predict", "--model", str(missing), "--source", "x.jpg"]) == 2
     assert "does not download weights" in capsys.readouterr().err
+
+
+def test_val_table_on_stdout_logs_on_stderr(tmp_path, capsys):
+    from yolotr.data.synthetic import make_shapes_dataset
+    from yolotr.models.weights import model_checkpoint, save_checkpoint
+
+    data = make_shapes_dataset(tmp_path / "shapes", n_train=2, n_val=4, imgsz=64, seed=1)
+    model = DetectionModel("yolov5n.yaml", nc=3)
+    weights = save_checkpoint(model_checkpoint(model), tmp_path / "m.pt")
+    assert main(["val", "--model", str(weights), "--data", str(data), "--imgsz", "64", "--workers", "0"]) == 0
+    captured = capsys.readouterr()
+    header = [line for line in captured.out.splitlines() if line.strip().startswith("Class")]
+    assert len(header) == 1 and header[0].rstrip().endswith("mAP50-95") and "\nall" not in captured.err
+    assert any(line.split()[:1] == ["all"] for line in captured.out.splitlines())
+    err = [line.strip() for line in captured.err.replace("\r", "\n").splitlines()]
+    assert not any(line.startswith("Class") and line.endswith("mAP50-95") for line in err)  # the bar is not the table
+
+
+def test_compare_table_shows_small_values_with_enough_digits():
+    from yolotr.engine.compare_report import _difference, _mean_sd
+
+    row = {"mAP50_mean": 0.00042, "mAP50_sd": 0.00011, "mAP50_diff": -0.0031, "mAP50_low": -0.009, "mAP50_high": 0.0028}
+    assert _mean_sd(row, "mAP50") == "0.00042 ± 0.00011"
+    assert _difference(row, "mAP50", False) == "-0.0031 [-0.009, +0.0028]"
+    row.update(mAP50_mean=0.512, mAP50_sd=0.0)
+    assert _mean_sd(row, "mAP50") == "0.512 ± 0.000"
+
+
+def test_one_class_is_singular(tmp_path, capsys):
+    from yolotr.data.synthetic import make_shapes_dataset
+
+    data = make_shapes_dataset(tmp_path / "shapes", n_train=2, n_val=2, imgsz=64, seed=1)
+    text = data.read_text().replace("names:", "names_old:")
+    data.write_text(text + "\nnames: [shape]\n")
+    main(["check-data", "--data", str(data)])
+    out = capsys.readouterr().out
+    assert "1 class," in out and "1 classes" not in out

@@ -117,6 +117,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = trainer.train()
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only the first process reports
         print(f"results in {result['save_dir']}")
+    _print_final_table(trainer)
     return 0
 
 
@@ -168,10 +169,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ray=args.ray,
         gpus_per_run=args.gpus_per_run,
         latency_runs=args.latency_runs,
+        log_table=False,
         **settings,
     )
+    print(result.report)  # stdout: `yolotr compare ... > out.txt` holds the table
     print(f"table: {result.save_dir / 'compare.md'}; plots: compare_map.png, compare_curves.png")
     return 0
+
+
+def _print_final_table(trainer) -> None:
+    """The last validation's table on stdout (``yolotr train ... > out.txt`` holds it); the logs stay on stderr."""
+    last = getattr(trainer, "last_validation", None)
+    if trainer.main and last is not None:
+        print(last.table(per_class=len(trainer.names) > 1))
 
 
 def cmd_val(args: argparse.Namespace) -> int:
@@ -179,7 +189,7 @@ def cmd_val(args: argparse.Namespace) -> int:
     from yolotr.models.loading import load_model
 
     model = _on_device(load_model(args.model), args.device)
-    validate(  # logs its table (and the speed line) itself
+    result = validate(  # logs the speed line; the table goes to stdout
         model,
         args.data,
         split=args.split,
@@ -188,8 +198,10 @@ def cmd_val(args: argparse.Namespace) -> int:
         conf=args.conf,
         iou=args.iou,
         workers=args.workers,
+        log_table=False,
         save_dir=Path(args.save_dir) if args.save_dir else None,
     )
+    print(result.table(per_class=len(model.names) > 1))  # stdout: `yolotr val ... > out.txt` holds the table
     return 0
 
 

@@ -116,10 +116,15 @@ def test_finished_comparison_rerun_trains_nothing_and_other_settings_are_refused
     weights = {j["run_dir"]: (save_dir / f"{j['stem']}-seed{j['seed']}" / "weights" / "last.pt") for j in jobs}
     before = {k: p.stat().st_mtime_ns for k, p in weights.items()}
     first = _csv(save_dir / "compare.csv")
+    earlier = {(r["model"], r["seed"]): (r["status"], float(r["seconds"])) for r in _csv(save_dir / "runs.csv")}
     result = yolotr.compare(
         MODELS, str(tiny_shapes), 2, project=save_dir.parent, name="exp", latency_runs=0, **SETTINGS
     )
-    assert [r["status"] for r in result.records] == ["skipped"] * 4
+    assert [r["status"] for r in result.records] == ["trained", "trained", "trained", "resumed"]  # the first run's
+    assert [(r["status"], r["seconds"]) for r in result.records] == [
+        earlier[r["stem"], str(r["seed"])] for r in result.records
+    ]
+    assert all(r["seconds"] > 0 for r in result.records)
     assert {k: p.stat().st_mtime_ns for k, p in weights.items()} == before
     assert [row["mAP50-95_mean"] for row in result.rows] == [float(r["mAP50-95_mean"]) for r in first]
     with pytest.raises(ConfigError, match=r"compare\.yaml: .*epochs: 1 -> 2"):

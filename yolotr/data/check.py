@@ -61,7 +61,8 @@ def check_data(data: str | os.PathLike | dict | DatasetConfig, cache: bool = Tru
         DataError: the dataset YAML cannot be read.
     """
     config = load_dataset_config(data)
-    out = [f"dataset {config.source} ({config.format}, {config.nc} classes, root {config.root})", ""]
+    classes = f"{config.nc} class{'es' if config.nc != 1 else ''}"
+    out = [f"dataset {config.source} ({config.format}, {classes}, root {config.root})", ""]
     check = DataCheck("")
     table: dict[str, tuple[list[int], list[int], int]] = {}
     for split in config.splits:

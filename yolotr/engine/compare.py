@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import statistics
 import time
@@ -57,6 +58,7 @@ class Comparison:
         records: one dict per run (see :mod:`yolotr.engine.compare_runs`), models in order, seeds ascending.
         rows: one dict per model (see :func:`summarize`).
         table: the table as printed; ``markdown``: the same in Markdown.
+        report: the header, the table and the footnote, as logged (or printed by ``yolotr compare``).
     """
 
     save_dir: Path
@@ -65,6 +67,7 @@ class Comparison:
     table: str
     markdown: str
     failed: list[dict] = field(default_factory=list)
+    report: str = ""
 
     def __str__(self) -> str:
         return self.table
@@ -213,6 +216,29 @@ def plan_runs(models: list[str], data: str, seeds: list[int], save_dir: Path, se
     return jobs
 
 
+def _earlier_runs(path: Path) -> dict[tuple[str, str], tuple[str, float]]:
+    """``(stem, seed) -> (status, seconds)`` from an earlier ``runs.csv`` of this comparison (empty without one)."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return {(r["model"], r["seed"]): (r["status"], float(r["seconds"])) for r in csv.DictReader(f)}
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
+def _earlier_latency(path: Path) -> dict[str, float]:
+    """``model -> latency_ms`` measured by an earlier run of this comparison (``compare.csv``), when it has them."""
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = {r["model"]: float(r["latency_ms"]) for r in csv.DictReader(f)}
+    except (OSError, KeyError, ValueError):
+        return {}
+    return {m: v for m, v in rows.items() if math.isfinite(v)}
+
+
 def compare(
     models: list[str],
     data: str = "shapes",
@@ -227,6 +253,7 @@ def compare(
     gpus_per_run: float = 0,
     latency_runs: int = 30,
     latency_threads: int = 2,
+    log_table: bool = True,
     **settings,
 ) -> Comparison:
     """Train every model with every seed under the same settings and compare them (see the module docstring).
@@ -243,6 +270,7 @@ def compare(
         ray: a Ray address (``auto``, ``local``, ``ray://host:port``): each run is a Ray task.
         gpus_per_run: GPUs per Ray task.
         latency_runs: timed forward passes for the CPU latency column (0: no latency column).
+        log_table: log the table (``yolotr compare`` prints it on stdout instead, as ``report``).
         latency_threads: torch threads for the latency measurement.
         **settings: training settings of ``cfg/default.yaml`` (``epochs``, ``imgsz``, ``batch``, ...),
             the same for every run.
@@ -300,9 +328,10 @@ def compare(
         runner = LocalRunner(parallel, cpus_per_run or max((os.cpu_count() or 1) // max(parallel, 1), 1))
     records: list[dict] = []
     todo = []
+    earlier = _earlier_runs(save_dir / "runs.csv")  # a re-run keeps each finished run's status and seconds
     for job in jobs:
         if run_state(job["run_dir"]).kind == "finished":
-            records.append(read_record(job, "skipped", 0.0))
+            records.append(read_record(job, *earlier.get((job["stem"], str(job["seed"])), ("skipped", 0.0))))
         else:
             todo.append(job)
     resuming = sum(run_state(j["run_dir"]).kind == "interrupted" for j in todo)
@@ -329,8 +358,13 @@ def compare(
     order = {(j["stem"], j["seed"]): k for k, j in enumerate(jobs)}
     records.sort(key=lambda r: order[(r["stem"], r["seed"])])
 
-    if latency_runs > 0:
+    kept = _earlier_latency(save_dir / "compare.csv") if not todo else {}  # nothing trained: nothing re-measured
+    if latency_runs > 0 and all(i["stem"] in kept for i in infos):
+        latencies = [kept[i["stem"]] for i in infos]
+        LOGGER.info("CPU latency kept from the first run of this comparison (compare.csv)")
+    elif latency_runs > 0:
         latencies = cpu_latency_ms([i["net"] for i in infos], imgsz, latency_runs, latency_threads)
+    if latency_runs > 0:
         for info, ms in zip(infos, latencies):
             info["latency_ms"] = ms
     rows = summarize(records, infos)
@@ -339,9 +373,11 @@ def compare(
         f"batch {cfg['batch']}; CPU ms: batch 1, fp32, fused, {latency_threads} threads"
     )
     text, markdown = write_outputs(save_dir, records, rows, header)
-    LOGGER.info("%s\n%s\n%s", header, text, FOOTNOTE)
+    report = f"{header}\n{text}\n{FOOTNOTE}"
     failed = [r for r in records if r["status"] == "failed"]
-    result = Comparison(save_dir, records, rows, text, markdown, failed)
+    if log_table or failed:  # the CLI prints it on stdout instead (yolotr compare ... > out.txt holds the table)
+        LOGGER.info("%s", report)
+    result = Comparison(save_dir, records, rows, text, markdown, failed, report)
     if failed:
         listing = "; ".join(f"{r['stem']}-seed{r['seed']}: {r['error']}" for r in failed)
         raise YolotrError(

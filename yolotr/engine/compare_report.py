@@ -97,11 +97,17 @@ def summarize(records: list[dict], models: list[dict]) -> list[dict]:
     return rows
 
 
+def _n(x: float, sign: str = "") -> str:
+    """Three decimals, or two significant digits for a value below 0.01 (``0.00042``, not ``0.000``), so that
+    the small values of short runs can be told apart; ``sign="+"`` always shows the sign."""
+    return f"{x:{sign}.3f}" if x == 0 or abs(x) >= 0.01 else f"{x:{sign}.2g}"
+
+
 def _mean_sd(row: dict, metric: str) -> str:
     mean, sd = row[f"{metric}_mean"], row[f"{metric}_sd"]
     if math.isnan(mean):
         return "-"
-    return f"{mean:.3f}" if math.isnan(sd) else f"{mean:.3f} ± {sd:.3f}"
+    return _n(mean) if math.isnan(sd) else f"{_n(mean)} ± {_n(sd)}"
 
 
 def _difference(row: dict, metric: str, baseline: bool) -> str:
@@ -111,9 +117,9 @@ def _difference(row: dict, metric: str, baseline: bool) -> str:
     if math.isnan(diff):
         return "-"
     if math.isnan(low):
-        return f"{diff:+.3f} (1 seed: no interval)"
+        return f"{_n(diff, '+')} (1 seed: no interval)"
     sure = " *" if low > 0 or high < 0 else ""
-    return f"{diff:+.3f} [{low:+.3f}, {high:+.3f}]{sure}"
+    return f"{_n(diff, '+')} [{_n(low, '+')}, {_n(high, '+')}]{sure}"
 
 
 def table_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:

@@ -289,6 +289,7 @@ def validate(
     amp: bool = False,
     loss_fn: LossFn | None = None,
     verbose: bool = True,
+    log_table: bool = True,
     save_json: bool = False,
 ) -> ValidationResult:
     """Validate ``model`` on a dataset split and log YOLOv5's table.
@@ -337,7 +338,8 @@ def validate(
         result.coco_json, result.coco_map = write_and_score(
             validator.coco_results, ids, Path(save_dir), images, len(names), max_det
         )
-    LOGGER.info("%s", result.table(per_class=verbose and len(names) > 1))
+    if log_table:  # the CLI prints it on stdout instead (yolotr val ... > out.txt holds the table)
+        LOGGER.info("%s", result.table(per_class=verbose and len(names) > 1))
     if verbose:
         LOGGER.info("%s", result.speed_line())
     if result.plots:

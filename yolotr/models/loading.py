@@ -45,7 +45,8 @@ def load_model(source: str | Path | dict, nc: int | None = None) -> DetectionMod
         load_exact(model, state, path)
         model.names = names
         origin = pickled_origin(checkpoint)
-        LOGGER.info("%s: imported %s checkpoint (%d tensors, %d classes)", path, origin, len(state), len(names))
+        classes = f"{len(names)} class{'es' if len(names) != 1 else ''}"
+        LOGGER.info("%s: imported %s checkpoint (%d tensors, %s)", path, origin, len(state), classes)
     else:
         model = _load_state_dict_file(checkpoint, path)
     if nc is not None and nc != model.nc:
