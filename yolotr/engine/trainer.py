@@ -490,7 +490,6 @@ class Trainer:
         )
         self.val_loader = getattr(result, "dataloader", self.val_loader)
         self.last_validation = result  # the CLI prints the final table on stdout
-        self.last_validation = result  # the CLI prints the final table on stdout
         return {
             "metrics/precision": result.precision,
             "metrics/recall": result.recall,
