@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -45,8 +44,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     wanted = args.save or args.save_txt or args.save_json
     save_dir = next_run_dir(args.project, args.name) if wanted else None
     summary = run_prediction(
-        predictor, args.source, save_dir, save_txt=args.save_txt, save_json=args.save_json, save_images=args.save
-    )
+        predictor, args.source, save_dir, save_txt=args.save_txt, save_json=args.save_json, save_images=args.save,
+        save_conf=args.save_conf, data=args.data,
+    )  # fmt: skip
     print(f"{summary['images']} images, {summary['detections']} detections")
     if save_dir is not None:
         print(f"results saved to {save_dir}")
@@ -114,9 +114,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer.resume(args.resume, **overrides)
     else:
         trainer = Trainer({**(_cfg_file(args.cfg) if args.cfg else {}), **overrides})
-    result = trainer.train()
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only the first process reports
-        print(f"results in {result['save_dir']}")
+    trainer.train()  # its closing line (epochs, minutes, "results in <run directory>") is logged once
     _print_final_table(trainer)
     return 0
 
@@ -200,6 +198,7 @@ def cmd_val(args: argparse.Namespace) -> int:
         workers=args.workers,
         log_table=False,
         save_dir=Path(args.save_dir) if args.save_dir else None,
+        save_json=args.save_json,
     )
     print(result.table(per_class=len(model.names) > 1))  # stdout: `yolotr val ... > out.txt` holds the table
     return 0
@@ -290,8 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--fuse", action="store_true", help="fold BatchNorm into convolutions (always done now; no effect)")
     p.add_argument("--save", action="store_true", help="write drawn images and predictions.json")
-    p.add_argument("--save-txt", action="store_true", help="write YOLO-format txt labels")
+    p.add_argument("--save-txt", action="store_true", help="write YOLO-format txt labels (class cx cy w h)")
+    p.add_argument("--save-conf", action="store_true", help="with --save-txt: the confidence as a sixth column")
     p.add_argument("--save-json", action="store_true", help="write COCO-format detections (predictions_coco.json)")
+    p.add_argument(
+        "--data", help="with --save-json: a COCO-format dataset YAML whose image and category ids the file uses"
+    )
     p.add_argument("--project", default="runs/predict")
     p.add_argument("--name", default="exp")
     p.set_defaults(func=cmd_predict)
@@ -388,6 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iou", type=float, default=0.6)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--save-dir", dest="save_dir", help="write PR curve and confusion matrix here")
+    p.add_argument(
+        "--save-json",
+        action="store_true",
+        help="write predictions_coco.json (the dataset's own ids) into --save-dir (default runs/val/exp); on a "
+        "COCO-format dataset also score it against the split's JSON with faster-coco-eval",
+    )
     p.add_argument("--device", help=DEVICE_HELP)
     p.set_defaults(func=cmd_val)
 
