@@ -176,7 +176,7 @@ class YOLO:
         """The prepared backend, or with ``half`` a float16 copy of the model in PyTorch (CUDA only)."""
         if not half:
             return self.prepared_backend(backend)
-        from yolotr.engine.fast_backend import TorchBackend, weights_version
+        from yolotr.engine.fast_backend import prepare_backend, weights_version
 
         param = next(self.model.parameters(), None)
         if param is None or param.device.type != "cuda":
@@ -189,11 +189,8 @@ class YOLO:
         if cached is not None and cached[0]() is self.model and cached[1] == version:
             return cached[2]
 
-        class HalfBackend(TorchBackend):
-            def __call__(self, x):
-                return super().__call__(x).float()  # NMS and boxes in float32, as the other backends give
-
-        prepared = HalfBackend(copy.deepcopy(self.model).half(), copy_model=False)
+        # a half copy, run as CUDA graphs per input shape (engine/cuda_graph.py), float32 output for NMS
+        prepared = prepare_backend(copy.deepcopy(self.model).half(), "auto", copy_model=False)
         self._prepared[key] = (weakref.ref(self.model), version, prepared)
         return prepared
 

@@ -43,7 +43,7 @@ from yolotr.errors import YolotrError
 from yolotr.logs import verbosity
 
 LOGGER = logging.getLogger("yolotr")
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "cuda-graph")
 ONNX_OPSET = 17
 CACHE_VERSION = 1  # bump when the exported graph changes for the same weights
 KEEP_FILES = 32  # exported models kept in the cache folder (least recently used go first)
@@ -327,8 +327,11 @@ def _prune(folder: Path, keep: int = KEEP_FILES) -> None:
 
 
 def auto_backend(model: nn.Module) -> str:
-    """``onnx`` for a float32 model on the CPU when onnxruntime is installed, else ``torch``."""
+    """``cuda-graph`` for a model on CUDA (:mod:`yolotr.engine.cuda_graph`); ``onnx`` for a float32 model on
+    the CPU when onnxruntime is installed; else ``torch``."""
     param = next(model.parameters(), None)
+    if param is not None and param.device.type == "cuda":
+        return "cuda-graph"
     if param is None or param.device.type != "cpu" or param.dtype != torch.float32:
         return "torch"
     return "onnx" if importlib.util.find_spec("onnxruntime") is not None else "torch"
@@ -348,6 +351,10 @@ def prepare_backend(
     if backend not in BACKENDS:
         raise YolotrError(f"unknown predict backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     chosen = auto_backend(model) if backend == "auto" else backend
+    if chosen == "cuda-graph":
+        from yolotr.engine.cuda_graph import CudaGraphBackend
+
+        return CudaGraphBackend(model, copy_model=copy_model)
     if chosen == "onnx":
         try:
             return OnnxBackend(model, threads=threads, copy_model=copy_model)
