@@ -110,3 +110,49 @@ def test_bad_inputs_are_clear() -> None:
         fn(maps, torch.zeros(0, 6))
     with pytest.raises(ValueError, match=r"one2one map 0 has shape \(1, 5, 8, 8\)"):
         fn({"one2many": maps, "one2one": [torch.zeros(1, 5, 8, 8), *maps[1:]]}, torch.zeros(0, 6))
+
+
+def _e2e_case(reg_max: int, dense: bool, seed: int = 0):
+    """Both branches' losses and map gradients on random maps (4 images at 128 px, 12 boxes)."""
+    torch.manual_seed(seed)
+    no = 4 * reg_max + 3
+    maps = {k: [torch.randn(4, no, 128 // s, 128 // s, requires_grad=True) for s in (8, 16, 32)] for k in BRANCHES}
+    g = torch.Generator().manual_seed(seed)
+    wh = torch.rand(12, 2, generator=g) * 0.4 + 0.05
+    xy = wh / 2 + torch.rand(12, 2, generator=g) * (1 - wh)
+    image = torch.tensor([0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 3, 0]).float()[:, None]
+    targets = torch.cat((image, torch.randint(0, 3, (12, 1), generator=g).float(), xy, wh), 1)
+    fn = E2ELoss({"nc": 3, "reg_max": reg_max, "stride": [8, 16, 32]}, {}, dense=dense)
+    outs = fn.detailed(maps, targets)
+    (fn.o2m * outs[0].total + fn.o2o * outs[1].total).backward()
+    return outs, [m.grad for k in BRANCHES for m in maps[k]]
+
+
+BRANCHES = ("one2many", "one2one")
+
+
+@pytest.mark.parametrize("reg_max", [1, 16])
+def test_dense_path_equals_the_foreground_path(reg_max: int) -> None:
+    """The accelerator's path (every anchor, background selected away) gives the CPU path's numbers, L1 and DFL."""
+    (sparse, sparse_grads), (dense, dense_grads) = _e2e_case(reg_max, False), _e2e_case(reg_max, True)
+    for s, d in zip(sparse, dense):
+        assert int(s.assignment.fg_mask.sum()) >= 6 and torch.equal(d.assignment.fg_mask, s.assignment.fg_mask)
+        assert (s.items[[0, 2]] > 0).all()
+        torch.testing.assert_close(d.items, s.items, rtol=1e-5, atol=0)
+    for d, s in zip(dense_grads, sparse_grads):
+        torch.testing.assert_close(d, s, rtol=1e-4, atol=1e-9)
+
+
+def test_dense_path_reads_nothing_on_the_host_but_the_target_count(monkeypatch) -> None:
+    """No nonzero, item, bool() or boolean indexing in either branch; one tolist per branch (pad_targets)."""
+    from .test_loss_af import _HostReads
+
+    tolist = torch.Tensor.tolist
+    calls = []
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda t: calls.append(t.shape) or tolist(t))
+    with _HostReads() as mode:
+        _e2e_case(1, True)
+    assert mode.reads == [] and calls == [torch.Size([3])] * 2
+    with _HostReads() as mode:
+        _e2e_case(1, False)
+    assert mode.reads == ["aten.nonzero.default"] * 4  # the CPU path: candidates and foreground, per branch

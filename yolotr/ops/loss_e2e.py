@@ -50,16 +50,28 @@ class BranchLoss:
         nc, reg_max, strides: the head's classes, bins per side (1: distances predicted directly) and strides.
         gains: ``{"box", "cls", "dfl"}`` (the ``dfl`` gain also weights the L1 term).
         topk, topk2: the assigner's candidates per box and the tighter second top-k (one-to-one: 7 and 1).
+        dense: as :class:`~yolotr.ops.loss_af.AnchorFreeLoss`'s: the box terms on every anchor with the
+            background weighted out and the assigner's dense overlaps, no host synchronisation (``None``,
+            default: dense off the CPU; foreground-only, one ``nonzero``, on it).
 
     Call with ``maps`` (list of ``(B, 4 * reg_max + nc, H_i, W_i)``) and ``targets`` ``(N, 6)`` normalized
     ``[image, class, cx, cy, w, h]``; returns :class:`~yolotr.ops.loss_af.LossOutput` (``total`` = items
     sum times the batch size).
     """
 
-    def __init__(self, nc: int, reg_max: int, strides: list[float], gains: dict, topk: int, topk2: int | None = None):
-        self.nc, self.reg_max, self.strides, self.gains = nc, reg_max, strides, gains
+    def __init__(
+        self,
+        nc: int,
+        reg_max: int,
+        strides: list[float],
+        gains: dict,
+        topk: int,
+        topk2: int | None = None,
+        dense: bool | None = None,
+    ):
+        self.nc, self.reg_max, self.strides, self.gains, self.dense = nc, reg_max, strides, gains, dense
         self.assigner = TaskAlignedAssigner(
-            topk=topk, num_classes=nc, alpha=0.5, beta=6.0, strides=strides, topk2=topk2
+            topk=topk, num_classes=nc, alpha=0.5, beta=6.0, strides=strides, topk2=topk2, dense=dense
         )
         self._dfl = AnchorFreeLoss({"nc": nc, "reg_max": reg_max, "stride": strides}) if reg_max > 1 else None
 
@@ -72,7 +84,8 @@ class BranchLoss:
         points, stride = make_anchors(maps, self.strides)  # (A, 2) grid units, (A, 1)
         height, width = maps[0].shape[2] * self.strides[0], maps[0].shape[3] * self.strides[0]
 
-        gt_labels, gt_boxes, mask_gt = AnchorFreeLoss.pad_targets(targets, batch_size, width, height)
+        # padded where the targets are (host targets cost an accelerator no synchronisation), then moved
+        gt_labels, gt_boxes, mask_gt = AnchorFreeLoss.pad_targets(targets, batch_size, width, height, device)
         if self._dfl is not None:
             pred_boxes = self._dfl.decode(points, pred_dist)
         else:
@@ -85,24 +98,36 @@ class BranchLoss:
         loss_cls = F.binary_cross_entropy_with_logits(pred_logits, target_scores, reduction="none").sum() / score_sum
 
         fg = assignment.fg_mask
-        loss_box = torch.zeros((), device=device)
-        loss_side = torch.zeros((), device=device)
-        if fg.any():
-            weight = target_scores[fg].sum(-1, keepdim=True)  # (F, 1)
-            target_boxes = assignment.boxes / stride  # grid units
-            ciou = bbox_ciou(pred_boxes[fg], target_boxes[fg])
-            loss_box = ((1.0 - ciou) * weight).sum() / score_sum
-            if self._dfl is not None:
-                target_ltrb = bbox2dist(points, target_boxes, self.reg_max - 1 - 0.01)[fg]
-                side = self._dfl.distribution_focal_loss(pred_dist[fg].view(-1, self.reg_max), target_ltrb)
-            else:
-                scale = stride / torch.tensor([width, height, width, height], device=device)  # (A, 4)
-                target_ltrb = torch.cat((points - target_boxes[..., :2], target_boxes[..., 2:] - points), -1)
-                side = F.l1_loss((pred_dist * scale)[fg], (target_ltrb * scale)[fg], reduction="none")
-                side = side.mean(-1, keepdim=True)
-            loss_side = (side * weight).sum() / score_sum
+        target_boxes = assignment.boxes / stride  # (B, A, 4) grid units
+        if self.dense if self.dense is not None else device.type != "cpu":
+            # every anchor, background weighted out: no host synchronisation (an accelerator's way)
+            mask = fg.unsqueeze(-1)  # (B, A, 1); terms of the background are garbage, selected away
+            weight = target_scores.sum(-1, keepdim=True)  # (B, A, 1), 0 on the background
+            box_p, box_t, dist_p, anchor_points, anchor_stride = pred_boxes, target_boxes, pred_dist, points, stride
+        else:
+            # the foreground only, found once (a CPU's way: no work on the background)
+            image, anchor = fg.nonzero(as_tuple=True)
+            mask = None
+            weight = target_scores[image, anchor].sum(-1, keepdim=True)  # (F, 1)
+            box_p, box_t, dist_p = pred_boxes[image, anchor], target_boxes[image, anchor], pred_dist[image, anchor]
+            anchor_points, anchor_stride = points[anchor], stride[anchor]
+        ciou = bbox_ciou(box_p, box_t)
+        loss_box = self._masked((1.0 - ciou) * weight, mask).sum() / score_sum
+        if self._dfl is not None:
+            target_ltrb = bbox2dist(anchor_points, box_t, self.reg_max - 1 - 0.01).reshape(-1, 4)
+            side = self._dfl.distribution_focal_loss(dist_p.reshape(-1, self.reg_max), target_ltrb)
+        else:
+            scale = anchor_stride / torch.tensor([width, height, width, height], device=device)  # (..., 4)
+            target_ltrb = torch.cat((anchor_points - box_t[..., :2], box_t[..., 2:] - anchor_points), -1)
+            side = F.l1_loss(dist_p * scale, target_ltrb * scale, reduction="none").mean(-1, keepdim=True)
+        loss_side = self._masked(side.reshape(weight.shape) * weight, mask).sum() / score_sum
         items = torch.stack((loss_box * self.gains["box"], loss_cls * self.gains["cls"], loss_side * self.gains["dfl"]))
         return LossOutput(items.sum() * batch_size, items.detach(), assignment)
+
+    @staticmethod
+    def _masked(term: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """``term`` with the background zeroed (a select, not a product: a NaN there must not count)."""
+        return term if mask is None else torch.where(mask, term, 0.0)
 
 
 class E2ELoss:
@@ -113,6 +138,7 @@ class E2ELoss:
         hyp: reads the gains ``af_box``, ``af_cls``, ``dfl`` (7.5, 0.5, 1.5), ``tal_topk`` (one-to-many
             candidates, 10) and ``epochs`` (the run's length for the branch weighting, 100).
         imgsz: unused (same signature as the other losses).
+        dense: :class:`BranchLoss`'s (``None``: sync-free dense path off the CPU, foreground-only on it).
 
     Call with the head's training output and ``targets`` ``(N, 6)``; returns ``(total, items)``: ``total``
     the scalar ``o2m * L_o2m + o2o * L_o2o`` (each branch's items times the batch size), ``items`` ``(3,)``
@@ -121,7 +147,7 @@ class E2ELoss:
     at the start of every epoch.
     """
 
-    def __init__(self, head_or_params, hyp: Mapping | None = None, imgsz: int | None = None):
+    def __init__(self, head_or_params, hyp: Mapping | None = None, imgsz: int | None = None, dense: bool | None = None):
         get = head_or_params.get if isinstance(head_or_params, Mapping) else lambda k: getattr(head_or_params, k, None)
         nc, reg_max, stride = get("nc"), get("reg_max"), get("stride")
         if nc is None or reg_max is None or stride is None:
@@ -138,8 +164,8 @@ class E2ELoss:
         self.nc, self.reg_max = int(nc), int(reg_max)
         self.gains = {"box": values["af_box"], "cls": values["af_cls"], "dfl": values["dfl"]}
         self.names = ("box", "cls", "dfl" if self.reg_max > 1 else "l1")
-        self.one2many = BranchLoss(self.nc, self.reg_max, strides, self.gains, int(topk))
-        self.one2one = BranchLoss(self.nc, self.reg_max, strides, self.gains, 7, topk2=1)
+        self.one2many = BranchLoss(self.nc, self.reg_max, strides, self.gains, int(topk), dense=dense)
+        self.one2one = BranchLoss(self.nc, self.reg_max, strides, self.gains, 7, topk2=1, dense=dense)
         self.updates = 0
         self.o2m, self.o2o = E2E_START_O2M, 1.0 - E2E_START_O2M
 
@@ -192,7 +218,7 @@ class E2ELoss:
                 f"E2ELoss: targets must be (N, 6) [image, class, cx, cy, w, h], got {tuple(targets.shape)}"
             )
         device = preds["one2many"][0].device
-        targets = targets.to(device=device, dtype=torch.float32)
+        targets = targets.float()
         # float32 throughout: CIoU, the softmax expectation and the BCE sums lose too much in half precision.
         with torch.autocast(device.type, enabled=False):
             one2many = self.one2many([m.float() for m in preds["one2many"]], targets)
