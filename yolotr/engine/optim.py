@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 
 import numpy as np
@@ -13,6 +14,8 @@ from yolotr.nn.attention import TransformerBlock, TransformerC3Layer
 from yolotr.nn.head_af import DFL
 from yolotr.nn.psa import ABlock, AreaAttention, PSAAttention, PSABlock
 from yolotr.nn.swin import SwinV2Block, SwinV2Layer
+
+LOGGER = logging.getLogger("yolotr")
 
 # Modules whose parameters (all of them: attention, MLP, norms) train at ``lr_transformer_scale``.
 # YOLO11's PSABlock (in C2PSA, and in C3k2 with attn=True) and YOLO12's ABlock (in A2C2f) count as
@@ -79,6 +82,32 @@ def parameter_groups(model: nn.Module, weight_decay: float, transformer_scale: f
     return out
 
 
+AUTO_MUSGD_ITERATIONS = 10_000  # the ultralytics package's threshold for optimizer: auto
+
+
+def resolve_auto_optimizer(cfg: dict, n_images: int, nc: int, world: int = 1) -> str:
+    """``optimizer: auto`` as the ``ultralytics`` package (8.4) decides it, written into ``cfg`` (so that
+    ``args.yaml`` and a resumed run hold the choice): over 10,000 optimizer steps of the nominal batch
+    (``ceil(n_images / max(batch * world, nbs)) * epochs``) MuSGD with ``lr0`` 0.01, else AdamW with
+    ``lr0 = round(0.002 * 5 / (4 + nc), 6)``; both with ``momentum`` 0.9 and ``warmup_bias_lr`` 0. The
+    settings' ``lr0`` and ``momentum`` are replaced (logged). Returns the optimizer's name; ``cfg`` with
+    another optimizer is left alone."""
+    if str(cfg.get("optimizer", "")).lower() != "auto":
+        return str(cfg.get("optimizer"))
+    iterations = math.ceil(n_images / max(int(cfg["batch"]) * world, int(cfg["nbs"]))) * int(cfg["epochs"])
+    if iterations > AUTO_MUSGD_ITERATIONS:
+        name, lr = "MuSGD", 0.01
+    else:
+        name, lr = "AdamW", round(0.002 * 5 / (4 + nc), 6)
+    LOGGER.info(
+        "optimizer: auto -> %s (lr0=%g, momentum=0.9, warmup_bias_lr=0; %d nominal-batch iterations %s %d), "
+        "replacing lr0=%s, momentum=%s", name, lr, iterations, ">" if name == "MuSGD" else "<=",
+        AUTO_MUSGD_ITERATIONS, cfg.get("lr0"), cfg.get("momentum"),
+    )  # fmt: skip
+    cfg.update(optimizer=name, lr0=lr, momentum=0.9, warmup_bias_lr=0.0)
+    return name
+
+
 def build_optimizer(
     model: nn.Module,
     name: str,
@@ -92,7 +121,9 @@ def build_optimizer(
 
     MuSGD (:class:`yolotr.engine.musgd.MuSGD`, YOLO26's optimizer in the ``ultralytics`` package) gives the
     weight-decayed groups (conv and linear weights, 2-D or 4-D) Muon's orthogonalised update (gain 0.2)
-    plus SGD, and the others plain SGD."""
+    plus SGD, and the others plain SGD; as the package's trainer does, the class branches of the head
+    (``cv3`` and an end-to-end head's ``one2one_cv3``) train at 3x the learning rate (their own groups,
+    ``lr_scale`` x 3, named ``.../cls3x``). ``auto`` must be resolved first (:func:`resolve_auto_optimizer`)."""
     groups = parameter_groups(model, weight_decay, transformer_scale)
     for g in groups:
         g["lr"] = lr * g["lr_scale"]
@@ -101,10 +132,35 @@ def build_optimizer(
     if name.lower() == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
     if name.lower() == "musgd":
+        groups = _boost_class_branches(model, groups, lr)
         for g in groups:
             g["use_muon"] = g["name"].startswith("decay")
         return MuSGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
-    raise ValueError(f"unknown optimizer {name!r}; use SGD, AdamW or MuSGD")
+    if name.lower() == "auto":
+        raise ValueError("optimizer 'auto' depends on the data: resolve it first (resolve_auto_optimizer)")
+    raise ValueError(f"unknown optimizer {name!r}; use SGD, AdamW, MuSGD or auto")
+
+
+def _boost_class_branches(model: nn.Module, groups: list[dict], lr: float, gain: float = 3.0) -> list[dict]:
+    """Each group split in two: the parameters of the head's class branches (``cv3``, ``one2one_cv3``) in a
+    group of ``gain`` times the learning rate, the rest as they were (the package's MuSGD groups)."""
+    layers = getattr(model, "module", model)  # DDP
+    layers = getattr(layers, "model", None)
+    head = layers[-1] if isinstance(layers, nn.Sequential | nn.ModuleList) and len(layers) else None
+    branches = [getattr(head, k, None) for k in ("cv3", "one2one_cv3")]
+    boosted = {id(p) for m in branches if isinstance(m, nn.Module) for p in m.parameters()}
+    if not boosted:
+        return groups
+    out = []
+    for g in groups:
+        fast = [p for p in g["params"] if id(p) in boosted]
+        rest = [p for p in g["params"] if id(p) not in boosted]
+        if rest:
+            out.append({**g, "params": rest})
+        if fast:
+            scale = g["lr_scale"] * gain
+            out.append({**g, "params": fast, "lr_scale": scale, "lr": lr * scale, "name": f"{g['name']}/cls3x"})
+    return out
 
 
 def lr_factor(epoch: float, epochs: int, lrf: float, cosine: bool) -> float:

@@ -31,7 +31,7 @@ from yolotr.engine.early_stop import EarlyStopping
 from yolotr.engine.ema import ModelEMA, unwrap
 from yolotr.engine.guard import NonFiniteGuard
 from yolotr.engine.heap import set_mmap_threshold
-from yolotr.engine.optim import apply_schedule, build_optimizer
+from yolotr.engine.optim import apply_schedule, build_optimizer, resolve_auto_optimizer
 from yolotr.engine.progress import LOG_EVERY, LossProgress
 from yolotr.engine.results_csv import append_results_row, plot_results
 from yolotr.engine.runs import next_run_dir, select_device
@@ -158,6 +158,7 @@ class Trainer:
             )
         if self._resume_state is None:  # a resumed run has its anchors in the checkpoint
             run_autoanchor(self.model, train_records, cfg, self.main, self.world)
+        resolve_auto_optimizer(cfg, len(self.train_set), len(self.names), self.world)  # optimizer: auto
         self.accumulate = max(round(cfg["nbs"] / (cfg["batch"] * self.world)), 1)
         weight_decay = cfg["weight_decay"] * cfg["batch"] * self.world * self.accumulate / cfg["nbs"]
         self.optimizer = build_optimizer(
