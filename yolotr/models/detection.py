@@ -21,6 +21,7 @@ from yolotr.nn.builder import BuiltLayers, build_layers, positive_number
 from yolotr.nn.conv import Conv, fuse_conv_and_bn
 from yolotr.nn.head import Detect
 from yolotr.nn.head_af import AnchorFreeDetect
+from yolotr.nn.head_detr import RTDETRDecoder
 
 LOGGER = logging.getLogger("yolotr")
 CFG_DIR = Path(__file__).resolve().parent.parent / "cfg" / "models"
@@ -97,6 +98,10 @@ def load_model_yaml(name: str | Path) -> dict:
     return cfg
 
 
+class _HeadReached(Exception):
+    """Raised by a forward pre-hook to stop a measuring pass before the head runs."""
+
+
 def check_anchor_order(head: Detect) -> None:
     """Flip the anchors when their mean area does not grow with the stride (as YOLOv5 does), and say so."""
     area = head.anchors.prod(-1).mean(-1).view(-1)
@@ -153,6 +158,8 @@ class DetectionModel(nn.Module):
         head = self.model[-1]
         if isinstance(head, Detect | AnchorFreeDetect):
             self._init_head(head, ch, source)
+        elif isinstance(head, RTDETRDecoder):
+            self._init_detr_head(head, ch, source)
 
     @property
     def nc(self) -> int:
@@ -181,18 +188,47 @@ class DetectionModel(nn.Module):
         head.initialize_biases()
         head.reset_grids()
 
-    def _forward_layers(self, x: torch.Tensor):
+    def _init_detr_head(self, head: RTDETRDecoder, ch: int, source: str) -> None:
+        """Measure the decoder's input strides with a 32x32 eval-mode pass through the layers before it (the
+        decoder itself does not run). ``self.stride`` stays the largest one, ``[32]``, as the package holds it."""
+        s, seen = 32, []
+
+        def stop(module, inputs):
+            seen.extend(inputs[0])
+            raise _HeadReached
+
+        handle = head.register_forward_pre_hook(stop)
+        self.eval()
+        try:
+            with torch.no_grad():
+                self._forward_layers(torch.zeros(1, ch, s, s))
+        except _HeadReached:
+            pass
+        except RuntimeError as e:
+            raise ConfigError(f"{source}: the layers do not fit together on a {s}x{s} input: {e}") from None
+        finally:
+            handle.remove()
+            self.train()
+        head.stride.copy_(torch.tensor([s / level.shape[2] for level in seen], dtype=head.stride.dtype))
+        self.stride = head.stride.max().view(1).clone()
+
+    def _forward_layers(self, x: torch.Tensor, targets: torch.Tensor | None = None):
         outputs: list[torch.Tensor | None] = []
         for m in self.model:
             if m.f != -1:
                 x = outputs[m.f] if isinstance(m.f, int) else [x if j == -1 else outputs[j] for j in m.f]
-            x = m(x)
+            x = m(x, targets) if targets is not None and m is self.model[-1] else m(x)
             outputs.append(x if m.i in self.save else None)
         return x
 
-    def forward(self, x: torch.Tensor):
-        """Training: list of raw heads ``(B, na, H_i, W_i, no)``; eval: ``(decoded (B, N, no), raw)``."""
-        return self._forward_layers(x)
+    def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None):
+        """Training: list of raw heads ``(B, na, H_i, W_i, no)``; eval: ``(decoded (B, N, no), raw)``.
+
+        ``targets`` ``(N, 6)`` go to a head that trains with them (RT-DETR's denoising queries); others
+        take none."""
+        if targets is not None and not isinstance(self.model[-1], RTDETRDecoder):
+            targets = None
+        return self._forward_layers(x, targets)
 
     @torch.no_grad()
     def fuse(self) -> DetectionModel:

@@ -48,7 +48,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     )
 }
 CONSTANTS = {"None": None, "True": True, "False": False}
-HEAD_RULES = ("detect", "detect_af")
+HEAD_RULES = ("detect", "detect_af", "detr")
 SCALE_FIELDS = ("depth", "width", "max_channels")
 KNOWN_KEYS = (
     "nc",
@@ -361,6 +361,8 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
                 if spec.at_scale is not None:
                     args = spec.at_scale(args, scale)
                 _check_numeric_args(spec.cls, args, row[3], str(name), where)
+            elif spec.complete is not None:  # rules "custom" and "detr": the module's own completion
+                args, c2, n = spec.complete(args, c_in, n, where)
             elif spec.rule == "batchnorm":
                 args, c2 = [c1], c1
             elif spec.rule == "concat":

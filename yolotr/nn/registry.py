@@ -12,6 +12,8 @@ count is. The rules are YOLOv5's:
               it does not know, such as ``nn.Upsample``; a published block registered with this rule
               builds exactly as it does inside the official builder).
 ``detect_af`` the anchor-free head: ``[nc]`` becomes ``[nc, reg_max, input channels, legacy]``.
+``custom``    the spec's own ``complete(args, c_in, n, where) -> (args, c2, n)`` (the package's RT-DETR rows).
+``detr``      a head completed by ``complete`` (RT-DETR's decoder: the input channels go in second).
 
 In the ``ultralytics`` grammar (a YAML without ``anchors``) a ``Detect`` row builds the anchor-free
 head. Two of the package's scale-dependent rules are spec fields: ``at_scale`` rewrites a row's
@@ -46,7 +48,7 @@ from yolotr.nn.head import Detect
 from yolotr.nn.swin import SwinV2_CSPB
 from yolotr.nn.wavelet import HWD
 
-RULES = ("conv", "csp", "concat", "detect", "detect_af", "batchnorm", "same")
+RULES = ("conv", "csp", "concat", "detect", "detect_af", "batchnorm", "same", "custom", "detr")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class ModuleSpec:
     at_scale: Callable[[list, str], list] | None = None
     modern_head: bool = False
     end2end: bool = False
+    complete: Callable[[list, list[int], int, str], tuple[list, int, int]] | None = None
 
 
 MODULES: dict[str, ModuleSpec] = {}
@@ -72,13 +75,18 @@ def register(
     at_scale: Callable[[list, str], list] | None = None,
     modern_head: bool = False,
     end2end: bool = False,
+    complete: Callable[[list, list[int], int, str], tuple[list, int, int]] | None = None,
 ) -> None:
     """Make ``name`` usable in model YAMLs. ``nn.X`` names may be given with or without ``nn.``.
 
-    ``end2end`` marks a head that can run without NMS (a YAML's ``end2end: True`` requires one)."""
+    ``end2end`` marks a head that can run without NMS (a YAML's ``end2end: True`` requires one).
+    ``complete`` (rules ``custom`` and ``detr``): the row's arguments, input channels, repeat count and
+    where (for messages) -> constructor arguments, output channels, repeat count."""
     if rule not in RULES:
         raise ValueError(f"unknown argument rule {rule!r} for {name}; expected one of {RULES}")
-    MODULES[name] = ModuleSpec(name, cls, rule, at_scale, modern_head, end2end)
+    if (rule in ("custom", "detr")) != (complete is not None):
+        raise ValueError(f"{name}: rules 'custom' and 'detr' (and only they) need a 'complete' function")
+    MODULES[name] = ModuleSpec(name, cls, rule, at_scale, modern_head, end2end, complete)
 
 
 def lookup(name: str) -> ModuleSpec:
@@ -155,3 +163,51 @@ for _name, _cls in {"SCDown": SCDown, "PSA": PSA, "CIB": CIB}.items():
 register("C2fCIB", C2fCIB, "csp")
 register("E2EDetect", E2EDetect, "detect_af", end2end=True)
 register("v10Detect", V10Detect, "detect_af", end2end=True)
+
+# RT-DETR (HGNetV2 / ResNet backbones, AIFI, RepC3, the deformable decoder): yolotr/nn/hgnet.py, detr.py, head_detr.py.
+# The package's own argument rules: no width multiple on HGStem/HGBlock (and the repeat count goes into
+# HGBlock), AIFI and the decoder get the input channels, ResNetLayer names its input channels itself.
+from yolotr.errors import ConfigError  # noqa: E402
+from yolotr.nn.detr import AIFI  # noqa: E402
+from yolotr.nn.head_detr import RTDETRDecoder  # noqa: E402
+from yolotr.nn.hgnet import HGBlock, HGStem, LightConv, RepC3, RepConv, ResNetLayer  # noqa: E402
+
+
+def _hg_rule(args: list, c_in: list[int], n: int, where: str) -> tuple[list, int, int]:
+    if len(args) < 2:
+        raise ConfigError(f"{where}: HGStem/HGBlock need [middle channels, output channels, ...]")
+    return [c_in[0], *args], args[1], n
+
+
+def _hgblock_rule(args: list, c_in: list[int], n: int, where: str) -> tuple[list, int, int]:
+    args, c2, n = _hg_rule(args, c_in, n, where)
+    return [*args[:4], n, *args[4:]], c2, 1  # the row's repeat count is the block's conv count
+
+
+def _aifi_rule(args: list, c_in: list[int], n: int, where: str) -> tuple[list, int, int]:
+    return [c_in[0], *args], c_in[0], n
+
+
+def _resnet_rule(args: list, c_in: list[int], n: int, where: str) -> tuple[list, int, int]:
+    if len(args) < 4 or args[0] != c_in[0]:
+        raise ConfigError(
+            f"{where}: ResNetLayer's row is [c1, c2, stride, is_first, n] with c1 the input's channels "
+            f"({c_in[0]}), got {args!r}"
+        )
+    return list(args), args[1] if args[3] else 4 * args[1], n
+
+
+def _detr_rule(args: list, c_in: list[int], n: int, where: str) -> tuple[list, int, int]:
+    if not args:
+        raise ConfigError(f"{where}: RTDETRDecoder needs the number of classes as its first argument")
+    return [args[0], list(c_in), *args[1:]], c_in[0], n
+
+
+register("HGStem", HGStem, "custom", complete=_hg_rule)
+register("HGBlock", HGBlock, "custom", complete=_hgblock_rule)
+register("AIFI", AIFI, "custom", complete=_aifi_rule)
+register("ResNetLayer", ResNetLayer, "custom", complete=_resnet_rule)
+register("LightConv", LightConv, "conv")
+register("RepConv", RepConv, "conv")
+register("RepC3", RepC3, "csp")
+register("RTDETRDecoder", RTDETRDecoder, "detr", end2end=True, complete=_detr_rule)

@@ -1,0 +1,239 @@
+"""RT-DETR's head (the package's ``RTDETRDecoder``): input projections, the encoder output head with top-k
+query selection, the deformable decoder, and the denoising queries in training.
+
+1. Each input level ``(B, ch_l, H_l, W_l)`` is projected to ``hd`` channels (1x1 conv + BatchNorm) and the
+   levels are flattened into one token sequence ``(B, sum(H_l W_l), hd)``.
+2. Every token gets an anchor box (its cell's centre, side ``0.05 * 2^l``; tokens whose anchor reaches within
+   1 % of the border are masked out). The encoder head (``enc_output``, ``enc_score_head``,
+   ``enc_bbox_head``) scores and refines every token; the ``nq`` tokens with the highest best-class logit
+   become the queries: their features the content, their refined anchors the reference boxes.
+3. The decoder (:class:`~yolotr.nn.detr.DeformableTransformerDecoder`) refines the boxes in ``ndl`` layers.
+
+The output needs no NMS (``end2end`` True): in eval the last layer's ``(query, class)`` pairs with the highest
+scores. Attribute names are the ``ultralytics`` package's (8.4), so its checkpoints load by name. Differences:
+the eval output is ``(B, k, 6)`` ``x1, y1, x2, y2`` in input pixels (the package's is normalized ``cxcywh``;
+the predictor of the package converts it, ours needs nothing model-specific), the training targets come as
+our ``(N, 6)`` rows, and the anchor table is cached per shape, device and dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from yolotr.errors import ConfigError
+from yolotr.nn.denoising import denoising_group
+from yolotr.nn.detr import MLP, DeformableTransformerDecoder, DeformableTransformerDecoderLayer
+from yolotr.ops.boxes import xywh2xyxy
+
+
+class RTDETRDecoder(nn.Module):
+    """RT-DETR head: ``nl`` feature maps -> boxes and classes, no NMS.
+
+    Input: ``x`` a list of ``nl`` maps ``(B, ch[l], H_l, W_l)`` (strides 8, 16, 32 in the shipped YAMLs);
+    ``targets`` ``(N, 6)`` ``[image, class, cx, cy, w, h]`` (normalized) in training for the denoising
+    queries (none without them).
+
+    Training output: ``(dec_bboxes, dec_scores, enc_bboxes, enc_scores, dn_meta)``: every decoder layer's
+    boxes ``(ndl, B, D + nq, 4)`` normalized ``cxcywh`` and logits ``(ndl, B, D + nq, nc)`` (the ``D``
+    denoising queries first), the selected encoder boxes ``(B, nq, 4)`` and logits ``(B, nq, nc)``, and the
+    denoising bookkeeping (:func:`~yolotr.nn.denoising.denoising_group`) or None.
+    Eval output: ``(detections, raw)``, ``raw`` as in training but for the ``eval_idx`` layer only (``ndl``
+    axis of 1) and ``dn_meta`` None; ``detections`` ``(B, k, 6)`` float rows ``x1, y1, x2, y2`` (input pixels:
+    normalized boxes times the first level's size times its stride), score (sigmoid), class, sorted by score;
+    ``k = min(max_det, nq * nc)``. With ``export`` True only ``detections``.
+
+    Args: the package's: ``nc`` classes, ``ch`` input channels per level, ``hd`` hidden width, ``nq`` queries,
+    ``ndp`` sampling points per head and level, ``nh`` heads, ``ndl`` decoder layers, ``d_ffn`` FFN width,
+    ``dropout``, ``act`` (ReLU), ``eval_idx`` (the layer used in eval), ``nd`` denoising queries,
+    ``label_noise_ratio``, ``box_noise_scale``, ``learnt_init_query`` (learned query content instead of the
+    selected features).
+    """
+
+    end2end = True  # the eval output is the detections: no NMS
+    export = False
+
+    def __init__(
+        self,
+        nc: int = 80,
+        ch: list[int] | tuple[int, ...] = (512, 1024, 2048),
+        hd: int = 256,
+        nq: int = 300,
+        ndp: int = 4,
+        nh: int = 8,
+        ndl: int = 6,
+        d_ffn: int = 1024,
+        dropout: float = 0.0,
+        act: nn.Module | None = None,
+        eval_idx: int = -1,
+        nd: int = 100,
+        label_noise_ratio: float = 0.5,
+        box_noise_scale: float = 1.0,
+        learnt_init_query: bool = False,
+    ):
+        super().__init__()
+        if not ch:
+            raise ValueError("RTDETRDecoder needs at least one input level")
+        act = nn.ReLU() if act is None else act
+        self.hidden_dim, self.nhead, self.nl, self.nc = hd, nh, len(ch), nc
+        self.num_queries, self.num_decoder_layers = nq, ndl
+        self.max_det, self.agnostic = nq, False
+        self.register_buffer("stride", torch.zeros(self.nl), persistent=False)  # measured by DetectionModel
+        self.input_proj = nn.ModuleList(nn.Sequential(nn.Conv2d(c, hd, 1, bias=False), nn.BatchNorm2d(hd)) for c in ch)
+        layer = DeformableTransformerDecoderLayer(hd, nh, d_ffn, dropout, act, self.nl, ndp)
+        self.decoder = DeformableTransformerDecoder(hd, layer, ndl, eval_idx)
+        self.denoising_class_embed = nn.Embedding(nc, hd)
+        self.num_denoising, self.label_noise_ratio, self.box_noise_scale = nd, label_noise_ratio, box_noise_scale
+        self.learnt_init_query = learnt_init_query
+        if learnt_init_query:
+            self.tgt_embed = nn.Embedding(nq, hd)
+        self.query_pos_head = MLP(4, 2 * hd, hd, num_layers=2)
+        self.enc_output = nn.Sequential(nn.Linear(hd, hd), nn.LayerNorm(hd))
+        self.enc_score_head = nn.Linear(hd, nc)
+        self.enc_bbox_head = MLP(hd, hd, 4, num_layers=3)
+        self.dec_score_head = nn.ModuleList(nn.Linear(hd, nc) for _ in range(ndl))
+        self.dec_bbox_head = nn.ModuleList(MLP(hd, hd, 4, num_layers=3) for _ in range(ndl))
+        self._anchor_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The package's init: class biases at prior 0.01 (scaled by ``nc / 80``), zero box heads (so the first
+        boxes are the anchors), Xavier for the encoder output, the query position MLP and the projections."""
+        bias_cls = -math.log((1 - 0.01) / 0.01) / 80 * self.nc
+        nn.init.constant_(self.enc_score_head.bias, bias_cls)
+        for head in (self.enc_bbox_head, *self.dec_bbox_head):
+            nn.init.zeros_(head.layers[-1].weight)
+            nn.init.zeros_(head.layers[-1].bias)
+        for cls in self.dec_score_head:
+            nn.init.constant_(cls.bias, bias_cls)
+        nn.init.xavier_uniform_(self.enc_output[0].weight)
+        if self.learnt_init_query:
+            nn.init.xavier_uniform_(self.tgt_embed.weight)
+        for linear in self.query_pos_head.layers:
+            nn.init.xavier_uniform_(linear.weight)
+        for proj in self.input_proj:
+            nn.init.xavier_uniform_(proj[0].weight)
+
+    def set_end2end(self, end2end: bool = True, max_det: int | None = None, agnostic: bool | None = None) -> None:
+        """The output is always NMS-free (``end2end`` False is a ``ConfigError``); ``max_det`` sets its rows,
+        ``agnostic`` keeps only each query's best class."""
+        if not end2end:
+            raise ConfigError("end2end=False: RT-DETR's head has no branch for NMS; its output is NMS-free")
+        if max_det is not None:
+            self.max_det = int(max_det)
+        if agnostic is not None:
+            self.agnostic = bool(agnostic)
+
+    def reset_grids(self) -> None:
+        """Forget cached anchors (after the device or dtype changes)."""
+        self._anchor_cache.clear()
+
+    def anchors(self, shapes: list[tuple[int, int]], like: torch.Tensor, grid_size: float = 0.05, eps: float = 1e-2):
+        """Anchor boxes in logit space ``(1, sum(H_l W_l), 4)`` (``inf`` where invalid) and the valid mask
+        ``(1, sum(H_l W_l), 1)`` in ``like``'s dtype: cell centres ``((x + 0.5) / W_l, (y + 0.5) / H_l)``, side
+        ``grid_size * 2^l``; an anchor with a coordinate within ``eps`` of 0 or 1 is invalid."""
+        key = (tuple(map(tuple, shapes)), like.device, like.dtype)
+        if key not in self._anchor_cache or torch.jit.is_tracing():
+            boxes = []
+            for level, (h, w) in enumerate(shapes):
+                ys, xs = torch.meshgrid(
+                    torch.arange(h, dtype=like.dtype, device=like.device),
+                    torch.arange(w, dtype=like.dtype, device=like.device),
+                    indexing="ij",
+                )
+                centres = torch.stack(((xs + 0.5) / w, (ys + 0.5) / h), -1)  # (h, w, 2)
+                sides = torch.full_like(centres, grid_size * 2.0**level)
+                boxes.append(torch.cat((centres, sides), -1).view(1, h * w, 4))
+            boxes = torch.cat(boxes, 1)
+            valid = ((boxes > eps) & (boxes < 1 - eps)).all(-1, keepdim=True)
+            logits = torch.log(boxes / (1 - boxes)).masked_fill(~valid, float("inf"))
+            if torch.jit.is_tracing():
+                return logits, valid
+            self._anchor_cache[key] = (logits, valid)
+        return self._anchor_cache[key]
+
+    def forward(self, x: list[torch.Tensor], targets: torch.Tensor | None = None):
+        if not isinstance(x, list | tuple) or len(x) != self.nl:
+            got = len(x) if isinstance(x, list | tuple) else f"a {type(x).__name__}"
+            raise ValueError(f"RTDETRDecoder was built for {self.nl} feature levels, got {got}")
+        feats, shapes = self._encoder_input(x)
+        k = min(self.num_queries, feats.shape[1])
+        dn = None
+        if self.training and targets is not None:
+            dn = self.denoising_queries(targets, feats.shape[0], k)
+        dn_embed, dn_bbox, attn_mask, dn_meta = dn if dn is not None else (None, None, None, None)
+        embed, refer, enc_bboxes, enc_scores = self._decoder_input(feats, shapes, k, dn_embed, dn_bbox)
+        dec_bboxes, dec_scores = self.decoder(
+            embed, refer, feats, shapes, self.dec_bbox_head, self.dec_score_head, self.query_pos_head, attn_mask
+        )
+        if self.training and dn_meta is None:  # keep the denoising embedding in the graph (DDP: no unused params)
+            dec_bboxes = dec_bboxes + 0 * self.denoising_class_embed.weight.sum()
+        raw = (dec_bboxes, dec_scores, enc_bboxes, enc_scores, dn_meta)
+        if self.training:
+            return raw
+        detections = self.detections(dec_bboxes[-1], dec_scores[-1], shapes[0])
+        return detections if self.export else (detections, raw)
+
+    def denoising_queries(self, targets: torch.Tensor, batch_size: int, num_queries: int):
+        """:func:`~yolotr.nn.denoising.denoising_group` with this head's settings (None: no denoising)."""
+        return denoising_group(
+            targets,
+            batch_size,
+            self.nc,
+            num_queries,
+            self.denoising_class_embed.weight,
+            self.num_denoising,
+            self.label_noise_ratio,
+            self.box_noise_scale,
+        )
+
+    def _encoder_input(self, x: list[torch.Tensor]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Projected levels flattened and concatenated: ``(B, sum(H_l W_l), hd)`` and ``[(H_l, W_l)]``."""
+        maps = [proj(level) for proj, level in zip(self.input_proj, x)]
+        shapes = [(int(m.shape[2]), int(m.shape[3])) for m in maps]
+        return torch.cat([m.flatten(2).permute(0, 2, 1) for m in maps], 1), shapes
+
+    def _decoder_input(self, feats, shapes, k, dn_embed=None, dn_bbox=None):
+        """Top-``k`` query selection -> decoder content ``(B, D + k, hd)``, reference logits ``(B, D + k, 4)``,
+        encoder boxes ``(B, k, 4)`` (sigmoid) and logits ``(B, k, nc)`` of the selected tokens."""
+        b = feats.shape[0]
+        anchors, valid = self.anchors(shapes, feats)
+        features = self.enc_output(valid * feats)  # (B, N, hd)
+        scores = self.enc_score_head(features)  # (B, N, nc)
+        index = scores.max(-1).values.topk(k, dim=1).indices  # (B, k)
+        top_features = features.gather(1, index[..., None].expand(-1, -1, features.shape[-1]))
+        top_anchors = anchors.expand(b, -1, -1).gather(1, index[..., None].expand(-1, -1, 4))
+        refer = self.enc_bbox_head(top_features) + top_anchors
+        enc_bboxes = refer.sigmoid()
+        enc_scores = scores.gather(1, index[..., None].expand(-1, -1, scores.shape[-1]))
+        if dn_bbox is not None:
+            refer = torch.cat((dn_bbox, refer), 1)
+        embed = self.tgt_embed.weight[:k].unsqueeze(0).repeat(b, 1, 1) if self.learnt_init_query else top_features
+        if self.training:
+            refer = refer.detach()
+            if not self.learnt_init_query:
+                embed = embed.detach()
+        if dn_embed is not None:
+            embed = torch.cat((dn_embed, embed), 1)
+        return embed, refer, enc_bboxes, enc_scores
+
+    def detections(self, boxes: torch.Tensor, logits: torch.Tensor, first_shape: tuple[int, int]) -> torch.Tensor:
+        """``(B, Q, 4)`` normalized ``cxcywh`` and ``(B, Q, nc)`` logits -> ``(B, k, 6)`` rows (see the class)."""
+        b, q, nc = logits.shape
+        scores = logits.sigmoid()
+        if self.agnostic:
+            best, labels = scores.max(-1)
+            top, query = best.topk(min(self.max_det, q), dim=1)
+            labels = labels.gather(1, query)
+        else:
+            top, flat = scores.flatten(1).topk(min(self.max_det, q * nc), dim=1)
+            query, labels = torch.div(flat, nc, rounding_mode="floor"), flat % nc
+        picked = xywh2xyxy(boxes.gather(1, query[..., None].expand(-1, -1, 4)))
+        stride = float(self.stride[0]) if self.stride.numel() and float(self.stride[0]) > 0 else 0.0
+        if stride:  # normalized -> input pixels (the padded frame of the first level)
+            h, w = first_shape[0] * stride, first_shape[1] * stride
+            picked = picked * picked.new_tensor([w, h, w, h])
+        return torch.cat((picked, top[..., None], labels[..., None].to(top.dtype)), -1)
