@@ -4,6 +4,7 @@ deformable attention against a plain bilinear reference at odd level sizes, the 
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -221,3 +222,23 @@ def test_rtdetr_yaml_errors_name_the_row() -> None:
     cfg["head"][-1][3] = []
     with pytest.raises(ConfigError, match="RTDETRDecoder needs the number of classes"):
         DetectionModel(cfg)
+
+
+def test_checkpoint_with_a_foreign_detr_class_is_refused(tmp_path, monkeypatch) -> None:
+    """A pickled RT-DETR model using a class yolotr does not implement is refused before anything runs."""
+    import types
+
+    from yolotr.errors import CheckpointError
+    from yolotr.models.loading import load_model
+
+    name = "ultralytics.nn.modules.transformer"
+    fake = types.ModuleType(name)
+    encoder = type("DeformableTransformerEncoder", (), {"__module__": name})
+    fake.DeformableTransformerEncoder = encoder
+    for parent in ("ultralytics", "ultralytics.nn", "ultralytics.nn.modules"):
+        monkeypatch.setitem(sys.modules, parent, types.ModuleType(parent))
+    monkeypatch.setitem(sys.modules, name, fake)
+    torch.save({"model": encoder(), "ema": None}, tmp_path / "foreign.pt")
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match=r"module class 'DeformableTransformerEncoder' .*does not implement"):
+        load_model(tmp_path / "foreign.pt")

@@ -83,9 +83,22 @@ ULTRALYTICS_MODULES = {
         "RepVGGDW",
         "PSA",
     },
-    # Detect is also YOLO26's end-to-end head; v10Detect YOLOv10's (yolotr/nn/head_e2e.py)
-    "ultralytics.nn.modules.head": {"Detect", "v10Detect"},
+    # Detect is also YOLO26's end-to-end head; v10Detect YOLOv10's (yolotr/nn/head_e2e.py); RTDETRDecoder RT-DETR's
+    "ultralytics.nn.modules.head": {"Detect", "v10Detect", "RTDETRDecoder"},
 }
+# RT-DETR (yolotr/nn/hgnet.py, detr.py, deform_attn.py, head_detr.py)
+ULTRALYTICS_MODULES["ultralytics.nn.tasks"] |= {"RTDETRDetectionModel"}
+ULTRALYTICS_MODULES["ultralytics.nn.modules.block"] |= {"HGStem", "HGBlock", "RepC3", "ResNetBlock", "ResNetLayer"}
+ULTRALYTICS_MODULES["ultralytics.nn.modules.transformer"] = {
+    "AIFI",
+    "TransformerEncoderLayer",
+    "MLP",
+    "MSDeformAttn",
+    "DeformableTransformerDecoderLayer",
+    "DeformableTransformerDecoder",
+}
+# nn.MultiheadAttention's output projection: a torch.nn class that torch.nn does not export by name
+TORCH_MODULE_CLASSES = {("torch.nn.modules.linear", "NonDynamicallyQuantizableLinear")}
 KNOWN_MODULE_CLASSES = {**YOLOV5_MODULES, **ULTRALYTICS_MODULES}
 SAFE_CALLABLES = {
     ("collections", "OrderedDict"): collections.OrderedDict,
@@ -124,6 +137,8 @@ def _stub(module: str, name: str) -> type[ForeignObject]:
 
 
 def _is_torch_module_class(module: str, name: str) -> bool:
+    if (module, name) in TORCH_MODULE_CLASSES:
+        return True
     if not module.startswith("torch.nn.modules."):
         return False
     cls = getattr(nn, name, None)
