@@ -98,6 +98,7 @@ class YOLO:
         half: bool = False,
         stream: bool = False,
         verbose: bool | None = None,
+        end2end: bool | None = None,
     ):
         """Detections on images, folders, globs, ``.txt`` lists or videos, in-memory images (NumPy arrays
         in OpenCV's BGR layout, PIL images) or lists of these: a list of ``Results`` (one per image/frame).
@@ -124,6 +125,11 @@ class YOLO:
         the CPU it is ignored with a warning. ``stream=True`` returns a generator that yields one
         ``Results`` per image or frame as it is predicted (files are written as they come), so a long
         video or folder is never held in memory.
+
+        ``end2end`` (:mod:`yolotr.engine.head_mode`), for a YOLOv10 / YOLO26 head: ``None`` (default) its own
+        NMS-free output (the one-to-one branch's top ``max(max_det, 300)``, class-agnostic with
+        ``agnostic_nms``), ``False`` the one-to-many branch with NMS (the ``ultralytics`` package's default),
+        ``True`` insists on NMS-free output (an error for a head that needs NMS).
         """
         from yolotr.engine.predictor import Predictor, run_prediction
         from yolotr.engine.runs import next_run_dir
@@ -137,7 +143,8 @@ class YOLO:
                 imgsz = getattr(self.model, "imgsz", None) or 640
             predictor = Predictor(
                 self.model, self.model.names, imgsz, rect=rect, conf=conf, iou=iou, max_det=max_det,
-                classes=classes, agnostic=agnostic_nms, batch=batch, backend=self._backend(backend, half),
+                classes=classes, agnostic=agnostic_nms, batch=batch,
+                backend=self._backend(backend, half, (end2end, max(int(max_det), 300), agnostic_nms)),
             )  # fmt: skip
             save_dir = next_run_dir(project, name) if (save or save_txt or save_json) else None
             if stream:
@@ -172,25 +179,31 @@ class YOLO:
                 with verbosity(verbose):
                     LOGGER.info("results saved to %s", save_dir)
 
-    def _backend(self, backend: str, half: bool):
-        """The prepared backend, or with ``half`` a float16 copy of the model in PyTorch (CUDA only)."""
+    def _backend(self, backend: str, half: bool, mode: tuple = (None, None, None)):
+        """The prepared backend, or with ``half`` a float16 copy of the model in PyTorch (CUDA only);
+        ``mode``: ``(end2end, max_det, agnostic)`` of an end-to-end head (:func:`end2end_mode`)."""
         if not half:
-            return self.prepared_backend(backend)
+            return self.prepared_backend(backend, *mode)
         from yolotr.engine.fast_backend import prepare_backend, weights_version
 
         param = next(self.model.parameters(), None)
         if param is None or param.device.type != "cuda":
             where = "an ONNX file" if param is None else f"the {param.device.type.upper()}"
             LOGGER.warning("half=True needs a CUDA device; predicting in float32 on %s", where)
-            return self.prepared_backend(backend)
-        key = "torch-half"
+            return self.prepared_backend(backend, *mode)
+        from yolotr.engine.head_mode import end2end_mode, head_state
+
+        with end2end_mode(self.model, *mode):
+            key = ("torch-half", head_state(self.model))
         version = weights_version(self.model)
         cached = self._prepared.get(key)
         if cached is not None and cached[0]() is self.model and cached[1] == version:
             return cached[2]
 
         # a half copy, run as CUDA graphs per input shape (engine/cuda_graph.py), float32 output for NMS
-        prepared = prepare_backend(copy.deepcopy(self.model).half(), "auto", copy_model=False)
+        with end2end_mode(self.model, *mode):  # the half copy takes the head's output mode
+            half_model = copy.deepcopy(self.model).half()
+        prepared = prepare_backend(half_model, "auto", copy_model=False)
         self._prepared[key] = (weakref.ref(self.model), version, prepared)
         return prepared
 
@@ -202,24 +215,40 @@ class YOLO:
         self.model.to(select_device(str(device)))
         return self
 
-    def prepared_backend(self, backend: str = "auto"):
+    def prepared_backend(
+        self,
+        backend: str = "auto",
+        end2end: bool | None = None,
+        max_det: int | None = None,
+        agnostic: bool | None = None,
+    ):
         """The inference backend of the current weights, prepared on first use and then reused.
 
         Set-up (the fused copy, the ONNX export and its onnxruntime sessions) happens once per set of
-        weights: a change of the model's weights (an optimizer step, ``load_state_dict``, ``.to()``,
-        ``fuse()``, a new ``self.model``) makes the next call prepare again.
+        weights and output mode of the head (``end2end``, ``max_det``, ``agnostic``: see
+        :func:`~yolotr.engine.head_mode.set_end2end`; the model's own head is left as it was): a change of
+        the model's weights (an optimizer step, ``load_state_dict``, ``.to()``, ``fuse()``, a new
+        ``self.model``) makes the next call prepare again.
         """
         from yolotr.engine.fast_backend import prepare_backend, weights_version
+        from yolotr.engine.head_mode import end2end_mode, head_state
 
-        version = weights_version(self.model)
-        cached = self._prepared.get(backend)
-        if cached is not None and cached[0]() is self.model and cached[1] == version:
-            return cached[2]
-        self._prepared = {
-            name: entry for name, entry in self._prepared.items() if entry[0]() is self.model and entry[1] == version
-        }
-        prepared = prepare_backend(self.model, "torch" if self.is_onnx else backend)
-        self._prepared[backend] = (weakref.ref(self.model), version, prepared)
+        if self.is_onnx and end2end is not None:
+            LOGGER.warning("%s: an ONNX file's output was chosen at export; end2end=%s ignored", self.source, end2end)
+            end2end = None
+        with end2end_mode(self.model, end2end, max_det, agnostic):
+            key = (backend, head_state(self.model))
+            version = weights_version(self.model)
+            cached = self._prepared.get(key)
+            if cached is not None and cached[0]() is self.model and cached[1] == version:
+                return cached[2]
+            self._prepared = {
+                name: entry
+                for name, entry in self._prepared.items()
+                if entry[0]() is self.model and entry[1] == version
+            }
+            prepared = prepare_backend(self.model, "torch" if self.is_onnx else backend)  # a copy in this mode
+            self._prepared[key] = (weakref.ref(self.model), version, prepared)
         return prepared
 
     def train(self, *, verbose: bool | None = None, **overrides) -> dict:

@@ -72,6 +72,11 @@ class E2EDetect(AnchorFreeDetect):
         if agnostic is not None:
             self.agnostic = bool(agnostic)
 
+    def extra_repr(self) -> str:
+        # in the repr, so the ONNX backend's cache key (a hash of it and the weights) differs per output mode
+        settings = {"nc": self.nc, "reg_max": self.reg_max, "end2end": self.end2end, "max_det": self.max_det}
+        return ", ".join(f"{k}={v}" for k, v in settings.items()) + f", agnostic={self.agnostic}"
+
     def forward(self, x: list[torch.Tensor]):
         one2many = [torch.cat((self.cv2[i](x[i]), self.cv3[i](x[i])), 1) for i in range(self.nl)]
         xd = [xi.detach() for xi in x]

@@ -1,0 +1,114 @@
+"""Which output an end-to-end (NMS-free) head gives: the one-to-one top-k or the one-to-many rows for NMS.
+
+YOLOv10's and YOLO26's heads (:class:`~yolotr.nn.head_e2e.E2EDetect`) carry two branches. The setting
+``end2end`` chooses, for predict, val and export alike:
+
+- ``None`` (default): what the head says (a head built end-to-end stays end-to-end: top-k, no NMS);
+- ``True``: the one-to-one branch, no NMS (a head without a one-to-one branch: :class:`ConfigError`);
+- ``False``: the one-to-many branch decoded like YOLOv8's head, then NMS (a head that needs NMS anyway:
+  unchanged).
+
+The ``ultralytics`` package (8.4.190) spells this ``nms``: ``nms=False`` is our ``end2end=True``; its default
+(``nms`` unset) runs the one-to-many branch with NMS, i.e. our ``end2end=False``. The text forms of the
+command line (``on``/``off``, ``true``/``false``, ``auto``) read through :func:`parse_end2end`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from yolotr.errors import ConfigError
+
+_TEXT = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
+
+
+def parse_end2end(value) -> bool | None:
+    """``None``/``auto`` -> ``None``; a bool or ``on/off/true/false/yes/no/1/0`` -> that bool; else ConfigError."""
+    if value is None or isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("auto", "none", "null", ""):
+        return None
+    if text in _TEXT:
+        return _TEXT[text]
+    raise ConfigError(f"end2end: expected true, false or auto (the head's own), got {value!r}")
+
+
+def head_of(model: nn.Module) -> nn.Module | None:
+    """The detection head (last layer) of a ``DetectionModel``, or None for anything else (an ONNX file)."""
+    layers = getattr(model, "model", None)
+    return layers[-1] if isinstance(layers, nn.Sequential | nn.ModuleList) and len(layers) else None
+
+
+def head_state(model: nn.Module) -> tuple:
+    """What decides the head's eval output (``end2end``, ``max_det``, ``agnostic``): part of a prepared
+    backend's identity, so a backend prepared in one mode is not reused for the other."""
+    head = head_of(model)
+    return tuple(getattr(head, k, None) for k in ("end2end", "max_det", "agnostic"))
+
+
+def set_end2end(
+    model: nn.Module, end2end=None, max_det: int | None = None, agnostic: bool | None = None, where: str = "end2end"
+) -> bool:
+    """Put ``model``'s head in the mode ``end2end`` asks for (see the module); returns whether its output is
+    now end-to-end. ``max_det`` and ``agnostic`` set the top-k of an end-to-end head (ignored otherwise).
+
+    Raises:
+        ConfigError: ``end2end`` is not a bool/``auto``, or True for a head without a one-to-one branch.
+    """
+    end2end = parse_end2end(end2end)
+    head = head_of(model)
+    if not hasattr(head, "set_end2end"):
+        if end2end:
+            name = type(head).__name__ if head is not None else type(model).__name__
+            raise ConfigError(
+                f"{where}=True: the model's head ({name}) has no one-to-one branch and needs NMS; "
+                "only YOLOv10 / YOLO26 heads (end2end: True in the YAML) run end to end"
+            )
+        return bool(getattr(head, "end2end", False))
+    head.set_end2end(head.end2end if end2end is None else end2end, max_det=max_det, agnostic=agnostic)
+    return bool(head.end2end)
+
+
+@contextlib.contextmanager
+def end2end_mode(
+    model: nn.Module, end2end=None, max_det: int | None = None, agnostic: bool | None = None, where: str = "end2end"
+) -> Iterator[bool]:
+    """:func:`set_end2end` for the block, the head's previous mode restored after. Yields whether the
+    output is end-to-end."""
+    head = head_of(model)
+    saved = head_state(model) if hasattr(head, "set_end2end") else None
+    try:
+        yield set_end2end(model, end2end, max_det, agnostic, where)
+    finally:
+        if saved is not None:
+            head.set_end2end(saved[0], max_det=saved[1], agnostic=saved[2])
+
+
+def same_detections(a: torch.Tensor, b: torch.Tensor, box_tol: float, score_tol: float = 1e-3) -> bool:
+    """Whether two ``(B, k, 6)`` top-k outputs (``x1, y1, x2, y2, score, class``, best first) hold the same
+    detections as sets: each row of one has a row of the other of the same class within ``box_tol`` pixels
+    and ``score_tol`` in score. Rows whose score is within ``score_tol`` of the lowest kept score are exempt
+    (near-tied candidates at the cut may be in one output and not the other), and so is the order of rows
+    (near-tied scores sort either way, e.g. onnxruntime against PyTorch)."""
+    if a.shape != b.shape or a.ndim != 3 or a.shape[-1] != 6:
+        return False
+    a, b = a.float(), b.float()
+    for x, y in ((a, b), (b, a)):
+        for rows, other in zip(x, y):
+            cut = torch.minimum(rows[:, 4].min(), other[:, 4].min()) + score_tol
+            rows = rows[rows[:, 4] > cut]
+            if not len(rows):
+                continue
+            near = (
+                ((rows[:, None, :4] - other[None, :, :4]).abs().amax(-1) <= box_tol)
+                & ((rows[:, None, 4] - other[None, :, 4]).abs() <= score_tol)
+                & (rows[:, None, 5] == other[None, :, 5])
+            )
+            if not bool(near.any(1).all()):
+                return False
+    return True
