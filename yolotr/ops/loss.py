@@ -15,6 +15,7 @@ from torch import nn
 from yolotr.nn.head import Detect
 from yolotr.ops.assign import bbox_ciou
 from yolotr.ops.loss_af import AnchorFreeLoss
+from yolotr.ops.loss_detr import RTDETRLoss
 from yolotr.ops.loss_e2e import E2ELoss
 
 LOSS_NAMES = ("box", "obj", "cls")
@@ -132,7 +133,8 @@ class DetectionLoss:
 def build_loss(model: nn.Module, hyp: dict, imgsz: int = 640):
     """The loss a model trains with, chosen by its head (``model.model[-1]``).
 
-    A head with a one-to-one branch (``one2one_cv2``: YOLOv10 / YOLO26) gets
+    RT-DETR's decoder (``dec_score_head``) gets :class:`~yolotr.ops.loss_detr.RTDETRLoss`; a head with a
+    one-to-one branch (``one2one_cv2``: YOLOv10 / YOLO26) gets
     :class:`~yolotr.ops.loss_e2e.E2ELoss` (its ``set_progress(epoch, epochs)`` weights the branches), an
     anchor-free head (one with ``reg_max``: YOLOv8 / YOLO11 / YOLO12)
     :class:`~yolotr.ops.loss_af.AnchorFreeLoss`, any other (YOLOv5, YOLOv4) :class:`DetectionLoss`.
@@ -142,6 +144,8 @@ def build_loss(model: nn.Module, hyp: dict, imgsz: int = 640):
     """
     model = getattr(model, "module", model)
     head = model.model[-1]
+    if hasattr(head, "dec_score_head"):  # RT-DETR's decoder: the set loss (total not times the batch size)
+        return RTDETRLoss(head, hyp, imgsz)
     if hasattr(head, "one2one_cv2"):
         return E2ELoss(head, hyp, imgsz)
     if hasattr(head, "reg_max"):
