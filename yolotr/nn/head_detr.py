@@ -193,7 +193,7 @@ class RTDETRDecoder(nn.Module):
     def _encoder_input(self, x: list[torch.Tensor]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """Projected levels flattened and concatenated: ``(B, sum(H_l W_l), hd)`` and ``[(H_l, W_l)]``."""
         maps = [proj(level) for proj, level in zip(self.input_proj, x)]
-        shapes = [(int(m.shape[2]), int(m.shape[3])) for m in maps]
+        shapes = [(m.shape[2], m.shape[3]) for m in maps]  # no int(): a traced export keeps them dynamic
         return torch.cat([m.flatten(2).permute(0, 2, 1) for m in maps], 1), shapes
 
     def _decoder_input(self, feats, shapes, k, dn_embed=None, dn_bbox=None):
