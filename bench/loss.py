@@ -4,7 +4,9 @@
 Both sides start from the same per-level branch outputs of a yolov8n head (``(B, 64, H_i, W_i)`` box
 distributions and ``(B, nc, H_i, W_i)`` class logits, leaf tensors with gradient, taken from a real
 yolov8n forward so that the distributions look like training's) and the same targets, and end when
-the gradient of those outputs is computed. Each side does what its own head and loss do in training:
+the gradient of those outputs is computed; yolotr's in ``channels_last`` as its trainer's model makes them
+(``--contiguous``: the package's layout), the package's contiguous. Each side does what its own head and
+loss do in training:
 yolotr concatenates box and class per level (``AnchorFreeDetect.forward``) and runs its loss; the
 package concatenates the levels per branch (``Detect.forward_head``) and runs its loss. The two
 totals are checked to agree (relative 1e-4) before timing.
@@ -116,20 +118,21 @@ def fwd_bwd(fn, branches, targets) -> torch.Tensor:
 
 
 def time_pair(ours, package, branches, targets, repeat: int, clock=time.perf_counter) -> tuple[float, float]:
+    """Median ms of each side; ``branches`` is ``(ours, package)``, the same values in each trainer's layout."""
     for _ in range(3):
-        fwd_bwd(ours, branches, targets), fwd_bwd(package, branches, targets)
+        fwd_bwd(ours, branches[0], targets), fwd_bwd(package, branches[1], targets)
     times = {"ours": [], "package": []}
     for _ in range(repeat):
-        for name, fn in (("ours", ours), ("package", package)):
+        for name, fn, inputs in (("ours", ours, branches[0]), ("package", package, branches[1])):
             t = clock()
-            fwd_bwd(fn, branches, targets)
+            fwd_bwd(fn, inputs, targets)
             times[name].append(clock() - t)
     return statistics.median(times["ours"]) * 1e3, statistics.median(times["package"]) * 1e3
 
 
 def check_equal(ours, package, branches, targets) -> None:
-    a, grads_a = fwd_bwd(ours, branches, targets), [t.grad.clone() for pair in branches for t in pair]
-    b, grads_b = fwd_bwd(package, branches, targets), [t.grad.clone() for pair in branches for t in pair]
+    a, grads_a = fwd_bwd(ours, branches[0], targets), [t.grad.clone() for pair in branches[0] for t in pair]
+    b, grads_b = fwd_bwd(package, branches[1], targets), [t.grad.clone() for pair in branches[1] for t in pair]
     if not torch.allclose(a, b, rtol=1e-4, atol=0):
         raise SystemExit(f"totals differ: yolotr {float(a)} vs package {float(b)}")
     for ga, gb in zip(grads_a, grads_b):
@@ -150,6 +153,11 @@ def main() -> None:
         default="wall",
         help="thread: CPU time of the calling thread (with --threads 1 only), which a busy machine inflates far less",
     )
+    parser.add_argument(
+        "--contiguous",
+        action="store_true",
+        help="give yolotr contiguous maps too (default: channels_last, as its trainer's model makes them)",
+    )
     args = parser.parse_args()
     if args.clock == "thread" and args.threads != 1:
         parser.error("--clock thread measures one thread: use it with --threads 1")
@@ -162,15 +170,18 @@ def main() -> None:
     for imgsz, nc in ROWS:
         branches, targets, stride, reg_max = make_inputs(imgsz, nc, args.batch, args.max_boxes)
         ours, package = OurLoss(nc, reg_max, stride), PackageLoss(nc, reg_max, stride)
+        layout = torch.contiguous_format if args.contiguous else torch.channels_last
+        mine = [tuple(t.detach().to(memory_format=layout).requires_grad_() for t in pair) for pair in branches]
+        branches = (mine, branches)
         check_equal(ours, package, branches, targets)
         if args.profile:
             from torch.profiler import ProfilerActivity, profile
 
             for _ in range(3):
-                fwd_bwd(ours, branches, targets)
+                fwd_bwd(ours, branches[0], targets)
             with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
                 for _ in range(10):
-                    fwd_bwd(ours, branches, targets)
+                    fwd_bwd(ours, branches[0], targets)
             print(
                 prof.key_averages(group_by_input_shape=True).table(
                     sort_by="self_cpu_time_total", row_limit=25, max_name_column_width=30, max_shapes_column_width=90

@@ -129,10 +129,10 @@ class AnchorFreeLoss:
     def _loss(self, maps: list[torch.Tensor], targets: torch.Tensor) -> LossOutput:
         batch_size = maps[0].shape[0]
         device = maps[0].device
-        flat = torch.cat([m.flatten(2) for m in maps], 2)  # (B, no, A)
-        pred_dist, pred_logits = flat.split((4 * self.reg_max, self.nc), 1)
-        pred_dist = pred_dist.permute(0, 2, 1).contiguous()  # (B, A, 4 * reg_max)
-        pred_logits = pred_logits.permute(0, 2, 1).contiguous()  # (B, A, nc)
+        # one copy of each part, anchors major; split per level so that the backward is one copy too
+        parts = [m.flatten(2).split((4 * self.reg_max, self.nc), 1) for m in maps]
+        pred_dist = torch.cat([dist.transpose(1, 2) for dist, _ in parts], 1)  # (B, A, 4 * reg_max)
+        pred_logits = torch.cat([logits.transpose(1, 2) for _, logits in parts], 1)  # (B, A, nc)
         points, stride = make_anchors(maps, self.strides)  # (A, 2) grid units, (A, 1)
         height, width = maps[0].shape[2] * self.strides[0], maps[0].shape[3] * self.strides[0]
 
