@@ -27,7 +27,7 @@ def test_unknown_key_is_named_with_its_source(tmp_path):
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
-        ("lean_activations", "maybe", "must be true or false"),
+        ("lean_activations", "maybe", "must be true, false or auto"),
         ("ema", 1, "must be true or false"),
         ("mmap_threshold_mb", "abc", "must be a number"),
         ("epochs", True, "must be a number"),

@@ -12,7 +12,7 @@ from yolotr.engine.heap import set_mmap_threshold
 from yolotr.models.detection import DetectionModel
 from yolotr.nn import lean
 from yolotr.nn.conv import Conv
-from yolotr.nn.lean import lean_activations, lean_eligible
+from yolotr.nn.lean import lean_activations, lean_eligible, lean_wanted
 
 
 def _model(seed: int = 0, memory_format=torch.channels_last) -> DetectionModel:
@@ -157,3 +157,12 @@ def test_mmap_threshold_is_set_on_glibc():
         pytest.skip("mallopt is glibc's")
     assert set_mmap_threshold(64) is True  # capped at 32 MiB, still accepted
     assert set_mmap_threshold(4) is True
+
+
+@pytest.mark.parametrize(
+    ("setting", "batch", "imgsz", "on"),
+    [("auto", 16, 320, True), ("auto", 16, 256, True), ("auto", 16, 128, False), ("auto", 64, 128, True),
+     (True, 1, 32, True), (False, 64, 640, False)],
+)  # fmt: skip
+def test_auto_lean_turns_on_for_large_batches_only(setting, batch, imgsz, on):
+    assert lean_wanted(setting, batch, imgsz) is on

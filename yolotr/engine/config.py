@@ -36,8 +36,18 @@ WHOLE_NUMBERS = set(
 )
 
 
+def check_true_false_auto(value, source: str = "arguments", key: str = "lean_activations"):
+    """``True``, ``False`` or ``"auto"`` (also the words ``true``/``false``), else a ``ConfigError``."""
+    words = {"true": True, "false": False, "auto": "auto"}
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in words:
+        return words[value.strip().lower()]
+    raise ConfigError(f"{source}: setting '{key}' must be true, false or auto, got {value!r}")
+
+
 # Settings that take one of a few words, each with the function that checks (and normalises) a value.
-CHOICE_CHECKS = {"amp": check_amp}
+CHOICE_CHECKS = {"amp": check_amp, "lean_activations": check_true_false_auto}
 
 
 @lru_cache(maxsize=1)

@@ -42,7 +42,7 @@ from yolotr.errors import CheckpointError, ConfigError
 from yolotr.models.detection import DetectionModel
 from yolotr.models.loading import checkpoint_state_dict, load_model
 from yolotr.models.weights import copy_checkpoint, model_checkpoint, save_checkpoint, transfer_weights
-from yolotr.nn.lean import lean_activations
+from yolotr.nn.lean import lean_activations, lean_wanted
 from yolotr.ops.loss import build_loss
 
 LOGGER = logging.getLogger("yolotr")
@@ -171,6 +171,7 @@ class Trainer:
             cfg["nesterov"],
         )
         self.amp = resolve_amp(cfg["amp"], self.device)
+        self.lean = lean_wanted(cfg["lean_activations"], cfg["batch"], cfg["imgsz"])
         self.gate = StepGate(self.amp, cfg["amp_init_scale"])
         self.ema = ModelEMA(self.model, cfg["ema_decay"], cfg["ema_tau"]) if cfg["ema"] else None
         self.loss_fn = build_loss(self.model, cfg, cfg["imgsz"])
@@ -274,7 +275,7 @@ class Trainer:
             copy_checkpoint(last, self.weights_dir / "best.pt")
 
     def _forward_loss(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with self.amp.autocast(), lean_activations(self.cfg["lean_activations"]):
+        with self.amp.autocast(), lean_activations(self.lean):
             raw = self.train_model(images)
         loss, items = self.loss_fn(raw, targets)
         return loss * self.world, items
