@@ -225,6 +225,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         dynamic_size=args.dynamic_size,
         raw=args.raw,
         opset=args.opset,
+        nms=args.nms,
+        conf=args.conf,
+        iou=args.iou,
+        max_det=args.max_det,
     )
     return 0
 
@@ -413,6 +417,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dynamic-size", dest="dynamic_size", action="store_true", help="dynamic height and width")
     p.add_argument("--raw", action="store_true", help="raw head maps instead of decoded boxes")
     p.add_argument("--opset", type=int, default=17)
+    p.add_argument(
+        "--nms", action="store_true", help="NMS inside the ONNX graph: output (B, max-det, 6) x1 y1 x2 y2 score class"
+    )
+    p.add_argument("--conf", type=float, default=0.25, help="with --nms: confidence threshold fixed in the file")
+    p.add_argument("--iou", type=float, default=0.45, help="with --nms: NMS IoU threshold fixed in the file")
+    p.add_argument("--max-det", dest="max_det", type=int, default=300, help="with --nms: detections per image")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="train a small Transformer YOLO on the built-in shapes set, validate, predict")

@@ -1,8 +1,12 @@
 """Export to ONNX (checked with onnxruntime on the spot) and TorchScript, and running ONNX files.
 
-The exported graph is the fused model in eval mode whose output is the decoded, NMS-free
-``(B, N, 5 + nc)`` tensor (or, with ``raw=True``, the raw head maps); NMS stays outside, in the
-same post-processing the PyTorch model uses. Class names and strides travel in the ONNX metadata.
+The exported graph is the fused model in eval mode whose output is the decoded, NMS-free tensor in
+the layout its head declares (``export_layout``, :data:`yolotr.ops.boxes.LAYOUTS`): YOLOv5 and YOLOv4
+heads ``(B, anchors, 5 + nc)`` as YOLOv5 exports, anchor-free heads ``(B, 4 + nc, anchors)`` as the
+``ultralytics`` package exports; an end-to-end head (``end2end``) its ``(B, k, 6)`` detections. With
+``nms=True`` the graph ends in NMS (:mod:`yolotr.engine.export_nms`): ``(B, max_det, 6)``. With
+``raw=True`` the raw head maps. Class names, strides, the layout (and the NMS settings) travel in
+the ONNX metadata (keys ``names``, ``stride``, ``layout``, ``nms``).
 """
 
 from __future__ import annotations
@@ -19,10 +23,10 @@ import torch
 from torch import nn
 
 from yolotr.data.imgsz import check_imgsz, largest_stride
+from yolotr.engine.config import check_count, check_fraction
+from yolotr.engine.export_nms import WithNms
 from yolotr.errors import CheckpointError, YolotrError
-from yolotr.nn.head import Detect
-from yolotr.nn.head_af import AnchorFreeDetect
-from yolotr.ops.boxes import non_max_suppression
+from yolotr.ops.boxes import COLUMNS, DETECTIONS, LAYOUTS, ROWS, as_rows, non_max_suppression
 
 LOGGER = logging.getLogger("yolotr")
 FORMATS = ("onnx", "torchscript")
@@ -52,6 +56,17 @@ class _RawHeads(nn.Module):
         return tuple(self.model(x)[1])
 
 
+class _Columns(nn.Module):
+    """Wraps a model in export mode so that its ``(B, A, C)`` rows leave the graph as ``(B, C, A)``."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).transpose(1, 2)
+
+
 def default_export_path(source, format: str) -> Path:
     """Where an export of the model loaded from ``source`` goes by default: beside a checkpoint file
     (``runs/train/exp/weights/best.pt`` -> ``best.onnx`` there), else ``<YAML stem>.<format>`` here
@@ -75,6 +90,10 @@ def export_model(
     raw: bool = False,
     opset: int = 17,
     check: bool = True,
+    nms: bool = False,
+    conf: float = 0.25,
+    iou: float = 0.45,
+    max_det: int = 300,
 ) -> ExportResult:
     """Export a ``DetectionModel`` (fused copy, eval mode) and verify the file against PyTorch.
 
@@ -86,34 +105,55 @@ def export_model(
         dynamic_size: dynamic height and width too (ONNX).
         raw: export the raw head maps ``(B, na, H, W, 5 + nc)`` instead of decoded boxes.
         check: run the file on a random input and compare with PyTorch (ONNX: onnxruntime).
+        nms: end the graph with NMS (ONNX only): output ``(B, max_det, 6)`` float ``x1, y1, x2, y2,
+            score, class`` in input pixels, best first, zero rows after the last detection; ``conf``,
+            ``iou`` and ``max_det`` are fixed in the file (the predictor's defaults by default). A head
+            that is end-to-end already gets none.
 
     Raises:
         ExportError: when the detections after NMS differ between PyTorch and the exported file.
     """
     if format not in FORMATS:
         raise YolotrError(f"unknown export format {format!r}; choose one of {FORMATS}")
+    if nms and (raw or format != "onnx"):
+        raise YolotrError("nms=True (--nms) needs format 'onnx' and decoded output (not raw=True / --raw)")
+    conf, iou, max_det = check_fraction("conf", conf), check_fraction("iou", iou), check_count("max_det", max_det)
     imgsz = check_imgsz(imgsz, largest_stride(model))
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
     net = copy.deepcopy(model).float().eval().fuse() if hasattr(model, "fuse") else copy.deepcopy(model).eval()
     head = net.model[-1] if hasattr(net, "model") else None
-    if isinstance(head, Detect | AnchorFreeDetect):
+    if hasattr(head, "export"):
         head.export = not raw
-    module = (_RawHeads(net) if raw else net).eval()
+    nc = len(getattr(net, "names", [])) or getattr(head, "nc", None)
+    if raw:
+        layout, module = "raw", _RawHeads(net)
+    elif getattr(head, "end2end", False):  # the head's own output is detections: no NMS to add
+        if nms:
+            LOGGER.info("the model's head is end-to-end (NMS-free): exporting its detections, no NMS added")
+        layout, module, nms = DETECTIONS, net, False
+    elif nms:
+        layout, module = DETECTIONS, WithNms(net, ROWS, nc, conf, iou, max_det)
+    else:
+        layout = getattr(head, "export_layout", ROWS)
+        module = _Columns(net) if layout == COLUMNS else net
+    module = module.eval()
+    settings = {"conf": conf, "iou": iou, "max_det": max_det} if nms else None
     example = torch.rand(batch, 3, h, w)
     path = Path(path or f"model.{format}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if format == "onnx":
-        _export_onnx(module, example, path, dynamic, dynamic_size, raw, opset, net)
+        _export_onnx(module, example, path, dynamic, dynamic_size, layout, opset, net, settings)
     else:
         with torch.no_grad():
             traced = torch.jit.trace(module, example, strict=False)
         traced.save(str(path))
     if not check:
         return ExportResult(path, float("nan"), True)
-    return _check(module, path, format, example, raw, len(getattr(net, "names", [])) or None)
+    return _check(module, path, format, example, layout, nc)
 
 
-def _export_onnx(module, example, path, dynamic, dynamic_size, raw, opset, net) -> None:
+def _export_onnx(module, example, path, dynamic, dynamic_size, layout, opset, net, settings) -> None:
+    raw = layout == "raw"
     axes = {}
     if dynamic or dynamic_size:
         axes["images"] = {0: "batch"} if dynamic else {}
@@ -122,8 +162,8 @@ def _export_onnx(module, example, path, dynamic, dynamic_size, raw, opset, net) 
     outputs = [f"raw{i}" for i in range(net.model[-1].nl)] if raw else ["output"]
     for name in outputs:
         axes[name] = {0: "batch"} if dynamic else {}
-        if dynamic_size and not raw:
-            axes[name][1] = "boxes"
+        if dynamic_size and layout in (ROWS, COLUMNS):
+            axes[name][1 if layout == ROWS else 2] = "anchors"
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
@@ -134,6 +174,10 @@ def _export_onnx(module, example, path, dynamic, dynamic_size, raw, opset, net) 
 
     proto = onnx.load(str(path))
     meta = {"names": json.dumps(list(getattr(net, "names", []))), "stride": json.dumps(net.stride.tolist())}
+    if not raw:
+        meta["layout"] = layout
+    if settings is not None:
+        meta["nms"] = json.dumps(settings)
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -151,16 +195,24 @@ def _run_file(path: Path, format: str, x: torch.Tensor) -> list[np.ndarray]:
     return [t.numpy() for t in (out if isinstance(out, tuple | list) else [out])]
 
 
-def _check(module, path: Path, format: str, example: torch.Tensor, raw: bool, nc: int | None) -> ExportResult:
+def _detections(output: np.ndarray, layout: str, nc: int | None) -> list[torch.Tensor]:
+    """Per image ``(n, 6)`` detections of a decoded output above 0.25 (NMS at IoU 0.45 unless it is
+    ``detections`` already)."""
+    if layout == DETECTIONS:  # in a fixed order: rows of equal score may come in either order
+        kept = (d[d[:, 4] > 0.25] for d in output)
+        return [torch.from_numpy(d[np.lexsort(d[:, [3, 2, 1, 0, 5, 4]].T)][::-1].copy()) for d in kept]
+    return non_max_suppression(as_rows(torch.from_numpy(output), layout), 0.25, 0.45, nc=nc)
+
+
+def _check(module, path: Path, format: str, example: torch.Tensor, layout: str, nc: int | None) -> ExportResult:
     with torch.no_grad():
         expected = module(example)
     expected = [t.numpy() for t in (expected if isinstance(expected, tuple | list) else [expected])]
     got = _run_file(path, format, example)
     diff = max(float(np.abs(a - b).max()) for a, b in zip(expected, got))
-    match = True
+    match, raw = True, layout == "raw"
     if not raw:
-        a = non_max_suppression(torch.from_numpy(expected[0]), 0.25, 0.45, nc=nc)
-        b = non_max_suppression(torch.from_numpy(got[0]), 0.25, 0.45, nc=nc)
+        a, b = _detections(expected[0], layout, nc), _detections(got[0], layout, nc)
         match = all(x.shape == y.shape and (x.shape[0] == 0 or torch.allclose(x, y, atol=0.5)) for x, y in zip(a, b))
     if not match:
         raise ExportError(f"{path}: detections of the exported model differ from PyTorch's (max abs diff {diff:.3g})")
@@ -175,6 +227,12 @@ class OnnxModel(nn.Module):
     exported without ``dynamic_size`` (``None`` when both are dynamic), ``input_batch`` the fixed
     batch size of a ``--static`` export (``None`` when dynamic). A fixed-batch model still takes any
     number of images: :meth:`forward` pads or splits the batch.
+
+    What the output is comes from the file too: ``layout`` (:data:`yolotr.ops.boxes.LAYOUTS`) from
+    the metadata key ``layout`` (a file without it: ``columns`` when its output's middle axis is
+    fixed and shorter than its last, as in an ``ultralytics`` export, else ``rows``); ``end2end`` when
+    it is ``detections`` (NMS in the graph, or an NMS-free head), ``nms`` the ``conf``, ``iou`` and
+    ``max_det`` fixed in the file by ``export(nms=True)`` (``None`` otherwise).
     """
 
     def __init__(self, path: str | Path):
@@ -197,9 +255,15 @@ class OnnxModel(nn.Module):
         batch, _, h, w = (d if isinstance(d, int) and d > 0 else None for d in shape)
         self.input_batch: int | None = batch
         self.input_hw: tuple[int, int] | None = (h, w) if h is not None and w is not None else None
+        self.layout = meta.get("layout") or _guess_layout(self.session.get_outputs()[0].shape)
+        if self.layout not in LAYOUTS:
+            raise CheckpointError(f"{self.path}: unknown output layout {self.layout!r} in the metadata")
+        self.end2end = self.layout == DETECTIONS
+        self.nms: dict | None = json.loads(meta["nms"]) if "nms" in meta else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
-        """``(B, 3, H, W)`` float in ``[0, 1]`` -> ``((B, N, 5 + nc) float32,)``, decoded boxes in pixels.
+        """``(B, 3, H, W)`` float in ``[0, 1]`` -> ``(output,)``: the file's float32 output as it is, in
+        :attr:`layout` (``(B, N, 5 + nc)``, ``(B, 4 + nc, N)`` or ``(B, k, 6)``), boxes in input pixels.
 
         Raises:
             YolotrError: ``(H, W)`` differs from the fixed input size of the file.
@@ -220,3 +284,11 @@ class OnnxModel(nn.Module):
                 chunk = np.concatenate([chunk, pad])
             outputs.append(self.session.run(None, {self.input_name: chunk})[0][: min(size, n - i)])
         return (torch.from_numpy(np.concatenate(outputs)),)
+
+
+def _guess_layout(shape: list) -> str:
+    """The layout of a decoded output ``(B, d1, d2)`` without metadata: ``columns`` when ``d1`` is a fixed
+    number below ``d2`` (fewer values per anchor than anchors), else ``rows``."""
+    if len(shape) == 3 and isinstance(shape[1], int) and (not isinstance(shape[2], int) or shape[1] < shape[2]):
+        return COLUMNS
+    return ROWS

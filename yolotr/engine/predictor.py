@@ -28,7 +28,14 @@ from yolotr.engine.fast_backend import (
 )
 from yolotr.engine.results import Boxes, Results
 from yolotr.errors import ConfigError
-from yolotr.ops.boxes import has_objectness, non_max_suppression, scale_boxes
+from yolotr.ops.boxes import (
+    DETECTIONS,
+    as_rows,
+    has_objectness,
+    kept_detections,
+    non_max_suppression,
+    scale_boxes,
+)
 
 LOGGER = logging.getLogger("yolotr")
 
@@ -50,6 +57,19 @@ def candidates(decoded: torch.Tensor, conf: float, nc: int) -> list[torch.Tensor
     return [x[score_of(x) > conf] for x in decoded]
 
 
+def _note_baked_nms(model: nn.Module, conf: float, iou: float, max_det: int, agnostic: bool) -> None:
+    """An info line when settings ask for what NMS fixed inside an exported file (``model.nms``) cannot give."""
+    baked = getattr(model, "nms", None)
+    if not baked:
+        return
+    if conf < baked["conf"] or iou != baked["iou"] or max_det > baked["max_det"] or agnostic:
+        LOGGER.info(
+            "%s has NMS inside (conf %g, iou %g, max_det %d, per class): a lower conf, another iou, more "
+            "detections or agnostic NMS do not apply", getattr(model, "path", "the model"),
+            baked["conf"], baked["iou"], baked["max_det"],
+        )  # fmt: skip
+
+
 def _class_ids(classes, nc: int) -> list[int] | None:
     """``classes`` as a list of class ids (one id may be given bare); ids the model does not have warn."""
     if classes is None:
@@ -67,7 +87,9 @@ class Predictor:
     """Runs a detection model over images and videos.
 
     Args:
-        model: a ``DetectionModel`` (or any module whose eval output's first item is ``(B, N, 5 + nc)``).
+        model: a ``DetectionModel`` (or any module whose eval output's first item is ``(B, N, 5 + nc)``,
+            or another layout it declares: :func:`~yolotr.engine.fast_backend.output_layout`; a model
+            whose output is ``detections``, e.g. an ONNX file exported with NMS, skips NMS here).
             A model with a fixed input size (an ONNX file exported without dynamic height and
             width: ``model.input_hw = (h, w)``) is always fed at that size, letterboxed to exactly
             ``(h, w)``; ``imgsz`` and ``rect`` then do not apply (an info line says so when
@@ -119,6 +141,7 @@ class Predictor:
         self.conf, self.iou = check_fraction("conf", conf), check_fraction("iou", iou)
         self.max_det, self.batch = check_count("max_det", max_det), check_count("batch", batch)
         self.classes, self.agnostic = _class_ids(classes, len(self.names)), bool(agnostic)
+        _note_baked_nms(model, self.conf, self.iou, self.max_det, self.agnostic)
 
     @torch.inference_mode()
     def predict_images(self, images: list[np.ndarray]) -> tuple[list[torch.Tensor], tuple[int, int]]:
@@ -127,14 +150,19 @@ class Predictor:
         boxed = [letterbox(im, self.imgsz, auto=self.rect, stride=self.stride)[0] for im in images]
         x = self.backend.to_input(boxed)
         t1 = time.perf_counter()
-        decoded = self.backend(x)
+        decoded = as_rows(self.backend(x), self.backend.layout)  # the model declares its layout
         t2 = time.perf_counter()
         detections = []
+        end2end = self.backend.layout == DETECTIONS  # NMS inside the model (or an NMS-free head)
         with single_thread(decoded.device.type == "cpu"):
-            for rows, im in zip(candidates(decoded, self.conf, len(self.names)), images):
-                (det,) = non_max_suppression(
-                    rows[None], self.conf, self.iou, self.classes, self.agnostic, self.max_det, nc=len(self.names)
-                )  # fmt: skip
+            rows_per_image = list(decoded) if end2end else candidates(decoded, self.conf, len(self.names))
+            for rows, im in zip(rows_per_image, images):
+                if end2end:
+                    det = kept_detections(rows, self.conf, self.classes, self.max_det)
+                else:
+                    (det,) = non_max_suppression(
+                        rows[None], self.conf, self.iou, self.classes, self.agnostic, self.max_det, nc=len(self.names)
+                    )  # fmt: skip
                 det[:, :4] = scale_boxes(boxed[0].shape[:2], det[:, :4], im.shape[:2])
                 detections.append(det.cpu())
         ms = 1000 / len(images)

@@ -28,9 +28,10 @@ from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.data.result_ids import ResultIds
 from yolotr.data.sources import DatasetConfig, ImageRecord, load_dataset_config, load_records
 from yolotr.engine.config import check_count, check_fraction
+from yolotr.engine.fast_backend import output_layout
 from yolotr.errors import ConfigError
 from yolotr.metrics.detection import ClassMetrics, DetectionEvaluator, DetectionMetrics
-from yolotr.ops.boxes import clip_boxes, non_max_suppression, xywh2xyxy
+from yolotr.ops.boxes import DETECTIONS, as_rows, clip_boxes, kept_detections, non_max_suppression, xywh2xyxy
 from yolotr.ops.loss import LOSS_NAMES
 
 LOGGER = logging.getLogger("yolotr")
@@ -199,6 +200,7 @@ class Validator:
         times = np.zeros(3)
         loss_names = tuple(getattr(self.loss_fn, "names", LOSS_NAMES))
         loss_sum, n_batches = torch.zeros(len(loss_names), device=device, dtype=torch.float64), 0
+        layout = output_layout(model)  # the model declares what its decoded output is
         bar = tqdm(self.dataloader, desc=HEADER, disable=not self.progress, leave=False)
         for images, targets, paths, shapes in bar:
             t0 = _clock(device)
@@ -206,15 +208,19 @@ class Validator:
             t1 = _clock(device)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=self.amp):
                 out = model(x)
-            decoded, raw = (out[0], out[1]) if isinstance(out, tuple | list) else (out, None)
+            decoded, raw = (out[0], out[1] if len(out) > 1 else None) if isinstance(out, tuple | list) else (out, None)
             if self.loss_fn is not None and raw is not None:
                 maps = raw if isinstance(raw, dict) else list(raw)  # an end-to-end head's raw: both branches
                 loss_sum += self.loss_fn(maps, targets.to(device))[1].double()
                 n_batches += 1
             t2 = _clock(device)
-            detections = non_max_suppression(
-                decoded, self.conf, self.iou, max_det=self.max_det, nc=len(self.names), multi_label=True
-            )
+            if layout == DETECTIONS:  # NMS inside the model (or an NMS-free head)
+                detections = [kept_detections(d, self.conf, None, self.max_det) for d in decoded]
+            else:
+                detections = non_max_suppression(
+                    as_rows(decoded, layout), self.conf, self.iou, max_det=self.max_det, nc=len(self.names),
+                    multi_label=True,
+                )  # fmt: skip
             for i, det in enumerate(detections):
                 if shapes[i] is None:
                     raise ValueError(f"{paths[i]}: no letterbox shapes (a mosaic?): validate without augmentation")

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from yolotr.ops.boxes import ROWS
+
 
 class Detect(nn.Module):
     """YOLOv5 detection head: one 1x1 conv per scale, anchors as a buffer in grid units.
@@ -15,11 +17,15 @@ class Detect(nn.Module):
     Training output: list of raw maps ``(B, na, H_i, W_i, no)`` with ``no = nc + 5``.
     Eval output: ``(decoded, raw)`` where ``decoded`` is ``(B, sum(na*H_i*W_i), no)`` float with
     ``cx, cy, w, h`` in input pixels, objectness and class probabilities (sigmoid), heads in
-    stride order and each head in ``(anchor, y, x)`` order.
+    stride order and each head in ``(anchor, y, x)`` order. Exported in the same layout (``export_layout``,
+    YOLOv5's ``(B, anchors, 5 + nc)``); the output needs NMS (``end2end`` False).
 
     ``anchors`` holds anchor sizes divided by the stride once the model has measured its strides
     (:meth:`yolotr.models.detection.DetectionModel`), as in YOLOv5, so official weights load.
     """
+
+    export_layout = ROWS  # exported as (B, anchors, 5 + nc), as YOLOv5 does
+    end2end = False  # the decoded output needs NMS
 
     def __init__(self, nc: int = 80, anchors=(), ch: tuple[int, ...] = ()):
         super().__init__()

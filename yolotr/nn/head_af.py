@@ -5,7 +5,9 @@ Per level, a box branch ``cv2`` predicts for each side (left, top, right, bottom
 objectness. The YOLOv8 head's class branch is two 3x3 ``Conv`` (``legacy=True``); YOLO11/12 use
 depthwise 3x3 + pointwise pairs, as the ``ultralytics`` package builds them. Attribute names are the
 package's, so its checkpoints load by name. It differs from the package's ``Detect`` in its eval output
-layout: ``(B, anchors, 4 + nc)`` (anchors last in the package), matching yolotr's YOLOv5 head.
+layout: ``(B, anchors, 4 + nc)`` (anchors last in the package), one row per anchor as yolotr's YOLOv5 head
+gives and NMS reads. Its export layout (``export_layout``) is the package's ``(B, 4 + nc, anchors)``: the
+exporter transposes, so deployment code written for the package's ONNX files reads ours.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import nn
 
 from yolotr.nn.conv import Conv, DWConv
 from yolotr.ops.anchors import dist2bbox, make_anchors
+from yolotr.ops.boxes import COLUMNS
 
 
 class DFL(nn.Module):
@@ -46,7 +49,8 @@ class AnchorFreeDetect(nn.Module):
     class logits.
     Eval output: ``(decoded, raw)`` with ``decoded`` ``(B, sum(H_i * W_i), 4 + nc)`` float: ``cx, cy, w,
     h`` in input pixels and sigmoid class scores (levels in stride order, each row-major); with
-    ``export = True`` only ``decoded``.
+    ``export = True`` only ``decoded``, which the exporter writes as ``(B, 4 + nc, anchors)``
+    (``export_layout``). The output needs NMS (``end2end`` False).
 
     Args:
         nc: classes.
@@ -56,6 +60,8 @@ class AnchorFreeDetect(nn.Module):
     """
 
     anchor_free = True
+    export_layout = COLUMNS  # exported as (B, 4 + nc, anchors), as the ultralytics package does
+    end2end = False  # the decoded output needs NMS
 
     def __init__(self, nc: int = 80, reg_max: int = 16, ch: tuple[int, ...] = (), legacy: bool = False):
         super().__init__()

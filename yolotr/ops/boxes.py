@@ -48,6 +48,22 @@ def scale_boxes(
     return clip_boxes(boxes, original_shape)
 
 
+# What a detector's decoded output tensor is. Heads declare theirs (``export_layout``, ``end2end``), an
+# exported ONNX file names its own in the metadata key ``layout``; readers turn it into rows with as_rows.
+ROWS = "rows"  # (B, anchors, C): one row per anchor, C = 5 + nc (YOLOv5: objectness) or 4 + nc
+COLUMNS = "columns"  # (B, C, anchors): one column per anchor, C = 4 + nc (the ultralytics package's export)
+DETECTIONS = "detections"  # (B, k, 6): x1, y1, x2, y2, score, class after NMS (or NMS-free), zero-padded
+LAYOUTS = (ROWS, COLUMNS, DETECTIONS)
+
+
+def as_rows(decoded: torch.Tensor, layout: str) -> torch.Tensor:
+    """Decoded output in ``layout`` -> one row per anchor (or detection): ``(B, C, A)`` is transposed
+    (a view) to ``(B, A, C)``; ``rows`` and ``detections`` come back as they are."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown output layout {layout!r}; expected one of {LAYOUTS}")
+    return decoded.transpose(-1, -2) if layout == COLUMNS else decoded
+
+
 def has_objectness(columns: int, nc: int | None) -> bool:
     """Whether decoded output with ``columns`` columns has an objectness column (``5 + nc``, YOLOv5)
     rather than none (``4 + nc``, anchor-free); without ``nc`` it is taken to have one."""
@@ -110,3 +126,14 @@ def non_max_suppression(
         kept = torchvision.ops.batched_nms(boxes, conf, groups, iou_thres)[:max_det]
         out.append(torch.cat((boxes[kept], conf[kept, None], cls[kept, None].float()), 1))
     return out
+
+
+def kept_detections(rows: torch.Tensor, conf: float, classes: list[int] | None, max_det: int) -> torch.Tensor:
+    """One image's end-to-end output (NMS already done, or an NMS-free head) ``(k, 6)`` x1, y1, x2, y2,
+    score, class -> the float32 ``(n, 6)`` rows whose score exceeds ``conf`` and whose class is in
+    ``classes`` (all when None), at most ``max_det``, in their order (zero padding rows never pass)."""
+    rows = rows.float()
+    keep = rows[:, 4] > conf
+    if classes is not None:
+        keep &= torch.isin(rows[:, 5].long(), torch.as_tensor(classes, device=rows.device))
+    return rows[keep][:max_det].clone()
