@@ -12,6 +12,10 @@ from yolotr.logs import verbosity
 
 LOGGER = logging.getLogger("yolotr")
 DEVICE_HELP = "auto (default: CUDA when there is one), cpu, cuda, cuda:N or a GPU index N"
+END2END_HELP = (
+    "YOLOv10 / YOLO26 heads: on = the NMS-free one-to-one output (their default), off = the one-to-many "
+    "branch with NMS (the ultralytics package's default), auto = the head's own"
+)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -24,9 +28,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         from yolotr.engine.exporter import OnnxModel
 
         model = OnnxModel(args.model)
+        if args.end2end not in (None, "auto"):
+            LOGGER.warning("%s: an ONNX file's output was chosen at export; --end2end ignored", args.model)
         backend = prepare_backend(model, "torch")  # the file runs as it is
     else:
+        from yolotr.engine.head_mode import set_end2end
+
         model = _on_device(load_model(args.model), args.device)
+        set_end2end(model, args.end2end, max(args.max_det, 300), args.agnostic_nms, where="--end2end")
         backend = prepare_backend(model, args.backend, copy_model=False)  # fused in place: loaded to predict only
     predictor = Predictor(
         model,
@@ -57,6 +66,12 @@ def _device(device: str):
     from yolotr.engine.runs import select_device
 
     return select_device(device)
+
+
+def _end2end(value: str | None) -> bool | None:
+    from yolotr.engine.head_mode import parse_end2end
+
+    return parse_end2end(value)
 
 
 def _on_device(model, device: str | None):
@@ -199,6 +214,7 @@ def cmd_val(args: argparse.Namespace) -> int:
         log_table=False,
         save_dir=Path(args.save_dir) if args.save_dir else None,
         save_json=args.save_json,
+        end2end=_end2end(args.end2end),
     )
     print(result.table(per_class=len(model.names) > 1))  # stdout: `yolotr val ... > out.txt` holds the table
     return 0
@@ -229,6 +245,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         conf=args.conf,
         iou=args.iou,
         max_det=args.max_det,
+        end2end=_end2end(args.end2end),
     )
     return 0
 
@@ -299,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data", help="with --save-json: a COCO-format dataset YAML whose image and category ids the file uses"
     )
+    p.add_argument("--end2end", choices=["on", "off", "auto"], help=END2END_HELP)
     p.add_argument("--project", default="runs/predict")
     p.add_argument("--name", default="exp")
     p.set_defaults(func=cmd_predict)
@@ -312,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--workers", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--optimizer", choices=["SGD", "AdamW", "MuSGD"])
+    p.add_argument("--optimizer", choices=["SGD", "AdamW", "MuSGD", "auto"])
     p.add_argument("--lr0", type=float)
     p.add_argument("--lr-transformer-scale", dest="lr_transformer_scale", type=float)
     p.add_argument("--freeze", type=int, help="freeze the first N layers")
@@ -362,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int)
     p.add_argument("--imgsz", type=int)
     p.add_argument("--device")
-    p.add_argument("--optimizer", choices=["SGD", "AdamW", "MuSGD"])
+    p.add_argument("--optimizer", choices=["SGD", "AdamW", "MuSGD", "auto"])
     p.add_argument("--lr0", type=float)
     p.add_argument("--lr-transformer-scale", dest="lr_transformer_scale", type=float)
     p.add_argument("--freeze", type=int)
@@ -402,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
         "COCO-format dataset also score it against the split's JSON with faster-coco-eval",
     )
     p.add_argument("--device", help=DEVICE_HELP)
+    p.add_argument("--end2end", choices=["on", "off", "auto"], help=END2END_HELP)
     p.set_defaults(func=cmd_val)
 
     p = sub.add_parser("export", help="export to ONNX (checked with onnxruntime) or TorchScript")
@@ -423,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conf", type=float, default=0.25, help="with --nms: confidence threshold fixed in the file")
     p.add_argument("--iou", type=float, default=0.45, help="with --nms: NMS IoU threshold fixed in the file")
     p.add_argument("--max-det", dest="max_det", type=int, default=300, help="with --nms: detections per image")
+    p.add_argument("--end2end", choices=["on", "off", "auto"], help=END2END_HELP)
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("demo", help="train a small Transformer YOLO on the built-in shapes set, validate, predict")

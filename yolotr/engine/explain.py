@@ -260,7 +260,8 @@ def top_detection_logit(out, head: nn.Module | None = None) -> torch.Tensor:
     detection's ``t_obj + t_cls``: pre-sigmoid, as Grad-CAM takes the pre-softmax class score, so a
     confident detection still has a gradient. Anchor-free heads (``head`` has ``reg_max``; or raw maps
     are 4-D): no objectness; the top detection is the argmax of the class logit ``t_cls`` (the sigmoid is
-    monotonic), and the score is that logit.
+    monotonic), and the score is that logit. End-to-end heads (raw output ``{"one2many", "one2one"}``): the
+    one-to-many branch's maps, since the one-to-one branch reads detached features (no gradient to the layers).
 
     Args:
         out: the model's eval output, ``(decoded (B, N, 5 + nc), raw [(B, na, H_i, W_i, 5 + nc)])`` for
@@ -269,11 +270,15 @@ def top_detection_logit(out, head: nn.Module | None = None) -> torch.Tensor:
         head: the model's detection head; needed to tell the two layouts apart when ``out`` is only the
             decoded tensor.
     """
+    if isinstance(out, tuple | list) and len(out) == 2 and isinstance(out[1], dict) and "one2many" in out[1]:
+        # an end-to-end head (YOLOv10, YOLO26): its one-to-one branch reads detached features, so no gradient
+        # of it reaches the layers; Grad-CAM follows the one-to-many branch's top class logit instead
+        out = (None, out[1]["one2many"])
     has_raw = isinstance(out, tuple | list) and len(out) == 2 and isinstance(out[1], tuple | list)
     anchor_free = hasattr(head, "reg_max") if head is not None else has_raw and out[1][0].ndim == 4
     if anchor_free:
         if has_raw:  # (B, 4 * reg_max + nc, H, W) per level -> (N, nc) in decoded order (levels, row-major)
-            nc = out[0].shape[-1] - 4
+            nc = head.nc if head is not None and hasattr(head, "nc") else out[0].shape[-1] - 4
             cls = torch.cat([r[:1].flatten(2) for r in out[1]], 2)[0, -nc:].transpose(0, 1).float()
         else:
             decoded = out[0] if isinstance(out, tuple | list) else out

@@ -297,6 +297,7 @@ def validate(
     verbose: bool = True,
     log_table: bool = True,
     save_json: bool = False,
+    end2end: bool | None = None,
 ) -> ValidationResult:
     """Validate ``model`` on a dataset split and log YOLOv5's table.
 
@@ -316,6 +317,9 @@ def validate(
             category ids (:mod:`yolotr.data.result_ids`); on a COCO-format split of one JSON, also score the
             file against that JSON with faster-coco-eval (:mod:`yolotr.engine.coco_json`):
             ``result.coco_json``, ``result.coco_map``.
+        end2end: for a YOLOv10 / YOLO26 head (:mod:`yolotr.engine.head_mode`): ``None`` its own NMS-free
+            top-``max_det`` output, ``False`` the one-to-many branch with NMS (the ``ultralytics`` package's
+            default), ``True`` NMS-free or an error; the head's mode is restored afterwards.
     """
     conf, iou, max_det = check_fraction("conf", conf), check_fraction("iou", iou), check_count("max_det", max_det)
     config = load_dataset_config(data) if data is not None else None
@@ -335,7 +339,10 @@ def validate(
         ids = result_ids(names, config, [split])
         save_dir = Path(save_dir) if save_dir is not None else next_run_dir("runs/val", "exp")
     validator = Validator(dataloader, names, conf, iou, max_det, amp, loss_fn, save_dir, verbose, ids)
-    result = validator(model)
+    from yolotr.engine.head_mode import end2end_mode
+
+    with end2end_mode(model, end2end):
+        result = validator(model)
     result.dataloader = dataloader
     if ids is not None:
         from yolotr.engine.coco_json import write_and_score
