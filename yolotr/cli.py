@@ -269,7 +269,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from yolotr.models.loading import load_model
 
     model = load_model(args.model)
-    _, path = explain(model, args.source, args.layer, imgsz=args.imgsz, save_path=args.out)
+    _, path = explain(model, args.source, args.layer, args.imgsz, args.out, args.project, args.name)
     print(f"map of layer {args.layer} saved to {path}")
     return 0
 
@@ -457,7 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="one image")
     p.add_argument("--layer", type=int, required=True, help="YAML layer index (see `yolotr info`)")
     p.add_argument("--imgsz", type=int, default=640)
-    p.add_argument("--out", help="PNG to write (default runs/explain/<image>_layer<N>.png)")
+    p.add_argument("--out", help="PNG to write (default <image>_layer<N>.png in a new --project/--name folder)")
+    p.add_argument("--project", default="runs/explain")
+    p.add_argument("--name", default="exp", help="run folder under --project: exp, then exp2, exp3, ...")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser(

@@ -205,3 +205,19 @@ def test_anchor_free_grad_cam_ranks_by_class_logit(tmp_path):
     heat, path = explain(model, image, 4, imgsz=IMGSZ, save_path=tmp_path / "cam_af.png")
     check_heatmap(heat, (1080, 810))
     assert path.is_file()
+
+
+def test_outputs_numbered_like_runs(image, tmp_path, capsys):
+    """Without --out each call writes into a new run folder (exp, exp2, ...) and keeps the earlier map."""
+    args = ["explain", "--model", "yolov5n-c3tr.yaml", "--source", image, "--layer", "8", "--imgsz", "64",
+            "--project", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    first = tmp_path / "exp" / "synthetic_layer8.png"
+    assert first.is_file()
+    before = first.stat().st_mtime_ns
+    assert main(args) == 0
+    second = tmp_path / "exp2" / "synthetic_layer8.png"
+    assert second.is_file() and str(second) in capsys.readouterr().out
+    assert first.stat().st_mtime_ns == before
+    assert main([*args, "--name", "mine"]) == 0
+    assert (tmp_path / "mine" / "synthetic_layer8.png").is_file()

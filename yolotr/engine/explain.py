@@ -48,6 +48,7 @@ from yolotr.data.images import read_image
 from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.data.transforms import letterbox
 from yolotr.engine.predictor import preprocess
+from yolotr.engine.runs import next_run_dir
 from yolotr.errors import ConfigError
 from yolotr.nn.attention import MultiheadSelfAttention
 from yolotr.nn.psa import AreaAttention, PSAAttention
@@ -376,6 +377,8 @@ def explain(
     layer: int,
     imgsz: int = 640,
     save_path: str | Path | None = None,
+    project: str | Path = "runs/explain",
+    name: str = "exp",
 ) -> tuple[np.ndarray, Path]:
     """Heatmap of what layer ``layer`` of ``model`` looks at on one image, and its overlay PNG.
 
@@ -384,7 +387,9 @@ def explain(
         image_path: an image file.
         layer: YAML layer index, ``0 <= layer < len(model.model) - 1``.
         imgsz: letterbox size (stride-aligned rectangle, as ``yolotr predict``).
-        save_path: the PNG to write (default ``runs/explain/<image stem>_layer<layer>.png``).
+        save_path: the PNG to write; by default ``<image stem>_layer<layer>.png`` in a new run folder
+            ``project/name`` (``runs/explain/exp``, then ``exp2``, ``exp3``, ... as training runs are numbered).
+        project, name: that run folder, when ``save_path`` is not given.
 
     Returns:
         ``(heatmap, path)``: float32 ``(H0, W0)`` in ``[0, 1]`` on the original image (the attention each
@@ -428,9 +433,9 @@ def explain(
         heat = grad_cam(model, x, target)
         what = "Grad-CAM of the top detection score"
     heatmap = to_image(heat, tuple(x.shape[2:]), pad, image.shape[:2])
-    path = (
-        Path(save_path) if save_path is not None else Path("runs/explain") / f"{Path(image_path).stem}_layer{layer}.png"
-    )
+    if save_path is None:
+        save_path = next_run_dir(project, name) / f"{Path(image_path).stem}_layer{layer}.png"
+    path = Path(save_path)
     title = f"layer {layer} {kind}\n{what}"
     save_overlay(image, heatmap, path, title)
     LOGGER.info("layer %d (%s): %s -> %s", layer, kind, what, path)
