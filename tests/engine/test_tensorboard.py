@@ -12,6 +12,7 @@ from tests.engine.conftest import tiny_train_cfg
 from yolotr.engine.caption_trainer import CaptionTrainer
 from yolotr.engine.tensorboard import TensorBoardLogger
 from yolotr.engine.trainer import Trainer
+from yolotr.engine.validator import validate
 
 event_accumulator = pytest.importorskip(
     "tensorboard.backend.event_processing.event_accumulator", reason="tensorboard is not installed"
@@ -28,12 +29,22 @@ def _events(run_dir):
 
 def test_detection_run_writes_losses_lr_metrics_and_predictions(tiny_shapes, tmp_path):
     cfg = tiny_train_cfg(tiny_shapes, tmp_path, val=True, val_period=2, epochs=2, autoanchor=False)
-    Trainer(cfg).train()
+    trainer = Trainer(cfg)
+    summary = trainer.train()
     run = tmp_path / "run"
     acc = _events(run)
     tags = set(acc.Tags()["scalars"])
     losses = {"train/box_loss", "train/obj_loss", "train/cls_loss"}
-    assert losses | {"lr/pg0", "lr/pg1", "lr/pg2", "metrics/mAP50", "metrics/mAP50-95"} <= tags
+    val_losses = {"val/box_loss", "val/obj_loss", "val/cls_loss"}
+    metrics = {"metrics/precision", "metrics/recall", "metrics/mAP50", "metrics/mAP50-95"}  # as docs/datasets.md
+    assert losses | val_losses | metrics | {"lr/pg0", "lr/pg1", "lr/pg2"} <= tags
+    assert "fitness" not in tags
+    # the validation losses are the trainer's loss on the validated (EMA) model over the val split
+    again = validate(trainer.ema.ema, dataloader=trainer.val_loader, names=trainer.names, loss_fn=trainer.loss_fn)
+    for name, value in zip(trainer.loss_fn.names, again.loss):
+        assert [e.step for e in acc.Scalars(f"val/{name}_loss")] == [2]
+        assert acc.Scalars(f"val/{name}_loss")[0].value == pytest.approx(value, rel=1e-5) and value > 0
+        assert summary[f"val/{name}_loss"] == pytest.approx(value, rel=1e-5)
     rows = list(csv.DictReader(open(run / "results.csv")))
     for tag in losses:
         events = acc.Scalars(tag)

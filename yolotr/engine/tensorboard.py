@@ -76,20 +76,22 @@ class TensorBoardLogger:
 
     def detection_epoch(self, trainer, epoch: int, mean_loss: torch.Tensor, metrics: dict) -> None:
         """An epoch of :class:`~yolotr.engine.trainer.Trainer`: at step ``epoch + 1``, the mean training
-        losses (``train/box_loss``, ... as in ``results.csv``), ``lr/pg0..2``, the validation metrics
-        (``metrics/mAP50-95``, ...) and, when the epoch was validated, the first validation images
-        with the EMA model's predictions (``val/predictions/0..3``).
+        losses (``train/box_loss``, ... as in ``results.csv``), ``lr/pg0..2`` and, when the epoch was
+        validated, the validation metrics (``metrics/precision``, ``metrics/recall``, ``metrics/mAP50``,
+        ``metrics/mAP50-95``), the validation losses with the training losses' names (``val/box_loss``, ...)
+        and the first validation images with the EMA model's predictions (``val/predictions/0..3``).
 
         Args:
             mean_loss: ``(n_losses,)`` float, in the order of ``trainer.loss_fn.names``.
-            metrics: the validation metrics of this epoch (empty when it was not validated).
+            metrics: the validation metrics of this epoch (empty when it was not validated):
+                ``metrics/...`` and ``val/<item>_loss`` keys (others, such as ``fitness``, are not logged).
         """
         if self.writer is None:
             return
         step = epoch + 1
         values = {f"train/{n}_loss": v for n, v in zip(trainer.loss_fn.names, mean_loss.tolist())}
         values.update({f"lr/pg{i}": g["lr"] for i, g in enumerate(trainer.optimizer.param_groups)})
-        values.update({k: v for k, v in metrics.items() if k.startswith("metrics/")})
+        values.update({k: v for k, v in metrics.items() if k.startswith(("metrics/", "val/"))})
         self.scalars(values, step)
         loader = getattr(trainer, "val_loader", None)
         if metrics and loader is not None:

@@ -489,13 +489,8 @@ class Trainer:
             workers=self.cfg["workers"],
             dataloader=self.val_loader,
             max_det=self.cfg["max_det"],
+            loss_fn=self.loss_fn,  # validation losses (val/box_loss, ...) for TensorBoard and the summary
         )
         self.val_loader = getattr(result, "dataloader", self.val_loader)
         self.last_validation = result  # the CLI prints the final table on stdout
-        return {
-            "metrics/precision": result.precision,
-            "metrics/recall": result.recall,
-            "metrics/mAP50": result.map50,
-            "metrics/mAP50-95": result.map50_95,
-            "fitness": result.fitness,
-        }
+        return {**result.to_dict(), "fitness": result.fitness}  # metrics/precision ... and val/<item>_loss
