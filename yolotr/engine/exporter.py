@@ -11,6 +11,7 @@ the ONNX metadata (keys ``names``, ``stride``, ``layout``, ``nms``).
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
 import logging
@@ -254,7 +255,7 @@ class OnnxModel(nn.Module):
         except Exception as e:  # noqa: BLE001 - onnxruntime raises several unrelated types
             raise CheckpointError(f"{self.path}: cannot load ONNX model ({str(e).splitlines()[0]})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.names = json.loads(meta.get("names", "[]"))
+        self.names = metadata_names(meta.get("names", ""), self.path)
         self.stride = torch.tensor(json.loads(meta.get("stride", "[32]")))
         inputs = self.session.get_inputs()
         shape = list(inputs[0].shape) if inputs else []
@@ -293,6 +294,35 @@ class OnnxModel(nn.Module):
                 chunk = np.concatenate([chunk, pad])
             outputs.append(self.session.run(None, {self.input_name: chunk})[0][: min(size, n - i)])
         return (torch.from_numpy(np.concatenate(outputs)),)
+
+
+def metadata_names(text: str, path: str | Path = "") -> list[str]:
+    """Class names from an ONNX file's ``names`` metadata, by class index: ours is a JSON list
+    (``["person", ...]``), the ``ultralytics`` package's a Python dict repr (``{0: 'person', ...}``, read
+    with :func:`ast.literal_eval`: literals only, nothing is run). Empty text: no names.
+
+    Raises:
+        CheckpointError: text that is neither, or a dict whose keys are not the indices ``0..nc-1``.
+    """
+    if not text.strip():
+        return []
+    try:
+        names = json.loads(text)
+    except ValueError:
+        try:
+            names = ast.literal_eval(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            names = None
+    if isinstance(names, dict):  # JSON object keys are strings: "0" -> 0
+        names = {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in names.items()}
+    if isinstance(names, dict) and set(names) == set(range(len(names))):
+        names = [names[i] for i in range(len(names))]
+    if not isinstance(names, list | tuple):
+        raise CheckpointError(
+            f"{path}: metadata 'names' is {text[:80]!r}; expected a JSON list of class names or a dict "
+            "{0: 'name', ...} by class index 0..nc-1"
+        )
+    return [str(n) for n in names]
 
 
 def _guess_layout(shape: list) -> str:
