@@ -249,7 +249,7 @@ class PredictionWriter:
                 self.videos[frame.path] = cv2.VideoWriter(out, cv2.VideoWriter_fourcc(*"mp4v"), frame.fps, (w, h))
             self.videos[frame.path].write(cv2.cvtColor(result.plot(), cv2.COLOR_RGB2BGR))
         if self.save_txt:
-            write_yolo_txt(result, self.save_dir / "labels" / f"{stem}.txt", self.save_conf)
+            result.save_txt(self.save_dir / "labels" / f"{stem}.txt", self.save_conf)
 
     def close(self) -> dict:
         """Release the video writers, write the JSON files; ``{"images": n, "detections": n, "json": path | None}``."""
@@ -298,15 +298,3 @@ def run_prediction(
     finally:
         summary = writer.close()
     return {**summary, "results": results} if keep_results else summary
-
-
-def write_yolo_txt(result: Results, path: Path, save_conf: bool = False) -> None:
-    """Write detections as YOLO txt lines: ``class cx cy w h`` normalized to the image, then the score
-    with ``save_conf`` (YOLOv5's and Ultralytics' ``--save-conf``)."""
-    h, w = result.orig_img.shape[:2]
-    lines = []
-    for x1, y1, x2, y2, s, c in result.boxes.data.tolist():
-        line = f"{int(c)} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
-        lines.append(f"{line} {s:.5f}" if save_conf else line)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + ("\n" if lines else ""))

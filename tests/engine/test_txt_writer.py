@@ -1,0 +1,40 @@
+"""One YOLO txt writer: ``yolotr predict --save-txt`` (PredictionWriter) writes through ``Results.save_txt``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from yolotr.data.images import Frame
+from yolotr.engine.predictor import PredictionWriter
+from yolotr.engine.results import Boxes, Results
+
+
+def a_result(path: str = "pic.jpg", frame: int | None = None) -> Results:
+    image = np.zeros((100, 200, 3), np.uint8)  # h 100, w 200
+    data = torch.tensor([[20.0, 10.0, 60.0, 50.0, 0.91234, 1.0], [100.0, 0.0, 200.0, 100.0, 0.5, 0.0]])
+    return Results(image, path, Boxes(data, (100, 200)), ["a", "b"], (96, 192), frame)
+
+
+@pytest.mark.parametrize("save_conf", [False, True])
+def test_writer_saves_labels_through_results_save_txt(tmp_path, monkeypatch, save_conf):
+    calls = []
+    original = Results.save_txt
+
+    def spy(self, path, save_conf=False):
+        calls.append((path, save_conf))
+        return original(self, path, save_conf)
+
+    monkeypatch.setattr(Results, "save_txt", spy)
+    writer = PredictionWriter(tmp_path, save_txt=True, save_images=False, save_conf=save_conf)
+    result = a_result()
+    writer.add(Frame(result.orig_img, "pic.jpg"), result)
+    writer.add(Frame(result.orig_img, "clip.mp4", frame=3), a_result("clip.mp4", 3))
+    writer.close()
+    assert calls == [(tmp_path / "labels" / "pic.txt", save_conf), (tmp_path / "labels" / "clip_3.txt", save_conf)]
+    first = "1 0.200000 0.300000 0.200000 0.400000"
+    second = "0 0.750000 0.500000 0.500000 1.000000"
+    want = f"{first} 0.91234\n{second} 0.50000\n" if save_conf else f"{first}\n{second}\n"
+    assert (tmp_path / "labels" / "pic.txt").read_text() == want
+    assert (tmp_path / "labels" / "clip_3.txt").read_text() == want
