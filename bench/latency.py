@@ -15,6 +15,11 @@ ultralytics==8.4.190``), built from its own YAML by the same name. Without the p
     python bench/latency.py --models yolov5s yolov4 --runs 15 --onnx   # YOLOv4 (no reference column) and ORT
     python bench/latency.py --e2e --runs 20      # end to end per image: YOLO.predict and the CLI vs detect.py
     python bench/latency.py --e2e --threads 1 --cpu-time   # the same, one thread, CPU clock (a busy machine)
+    python bench/latency.py --e2e --models yolo26n yolo26s yolov10n yolov10s   # NMS-free heads vs the package
+
+YOLO26 / YOLOv10 (``--models yolo26* yolov10*``): the reference is the ``ultralytics`` package's model reading
+its one-to-one branch (``end2end = True``, top-k, no NMS), as yolotr's head does by default; with ``--e2e``
+those models take ``bench/latency_next.py`` (the package's predictor steps, no NMS anywhere).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from machine import machine_line
 from yolotr.models.detection import DetectionModel, find_model_yaml
 
 ANCHOR_FREE_PREFIXES = ("yolov8", "yolo11", "yolo12")
+END2END_PREFIXES = ("yolo26", "yolov10")  # the NMS-free heads: the package's model too, reading its one-to-one branch
 
 
 def official_model(name: str):
@@ -46,10 +52,13 @@ def official_model(name: str):
     logging.disable(logging.INFO)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            if name.startswith(ANCHOR_FREE_PREFIXES):
+            if name.startswith(ANCHOR_FREE_PREFIXES + END2END_PREFIXES):
                 from ultralytics.nn.tasks import DetectionModel as UltralyticsModel
 
-                return UltralyticsModel(f"{name}.yaml", verbose=False).fuse(verbose=False).eval()
+                model = UltralyticsModel(f"{name}.yaml", verbose=False)
+                if name.startswith(END2END_PREFIXES):  # before fuse, which keeps the branch end2end selects
+                    model.end2end = True  # top-k over the one-to-one branch, as yolotr's head by default
+                return model.fuse(verbose=False).eval()
             from yolov5.models.yolo import Model
 
             return Model(str(find_model_yaml(name))).fuse().eval()
@@ -62,7 +71,7 @@ def official_model(name: str):
 
 
 def reference_label(name: str) -> str:
-    return "ultralytics" if name.startswith(ANCHOR_FREE_PREFIXES) else "YOLOv5"
+    return "ultralytics" if name.startswith(ANCHOR_FREE_PREFIXES + END2END_PREFIXES) else "YOLOv5"
 
 
 def turn_times(models: list, inputs: list[torch.Tensor], runs: int) -> list[list[float]]:
@@ -245,7 +254,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.e2e:
-        return end_to_end(args)
+        from latency_next import end_to_end_next
+
+        nms_free = [m for m in args.models if m.startswith(END2END_PREFIXES)]
+        if nms_free:
+            end_to_end_next(argparse.Namespace(**{**vars(args), "models": nms_free}))
+        args.models = [m for m in args.models if m not in nms_free]
+        return end_to_end(args) if args.models else None
     layout = "channels_last" if args.channels_last else "contiguous"
     load = os.getloadavg()
     print(
