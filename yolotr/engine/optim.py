@@ -11,6 +11,8 @@ from torch import nn
 
 from yolotr.engine.musgd import MuSGD
 from yolotr.nn.attention import TransformerBlock, TransformerC3Layer
+from yolotr.nn.deform_attn import MSDeformAttn
+from yolotr.nn.detr import DeformableTransformerDecoderLayer, TransformerEncoderLayer
 from yolotr.nn.head_af import DFL
 from yolotr.nn.psa import ABlock, AreaAttention, PSAAttention, PSABlock
 from yolotr.nn.swin import SwinV2Block, SwinV2Layer
@@ -19,8 +21,13 @@ LOGGER = logging.getLogger("yolotr")
 
 # Modules whose parameters (all of them: attention, MLP, norms) train at ``lr_transformer_scale``.
 # YOLO11's PSABlock (in C2PSA, and in C3k2 with attn=True) and YOLO12's ABlock (in A2C2f) count as
-# Transformer layers; their attention modules are listed too for a model that uses them bare.
+# Transformer layers; their attention modules are listed too for a model that uses them bare. RT-DETR's encoder
+# layer (AIFI) and decoder layers (self-attention, deformable cross-attention, FFN) count too (its head's
+# ``train_defaults`` keep them at scale 1, the ultralytics package's recipe).
 TRANSFORMER_MODULES: tuple[type[nn.Module], ...] = (
+    TransformerEncoderLayer,
+    DeformableTransformerDecoderLayer,
+    MSDeformAttn,
     TransformerBlock,
     TransformerC3Layer,
     SwinV2Layer,
@@ -106,6 +113,23 @@ def resolve_auto_optimizer(cfg: dict, n_images: int, nc: int, world: int = 1) ->
     )  # fmt: skip
     cfg.update(optimizer=name, lr0=lr, momentum=0.9, warmup_bias_lr=0.0)
     return name
+
+
+def resolve_train_settings(cfg: dict, model: nn.Module, given, n_images: int, world: int = 1) -> dict:
+    """The settings that depend on the model and the data, written into ``cfg`` before the optimizer is built
+    (so ``args.yaml`` and a resumed run hold them): first the head's ``train_defaults`` (e.g. RT-DETR's: the
+    ``ultralytics`` package's recipe for it) for every key not in ``given`` (the keys the user set), then
+    ``optimizer: auto`` (:func:`resolve_auto_optimizer`). Returns the head defaults applied."""
+    layers = getattr(getattr(model, "module", model), "model", None)
+    head = layers[-1] if isinstance(layers, nn.Sequential | nn.ModuleList) and len(layers) else None
+    applied = {k: v for k, v in (getattr(head, "train_defaults", None) or {}).items() if k not in set(given)}
+    if applied:
+        LOGGER.info(
+            "%s's training defaults: %s", type(head).__name__, ", ".join(f"{k}={v}" for k, v in applied.items())
+        )
+        cfg.update(applied)
+    resolve_auto_optimizer(cfg, n_images, int(getattr(model, "nc", 80)), world)
+    return applied
 
 
 def build_optimizer(

@@ -31,7 +31,7 @@ from yolotr.engine.early_stop import EarlyStopping
 from yolotr.engine.ema import ModelEMA, unwrap
 from yolotr.engine.guard import NonFiniteGuard
 from yolotr.engine.heap import set_mmap_threshold
-from yolotr.engine.optim import apply_schedule, build_optimizer, resolve_auto_optimizer
+from yolotr.engine.optim import apply_schedule, build_optimizer, resolve_train_settings
 from yolotr.engine.progress import LOG_EVERY, LossProgress
 from yolotr.engine.results_csv import append_results_row, plot_results
 from yolotr.engine.runs import next_run_dir, select_device
@@ -68,7 +68,7 @@ class Trainer:
     """
 
     def __init__(self, overrides: dict | None = None, model: DetectionModel | None = None, _resume: dict | None = None):
-        self.cfg = resolve_config(overrides)
+        self.cfg, self.given = resolve_config(overrides), {k for k, v in (overrides or {}).items() if v is not None}
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "-1")) if self.world > 1 else -1
@@ -149,6 +149,7 @@ class Trainer:
             pin_memory=self.device.type == "cuda",
             worker_init_fn=seed_worker,
             persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(cfg["seed"] + self.rank),  # not the global RNG: exact resume
         )
         self.nb = len(self.sampler)
         if self.nb == 0:
@@ -158,7 +159,7 @@ class Trainer:
             )
         if self._resume_state is None:  # a resumed run has its anchors in the checkpoint
             run_autoanchor(self.model, train_records, cfg, self.main, self.world)
-        resolve_auto_optimizer(cfg, len(self.train_set), len(self.names), self.world)  # optimizer: auto
+        resolve_train_settings(cfg, self.model, self.given, len(self.train_set), self.world)  # head's defaults, auto
         self.accumulate = max(round(cfg["nbs"] / (cfg["batch"] * self.world)), 1)
         weight_decay = cfg["weight_decay"] * cfg["batch"] * self.world * self.accumulate / cfg["nbs"]
         self.optimizer = build_optimizer(
@@ -276,7 +277,7 @@ class Trainer:
 
     def _forward_loss(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with self.amp.autocast(), lean_activations(self.lean):
-            raw = self.train_model(images)
+            raw = self.train_model(images, targets)  # the model passes them to a head that wants_targets
         loss, items = self.loss_fn(raw, targets)
         return loss * self.world, items
 

@@ -224,9 +224,9 @@ class DetectionModel(nn.Module):
     def forward(self, x: torch.Tensor, targets: torch.Tensor | None = None):
         """Training: list of raw heads ``(B, na, H_i, W_i, no)``; eval: ``(decoded (B, N, no), raw)``.
 
-        ``targets`` ``(N, 6)`` go to a head that trains with them (RT-DETR's denoising queries); others
-        take none."""
-        if targets is not None and not isinstance(self.model[-1], RTDETRDecoder):
+        ``targets`` ``(N, 6)`` go to a head that trains with them (``wants_targets``: RT-DETR's denoising
+        queries); others take none."""
+        if targets is not None and not getattr(self.model[-1], "wants_targets", False):
             targets = None
         return self._forward_layers(x, targets)
 

@@ -54,6 +54,13 @@ class RTDETRDecoder(nn.Module):
 
     end2end = True  # the eval output is the detections: no NMS
     export = False
+    wants_targets = True  # training: DetectionModel.forward passes the targets (the denoising queries)
+    # Training settings of this head where yolotr's YOLO defaults (cfg/default.yaml) differ from the ``ultralytics``
+    # package's recipe for it (its RTDETRTrainer adds nothing to the package's default settings): ``optimizer``
+    # auto (AdamW at lr0 0.002 * 5 / (4 + nc), momentum 0.9, bias warmup from 0; MuSGD over 10,000 nominal-batch
+    # iterations), a linear lr decay, warmup without yolotr's 100-iteration floor, and no lr scale on the attention
+    # layers. The trainer applies them to the settings the user did not give (engine/optim.py).
+    train_defaults = {"optimizer": "auto", "cos_lr": False, "warmup_min_iters": 0, "lr_transformer_scale": 1.0}
 
     def __init__(
         self,
@@ -234,6 +241,7 @@ class RTDETRDecoder(nn.Module):
         picked = xywh2xyxy(boxes.gather(1, query[..., None].expand(-1, -1, 4)))
         stride = float(self.stride[0]) if self.stride.numel() and float(self.stride[0]) > 0 else 0.0
         if stride:  # normalized -> input pixels (the padded frame of the first level)
-            h, w = first_shape[0] * stride, first_shape[1] * stride
-            picked = picked * picked.new_tensor([w, h, w, h])
+            # a traced export holds the level's sides as tensors: stacked, not new_tensor (which bakes the example's)
+            h, w = (torch.as_tensor(side, device=picked.device) for side in first_shape)
+            picked = picked * (torch.stack((w, h, w, h)).to(picked.dtype) * stride)
         return torch.cat((picked, top[..., None], labels[..., None].to(top.dtype)), -1)
