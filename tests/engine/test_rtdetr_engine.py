@@ -24,6 +24,7 @@ from yolotr.engine.trainer import Trainer
 from yolotr.models.detection import DetectionModel
 from yolotr.nn.detr import AIFI
 from yolotr.nn.head_detr import RTDETRDecoder
+from yolotr.ops.loss import build_loss
 
 from .conftest import tiny_train_cfg
 
@@ -234,3 +235,33 @@ def test_onnx_backend_predicts_rtdetr_without_falling_back(trained, tiny_shapes,
         torch.cat((r.boxes.xyxy, r.boxes.conf[:, None], r.boxes.cls[:, None]), 1)[None] for r in (onnx, torch_result)
     )
     assert a.shape == b.shape == (1, 20, 6) and same_detections(a, b, box_tol=0.1)
+
+
+def test_rtdetr_swinv2_builds_and_trains_a_few_steps():
+    """rtdetr-swinv2.yaml: rtdetr-l with SwinV2_CSPB at P4 and P5 (a little smaller than rtdetr-l), NMS-free at a
+    size that is not square, and two AdamW steps at 64 px with the denoising queries: finite losses, and the Swin
+    blocks' weights move."""
+    torch.manual_seed(0)
+    model = DetectionModel("rtdetr-swinv2.yaml", nc=3)
+    names = [type(m).__name__ for m in model.model]
+    assert names[7] == names[9] == "SwinV2_CSPB" and names[11] == "AIFI" and names[-1] == "RTDETRDecoder"
+    assert sum(p.numel() for p in model.parameters()) == 30_414_065  # rtdetr-l at nc=3: 32,812,241
+    assert model.model[-1].stride.tolist() == [8.0, 16.0, 32.0]
+    model.eval()
+    with torch.no_grad():
+        detections, _ = model(torch.rand(1, 3, 96, 160))
+    assert detections.shape == (1, 300, 6) and float(detections[..., [0, 2]].max()) <= 160 + 1
+    model.train()
+    swin = model.model[9].m
+    before = [p.detach().clone() for p in swin.parameters()]
+    loss_fn = build_loss(model, {}, 64)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.3, 0.3], [1, 0, 0.3, 0.6, 0.2, 0.4], [1, 2, 0.7, 0.3, 0.2, 0.2]])
+    for _ in range(2):
+        images = torch.rand(2, 3, 64, 64)
+        loss, items = loss_fn(model(images, targets), targets)
+        assert torch.isfinite(loss) and torch.isfinite(items).all()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, swin.parameters()))
