@@ -10,6 +10,10 @@ from pathlib import Path
 from shared_data import shared_root
 
 AF_MODEL = "yolov8n.yaml"
+# the comparisons on the shapes set against the ``ultralytics`` package: family -> (model YAML, optimizer on
+# both sides); ``yolo26`` trains with MuSGD, YOLO26's own optimizer in the package (what ``auto`` picks for
+# runs over 10,000 iterations), set explicitly on both sides
+SHAPES_FAMILIES = {"anchor-free": (AF_MODEL, "SGD"), "yolo26": ("yolo26n.yaml", "MuSGD")}
 AF_VAL_IOU = 0.7  # the package's NMS IoU when it validates during training; yolotr's side is set to it
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -48,6 +52,22 @@ def epoch_losses(rows: list[dict[str, str]]) -> list[float]:
     if not keys:
         raise RuntimeError(f"no train/*_loss columns in results.csv: {list(rows[0])}")
     return [sum(float(r[k]) for k in keys) for r in rows]
+
+
+def family_model(args: argparse.Namespace) -> str:
+    """The model YAML a shapes comparison trains (``--family anchor-free``: yolov8n, ``yolo26``: yolo26n)."""
+    return SHAPES_FAMILIES[args.family][0]
+
+
+def family_optimizer(args: argparse.Namespace) -> str:
+    """The optimizer both sides of a comparison use (SGD, ``--family yolo26``: MuSGD)."""
+    return SHAPES_FAMILIES.get(args.family, (None, "SGD"))[1]
+
+
+def end_to_end(args: argparse.Namespace) -> bool:
+    """Whether the family's head is end-to-end (YOLO26): every validator then reads its one-to-one branch
+    (top-k, no NMS; the package: ``nms=False``, its validation default being the one-to-many branch + NMS)."""
+    return args.family == "yolo26"
 
 
 def shapes_yaml(workdir: Path) -> Path:

@@ -9,14 +9,25 @@ import logging
 import sys
 from pathlib import Path
 
-from train_common import AF_MODEL, AF_VAL_IOU, epoch_losses, gpu_name, read_rows, run_name, shapes_yaml
+from train_common import (
+    AF_VAL_IOU,
+    end_to_end,
+    epoch_losses,
+    family_model,
+    family_optimizer,
+    gpu_name,
+    read_rows,
+    run_name,
+    shapes_yaml,
+)
 from train_probe import Marks, StepProbe
 
 LOGGER = logging.getLogger("bench.train")
 
 
 def child_ultralytics(args: argparse.Namespace, workdir: Path) -> dict:
-    """``yolov8n.yaml`` from scratch with the ``ultralytics`` package's own trainer."""
+    """``yolov8n.yaml`` (``--family yolo26``: ``yolo26n.yaml``) from scratch with the ``ultralytics`` package's
+    own trainer."""
     import torch
     from ultralytics import YOLO
     from ultralytics.models.yolo.detect import DetectionTrainer
@@ -46,7 +57,7 @@ def child_ultralytics(args: argparse.Namespace, workdir: Path) -> dict:
         marks.images += len(trainer.train_loader.dataset)
         threads_seen.append(torch.get_num_threads())
 
-    model = YOLO(AF_MODEL)
+    model = YOLO(family_model(args))
     model.add_callback("on_train_batch_start", marks.batch_start)
     model.add_callback("on_train_epoch_end", epoch_end)
     model.train(
@@ -60,7 +71,7 @@ def child_ultralytics(args: argparse.Namespace, workdir: Path) -> dict:
         device=0 if args.device == "cuda" else "cpu",
         seed=args.seed,
         deterministic=True,
-        optimizer="SGD",
+        optimizer=family_optimizer(args),
         lr0=0.01,
         lrf=0.01,
         cos_lr=False,
@@ -71,6 +82,7 @@ def child_ultralytics(args: argparse.Namespace, workdir: Path) -> dict:
         val=False,  # the package still validates after the last epoch
         iou=AF_VAL_IOU,
         max_det=300,
+        **({"nms": False} if end_to_end(args) else {}),  # validate the one-to-one branch, as yolotr does
         project=str(workdir),
         name=run_name("ultralytics", args),
         exist_ok=True,
@@ -107,10 +119,10 @@ def child_ultralytics_val(args: argparse.Namespace, workdir: Path) -> dict:
     checkpoint = torch.load(args.weights, map_location="cpu", weights_only=True)
     names = list(checkpoint["names"])
     with contextlib.redirect_stdout(io.StringIO()):
-        model = UltralyticsModel(AF_MODEL, nc=len(names), verbose=False)
+        model = UltralyticsModel(family_model(args), nc=len(names), verbose=False)
     model.load_state_dict({k: v.float() for k, v in checkpoint["state_dict"].items()}, strict=True)
     model.names = dict(enumerate(names))
-    wrapper = YOLO(AF_MODEL)
+    wrapper = YOLO(family_model(args))
     wrapper.model = model
     metrics = wrapper.val(
         data=str(shapes_yaml(workdir)),
@@ -119,6 +131,7 @@ def child_ultralytics_val(args: argparse.Namespace, workdir: Path) -> dict:
         conf=0.001,
         iou=AF_VAL_IOU,
         max_det=300,
+        **({"nms": False} if end_to_end(args) else {}),
         device=0 if args.device == "cuda" else "cpu",
         workers=args.workers,
         plots=False,
