@@ -21,6 +21,11 @@ warm-up; ratio = package total / variant total (above 1: yolotr faster).
 
     python bench/step.py [--threads 2] [--steps 20] [--variants default no-lean no-mmap ...]
     python bench/step.py --threads 1 --clock thread     # a busy machine: CPU time of the one thread
+    python bench/step.py --model yolo26n --threads 1 --clock thread   # bench/train.py --family yolo26's step
+
+``--model yolo26n``: ``yolo26n.yaml`` (the NMS-free head): the loss is yolotr's ``E2ELoss`` / the package's
+``E2ELoss`` (both branches), the optimizer MuSGD on both sides (yolotr's ``build_optimizer``; the package's
+``MuSGD`` over the groups its trainer builds: Muon on the 2-D and 4-D weights, the head's class branches at 3x).
 """
 
 from __future__ import annotations
@@ -68,7 +73,7 @@ def batch_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return images, torch.cat(rows)
 
 
-def yolotr_step(settings: dict):
+def yolotr_step(settings: dict, name: str = "yolov8n"):
     """The per-phase callables of yolotr's step with ``settings`` over the defaults."""
     from yolotr.engine.config import default_config
     from yolotr.engine.ema import ModelEMA
@@ -81,9 +86,15 @@ def yolotr_step(settings: dict):
     cfg = {**default_config(), **settings}
     set_mmap_threshold(cfg["mmap_threshold_mb"])
     layout = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
-    model = DetectionModel("yolov8n.yaml", nc=NC).to(memory_format=layout).train()
-    loss_fn = AnchorFreeLoss(model.model[-1], cfg)
-    optimizer = build_optimizer(model, "SGD", 0.01, 0.937, 5e-4, 1.0)
+    model = DetectionModel(f"{name}.yaml", nc=NC).to(memory_format=layout).train()
+    if name.startswith("yolo26"):
+        from yolotr.ops.loss import build_loss
+
+        loss_fn = build_loss(model, cfg, IMGSZ)
+        optimizer = build_optimizer(model, "MuSGD", 0.01, 0.937, 5e-4, 1.0)
+    else:
+        loss_fn = AnchorFreeLoss(model.model[-1], cfg)
+        optimizer = build_optimizer(model, "SGD", 0.01, 0.937, 5e-4, 1.0)
     ema = ModelEMA(model)
 
     def prep(images):
@@ -103,23 +114,26 @@ def yolotr_step(settings: dict):
     return prep, forward, lambda raw, t: loss_fn(raw, t)[0], optimize, lambda: ema.update(model)
 
 
-def package_step():
+def package_step(name: str = "yolov8n"):
     """The same phases as the ultralytics package's trainer runs them (its optimizer groups and EMA)."""
     from ultralytics.cfg import get_cfg
     from ultralytics.nn.tasks import DetectionModel
     from ultralytics.utils.torch_utils import ModelEMA
 
-    model = DetectionModel("yolov8n.yaml", nc=NC, verbose=False).train()
+    model = DetectionModel(f"{name}.yaml", nc=NC, verbose=False).train()
     model.args = get_cfg()
     criterion = model.init_criterion()
+    if name.startswith("yolo26"):
+        optimizer = package_musgd(model)
     weights, norms, biases = [], [], []
     norm_types = tuple(v for k, v in torch.nn.__dict__.items() if "Norm" in k)
     for module in model.modules():
-        for name, p in module.named_parameters(recurse=False):
-            (biases if "bias" in name else norms if isinstance(module, norm_types) else weights).append(p)
-    optimizer = torch.optim.SGD(biases, lr=0.01, momentum=0.937, nesterov=True)
-    optimizer.add_param_group({"params": weights, "weight_decay": 5e-4})
-    optimizer.add_param_group({"params": norms, "weight_decay": 0.0})
+        for key, p in module.named_parameters(recurse=False):
+            (biases if "bias" in key else norms if isinstance(module, norm_types) else weights).append(p)
+    if not name.startswith("yolo26"):
+        optimizer = torch.optim.SGD(biases, lr=0.01, momentum=0.937, nesterov=True)
+        optimizer.add_param_group({"params": weights, "weight_decay": 5e-4})
+        optimizer.add_param_group({"params": norms, "weight_decay": 0.0})
     ema = ModelEMA(model)
 
     def loss(preds, targets):
@@ -134,10 +148,20 @@ def package_step():
     return lambda images: images.float() / 255, model, loss, optimize, lambda: ema.update(model)
 
 
-def child(variant: str, steps: int, clock) -> dict:
+def package_musgd(model):
+    """The package's ``MuSGD`` over the groups its trainer builds for it (``DetectionTrainer.build_optimizer``)."""
+    from types import SimpleNamespace
+
+    from ultralytics.engine.trainer import BaseTrainer
+
+    shim = SimpleNamespace(args=SimpleNamespace(lr0=0.01, warmup_bias_lr=0.0), data={"nc": NC})
+    return BaseTrainer.build_optimizer(shim, model, name="MuSGD", lr=0.01, momentum=0.937, decay=5e-4)
+
+
+def child(variant: str, steps: int, clock, name: str = "yolov8n") -> dict:
     settings = VARIANTS[variant]
     torch.manual_seed(0)
-    prep, forward, loss_fn, optimize, ema = package_step() if settings is None else yolotr_step(settings)
+    prep, forward, loss_fn, optimize, ema = package_step(name) if settings is None else yolotr_step(settings, name)
     images, targets = batch_data()
     times = {p: [] for p in PHASES}
     for step in range(steps + 3):
@@ -171,6 +195,7 @@ def main() -> None:
         default="wall",
         help="thread: CPU time of the calling thread (with --threads 1 only), which a busy machine inflates far less",
     )
+    parser.add_argument("--model", choices=("yolov8n", "yolo26n"), default="yolov8n", help="the model of the step")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.clock == "thread" and args.threads != 1:
@@ -178,20 +203,20 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.child:
         clock = time.thread_time if args.clock == "thread" else time.perf_counter
-        print(json.dumps(child(args.child, args.steps, clock)))
+        print(json.dumps(child(args.child, args.steps, clock, args.model)))
         return
 
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "YOLO_OFFLINE": "1", "YOLO_VERBOSE": "False"}
     results = {}
     for variant in ("package", *args.variants):
         command = [sys.executable, __file__, "--child", variant, "--threads", str(args.threads)]
-        command += ["--steps", str(args.steps), "--clock", args.clock]
+        command += ["--steps", str(args.steps), "--clock", args.clock, "--model", args.model]
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         if done.returncode:
             raise SystemExit(f"{variant} failed:\n{done.stderr[-2000:]}")
         results[variant] = json.loads(done.stdout.strip().splitlines()[-1])
 
-    print(f"training step of yolov8n, {NC} classes, batch {BATCH} x {IMGSZ} px, median of {args.steps} steps (ms)")
+    print(f"training step of {args.model}, {NC} classes, batch {BATCH} x {IMGSZ} px, median of {args.steps} steps (ms)")
     print(f"machine: {machine_line()}, torch {torch.__version__}, {args.threads} threads, {args.clock} clock")
     print(f"{'variant':17s}" + "".join(f"{p:>10s}" for p in PHASES) + f"{'total':>10s}{'ratio':>7s}")
     package_total = sum(results["package"].values())

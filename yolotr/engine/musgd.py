@@ -38,9 +38,10 @@ def orthogonalize(update: torch.Tensor, steps: int = NS_STEPS, eps: float = 1e-7
     tall = update.shape[0] > update.shape[1]
     if tall:
         x = x.T
-    for _ in range(steps):
+    for _ in range(steps):  # fused multiply-adds, as the package (baddbmm): fewer bfloat16 passes than a * x + ...
         gram = x @ x.T
-        x = a * x + (b * gram + c * gram @ gram) @ x
+        poly = torch.addmm(gram, gram, gram, beta=b, alpha=c)  # b * gram + c * gram @ gram
+        x = torch.addmm(x, poly, x, beta=a)  # a * x + poly @ x
     return x.T if tall else x
 
 
