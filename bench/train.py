@@ -140,6 +140,15 @@ the bars are checked below.
 
     python bench/train.py --family anchor-free                 # 3 seeds x 2 sides, ~25 min on 2 idle cores
     python bench/train.py --family anchor-free --seed 0 --epochs 2 --only ultralytics
+
+``--family yolo26`` (issue 27): the same comparison with ``yolo26n.yaml`` (the NMS-free head, ``reg_max`` 1)
+and MuSGD on both sides (lr0 0.01, momentum 0.937: YOLO26's optimizer in the package, named explicitly; the
+package's ``auto`` would pick AdamW for a run this short); every validator reads the one-to-one branch (top-k,
+no NMS: yolotr's default for the head, the package's ``nms=False``). Bars: mAP50-95 not lower, images/s at
+least 1.1x, peak RSS at most 1.0x. On a busy machine ``--threads 1 --workers 1`` keeps the CPU-time rows
+meaningful (with two threads on two shared cores OpenMP's waiting counts as CPU time).
+
+    python bench/train.py --family yolo26 --threads 1 --workers 1 --markdown   # ~20 min on 2 cores
 """
 
 from __future__ import annotations
