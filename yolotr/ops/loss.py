@@ -10,10 +10,10 @@ centre cell. Everything is computed in float32, also under autocast.
 from __future__ import annotations
 
 import torch
+import torchvision
 from torch import nn
 
 from yolotr.nn.head import Detect
-from yolotr.ops.assign import bbox_ciou
 from yolotr.ops.loss_af import AnchorFreeLoss
 from yolotr.ops.loss_detr import RTDETRLoss
 from yolotr.ops.loss_e2e import E2ELoss
@@ -71,9 +71,10 @@ class DetectionLoss:
             if b.numel():
                 matched = pi[b, a, gj, gi]
                 pbox = self.head.cell_boxes(i, matched[:, :4], anchors).float()
-                # YOLOv5's CIoU (ops/assign.py), elementwise: torchvision's complete_box_iou_loss indexes through
-                # boolean masks, five host synchronisations per level on CUDA
-                ciou_loss = 1.0 - bbox_ciou(_xyxy(pbox), _xyxy(tbox)).squeeze(-1)
+                # torchvision's CIoU indexes through boolean masks (five host synchronisations per level on CUDA);
+                # the elementwise bbox_ciou of ops/assign.py made lean and plain training part by 1e-2 in four
+                # steps here (tests/engine/test_trainer.py), so it waits for a GPU session to measure both
+                ciou_loss = torchvision.ops.complete_box_iou_loss(_xyxy(pbox), _xyxy(tbox), reduction="none")
                 losses[0] += ciou_loss.mean()
                 tobj[b, a, gj, gi] = (1.0 - ciou_loss).detach().clamp(0)
                 if self.nc > 1:
