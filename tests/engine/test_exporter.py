@@ -19,9 +19,11 @@ from yolotr.models.detection import CFG_DIR, DetectionModel
 from yolotr.models.loading import load_model
 
 # The larger YOLOv10 scales and RT-DETRs take 40-60 s each to export and share every module with the
-# smaller ones; rtdetr-l, its Swin V2 variant and yolov10s (20-40 s) run under the slow mark.
+# smaller ones; the next largest (10-40 s each, same modules as yolov5n/s, yolov4-s, yolov8, yolov8n-swinv2,
+# yolov10n) run under the slow mark: `pytest -m slow`.
 LARGE = {"yolov10m.yaml", "yolov10b.yaml", "yolov10l.yaml", "yolov10x.yaml", "rtdetr-x.yaml", "rtdetr-resnet50.yaml"}
-SLOW = {"rtdetr-l.yaml", "rtdetr-swinv2.yaml", "yolov10s.yaml"}
+SLOW = {"rtdetr-l.yaml", "rtdetr-swinv2.yaml", "yolov10s.yaml", "yolov4.yaml", "yolov5m.yaml", "yolov5l.yaml",
+        "yolov5x.yaml", "yolov8-p6.yaml", "yolov8s-swinv2.yaml"}  # fmt: skip
 SHIPPED = [
     pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
     for name in sorted(p.name for p in CFG_DIR.glob("*.yaml"))
