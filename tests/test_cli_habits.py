@@ -50,7 +50,7 @@ def _usage_error(argv, capsys) -> str:
 def test_unknown_flag_prints_the_sub_command_usage_and_the_nearest(capsys):
     err = _usage_error(["predict", "--model", "m.pt", "--source", "s", "--conff", "0.3"], capsys)
     assert err.startswith("usage: yolotr predict") and "unrecognized arguments: --conff 0.3" in err
-    assert "did you mean --conf?" in err
+    assert "did you mean --conf" in err  # (or --save-conf, as near)
     err = _usage_error(["train", "--patiense", "3"], capsys)
     assert err.startswith("usage: yolotr train") and "did you mean --set patience=VALUE?" in err
     err = _usage_error(["train", "lr=0.1"], capsys)

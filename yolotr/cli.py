@@ -7,7 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
-from yolotr.errors import ConfigError, YolotrError
+from yolotr.cli_args import set_overrides, yaml_value  # noqa: F401 - set_overrides/yaml_value live on here by name
+from yolotr.errors import YolotrError
 from yolotr.logs import verbosity
 
 LOGGER = logging.getLogger("yolotr")
@@ -138,24 +139,6 @@ def _cfg_file(path: str) -> dict:
     from yolotr.engine.config import load_cfg_file
 
     return load_cfg_file(path)
-
-
-def yaml_value(text: str):
-    """``--set key=value`` values parse as YAML scalars (numbers, booleans, lists)."""
-    import yaml
-
-    return yaml.safe_load(text)
-
-
-def set_overrides(items: list[str] | None) -> dict:
-    """``--set KEY=VALUE ...`` as a dict of settings (values parsed by :func:`yaml_value`)."""
-    overrides = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item}: expected KEY=VALUE")
-        overrides[key] = yaml_value(value)
-    return overrides
 
 
 COMPARE_KEYS = ("epochs", "batch", "imgsz", "device", "optimizer", "lr0", "lr_transformer_scale", "freeze", "weights")

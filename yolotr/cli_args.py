@@ -14,7 +14,7 @@ import re
 
 import yaml
 
-from yolotr.errors import did_you_mean
+from yolotr.errors import ConfigError, did_you_mean
 
 KEY_VALUE = re.compile(r"^([A-Za-z_][\w-]*)=(.*)$", re.S)
 
@@ -149,3 +149,19 @@ def reject_unknown(parser: argparse.ArgumentParser, argv: list[str], extras: lis
             hints.append(f"{name}{hint}")
     message = f"unrecognized arguments: {' '.join(extras)}"
     sub.error(message + ("\n" + "\n".join(hints) if hints else ""))
+
+
+def yaml_value(text: str):
+    """``--set key=value`` values parse as YAML scalars (numbers, booleans, lists)."""
+    return yaml.safe_load(text)
+
+
+def set_overrides(items: list[str] | None) -> dict:
+    """``--set KEY=VALUE ...`` as a dict of settings (values parsed by :func:`yaml_value`)."""
+    overrides = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item}: expected KEY=VALUE")
+        overrides[key] = yaml_value(value)
+    return overrides
