@@ -217,7 +217,7 @@ class Trainer:
             model = DetectionModel(loaded.yaml, nc=nc)
             transfer_weights(model, loaded.state_dict())
         if model.nc != nc:
-            raise ConfigError(f"the model has {model.nc} classes but {self.data.source} has {nc}")
+            raise ConfigError(f"the model has {model.nc} class{'es' * (model.nc != 1)} but {self.data.source} has {nc}")
         model.names = self.names
         if cfg["weights"] and self._resume_state is None:
             report = transfer_weights(

@@ -180,8 +180,8 @@ class Validator:
         model_nc = getattr(model, "nc", None)
         if model_nc is not None and int(model_nc) != len(self.names):
             raise ConfigError(
-                f"the model has {model_nc} classes but the dataset names {len(self.names)}: validate with the "
-                "dataset the model was trained on, or fine-tune it with this dataset's classes first"
+                f"the model has {model_nc} class{'es' * (model_nc != 1)} but the dataset names {len(self.names)}: "
+                "validate with the dataset the model was trained on, or fine-tune it with this dataset's classes first"
             )
         training = model.training
         model.eval()
