@@ -23,6 +23,16 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module's tests (``pytestmark = pytest.mark.usefixtures("one_thread")``): on a
+    busy 2-core machine two threads spin-wait on each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def shared():
     """The ``shared/`` folder (skips when absent)."""

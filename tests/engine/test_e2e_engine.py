@@ -32,13 +32,7 @@ from .conftest import tiny_train_cfg
 PARAM_COUNTS = shared_path("reference", "ultralytics-next", "param_counts.json")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine two threads spin-wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _rows(run_dir) -> list[dict]:

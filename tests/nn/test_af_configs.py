@@ -31,13 +31,7 @@ OURS = {
 NC = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine two threads spin-wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _blocks(model: DetectionModel, cls: type[nn.Module], index: int) -> list[nn.Module]:

@@ -24,13 +24,7 @@ from ..engine.conftest import tiny_train_cfg
 BLOCKS = {"yolo26n-swinv2.yaml": SwinV2_CSPB, "yolo26n-transformerc3.yaml": TransformerC3, "yolo26n-hwd.yaml": HWD}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a busy 2-core machine two threads spin-wait on each other."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
