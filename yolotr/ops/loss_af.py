@@ -47,6 +47,24 @@ class LossOutput(NamedTuple):
     assignment: Assignment
 
 
+def head_geometry(head_or_params, who: str) -> tuple[int, int, list[float]]:
+    """``(nc, reg_max, strides)`` of a head (or a mapping with those keys), checked for the loss ``who``.
+
+    Raises:
+        ConfigError: a key is missing, or the strides are not measured yet (the model builds them).
+    """
+    get = head_or_params.get if isinstance(head_or_params, Mapping) else lambda k: getattr(head_or_params, k, None)
+    nc, reg_max, stride = get("nc"), get("reg_max"), get("stride")
+    if nc is None or reg_max is None or stride is None:
+        raise ConfigError(f"{who}: the head must have 'nc', 'reg_max' and 'stride'")
+    strides = [float(s) for s in (stride.tolist() if isinstance(stride, torch.Tensor) else stride)]
+    if not strides or min(strides) <= 0:
+        raise ConfigError(
+            f"{who}: the head's strides {strides} are not set; build the model (which measures them) before its loss"
+        )
+    return int(nc), int(reg_max), strides
+
+
 class AnchorFreeLoss:
     """Loss of an anchor-free ``Detect`` head's training output.
 
@@ -71,16 +89,7 @@ class AnchorFreeLoss:
     names = AF_LOSS_NAMES
 
     def __init__(self, head_or_params, hyp: Mapping | None = None, imgsz: int | None = None, dense: bool | None = None):
-        get = head_or_params.get if isinstance(head_or_params, Mapping) else lambda k: getattr(head_or_params, k, None)
-        nc, reg_max, stride = get("nc"), get("reg_max"), get("stride")
-        if nc is None or reg_max is None or stride is None:
-            raise ConfigError("AnchorFreeLoss: the head must have 'nc', 'reg_max' and 'stride'")
-        strides = [float(s) for s in (stride.tolist() if isinstance(stride, torch.Tensor) else stride)]
-        if not strides or min(strides) <= 0:
-            raise ConfigError(
-                f"AnchorFreeLoss: the head's strides {strides} are not set; build the model (which measures "
-                "them) before its loss"
-            )
+        nc, reg_max, strides = head_geometry(head_or_params, "AnchorFreeLoss")
         if int(reg_max) < 2:
             raise ConfigError(f"AnchorFreeLoss: reg_max must be at least 2 (a distribution), got {reg_max}")
         self.nc, self.reg_max, self.strides = int(nc), int(reg_max), strides

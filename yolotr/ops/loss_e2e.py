@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from yolotr.errors import ConfigError
 from yolotr.ops.anchors import bbox2dist, dist2bbox, make_anchors
 from yolotr.ops.assign import TaskAlignedAssigner, bbox_ciou
-from yolotr.ops.loss_af import AF_HYP_DEFAULTS, AnchorFreeLoss, LossOutput
+from yolotr.ops.loss_af import AF_HYP_DEFAULTS, AnchorFreeLoss, LossOutput, head_geometry
 
 E2E_START_O2M, E2E_FINAL_O2M = 0.8, 0.1
 
@@ -148,13 +148,7 @@ class E2ELoss:
     """
 
     def __init__(self, head_or_params, hyp: Mapping | None = None, imgsz: int | None = None, dense: bool | None = None):
-        get = head_or_params.get if isinstance(head_or_params, Mapping) else lambda k: getattr(head_or_params, k, None)
-        nc, reg_max, stride = get("nc"), get("reg_max"), get("stride")
-        if nc is None or reg_max is None or stride is None:
-            raise ConfigError("E2ELoss: the head must have 'nc', 'reg_max' and 'stride'")
-        strides = [float(s) for s in (stride.tolist() if isinstance(stride, torch.Tensor) else stride)]
-        if not strides or min(strides) <= 0:
-            raise ConfigError(f"E2ELoss: the head's strides {strides} are not set; build the model before its loss")
+        nc, reg_max, strides = head_geometry(head_or_params, "E2ELoss")
         hyp = dict(hyp or {})
         values = {key: _hyp_number(hyp, key, default) for key, default in AF_HYP_DEFAULTS.items()}
         topk = values["tal_topk"]
