@@ -91,6 +91,18 @@ def turn_times(models: list, inputs: list[torch.Tensor], runs: int) -> list[list
     return times
 
 
+def alternating_ms(steps: dict, runs: int, clock, per: int) -> dict[str, list[float]]:
+    """Milliseconds per item (``per`` items a call) of each of ``runs`` calls of every step in ``steps``;
+    the steps take turns, the order reversing every run, so background load hits them alike."""
+    times: dict[str, list[float]] = {key: [] for key in steps}
+    for run in range(runs):
+        for key in list(steps)[:: 1 if run % 2 == 0 else -1]:
+            t = clock()
+            steps[key]()
+            times[key].append((clock() - t) * 1000 / per)
+    return times
+
+
 def median_ms(models: list, inputs: list[torch.Tensor], runs: int) -> list[float]:
     """Median milliseconds per model (see :func:`turn_times`)."""
     return [statistics.median(t) for t in turn_times(models, inputs, runs)]
@@ -187,13 +199,7 @@ def end_to_end(args) -> None:
             "cli": lambda: run_prediction(cli, images, None),
             "ref": lambda: [official_detect(ref, p, size) for p in images],
         }
-        times: dict[str, list[float]] = {key: [] for key in steps}
-        for run in range(args.runs):
-            for key in list(steps)[:: 1 if run % 2 == 0 else -1]:
-                t = clock()
-                steps[key]()
-                times[key].append((clock() - t) * 1000 / len(images))
-        return times
+        return alternating_ms(steps, args.runs, clock, len(images))
 
     load = os.getloadavg()
     print(

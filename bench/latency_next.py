@@ -31,6 +31,7 @@ import statistics
 import time
 
 import torch
+from latency import alternating_ms
 from machine import machine_line
 
 END2END_PREFIXES = ("yolo26", "yolov10")
@@ -125,13 +126,7 @@ def end_to_end_next(args) -> None:
             "ref": lambda: [package_steps(ref, p, size) for p in images],
             "pkg": lambda: [package_predict(p) for p in images],
         }
-        times: dict[str, list[float]] = {key: [] for key in steps}
-        for run in range(args.runs):
-            for key in list(steps)[:: 1 if run % 2 == 0 else -1]:
-                t = clock()
-                steps[key]()
-                times[key].append((clock() - t) * 1000 / len(images))
-        return times
+        return alternating_ms(steps, args.runs, clock, len(images))
 
     load = os.getloadavg()
     print(
