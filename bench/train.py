@@ -560,8 +560,8 @@ def run_family(args: argparse.Namespace, workdir: Path) -> None:
         root, weights = raccoon_root(), weights_path()
         n_train, n_val = len(split_stems(root, "train")), len(split_stems(root, "val"))
         LOGGER.info("%s: %d train / %d val images; weights %s", root, n_train, n_val, weights)
-        check_hyp_mirror()
-        if "official" in sides:
+        if "official" in sides:  # the mirror checks read the reference's defaults: only with its side
+            check_hyp_mirror()
             voc_to_yolo(root, workdir / "raccoon-yolo", ["raccoon"])
             place_font(workdir / "yolov5-config")
         task = "train yolov5n.yaml from scratch" if args.scratch else "fine-tune yolov5n.pt"
@@ -569,7 +569,8 @@ def run_family(args: argparse.Namespace, workdir: Path) -> None:
     else:
         from yolotr.data.synthetic import make_shapes_dataset
 
-        check_af_mirror()
+        if "ultralytics" in sides:
+            check_af_mirror()
         data = make_shapes_dataset(workdir / "shapes", args.train_images, args.val_images, args.imgsz, seed=0)
         n_train, n_val = args.train_images, args.val_images
         LOGGER.info("%s: %d train / %d val images", data, n_train, n_val)
