@@ -348,6 +348,7 @@ def run_side(side: str, seed: int, args: argparse.Namespace, workdir: Path, weig
         *("--family", args.family, "--nbs", str(args.nbs), "--warmup-epochs", str(args.warmup_epochs)),
         *("--device", args.device, "--profile-epochs", ",".join(map(str, args.profile_epochs)) or "none"),
         *(("--scratch",) if args.scratch else ()),
+        *(("--optimizer", args.optimizer) if args.optimizer else ()),
         *(("--drop-epoch-tail",) if args.drop_epoch_tail else ()),
         *(("--weights", weights) if weights else ()),
         *(arg for item in args.set for arg in ("--set", item)),
@@ -644,6 +645,9 @@ def main() -> None:
     parser.add_argument("--nbs", type=int, help="anchor-free: nominal batch on both sides (16 CPU, 64 CUDA)")
     parser.add_argument("--warmup-epochs", type=float, help="anchor-free: warmup epochs on both sides (1 CPU, 3 CUDA)")
     parser.add_argument("--profile-steps", type=int, help="steps split into phases (whole epochs from the second)")
+    parser.add_argument(
+        "--optimizer", choices=("SGD", "MuSGD", "AdamW"), help="shapes families: the optimizer of both sides"
+    )
     parser.add_argument("--scratch", action="store_true", help="yolov5: train yolov5n.yaml from random weights")
     parser.add_argument("--only", choices=SIDES, help="run one side only")
     parser.add_argument(

@@ -60,8 +60,8 @@ def family_model(args: argparse.Namespace) -> str:
 
 
 def family_optimizer(args: argparse.Namespace) -> str:
-    """The optimizer both sides of a comparison use (SGD, ``--family yolo26``: MuSGD)."""
-    return SHAPES_FAMILIES.get(args.family, (None, "SGD"))[1]
+    """The optimizer both sides of a comparison use (SGD, ``--family yolo26``: MuSGD; ``--optimizer`` overrides)."""
+    return getattr(args, "optimizer", None) or SHAPES_FAMILIES.get(args.family, (None, "SGD"))[1]
 
 
 def end_to_end(args: argparse.Namespace) -> bool:
