@@ -47,6 +47,7 @@ from torch import nn
 from yolotr.data.images import read_image
 from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.data.transforms import letterbox
+from yolotr.engine.explain_detr import explain_decoder
 from yolotr.engine.predictor import preprocess
 from yolotr.engine.runs import next_run_dir
 from yolotr.errors import ConfigError
@@ -379,6 +380,7 @@ def explain(
     save_path: str | Path | None = None,
     project: str | Path = "runs/explain",
     name: str = "exp",
+    box: int = 0,
 ) -> tuple[np.ndarray, Path]:
     """Heatmap of what layer ``layer`` of ``model`` looks at on one image, and its overlay PNG.
 
@@ -390,28 +392,37 @@ def explain(
         save_path: the PNG to write; by default ``<image stem>_layer<layer>.png`` in a new run folder
             ``project/name`` (``runs/explain/exp``, then ``exp2``, ``exp3``, ... as training runs are numbered).
         project, name: that run folder, when ``save_path`` is not given.
+        box: RT-DETR's head layer only: the rank of the detection whose sampling points are drawn (0: the top).
 
     Returns:
         ``(heatmap, path)``: float32 ``(H0, W0)`` in ``[0, 1]`` on the original image (the attention each
         position receives for attention layers, Grad-CAM otherwise; see the module docstring) and the
-        PNG's path.
+        PNG's path. For an RT-DETR model's head layer (``len(model.model) - 1``) the array is instead the
+        decoder's sampling points of detection ``box``: rows ``x, y, level, head, weight`` ``(n_heads * L * P,
+        5)`` in original-image pixels (:mod:`yolotr.engine.explain_detr`).
 
     Raises:
         ConfigError: ``layer`` out of range (or the Detect head).
     """
     layers = model.model
-    if not 0 <= layer < len(layers) - 1:
+    decoder = hasattr(layers[-1], "decoder")  # RT-DETR: the head's own layer shows its sampling points
+    if not 0 <= layer < len(layers) - 1 and not (decoder and layer == len(layers) - 1):
+        also = f", or the decoder's sampling points (layer {len(layers) - 1})" if decoder else ""
         raise ConfigError(
             f"--layer {layer} is out of range: this model has layers 0..{len(layers) - 2} before the "
-            f"Detect head (layer {len(layers) - 1}); see `yolotr info --model ...`"
+            f"Detect head (layer {len(layers) - 1}){also}; see `yolotr info --model ...`"
         )
     target = layers[layer]
     model.eval()
     image = read_image(image_path)
     stride = largest_stride(model)
-    boxed, _, pad = letterbox(image, check_imgsz(imgsz, stride), auto=True, stride=stride)
+    boxed, ratio, pad = letterbox(image, check_imgsz(imgsz, stride), auto=True, stride=stride)
     param = next(model.parameters())
     x = preprocess([boxed], param.device, param.dtype)
+    if save_path is None:
+        save_path = next_run_dir(project, name) / f"{Path(image_path).stem}_layer{layer}.png"
+    if layer == len(layers) - 1:
+        return explain_decoder(model, image, x, pad, ratio[0], box, save_path)
     kind = str(getattr(target, "type", type(target).__name__))
     found = attention_modules(target)
     if found:
@@ -433,8 +444,6 @@ def explain(
         heat = grad_cam(model, x, target)
         what = "Grad-CAM of the top detection score"
     heatmap = to_image(heat, tuple(x.shape[2:]), pad, image.shape[:2])
-    if save_path is None:
-        save_path = next_run_dir(project, name) / f"{Path(image_path).stem}_layer{layer}.png"
     path = Path(save_path)
     title = f"layer {layer} {kind}\n{what}"
     save_overlay(image, heatmap, path, title)
