@@ -8,7 +8,9 @@ import pytest
 import torch
 import yaml
 
-from yolotr.engine.optim import build_optimizer, resolve_auto_optimizer
+from yolotr.engine.optim import build_optimizer, resolve_auto_optimizer, resolve_train_settings
+from yolotr.engine.trainer import Trainer
+from yolotr.errors import ConfigError
 from yolotr.models.detection import DetectionModel
 
 
@@ -68,3 +70,29 @@ def test_musgd_groups_equal_the_package_trainers(cfg: str) -> None:
     for name, (lr, muon) in ours.items():
         assert (lr, muon) == (pytest.approx(theirs[name][0]), theirs[name][1]), name
     assert all(isinstance(o, torch.optim.Optimizer) for o in (opt,))
+
+
+@pytest.mark.parametrize(
+    ("model", "scale"),
+    [("yolo26n.yaml", 1.0), ("yolo11n.yaml", 1.0), ("yolov5n.yaml", 1.0), ("yolov8n-swinv2.yaml", 0.2),
+     ("yolo11n-transformerc3.yaml", 0.2), ("yolov5n-c3tr.yaml", 0.2)],
+)  # fmt: skip
+def test_auto_transformer_scale_damps_only_yolotrs_blocks(model: str, scale: float, caplog) -> None:
+    """``lr_transformer_scale: auto``: the packages' own attention (C2PSA in yolo11n and yolo26n) at their lr, a
+    model with TransformerC3, C3TR or Swin V2 at 0.2 (all its attention layers); the number lands in the settings."""
+    cfg = Trainer({"model": model}).cfg
+    assert cfg["lr_transformer_scale"] == "auto"
+    with caplog.at_level("INFO", logger="yolotr"):
+        resolve_train_settings(cfg, DetectionModel(model, nc=3), {"model"}, n_images=64)
+    assert cfg["lr_transformer_scale"] == scale
+    assert f"lr_transformer_scale: auto -> {scale:g}" in caplog.text
+
+
+def test_transformer_scale_setting_takes_a_number_or_auto() -> None:
+    cfg = Trainer({"lr_transformer_scale": "0.5"}).cfg
+    assert cfg["lr_transformer_scale"] == 0.5
+    resolve_train_settings(cfg, DetectionModel("yolov8n-swinv2.yaml", nc=3), {"lr_transformer_scale"}, n_images=64)
+    assert cfg["lr_transformer_scale"] == 0.5  # given: kept
+    for bad in ("fast", -1, True):
+        with pytest.raises(ConfigError, match="'lr_transformer_scale' must be a number >= 0 or auto"):
+            Trainer({"lr_transformer_scale": bad})

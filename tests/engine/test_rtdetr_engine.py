@@ -111,7 +111,7 @@ def test_head_defaults_fill_only_the_settings_not_given(tiny_yaml):
     assert (cfg["optimizer"], cfg["lr0"], cfg["cos_lr"], cfg["lr_transformer_scale"]) == ("SGD", 0.02, True, 1.0)
     cfg = Trainer({}).cfg
     assert resolve_train_settings(cfg, DetectionModel("yolov5n.yaml", nc=3), set(), n_images=16) == {}
-    assert (cfg["optimizer"], cfg["lr_transformer_scale"]) == ("SGD", 0.2)
+    assert (cfg["optimizer"], cfg["lr_transformer_scale"]) == ("SGD", 1.0)  # auto: no TransformerC3/C3TR/Swin
 
 
 def test_attention_layers_of_rtdetr_are_transformer_groups(tiny_yaml):

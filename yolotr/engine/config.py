@@ -20,7 +20,7 @@ RANGES = {
     for rule, keys in {
         ">= 1": "epochs batch nbs imgsz val_period max_det nan_max_bad_steps nan_window tal_topk",
         ">= 0": "patience workers freeze close_mosaic save_period_steps warmup_min_iters time_limit mmap_threshold_mb "
-        "warmup_epochs warmup_bias_lr grad_clip hsv_h hsv_s hsv_v weight_decay lr_transformer_scale "
+        "warmup_epochs warmup_bias_lr grad_clip hsv_h hsv_s hsv_v weight_decay "
         "box cls cls_pw obj obj_pw af_box af_cls dfl",
         "> 0": "lr0 lrf ema_tau anchor_t amp_init_scale",
         "[0, 1]": "mosaic fliplr flipud translate val_conf val_iou ema_decay label_smoothing",
@@ -46,8 +46,25 @@ def check_true_false_auto(value, source: str = "arguments", key: str = "lean_act
     raise ConfigError(f"{source}: setting '{key}' must be true, false or auto, got {value!r}")
 
 
+def check_number_or_auto(value, source: str = "arguments", key: str = "lr_transformer_scale"):
+    """A number ``>= 0`` (also written as a string) or ``"auto"``, else a ``ConfigError``."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        number = float(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else None
+    except ValueError:
+        number = None
+    if number is None or not number >= 0:
+        raise ConfigError(f"{source}: setting '{key}' must be a number >= 0 or auto, got {value!r}")
+    return number
+
+
 # Settings that take one of a few words, each with the function that checks (and normalises) a value.
-CHOICE_CHECKS = {"amp": check_amp, "lean_activations": check_true_false_auto}
+CHOICE_CHECKS = {
+    "amp": check_amp,
+    "lean_activations": check_true_false_auto,
+    "lr_transformer_scale": check_number_or_auto,
+}
 
 
 @lru_cache(maxsize=1)

@@ -119,7 +119,8 @@ def resolve_train_settings(cfg: dict, model: nn.Module, given, n_images: int, wo
     """The settings that depend on the model and the data, written into ``cfg`` before the optimizer is built
     (so ``args.yaml`` and a resumed run hold them): first the head's ``train_defaults`` (e.g. RT-DETR's: the
     ``ultralytics`` package's recipe for it) for every key not in ``given`` (the keys the user set), then
-    ``optimizer: auto`` (:func:`resolve_auto_optimizer`). Returns the head defaults applied."""
+    ``optimizer: auto`` (:func:`resolve_auto_optimizer`) and ``lr_transformer_scale: auto``
+    (:func:`auto_transformer_scale`). Returns the head defaults applied."""
     layers = getattr(getattr(model, "module", model), "model", None)
     head = layers[-1] if isinstance(layers, nn.Sequential | nn.ModuleList) and len(layers) else None
     applied = {k: v for k, v in (getattr(head, "train_defaults", None) or {}).items() if k not in set(given)}
@@ -129,7 +130,27 @@ def resolve_train_settings(cfg: dict, model: nn.Module, given, n_images: int, wo
         )
         cfg.update(applied)
     resolve_auto_optimizer(cfg, n_images, int(getattr(model, "nc", 80)), world)
+    if cfg.get("lr_transformer_scale") == "auto":
+        cfg["lr_transformer_scale"] = auto_transformer_scale(model)
     return applied
+
+
+# The Transformer layers yolotr adds to the reference designs (TransformerC3, YOLOv5's C3TR, Swin V2): their
+# learning rate is damped under ``lr_transformer_scale: auto`` (bench/stability.py measured them there).
+DAMPED_MODULES: tuple[type[nn.Module], ...] = (TransformerBlock, TransformerC3Layer, SwinV2Layer, SwinV2Block)
+AUTO_DAMPED_SCALE = 0.2
+
+
+def auto_transformer_scale(model: nn.Module) -> float:
+    """``lr_transformer_scale: auto``: 0.2 for a model with one of :data:`DAMPED_MODULES`, else 1.0, the
+    learning rate at which the reference packages train their own attention (YOLO11's C2PSA, YOLO12's A2C2f,
+    YOLO26, RT-DETR); logged. With MuSGD, yolo26n at 0.2 reached 0.83x the package's mAP50-95 on the shapes
+    bench and at 1.0 its level (the closing note of issue 27)."""
+    damped = sorted({type(m).__name__ for m in model.modules() if isinstance(m, DAMPED_MODULES)})
+    scale = AUTO_DAMPED_SCALE if damped else 1.0
+    reason = f"the model has {', '.join(damped)}" if damped else "no TransformerC3, C3TR or Swin V2 layer"
+    LOGGER.info("lr_transformer_scale: auto -> %g (%s)", scale, reason)
+    return scale
 
 
 def build_optimizer(
