@@ -63,3 +63,16 @@ def test_a_replaced_buffer_is_read_afresh():
     before = ema.ema[1].running_mean.clone()
     ema.update(model)
     assert torch.equal(ema.ema[1].running_mean, before * 0.5 + 4.0)
+
+
+def test_a_parameter_moved_to_new_storage_is_read_afresh():
+    """``.to()`` keeps each Parameter object and gives it new storage (``param.data = ...``): the cached
+    pairing notices by address, without walking the module tree."""
+    model = _model()
+    ema = ModelEMA(model, decay=0.5, tau=1e-9)
+    ema.update(model)
+    weight = model[0].weight
+    weight.data = torch.full_like(weight, 2.0)  # the same Parameter, another tensor behind it
+    before = ema.ema[0].weight.clone()
+    ema.update(model)
+    assert model[0].weight is weight and torch.equal(ema.ema[0].weight, before * 0.5 + 1.0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import weakref
 
 import torch
 from torch import nn
@@ -39,18 +40,26 @@ class ModelEMA:
         """The state_dict tensors of the EMA and of ``model``, floating point and not, paired by key.
 
         Built once and kept while both hold the same tensors (``.to()``, a replaced buffer or a new model
-        rebuilds it): two ``state_dict()`` calls per step cost more than the averaging itself.
+        rebuilds it): two ``state_dict()`` calls per step cost more than the averaging itself. The check
+        compares the model object, then walks the slots recorded with the pairs (each module's parameter
+        or buffer dict and name), not the module tree (5 ms a step for yolo26n): the tensor in each slot
+        must be the same object at the same address (``.to()`` keeps the Parameter and moves its storage).
         """
-        fingerprint = tuple(t.data_ptr() for m in (model, self.ema) for t in (*m.parameters(), *m.buffers()))
-        if self._cached is None or self._cached[0] != fingerprint:
+        if (
+            self._cached is None
+            or self._cached[0]() is not model
+            or not all(
+                slots.get(name) is tensor and tensor.data_ptr() == ptr for slots, name, tensor, ptr in self._cached[1]
+            )
+        ):
             source = model.state_dict()
             pairs: tuple[list[torch.Tensor], ...] = ([], [], [], [])
             for key, value in self.ema.state_dict().items():
                 floating = value.dtype.is_floating_point
                 pairs[0 if floating else 2].append(value)
                 pairs[1 if floating else 3].append(source[key].detach())
-            self._cached = (fingerprint, pairs)
-        return self._cached[1]
+            self._cached = (weakref.ref(model), _slots(model) + _slots(self.ema), pairs)
+        return self._cached[2]
 
     def state_dict(self) -> dict:
         return {"state_dict": self.ema.state_dict(), "updates": self.updates}
@@ -58,6 +67,17 @@ class ModelEMA:
     def load_state_dict(self, state: dict) -> None:
         self.ema.load_state_dict(state["state_dict"])
         self.updates = int(state["updates"])
+
+
+def _slots(model: nn.Module) -> list[tuple[dict, str, torch.Tensor, int]]:
+    """``(module._parameters or module._buffers, name, tensor, address)`` for every tensor of ``model``."""
+    return [
+        (slots, name, tensor, tensor.data_ptr())
+        for module in model.modules()
+        for slots in (module._parameters, module._buffers)
+        for name, tensor in slots.items()
+        if tensor is not None
+    ]
 
 
 def unwrap(model: nn.Module) -> nn.Module:
