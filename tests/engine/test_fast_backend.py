@@ -180,6 +180,32 @@ def test_shape_where_onnx_disagrees_runs_in_torch(cache, caplog):
     assert torch.allclose(out, true_reference(torch.zeros(1, 3, 64, 64)) + 100.0)
 
 
+def test_shape_without_a_session_runs_in_torch(cache, caplog, monkeypatch):
+    """A file onnxruntime cannot build a session of at some shape (a graph that keeps an example size, in
+    onnxruntime's shape inference): that shape runs on PyTorch with a warning, not a traceback."""
+    backend = OnnxBackend(_tiny(seed=6))
+
+    def refuse(shape):
+        raise RuntimeError("[ONNXRuntimeError] : 1 : FAIL : Node (/model.28/Mul) Incompatible dimensions\nmore")
+
+    monkeypatch.setattr(backend, "_session", refuse)
+    x = backend.to_input([np.zeros((64, 96, 3), np.uint8)])
+    with caplog.at_level(logging.WARNING, logger="yolotr"):
+        out = backend(x)
+    assert backend.on_torch == {(1, 64, 96)}
+    assert "no session for input (1, 64, 96) ([ONNXRuntimeError] : 1 : FAIL : Node (/model.28/Mul)" in caplog.text
+    assert torch.equal(out, backend.reference(torch.from_numpy(x)))
+
+
+def test_cached_files_are_per_version_of_the_code(monkeypatch):
+    """A file exported by other code (an older exporter, an edited module) is not reused: the key holds a
+    fingerprint of yolotr's sources."""
+    model = _tiny(seed=7)
+    key = weights_key(model)
+    monkeypatch.setattr(fast_backend, "code_fingerprint", lambda: "another version")
+    assert weights_key(model) != key
+
+
 def test_bad_backend_names_and_models():
     model = _tiny()
     with pytest.raises(YolotrError, match="unknown predict backend 'tensorrt'; choose one of auto, torch, onnx"):

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import importlib.util
 import json
@@ -85,13 +86,27 @@ def weights_version(model: nn.Module) -> tuple:
     return tuple(state)
 
 
+@functools.lru_cache(maxsize=1)
+def code_fingerprint() -> str:
+    """SHA-256 of yolotr's own source files (the modules, heads and exporter that make the graph), once per
+    process: a file exported by other code (an upgrade, an edit) is not taken from the cache."""
+    digest = hashlib.sha256()
+    package = Path(__file__).resolve().parent.parent
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
 def weights_key(model: nn.Module) -> str:
-    """SHA-256 (hex, 24 chars) of the architecture, names, strides and every ``state_dict`` tensor.
+    """SHA-256 (hex, 24 chars) of the architecture, names, strides and every ``state_dict`` tensor, and of
+    yolotr's code (:func:`code_fingerprint`).
 
     The name of a model's exported file in the cache: equal weights share one file across
     processes and ``YOLO`` objects.
     """
     digest = hashlib.sha256(f"{CACHE_VERSION}|{ONNX_OPSET}|{torch.__version__}|{type(model).__qualname__}".encode())
+    digest.update(code_fingerprint().encode())  # an exporter or a module changed: a graph of the new code
     digest.update(repr(model).encode())
     digest.update(json.dumps([list(getattr(model, "names", [])), getattr(model, "yaml", None)], default=str).encode())
     for name, tensor in model.state_dict().items():
@@ -320,7 +335,13 @@ class OnnxBackend(Backend):
         if shape in self.on_torch:
             return self.reference(torch.from_numpy(x))
         first = shape not in self.sessions
-        session = self._session(shape)
+        try:
+            session = self._session(shape)
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types (Fail, InvalidGraph, ...)
+            cause = (str(e).splitlines() or [type(e).__name__])[0]
+            LOGGER.warning("onnx backend: no session for input %s (%s); running it on PyTorch", shape, cause)
+            self.on_torch.add(shape)
+            return self.reference(torch.from_numpy(x))
         out = as_rows(torch.from_numpy(session.run(None, {self.input_name: x})[0]), self.file_layout)
         if first and not self._agrees(out, x):
             self.on_torch.add(shape)
