@@ -195,13 +195,15 @@ class Trainer:
             self.train_model = nn.parallel.DistributedDataParallel(self.train_model, device_ids=ids)
         self.val_loader = None
         if cfg["val"] and self.main:  # workers forked now, while the process is small, and kept
-            from yolotr.engine.validator import build_val_dataloader
+            from yolotr.engine.validator import build_val_dataloader, val_rect
 
             # on the CPU the validation loads in this process: its workers would sit idle through every
             # epoch holding ~400 MiB each, to save the few percent of a CPU validation that reading takes
             val_workers = workers if self.device.type == "cuda" else 0
             val_records, _ = load_records(self.data, "val")
-            self.val_loader = build_val_dataloader(val_records, cfg["imgsz"], cfg["batch"], stride, val_workers).start()
+            rect = val_rect(self.model)  # RT-DETR: the imgsz square, as the package validates it
+            self.val_loader = build_val_dataloader(val_records, cfg["imgsz"], cfg["batch"], stride, val_workers, rect)
+            self.val_loader.start()
 
     def _build_model(self) -> DetectionModel:
         cfg = self.cfg

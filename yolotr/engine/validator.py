@@ -115,13 +115,26 @@ def _row(name: str, images: int, instances: int, p: float, r: float, ap50: float
 
 
 def build_val_dataloader(
-    records: list[ImageRecord], imgsz: int = 640, batch_size: int = 16, stride: int = 32, workers: int = 2
+    records: list[ImageRecord],
+    imgsz: int = 640,
+    batch_size: int = 16,
+    stride: int = 32,
+    workers: int = 2,
+    rect: bool = True,
 ) -> DataLoader:
     """The validation loader: no augmentation, rectangular batches (records sorted by aspect ratio,
     each batch letterboxed to the smallest stride multiple that fits it, plus half a stride), no
-    shuffling. Build it once and reuse it every epoch."""
-    dataset = DetectionDataset(records, imgsz, augment=False, rect=True, batch_size=batch_size, stride=stride, pad=0.5)
+    shuffling; with ``rect`` False every image letterboxed to the ``imgsz`` square (:func:`val_rect`).
+    Build it once and reuse it every epoch."""
+    dataset = DetectionDataset(records, imgsz, augment=False, rect=rect, batch_size=batch_size, stride=stride, pad=0.5)
     return build_dataloader(dataset, batch_size, workers=workers, shuffle=False)
+
+
+def val_rect(model: nn.Module) -> bool:
+    """Whether ``model`` validates on rectangular batches (YOLOv5's and the package's YOLO validators), or
+    on the ``imgsz`` square without padding, as a head declaring ``val_rect = False`` asks (RT-DETR)."""
+    layers = getattr(getattr(model, "module", model), "model", None)
+    return bool(getattr(layers[-1], "val_rect", True)) if isinstance(layers, nn.Sequential | nn.ModuleList) else True
 
 
 def to_original(boxes: torch.Tensor, shapes: Shapes) -> torch.Tensor:
@@ -328,7 +341,8 @@ def validate(
             raise ConfigError("validate() needs a dataset (data=...) or a dataloader")
         records, _ = load_records(config, split)
         stride = largest_stride(model)
-        dataloader = build_val_dataloader(records, check_imgsz(imgsz, stride), batch_size, stride, workers)
+        imgsz = check_imgsz(imgsz, stride)
+        dataloader = build_val_dataloader(records, imgsz, batch_size, stride, workers, val_rect(model))
     if names is None:
         names = list(config.names) if config is not None else list(getattr(model, "names", []))
     ids = None
