@@ -262,7 +262,7 @@ def main() -> None:
     if args.e2e:
         from latency_next import end_to_end_next
 
-        nms_free = [m for m in args.models if m.startswith(END2END_PREFIXES)]
+        nms_free = [m for m in args.models if m.startswith((*END2END_PREFIXES, "rtdetr"))]  # latency_next's
         if nms_free:
             end_to_end_next(argparse.Namespace(**{**vars(args), "models": nms_free}))
         args.models = [m for m in args.models if m not in nms_free]

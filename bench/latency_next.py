@@ -34,21 +34,23 @@ import torch
 from latency import alternating_ms
 from machine import machine_line
 
-END2END_PREFIXES = ("yolo26", "yolov10")
+END2END_PREFIXES = ("yolo26", "yolov10", "rtdetr")
 E2E_IMAGES = ("bus.jpg", "zidane.jpg")
 
 
 def package_model(name: str, yolo):
     """The package's fused ``DetectionModel`` of ``name`` with ``yolo``'s weights, reading its one-to-one branch."""
-    from ultralytics.nn.tasks import DetectionModel as UltralyticsModel
+    from ultralytics.nn.tasks import DetectionModel, RTDETRDetectionModel
 
     with contextlib.redirect_stdout(io.StringIO()):
-        ref = UltralyticsModel(f"{name}.yaml", nc=yolo.model.nc, verbose=False)
+        package_class = RTDETRDetectionModel if name.startswith("rtdetr") else DetectionModel
+        ref = package_class(f"{name}.yaml", nc=yolo.model.nc, verbose=False)
     ref.load_state_dict({k: v.float() for k, v in yolo.model.state_dict().items()}, strict=True)
     ref.names = dict(enumerate(yolo.names))
     # before fuse, which keeps the branch end2end selects: as the package's nms=False sets it (as built, its
     # YOLO26 head reads False and fuse would drop the one-to-one branch)
-    ref.end2end = True
+    if not name.startswith("rtdetr"):  # RT-DETR's decoder has one output: nothing to select
+        ref.end2end = True
     return ref.fuse(verbose=False).eval()
 
 
@@ -75,8 +77,10 @@ def end_to_end_next(args) -> None:
     logging.disable(logging.INFO)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
+            from ultralytics import RTDETR
             from ultralytics import YOLO as PackageYOLO
             from ultralytics.data.augment import LetterBox
+            from ultralytics.nn.tasks import RTDETRDetectionModel
             from ultralytics.utils import SETTINGS
             from ultralytics.utils import nms as u_nms
             from ultralytics.utils import ops as u_ops
@@ -93,7 +97,25 @@ def end_to_end_next(args) -> None:
     clock = time.process_time if args.cpu_time else time.perf_counter
     conf, max_det = 0.25, 300
 
+    def package_rtdetr_steps(model, path: str, size: int) -> torch.Tensor:
+        """The package's RTDETRPredictor steps: the image stretched to a ``size`` square (its ``LetterBox`` with
+        ``scale_fill``), the decoder's normalized ``cx, cy, w, h`` rows to corners times the image's sides."""
+        im0 = cv2.imread(path)
+        im = LetterBox((size, size), auto=False, scale_fill=True)(image=im0)
+        im = im[..., ::-1].transpose((2, 0, 1))
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(im)).float()[None] / 255
+            preds = model(x)
+            preds = (preds[0] if isinstance(preds, list | tuple) else preds)[0]
+            det = torch.cat((u_ops.xywh2xyxy(preds[:, :4]), preds[:, 4:]), -1)
+            det = det[det[:, 4] > conf][:max_det]
+            det[:, [0, 2]] *= im0.shape[1]
+            det[:, [1, 3]] *= im0.shape[0]
+        return det
+
     def package_steps(model, path: str, size: int) -> torch.Tensor:
+        if isinstance(model, RTDETRDetectionModel):
+            return package_rtdetr_steps(model, path, size)
         im0 = cv2.imread(path)
         im = LetterBox((size, size), auto=True, stride=32)(image=im0)
         im = im[..., ::-1].transpose((2, 0, 1))
@@ -146,7 +168,7 @@ def end_to_end_next(args) -> None:
         logging.disable(logging.INFO)
         with contextlib.redirect_stdout(io.StringIO()):
             ref = package_model(name, yolo)
-            wrapper = PackageYOLO(f"{name}.yaml")
+            wrapper = (RTDETR if name.startswith("rtdetr") else PackageYOLO)(f"{name}.yaml")
             wrapper.model = package_model(name, yolo)
         logging.disable(logging.NOTSET)
         torch.set_num_threads(args.threads)

@@ -10,10 +10,14 @@ from pathlib import Path
 from shared_data import shared_root
 
 AF_MODEL = "yolov8n.yaml"
+# rtdetr-l at a quarter of its width (bench/rtdetr-l-w25.yaml): a path, as both sides take it
+RTDETR_MODEL = str(Path(__file__).resolve().parent / "rtdetr-l-w25.yaml")
 # the comparisons on the shapes set against the ``ultralytics`` package: family -> (model YAML, optimizer on
 # both sides); ``yolo26`` trains with MuSGD, YOLO26's own optimizer in the package (what ``auto`` picks for
-# runs over 10,000 iterations), set explicitly on both sides
+# runs over 10,000 iterations), set explicitly on both sides; ``rtdetr`` with ``auto``, RT-DETR's recipe in
+# the package (AdamW at lr0 0.002 x 5 / (4 + nc) for runs this short), which yolotr's trainer resolves alike
 SHAPES_FAMILIES = {"anchor-free": (AF_MODEL, "SGD"), "yolo26": ("yolo26n.yaml", "MuSGD")}
+SHAPES_FAMILIES["rtdetr"] = (RTDETR_MODEL, "auto")
 AF_VAL_IOU = 0.7  # the package's NMS IoU when it validates during training; yolotr's side is set to it
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -55,7 +59,8 @@ def epoch_losses(rows: list[dict[str, str]]) -> list[float]:
 
 
 def family_model(args: argparse.Namespace) -> str:
-    """The model YAML a shapes comparison trains (``--family anchor-free``: yolov8n, ``yolo26``: yolo26n)."""
+    """The model YAML a shapes comparison trains (``--family anchor-free``: yolov8n, ``yolo26``: yolo26n,
+    ``rtdetr``: the path of ``bench/rtdetr-l-w25.yaml``)."""
     return SHAPES_FAMILIES[args.family][0]
 
 
@@ -68,6 +73,12 @@ def end_to_end(args: argparse.Namespace) -> bool:
     """Whether the family's head is end-to-end (YOLO26): every validator then reads its one-to-one branch
     (top-k, no NMS; the package: ``nms=False``, its validation default being the one-to-many branch + NMS)."""
     return args.family == "yolo26"
+
+
+def is_detr(args: argparse.Namespace) -> bool:
+    """Whether the family is RT-DETR: the package's side is then ``RTDETR``, its ``RTDETRTrainer`` and
+    ``RTDETRValidator`` (no NMS anywhere: the head's top-k output; yolotr's validator reads the head)."""
+    return args.family == "rtdetr"
 
 
 def shapes_yaml(workdir: Path) -> Path:

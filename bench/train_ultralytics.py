@@ -1,6 +1,6 @@
-"""The ``ultralytics`` side of ``bench/train.py`` (``--family anchor-free``): the child that trains
-``yolov8n.yaml`` with the package's trainer (8.4.190), the package's validator on yolotr's weights, and
-yolotr's validation of the package's weights."""
+"""The ``ultralytics`` side of ``bench/train.py`` (the shapes families: ``anchor-free``, ``yolo26``, ``rtdetr``):
+the child that trains the family's model with the package's trainer (8.4.190; RT-DETR: ``RTDETR`` and its
+``RTDETRTrainer``), the package's validator on yolotr's weights, and yolotr's validation of the package's weights."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from train_common import (
     family_model,
     family_optimizer,
     gpu_name,
+    is_detr,
     read_rows,
     run_name,
     shapes_yaml,
@@ -26,12 +27,17 @@ LOGGER = logging.getLogger("bench.train")
 
 
 def child_ultralytics(args: argparse.Namespace, workdir: Path) -> dict:
-    """``yolov8n.yaml`` (``--family yolo26``: ``yolo26n.yaml``) from scratch with the ``ultralytics`` package's
-    own trainer."""
+    """``yolov8n.yaml`` (``--family yolo26``: ``yolo26n.yaml``; ``rtdetr``: ``bench/rtdetr-l-w25.yaml`` through
+    ``RTDETR`` and its ``RTDETRTrainer``) from scratch with the ``ultralytics`` package's own trainer."""
     import torch
-    from ultralytics import YOLO
-    from ultralytics.models.yolo.detect import DetectionTrainer
     from ultralytics.utils import SETTINGS, torch_utils
+
+    if is_detr(args):
+        from ultralytics import RTDETR as PackageModel
+        from ultralytics.models.rtdetr.train import RTDETRTrainer as PackageTrainer
+    else:
+        from ultralytics import YOLO as PackageModel
+        from ultralytics.models.yolo.detect import DetectionTrainer as PackageTrainer
 
     SETTINGS.update(sync=False)  # no analytics events (YOLO_OFFLINE already keeps it from the network)
     torch_utils.NUM_THREADS = args.threads  # select_device sets torch's threads to it (cpu_count - 1 by default)
@@ -45,8 +51,9 @@ def child_ultralytics(args: argparse.Namespace, workdir: Path) -> dict:
     threads_seen: list[int] = []
     workers = args.workers
 
-    class SameWorkersTrainer(DetectionTrainer):
-        """The package's detection trainer, keeping ``workers`` (it sets 0 on a CPU) so both sides load alike."""
+    class SameWorkersTrainer(PackageTrainer):
+        """The package's detection (or RT-DETR) trainer, keeping ``workers`` (it sets 0 on a CPU): both sides load
+        alike."""
 
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
@@ -57,7 +64,7 @@ def child_ultralytics(args: argparse.Namespace, workdir: Path) -> dict:
         marks.images += len(trainer.train_loader.dataset)
         threads_seen.append(torch.get_num_threads())
 
-    model = YOLO(family_model(args))
+    model = PackageModel(family_model(args))
     model.add_callback("on_train_batch_start", marks.batch_start)
     model.add_callback("on_train_epoch_end", epoch_end)
     model.train(
@@ -70,9 +77,9 @@ def child_ultralytics(args: argparse.Namespace, workdir: Path) -> dict:
         workers=args.workers,
         device=0 if args.device == "cuda" else "cpu",
         seed=args.seed,
-        deterministic=True,
+        deterministic=True,  # RT-DETR's grid_sample has no deterministic CUDA backward: only a warning (warn_only)
         optimizer=family_optimizer(args),
-        lr0=0.01,
+        lr0=0.01,  # optimizer auto (rtdetr) replaces it, on both sides
         lrf=0.01,
         cos_lr=False,
         warmup_epochs=args.warmup_epochs,
@@ -104,15 +111,21 @@ def child_ultralytics(args: argparse.Namespace, workdir: Path) -> dict:
 
 
 def child_ultralytics_val(args: argparse.Namespace, workdir: Path) -> dict:
-    """The package's own validator (multi-label NMS) on yolotr's final EMA weights, loaded by name into
-    the package's ``DetectionModel`` (the keys are the same)."""
+    """The package's own validator (multi-label NMS; RT-DETR: ``RTDETRValidator``, no NMS) on yolotr's final
+    EMA weights, loaded by name into the package's ``DetectionModel`` (``RTDETRDetectionModel``; the keys are
+    the same)."""
     import contextlib
     import io
 
     import torch
-    from ultralytics import YOLO
-    from ultralytics.nn.tasks import DetectionModel as UltralyticsModel
     from ultralytics.utils import SETTINGS, torch_utils
+
+    if is_detr(args):
+        from ultralytics import RTDETR as PackageModel
+        from ultralytics.nn.tasks import RTDETRDetectionModel as UltralyticsModel
+    else:
+        from ultralytics import YOLO as PackageModel
+        from ultralytics.nn.tasks import DetectionModel as UltralyticsModel
 
     SETTINGS.update(sync=False)
     torch_utils.NUM_THREADS = args.threads
@@ -122,7 +135,7 @@ def child_ultralytics_val(args: argparse.Namespace, workdir: Path) -> dict:
         model = UltralyticsModel(family_model(args), nc=len(names), verbose=False)
     model.load_state_dict({k: v.float() for k, v in checkpoint["state_dict"].items()}, strict=True)
     model.names = dict(enumerate(names))
-    wrapper = YOLO(family_model(args))
+    wrapper = PackageModel(family_model(args))
     wrapper.model = model
     metrics = wrapper.val(
         data=str(shapes_yaml(workdir)),
