@@ -11,7 +11,7 @@ import yaml
 
 from yolotr.cli import main
 from yolotr.data.images import read_image
-from yolotr.data.transforms import letterbox
+from yolotr.data.transforms import stretch
 from yolotr.engine.explain import explain
 from yolotr.engine.explain_detr import sampling_points
 from yolotr.engine.predictor import preprocess
@@ -76,12 +76,13 @@ def test_explain_head_layer_draws_the_points_on_the_original_image(model, tmp_pa
     assert path.is_file() and path.stat().st_size > 10_000
     assert rows.shape == (attn.n_heads * attn.n_levels * attn.n_points, 5)
     assert set(np.unique(rows[:, 2])) == set(range(attn.n_levels)) and set(np.unique(rows[:, 3])) == set(range(4))
-    # the same points on the letterboxed input (128 x 64: the 200 x 90 image scaled by 0.64, 3.2 px above
-    # and below), mapped back to the image's pixels
-    boxed, ratio, pad = letterbox(read_image(image), 128, auto=True, stride=32)
-    assert boxed.shape[:2] == (64, 128)
+    # the same points on the input RT-DETR predicts from (the 128 x 128 square: the 200 x 90 image stretched by
+    # 0.64 across and 1.42 down, as the package feeds it), mapped back to the image's pixels axis by axis
+    boxed, ratio, pad = stretch(read_image(image), 128)
+    assert boxed.shape[:2] == (128, 128) and pad == (0.0, 0.0)
     found = sampling_points(model, preprocess([boxed], torch.device("cpu"), torch.float32))
-    np.testing.assert_allclose(rows[:, :2], (found.points.reshape(-1, 2) - np.array(pad)) / ratio[0], atol=1e-3)
+    np.testing.assert_allclose(rows[:, :2], found.points.reshape(-1, 2) / np.array([0.64, 128 / 90]), rtol=1e-5)
+    assert (found.points.reshape(-1, 2) / np.array(ratio) != found.points.reshape(-1, 2) / ratio[0]).any()
     with pytest.raises(ConfigError, match="--box 9999"):
         explain(model, image, head_layer, imgsz=128, save_path=tmp_path / "x.png", box=9999)
 

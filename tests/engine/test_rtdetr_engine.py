@@ -264,11 +264,12 @@ def test_rtdetr_swinv2_builds_and_trains_a_few_steps():
 def test_validation_runs_on_the_imgsz_square_as_the_package(tiny_shapes, tiny_yaml, monkeypatch):
     """RT-DETR validates on the ``imgsz`` square without padding (the package's RTDETRValidator); a YOLO head keeps
     the rectangular batches with half a stride of padding (a 64-px square image: 96 px)."""
-    from yolotr.engine.validator import val_rect, validate
+    from yolotr.engine.head_mode import input_fit
+    from yolotr.engine.validator import validate
 
-    for spec, rect, side in ((str(tiny_yaml), False, 64), ("yolov5n.yaml", True, 96)):
+    for spec, fit, side in ((str(tiny_yaml), "stretch", 64), ("yolov5n.yaml", "letterbox", 96)):
         model = DetectionModel(spec, nc=3).eval()
-        assert val_rect(model) is rect
+        assert input_fit(model) == fit
         sizes = set()
         model.register_forward_pre_hook(lambda m, args, sizes=sizes: sizes.add(tuple(args[0].shape[2:])))
         validate(model, str(tiny_shapes), "val", imgsz=64, batch_size=4, workers=0)

@@ -158,6 +158,8 @@ class DetectionDataset(Dataset):
         stride: the model's largest stride.
         cache_ram: decode and resize every image once, up front, and keep it in memory.
         pad: extra padding (in strides) of rectangular batches.
+        stretch: every image resized to the ``imgsz`` square without keeping its aspect ratio (bilinear, as
+            the package's RT-DETR dataset), before the mosaic as without it; not with ``rect``.
         seed: seed of the generator used without DataLoader workers.
     """
 
@@ -173,9 +175,13 @@ class DetectionDataset(Dataset):
         cache_ram: bool = False,
         pad: float = 0.0,
         seed: int = 0,
+        stretch: bool = False,
     ):
         if imgsz % stride:
             raise ValueError(f"imgsz {imgsz} must be a multiple of the stride {stride}")
+        if stretch and rect:
+            raise ValueError("stretch fills the imgsz square: it takes no rectangular batches (rect)")
+        self.stretch = stretch
         records = list(records)
         self.imgsz, self.augment, self.rect, self.stride = imgsz, augment, rect, stride
         self.hyp = {**default_hyp(), **(hyp or {})}
@@ -219,17 +225,21 @@ class DetectionDataset(Dataset):
         return len(self.records)
 
     def _read(self, i: int) -> tuple[np.ndarray, tuple[int, int], tuple[int, int]]:
-        """Image ``i`` resized so its long side is ``imgsz``: ``(img BGR, (h0, w0), (h, w))``."""
+        """Image ``i`` resized so its long side is ``imgsz`` (with ``stretch``: to the ``imgsz`` square):
+        ``(img BGR, (h0, w0), (h, w))``."""
         rec = self.records[i]
         h0, w0 = rec.height, rec.width
-        img = read_image(rec.path, self.imgsz)
+        # a JPEG may be decoded reduced, down to imgsz on the side that is resized least
+        img = read_image(rec.path, math.ceil(self.imgsz * max(h0, w0) / min(h0, w0)) if self.stretch else self.imgsz)
         if img is None:
             LOGGER.warning("%s: cannot be read any more (changed since validation?); a grey image is used", rec.path)
             img = np.full((h0, w0, 3), 114, np.uint8)
         r = self.imgsz / max(h0, w0)
         h, w = min(math.ceil(h0 * r), self.imgsz), min(math.ceil(w0 * r), self.imgsz)
+        if self.stretch:
+            h = w = self.imgsz
         if img.shape[:2] != (h, w):
-            shrink = img.shape[0] > h and not self.augment
+            shrink = img.shape[0] > h and not self.augment and not self.stretch  # the package stretches bilinearly
             img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
         return img, (h0, w0), (h, w)
 

@@ -1,4 +1,4 @@
-"""Image and box transforms: letterbox (shared by training, validation and prediction) and the
+"""Image and box transforms: letterbox and stretch (shared by training, validation and prediction) and the
 training augmentations (mosaic, random affine, HSV jitter, flips).
 
 Images here are OpenCV's ``(H, W, 3)`` uint8 **BGR**; boxes are ``(N, 4)`` float32 ``xyxy`` in
@@ -62,6 +62,22 @@ def letterbox(
     left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
     image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
     return image, (r, r), (float(dw), float(dh))
+
+
+def stretch(
+    image: np.ndarray, new_shape: int | tuple[int, int] = 640
+) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
+    """Resize to exactly ``new_shape`` without keeping the aspect ratio: how the ``ultralytics`` package feeds
+    RT-DETR (its ``RTDETRDataset.load_image`` and its predictor's ``LetterBox(scale_fill=True)``), bilinear.
+
+    Same returns as :func:`letterbox`: the ``(H', W', 3)`` image, the ratios ``(rw, rh)`` (they differ unless
+    the image is as square as ``new_shape``) and the padding ``(0.0, 0.0)``.
+    """
+    h0, w0 = image.shape[:2]
+    h, w = (new_shape, new_shape) if isinstance(new_shape, int) else new_shape
+    if (h0, w0) != (h, w):
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_LINEAR)
+    return image, (w / w0, h / h0), (0.0, 0.0)
 
 
 def box_candidates(

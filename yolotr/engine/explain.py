@@ -46,8 +46,9 @@ from torch import nn
 
 from yolotr.data.images import read_image
 from yolotr.data.imgsz import check_imgsz, largest_stride
-from yolotr.data.transforms import letterbox
+from yolotr.data.transforms import letterbox, stretch
 from yolotr.engine.explain_detr import explain_decoder
+from yolotr.engine.head_mode import STRETCH, input_fit
 from yolotr.engine.predictor import preprocess
 from yolotr.engine.runs import next_run_dir
 from yolotr.errors import ConfigError
@@ -388,7 +389,7 @@ def explain(
         model: a ``DetectionModel`` (``model.model`` is the YAML's layers; the last is Detect).
         image_path: an image file.
         layer: YAML layer index, ``0 <= layer < len(model.model) - 1``.
-        imgsz: letterbox size (stride-aligned rectangle, as ``yolotr predict``).
+        imgsz: letterbox size (stride-aligned rectangle, as ``yolotr predict``; RT-DETR: the stretched square).
         save_path: the PNG to write; by default ``<image stem>_layer<layer>.png`` in a new run folder
             ``project/name`` (``runs/explain/exp``, then ``exp2``, ``exp3``, ... as training runs are numbered).
         project, name: that run folder, when ``save_path`` is not given.
@@ -416,13 +417,15 @@ def explain(
     model.eval()
     image = read_image(image_path)
     stride = largest_stride(model)
-    boxed, ratio, pad = letterbox(image, check_imgsz(imgsz, stride), auto=True, stride=stride)
+    size = check_imgsz(imgsz, stride)
+    stretched = input_fit(model) == STRETCH  # RT-DETR: the imgsz square, as it predicts
+    boxed, ratio, pad = stretch(image, size) if stretched else letterbox(image, size, auto=True, stride=stride)
     param = next(model.parameters())
     x = preprocess([boxed], param.device, param.dtype)
     if save_path is None:
         save_path = next_run_dir(project, name) / f"{Path(image_path).stem}_layer{layer}.png"
     if layer == len(layers) - 1:
-        return explain_decoder(model, image, x, pad, ratio[0], box, save_path)
+        return explain_decoder(model, image, x, pad, np.asarray(ratio, np.float32), box, save_path)
     kind = str(getattr(target, "type", type(target).__name__))
     found = attention_modules(target)
     if found:

@@ -98,12 +98,13 @@ def sampling_points(model: torch.nn.Module, x: torch.Tensor, box: int = 0) -> Sa
     )
 
 
-def to_original(xy: np.ndarray, pad: tuple[float, float], gain: float) -> np.ndarray:
-    """Letterboxed input pixels ``(..., 2)`` -> original image pixels (``pad`` ``(dw, dh)``, resize ``gain``)."""
+def to_original(xy: np.ndarray, pad: tuple[float, float], gain) -> np.ndarray:
+    """Input pixels ``(..., 2)`` -> original image pixels: ``pad`` ``(dw, dh)`` of a letterbox, resize ``gain``
+    a number or ``(gain_x, gain_y)`` (a stretched image's, :func:`~yolotr.data.transforms.stretch`)."""
     return (xy - np.asarray(pad, np.float32)) / gain
 
 
-def plot_points(image: np.ndarray, found: SamplingPoints, pad, gain: float, path: Path, title: str) -> np.ndarray:
+def plot_points(image: np.ndarray, found: SamplingPoints, pad, gain, path: Path, title: str) -> np.ndarray:
     """Draw ``found`` over the RGB ``image`` and write the PNG; returns the points as rows ``x, y, level, head,
     weight`` ``(n_heads * L * P, 5)`` float32 in original-image pixels."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -138,7 +139,7 @@ def plot_points(image: np.ndarray, found: SamplingPoints, pad, gain: float, path
     return rows
 
 
-def explain_decoder(model, image: np.ndarray, x: torch.Tensor, pad, gain: float, box: int, path: Path):
+def explain_decoder(model, image: np.ndarray, x: torch.Tensor, pad, gain, box: int, path: Path):
     """:func:`sampling_points` of detection ``box`` drawn over ``image`` (RGB, original size) into ``path``;
     returns ``(rows, path)``, rows as :func:`plot_points` gives them."""
     found = sampling_points(model, x, box)

@@ -6,7 +6,7 @@ heads ``(B, anchors, 5 + nc)`` as YOLOv5 exports, anchor-free heads ``(B, 4 + nc
 ``ultralytics`` package exports; an end-to-end head (``end2end``) its ``(B, k, 6)`` detections. With
 ``nms=True`` the graph ends in NMS (:mod:`yolotr.engine.export_nms`): ``(B, max_det, 6)``. With
 ``raw=True`` the raw head maps. Class names, strides, the layout (and the NMS settings) travel in
-the ONNX metadata (keys ``names``, ``stride``, ``layout``, ``nms``).
+the ONNX metadata (keys ``names``, ``stride``, ``layout``, ``nms``, and ``fit`` for a model fed stretched images).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch import nn
 from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.engine.config import check_count, check_fraction
 from yolotr.engine.export_nms import WithNms
-from yolotr.engine.head_mode import same_detections, set_end2end
+from yolotr.engine.head_mode import LETTERBOX, STRETCH, input_fit, same_detections, set_end2end
 from yolotr.errors import CheckpointError, YolotrError
 from yolotr.ops.boxes import COLUMNS, DETECTIONS, LAYOUTS, ROWS, as_rows, non_max_suppression
 
@@ -185,6 +185,8 @@ def _export_onnx(module, example, path, dynamic, dynamic_size, layout, opset, ne
         meta["layout"] = layout
     if settings is not None:
         meta["nms"] = json.dumps(settings)
+    if input_fit(net) == STRETCH:  # RT-DETR: the reader resizes images to the input without keeping the aspect
+        meta["fit"] = STRETCH
     for key, value in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
@@ -242,7 +244,8 @@ class OnnxModel(nn.Module):
     the metadata key ``layout`` (a file without it: ``columns`` when its output's middle axis is
     fixed and shorter than its last, as in an ``ultralytics`` export, else ``rows``); ``end2end`` when
     it is ``detections`` (NMS in the graph, or an NMS-free head), ``nms`` the ``conf``, ``iou`` and
-    ``max_det`` fixed in the file by ``export(nms=True)`` (``None`` otherwise).
+    ``max_det`` fixed in the file by ``export(nms=True)`` (``None`` otherwise), ``input_fit`` from the key ``fit``
+    (``stretch`` for RT-DETR; ``letterbox`` when absent).
     """
 
     def __init__(self, path: str | Path):
@@ -270,6 +273,9 @@ class OnnxModel(nn.Module):
             raise CheckpointError(f"{self.path}: unknown output layout {self.layout!r} in the metadata")
         self.end2end = self.layout == DETECTIONS
         self.nms: dict | None = json.loads(meta["nms"]) if "nms" in meta else None
+        self.input_fit = meta.get("fit", LETTERBOX)  # how images are fitted to the input (head_mode.input_fit)
+        if self.input_fit not in (LETTERBOX, STRETCH):
+            raise CheckpointError(f"{self.path}: unknown input fit {self.input_fit!r} in the metadata")
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         """``(B, 3, H, W)`` float in ``[0, 1]`` -> ``(output,)``: the file's float32 output as it is, in

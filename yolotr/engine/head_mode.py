@@ -44,6 +44,19 @@ def head_of(model: nn.Module) -> nn.Module | None:
     return layers[-1] if isinstance(layers, nn.Sequential | nn.ModuleList) and len(layers) else None
 
 
+LETTERBOX, STRETCH = "letterbox", "stretch"  # how images are fitted to the model's input (input_fit)
+
+
+def input_fit(model: nn.Module) -> str:
+    """How ``model`` wants images fitted to its input in training, validation and prediction: ``letterbox``
+    (resized keeping the aspect ratio, then padded: the YOLOs) or ``stretch`` (resized to the ``imgsz`` square
+    without keeping it: RT-DETR as the package trains, validates and predicts it). The head declares it
+    (``input_fit``); an :class:`~yolotr.engine.exporter.OnnxModel` carries it from the file's metadata."""
+    head = head_of(model)
+    fit = getattr(head if head is not None else model, "input_fit", LETTERBOX)
+    return fit if fit in (LETTERBOX, STRETCH) else LETTERBOX
+
+
 def head_state(model: nn.Module) -> tuple:
     """What decides the head's eval output (``end2end``, ``max_det``, ``agnostic``): part of a prepared
     backend's identity, so a backend prepared in one mode is not reused for the other."""

@@ -1,4 +1,4 @@
-"""Prediction: sources -> letterboxed batches -> model -> NMS -> boxes on the original images."""
+"""Prediction: sources -> letterboxed (RT-DETR: stretched) batches -> model -> NMS -> boxes on the original images."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from tqdm import tqdm
 from yolotr.data.images import Frame, iter_frames
 from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.data.result_ids import ResultIds, result_ids
-from yolotr.data.transforms import letterbox
+from yolotr.data.transforms import letterbox, stretch
 from yolotr.engine.config import check_count, check_fraction
 from yolotr.engine.fast_backend import (
     Backend,
@@ -26,6 +26,7 @@ from yolotr.engine.fast_backend import (
     preprocess,  # noqa: F401 - re-exported: explain.py imports it from here
     single_thread,
 )
+from yolotr.engine.head_mode import STRETCH, input_fit
 from yolotr.engine.results import Boxes, Results
 from yolotr.errors import ConfigError
 from yolotr.ops.boxes import (
@@ -97,7 +98,9 @@ class Predictor:
         names: class names (a list, or a dict by id as ``YOLO.names`` gives).
         imgsz: letterbox size (square side or ``(h, w)``).
         rect: letterbox to the smallest stride multiple around the resized image (YOLOv5's
-            ``auto=True``) instead of the full square.
+            ``auto=True``) instead of the full square. A model whose head asks for stretched input
+            (:func:`~yolotr.engine.head_mode.input_fit`: RT-DETR, as the package predicts it) is fed every
+            image resized to ``imgsz`` without keeping its aspect ratio, and ``rect`` does not apply.
         conf, iou, max_det, classes, agnostic: NMS settings.
         batch: images per forward pass (consecutive images of equal letterboxed size are batched).
         backend: how the model runs (:mod:`yolotr.engine.fast_backend`): ``torch`` (a fused copy,
@@ -126,6 +129,7 @@ class Predictor:
         self.names = list(names.values()) if isinstance(names, dict) else list(names)  # YOLO.names is a dict
         self.stride = stride or largest_stride(model)
         self.rect = rect
+        self.stretched = input_fit(model) == STRETCH
         fixed = getattr(model, "input_hw", None)
         if fixed is not None:
             asked = (imgsz, imgsz) if isinstance(imgsz, int) else tuple(imgsz)
@@ -147,7 +151,10 @@ class Predictor:
     def predict_images(self, images: list[np.ndarray]) -> tuple[list[torch.Tensor], tuple[int, int]]:
         """Detections ``(n, 6)`` per original RGB image, and the ``(h, w)`` the model saw (letterboxed)."""
         t0 = time.perf_counter()
-        boxed = [letterbox(im, self.imgsz, auto=self.rect, stride=self.stride)[0] for im in images]
+        if self.stretched:
+            boxed = [stretch(im, self.imgsz)[0] for im in images]
+        else:
+            boxed = [letterbox(im, self.imgsz, auto=self.rect, stride=self.stride)[0] for im in images]
         x = self.backend.to_input(boxed)
         t1 = time.perf_counter()
         decoded = as_rows(self.backend(x), self.backend.layout)  # the model declares its layout
@@ -163,7 +170,7 @@ class Predictor:
                     (det,) = non_max_suppression(
                         rows[None], self.conf, self.iou, self.classes, self.agnostic, self.max_det, nc=len(self.names)
                     )  # fmt: skip
-                det[:, :4] = scale_boxes(boxed[0].shape[:2], det[:, :4], im.shape[:2])
+                det[:, :4] = scale_boxes(boxed[0].shape[:2], det[:, :4], im.shape[:2], stretched=self.stretched)
                 detections.append(det.cpu())
         ms = 1000 / len(images)
         t3 = time.perf_counter()

@@ -124,26 +124,33 @@ class TensorBoardLogger:
 
 @torch.inference_mode()
 def draw_predictions(model: torch.nn.Module, paths: list[str], imgsz: int, names: list[str]) -> list[np.ndarray]:
-    """Each image letterboxed to ``imgsz``, one at a time through ``model`` in eval mode, NMS at
-    conf 0.25, boxes drawn on the original: RGB ``(H, W, 3)`` uint8 per path."""
+    """Each image fitted to the ``imgsz`` square as the model wants it (letterboxed; RT-DETR stretched), one at
+    a time through ``model`` in eval mode, NMS at conf 0.25 (an NMS-free head: its own detections above
+    0.25), boxes drawn on the original: RGB ``(H, W, 3)`` uint8 per path."""
     from yolotr.data.images import read_image
-    from yolotr.data.transforms import letterbox
-    from yolotr.ops.boxes import non_max_suppression, scale_boxes
+    from yolotr.data.transforms import letterbox, stretch
+    from yolotr.engine.fast_backend import output_layout
+    from yolotr.engine.head_mode import STRETCH, input_fit
+    from yolotr.ops.boxes import DETECTIONS, as_rows, kept_detections, non_max_suppression, scale_boxes
     from yolotr.plotting import draw_boxes
 
     was_training = model.training
     model.eval()
     param = next(model.parameters())
+    stretched, layout = input_fit(model) == STRETCH, output_layout(model)
     drawn = []
     try:
         for path in paths:
             image = read_image(path)
-            boxed = letterbox(image, imgsz, auto=False)[0]
+            boxed = stretch(image, imgsz)[0] if stretched else letterbox(image, imgsz, auto=False)[0]
             x = torch.from_numpy(np.ascontiguousarray(boxed.transpose(2, 0, 1)))[None]
             out = model(x.to(param.device, param.dtype) / 255)
-            decoded = out[0] if isinstance(out, tuple | list) else out
-            det = non_max_suppression(decoded.float(), 0.25, 0.45, nc=len(names))[0]
-            det[:, :4] = scale_boxes(tuple(x.shape[2:]), det[:, :4], image.shape[:2])
+            rows = as_rows(out[0] if isinstance(out, tuple | list) else out, layout).float()
+            if layout == DETECTIONS:
+                det = kept_detections(rows[0], 0.25, None, 300)
+            else:
+                det = non_max_suppression(rows, 0.25, 0.45, nc=len(names))[0]
+            det[:, :4] = scale_boxes(tuple(x.shape[2:]), det[:, :4], image.shape[:2], stretched=stretched)
             det = det.cpu().numpy()
             drawn.append(draw_boxes(image, det[:, :4], det[:, 4], det[:, 5].astype(int), names))
     finally:

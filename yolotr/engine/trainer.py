@@ -30,6 +30,7 @@ from yolotr.engine.config import resolve_config
 from yolotr.engine.early_stop import EarlyStopping
 from yolotr.engine.ema import ModelEMA, unwrap
 from yolotr.engine.guard import NonFiniteGuard
+from yolotr.engine.head_mode import STRETCH, input_fit
 from yolotr.engine.heap import set_mmap_threshold
 from yolotr.engine.optim import apply_schedule, build_optimizer, resolve_train_settings
 from yolotr.engine.progress import LOG_EVERY, LossProgress
@@ -129,14 +130,9 @@ class Trainer:
         train_records, _ = load_records(self.data, "train", log=self.main)  # headline and first problems
         hyp = {k: cfg[k] for k in AUG_KEYS}
         self.train_set = DetectionDataset(
-            train_records,
-            cfg["imgsz"],
-            augment=True,
-            hyp=hyp,
-            stride=stride,
-            cache_ram=cfg["cache_ram"],
-            seed=cfg["seed"],
-        )
+            train_records, cfg["imgsz"], augment=True, hyp=hyp, stride=stride, cache_ram=cfg["cache_ram"],
+            seed=cfg["seed"], stretch=input_fit(self.model) == STRETCH,  # RT-DETR: as the package trains it
+        )  # fmt: skip
         self.sampler = ResumableBatchSampler(
             len(self.train_set), cfg["batch"], cfg["seed"], True, self.rank, self.world
         )
@@ -195,14 +191,14 @@ class Trainer:
             self.train_model = nn.parallel.DistributedDataParallel(self.train_model, device_ids=ids)
         self.val_loader = None
         if cfg["val"] and self.main:  # workers forked now, while the process is small, and kept
-            from yolotr.engine.validator import build_val_dataloader, val_rect
+            from yolotr.engine.validator import build_val_dataloader
 
             # on the CPU the validation loads in this process: its workers would sit idle through every
             # epoch holding ~400 MiB each, to save the few percent of a CPU validation that reading takes
             val_workers = workers if self.device.type == "cuda" else 0
             val_records, _ = load_records(self.data, "val")
-            rect = val_rect(self.model)  # RT-DETR: the imgsz square, as the package validates it
-            self.val_loader = build_val_dataloader(val_records, cfg["imgsz"], cfg["batch"], stride, val_workers, rect)
+            fit = input_fit(self.model)  # RT-DETR: stretched to the imgsz square, as the package validates it
+            self.val_loader = build_val_dataloader(val_records, cfg["imgsz"], cfg["batch"], stride, val_workers, fit)
             self.val_loader.start()
 
     def _build_model(self) -> DetectionModel:

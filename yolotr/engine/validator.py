@@ -29,6 +29,7 @@ from yolotr.data.result_ids import ResultIds
 from yolotr.data.sources import DatasetConfig, ImageRecord, load_dataset_config, load_records
 from yolotr.engine.config import check_count, check_fraction
 from yolotr.engine.fast_backend import output_layout
+from yolotr.engine.head_mode import LETTERBOX, STRETCH, end2end_mode, input_fit
 from yolotr.errors import ConfigError
 from yolotr.metrics.detection import ClassMetrics, DetectionEvaluator, DetectionMetrics
 from yolotr.ops.boxes import DETECTIONS, as_rows, clip_boxes, kept_detections, non_max_suppression, xywh2xyxy
@@ -120,21 +121,20 @@ def build_val_dataloader(
     batch_size: int = 16,
     stride: int = 32,
     workers: int = 2,
-    rect: bool = True,
+    fit: str = LETTERBOX,
 ) -> DataLoader:
-    """The validation loader: no augmentation, rectangular batches (records sorted by aspect ratio,
-    each batch letterboxed to the smallest stride multiple that fits it, plus half a stride), no
-    shuffling; with ``rect`` False every image letterboxed to the ``imgsz`` square (:func:`val_rect`).
+    """The validation loader: no augmentation, no shuffling; with ``fit`` ``letterbox`` (the YOLOs, YOLOv5's and
+    the package's validators) rectangular batches (records sorted by aspect ratio, each batch letterboxed to the
+    smallest stride multiple that fits it, plus half a stride), with ``stretch`` (RT-DETR, the package's
+    RTDETRValidator) every image resized to the ``imgsz`` square (:func:`~yolotr.engine.head_mode.input_fit`).
     Build it once and reuse it every epoch."""
-    dataset = DetectionDataset(records, imgsz, augment=False, rect=rect, batch_size=batch_size, stride=stride, pad=0.5)
+    if fit not in (LETTERBOX, STRETCH):
+        raise ConfigError(f"input fit: expected {LETTERBOX} or {STRETCH}, got {fit!r}")
+    stretch = fit == STRETCH
+    dataset = DetectionDataset(
+        records, imgsz, augment=False, rect=not stretch, batch_size=batch_size, stride=stride, pad=0.5, stretch=stretch
+    )
     return build_dataloader(dataset, batch_size, workers=workers, shuffle=False)
-
-
-def val_rect(model: nn.Module) -> bool:
-    """Whether ``model`` validates on rectangular batches (YOLOv5's and the package's YOLO validators), or
-    on the ``imgsz`` square without padding, as a head declaring ``val_rect = False`` asks (RT-DETR)."""
-    layers = getattr(getattr(model, "module", model), "model", None)
-    return bool(getattr(layers[-1], "val_rect", True)) if isinstance(layers, nn.Sequential | nn.ModuleList) else True
 
 
 def to_original(boxes: torch.Tensor, shapes: Shapes) -> torch.Tensor:
@@ -342,7 +342,7 @@ def validate(
         records, _ = load_records(config, split)
         stride = largest_stride(model)
         imgsz = check_imgsz(imgsz, stride)
-        dataloader = build_val_dataloader(records, imgsz, batch_size, stride, workers, val_rect(model))
+        dataloader = build_val_dataloader(records, imgsz, batch_size, stride, workers, input_fit(model))
     if names is None:
         names = list(config.names) if config is not None else list(getattr(model, "names", []))
     ids = None
@@ -353,8 +353,6 @@ def validate(
         ids = result_ids(names, config, [split])
         save_dir = Path(save_dir) if save_dir is not None else next_run_dir("runs/val", "exp")
     validator = Validator(dataloader, names, conf, iou, max_det, amp, loss_fn, save_dir, verbose, ids)
-    from yolotr.engine.head_mode import end2end_mode
-
     with end2end_mode(model, end2end):
         result = validator(model)
     result.dataloader = dataloader

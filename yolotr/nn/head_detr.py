@@ -55,9 +55,11 @@ class RTDETRDecoder(nn.Module):
     end2end = True  # the eval output is the detections: no NMS
     export = False
     wants_targets = True  # training: DetectionModel.forward passes the targets (the denoising queries)
-    # validated on the imgsz square without padding, as the package's RTDETRValidator (rect=False): the anchors,
-    # AIFI's position embedding and the query selection depend on the frame (rect batches pad 128 px to 160)
-    val_rect = False
+    # images are resized to the imgsz square without keeping their aspect ratio, in training, validation and
+    # prediction, as the package does for RT-DETR (RTDETRDataset.load_image, its predictor's scale_fill): the
+    # anchors, AIFI's position embedding and the query selection depend on the frame, and weights trained on
+    # stretched images read letterbox padding as image (engine/head_mode.py input_fit)
+    input_fit = "stretch"
     # Training settings of this head where yolotr's YOLO defaults (cfg/default.yaml) differ from the ``ultralytics``
     # package's recipe for it (its RTDETRTrainer adds nothing to the package's default settings): ``optimizer``
     # auto (AdamW at lr0 0.002 * 5 / (4 + nc), momentum 0.9, bias warmup from 0; MuSGD over 10,000 nominal-batch

@@ -31,12 +31,19 @@ def scale_boxes(
     boxes: torch.Tensor,
     original_shape: tuple[int, int],
     ratio_pad: tuple | None = None,
+    stretched: bool = False,
 ) -> torch.Tensor:
     """Map ``(N, 4)`` xyxy boxes from a letterboxed ``input_shape`` back to ``original_shape`` (h, w).
 
     ``ratio_pad = ((gain_h, gain_w), (pad_w, pad_h))`` when known; otherwise derived as the letterbox
-    derives it. Works in place and clips to the original image.
+    derives it (YOLOv5's rule: one gain, ``gain_h``). ``stretched``: the input was the original resized
+    without keeping its aspect ratio (:func:`~yolotr.data.transforms.stretch`), each axis scaled back on its
+    own. Works in place and clips to the original image.
     """
+    if stretched:
+        boxes[..., [0, 2]] *= original_shape[1] / input_shape[1]
+        boxes[..., [1, 3]] *= original_shape[0] / input_shape[0]
+        return clip_boxes(boxes, original_shape)
     if ratio_pad is None:
         gain = min(input_shape[0] / original_shape[0], input_shape[1] / original_shape[1])
         pad = (input_shape[1] - original_shape[1] * gain) / 2, (input_shape[0] - original_shape[0] * gain) / 2
