@@ -3,8 +3,8 @@
 Steps (each one row or more; a step that raises becomes a FAIL row and the next step runs), in order:
 
 - ``train``: fp16 AMP training (GradScaler) of every shipped Transformer config (``cfg/models/``
-  ``*-c3tr``, ``*-transformerc3``, ``*-swinv2``, ``*-hwd``; unified files at scale n) on the raccoon set
-  (``cache_ram``, imgsz 320, batch 16, no accumulation, no validation), each for ``--steps`` steps or
+  ``*-c3tr``, ``*-transformerc3``, ``*-swinv2``, ``*-swinv2-aifi``, ``*-hwd``; unified files at scale n) on the
+  raccoon set (``cache_ram``, imgsz 320, batch 16, no accumulation, no validation), each for ``--steps`` steps or
   ``config_budget_s`` seconds, whichever comes first: a budget per config, so that every config trains.
   PASS: the guard never acted (no fault, no roll back; GradScaler's calibration overflows are counted in the
   row, not faults) and the mean loss of the last steps is finite and below that of the first.
@@ -75,7 +75,7 @@ from shared_data import raccoon_data  # noqa: E402
 
 from yolotr.models.detection import CFG_DIR, DetectionModel  # noqa: E402
 
-TRANSFORMER_GLOBS = ("*-c3tr.yaml", "*-transformerc3.yaml", "*-swinv2.yaml", "*-hwd.yaml")
+TRANSFORMER_GLOBS = ("*-c3tr.yaml", "*-transformerc3.yaml", "*-swinv2.yaml", "*-swinv2-aifi.yaml", "*-hwd.yaml")
 LOGGER = logging.getLogger("yolotr")
 
 

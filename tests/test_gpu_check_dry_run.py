@@ -15,7 +15,7 @@ import torch
 from tests.conftest import REPO, shared_path
 from yolotr.models.detection import CFG_DIR
 
-GLOBS = ("*-c3tr.yaml", "*-transformerc3.yaml", "*-swinv2.yaml", "*-hwd.yaml")
+GLOBS = ("*-c3tr.yaml", "*-transformerc3.yaml", "*-swinv2.yaml", "*-swinv2-aifi.yaml", "*-hwd.yaml")
 CONFIGS = sorted({p.name for pattern in GLOBS for p in CFG_DIR.glob(pattern)})
 
 

@@ -231,22 +231,27 @@ def test_onnx_backend_predicts_rtdetr_without_falling_back(trained, tiny_shapes,
     assert a.shape == b.shape == (1, 20, 6) and same_detections(a, b, box_tol=0.1)
 
 
-def test_rtdetr_swinv2_builds_and_trains_a_few_steps():
-    """rtdetr-swinv2.yaml: rtdetr-l with SwinV2_CSPB at P4 and P5 (a little smaller than rtdetr-l), NMS-free at a
-    size that is not square, and two AdamW steps at 64 px with the denoising queries: finite losses, and the Swin
-    blocks' weights move."""
+@pytest.mark.parametrize(
+    "spec, swin_layers, params",
+    [("rtdetr-swinv2.yaml", (7, 9), 30_414_065), ("rtdetr-swinv2-aifi.yaml", (11,), 33_081_305)],
+)
+def test_rtdetr_swinv2_builds_and_trains_a_few_steps(spec, swin_layers, params):
+    """rtdetr-swinv2.yaml: rtdetr-l with SwinV2_CSPB at P4 and P5 (a little smaller than rtdetr-l, 32,812,241 at
+    nc=3); rtdetr-swinv2-aifi.yaml: SwinV2_CSPB in AIFI's place. Each NMS-free at a size that is not square, and
+    two AdamW steps at 64 px with the denoising queries: finite losses, and the Swin blocks' weights move."""
     torch.manual_seed(0)
-    model = DetectionModel("rtdetr-swinv2.yaml", nc=3)
+    model = DetectionModel(spec, nc=3)
     names = [type(m).__name__ for m in model.model]
-    assert names[7] == names[9] == "SwinV2_CSPB" and names[11] == "AIFI" and names[-1] == "RTDETRDecoder"
-    assert sum(p.numel() for p in model.parameters()) == 30_414_065  # rtdetr-l at nc=3: 32,812,241
+    assert [i for i, name in enumerate(names) if name == "SwinV2_CSPB"] == list(swin_layers)
+    assert ("AIFI" in names) is (11 not in swin_layers) and names[-1] == "RTDETRDecoder"
+    assert sum(p.numel() for p in model.parameters()) == params
     assert model.model[-1].stride.tolist() == [8.0, 16.0, 32.0]
     model.eval()
     with torch.no_grad():
         detections, _ = model(torch.rand(1, 3, 96, 160))
     assert detections.shape == (1, 300, 6) and float(detections[..., [0, 2]].max()) <= 160 + 1
     model.train()
-    swin = model.model[9].m
+    swin = model.model[swin_layers[-1]].m
     before = [p.detach().clone() for p in swin.parameters()]
     loss_fn = build_loss(model, {}, 64)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
