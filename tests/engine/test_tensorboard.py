@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import sys
 
 import pytest
@@ -46,6 +47,9 @@ def test_detection_run_writes_losses_lr_metrics_and_predictions(tiny_shapes, tmp
         assert acc.Scalars(f"val/{name}_loss")[0].value == pytest.approx(value, rel=1e-5) and value > 0
         assert summary[f"val/{name}_loss"] == pytest.approx(value, rel=1e-5)
     rows = list(csv.DictReader(open(run / "results.csv")))
+    for name, value in zip(trainer.loss_fn.names, again.loss):  # results.csv too, NaN where nothing was validated
+        assert math.isnan(float(rows[0][f"val/{name}_loss"]))
+        assert float(rows[1][f"val/{name}_loss"]) == pytest.approx(value, abs=1e-6)  # written to 6 decimals
     for tag in losses:
         events = acc.Scalars(tag)
         assert [e.step for e in events] == [1, 2]

@@ -21,22 +21,30 @@ def append_results_row(
 ) -> None:
     """Append epoch ``epoch`` (0-based) to ``save_dir/results.csv``, writing the header first in a new file.
 
-    Columns: ``epoch``, ``train/<item>_loss`` per loss item, the validation metrics (NaN on epochs without
+    Columns: ``epoch``, ``train/<item>_loss`` per loss item, the validation metrics, ``val/<item>_loss`` (the
+    same loss on the validation split, as the ``ultralytics`` package writes it; both NaN on epochs without
     validation), ``lr`` (first parameter group), ``time`` (seconds since the start), then ``amp/...``
     (``overflow_steps``: optimizer steps GradScaler skipped in this epoch as fp16 overflows;
-    ``loss_scale``: the loss scale at its end, 1 without fp16 loss scaling).
+    ``loss_scale``: the loss scale at its end, 1 without fp16 loss scaling). A file begun by an earlier
+    version keeps its own header: the row fills those columns (a resumed run stays one readable table).
     """
     path = Path(save_dir) / "results.csv"
-    header = ["epoch", *(f"train/{n}_loss" for n in loss_names), *CSV_METRICS, "lr", "time", *amp]
+    val_losses = [f"val/{n}_loss" for n in loss_names]
+    header = ["epoch", *(f"train/{n}_loss" for n in loss_names), *CSV_METRICS, *val_losses, "lr", "time", *amp]
     row = [
         epoch + 1,
         *(round(v, 6) for v in mean_loss),
-        *(round(float(metrics.get(k, math.nan)), 6) for k in CSV_METRICS),
+        *(round(float(metrics.get(k, math.nan)), 6) for k in (*CSV_METRICS, *val_losses)),
         round(lr, 8),
         round(elapsed, 1),
         *amp.values(),
     ]
-    new = not path.exists()
+    new = not path.exists() or path.stat().st_size == 0
+    if not new:
+        with path.open(newline="") as f:
+            existing = next(csv.reader(f), header)
+        values = dict(zip(header, row))
+        header, row = existing, [values.get(k, math.nan) for k in existing]
     with path.open("a", newline="") as f:
         writer = csv.writer(f)
         if new:
