@@ -168,3 +168,27 @@ def test_tensorboard_draws_the_detections_predict_gives(tiny_rtdetr, tmp_path, m
     (det,), _ = Predictor(model, ["a", "b", "c"], imgsz=64, conf=0.25, max_det=300).predict_images([read_image(path)])
     assert len(det) == 30 and drawn[0].shape == (30, 4)  # the head's 30 queries: NMS would have thinned them
     np.testing.assert_allclose(np.sort(drawn[0], 0), np.sort(det[:, :4].numpy(), 0), atol=1e-3)
+
+
+@pytest.mark.parametrize("photo", ["bus.jpg", "zidane.jpg"])
+def test_rtdetr_l_predicts_what_the_package_predicts_on_photos(photo):
+    """The package's rtdetr-l checkpoint on a photo that is not square: ``YOLO.predict`` gives the package's
+    ``RTDETR.predict`` detections (the top 300 at conf 0), as sets: scores to 1e-4, boxes to 0.05 px once the
+    package's are clipped to the photo as ours are."""
+    pytest.importorskip("ultralytics", reason="the ultralytics package is a bench extra (pip install -e .[bench])")
+    from ultralytics import RTDETR
+
+    from tests.conftest import shared_path
+    from yolotr import YOLO
+
+    weights, image = shared_path("reference", "ultralytics-next", "rtdetr-l_rule.pt"), shared_path("images", photo)
+    ours = YOLO(str(weights)).predict(str(image), conf=0.0, max_det=300, backend="torch")[0]
+    theirs = RTDETR(str(weights)).predict(str(image), conf=0.0, max_det=300, verbose=False)[0]
+    a = torch.cat((ours.boxes.xyxy, ours.boxes.conf[:, None], ours.boxes.cls[:, None]), 1)
+    b = theirs.boxes.data.cpu().float().clone()
+    h, w = ours.orig_shape
+    b[:, [0, 2]], b[:, [1, 3]] = b[:, [0, 2]].clamp(0, w), b[:, [1, 3]].clamp(0, h)
+    assert a.shape == b.shape == (300, 6) and ours.input_shape == (640, 640)
+    torch.testing.assert_close(a[:, 4].sort().values, b[:, 4].sort().values, atol=1e-4, rtol=0)
+    gap = (a[:, None, :4] - b[None, :, :4]).abs().amax(-1) + 1e6 * (a[:, None, 5] != b[None, :, 5])
+    assert float(gap.amin(1).max()) < 0.05 and float(gap.amin(0).max()) < 0.05
