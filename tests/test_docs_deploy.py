@@ -65,8 +65,8 @@ def test_onnxruntime_snippet_reads_an_anchor_free_export(tmp_path, monkeypatch):
     image = letterbox(cv2.imread(str(tmp_path / "bus.jpg")), 640, auto=False)[0]
     conf = round(vary_weights(model, image, keep=60), 6)
     export_model(model, "onnx", tmp_path / "best.onnx", imgsz=640)
-    assert code.count("0.25, 0.45") == 1
-    got = _run(code.replace("0.25, 0.45", f"{conf}, 0.45"), tmp_path, monkeypatch)  # the snippet at a lower conf
+    assert code.count("0.25, 0.7") == 1  # iou 0.7: an anchor-free head's default, as the package's (predict's too)
+    got = _run(code.replace("0.25, 0.7", f"{conf}, 0.7"), tmp_path, monkeypatch)  # the snippet at a lower conf
     expected = _predicted(model, conf)
     if len(expected) < 3:
         pytest.fail(f"the untrained model finds {len(expected)} boxes at conf {conf}: nothing to compare")

@@ -141,6 +141,7 @@ def _cfg_file(path: str) -> dict:
     return load_cfg_file(path)
 
 
+IOU_HELP = "NMS IoU; default: the head's, {} for YOLOv5 / v4 (its {}), 0.7 for anchor-free and NMS-free heads"
 COMPARE_KEYS = ("epochs", "batch", "imgsz", "device", "optimizer", "lr0", "lr_transformer_scale", "freeze", "weights")
 
 
@@ -276,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, help="default: the checkpoint's training size, else 640")
     p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--conf", type=float, default=0.25)
-    p.add_argument("--iou", type=float, default=0.45)
+    p.add_argument("--iou", type=float, help=IOU_HELP.format("0.45", "detect.py"))
     p.add_argument("--max-det", type=int, default=300)
     p.add_argument("--classes", type=int, nargs="+", help="keep only these class ids")
     p.add_argument("--agnostic-nms", action="store_true", help="NMS across classes (one box per object)")
@@ -393,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--conf", type=float, default=0.001)
-    p.add_argument("--iou", type=float, default=0.6)
+    p.add_argument("--iou", type=float, help=IOU_HELP.format("0.6", "val.py"))
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--save-dir", dest="save_dir", help="write PR curve and confusion matrix here")
     p.add_argument(
@@ -423,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--nms", action="store_true", help="NMS inside the ONNX graph: output (B, max-det, 6) x1 y1 x2 y2 score class"
     )
     p.add_argument("--conf", type=float, default=0.25, help="with --nms: confidence threshold fixed in the file")
-    p.add_argument("--iou", type=float, default=0.45, help="with --nms: NMS IoU threshold fixed in the file")
+    p.add_argument("--iou", type=float, help="with --nms: NMS IoU threshold fixed in the file (default: predict's)")
     p.add_argument("--max-det", dest="max_det", type=int, default=300, help="with --nms: detections per image")
     p.add_argument("--end2end", choices=["on", "off", "auto"], help=END2END_HELP)
     p.set_defaults(func=cmd_export)

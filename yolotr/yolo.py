@@ -80,7 +80,7 @@ class YOLO:
         source,
         imgsz: int | None = None,
         conf: float = 0.25,
-        iou: float = 0.45,
+        iou: float | None = None,
         max_det: int = 300,
         classes: list[int] | None = None,
         agnostic_nms: bool = False,
@@ -284,7 +284,7 @@ class YOLO:
         imgsz: int = 640,
         batch_size: int = 16,
         conf: float = 0.001,
-        iou: float = 0.6,
+        iou: float | None = None,
         verbose: bool | None = None,
         **kwargs,
     ):

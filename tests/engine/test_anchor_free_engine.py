@@ -127,7 +127,8 @@ def test_onnx_predicts_the_same_boxes_as_pytorch(tmp_path):
         assert torch.allclose(got, expected, atol=1e-3)
     image = str(SHARED / "images" / "bus.jpg")
     conf = float(model(torch.rand(1, 3, 320, 320))[0][0, :, 4:].max()) * 0.5  # untrained weights: low scores
-    ours = Predictor(model, model.names, 320, conf=conf)(image)[0].boxes.data
-    theirs = Predictor(onnx_model, onnx_model.names, 320, conf=conf)(image)[0].boxes.data
+    # iou 0.45: fewer overlapping near-ties than at the head's default 0.7, so the top rows keep their order
+    ours = Predictor(model, model.names, 320, conf=conf, iou=0.45)(image)[0].boxes.data
+    theirs = Predictor(onnx_model, onnx_model.names, 320, conf=conf, iou=0.45)(image)[0].boxes.data
     assert ours.shape[0] >= 3 and abs(ours.shape[0] - theirs.shape[0]) <= 1  # scores near conf may flip
     assert np.allclose(ours[:3].numpy(), theirs[:3].numpy(), atol=0.1)

@@ -160,3 +160,45 @@ def test_to_df_with_and_without_pandas(monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match="pip install pandas"):
         r.to_df()
+
+
+def test_nms_iou_defaults_follow_the_head(tiny_shapes, monkeypatch):
+    """Without ``iou``, YOLOv5 / YOLOv4 heads predict at 0.45 and validate at 0.6 (YOLOv5's detect.py and val.py)
+    and the package's anchor-free and NMS-free heads at 0.7 for both (its default), in Python, on the command
+    line, in the trainer's validation (``val_iou: auto``) and in an ``--nms`` export; a given value wins."""
+    from yolotr.cli import build_parser
+    from yolotr.engine import validator as validator_module
+    from yolotr.engine.config import resolve_config
+    from yolotr.engine.head_mode import default_iou
+    from yolotr.engine.predictor import Predictor
+    from yolotr.models.detection import DetectionModel
+
+    names = ["a", "b", "c"]
+    for spec, predict_iou, val_iou in (
+        ("yolov5n.yaml", 0.45, 0.6),
+        ("yolov8n.yaml", 0.7, 0.7),
+        ("yolo26n.yaml", 0.7, 0.7),
+    ):
+        model = DetectionModel(spec, nc=3).eval()
+        assert (default_iou(model, "predict"), default_iou(model, "val")) == (predict_iou, val_iou), spec
+        assert Predictor(model, names, imgsz=64).iou == predict_iou and Predictor(model, names, iou=0.5).iou == 0.5
+        seen = []
+        real = validator_module.Validator
+
+        def recording(*args, seen=seen, real=real, **kwargs):  # the iou the validator was built with
+            seen.append(args[3])
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(validator_module, "Validator", recording)
+        validator_module.validate(model, str(tiny_shapes), imgsz=64, batch_size=4, workers=0, verbose=False)
+        validator_module.validate(model, str(tiny_shapes), imgsz=64, batch_size=4, workers=0, iou=0.3, verbose=False)
+        monkeypatch.setattr(validator_module, "Validator", real)
+        assert seen == [val_iou, 0.3], spec
+    parser = build_parser()
+    assert parser.parse_args(["predict", "--model", "m.pt", "--source", "x.jpg"]).iou is None
+    assert parser.parse_args(["val", "--model", "m.pt", "--data", "d.yaml"]).iou is None
+    assert (
+        resolve_config({"val_iou": "auto"})["val_iou"] == "auto" and resolve_config({"val_iou": 0.5})["val_iou"] == 0.5
+    )
+    with pytest.raises(ConfigError, match="val_iou"):
+        resolve_config({"val_iou": 1.5})

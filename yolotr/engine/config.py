@@ -23,7 +23,7 @@ RANGES = {
         "warmup_epochs warmup_bias_lr grad_clip hsv_h hsv_s hsv_v weight_decay "
         "box cls cls_pw obj obj_pw af_box af_cls dfl",
         "> 0": "lr0 lrf ema_tau anchor_t amp_init_scale",
-        "[0, 1]": "mosaic fliplr flipud translate val_conf val_iou ema_decay label_smoothing",
+        "[0, 1]": "mosaic fliplr flipud translate val_conf ema_decay label_smoothing",
         "[0, 1)": "momentum warmup_momentum scale",
         "(0, 1]": "nan_lr_factor",
     }.items()
@@ -59,11 +59,25 @@ def check_number_or_auto(value, source: str = "arguments", key: str = "lr_transf
     return number
 
 
+def check_fraction_or_auto(value, source: str = "arguments", key: str = "val_iou"):
+    """A number in ``[0, 1]`` (also written as a string) or ``"auto"``, else a ``ConfigError``."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        number = float(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else None
+    except ValueError:
+        number = None
+    if number is None or not 0.0 <= number <= 1.0:
+        raise ConfigError(f"{source}: setting '{key}' must be a number in [0, 1] or auto, got {value!r}")
+    return number
+
+
 # Settings that take one of a few words, each with the function that checks (and normalises) a value.
 CHOICE_CHECKS = {
     "amp": check_amp,
     "lean_activations": check_true_false_auto,
     "lr_transformer_scale": check_number_or_auto,
+    "val_iou": check_fraction_or_auto,
 }
 
 

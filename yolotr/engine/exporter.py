@@ -26,7 +26,7 @@ from torch import nn
 from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.engine.config import check_count, check_fraction
 from yolotr.engine.export_nms import WithNms
-from yolotr.engine.head_mode import LETTERBOX, STRETCH, input_fit, same_detections, set_end2end
+from yolotr.engine.head_mode import LETTERBOX, STRETCH, default_iou, input_fit, same_detections, set_end2end
 from yolotr.errors import CheckpointError, YolotrError
 from yolotr.ops.boxes import COLUMNS, DETECTIONS, LAYOUTS, ROWS, as_rows, non_max_suppression
 
@@ -94,7 +94,7 @@ def export_model(
     check: bool = True,
     nms: bool = False,
     conf: float = 0.25,
-    iou: float = 0.45,
+    iou: float | None = None,
     max_det: int = 300,
     end2end: bool | None = None,
 ) -> ExportResult:
@@ -123,6 +123,7 @@ def export_model(
         raise YolotrError(f"unknown export format {format!r}; choose one of {FORMATS}")
     if nms and (raw or format != "onnx"):
         raise YolotrError("nms=True (--nms) needs format 'onnx' and decoded output (not raw=True / --raw)")
+    iou = default_iou(model, "predict") if iou is None else iou  # the predictor's default for this head
     conf, iou, max_det = check_fraction("conf", conf), check_fraction("iou", iou), check_count("max_det", max_det)
     imgsz = check_imgsz(imgsz, largest_stride(model))
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz

@@ -57,6 +57,25 @@ def input_fit(model: nn.Module) -> str:
     return fit if fit in (LETTERBOX, STRETCH) else LETTERBOX
 
 
+# The NMS IoU threshold by default, (predict, val): YOLOv5's detect.py and val.py for its heads (Detect: YOLOv5,
+# YOLOv4), the ultralytics package's 0.7 for both on its anchor-free and NMS-free heads. Heads declare theirs.
+YOLOV5_IOU, PACKAGE_IOU = (0.45, 0.6), (0.7, 0.7)
+
+
+def default_iou(model: nn.Module, task: str) -> float:
+    """The NMS IoU threshold ``model`` predicts (``task`` ``predict``) or validates (``val``) at when none is
+    given: its head's ``nms_iou`` (:data:`YOLOV5_IOU` for YOLOv5 / YOLOv4, :data:`PACKAGE_IOU` for the
+    ``ultralytics`` package's families), the reference each family's weights are scored with. An ONNX file
+    (no head) says by its layout: one row per anchor is ours of a YOLOv5 head, anything else the package's."""
+    if task not in ("predict", "val"):
+        raise ValueError(f"default_iou: task must be predict or val, got {task!r}")
+    head = head_of(model)
+    pair = getattr(head, "nms_iou", None) if head is not None else None
+    if pair is None:
+        pair = YOLOV5_IOU if head is None and getattr(model, "layout", None) == "rows" else PACKAGE_IOU
+    return float(pair[0 if task == "predict" else 1])
+
+
 def head_state(model: nn.Module) -> tuple:
     """What decides the head's eval output (``end2end``, ``max_det``, ``agnostic``): part of a prepared
     backend's identity, so a backend prepared in one mode is not reused for the other."""

@@ -26,7 +26,7 @@ from yolotr.engine.fast_backend import (
     preprocess,  # noqa: F401 - re-exported: explain.py imports it from here
     single_thread,
 )
-from yolotr.engine.head_mode import STRETCH, input_fit
+from yolotr.engine.head_mode import STRETCH, default_iou, input_fit
 from yolotr.engine.results import Boxes, Results
 from yolotr.errors import ConfigError
 from yolotr.ops.boxes import (
@@ -101,7 +101,9 @@ class Predictor:
             ``auto=True``) instead of the full square. A model whose head asks for stretched input
             (:func:`~yolotr.engine.head_mode.input_fit`: RT-DETR, as the package predicts it) is fed every
             image resized to ``imgsz`` without keeping its aspect ratio, and ``rect`` does not apply.
-        conf, iou, max_det, classes, agnostic: NMS settings.
+        conf, iou, max_det, classes, agnostic: NMS settings; ``iou`` None: the head's default
+            (:func:`~yolotr.engine.head_mode.default_iou`: 0.45 for YOLOv5 / YOLOv4 as YOLOv5's detect.py,
+            0.7 for the anchor-free and NMS-free heads as the ``ultralytics`` package).
         batch: images per forward pass (consecutive images of equal letterboxed size are batched).
         backend: how the model runs (:mod:`yolotr.engine.fast_backend`): ``torch`` (a fused copy,
             ``channels_last``), ``onnx`` (exported once, cached, onnxruntime), ``auto`` (``onnx``
@@ -116,7 +118,7 @@ class Predictor:
         imgsz: int | tuple[int, int] = 640,
         rect: bool = True,
         conf: float = 0.25,
-        iou: float = 0.45,
+        iou: float | None = None,
         max_det: int = 300,
         classes: list[int] | None = None,
         agnostic: bool = False,
@@ -142,6 +144,7 @@ class Predictor:
             self.imgsz, self.rect = tuple(fixed), False
         else:
             self.imgsz = check_imgsz(imgsz, self.stride)
+        iou = default_iou(model, "predict") if iou is None else iou
         self.conf, self.iou = check_fraction("conf", conf), check_fraction("iou", iou)
         self.max_det, self.batch = check_count("max_det", max_det), check_count("batch", batch)
         self.classes, self.agnostic = _class_ids(classes, len(self.names)), bool(agnostic)

@@ -484,7 +484,7 @@ class Trainer:
             imgsz=self.cfg["imgsz"],
             batch_size=self.cfg["batch"],
             conf=self.cfg["val_conf"],
-            iou=self.cfg["val_iou"],
+            iou=None if self.cfg["val_iou"] == "auto" else self.cfg["val_iou"],  # auto: the head's (0.6 or 0.7)
             workers=self.cfg["workers"],
             dataloader=self.val_loader,
             max_det=self.cfg["max_det"],

@@ -29,7 +29,7 @@ from yolotr.data.result_ids import ResultIds
 from yolotr.data.sources import DatasetConfig, ImageRecord, load_dataset_config, load_records
 from yolotr.engine.config import check_count, check_fraction
 from yolotr.engine.fast_backend import output_layout
-from yolotr.engine.head_mode import LETTERBOX, STRETCH, end2end_mode, input_fit
+from yolotr.engine.head_mode import LETTERBOX, STRETCH, default_iou, end2end_mode, input_fit
 from yolotr.errors import ConfigError
 from yolotr.metrics.detection import ClassMetrics, DetectionEvaluator, DetectionMetrics
 from yolotr.ops.boxes import DETECTIONS, as_rows, clip_boxes, kept_detections, non_max_suppression, xywh2xyxy
@@ -299,7 +299,7 @@ def validate(
     imgsz: int = 640,
     batch_size: int = 16,
     conf: float = 0.001,
-    iou: float = 0.6,
+    iou: float | None = None,
     max_det: int = 300,
     workers: int = 2,
     save_dir: str | Path | None = None,
@@ -323,7 +323,8 @@ def validate(
         dataloader: a ready loader (:func:`build_val_dataloader`); ``data`` then only supplies names.
         names: class names (default: ``data``'s, else the model's).
         save_dir: write the PR curve and confusion matrix there.
-        conf, iou, max_det, amp, loss_fn: see :class:`Validator`.
+        conf, iou, max_det, amp, loss_fn: see :class:`Validator`; ``iou`` None: the head's default
+            (:func:`~yolotr.engine.head_mode.default_iou`: 0.6 YOLOv5 / YOLOv4 as its val.py, 0.7 the package's).
         verbose: tqdm bar, per-class rows and the speed line (the ``all`` row is always logged).
         save_json: write the detections as COCO results, ``predictions_coco.json`` in ``save_dir`` (default
             a new ``runs/val/exp``, which then gets the plots too), named by the dataset's own image and
@@ -334,6 +335,7 @@ def validate(
             top-``max_det`` output, ``False`` the one-to-many branch with NMS (the ``ultralytics`` package's
             default), ``True`` NMS-free or an error; the head's mode is restored afterwards.
     """
+    iou = default_iou(model, "val") if iou is None else iou  # 0.6 YOLOv5 / YOLOv4, 0.7 the package's families
     conf, iou, max_det = check_fraction("conf", conf), check_fraction("iou", iou), check_count("max_det", max_det)
     config = load_dataset_config(data) if data is not None else None
     if dataloader is None:

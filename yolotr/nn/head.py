@@ -26,6 +26,7 @@ class Detect(nn.Module):
 
     export_layout = ROWS  # exported as (B, anchors, 5 + nc), as YOLOv5 does
     end2end = False  # the decoded output needs NMS
+    nms_iou = (0.45, 0.6)  # default NMS IoU (predict, val): YOLOv5's detect.py and val.py (engine/head_mode.py)
 
     def __init__(self, nc: int = 80, anchors=(), ch: tuple[int, ...] = ()):
         super().__init__()

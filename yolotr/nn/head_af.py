@@ -61,6 +61,7 @@ class AnchorFreeDetect(nn.Module):
 
     anchor_free = True
     export_layout = COLUMNS  # exported as (B, 4 + nc, anchors), as the ultralytics package does
+    nms_iou = (0.7, 0.7)  # default NMS IoU (predict, val): the ultralytics package's (engine/head_mode.py)
     end2end = False  # the decoded output needs NMS
 
     def __init__(self, nc: int = 80, reg_max: int = 16, ch: tuple[int, ...] = (), legacy: bool = False):
