@@ -99,23 +99,3 @@ def test_build_optimizer_musgd_groups_and_resume() -> None:
         assert torch.equal(a, b), k
     with pytest.raises(ValueError, match="SGD, AdamW, MuSGD or auto"):
         build_optimizer(model, "Lion", 0.01, 0.9, 5e-4, 1.0)
-
-
-def test_class_branch_biases_warm_up_from_warmup_bias_lr_as_in_the_package() -> None:
-    """MuSGD's class-branch groups train at 3x lr0, but their biases start the warmup at ``warmup_bias_lr`` as
-    every other bias group does (the package interpolates each bias group from ``warmup_bias_lr`` to its own
-    ``initial_lr``), not at 3x it; halfway, halfway between."""
-    from yolotr.engine.optim import apply_schedule
-    from yolotr.models.detection import DetectionModel
-
-    model = DetectionModel("yolo26n.yaml", nc=3)
-    opt = build_optimizer(model, "MuSGD", 0.01, 0.9, 5e-4, 1.0)
-    cfg = dict(lr0=0.01, lrf=0.01, epochs=10, cos_lr=False, warmup_bias_lr=0.1, warmup_momentum=0.8, momentum=0.9)
-    bias_groups = {g["name"]: g for g in opt.param_groups if g.get("is_bias")}
-    assert {"bias", "bias/cls3x"} <= set(bias_groups)
-    apply_schedule(opt, cfg, epoch=0, iteration=0, warmup_iters=10)
-    assert bias_groups["bias"]["lr"] == bias_groups["bias/cls3x"]["lr"] == pytest.approx(0.1)
-    apply_schedule(opt, cfg, epoch=0, iteration=5, warmup_iters=10)
-    assert bias_groups["bias/cls3x"]["lr"] == pytest.approx((0.1 + 0.03) / 2)
-    apply_schedule(opt, cfg, epoch=0, iteration=10, warmup_iters=10)
-    assert bias_groups["bias/cls3x"]["lr"] == pytest.approx(0.03) and bias_groups["bias"]["lr"] == pytest.approx(0.01)

@@ -203,9 +203,8 @@ def _boost_class_branches(model: nn.Module, groups: list[dict], lr: float, gain:
         if rest:
             out.append({**g, "params": rest})
         if fast:
-            scale = g["lr_scale"] * gain  # the bias warmup still starts at warmup_bias_lr, as in the package
-            boosted_group = {"params": fast, "lr_scale": scale, "lr": lr * scale, "warmup_bias_scale": g["lr_scale"]}
-            out.append({**g, **boosted_group, "name": f"{g['name']}/cls3x"})
+            scale = g["lr_scale"] * gain
+            out.append({**g, "params": fast, "lr_scale": scale, "lr": lr * scale, "name": f"{g['name']}/cls3x"})
     return out
 
 
@@ -226,17 +225,15 @@ def apply_schedule(
 ) -> None:
     """Set every group's lr (and momentum) for a global ``iteration`` of ``epoch``.
 
-    Warmup (YOLOv5's): biases fall from ``warmup_bias_lr`` (times the group's ``warmup_bias_scale``, else its
-    ``lr_scale``: MuSGD's 3x class branches start where the other biases do, as in the package), other groups
-    rise from 0, momentum rises from ``warmup_momentum``; afterwards the per-epoch decay. A pure function of
+    Warmup (YOLOv5's): biases fall from ``warmup_bias_lr``, other groups rise from 0, momentum
+    rises from ``warmup_momentum``; afterwards the per-epoch decay. A pure function of
     ``(epoch, iteration)``, so a resumed run continues on the same curve.
     """
     base = cfg["lr0"] * lr_factor(epoch, cfg["epochs"], cfg["lrf"], cfg["cos_lr"]) * lr_multiplier
     for g in optimizer.param_groups:
         target = base * g.get("lr_scale", 1.0)
         if iteration < warmup_iters:
-            bias_scale = g.get("warmup_bias_scale", g.get("lr_scale", 1.0))
-            start = cfg["warmup_bias_lr"] * lr_multiplier * bias_scale if g.get("is_bias") else 0.0
+            start = cfg["warmup_bias_lr"] * lr_multiplier * g.get("lr_scale", 1.0) if g.get("is_bias") else 0.0
             g["lr"] = float(np.interp(iteration, [0, warmup_iters], [start, target]))
             momentum = float(np.interp(iteration, [0, warmup_iters], [cfg["warmup_momentum"], cfg["momentum"]]))
         else:
