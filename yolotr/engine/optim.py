@@ -203,7 +203,7 @@ def _boost_class_branches(model: nn.Module, groups: list[dict], lr: float, gain:
         if rest:
             out.append({**g, "params": rest})
         if fast:
-            scale = g["lr_scale"] * gain
+            scale = g["lr_scale"] * gain  # the bias warmup starts at 3x warmup_bias_lr too (docs/yaml.md: measured)
             out.append({**g, "params": fast, "lr_scale": scale, "lr": lr * scale, "name": f"{g['name']}/cls3x"})
     return out
 
