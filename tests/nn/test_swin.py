@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -304,3 +305,23 @@ def test_float32_forward_is_the_literal_arithmetic():
     torch.testing.assert_close(ours, ref, atol=0, rtol=0)
     layer.train()  # the autograd path computes the same forward
     torch.testing.assert_close(layer(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2), ref, atol=0, rtol=0)
+
+
+@pytest.mark.parametrize("traced_hw", [(14, 14), (10, 13)])
+def test_onnx_traced_at_any_size_pads_at_the_others(traced_hw, tmp_path):
+    """A block exported at a map whose sides are multiples of the window (no padding slots) pads correctly at
+    other sizes, as one traced at a padded size does (the padding is not a branch fixed at trace time)."""
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed")
+    torch.manual_seed(0)
+    block = SwinV2_CSPB(64, 64, 2, False, 2, 7).eval()  # two layers: the second one shifted
+    path = tmp_path / "swin.onnx"
+    torch.onnx.export(
+        block, (torch.randn(1, 64, *traced_hw),), str(path), opset_version=17, input_names=["x"],
+        dynamic_axes={"x": {2: "h", 3: "w"}}, dynamo=False,
+    )  # fmt: skip
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for hw in ((14, 14), (9, 12), (10, 13)):
+        x = torch.randn(1, 64, *hw)
+        with torch.no_grad():
+            want = block(x).numpy()
+        np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], want, atol=1e-4, rtol=1e-4)

@@ -112,9 +112,9 @@ def _tracing() -> bool:
 
 
 def _gather_windows(x: torch.Tensor, index: torch.Tensor, pads: torch.Tensor) -> torch.Tensor:
-    """``(B, L, C) -> (B, P, C)``: ``x[:, index]`` with zeros in the ``pads`` slots."""
-    y = x.index_select(1, index.clamp(min=0) if pads.numel() else index)
-    return y.index_fill_(1, pads, 0) if pads.numel() else y
+    """``(B, L, C) -> (B, P, C)``: ``x[:, index]`` with zeros in the ``pads`` slots (none when the sides are
+    multiples of the window). No branch on ``pads``: a graph traced at such a size pads at the others."""
+    return x.index_select(1, index.clamp(min=0)).index_fill_(1, pads, 0)
 
 
 class _ToWindows(torch.autograd.Function):
