@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import numbers
 from functools import lru_cache
 from pathlib import Path
@@ -46,30 +47,28 @@ def check_true_false_auto(value, source: str = "arguments", key: str = "lean_act
     raise ConfigError(f"{source}: setting '{key}' must be true, false or auto, got {value!r}")
 
 
-def check_number_or_auto(value, source: str = "arguments", key: str = "lr_transformer_scale"):
-    """A number ``>= 0`` (also written as a string) or ``"auto"``, else a ``ConfigError``."""
+def _number_or_auto(value, source: str, key: str, low: float, high: float, wanted: str):
+    """``"auto"``, or ``value`` (a number, also written as a string) within ``[low, high]``, else a ConfigError
+    saying what was ``wanted``."""
     if isinstance(value, str) and value.strip().lower() == "auto":
         return "auto"
     try:
         number = float(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else None
     except ValueError:
         number = None
-    if number is None or not number >= 0:
-        raise ConfigError(f"{source}: setting '{key}' must be a number >= 0 or auto, got {value!r}")
+    if number is None or not low <= number <= high:
+        raise ConfigError(f"{source}: setting '{key}' must be {wanted} or auto, got {value!r}")
     return number
+
+
+def check_number_or_auto(value, source: str = "arguments", key: str = "lr_transformer_scale"):
+    """A number ``>= 0`` (also written as a string) or ``"auto"``, else a ``ConfigError``."""
+    return _number_or_auto(value, source, key, 0.0, math.inf, "a number >= 0")
 
 
 def check_fraction_or_auto(value, source: str = "arguments", key: str = "val_iou"):
     """A number in ``[0, 1]`` (also written as a string) or ``"auto"``, else a ``ConfigError``."""
-    if isinstance(value, str) and value.strip().lower() == "auto":
-        return "auto"
-    try:
-        number = float(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else None
-    except ValueError:
-        number = None
-    if number is None or not 0.0 <= number <= 1.0:
-        raise ConfigError(f"{source}: setting '{key}' must be a number in [0, 1] or auto, got {value!r}")
-    return number
+    return _number_or_auto(value, source, key, 0.0, 1.0, "a number in [0, 1]")
 
 
 # Settings that take one of a few words, each with the function that checks (and normalises) a value.
