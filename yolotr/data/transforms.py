@@ -80,6 +80,16 @@ def stretch(
     return image, (w / w0, h / h0), (0.0, 0.0)
 
 
+def fit_image(
+    image: np.ndarray, new_shape: int | tuple[int, int], stretched: bool, auto: bool = False, stride: int = 32
+) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
+    """The image as the model's input: :func:`stretch` to ``new_shape`` when ``stretched`` (RT-DETR), else
+    :func:`letterbox` (``auto``: to the stride-aligned rectangle). Returns what both return."""
+    if stretched:
+        return stretch(image, new_shape)
+    return letterbox(image, new_shape, auto=auto, stride=stride)
+
+
 def box_candidates(
     before: np.ndarray,
     after: np.ndarray,

@@ -46,7 +46,7 @@ from torch import nn
 
 from yolotr.data.images import read_image
 from yolotr.data.imgsz import check_imgsz, largest_stride
-from yolotr.data.transforms import letterbox, stretch
+from yolotr.data.transforms import fit_image
 from yolotr.engine.explain_detr import explain_decoder
 from yolotr.engine.head_mode import STRETCH, input_fit
 from yolotr.engine.predictor import preprocess
@@ -419,7 +419,7 @@ def explain(
     stride = largest_stride(model)
     size = check_imgsz(imgsz, stride)
     stretched = input_fit(model) == STRETCH  # RT-DETR: the imgsz square, as it predicts
-    boxed, ratio, pad = stretch(image, size) if stretched else letterbox(image, size, auto=True, stride=stride)
+    boxed, ratio, pad = fit_image(image, size, stretched, auto=True, stride=stride)
     param = next(model.parameters())
     x = preprocess([boxed], param.device, param.dtype)
     if save_path is None:

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from yolotr.errors import ConfigError
+from yolotr.ops.boxes import ROWS
 
 _TEXT = {"on": True, "true": True, "yes": True, "1": True, "off": False, "false": False, "no": False, "0": False}
 
@@ -72,7 +73,7 @@ def default_iou(model: nn.Module, task: str) -> float:
     head = head_of(model)
     pair = getattr(head, "nms_iou", None) if head is not None else None
     if pair is None:
-        pair = YOLOV5_IOU if head is None and getattr(model, "layout", None) == "rows" else PACKAGE_IOU
+        pair = YOLOV5_IOU if head is None and getattr(model, "layout", None) == ROWS else PACKAGE_IOU
     return float(pair[0 if task == "predict" else 1])
 
 

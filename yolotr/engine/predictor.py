@@ -18,7 +18,7 @@ from tqdm import tqdm
 from yolotr.data.images import Frame, iter_frames
 from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.data.result_ids import ResultIds, result_ids
-from yolotr.data.transforms import letterbox, stretch
+from yolotr.data.transforms import fit_image
 from yolotr.engine.config import check_count, check_fraction
 from yolotr.engine.fast_backend import (
     Backend,
@@ -154,10 +154,7 @@ class Predictor:
     def predict_images(self, images: list[np.ndarray]) -> tuple[list[torch.Tensor], tuple[int, int]]:
         """Detections ``(n, 6)`` per original RGB image, and the ``(h, w)`` the model saw (letterboxed)."""
         t0 = time.perf_counter()
-        if self.stretched:
-            boxed = [stretch(im, self.imgsz)[0] for im in images]
-        else:
-            boxed = [letterbox(im, self.imgsz, auto=self.rect, stride=self.stride)[0] for im in images]
+        boxed = [fit_image(im, self.imgsz, self.stretched, self.rect, self.stride)[0] for im in images]
         x = self.backend.to_input(boxed)
         t1 = time.perf_counter()
         decoded = as_rows(self.backend(x), self.backend.layout)  # the model declares its layout

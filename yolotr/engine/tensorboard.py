@@ -128,7 +128,7 @@ def draw_predictions(model: torch.nn.Module, paths: list[str], imgsz: int, names
     a time through ``model`` in eval mode, NMS at conf 0.25 (an NMS-free head: its own detections above
     0.25), boxes drawn on the original: RGB ``(H, W, 3)`` uint8 per path."""
     from yolotr.data.images import read_image
-    from yolotr.data.transforms import letterbox, stretch
+    from yolotr.data.transforms import fit_image
     from yolotr.engine.fast_backend import output_layout
     from yolotr.engine.head_mode import STRETCH, input_fit
     from yolotr.ops.boxes import DETECTIONS, as_rows, kept_detections, non_max_suppression, scale_boxes
@@ -142,7 +142,7 @@ def draw_predictions(model: torch.nn.Module, paths: list[str], imgsz: int, names
     try:
         for path in paths:
             image = read_image(path)
-            boxed = stretch(image, imgsz)[0] if stretched else letterbox(image, imgsz, auto=False)[0]
+            boxed = fit_image(image, imgsz, stretched)[0]
             x = torch.from_numpy(np.ascontiguousarray(boxed.transpose(2, 0, 1)))[None]
             out = model(x.to(param.device, param.dtype) / 255)
             rows = as_rows(out[0] if isinstance(out, tuple | list) else out, layout).float()
