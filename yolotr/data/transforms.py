@@ -29,7 +29,7 @@ def letterbox(
     scaleup: bool = True,
     stride: int = 32,
 ) -> tuple[np.ndarray, tuple[float, float], tuple[float, float]]:
-    """Resize keeping the aspect ratio, then pad to ``new_shape`` (YOLOv5's rule, bit for bit).
+    """Resize keeping the aspect ratio, then pad to ``new_shape`` (the image: YOLOv5's rule, bit for bit).
 
     Args:
         image: ``(H, W, 3)`` uint8 image.
@@ -42,7 +42,10 @@ def letterbox(
 
     Returns:
         The padded ``(H', W', 3)`` uint8 image, the scale ratio ``(rw, rh)`` and the padding
-        ``(dw, dh)`` added on each side (left/top), in pixels.
+        ``(left, top)`` actually added before the image, in whole pixels (as floats). YOLOv5 returns
+        the unrounded half padding instead (``dw / 2``, e.g. 5.5 where 5 columns were added), which
+        puts labels and mapped-back boxes up to half an input pixel off the image; the ``ultralytics``
+        package's ``LetterBox`` reports the applied padding, as this does.
     """
     shape = image.shape[:2]
     if isinstance(new_shape, int):
@@ -61,7 +64,7 @@ def letterbox(
     top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
     left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
     image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
-    return image, (r, r), (float(dw), float(dh))
+    return image, (r, r), (float(left), float(top))
 
 
 def stretch(

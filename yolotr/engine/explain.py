@@ -334,16 +334,22 @@ def grad_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module) -> torch.Tenso
     return F.relu((weights[:, None, None] * a).sum(0))
 
 
-def to_image(heat: torch.Tensor, input_hw: tuple[int, int], pad: tuple[float, float], shape0: tuple[int, int]):
+def to_image(
+    heat: torch.Tensor,
+    input_hw: tuple[int, int],
+    pad: tuple[float, float],
+    shape0: tuple[int, int],
+    ratio: tuple[float, float],
+) -> np.ndarray:
     """Feature-level map ``(h, w)`` -> float32 ``(H0, W0)`` in ``[0, 1]`` on the original image.
 
-    Upsampled bilinearly to the letterboxed ``input_hw``, the letterbox padding ``(dw, dh)`` cropped
-    (YOLOv5's rounding), resized to ``shape0 = (H0, W0)`` and min-max scaled (all zeros when constant).
+    Upsampled bilinearly to the model's ``input_hw``, cropped to the resized image (``round(side * ratio)``
+    pixels per axis, ``ratio = (rw, rh)``, from the letterbox's ``pad = (left, top)``; all of a stretched
+    input), resized to ``shape0 = (H0, W0)`` and min-max scaled (all zeros when constant).
     """
     up = F.interpolate(heat[None, None].float(), size=input_hw, mode="bilinear", align_corners=False)[0, 0]
-    (dw, dh), (h0, w0) = pad, shape0
-    top, left = int(round(dh - 0.1)), int(round(dw - 0.1))
-    bottom, right = input_hw[0] - int(round(dh + 0.1)), input_hw[1] - int(round(dw + 0.1))
+    (h0, w0), (left, top) = shape0, (int(pad[0]), int(pad[1]))
+    bottom, right = top + max(round(h0 * ratio[1]), 1), left + max(round(w0 * ratio[0]), 1)
     crop = up[top:bottom, left:right].cpu().numpy().astype(np.float32)
     out = cv2.resize(crop, (w0, h0), interpolation=cv2.INTER_LINEAR)
     lo, hi = float(out.min()), float(out.max())
@@ -446,7 +452,7 @@ def explain(
     else:
         heat = grad_cam(model, x, target)
         what = "Grad-CAM of the top detection score"
-    heatmap = to_image(heat, tuple(x.shape[2:]), pad, image.shape[:2])
+    heatmap = to_image(heat, tuple(x.shape[2:]), pad, image.shape[:2], ratio)
     path = Path(save_path)
     title = f"layer {layer} {kind}\n{what}"
     save_overlay(image, heatmap, path, title)

@@ -35,23 +35,32 @@ def scale_boxes(
 ) -> torch.Tensor:
     """Map ``(N, 4)`` xyxy boxes from a letterboxed ``input_shape`` back to ``original_shape`` (h, w).
 
-    ``ratio_pad = ((gain_h, gain_w), (pad_w, pad_h))`` when known; otherwise derived as the letterbox
-    derives it (YOLOv5's rule: one gain, ``gain_h``). ``stretched``: the input was the original resized
-    without keeping its aspect ratio (:func:`~yolotr.data.transforms.stretch`), each axis scaled back on its
-    own. Works in place and clips to the original image.
+    ``ratio_pad = ((gain_h, gain_w), (pad_w, pad_h))`` when known (``pad``: the whole pixels added on the
+    left and top); otherwise derived from the shapes as :func:`~yolotr.data.transforms.letterbox` builds
+    the input (square or stride-aligned rectangle alike): each side resized to ``round(side * r)``, so
+    each axis gets its own gain, and ``round(total / 2 - 0.1)`` pixels padded before it. This is the
+    exact inverse of the letterbox, as the ``ultralytics`` package's ``scale_boxes`` (8.4); YOLOv5's
+    derivation (one gain, the unrounded half padding) puts boxes up to half an input pixel off.
+    ``stretched``: the input was the original resized without keeping its aspect ratio
+    (:func:`~yolotr.data.transforms.stretch`), each axis scaled back on its own. Works in place and
+    clips to the original image.
     """
     if stretched:
         boxes[..., [0, 2]] *= original_shape[1] / input_shape[1]
         boxes[..., [1, 3]] *= original_shape[0] / input_shape[0]
         return clip_boxes(boxes, original_shape)
     if ratio_pad is None:
-        gain = min(input_shape[0] / original_shape[0], input_shape[1] / original_shape[1])
-        pad = (input_shape[1] - original_shape[1] * gain) / 2, (input_shape[0] - original_shape[0] * gain) / 2
+        (h1, w1), (h0, w0) = input_shape[:2], original_shape[:2]
+        r = min(h1 / h0, w1 / w0)
+        new_h, new_w = max(round(h0 * r), 1), max(round(w0 * r), 1)
+        gain_h, gain_w = new_h / h0, new_w / w0
+        pad = round((w1 - new_w) / 2 - 0.1), round((h1 - new_h) / 2 - 0.1)
     else:
-        gain, pad = ratio_pad[0][0], ratio_pad[1]
+        (gain_h, gain_w), pad = ratio_pad
     boxes[..., [0, 2]] -= pad[0]
     boxes[..., [1, 3]] -= pad[1]
-    boxes[..., :4] /= gain
+    boxes[..., [0, 2]] /= gain_w
+    boxes[..., [1, 3]] /= gain_h
     return clip_boxes(boxes, original_shape)
 
 
