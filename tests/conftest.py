@@ -23,6 +23,21 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+def assert_same_detections(ours, theirs, box_px: float, score_atol: float) -> None:
+    """yolotr's ``Results`` and the ``ultralytics`` package's hold the same detections as sets: as many rows,
+    sorted scores within ``score_atol``, and every box within ``box_px`` pixels (per coordinate) of a box of
+    the same class on the other side, both ways. The package's boxes are clipped to the photo first, as
+    yolotr's are (its RT-DETR predictor does not clip)."""
+    a = torch.cat((ours.boxes.xyxy, ours.boxes.conf[:, None], ours.boxes.cls[:, None]), 1)
+    b = theirs.boxes.data.cpu().float().clone()
+    h, w = ours.orig_shape
+    b[:, [0, 2]], b[:, [1, 3]] = b[:, [0, 2]].clamp(0, w), b[:, [1, 3]].clamp(0, h)
+    assert a.shape == b.shape and len(a) > 0
+    torch.testing.assert_close(a[:, 4].sort().values, b[:, 4].sort().values, atol=score_atol, rtol=0)
+    gap = (a[:, None, :4] - b[None, :, :4]).abs().amax(-1) + 1e6 * (a[:, None, 5] != b[None, :, 5])
+    assert float(gap.amin(1).max()) < box_px and float(gap.amin(0).max()) < box_px
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One intra-op thread for a module's tests (``pytestmark = pytest.mark.usefixtures("one_thread")``): on a

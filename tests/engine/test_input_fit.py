@@ -178,17 +178,11 @@ def test_rtdetr_l_predicts_what_the_package_predicts_on_photos(photo):
     pytest.importorskip("ultralytics", reason="the ultralytics package is a bench extra (pip install -e .[bench])")
     from ultralytics import RTDETR
 
-    from tests.conftest import shared_path
+    from tests.conftest import assert_same_detections, shared_path
     from yolotr import YOLO
 
     weights, image = shared_path("reference", "ultralytics-next", "rtdetr-l_rule.pt"), shared_path("images", photo)
     ours = YOLO(str(weights)).predict(str(image), conf=0.0, max_det=300, backend="torch")[0]
     theirs = RTDETR(str(weights)).predict(str(image), conf=0.0, max_det=300, verbose=False)[0]
-    a = torch.cat((ours.boxes.xyxy, ours.boxes.conf[:, None], ours.boxes.cls[:, None]), 1)
-    b = theirs.boxes.data.cpu().float().clone()
-    h, w = ours.orig_shape
-    b[:, [0, 2]], b[:, [1, 3]] = b[:, [0, 2]].clamp(0, w), b[:, [1, 3]].clamp(0, h)
-    assert a.shape == b.shape == (300, 6) and ours.input_shape == (640, 640)
-    torch.testing.assert_close(a[:, 4].sort().values, b[:, 4].sort().values, atol=1e-4, rtol=0)
-    gap = (a[:, None, :4] - b[None, :, :4]).abs().amax(-1) + 1e6 * (a[:, None, 5] != b[None, :, 5])
-    assert float(gap.amin(1).max()) < 0.05 and float(gap.amin(0).max()) < 0.05
+    assert ours.input_shape == (640, 640) and len(ours.boxes.conf) == 300
+    assert_same_detections(ours, theirs, box_px=0.05, score_atol=1e-4)

@@ -12,9 +12,8 @@ Skipped without the package (a bench extra: ``pip install -e .[bench]``).
 from __future__ import annotations
 
 import pytest
-import torch
 
-from tests.conftest import shared_path
+from tests.conftest import assert_same_detections, shared_path
 
 pytest.importorskip("ultralytics", reason="the ultralytics package is a bench extra (pip install -e .[bench])")
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -33,9 +32,4 @@ def test_end_to_end_detections_equal_the_package_on_photos(weights: str, photo: 
     path, image = shared_path("reference", "ultralytics-next", weights), shared_path("data", "raccoon", "images", photo)
     ours = YOLO(str(path)).predict(str(image), imgsz=imgsz, conf=0.0, max_det=300, backend="torch")[0]
     theirs = PackageYOLO(str(path)).predict(str(image), imgsz=imgsz, conf=0.0, max_det=300, nms=False, verbose=False)[0]
-    a = torch.cat((ours.boxes.xyxy, ours.boxes.conf[:, None], ours.boxes.cls[:, None]), 1)
-    b = theirs.boxes.data.cpu().float()
-    assert a.shape == b.shape and len(a) > 0
-    torch.testing.assert_close(a[:, 4].sort().values, b[:, 4].sort().values, atol=1e-3, rtol=0)
-    gap = (a[:, None, :4] - b[None, :, :4]).abs().amax(-1) + 1e6 * (a[:, None, 5] != b[None, :, 5])
-    assert float(gap.amin(1).max()) < 0.1 and float(gap.amin(0).max()) < 0.1
+    assert_same_detections(ours, theirs, box_px=0.1, score_atol=1e-3)

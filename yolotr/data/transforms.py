@@ -20,6 +20,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from yolotr.ops.boxes import letterbox_placement
+
 
 def letterbox(
     image: np.ndarray,
@@ -57,12 +59,11 @@ def letterbox(
     dw, dh = new_shape[1] - new_unpad[0], new_shape[0] - new_unpad[1]
     if auto:
         dw, dh = np.mod(dw, stride), np.mod(dh, stride)
-    dw /= 2
-    dh /= 2
+    canvas = (new_unpad[1] + int(dh), new_unpad[0] + int(dw))
+    _, (top, left) = letterbox_placement(shape, r, canvas)
     if shape[::-1] != new_unpad:
         image = cv2.resize(image, new_unpad, interpolation=cv2.INTER_LINEAR)
-    top, bottom = int(round(dh - 0.1)), int(round(dh + 0.1))
-    left, right = int(round(dw - 0.1)), int(round(dw + 0.1))
+    bottom, right = canvas[0] - new_unpad[1] - top, canvas[1] - new_unpad[0] - left
     image = cv2.copyMakeBorder(image, top, bottom, left, right, cv2.BORDER_CONSTANT, value=color)
     return image, (r, r), (float(left), float(top))
 

@@ -26,6 +26,18 @@ def clip_boxes(boxes: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return boxes
 
 
+def letterbox_placement(
+    original_hw: tuple[int, int], r: float, canvas_hw: tuple[int, int]
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Where a letterbox puts an ``(h0, w0)`` image scaled by ``r`` on a ``canvas_hw`` canvas: the resized
+    ``(new_h, new_w)`` (each side ``round(side * r)``, at least 1) and the whole pixels ``(top, left)``
+    before it (``round(total / 2 - 0.1)``: an odd padding puts its extra pixel after the image). One rule
+    for :func:`~yolotr.data.transforms.letterbox`, which builds the input, and :func:`scale_boxes`, which
+    inverts it."""
+    new_h, new_w = max(round(original_hw[0] * r), 1), max(round(original_hw[1] * r), 1)
+    return (new_h, new_w), (round((canvas_hw[0] - new_h) / 2 - 0.1), round((canvas_hw[1] - new_w) / 2 - 0.1))
+
+
 def scale_boxes(
     input_shape: tuple[int, int],
     boxes: torch.Tensor,
@@ -36,9 +48,9 @@ def scale_boxes(
     """Map ``(N, 4)`` xyxy boxes from a letterboxed ``input_shape`` back to ``original_shape`` (h, w).
 
     ``ratio_pad = ((gain_h, gain_w), (pad_w, pad_h))`` when known (``pad``: the whole pixels added on the
-    left and top); otherwise derived from the shapes as :func:`~yolotr.data.transforms.letterbox` builds
-    the input (square or stride-aligned rectangle alike): each side resized to ``round(side * r)``, so
-    each axis gets its own gain, and ``round(total / 2 - 0.1)`` pixels padded before it. This is the
+    left and top); otherwise derived from the shapes by :func:`letterbox_placement`, as
+    :func:`~yolotr.data.transforms.letterbox` builds the input (square or stride-aligned rectangle alike),
+    each axis with its own gain (its side was rounded on its own). This is the
     exact inverse of the letterbox, as the ``ultralytics`` package's ``scale_boxes`` (8.4); YOLOv5's
     derivation (one gain, the unrounded half padding) puts boxes up to half an input pixel off.
     ``stretched``: the input was the original resized without keeping its aspect ratio
@@ -51,10 +63,8 @@ def scale_boxes(
         return clip_boxes(boxes, original_shape)
     if ratio_pad is None:
         (h1, w1), (h0, w0) = input_shape[:2], original_shape[:2]
-        r = min(h1 / h0, w1 / w0)
-        new_h, new_w = max(round(h0 * r), 1), max(round(w0 * r), 1)
-        gain_h, gain_w = new_h / h0, new_w / w0
-        pad = round((w1 - new_w) / 2 - 0.1), round((h1 - new_h) / 2 - 0.1)
+        (new_h, new_w), (top, left) = letterbox_placement((h0, w0), min(h1 / h0, w1 / w0), (h1, w1))
+        (gain_h, gain_w), pad = (new_h / h0, new_w / w0), (left, top)
     else:
         (gain_h, gain_w), pad = ratio_pad
     boxes[..., [0, 2]] -= pad[0]
