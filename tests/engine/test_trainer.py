@@ -190,3 +190,23 @@ def test_gradients_reach_the_optimizer_clipped_to_grad_clip(tiny_shapes, tmp_pat
         assert max(norms) <= grad_clip * (1 + 1e-4)
     else:  # unclipped, the norms of this tiny model's first steps are well above 0.5
         assert max(norms) > 0.5
+
+
+def test_deterministic_mode_keeps_kernels_but_skips_the_nan_fill(tiny_shapes, tmp_path, monkeypatch):
+    """``deterministic: true`` picks deterministic kernels but does not fill every new tensor with NaN
+    (torch's default under deterministic mode; 13% of a CPU training step on a Xeon, 110k fill_ calls in 48 steps)."""
+    monkeypatch.setattr(torch.utils.deterministic, "fill_uninitialized_memory", True)
+    previous = torch.are_deterministic_algorithms_enabled()
+    seen = []
+    trainer = Trainer(tiny_train_cfg(tiny_shapes, tmp_path, epochs=1))
+    trainer.add_callback(
+        "on_batch_start",
+        lambda t: seen.append(
+            (torch.are_deterministic_algorithms_enabled(), torch.utils.deterministic.fill_uninitialized_memory)
+        ),
+    )
+    try:
+        trainer.train()
+    finally:
+        torch.use_deterministic_algorithms(previous)
+    assert seen and all(state == (True, False) for state in seen)
