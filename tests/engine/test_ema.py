@@ -15,11 +15,9 @@ def _model() -> nn.Module:
 
 
 def _expected(ema_before: dict, model: nn.Module, d: float) -> dict:
-    """``d * ema + (1 - d) * model`` key by key, in YOLOv5's in-place arithmetic (bit for bit)."""
+    """``d * ema + (1 - d) * model`` key by key, as ``ema.lerp_(model, 1 - d)`` (the package's, bit for bit)."""
     return {
-        k: v.clone().mul_(d).add_(model.state_dict()[k], alpha=1 - d)
-        if v.dtype.is_floating_point
-        else model.state_dict()[k]
+        k: v.clone().lerp_(model.state_dict()[k], 1 - d) if v.dtype.is_floating_point else model.state_dict()[k]
         for k, v in ema_before.items()
     }
 
@@ -52,7 +50,7 @@ def test_a_model_whose_tensors_were_replaced_is_read_afresh():
     before = copy.deepcopy(ema.ema.state_dict())
     ema.update(other)  # a different model object: its tensors, not the first model's
     weight = "0.weight"
-    assert torch.equal(ema.ema.state_dict()[weight], before[weight] * 0.5 + 0.5)
+    torch.testing.assert_close(ema.ema.state_dict()[weight], before[weight] * 0.5 + 0.5)
 
 
 def test_a_replaced_buffer_is_read_afresh():
@@ -75,4 +73,5 @@ def test_a_parameter_moved_to_new_storage_is_read_afresh():
     weight.data = torch.full_like(weight, 2.0)  # the same Parameter, another tensor behind it
     before = ema.ema[0].weight.clone()
     ema.update(model)
-    assert model[0].weight is weight and torch.equal(ema.ema[0].weight, before * 0.5 + 1.0)
+    assert model[0].weight is weight
+    torch.testing.assert_close(ema.ema[0].weight, before * 0.5 + 1.0)
