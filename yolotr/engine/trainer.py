@@ -160,6 +160,7 @@ class Trainer:
         resolve_train_settings(cfg, self.model, self.given, len(self.train_set), self.world)  # head's defaults, auto
         self.accumulate = max(round(cfg["nbs"] / (cfg["batch"] * self.world)), 1)
         weight_decay = cfg["weight_decay"] * cfg["batch"] * self.world * self.accumulate / cfg["nbs"]
+        self.amp = resolve_amp(cfg["amp"], self.device)
         self.optimizer = build_optimizer(
             self.model,
             cfg["optimizer"],
@@ -168,8 +169,8 @@ class Trainer:
             weight_decay,
             cfg["lr_transformer_scale"],
             cfg["nesterov"],
+            fused=self.device.type == "cpu" and not self.amp.scaled,  # GradScaler steps a fused one even on inf
         )
-        self.amp = resolve_amp(cfg["amp"], self.device)
         self.lean = lean_wanted(cfg["lean_activations"], cfg["batch"], cfg["imgsz"])
         self.gate = StepGate(self.amp, cfg["amp_init_scale"])
         self.ema = ModelEMA(self.model, cfg["ema_decay"], cfg["ema_tau"]) if cfg["ema"] else None
@@ -411,12 +412,13 @@ class Trainer:
         """Unscale, clip and step; whether the step ran. The gate's ``step`` is the one host sync of a step
         that runs; a skipped step is an fp16 overflow (counted, silent) or a fault (the guard's)."""
         self.gate.unscale_(self.optimizer)
+        norm = None
         if self.cfg["grad_clip"]:
             params = [p for p in self.model.parameters() if p.grad is not None]
             if params:  # a non-finite norm spoils the clipped gradients, but then the gate skips the step
                 norm = nn.utils.get_total_norm([p.grad for p in params], foreach=True)
                 nn.utils.clip_grads_with_norm_(params, self.cfg["grad_clip"], norm, foreach=True)
-        ran = self.gate.step(self.optimizer)
+        ran = self.gate.step(self.optimizer, norm)
         window, finite = self._window, self._window_finite
         self._window, self._window_finite = [], []
         self.last_opt_step = self.step
