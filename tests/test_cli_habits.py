@@ -40,6 +40,14 @@ def test_key_value_arguments_as_the_yolo_command_takes_them():
     assert parse(["val", "model=a.pt", "data=d.yaml", "device=cpu", "batch=4"]).device == "cpu"
 
 
+def test_optimizer_name_in_any_case_as_the_yaml_setting(capsys):
+    assert parse(["train", "--optimizer", "musgd"]).optimizer == "MuSGD"
+    assert parse(["train", "optimizer=adamw"]).optimizer == "AdamW"
+    assert parse(["compare", "--optimizer", "AUTO", "--models", "a.yaml"]).optimizer == "auto"
+    err = _usage_error(["train", "--optimizer", "adam"], capsys)
+    assert "invalid choice: 'adam'" in err
+
+
 def _usage_error(argv, capsys) -> str:
     with pytest.raises(SystemExit) as exit_info:
         main(argv)

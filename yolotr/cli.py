@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from yolotr.cli_args import set_overrides, yaml_value  # noqa: F401 - set_overrides/yaml_value live on here by name
+from yolotr.cli_args import any_case, set_overrides, yaml_value  # noqa: F401 - set_overrides/yaml_value live on here by name
 from yolotr.errors import YolotrError
 from yolotr.logs import verbosity
 
@@ -94,6 +94,7 @@ def _overrides(args: argparse.Namespace, keys: tuple[str, ...]) -> dict:
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
+OPTIMIZERS = ("SGD", "AdamW", "MuSGD", "auto")  # --optimizer, in any case (the YAML setting's habit)
 TRAIN_KEYS = (
     "model",
     "data",
@@ -314,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--workers", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--optimizer", choices=["SGD", "AdamW", "MuSGD", "auto"])
+    p.add_argument("--optimizer", type=any_case(*OPTIMIZERS), choices=OPTIMIZERS)
     p.add_argument("--lr0", type=float)
     p.add_argument("--lr-transformer-scale", dest="lr_transformer_scale", help="a number, or auto")
     p.add_argument("--freeze", type=int, help="freeze the first N layers")
@@ -364,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int)
     p.add_argument("--imgsz", type=int)
     p.add_argument("--device")
-    p.add_argument("--optimizer", choices=["SGD", "AdamW", "MuSGD", "auto"])
+    p.add_argument("--optimizer", type=any_case(*OPTIMIZERS), choices=OPTIMIZERS)
     p.add_argument("--lr0", type=float)
     p.add_argument("--lr-transformer-scale", dest="lr_transformer_scale", help="a number, or auto")
     p.add_argument("--freeze", type=int)

@@ -165,3 +165,15 @@ def set_overrides(items: list[str] | None) -> dict:
             raise ConfigError(f"--set {item}: expected KEY=VALUE")
         overrides[key] = yaml_value(value)
     return overrides
+
+
+def any_case(*choices: str):
+    """An argparse ``type`` that reads a word in any case as its spelling in ``choices`` (``musgd`` ->
+    ``MuSGD``), as the same setting reads in a YAML and as the ``yolo`` command takes it; another word
+    passes through unchanged for ``choices=`` to refuse."""
+    spelling = {c.lower(): c for c in choices}
+
+    def convert(value: str) -> str:
+        return spelling.get(value.lower(), value)
+
+    return convert
