@@ -91,6 +91,35 @@ def test_gradient_reaches_distribution_and_class_channels():
     assert grads[:, :64].abs().sum() > 0 and grads[:, 64:].abs().sum() > 0
 
 
+@pytest.mark.parametrize("reg_max", [16, 1])
+def test_gradient_reaches_channels_last_maps_in_their_layout(reg_max):
+    """The loss's backward writes the maps' gradient in the trainer's layout (channels_last), equal to the
+    gradient of contiguous maps: a contiguous gradient makes the head's convolutions convert it first."""
+    from yolotr.ops.loss_e2e import BranchLoss
+
+    targets = torch.tensor([[0, 1, 0.5, 0.5, 0.4, 0.3], [1, 2, 0.3, 0.6, 0.2, 0.5], [1, 0, 0.7, 0.2, 0.3, 0.2]])
+    if reg_max == 16:
+        loss = AnchorFreeLoss({"nc": 3, "reg_max": 16, "stride": [8, 16, 32]}, {})
+    else:
+        loss = BranchLoss(3, 1, [8.0, 16.0, 32.0], {"box": 7.5, "cls": 0.5, "dfl": 1.5}, topk=10)
+    grads = {}
+    for layout in (torch.contiguous_format, torch.channels_last):
+        torch.manual_seed(0)
+        maps = [
+            torch.randn(2, 4 * reg_max + 3, 64 // s, 64 // s).to(memory_format=layout).requires_grad_()
+            for s in (8, 16, 32)
+        ]
+        grads[layout] = []
+        for m in maps:  # the gradient as the loss writes it (a leaf's .grad is re-laid out to match the leaf)
+            m.register_hook(grads[layout].append)
+        out = loss(maps, targets)
+        (out[0] if isinstance(out, tuple) else out.total).backward()
+        grads[layout].sort(key=lambda g: -g.shape[2])
+    for contiguous, last in zip(grads[torch.contiguous_format], grads[torch.channels_last]):
+        assert last.stride(1) == 1 and contiguous.stride(3) == 1  # channels innermost / columns innermost
+        torch.testing.assert_close(last, contiguous, rtol=1e-5, atol=1e-7)
+
+
 def test_bf16_autocast_gives_float32_loss():
     maps = [m.bfloat16() for m in _maps()]
     targets = torch.tensor([[0, 1, 0.5, 0.5, 0.4, 0.3]])

@@ -33,6 +33,24 @@ AF_LOSS_NAMES = ("box", "cls", "dfl")
 AF_HYP_DEFAULTS = {"af_box": 7.5, "af_cls": 0.5, "dfl": 1.5, "tal_topk": 10}
 
 
+def anchor_rows(maps: list[torch.Tensor], sizes: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-level maps ``(B, no, H_i, W_i)`` -> their two channel groups as contiguous ``(B, A, sizes[0])`` and
+    ``(B, A, sizes[1])`` rows, ``A`` the anchors of all levels (each level row-major), ``no = sum(sizes)``.
+
+    One copy of each group forward and one copy back, whatever the layout: the channels are split where the
+    split's backward (a concatenation of the two gradients) writes memory in the maps' own order, so that the
+    gradient reaches the head in its layout. For ``channels_last`` maps (the trainer's) the split is of the
+    anchor rows ``(B, H_i * W_i, no)``, for contiguous maps of the channel planes ``(B, no, H_i * W_i)``. (A
+    split of the planes of a ``channels_last`` map gave back a contiguous gradient: a transposing copy in
+    the loss's backward, 3.4 ms of 9.9 at 320 px with 80 classes, and a conversion in the head's.)
+    """
+    if all(m.is_contiguous(memory_format=torch.channels_last) for m in maps):
+        parts = [m.flatten(2).transpose(1, 2).split(sizes, 2) for m in maps]
+    else:
+        parts = [[p.transpose(1, 2) for p in m.flatten(2).split(sizes, 1)] for m in maps]
+    return torch.cat([first for first, _ in parts], 1), torch.cat([second for _, second in parts], 1)
+
+
 class LossOutput(NamedTuple):
     """Everything one loss evaluation produced.
 
@@ -138,10 +156,7 @@ class AnchorFreeLoss:
     def _loss(self, maps: list[torch.Tensor], targets: torch.Tensor) -> LossOutput:
         batch_size = maps[0].shape[0]
         device = maps[0].device
-        # one copy of each part, anchors major; split per level so that the backward is one copy too
-        parts = [m.flatten(2).split((4 * self.reg_max, self.nc), 1) for m in maps]
-        pred_dist = torch.cat([dist.transpose(1, 2) for dist, _ in parts], 1)  # (B, A, 4 * reg_max)
-        pred_logits = torch.cat([logits.transpose(1, 2) for _, logits in parts], 1)  # (B, A, nc)
+        pred_dist, pred_logits = anchor_rows(maps, (4 * self.reg_max, self.nc))
         points, stride = make_anchors(maps, self.strides)  # (A, 2) grid units, (A, 1)
         height, width = maps[0].shape[2] * self.strides[0], maps[0].shape[3] * self.strides[0]
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from yolotr.errors import ConfigError
 from yolotr.ops.anchors import bbox2dist, dist2bbox, make_anchors
 from yolotr.ops.assign import TaskAlignedAssigner, bbox_ciou
-from yolotr.ops.loss_af import AF_HYP_DEFAULTS, AnchorFreeLoss, LossOutput, head_geometry
+from yolotr.ops.loss_af import AF_HYP_DEFAULTS, AnchorFreeLoss, LossOutput, anchor_rows, head_geometry
 
 E2E_START_O2M, E2E_FINAL_O2M = 0.8, 0.1
 
@@ -77,10 +77,7 @@ class BranchLoss:
 
     def __call__(self, maps: list[torch.Tensor], targets: torch.Tensor) -> LossOutput:
         batch_size, device = maps[0].shape[0], maps[0].device
-        flat = torch.cat([m.flatten(2) for m in maps], 2)  # (B, no, A)
-        pred_dist, pred_logits = flat.split((4 * self.reg_max, self.nc), 1)
-        pred_dist = pred_dist.permute(0, 2, 1).contiguous()  # (B, A, 4 * reg_max)
-        pred_logits = pred_logits.permute(0, 2, 1).contiguous()  # (B, A, nc)
+        pred_dist, pred_logits = anchor_rows(maps, (4 * self.reg_max, self.nc))  # (B, A, 4 * reg_max), (B, A, nc)
         points, stride = make_anchors(maps, self.strides)  # (A, 2) grid units, (A, 1)
         height, width = maps[0].shape[2] * self.strides[0], maps[0].shape[3] * self.strides[0]
 
