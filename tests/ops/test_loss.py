@@ -70,3 +70,47 @@ def test_loss_decreases_when_overfitting_one_batch():
         optimizer.step()
         losses.append(loss.item())
     assert sum(losses[-5:]) < 0.8 * sum(losses[:5])
+
+
+def _box_pairs(n=400, seed=0):
+    """``(n, 4)`` xyxy predictions and targets: overlapping, nested, disjoint, touching and thin pairs."""
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * 8
+    wh = torch.rand(n, 2, generator=g) * 4 + 1e-3
+    target = torch.cat((xy, xy + wh), 1)
+    shift = (torch.rand(n, 2, generator=g) - 0.5) * 10  # a third of the pairs end up disjoint
+    scale = torch.rand(n, 2, generator=g) * 2 + 0.05
+    centre = xy + wh / 2 + shift
+    pred = torch.cat((centre - wh * scale / 2, centre + wh * scale / 2), 1)
+    pred[:4] = target[:4]  # identical
+    pred[4, 0], pred[4, 2] = target[4, 2], target[4, 2] + 1  # touching: zero-width intersection
+    return pred, target
+
+
+def test_complete_iou_loss_equals_torchvision_without_host_reads():
+    """The YOLOv5 loss's CIoU is torchvision's ``complete_box_iou_loss`` to the bit, value and gradient, and
+    reads nothing on the host (torchvision's boolean-mask indexing: five ``nonzero`` a call, each a CUDA sync)."""
+    import torchvision
+
+    from tests.ops.test_loss_af import _HostReads
+    from yolotr.ops.loss import complete_iou_loss
+
+    pred, target = _box_pairs()
+    disjoint = (torch.min(pred[:, 2], target[:, 2]) <= torch.max(pred[:, 0], target[:, 0])) | (
+        torch.min(pred[:, 3], target[:, 3]) <= torch.max(pred[:, 1], target[:, 1])
+    )
+    assert 50 < int(disjoint.sum()) < 350
+    outputs, grads = [], []
+    for fn in (complete_iou_loss, lambda p, t: torchvision.ops.complete_box_iou_loss(p, t, reduction="none")):
+        p = pred.clone().requires_grad_()
+        with _HostReads() as mode:
+            out = fn(p, target)
+            (out * torch.linspace(0.5, 2, len(out))).sum().backward()
+        outputs.append(out.detach())
+        grads.append(p.grad)
+        if fn is complete_iou_loss:
+            assert mode.reads == []
+        else:
+            assert len(mode.reads) >= 5  # the reference's boolean indexing is seen: the test can tell
+    assert torch.equal(outputs[0], outputs[1])
+    assert torch.equal(grads[0], grads[1])

@@ -10,7 +10,6 @@ centre cell. Everything is computed in float32, also under autocast.
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
 from yolotr.nn.head import Detect
@@ -71,10 +70,7 @@ class DetectionLoss:
             if b.numel():
                 matched = pi[b, a, gj, gi]
                 pbox = self.head.cell_boxes(i, matched[:, :4], anchors).float()
-                # torchvision's CIoU indexes through boolean masks (five host synchronisations per level on CUDA);
-                # the elementwise bbox_ciou of ops/assign.py made lean and plain training part by 1e-2 in four
-                # steps here (tests/engine/test_trainer.py), so it waits for a GPU session to measure both
-                ciou_loss = torchvision.ops.complete_box_iou_loss(_xyxy(pbox), _xyxy(tbox), reduction="none")
+                ciou_loss = complete_iou_loss(_xyxy(pbox), _xyxy(tbox))
                 losses[0] += ciou_loss.mean()
                 tobj[b, a, gj, gi] = (1.0 - ciou_loss).detach().clamp(0)
                 if self.nc > 1:
@@ -157,3 +153,39 @@ def build_loss(model: nn.Module, hyp: dict, imgsz: int = 640):
 def _xyxy(xywh: torch.Tensor) -> torch.Tensor:
     xy, half = xywh[:, :2], xywh[:, 2:4] / 2
     return torch.cat((xy - half, xy + half), 1)
+
+
+def complete_iou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """``1 - CIoU`` of ``xyxy`` boxes ``(N, 4)`` -> ``(N,)`` float, as torchvision's ``complete_box_iou_loss``
+    (``reduction="none"``): its formula, order of operations and ``eps`` placement, so the same numbers and
+    gradients (``tests/ops/test_loss.py``).
+
+    One difference: the intersection of disjoint boxes is set to 0 by ``torch.where`` where torchvision indexes
+    through a boolean mask (four reads and a write, each a ``nonzero`` and so a host synchronisation on CUDA:
+    15 a step of the YOLOv5 loss). The aspect term ``v`` and ``alpha`` (a constant for the gradient) are the
+    CIoU paper's; ``bbox_ciou`` in ``ops/assign.py`` is the ultralytics package's variant (``eps`` on the
+    heights), which differs in the last bits.
+    """
+    # three reads of the corners, as torchvision's three functions make them: the gradient then sums its
+    # contributions in the same order, and equals torchvision's to the bit
+    x1, y1, x2, y2 = pred.unbind(-1)
+    x1g, y1g, x2g, y2g = target.unbind(-1)
+    xkis1, ykis1 = torch.max(x1, x1g), torch.max(y1, y1g)
+    xkis2, ykis2 = torch.min(x2, x2g), torch.min(y2, y2g)
+    overlaps = (ykis2 > ykis1) & (xkis2 > xkis1)
+    intersection = torch.where(overlaps, (xkis2 - xkis1) * (ykis2 - ykis1), 0.0)
+    union = (x2 - x1) * (y2 - y1) + (x2g - x1g) * (y2g - y1g) - intersection
+    iou = intersection / (union + eps)
+
+    x1, y1, x2, y2 = pred.unbind(-1)
+    x1g, y1g, x2g, y2g = target.unbind(-1)
+    diagonal2 = ((torch.max(x2, x2g) - torch.min(x1, x1g)) ** 2) + ((torch.max(y2, y2g) - torch.min(y1, y1g)) ** 2)
+    centres2 = (((x2 + x1) / 2 - (x1g + x2g) / 2) ** 2) + (((y2 + y1) / 2 - (y1g + y2g) / 2) ** 2)
+    distance_iou_loss = 1 - iou + (centres2 / (diagonal2 + eps))
+
+    x1, y1, x2, y2 = pred.unbind(-1)
+    x1g, y1g, x2g, y2g = target.unbind(-1)
+    v = (4 / (torch.pi**2)) * torch.pow(torch.atan((x2g - x1g) / (y2g - y1g)) - torch.atan((x2 - x1) / (y2 - y1)), 2)
+    with torch.no_grad():
+        alpha = v / (1 - iou + v + eps)
+    return distance_iou_loss + alpha * v
