@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from yolotr.models.detection import DetectionModel
@@ -114,3 +115,39 @@ def test_complete_iou_loss_equals_torchvision_without_host_reads():
             assert len(mode.reads) >= 5  # the reference's boolean indexing is seen: the test can tell
     assert torch.equal(outputs[0], outputs[1])
     assert torch.equal(grads[0], grads[1])
+
+
+def _targets(seed: int, n: int) -> torch.Tensor:
+    """``(n, 6)`` targets over 2 images: sizes from 0.3% to 90% of the side, some near the border."""
+    g = torch.Generator().manual_seed(seed)
+    wh = torch.rand(n, 2, generator=g) ** 2 * 0.9 + 0.003
+    xy = torch.rand(n, 2, generator=g)
+    image = torch.randint(0, 2, (n, 1), generator=g).float()
+    return torch.cat((image, torch.randint(0, 3, (n, 1), generator=g).float(), xy, wh), 1)
+
+
+@pytest.mark.parametrize("yaml", ["yolov5n.yaml", "yolov4.yaml"])
+def test_dense_targets_give_the_filtered_losses_without_host_reads(yaml):
+    """The accelerator's path (every candidate, the non-matches selected away) gives the CPU path's items and
+    gradients, and reads nothing on the host (no boolean indexing: each a CUDA synchronisation)."""
+    from tests.ops.test_loss_af import _HostReads
+
+    torch.manual_seed(0)
+    model = DetectionModel(yaml, nc=3).train()
+    for seed, n in ((0, 12), (1, 40), (2, 0), (3, 1)):
+        raw = [r.detach().requires_grad_() for r in model(torch.rand(2, 3, 128, 128))]
+        results = {}
+        for dense in (False, True):
+            for r in raw:
+                r.grad = None
+            loss = DetectionLoss(model.model[-1], HYP, 128, dense=dense)
+            with _HostReads() as mode:
+                total, items = loss(raw, _targets(seed, n))
+                total.backward()
+            results[dense] = items, [r.grad.clone() for r in raw], mode.reads
+        (items, grads, reads), (dense_items, dense_grads, dense_reads) = results[False], results[True]
+        assert dense_reads == [] and (n == 0 or reads)
+        torch.testing.assert_close(dense_items, items, rtol=1e-5, atol=1e-8)
+        assert n < 12 or items[0] > 0  # (a lone tiny box may match no anchor)
+        for d, s in zip(dense_grads, grads):
+            torch.testing.assert_close(d, s, rtol=1e-4, atol=1e-8)

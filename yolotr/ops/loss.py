@@ -10,6 +10,7 @@ centre cell. Everything is computed in float32, also under autocast.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from yolotr.nn.head import Detect
@@ -45,8 +46,8 @@ class DetectionLoss:
 
     names = LOSS_NAMES
 
-    def __init__(self, head: Detect, hyp: dict, imgsz: int = 640):
-        self.head = head
+    def __init__(self, head: Detect, hyp: dict, imgsz: int = 640, dense: bool | None = None):
+        self.head, self.dense = head, dense
         self.nc, self.nl, self.na = head.nc, head.nl, head.na
         self.gains = scaled_gains(hyp, self.nc, self.nl, imgsz)
         self.anchor_t = float(hyp.get("anchor_t", 4.0))
@@ -64,10 +65,14 @@ class DetectionLoss:
         bce_obj = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([self.obj_pw], device=device))
         losses = torch.zeros(3, device=device)
         targets = targets.to(device=device, dtype=torch.float32)
-        for i, (pi, (b, a, gj, gi, tbox, anchors, tcls)) in enumerate(zip(raw, self.build_targets(raw, targets))):
+        dense = self.dense if self.dense is not None else device.type != "cpu"
+        levels = self._targets(raw, targets, dense)
+        for i, (pi, (b, a, gj, gi, tbox, anchors, tcls, valid)) in enumerate(zip(raw, levels)):
             pi = pi.float()
             tobj = torch.zeros(pi.shape[:4], device=device)
-            if b.numel():
+            if valid is not None:
+                self._dense_level(i, pi, tobj, losses, bce_cls, (b, a, gj, gi, tbox, anchors, tcls, valid))
+            elif b.numel():
                 matched = pi[b, a, gj, gi]
                 pbox = self.head.cell_boxes(i, matched[:, :4], anchors).float()
                 ciou_loss = complete_iou_loss(_xyxy(pbox), _xyxy(tbox))
@@ -82,6 +87,35 @@ class DetectionLoss:
         batch_size = raw[0].shape[0]
         return losses.sum() * batch_size, losses.detach()
 
+    def _dense_level(self, i: int, pi: torch.Tensor, tobj: torch.Tensor, losses: torch.Tensor, bce_cls, level) -> None:
+        """One level's box and class terms over every candidate, the invalid ones selected away (adds to
+        ``losses`` and writes ``tobj`` in place): the numbers of the filtered path without reading a count.
+
+        Invalid candidates read a cell that exists (their indices are clamped) but enter nothing: their raw
+        values and target boxes are replaced by harmless ones before the CIoU (so that no NaN of a degenerate
+        box reaches the gradient), their terms are selected out, and their objectness is written to one spare
+        slot past the map. The valid ones keep their order, so a cell matched twice keeps the last write.
+        """
+        b, a, gj, gi, tbox, anchors, tcls, valid = level
+        count = valid.sum()
+        keep = valid[:, None]
+        matched = torch.where(keep, pi[b, a, gj, gi], 0.0)
+        pbox = self.head.cell_boxes(i, matched[:, :4], anchors).float()
+        tbox = torch.where(keep, tbox, pbox.detach())
+        ciou_loss = complete_iou_loss(_xyxy(pbox), _xyxy(tbox))
+        losses[0] += torch.where(valid, ciou_loss, 0.0).sum() / count.clamp(min=1)
+        cell = ((b * self.na + a) * tobj.shape[2] + gj) * tobj.shape[3] + gi
+        slots = torch.cat((tobj.view(-1), tobj.new_zeros(1)))
+        slots[torch.where(valid, cell, tobj.numel())] = (1.0 - ciou_loss).detach().clamp(0)
+        tobj.view(-1).copy_(slots[:-1])
+        if self.nc > 1:
+            t = torch.full_like(matched[:, 5:], self.cls_neg)
+            t[torch.arange(b.numel(), device=pi.device), tcls] = self.cls_pos
+            terms = F.binary_cross_entropy_with_logits(
+                matched[:, 5:], t, pos_weight=bce_cls.pos_weight, reduction="none"
+            )
+            losses[2] += torch.where(keep, terms, 0.0).sum() / (count * self.nc).clamp(min=1)
+
     @torch.no_grad()
     def build_targets(self, raw: list[torch.Tensor], targets: torch.Tensor):
         """Assign each target to anchors and cells, per head.
@@ -93,6 +127,15 @@ class DetectionLoss:
         Yields per head: image index, anchor index, cell row, cell column ``(n,)`` long; the target
         box relative to its cell ``(n, 4)`` in grid units; the matched anchors ``(n, 2)``; the classes.
         """
+        for level in self._targets(raw, targets, dense=False):
+            yield level[:7]
+
+    @torch.no_grad()
+    def _targets(self, raw: list[torch.Tensor], targets: torch.Tensor, dense: bool):
+        """:meth:`build_targets` plus an eighth item: ``None``, or with ``dense`` a ``(n,)`` bool of which
+        candidates are matches. Dense, the candidates are every (direction, anchor, target) triple in the
+        filtered path's order (direction, then anchor, then target): no boolean indexing, which on an
+        accelerator reads the count on the host (3 a level)."""
         device = targets.device
         nt = targets.shape[0]
         anchor_index = torch.arange(self.na, device=device).float().view(self.na, 1).repeat(1, nt)
@@ -106,7 +149,17 @@ class DetectionLoss:
             g = max(min(hi - 1.0, -lo), 0.0)
             gain[2:6] = torch.tensor([nx, ny, nx, ny], device=device, dtype=torch.float32)
             t = all_targets * gain
-            if nt:
+            valid = None
+            if dense:
+                r = t[..., 4:6] / anchors[:, None]
+                fits = torch.max(r, 1 / r).max(2)[0] < self.anchor_t  # (na, nt)
+                gxy, gxi = t[..., 2:4], gain[[2, 3]] - t[..., 2:4]
+                left, up = ((gxy % 1 < g) & (gxy > 1)).unbind(-1)
+                right, down = ((gxi % 1 < g) & (gxi > 1)).unbind(-1)
+                valid = (torch.stack((torch.ones_like(left), left, up, right, down)) & fits).view(-1)
+                t = t.repeat((5, 1, 1)).view(-1, 7)
+                offsets = (directions[:, None, None] * g).expand(5, self.na, nt, 2).reshape(-1, 2)
+            elif nt:
                 r = t[..., 4:6] / anchors[:, None]
                 t = t[torch.max(r, 1 / r).max(2)[0] < self.anchor_t]
                 gxy = t[:, 2:4]
@@ -124,7 +177,7 @@ class DetectionLoss:
             gij = (gxy - offsets).long()
             gi, gj = gij.T.clamp(min=0)
             gi, gj = gi.clamp(max=nx - 1), gj.clamp(max=ny - 1)
-            yield b, a, gj, gi, torch.cat((gxy - gij, gwh), 1), anchors[a], c
+            yield b, a, gj, gi, torch.cat((gxy - gij, gwh), 1), anchors[a], c, valid
 
 
 def build_loss(model: nn.Module, hyp: dict, imgsz: int = 640):
