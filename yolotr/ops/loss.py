@@ -38,6 +38,8 @@ class DetectionLoss:
         hyp: gains and settings: ``box``, ``obj``, ``cls``, ``cls_pw``, ``obj_pw``, ``anchor_t``,
             ``label_smoothing``.
         imgsz: training image size (scales the objectness gain).
+        dense: match targets without boolean indexing (every candidate, masked: no host synchronisation,
+            more work); default: on any device but the CPU.
 
     Call with ``raw`` (list of ``(B, na, H, W, 5 + nc)``) and ``targets`` ``(N, 6)`` float
     ``[image_index, class, cx, cy, w, h]`` normalized to the input image. Returns
