@@ -277,6 +277,7 @@ class Trainer:
             copy_checkpoint(last, self.weights_dir / "best.pt")
 
     def _forward_loss(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``targets`` stay on the host, where the losses and heads read counts from them (no accelerator sync)."""
         with self.amp.autocast(), lean_activations(self.lean):
             raw = self.train_model(images, targets)  # the model passes them to a head that wants_targets
         loss, items = self.loss_fn(raw, targets)
@@ -342,7 +343,6 @@ class Trainer:
                 self._window.append((images, targets))  # the loader's uint8 batch: the guard's re-run input
                 images = images.to(self.device, torch.float32, non_blocking=True, memory_format=self.memory_format)
                 images = images.div_(255)  # scaled in place: no second copy
-                targets = targets.to(self.device, non_blocking=True)
                 loss, items = self._forward_loss(images, targets)
                 self._window_finite.append(torch.isfinite(loss.detach()).all())  # read only if the step is skipped
                 progress.add(items)
@@ -441,9 +441,7 @@ class Trainer:
         bad = flags.index(0.0) if not loss_finite else len(window) - 1  # re-run the batch that went wrong
         images, targets = window[bad]
         images = images.to(self.device, torch.float32, memory_format=self.memory_format).div_(255)
-        self._report_fault(
-            images, targets.to(self.device), "non-finite loss" if not loss_finite else "non-finite gradient"
-        )
+        self._report_fault(images, targets, "non-finite loss" if not loss_finite else "non-finite gradient")
         return False
 
     def _end_epoch(self, epoch: int, mean_loss: torch.Tensor, t0: float) -> dict:

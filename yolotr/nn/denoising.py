@@ -63,7 +63,8 @@ def denoising_group(
     if num_dn <= 0:
         return None
     device = class_embed.device
-    gt_cls, gt_bbox, b_idx, groups = group_targets(targets.to(device), batch_size)
+    gt_cls, gt_bbox, b_idx, groups = group_targets(targets, batch_size)  # counted where they are (the host)
+    gt_cls, gt_bbox, b_idx = (t.to(device, non_blocking=True) for t in (gt_cls, gt_bbox, b_idx))
     m = min(max(groups), num_dn) if groups else 0
     if m == 0:
         return None

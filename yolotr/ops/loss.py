@@ -66,7 +66,7 @@ class DetectionLoss:
         bce_cls = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([self.cls_pw], device=device))
         bce_obj = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([self.obj_pw], device=device))
         losses = torch.zeros(3, device=device)
-        targets = targets.to(device=device, dtype=torch.float32)
+        targets = targets.to(device=device, dtype=torch.float32, non_blocking=True)
         dense = self.dense if self.dense is not None else device.type != "cpu"
         levels = self._targets(raw, targets, dense)
         for i, (pi, (b, a, gj, gi, tbox, anchors, tcls, valid)) in enumerate(zip(raw, levels)):

@@ -70,7 +70,8 @@ class RTDETRLoss:
                 f"{tuple(dec_bboxes.shape)} and {tuple(enc_bboxes.shape)}"
             )
         device = dec_bboxes.device
-        gt_cls, gt_boxes, _, groups = group_targets(targets.to(device), enc_bboxes.shape[0])
+        gt_cls, gt_boxes, _, groups = group_targets(targets, enc_bboxes.shape[0])  # counted where they are
+        gt_cls, gt_boxes = gt_cls.to(device, non_blocking=True), gt_boxes.to(device, non_blocking=True)
         with torch.autocast(device.type, enabled=False):
             dn_bboxes = dn_scores = None
             if dn_meta is not None:
