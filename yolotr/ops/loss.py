@@ -17,6 +17,7 @@ from yolotr.nn.head import Detect
 from yolotr.ops.loss_af import AnchorFreeLoss
 from yolotr.ops.loss_detr import RTDETRLoss
 from yolotr.ops.loss_e2e import E2ELoss
+from yolotr.ops.transfer import device_tensor
 
 LOSS_NAMES = ("box", "obj", "cls")
 
@@ -63,8 +64,8 @@ class DetectionLoss:
 
     def __call__(self, raw: list[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         device = raw[0].device
-        bce_cls = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([self.cls_pw], device=device))
-        bce_obj = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([self.obj_pw], device=device))
+        bce_cls = nn.BCEWithLogitsLoss(pos_weight=torch.full((1,), self.cls_pw, device=device))
+        bce_obj = nn.BCEWithLogitsLoss(pos_weight=torch.full((1,), self.obj_pw, device=device))
         losses = torch.zeros(3, device=device)
         targets = targets.to(device=device, dtype=torch.float32, non_blocking=True)
         dense = self.dense if self.dense is not None else device.type != "cpu"
@@ -85,7 +86,7 @@ class DetectionLoss:
                     t[torch.arange(b.numel(), device=device), tcls] = self.cls_pos
                     losses[2] += bce_cls(matched[:, 5:], t)
             losses[1] += bce_obj(pi[..., 4], tobj) * self.balance[i]
-        losses = losses * torch.tensor([self.gains["box"], self.gains["obj"], self.gains["cls"]], device=device)
+        losses = losses * device_tensor([self.gains["box"], self.gains["obj"], self.gains["cls"]], device)
         batch_size = raw[0].shape[0]
         return losses.sum() * batch_size, losses.detach()
 
@@ -142,20 +143,19 @@ class DetectionLoss:
         nt = targets.shape[0]
         anchor_index = torch.arange(self.na, device=device).float().view(self.na, 1).repeat(1, nt)
         all_targets = torch.cat((targets.repeat(self.na, 1, 1), anchor_index[..., None]), 2)  # (na, nt, 7)
-        directions = torch.tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], device=device).float()
-        gain = torch.ones(7, device=device)
+        directions = device_tensor([[0, 0], [1, 0], [0, 1], [-1, 0], [0, -1]], device)
         for i in range(self.nl):
             anchors = self.head.anchors[i].to(device)
             _, _, ny, nx, _ = raw[i].shape
             lo, hi = self.head.xy_range(i)
             g = max(min(hi - 1.0, -lo), 0.0)
-            gain[2:6] = torch.tensor([nx, ny, nx, ny], device=device, dtype=torch.float32)
+            gain = device_tensor([1, 1, nx, ny, nx, ny, 1], device)
             t = all_targets * gain
             valid = None
             if dense:
                 r = t[..., 4:6] / anchors[:, None]
                 fits = torch.max(r, 1 / r).max(2)[0] < self.anchor_t  # (na, nt)
-                gxy, gxi = t[..., 2:4], gain[[2, 3]] - t[..., 2:4]
+                gxy, gxi = t[..., 2:4], gain[2:4] - t[..., 2:4]
                 left, up = ((gxy % 1 < g) & (gxy > 1)).unbind(-1)
                 right, down = ((gxi % 1 < g) & (gxi > 1)).unbind(-1)
                 valid = (torch.stack((torch.ones_like(left), left, up, right, down)) & fits).view(-1)
@@ -165,7 +165,7 @@ class DetectionLoss:
                 r = t[..., 4:6] / anchors[:, None]
                 t = t[torch.max(r, 1 / r).max(2)[0] < self.anchor_t]
                 gxy = t[:, 2:4]
-                gxi = gain[[2, 3]] - gxy
+                gxi = gain[2:4] - gxy
                 left, up = ((gxy % 1 < g) & (gxy > 1)).T
                 right, down = ((gxi % 1 < g) & (gxi > 1)).T
                 use = torch.stack((torch.ones_like(left), left, up, right, down))

@@ -28,6 +28,7 @@ from yolotr.errors import ConfigError
 from yolotr.ops.anchors import bbox2dist, dist2bbox, make_anchors
 from yolotr.ops.assign import TaskAlignedAssigner, bbox_ciou
 from yolotr.ops.loss_af import AF_HYP_DEFAULTS, AnchorFreeLoss, LossOutput, anchor_rows, head_geometry
+from yolotr.ops.transfer import device_tensor
 
 E2E_START_O2M, E2E_FINAL_O2M = 0.8, 0.1
 
@@ -114,7 +115,7 @@ class BranchLoss:
             target_ltrb = bbox2dist(anchor_points, box_t, self.reg_max - 1 - 0.01).reshape(-1, 4)
             side = self._dfl.distribution_focal_loss(dist_p.reshape(-1, self.reg_max), target_ltrb)
         else:
-            scale = anchor_stride / torch.tensor([width, height, width, height], device=device)  # (..., 4)
+            scale = anchor_stride / device_tensor([width, height, width, height], device)  # (..., 4)
             target_ltrb = torch.cat((anchor_points - box_t[..., :2], box_t[..., 2:] - anchor_points), -1)
             side = F.l1_loss(dist_p * scale, target_ltrb * scale, reduction="none").mean(-1, keepdim=True)
         loss_side = self._masked(side.reshape(weight.shape) * weight, mask).sum() / score_sum
