@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 
 from yolotr.ops.boxes import xywh2xyxy, xyxy2xywh
+from yolotr.ops.transfer import to_device
 
 
 def group_targets(targets: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
@@ -64,7 +65,7 @@ def denoising_group(
         return None
     device = class_embed.device
     gt_cls, gt_bbox, b_idx, groups = group_targets(targets, batch_size)  # counted where they are (the host)
-    gt_cls, gt_bbox, b_idx = (t.to(device, non_blocking=True) for t in (gt_cls, gt_bbox, b_idx))
+    gt_cls, gt_bbox, b_idx = (to_device(t, device) for t in (gt_cls, gt_bbox, b_idx))
     m = min(max(groups), num_dn) if groups else 0
     if m == 0:
         return None

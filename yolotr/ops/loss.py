@@ -17,7 +17,7 @@ from yolotr.nn.head import Detect
 from yolotr.ops.loss_af import AnchorFreeLoss
 from yolotr.ops.loss_detr import RTDETRLoss
 from yolotr.ops.loss_e2e import E2ELoss
-from yolotr.ops.transfer import device_tensor
+from yolotr.ops.transfer import device_tensor, to_device
 
 LOSS_NAMES = ("box", "obj", "cls")
 
@@ -67,7 +67,7 @@ class DetectionLoss:
         bce_cls = nn.BCEWithLogitsLoss(pos_weight=torch.full((1,), self.cls_pw, device=device))
         bce_obj = nn.BCEWithLogitsLoss(pos_weight=torch.full((1,), self.obj_pw, device=device))
         losses = torch.zeros(3, device=device)
-        targets = targets.to(device=device, dtype=torch.float32, non_blocking=True)
+        targets = to_device(targets.float(), device)
         dense = self.dense if self.dense is not None else device.type != "cpu"
         levels = self._targets(raw, targets, dense)
         for i, (pi, (b, a, gj, gi, tbox, anchors, tcls, valid)) in enumerate(zip(raw, levels)):

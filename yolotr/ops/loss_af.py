@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from yolotr.errors import ConfigError
 from yolotr.ops.anchors import bbox2dist, dist2bbox, make_anchors
 from yolotr.ops.assign import Assignment, TaskAlignedAssigner, bbox_ciou
+from yolotr.ops.transfer import to_device
 
 AF_LOSS_NAMES = ("box", "cls", "dfl")
 
@@ -263,7 +264,4 @@ class AnchorFreeLoss:
         mask[image, slot] = True
         if device == work:
             return labels, boxes, mask
-        pin = device.type == "cuda" and work.type == "cpu"  # pinned: the copy does not wait for the GPU
-        return tuple(
-            t.pin_memory().to(device, non_blocking=True) if pin else t.to(device) for t in (labels, boxes, mask)
-        )
+        return tuple(to_device(t, device) for t in (labels, boxes, mask))

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from yolotr.nn.denoising import group_targets
 from yolotr.ops.matcher import HungarianMatcher, iou_cxcywh
+from yolotr.ops.transfer import to_device
 
 TERMS = ("class", "bbox", "giou")
 
@@ -71,7 +72,7 @@ class RTDETRLoss:
             )
         device = dec_bboxes.device
         gt_cls, gt_boxes, _, groups = group_targets(targets, enc_bboxes.shape[0])  # counted where they are
-        gt_cls, gt_boxes = gt_cls.to(device, non_blocking=True), gt_boxes.to(device, non_blocking=True)
+        gt_cls, gt_boxes = to_device(gt_cls, device), to_device(gt_boxes, device)
         with torch.autocast(device.type, enabled=False):
             dn_bboxes = dn_scores = None
             if dn_meta is not None:

@@ -1,19 +1,24 @@
-"""Small host values onto the device without draining its stream."""
+"""Host tensors and values onto the device without draining its stream."""
 
 from __future__ import annotations
 
 import torch
 
 
-def device_tensor(values, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """``values`` (numbers, or nested lists of them) as a tensor of ``dtype`` on ``device``.
+def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``tensor`` on ``device``; from the host to CUDA through pinned memory with a non-blocking copy.
 
-    ``torch.tensor(values, device="cuda")`` copies and then waits for everything queued on the stream (a host
-    synchronisation in the middle of a training step); here the values are put in pinned memory and copied
-    without waiting. On the CPU it is ``torch.tensor(values, dtype=dtype)``.
+    A plain ``.to("cuda")`` of a host tensor waits for everything queued on the stream (a host
+    synchronisation in the middle of a training step), and a non-blocking one from pageable memory may
+    still stall on its staging copy. Anything else (already there, the CPU, another device) is ``.to``.
     """
-    host = torch.tensor(values, dtype=dtype)
     device = torch.device(device)
-    if device.type != "cuda":
-        return host.to(device)
-    return host.pin_memory().to(device, non_blocking=True)
+    if device.type == "cuda" and tensor.device.type == "cpu":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
+
+
+def device_tensor(values, device: torch.device | str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``values`` (numbers, or nested lists of them) as a tensor of ``dtype`` on ``device``, by :func:`to_device`
+    (``torch.tensor(values, device="cuda")`` copies and then drains the stream)."""
+    return to_device(torch.tensor(values, dtype=dtype), device)
