@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.device_syncs import DeviceSyncs
 from tests.engine.conftest import tiny_train_cfg
 from yolotr.engine.amp import SCALE_FLOOR, check_amp, resolve_amp
 from yolotr.engine.config import resolve_config
@@ -21,6 +22,7 @@ from yolotr.engine.optim import apply_schedule
 from yolotr.engine.progress import LOG_EVERY
 from yolotr.engine.trainer import Trainer
 from yolotr.errors import ConfigError
+from yolotr.ops.loss import build_loss
 
 CPU = torch.device("cpu")
 
@@ -175,3 +177,32 @@ def test_a_training_step_reads_nothing_on_the_host_outside_logging(tiny_shapes, 
     gate_read = "item in amp.py"
     assert {s: reads.by_step[s] for s in quiet if reads.by_step[s] != [gate_read]} == {}
     assert reads.by_step[trainer.nb - 1]  # the epoch's end reads the loss: the counter sees host reads
+
+
+ACCELERATOR_STEP_CASES = [("yolov5n.yaml", "SGD"), ("yolov8n.yaml", "SGD"), ("yolo26n.yaml", "MuSGD")]
+
+
+@pytest.mark.parametrize(("model", "optimizer"), ACCELERATOR_STEP_CASES)
+def test_a_step_with_the_accelerators_losses_synchronises_once(tiny_shapes, tmp_path, model, optimizer):
+    """With the losses an accelerator trains with (``dense``: targets matched without host reads), a step
+    outside the logging interval makes one op that would wait for the device, anywhere in the step (loss,
+    assigner, optimizer, EMA, guard, torch's own code): the gate's test of the gradient norm. (Copies to the
+    host, ``.cpu()`` / ``.tolist()``, are no ops on the CPU: the test above counts those in yolotr's code.)"""
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, model=model, epochs=1, batch=2, nbs=2, mosaic=0.0, optimizer=optimizer)
+    trainer = Trainer(cfg)
+    by_step: dict[int, list[str]] = defaultdict(list)
+    counter = DeviceSyncs(on_read=lambda name: by_step[trainer.step].append(name))
+
+    def from_step_one(t: Trainer) -> None:
+        if t.step == 1:
+            t.loss_fn = build_loss(t.model, t.cfg, t.cfg["imgsz"], dense=True)
+            counter.__enter__()
+
+    trainer.add_callback("on_batch_start", from_step_one)
+    try:
+        trainer.train()
+    finally:
+        counter.__exit__(None, None, None)
+    quiet = [s for s in range(1, trainer.nb - 1) if s % LOG_EVERY != 0]
+    assert len(quiet) >= 5
+    assert {s: by_step[s] for s in quiet if by_step[s] != ["aten._local_scalar_dense.default"]} == {}

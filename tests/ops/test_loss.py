@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.device_syncs import DeviceSyncs
 from yolotr.models.detection import DetectionModel
 from yolotr.ops.loss import DetectionLoss
 
@@ -93,7 +94,6 @@ def test_complete_iou_loss_equals_torchvision_without_host_reads():
     reads nothing on the host (torchvision's boolean-mask indexing: five ``nonzero`` a call, each a CUDA sync)."""
     import torchvision
 
-    from tests.ops.test_loss_af import _HostReads
     from yolotr.ops.loss import complete_iou_loss
 
     pred, target = _box_pairs()
@@ -104,7 +104,7 @@ def test_complete_iou_loss_equals_torchvision_without_host_reads():
     outputs, grads = [], []
     for fn in (complete_iou_loss, lambda p, t: torchvision.ops.complete_box_iou_loss(p, t, reduction="none")):
         p = pred.clone().requires_grad_()
-        with _HostReads() as mode:
+        with DeviceSyncs() as mode:
             out = fn(p, target)
             (out * torch.linspace(0.5, 2, len(out))).sum().backward()
         outputs.append(out.detach())
@@ -130,7 +130,6 @@ def _targets(seed: int, n: int) -> torch.Tensor:
 def test_dense_targets_give_the_filtered_losses_without_host_reads(yaml):
     """The accelerator's path (every candidate, the non-matches selected away) gives the CPU path's items and
     gradients, and reads nothing on the host (no boolean indexing: each a CUDA synchronisation)."""
-    from tests.ops.test_loss_af import _HostReads
 
     torch.manual_seed(0)
     model = DetectionModel(yaml, nc=3).train()
@@ -141,7 +140,7 @@ def test_dense_targets_give_the_filtered_losses_without_host_reads(yaml):
             for r in raw:
                 r.grad = None
             loss = DetectionLoss(model.model[-1], HYP, 128, dense=dense)
-            with _HostReads() as mode:
+            with DeviceSyncs() as mode:
                 total, items = loss(raw, _targets(seed, n))
                 total.backward()
             results[dense] = items, [r.grad.clone() for r in raw], mode.reads

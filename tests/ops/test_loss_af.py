@@ -7,9 +7,9 @@ from functools import lru_cache
 import pytest
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from tests.conftest import shared_path
+from tests.device_syncs import DeviceSyncs
 from yolotr.engine.config import default_config
 from yolotr.errors import ConfigError
 from yolotr.ops.loss import LOSS_NAMES, DetectionLoss, build_loss
@@ -184,23 +184,6 @@ def test_build_loss_follows_the_head():
     assert isinstance(v5, DetectionLoss) and v5.names == LOSS_NAMES == ("box", "obj", "cls")
 
 
-class _HostReads(TorchDispatchMode):
-    """Counts the ops that make an accelerator wait for the host: ``nonzero``, scalar reads, boolean indexing."""
-
-    def __init__(self):
-        super().__init__()
-        self.reads: list[str] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = str(func)
-        bool_index = name.startswith(("aten.index.", "aten.index_put")) and any(
-            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ())
-        )
-        if "nonzero" in name or "_local_scalar_dense" in name or "masked_select" in name or bool_index:
-            self.reads.append(name)
-        return func(*args, **(kwargs or {}))
-
-
 def _loss_with_targets(dense, seed=0):
     maps = _maps(batch=4, size=128, requires_grad=True, seed=seed)
     g = torch.Generator().manual_seed(seed)
@@ -231,10 +214,10 @@ def test_dense_path_reads_nothing_on_the_host_but_the_target_count(monkeypatch):
     tolist = torch.Tensor.tolist
     calls = []
     monkeypatch.setattr(torch.Tensor, "tolist", lambda t: calls.append(t.shape) or tolist(t))
-    with _HostReads() as mode:
+    with DeviceSyncs() as mode:
         _loss_with_targets(True)
     assert mode.reads == []
     assert calls == [torch.Size([3])]  # pad_targets: lowest and highest image index, most boxes in one image
-    with _HostReads() as mode:
+    with DeviceSyncs() as mode:
         _loss_with_targets(False)
     assert mode.reads == ["aten.nonzero.default"] * 2  # the CPU path: the candidates, then the foreground

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.device_syncs import DeviceSyncs
 from yolotr.errors import ConfigError
 from yolotr.models.detection import DetectionModel
 from yolotr.ops.loss import build_loss
@@ -139,14 +140,13 @@ def test_dense_path_equals_the_foreground_path(reg_max: int) -> None:
 
 def test_dense_path_reads_nothing_on_the_host_but_the_target_count(monkeypatch) -> None:
     """No nonzero, item, bool() or boolean indexing in either branch; one tolist per branch (pad_targets)."""
-    from .test_loss_af import _HostReads
 
     tolist = torch.Tensor.tolist
     calls = []
     monkeypatch.setattr(torch.Tensor, "tolist", lambda t: calls.append(t.shape) or tolist(t))
-    with _HostReads() as mode:
+    with DeviceSyncs() as mode:
         _e2e_case(1, True)
     assert mode.reads == [] and calls == [torch.Size([3])] * 2
-    with _HostReads() as mode:
+    with DeviceSyncs() as mode:
         _e2e_case(1, False)
     assert mode.reads == ["aten.nonzero.default"] * 4  # the CPU path: candidates and foreground, per branch

@@ -182,7 +182,7 @@ class DetectionLoss:
             yield b, a, gj, gi, torch.cat((gxy - gij, gwh), 1), anchors[a], c, valid
 
 
-def build_loss(model: nn.Module, hyp: dict, imgsz: int = 640):
+def build_loss(model: nn.Module, hyp: dict, imgsz: int = 640, dense: bool | None = None):
     """The loss a model trains with, chosen by its head (``model.model[-1]``).
 
     RT-DETR's decoder (``dec_score_head``) gets :class:`~yolotr.ops.loss_detr.RTDETRLoss`; a head with a
@@ -192,17 +192,18 @@ def build_loss(model: nn.Module, hyp: dict, imgsz: int = 640):
     :class:`~yolotr.ops.loss_af.AnchorFreeLoss`, any other (YOLOv5, YOLOv4) :class:`DetectionLoss`.
     A DDP-wrapped model is unwrapped. The returned callable takes the head's training output and
     ``targets`` ``(N, 6)`` and returns ``(total * batch_size, items)``; its ``names`` attribute
-    names the items (e.g. for results.csv).
+    names the items (e.g. for results.csv). ``dense`` (the YOLO losses; None: by device) matches targets
+    without host synchronisation (every candidate, masked: an accelerator's way) or filters them (the CPU's).
     """
     model = getattr(model, "module", model)
     head = model.model[-1]
     if hasattr(head, "dec_score_head"):  # RT-DETR's decoder: the set loss (total not times the batch size)
         return RTDETRLoss(head, hyp, imgsz)
     if hasattr(head, "one2one_cv2"):
-        return E2ELoss(head, hyp, imgsz)
+        return E2ELoss(head, hyp, imgsz, dense)
     if hasattr(head, "reg_max"):
-        return AnchorFreeLoss(head, hyp, imgsz)
-    return DetectionLoss(head, hyp, imgsz)
+        return AnchorFreeLoss(head, hyp, imgsz, dense)
+    return DetectionLoss(head, hyp, imgsz, dense)
 
 
 def _xyxy(xywh: torch.Tensor) -> torch.Tensor:
