@@ -96,6 +96,32 @@ def test_a_failed_capture_or_a_wrong_graph_runs_that_shape_eagerly(model, monkey
     assert torch.allclose(out, backend.model(y)[0]) and backend.graphs[((1, 3, 32, 64), torch.float32)] is None
 
 
+class _RecordedNothing:
+    """A captured graph whose replay launches nothing (a capture on another device's stream records none)."""
+
+    def replay(self) -> None:
+        pass
+
+
+def test_a_graph_whose_replay_writes_nothing_is_refused(model, monkeypatch, caplog):
+    """The forward ran while 'captured' and left the right output for the capture's own input in the static
+    buffer; the check must not take that for the replay's work (every later batch would get it back)."""
+    backend = _backend(model)
+
+    def capture(x):
+        static_in = x.clone()
+        return cuda_graph._Graph(_RecordedNothing(), static_in, backend.model(static_in)[0])
+
+    monkeypatch.setattr(backend, "_capture", capture)
+    x = torch.rand(1, 3, 64, 64)
+    with caplog.at_level(logging.WARNING, logger="yolotr"):
+        out = backend(x)
+    assert "differs from the eager model" in caplog.records[-1].getMessage()
+    assert backend.graphs[((1, 3, 64, 64), torch.float32)] is None
+    other = torch.rand(1, 3, 64, 64)
+    assert torch.allclose(out, backend.model(x)[0]) and torch.allclose(backend(other), backend.model(other)[0])
+
+
 def test_at_most_max_graphs_shapes_are_kept(model, monkeypatch):
     backend = _backend(model)
     monkeypatch.setattr(cuda_graph, "MAX_GRAPHS", 2)

@@ -256,3 +256,14 @@ def test_an_exported_onnx_file_predicts_through_yolo(official, bus, tmp_path):
 def test_val_thresholds_out_of_range(official, settings, match):
     with pytest.raises(ConfigError, match=match):
         official.val(data="shapes", imgsz=64, **settings)
+
+
+@pytest.mark.parametrize("columns", [5 + 3, 4 + 3], ids=["objectness", "anchor-free"])
+def test_candidates_on_the_device_equal_those_on_the_host(columns):
+    """The accelerator's path (torch on ``decoded``'s device) keeps the rows NumPy keeps on the CPU."""
+    from yolotr.engine.predictor import candidates
+
+    decoded = torch.rand(2, 500, columns, generator=torch.Generator().manual_seed(columns))
+    host, device = candidates(decoded, 0.9, 3, on_host=True), candidates(decoded, 0.9, 3, on_host=False)
+    assert [len(rows) for rows in device] == [len(rows) for rows in host] and 0 < len(host[0]) < 500
+    assert all(torch.equal(d, h) for d, h in zip(device, host))

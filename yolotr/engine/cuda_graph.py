@@ -11,9 +11,9 @@ becomes the GPU's own time.
 
 1. warm-up forwards on a side stream (cuDNN picks its algorithms, heads build their anchor grids);
 2. capture of one forward into a ``torch.cuda.CUDAGraph`` reading a static input tensor;
-3. a check: the replayed output against the eager one (fp16 tolerance); a shape whose graph differs, or
-   whose capture fails (an operation that synchronises with the host, a dynamic shape), runs eagerly from
-   then on, with one warning.
+3. a check: the replayed output (its buffer first filled with NaN) against the eager one (fp16 tolerance);
+   a shape whose graph differs, or whose capture fails (an operation that synchronises with the host, a
+   dynamic shape), runs eagerly from then on, with one warning.
 
 Graphs share one memory pool and at most :data:`MAX_GRAPHS` shapes are kept (least recently used go).
 Each call copies the batch into the static input, replays, and returns a copy of the static output (the
@@ -43,10 +43,14 @@ TOLERANCE = {torch.float16: 1e-2, torch.bfloat16: 3e-2, torch.float32: 1e-4}
 
 
 class _Graph:
-    """One captured forward: static input ``(B, 3, H, W)`` and output tensors on the device."""
+    """One captured forward: static input ``(B, 3, H, W)`` and output tensors on the device.
+
+    The output starts as NaN, so that only a replay that writes all of it passes the backend's check (a
+    capture that recorded nothing leaves whatever the forward wrote while it was captured).
+    """
 
     def __init__(self, graph: torch.cuda.CUDAGraph, static_in: torch.Tensor, static_out: torch.Tensor):
-        self.graph, self.static_in, self.static_out = graph, static_in, static_out
+        self.graph, self.static_in, self.static_out = graph, static_in, static_out.fill_(float("nan"))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The output for ``x`` as a new float32 tensor (the next replay overwrites the static one)."""
@@ -84,16 +88,23 @@ class CudaGraphBackend(Backend):
         """``(B, 3, H, W)`` in ``[0, 1]``, ``channels_last``, on the model's device and dtype."""
         return preprocess(images, self.device, self.dtype)
 
-    @torch.no_grad()  # not inference_mode: the graph's static tensors outlive the call
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        key = (tuple(x.shape), x.dtype)
-        if key not in self.graphs:
-            self.graphs[key] = self._prepared(x)
-            while len(self.graphs) > MAX_GRAPHS:
-                self.graphs.popitem(last=False)
-        self.graphs.move_to_end(key)
-        graph = self.graphs[key]
-        return graph(x) if graph is not None else _decoded(self.model(x)).float()
+        # not inference mode, even inside the predictor's: the graph's static tensors outlive the call and
+        # are written in place by later calls, which inference tensors refuse outside inference mode
+        with torch.inference_mode(False), torch.no_grad(), self._on_device():
+            key = (tuple(x.shape), x.dtype)
+            if key not in self.graphs:
+                self.graphs[key] = self._prepared(x)
+                while len(self.graphs) > MAX_GRAPHS:
+                    self.graphs.popitem(last=False)
+            self.graphs.move_to_end(key)
+            graph = self.graphs[key]
+            return graph(x) if graph is not None else _decoded(self.model(x)).float()
+
+    def _on_device(self) -> torch.cuda.device:
+        """Makes the model's GPU the current device: capture records, and replay runs, on the current device's
+        streams (a model on ``cuda:1`` would otherwise run eagerly beside an empty graph); a no-op off CUDA."""
+        return torch.cuda.device(self.device if self.device.type == "cuda" else -1)
 
     def _prepared(self, x: torch.Tensor) -> _Graph | None:
         """The checked graph of ``x``'s shape, or None (with a warning) to run that shape eagerly."""
@@ -128,6 +139,8 @@ class CudaGraphBackend(Backend):
         if self.pool is None:
             self.pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        # the outer stream context puts the current stream back when a failed capture raises from
+        # torch.cuda.graph's exit before it restores the stream itself
+        with torch.cuda.stream(torch.cuda.current_stream(self.device)), torch.cuda.graph(graph, pool=self.pool):
             static_out = _decoded(self.model(static_in))
         return _Graph(graph, static_in, static_out)

@@ -41,21 +41,24 @@ from yolotr.ops.boxes import (
 LOGGER = logging.getLogger("yolotr")
 
 
-def candidates(decoded: torch.Tensor, conf: float, nc: int) -> list[torch.Tensor]:
+def candidates(decoded: torch.Tensor, conf: float, nc: int, on_host: bool | None = None) -> list[torch.Tensor]:
     """Per image, the rows of the decoded output that can pass NMS's confidence threshold.
 
     ``decoded`` is ``(B, N, 5 + nc)`` (objectness column) or ``(B, N, 4 + nc)`` (anchor-free). A row
     survives when its objectness (anchor-free: its best class score) is above ``conf``: the first
     test of :func:`non_max_suppression`, done here on the whole output at once so that NMS only
-    sees the few candidates. On the CPU the test runs in NumPy: on a few thousand rows PyTorch's
-    thread pool costs more than the work (and much more when other processes hold the cores).
-    Returns ``(n_i, C)`` tensors on ``decoded``'s device.
+    sees the few candidates. ``on_host`` (None: on a CPU ``decoded``) runs the test in NumPy: on a few
+    thousand rows PyTorch's thread pool costs more than the work (and much more when other processes
+    hold the cores); otherwise in torch on ``decoded``'s device. Returns ``(n_i, C)`` tensors on
+    ``decoded``'s device.
     """
-    score_of = (lambda x: x[..., 4]) if has_objectness(decoded.shape[-1], nc) else (lambda x: x[..., 4:].max(-1))
-    if decoded.device.type == "cpu":
-        array = decoded.float().numpy()
-        return [torch.from_numpy(a[score_of(a) > conf]) for a in array]
-    return [x[score_of(x) > conf] for x in decoded]
+    objectness = has_objectness(decoded.shape[-1], nc)
+    if decoded.device.type == "cpu" if on_host is None else on_host:
+        array = decoded.float().cpu().numpy()
+        scores = array[..., 4] if objectness else array[..., 4:].max(-1)  # (B, N)
+        return [torch.from_numpy(a[s > conf]).to(decoded.device) for a, s in zip(array, scores)]
+    scores = decoded[..., 4] if objectness else decoded[..., 4:].amax(-1)  # (B, N)
+    return [x[s > conf] for x, s in zip(decoded, scores)]
 
 
 def _note_baked_nms(model: nn.Module, conf: float, iou: float, max_det: int, agnostic: bool) -> None:

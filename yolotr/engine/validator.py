@@ -224,7 +224,7 @@ class Validator:
             decoded, raw = (out[0], out[1] if len(out) > 1 else None) if isinstance(out, tuple | list) else (out, None)
             if self.loss_fn is not None and raw is not None:
                 maps = raw if isinstance(raw, dict) else list(raw)  # an end-to-end head's raw: both branches
-                loss_sum += self.loss_fn(maps, targets.to(device))[1].double()
+                loss_sum += self.loss_fn(maps, targets)[1].double()  # targets on the host, as in training
                 n_batches += 1
             t2 = _clock(device)
             if layout == DETECTIONS:  # NMS inside the model (or an NMS-free head)
