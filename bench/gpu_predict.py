@@ -91,6 +91,8 @@ def measure(
                 x = torch.rand(batch, 3, size, size, device=device, dtype=dtype)
                 ms = turns(runners, x.contiguous(memory_format=torch.channels_last), runs)
                 row = {"model": name, "dtype": label, "batch": batch, "ref": reference_label(name), **ms}
+                if "graph" in runners:  # a shape whose capture or check failed ran eagerly (its warning: the log)
+                    row["graph_fell_back"] = runners["graph"].graphs.get((tuple(x.shape), x.dtype), 0) is None
                 if "reference" in ms:
                     for k in ("graph", "compile", "eager"):
                         if k in ms:

@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -24,7 +25,9 @@ def _rows(table: str) -> dict[tuple[str, str], tuple[str, str]]:
     rows = {}
     for line in table.splitlines():
         match = re.match(
-            r"^(train|resume|ddp|latency|swin|predict|syncs|trainer)\s+(.+?)\s+(PASS|FAIL|MISS|SKIP|INFO)\s+(.*)$", line
+            r"^(train|resume|ddp|latency|swin|predict-api|predict|syncs|trainer)\s+(.+?)\s+"
+            r"(PASS|FAIL|MISS|SKIP|INFO)\s+(.*)$",
+            line,
         )
         if match:
             rows[(match[1], match[2])] = (match[3], match[4])
@@ -62,6 +65,10 @@ def test_dry_run_runs_every_step_and_prints_one_table(tmp_path):
         if references:
             assert re.search(r"(YOLOv5|ultralytics) eager fused [\d.]+ ms, ratio [\d.]+", detail), detail
 
+    api = {item: v for (check, item), v in rows.items() if check == "predict-api"}
+    assert set(api) == {f"{m} fp32 YOLO.predict" for m in ("yolov5n", "yolov8n")}
+    assert all(status == "PASS" and re.match(r"\d+ photos, [1-9]\d* boxes", detail) for status, detail in api.values())
+
     status, detail = rows[("syncs", "yolov5n.yaml")]
     assert status == "INFO" and "per step over" in detail
     status, detail = rows[("trainer", "anchor-free")]
@@ -80,3 +87,27 @@ def test_without_cuda_the_check_asks_for_the_dry_run():
     )
     assert proc.returncode == 2
     assert "no CUDA device: run with --dry-run for the CPU rehearsal" in proc.stderr
+
+
+def test_a_timed_out_trainer_bench_leaves_no_process_behind(tmp_path, monkeypatch):
+    """bench/train.py starts one process per side: a timeout kills the whole group, so nothing goes on
+    holding the GPU after the check, and the check's row says the time ran out (not a FAIL)."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    from gpu_rows import _run_group
+
+    side = "import os, time; print(os.getpid(), flush=True); time.sleep(60)"
+    script = f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {side!r}]); time.sleep(60)"
+    log = tmp_path / "trainbench.log"
+    started = time.monotonic()
+    status, _ = _run_group([sys.executable, "-c", script], 3.0, log)
+    assert status is None and time.monotonic() - started < 20  # not held until the side's own end (60 s)
+    side_pid = int(log.read_text().split()[0])
+    for _ in range(50):
+        try:
+            os.kill(side_pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the side process {side_pid} outlived the timeout")
+    assert _run_group([sys.executable, "-c", "import sys; sys.exit(3)"], 30.0, log)[0] == 3

@@ -129,3 +129,22 @@ def test_at_most_max_graphs_shapes_are_kept(model, monkeypatch):
     for side in (32, 64, 96):
         backend(torch.rand(1, 3, side, side))
     assert [key[0][2] for key in backend.graphs] == [64, 96]
+
+
+CAPTURED = ["yolov5n.yaml", "yolov8n.yaml", "yolo26n.yaml", "yolov8n-swinv2.yaml", "rtdetr-l.yaml"]
+
+
+@pytest.mark.parametrize("name", CAPTURED)
+def test_an_eval_forward_reads_nothing_on_the_host(name):
+    """What capture needs: once warm (grids and masks cached), an eval forward makes no op that waits for the
+    device (RT-DETR's decoder read its stride with ``float()``: every capture of it failed)."""
+    from tests.device_syncs import DeviceSyncs
+
+    torch.manual_seed(0)
+    model = DetectionModel(name, nc=3).eval()
+    x = torch.rand(1, 3, 128, 160)
+    with torch.no_grad():
+        model(x)
+        with DeviceSyncs() as syncs:
+            model(x)
+    assert syncs.reads == []

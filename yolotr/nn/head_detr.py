@@ -244,9 +244,12 @@ class RTDETRDecoder(nn.Module):
             top, flat = scores.flatten(1).topk(min(self.max_det, q * nc), dim=1)
             query, labels = torch.div(flat, nc, rounding_mode="floor"), flat % nc
         picked = xywh2xyxy(boxes.gather(1, query[..., None].expand(-1, -1, 4)))
-        stride = float(self.stride[0]) if self.stride.numel() and float(self.stride[0]) > 0 else 0.0
-        if stride:  # normalized -> input pixels (the padded frame of the first level)
-            # a traced export holds the level's sides as tensors: stacked, not new_tensor (which bakes the example's)
-            h, w = (torch.as_tensor(side, device=picked.device) for side in first_shape)
-            picked = picked * (torch.stack((w, h, w, h)).to(picked.dtype) * stride)
+        # normalized -> input pixels (the padded frame of the first level), once DetectionModel has measured the
+        # stride (0 before). No host read and no host-to-device copy, so a CUDA graph can capture the head:
+        # the stride stays a device tensor, the sides multiply as Python numbers (0-dim tensors in a traced
+        # export, which keeps them dynamic). The stride is a power of two, so this rounds as one product would.
+        h, w = (side.to(picked.dtype) if isinstance(side, torch.Tensor) else side for side in first_shape)
+        stride = self.stride[0].to(picked.dtype)
+        pixels = torch.stack((picked[..., 0] * w, picked[..., 1] * h, picked[..., 2] * w, picked[..., 3] * h), -1)
+        picked = torch.where(stride > 0, pixels * stride, picked)
         return torch.cat((picked, top[..., None], labels[..., None].to(top.dtype)), -1)
