@@ -97,7 +97,9 @@ class DetectionLoss:
         Invalid candidates read a cell that exists (their indices are clamped) but enter nothing: their raw
         values and target boxes are replaced by harmless ones before the CIoU (so that no NaN of a degenerate
         box reaches the gradient), their terms are selected out, and their objectness is written to one spare
-        slot past the map. The valid ones keep their order, so a cell matched twice keeps the last write.
+        slot past the map. The valid ones keep their order, so a cell matched twice keeps the last write, as
+        on the filtered path (on CUDA only under deterministic algorithms, the default ``deterministic: true``;
+        otherwise which duplicate wins is unspecified there, as in YOLOv5).
         """
         b, a, gj, gi, tbox, anchors, tcls, valid = level
         count = valid.sum()
