@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import shutil
 import sys
+import types
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -66,12 +68,35 @@ def place_font(config_dir: Path) -> None:
 
 def official_yaml(name: str) -> str:
     """Path of a model YAML shipped in the ``yolov5`` package (located without importing it)."""
-    import importlib.util
-
     spec = importlib.util.find_spec("yolov5")
     if spec is None or not spec.submodule_search_locations:
         sys.exit("the yolov5 package is not installed: pip install -e .[bench]")
     return str(Path(next(iter(spec.submodule_search_locations))) / "models" / name)
+
+
+def stand_in_for_roboflow() -> bool:
+    """Where the ``roboflow`` package is missing (the GPU machine: ``gpu-pack`` carries only the reference
+    packages), register an empty stand-in so that ``yolov5.train`` imports: its ``yolov5.utils.roboflow``
+    imports ``Roboflow`` and ``Version`` at module level for dataset uploads, which the bench never does.
+    Using the stand-in raises. Returns whether it was needed."""
+    try:
+        import roboflow.core.version  # noqa: F401 - present and importable: nothing to do
+    except ImportError:
+        pass
+    else:
+        return False
+
+    class _Absent:
+        def __init__(self, *args, **kwargs):
+            raise RuntimeError("roboflow is not installed (the bench registered a stand-in to import yolov5.train)")
+
+    modules = {name: types.ModuleType(name) for name in ("roboflow", "roboflow.core", "roboflow.core.version")}
+    modules["roboflow"].Roboflow = _Absent
+    modules["roboflow"].core = modules["roboflow.core"]
+    modules["roboflow.core"].version = modules["roboflow.core.version"]
+    modules["roboflow.core.version"].Version = _Absent
+    sys.modules.update(modules)
+    return True
 
 
 def child_official(args: argparse.Namespace, workdir: Path) -> dict:
@@ -81,6 +106,7 @@ def child_official(args: argparse.Namespace, workdir: Path) -> dict:
     if not hasattr(np, "trapz"):  # removed in numpy 2.4; YOLOv5 7.0's compute_ap integrates with it
         np.trapz = np.trapezoid
     sys.argv = sys.argv[:1]  # parse_opt reads the command line: give it only the defaults
+    stand_in_for_roboflow()
     from yolov5 import train as v5train
     from yolov5.utils import downloads
     from yolov5.utils.callbacks import Callbacks
@@ -180,8 +206,6 @@ def yolotr_validate_official(path: str, args: argparse.Namespace) -> tuple[float
 
 def check_hyp_mirror() -> None:
     """Warn where yolotr's defaults differ from the official hyp.scratch-low.yaml."""
-    import importlib.util
-
     import yaml
 
     from yolotr.engine.config import default_config

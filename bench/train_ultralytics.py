@@ -5,6 +5,7 @@ the child that trains the family's model with the package's trainer (8.4.190; RT
 from __future__ import annotations
 
 import argparse
+import csv
 import logging
 import sys
 from pathlib import Path
@@ -24,6 +25,17 @@ from train_common import (
 from train_probe import Marks, StepProbe
 
 LOGGER = logging.getLogger("bench.train")
+
+
+def results_columns(path: Path) -> dict[str, list[float]]:
+    """A results.csv as ``{column: values}`` (the ultralytics trainer's ``read_results_csv`` without polars);
+    ``{}`` when it cannot be read."""
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        return {key.strip(): [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+    except (OSError, ValueError):
+        return {}
 
 
 def child_ultralytics(args: argparse.Namespace, workdir: Path) -> dict:
@@ -58,6 +70,16 @@ def child_ultralytics(args: argparse.Namespace, workdir: Path) -> dict:
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
             self.args.workers = workers
+
+        def read_results_csv(self) -> dict:
+            """The package reads results.csv with polars for every checkpoint it saves; where polars is missing
+            (the GPU machine: ``gpu-pack`` carries the packages, not their dependencies) the csv module gives
+            the same columns."""
+            try:
+                import polars  # noqa: F401
+            except ImportError:
+                return results_columns(self.csv)
+            return super().read_results_csv()
 
     def epoch_end(trainer) -> None:  # the epoch's batches are done; validation and saving follow
         marks.epoch_end()
