@@ -180,7 +180,8 @@ class YOLO:
                     LOGGER.info("results saved to %s", save_dir)
 
     def _backend(self, backend: str, half: bool, mode: tuple = (None, None, None)):
-        """The prepared backend, or with ``half`` a float16 copy of the model in PyTorch (CUDA only);
+        """The prepared backend, or with ``half`` one of a float16 copy of the model (CUDA only: ``auto`` and
+        ``cuda-graph`` capture it, ``torch`` runs it eagerly, ``onnx`` is refused);
         ``mode``: ``(end2end, max_det, agnostic)`` of an end-to-end head (:func:`end2end_mode`)."""
         if not half:
             return self.prepared_backend(backend, *mode)
@@ -194,7 +195,7 @@ class YOLO:
         from yolotr.engine.head_mode import end2end_mode, head_state
 
         with end2end_mode(self.model, *mode):
-            key = ("torch-half", head_state(self.model))
+            key = ("half", backend, head_state(self.model))
         version = weights_version(self.model)
         cached = self._prepared.get(key)
         if cached is not None and cached[0]() is self.model and cached[1] == version:
@@ -203,7 +204,7 @@ class YOLO:
         # a half copy, run as CUDA graphs per input shape (engine/cuda_graph.py), float32 output for NMS
         with end2end_mode(self.model, *mode):  # the half copy takes the head's output mode
             half_model = copy.deepcopy(self.model).half()
-        prepared = prepare_backend(half_model, "auto", copy_model=False)
+        prepared = prepare_backend(half_model, backend, copy_model=False)  # auto: CUDA graphs; torch: eager
         self._prepared[key] = (weakref.ref(self.model), version, prepared)
         return prepared
 

@@ -129,6 +129,30 @@ def test_injected_nan_is_located_and_rolled_back(tiny_shapes, tmp_path, amp, bad
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
+def test_one_fault_leaves_no_nan_in_the_batchnorm_statistics(tiny_shapes, tmp_path):
+    """A single NaN forward (no roll back) folded NaN into the running statistics of every BatchNorm after it;
+    skipping the step left them there, so the model and, from its next update, the EMA predicted NaN. The
+    guard puts them back from its snapshot, and validation after the fault still finds boxes."""
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, model="yolov5n.yaml", epochs=2, val=True, mosaic=0.0)
+    trainer = Trainer(cfg)
+
+    def inject(t):
+        if t.step == 3:
+            t._fault = t.model.model[1].register_forward_hook(lambda module, inputs, output: output * math.nan)
+        elif t.step == 4:
+            t._fault.remove()
+
+    trainer.add_callback("on_batch_start", inject)
+    result = trainer.train()
+    assert len(result["nan_reports"]) == 1 and "step 3" in result["nan_reports"][0]
+    assert trainer.guard.rollbacks == 0
+    for model in (trainer.model, trainer.ema.ema):
+        spoiled = [n for n, b in model.named_buffers() if b.is_floating_point() and not torch.isfinite(b).all()]
+        assert spoiled == []
+    running = dict(trainer.model.named_buffers())["model.2.cv1.bn.running_var"]
+    assert not torch.equal(running, torch.ones_like(running))  # statistics kept moving after the fault
+
+
 HOST_READS = ("item", "cpu", "tolist", "numpy", "__bool__", "__float__", "__int__", "__index__")
 
 

@@ -122,3 +122,53 @@ def test_two_gloo_ranks_with_sync_bn_equal_one_process_with_the_global_batch(tmp
     # ... and two processes moved them as one process with the whole batch does: without sync_bn the
     # gap is ~6e-2; float summation order alone (one process, 1 vs 2 threads) leaves ~1e-4
     assert worst_gap < 3e-4
+
+
+def test_a_fault_on_one_rank_is_located_on_both_without_a_hang(tmp_path):
+    """A NaN in rank 1's head only: the averaged gradients are NaN on both ranks, so both skip the step and
+    locate the fault; rank 0's re-run loss is finite, rank 1's is not. With sync_bn a backward on rank 0
+    alone would wait for rank 1 in SyncBatchNorm's backward (or pair its all-reduces with rank 1's next
+    forward): the ranks agree to run it on none."""
+    data = _same_geometry_dataset(tmp_path / "data")
+    cfg = tiny_train_cfg(data, tmp_path / "ddp", epochs=2, batch=2, nbs=4, sync_bn=True, mosaic=0.0)
+    script = tmp_path / "rank.py"
+    script.write_text(
+        textwrap.dedent(f"""
+        import os, sys, torch
+        torch.set_num_threads(1)
+        rank = sys.argv[1]
+        os.environ.update(RANK=rank, LOCAL_RANK=rank, WORLD_SIZE="2",
+                          MASTER_ADDR="127.0.0.1", MASTER_PORT="{_free_port()}")
+        from yolotr.engine.trainer import Trainer
+
+        def inject(t):
+            if t.step == 1 and rank == "1":
+                head = t.model.model[-1]  # after the last BatchNorm: rank 0's own forward stays finite
+                t.nan = head.register_forward_hook(lambda m, i, out: [o * float("nan") for o in out])
+            elif t.step == 2 and getattr(t, "nan", None) is not None:
+                t.nan.remove()
+
+        trainer = Trainer({cfg!r})
+        trainer.add_callback("on_batch_start", inject)
+        trainer.train()
+        print("reports", [(r.step, r.module, r.kind) for r in trainer.guard.reports])
+        torch.save(trainer.model.state_dict(), {str(tmp_path)!r} + f"/rank{{rank}}.pt")
+    """)
+    )
+    procs = [
+        subprocess.Popen([sys.executable, str(script), r], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for r in ("0", "1")
+    ]
+    try:
+        outputs = [p.communicate(timeout=150) for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        pytest.fail("the ranks hung after the fault")
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    reports = [out.split("reports", 1)[1].strip() for out, _ in outputs]
+    assert reports[1] == "[(1, 'model.24', 'output')]"  # rank 1 names the module that made the NaN
+    assert reports[0].startswith("[(1, ")  # rank 0 skipped and reported the same step
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert [k for k, v in rank0.items() if not torch.equal(v, rank1[k])] == []

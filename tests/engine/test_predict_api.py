@@ -222,6 +222,18 @@ def test_device_strings():
             select_device("0")
 
 
+def test_a_cuda_index_past_the_machines_gpus_is_refused_and_a_ddp_rank_sets_its_gpu(monkeypatch):
+    current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    assert select_device("1") == torch.device("cuda", 1) and select_device("cuda") == torch.device("cuda")
+    with pytest.raises(ConfigError, match=r"device 'cuda:2': this machine has 2 CUDA device\(s\), cuda:0 to cuda:1"):
+        select_device("2")
+    assert current == []  # one process: the current device stays as it is
+    assert select_device("cuda", local_rank=1) == torch.device("cuda", 1) and current == [1]
+
+
 def test_letterbox_keeps_a_row_of_a_very_wide_image():
     image = np.full((3, 5000, 3), 200, np.uint8)
     boxed, (r, _), _ = letterbox(image, 640, auto=True, stride=32)

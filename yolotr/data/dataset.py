@@ -386,12 +386,13 @@ def build_dataloader(
     shuffle: bool = True,
     rank: int = -1,
     seed: int = 0,
+    pin_memory: bool | None = None,
 ) -> DataLoader:
     """An :class:`InfiniteDataLoader` of ``dataset`` with :func:`collate`.
 
-    Pinned memory on CUDA; a ``DistributedSampler`` when ``rank >= 0`` (call its ``set_epoch``
-    every epoch); seeded workers (``seed + rank``), so a run replays the same augmentations.
-    Rectangular datasets are never shuffled.
+    Pinned memory for batches bound for a CUDA device (``pin_memory``; None: whenever CUDA is available);
+    a ``DistributedSampler`` when ``rank >= 0`` (call its ``set_epoch`` every epoch); seeded workers
+    (``seed + rank``), so a run replays the same augmentations. Rectangular datasets are never shuffled.
     """
     if dataset.rect and shuffle:
         LOGGER.warning("rect=True is incompatible with shuffle; shuffle turned off")
@@ -406,7 +407,7 @@ def build_dataloader(
         shuffle=shuffle and sampler is None,
         sampler=sampler,
         num_workers=workers,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         collate_fn=collate,
         worker_init_fn=seed_worker,
         generator=generator,

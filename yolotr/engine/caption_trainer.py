@@ -104,7 +104,7 @@ def caption_checkpoint(model: CaptioningModel, vocab: Vocabulary, imgsz: int, **
         "model_config": model.config,
         "vocab": vocab.to_dict(),
         "imgsz": int(imgsz),
-        "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()},
         **extra,
     }
 

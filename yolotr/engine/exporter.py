@@ -127,7 +127,10 @@ def export_model(
     conf, iou, max_det = check_fraction("conf", conf), check_fraction("iou", iou), check_count("max_det", max_det)
     imgsz = check_imgsz(imgsz, largest_stride(model))
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
-    net = copy.deepcopy(model).float().eval().fuse() if hasattr(model, "fuse") else copy.deepcopy(model).eval()
+    # a copy on the CPU in float32 (the model may sit on CUDA, e.g. after predict there): the example input,
+    # the tracing and the check against onnxruntime are the CPU's
+    net = copy.deepcopy(model).cpu().float().eval()
+    net = net.fuse() if hasattr(net, "fuse") else net
     head = net.model[-1] if hasattr(net, "model") else None
     set_end2end(net, end2end, max_det=max_det, where="export end2end")  # the copy's; the model's stays
     if hasattr(head, "export"):

@@ -60,6 +60,24 @@ def _first_tensor(out):
     return []
 
 
+def _on_every_rank(wanted: bool) -> bool:
+    """``wanted`` where every DDP rank wants it too (one process: ``wanted``). The ranks locate a fault
+    together (they skip the same step: their gradients are averaged), but their losses differ; a backward on
+    some ranks only would hang where SyncBatchNorm's backward waits for all of them."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return wanted
+    flag = torch.tensor(float(wanted), device=_collective_device())
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag)
+
+
+def _collective_device() -> torch.device:
+    """Where the process group's collectives take tensors: the current GPU with NCCL, else the CPU."""
+    if torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 class NonFiniteGuard:
     """Detects, locates and recovers from non-finite losses and gradients."""
 
@@ -93,7 +111,7 @@ class NonFiniteGuard:
             handles.append(module.register_forward_hook(forward_hook))
         try:
             loss = run()
-            if "output" not in found and torch.isfinite(loss).all() and loss.requires_grad:
+            if _on_every_rank("output" not in found and bool(torch.isfinite(loss).all()) and loss.requires_grad):
                 loss.backward()
         finally:
             for h in handles:
@@ -108,6 +126,25 @@ class NonFiniteGuard:
         self.reports.append(report)
         LOGGER.warning("%s", report)
         return report
+
+    def restore_buffers(self, model: nn.Module) -> list[str]:
+        """Put back, from the last good snapshot, the floating-point buffers (BatchNorm running statistics) that
+        are no longer finite; their names. A forward that made a NaN folds it into the running statistics of
+        every BatchNorm after it (training mode), which skipping the step does not undo: eval would give NaN
+        from then on, and the EMA would take the NaN in at its next update."""
+        saved = (self.snapshot or {}).get("model", {})
+        restored = [
+            name
+            for name, buffer in model.named_buffers()
+            if buffer.is_floating_point() and name in saved and not bool(torch.isfinite(buffer).all())
+        ]
+        for name in restored:
+            model.get_buffer(name).copy_(saved[name])
+        if restored:
+            LOGGER.warning(
+                "%d non-finite buffers (BatchNorm statistics) restored from the last good snapshot", len(restored)
+            )
+        return restored
 
     def record_bad_step(self, step: int) -> bool:
         """Count a skipped step; True when it is time to roll back."""

@@ -27,8 +27,12 @@ def select_device(device: str = "auto", local_rank: int = -1) -> torch.device:
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(f"device '{device}' asked for, but CUDA is not available")
-        if local_rank >= 0:
+        if local_rank >= 0:  # a DDP rank: its GPU becomes the current one (pinning threads, NCCL, new tensors)
+            torch.cuda.set_device(local_rank)
             return torch.device("cuda", local_rank)
+        index, count = torch.device(device).index, torch.cuda.device_count()
+        if index is not None and index >= count:
+            raise ConfigError(f"device '{device}': this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
     return torch.device(device)
 
 

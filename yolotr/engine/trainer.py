@@ -201,7 +201,9 @@ class Trainer:
             val_workers = workers if self.device.type == "cuda" else 0
             val_records, _ = load_records(self.data, "val")
             fit = input_fit(self.model)  # RT-DETR: stretched to the imgsz square, as the package validates it
-            self.val_loader = build_val_dataloader(val_records, cfg["imgsz"], cfg["batch"], stride, val_workers, fit)
+            self.val_loader = build_val_dataloader(
+                val_records, cfg["imgsz"], cfg["batch"], stride, val_workers, fit, self.device.type == "cuda"
+            )
             self.val_loader.start()
 
     def _build_model(self) -> DetectionModel:
@@ -287,6 +289,7 @@ class Trainer:
         """A step skipped for a fault: the guard names the module, counts it, and may roll back."""
         LOGGER.warning("step %d: %s; the step is skipped", self.step, reason)
         self.guard.locate(unwrap(self.train_model), self.step, lambda: self._forward_loss(images, targets)[0])
+        self.guard.restore_buffers(self.model)  # the NaN the step's forwards put into BatchNorm statistics
         self.optimizer.zero_grad(set_to_none=True)
         if self.guard.record_bad_step(self.step):
             self.guard.roll_back(model=self.model, optimizer=self.optimizer, ema=self.ema, gate=self.gate)

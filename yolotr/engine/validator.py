@@ -122,19 +122,21 @@ def build_val_dataloader(
     stride: int = 32,
     workers: int = 2,
     fit: str = LETTERBOX,
+    pin_memory: bool | None = None,
 ) -> DataLoader:
     """The validation loader: no augmentation, no shuffling; with ``fit`` ``letterbox`` (the YOLOs, YOLOv5's and
     the package's validators) rectangular batches (records sorted by aspect ratio, each batch letterboxed to the
     smallest stride multiple that fits it, plus half a stride), with ``stretch`` (RT-DETR, the package's
     RTDETRValidator) every image resized to the ``imgsz`` square (:func:`~yolotr.engine.head_mode.input_fit`).
-    Build it once and reuse it every epoch."""
+    Build it once and reuse it every epoch. ``pin_memory``: for a model on CUDA (None: whenever CUDA is
+    available; pinning starts CUDA, so a CPU run on a GPU machine passes False)."""
     if fit not in (LETTERBOX, STRETCH):
         raise ConfigError(f"input fit: expected {LETTERBOX} or {STRETCH}, got {fit!r}")
     stretch = fit == STRETCH
     dataset = DetectionDataset(
         records, imgsz, augment=False, rect=not stretch, batch_size=batch_size, stride=stride, pad=0.5, stretch=stretch
     )
-    return build_dataloader(dataset, batch_size, workers=workers, shuffle=False)
+    return build_dataloader(dataset, batch_size, workers=workers, shuffle=False, pin_memory=pin_memory)
 
 
 def to_original(boxes: torch.Tensor, shapes: Shapes) -> torch.Tensor:
@@ -344,7 +346,9 @@ def validate(
         records, _ = load_records(config, split)
         stride = largest_stride(model)
         imgsz = check_imgsz(imgsz, stride)
-        dataloader = build_val_dataloader(records, imgsz, batch_size, stride, workers, input_fit(model))
+        param = next(model.parameters(), None)
+        on_cuda = param is not None and param.device.type == "cuda"
+        dataloader = build_val_dataloader(records, imgsz, batch_size, stride, workers, input_fit(model), on_cuda)
     if names is None:
         names = list(config.names) if config is not None else list(getattr(model, "names", []))
     ids = None

@@ -203,7 +203,7 @@ def model_checkpoint(model: nn.Module, **extra) -> dict:
     ``imgsz``, the training image size (from ``train_state``'s settings unless given), is kept at the top
     level: ``predict`` and ``export`` use it when not told otherwise.
     """
-    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}  # loads on any machine
     cfg = (extra.get("train_state") or {}).get("cfg") or {}
     if extra.get("imgsz") is None and cfg.get("imgsz") is not None:
         extra["imgsz"] = cfg["imgsz"]
