@@ -90,7 +90,9 @@ class NonFiniteGuard:
         self.rollbacks = 0
 
     def locate(self, model: nn.Module, step: int, run: Callable[[], torch.Tensor]) -> NonFiniteReport:
-        """Re-run ``run`` (forward returning the loss) with hooks; backward too when the loss is finite."""
+        """Re-run ``run`` (forward returning the loss) with hooks; backward too when the loss is finite. The
+        model's buffers (BatchNorm running statistics, which a training-mode forward updates) are as before."""
+        buffers = [(b, b.clone()) for b in model.buffers()]
         names = {m: n for n, m in model.named_modules() if n}
         found: dict[str, tuple[str, str]] = {}
         handles = []
@@ -117,6 +119,9 @@ class NonFiniteGuard:
             for h in handles:
                 h.remove()
             model.zero_grad(set_to_none=True)
+            with torch.no_grad():
+                for buffer, before in buffers:
+                    buffer.copy_(before)
         for kind in ("output", "gradient"):
             if kind in found:
                 report = NonFiniteReport(step, found[kind][0], kind, found[kind][1])

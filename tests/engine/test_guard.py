@@ -1,0 +1,41 @@
+"""The NaN guard's own steps: locating a fault leaves the model as it was; non-finite BatchNorm statistics go
+back to the snapshot's."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from yolotr.engine.guard import NonFiniteGuard
+
+
+def _model() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.SiLU(), nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4))
+
+
+def test_locating_names_the_module_and_leaves_the_running_statistics_as_they_were():
+    model = _model().train()
+    x = torch.rand(2, 3, 16, 16)
+    model[3].register_forward_hook(lambda module, inputs, output: output * math.nan)
+    before = {n: b.clone() for n, b in model.named_buffers()}
+    report = NonFiniteGuard().locate(model, 5, lambda: model(x).mean())
+    assert (report.step, report.module, report.kind) == (5, "3", "output")
+    assert all(torch.equal(b, before[n]) for n, b in model.named_buffers())  # the re-run updated nothing
+
+
+def test_non_finite_statistics_go_back_to_the_snapshot_and_finite_ones_stay():
+    model = _model().train()
+    guard = NonFiniteGuard()
+    model(torch.rand(2, 3, 16, 16))
+    guard.take_snapshot(model=model)
+    good = {n: b.clone() for n, b in model.named_buffers()}
+    model(torch.rand(2, 3, 16, 16))  # a good step moves the statistics on
+    moved = model[1].running_mean.clone()
+    model[4].running_var.fill_(math.nan)
+    assert guard.restore_buffers(model) == ["4.running_var"]
+    assert torch.equal(model[4].running_var, good["4.running_var"])
+    assert torch.equal(model[1].running_mean, moved) and not torch.equal(moved, good["1.running_mean"])
+    assert guard.restore_buffers(model) == []
