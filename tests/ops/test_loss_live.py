@@ -50,7 +50,7 @@ def _package_items(items) -> torch.Tensor:
     return torch.stack([items[k].reshape(()) for k in names])
 
 
-def _compare(cfg: str, package_class, trial: int) -> None:
+def _compare(cfg: str, package_class, trial: int, dense: bool | None = None) -> None:
     from ultralytics.cfg import get_cfg
 
     nc, batch, (h, w), n, kind = TRIALS[trial]
@@ -68,7 +68,7 @@ def _compare(cfg: str, package_class, trial: int) -> None:
         torch.manual_seed(100 + trial)
         total_theirs, items_theirs = theirs.loss(package_batch)
         torch.manual_seed(100 + trial)
-        total, items = build_loss(ours, {"epochs": 10}, imgsz=max(h, w))(ours(images, targets), targets)
+        total, items = build_loss(ours, {"epochs": 10}, imgsz=max(h, w), dense=dense)(ours(images, targets), targets)
     items_theirs = _package_items(items_theirs)
     assert float(total) == pytest.approx(float(total_theirs.sum()), rel=1e-4, abs=1e-6)
     torch.testing.assert_close(items, items_theirs, rtol=1e-4, atol=1e-6)
@@ -80,6 +80,15 @@ def test_yolo_losses_equal_the_package_on_random_targets(cfg: str, trial: int) -
     from ultralytics.nn.tasks import DetectionModel as PackageModel
 
     _compare(cfg, PackageModel, trial)
+
+
+@pytest.mark.parametrize("trial", range(len(TRIALS)))
+@pytest.mark.parametrize("cfg", ["yolo26n.yaml", "yolov8n.yaml"])
+def test_the_accelerators_dense_losses_equal_the_package_on_random_targets(cfg: str, trial: int) -> None:
+    """The path a GPU takes (targets matched without host reads: ``dense``) on the same cases."""
+    from ultralytics.nn.tasks import DetectionModel as PackageModel
+
+    _compare(cfg, PackageModel, trial, dense=True)
 
 
 @pytest.mark.parametrize("trial", [0, 1, 4])
