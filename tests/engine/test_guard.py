@@ -3,6 +3,7 @@ back to the snapshot's."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -39,3 +40,26 @@ def test_non_finite_statistics_go_back_to_the_snapshot_and_finite_ones_stay():
     assert torch.equal(model[4].running_var, good["4.running_var"])
     assert torch.equal(model[1].running_mean, moved) and not torch.equal(moved, good["1.running_mean"])
     assert guard.restore_buffers(model) == []
+
+
+def test_a_second_roll_back_restores_the_optimizer_state_of_the_snapshot():
+    """An optimizer's ``load_state_dict`` keeps the state tensors it is given: after one roll back its momentum
+    buffers were the snapshot's own tensors, which the next steps changed, so a second roll back restored
+    the weights but not the optimizer."""
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    guard = NonFiniteGuard()
+
+    def step():
+        optimizer.zero_grad()
+        model(torch.rand(2, 3, 16, 16)).square().mean().backward()
+        optimizer.step()
+
+    step()
+    guard.take_snapshot(model=model, optimizer=optimizer)
+    saved = copy.deepcopy(optimizer.state_dict()["state"])
+    for _ in range(2):
+        step()
+        guard.roll_back(model=model, optimizer=optimizer)
+        state = optimizer.state_dict()["state"]
+        assert all(torch.equal(state[i]["momentum_buffer"], saved[i]["momentum_buffer"]) for i in saved)

@@ -136,6 +136,18 @@ def test_time_limit_shorter_than_a_batch_warns(tiny_shapes, tmp_path, caplog):
     assert any("shorter than one batch" in r.getMessage() and "in minutes" in r.getMessage() for r in caplog.records)
     rows = (tmp_path / "run" / "results.csv").read_text().strip().splitlines()
     assert len(rows) == 2  # header + the one epoch already trained
+    state = torch.load(tmp_path / "run" / "weights" / "last.pt", weights_only=True)["train_state"]
+    assert state["cfg"]["epochs"] == 1 and state["epochs_fitted"]  # a resume keeps the fitted schedule
+
+
+def test_the_checkpoint_holds_the_early_stopping_state_of_its_epoch(tiny_shapes, tmp_path):
+    """last.pt was written before the stopper counted the epoch: a resume judged patience from the epoch before."""
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, val=True, patience=5)
+    trainer = Trainer(cfg)
+    trainer.train()
+    state = torch.load(tmp_path / "run" / "weights" / "last.pt", weights_only=True)["train_state"]
+    assert state["early_stop"] == trainer.stopper.state_dict()
+    assert state["early_stop"]["best_fitness"] is not None and state["early_stop"]["best_epoch"] == 1
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
@@ -210,3 +222,27 @@ def test_deterministic_mode_keeps_kernels_but_skips_the_nan_fill(tiny_shapes, tm
     finally:
         torch.use_deterministic_algorithms(previous)
     assert seen and all(state == (True, False) for state in seen)
+
+
+def test_close_mosaic_reaches_the_loaders_workers(tiny_shapes, tmp_path):
+    """The loader's persistent workers hold their own copy of the dataset: turning mosaic off in the main
+    process changed nothing there, and the closed epochs still trained on mosaics. The first batch after
+    the close is the dataset's own non-mosaic items (augmentation is seeded by seed, epoch and index)."""
+    from yolotr.data.dataset import collate
+
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, epochs=2, close_mosaic=1, mosaic=1.0, workers=1, batch=2, nbs=2)
+    trainer = Trainer(cfg)
+    seen = {}
+    forward_loss = trainer._forward_loss
+
+    def record(images, targets):
+        if trainer.step == trainer.nb:  # the first batch of the closed epoch
+            seen["targets"] = targets.clone()
+        return forward_loss(images, targets)
+
+    trainer._forward_loss = record
+    trainer.train()
+    assert trainer.loader.num_workers == 1 and not trainer.train_set.mosaic
+    first = next(iter(trainer.sampler))  # the sampler is at the last epoch: its first batch
+    expected = collate([trainer.train_set[item] for item in first])[1]
+    assert torch.equal(seen["targets"], expected)

@@ -152,7 +152,8 @@ class NonFiniteGuard:
         return restored
 
     def record_bad_step(self, step: int) -> bool:
-        """Count a skipped step; True when it is time to roll back."""
+        """Count a skipped step; True when it is time to roll back. ``step`` counts optimizer steps (the
+        window is ``window`` of them, however many batches each accumulates)."""
         self.bad_steps.append(step)
         while self.bad_steps and self.bad_steps[0] <= step - self.window:
             self.bad_steps.popleft()
@@ -168,8 +169,8 @@ class NonFiniteGuard:
             LOGGER.warning("no good snapshot yet; cannot roll back")
             return
         for key, target in targets.items():
-            if target is not None and key in self.snapshot:
-                target.load_state_dict(self.snapshot[key])
+            if target is not None and key in self.snapshot:  # a copy: an optimizer's load keeps the tensors it is
+                target.load_state_dict(copy.deepcopy(self.snapshot[key]))  # given, which its steps then change
         self.lr_multiplier *= self.lr_factor
         self.rollbacks += 1
         self.bad_steps.clear()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 
 
 class ResumableBatchSampler(Sampler[list[tuple[int, int, int]]]):
@@ -42,3 +42,24 @@ class ResumableBatchSampler(Sampler[list[tuple[int, int, int]]]):
             chunk = order[b * global_batch : (b + 1) * global_batch]
             mine = chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
             yield [(self.seed, self.epoch, i) for i in mine]
+
+
+def train_loader(dataset, sampler: ResumableBatchSampler, workers: int, pin_memory: bool, seed: int) -> DataLoader:
+    """The training ``DataLoader`` over ``sampler``'s batches, with :func:`~yolotr.data.dataset.collate`.
+
+    Workers stay alive between epochs (``persistent_workers``), each with its own copy of ``dataset``: a
+    change to the dataset (``close_mosaic`` turning mosaic off) reaches them only through a new loader. The
+    loader's generator is its own, not the global RNG, so a resumed run draws the same worker seeds.
+    """
+    from yolotr.data.dataset import collate, seed_worker
+
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        worker_init_fn=seed_worker,
+        persistent_workers=workers > 0,
+        generator=torch.Generator().manual_seed(seed),
+    )

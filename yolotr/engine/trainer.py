@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from yolotr.data.dataset import AUG_KEYS, DetectionDataset, collate, seed_worker
+from yolotr.data.dataset import AUG_KEYS, DetectionDataset
 from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.data.sources import load_dataset_config, load_records
 from yolotr.engine.amp import StepGate, resolve_amp
@@ -36,9 +36,10 @@ from yolotr.engine.optim import apply_schedule, build_optimizer, resolve_train_s
 from yolotr.engine.progress import LOG_EVERY, LossProgress
 from yolotr.engine.results_csv import append_results_row, plot_results
 from yolotr.engine.runs import next_run_dir, select_device
-from yolotr.engine.sampler import ResumableBatchSampler
+from yolotr.engine.sampler import ResumableBatchSampler, train_loader
 from yolotr.engine.sync_bn import convert_sync_batchnorm
 from yolotr.engine.tensorboard import TensorBoardLogger
+from yolotr.engine.time_limit import fitted_epochs
 from yolotr.errors import CheckpointError, ConfigError
 from yolotr.models.detection import DetectionModel
 from yolotr.models.loading import checkpoint_state_dict, load_model
@@ -139,16 +140,7 @@ class Trainer:
             len(self.train_set), cfg["batch"], cfg["seed"], True, self.rank, self.world
         )
         workers = max(0, min(int(cfg["workers"]), os.cpu_count() or 1))
-        self.loader = DataLoader(
-            self.train_set,
-            batch_sampler=self.sampler,
-            num_workers=workers,
-            collate_fn=collate,
-            pin_memory=self.device.type == "cuda",
-            worker_init_fn=seed_worker,
-            persistent_workers=workers > 0,
-            generator=torch.Generator().manual_seed(cfg["seed"] + self.rank),  # not the global RNG: exact resume
-        )
+        self.loader = self._new_loader(workers)
         self.nb = len(self.sampler)
         if self.nb == 0:
             raise ConfigError(
@@ -181,6 +173,7 @@ class Trainer:
             max(round(cfg["warmup_epochs"] * self.nb), cfg["warmup_min_iters"]) if cfg["warmup_epochs"] > 0 else 0
         )
         self.start_epoch, self.start_batch, self.last_opt_step, self.best_fitness = 0, 0, -1, -1.0
+        self.epochs_fitted = False  # time_limit: epochs fitted to it (once a run; checkpoints keep it)
         self._window: list[tuple[torch.Tensor, torch.Tensor]] = []  # the batches of the step being accumulated
         self._window_finite: list[torch.Tensor] = []  # whether each one's loss was finite (on the device)
         self.epoch_overflows = 0
@@ -245,6 +238,7 @@ class Trainer:
         self.best_fitness = float(state["best_fitness"])
         self.stopper.load_state_dict(state.get("early_stop"))
         self.guard.lr_multiplier = float(state.get("lr_multiplier", 1.0))
+        self.epochs_fitted = bool(state.get("epochs_fitted", False))
         torch.set_rng_state(state["rng_cpu"])
         if self.device.type == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
@@ -265,6 +259,7 @@ class Trainer:
             "best_fitness": self.best_fitness,
             "early_stop": self.stopper.state_dict(),
             "lr_multiplier": self.guard.lr_multiplier,
+            "epochs_fitted": self.epochs_fitted,
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "cfg": self.cfg,
@@ -291,7 +286,7 @@ class Trainer:
         self.guard.locate(unwrap(self.train_model), self.step, lambda: self._forward_loss(images, targets)[0])
         self.guard.restore_buffers(self.model)  # the NaN the step's forwards put into BatchNorm statistics
         self.optimizer.zero_grad(set_to_none=True)
-        if self.guard.record_bad_step(self.step):
+        if self.guard.record_bad_step(self.step // self.accumulate):  # the window counts optimizer steps
             self.guard.roll_back(model=self.model, optimizer=self.optimizer, ema=self.ema, gate=self.gate)
 
     def _good_snapshot(self) -> None:
@@ -322,8 +317,9 @@ class Trainer:
         self._good_snapshot()
         epoch = self.start_epoch
         while epoch < cfg["epochs"]:
-            if cfg["close_mosaic"] and epoch >= cfg["epochs"] - cfg["close_mosaic"]:
+            if cfg["close_mosaic"] and epoch >= cfg["epochs"] - cfg["close_mosaic"] and self.train_set.mosaic:
                 self.train_set.mosaic = False
+                self.loader = self._new_loader(self.loader.num_workers)  # workers hold the dataset as it was
             self.train_model.train()
             start = self.start_batch if epoch == self.start_epoch else 0
             self.sampler.set_epoch(epoch, start)
@@ -359,10 +355,8 @@ class Trainer:
             mean_loss = progress.mean()
             self.epoch_overflows = self.gate.overflows - overflows_before
             metrics = self._end_epoch(epoch, mean_loss, t0)
-            if epoch == self.start_epoch and cfg["time_limit"]:
-                self._fit_epochs_to_time(epoch, time.time() - t0)
             epoch += 1
-            if self.stopper.step(epoch, metrics.get("fitness"), self.main, self.device):
+            if self.stopping:
                 break
         if self.world > 1:
             dist.barrier()
@@ -383,6 +377,11 @@ class Trainer:
             **self.stopper.results(),
         }
 
+    def _new_loader(self, workers: int) -> DataLoader:
+        return train_loader(
+            self.train_set, self.sampler, workers, self.device.type == "cuda", self.cfg["seed"] + self.rank
+        )
+
     def _accumulate_at(self, step: int) -> int:
         """Batches per optimizer step at ``step``: rising from 1 to ``nbs / global batch`` over the warmup
         (as YOLOv5 does, so the early, fast-changing steps are not averaged away), then fixed."""
@@ -390,26 +389,6 @@ class Trainer:
             return self.accumulate
         full = self.cfg["nbs"] / (self.cfg["batch"] * self.world)
         return max(1, round(1 + (full - 1) * step / self.warmup_iters))
-
-    def _fit_epochs_to_time(self, epoch: int, first_epoch_seconds: float) -> None:
-        """Set ``epochs`` so the whole run fits ``time_limit`` minutes (the schedule follows)."""
-        limit_seconds = float(self.cfg["time_limit"]) * 60
-        if self.main and limit_seconds < first_epoch_seconds / max(self.nb, 1):
-            LOGGER.warning(
-                "time_limit %g min (%.1f s) is shorter than one batch (%.1f s); time_limit is in minutes "
-                "(--time-limit 5 = five minutes). Training the one epoch already done.",
-                self.cfg["time_limit"], limit_seconds, first_epoch_seconds / max(self.nb, 1),
-            )  # fmt: skip
-        fitted = max(int(limit_seconds / max(first_epoch_seconds, 1e-3)), epoch + 1)
-        if self.world > 1:
-            value = torch.tensor([fitted], device=self.device)
-            dist.broadcast(value, 0)
-            fitted = int(value.item())
-        if self.main:
-            LOGGER.info(
-                "time limit %.1f min: %d epochs (%.1f s per epoch)", self.cfg["time_limit"], fitted, first_epoch_seconds
-            )
-        self.cfg["epochs"] = fitted
 
     def _optimizer_step(self) -> bool:
         """Unscale, clip and step; whether the step ran. The gate's ``step`` is the one host sync of a step
@@ -454,6 +433,13 @@ class Trainer:
         if self.main and self.cfg["val"] and due:
             metrics = self.validate()
             fitness = metrics.get("fitness")
+        if self.cfg["time_limit"] and not self.epochs_fitted:  # before the save: a resume keeps the fitted epochs
+            done = self.nb - (self.start_batch if epoch == self.start_epoch else 0)  # a resumed epoch's batches
+            seconds = (time.time() - t0) * self.nb / max(done, 1)
+            fitted = fitted_epochs(self.cfg["time_limit"], seconds, self.nb, epoch + 1, self.device, self.main)
+            self.cfg["epochs"] = fitted
+            self.epochs_fitted = True
+        self.stopping = self.stopper.step(epoch + 1, fitness, self.main, self.device)  # before the save, too
         best = fitness is not None and fitness > self.best_fitness
         if best:
             self.best_fitness = fitness
