@@ -12,6 +12,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from yolotr.data.dataset import read_image as read_bgr
 from yolotr.data.validation import TRUNCATED_JPEG, WIDE_TIFF, inspect_image, truncated_jpeg
@@ -68,7 +69,7 @@ def expand_source(source: str | Path | list) -> list[Path]:
         return [p for s in source for p in expand_source(s)]
     text = str(source)
     path = Path(text)
-    if any(ch in text for ch in "*?["):
+    if any(ch in text for ch in "*?[") and not path.exists():  # an existing 'shot[1].jpg' is that file
         files = [Path(p) for p in sorted(glob.glob(text, recursive=True))]
     elif path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
@@ -96,22 +97,46 @@ def expand_source(source: str | Path | list) -> list[Path]:
 
 
 def is_array_image(source) -> bool:
-    """Whether ``source`` is an in-memory image: a NumPy array or a PIL image."""
-    return isinstance(source, np.ndarray) or (type(source).__module__.startswith("PIL.") and hasattr(source, "convert"))
+    """Whether ``source`` is an in-memory image: a NumPy array, a PIL image or a torch tensor."""
+    return isinstance(source, np.ndarray | torch.Tensor) or (
+        type(source).__module__.startswith("PIL.") and hasattr(source, "convert")
+    )
+
+
+def tensor_images(images: torch.Tensor) -> list[np.ndarray]:
+    """A ``(B, 3, H, W)`` or ``(3, H, W)`` float tensor of RGB values in ``[0, 1]`` (what Ultralytics takes, and
+    what a torchvision transform gives) as ``(H, W, 3)`` uint8 BGR arrays, one per image.
+
+    Raises:
+        DataError: another shape, a non-float dtype, or values outside ``[0, 1]``.
+    """
+    batch = images.unsqueeze(0) if images.ndim == 3 else images
+    if batch.ndim != 4 or batch.shape[1] != 3 or not batch.is_floating_point() or 0 in batch.shape:
+        raise DataError(
+            f"a tensor image must be float (B, 3, H, W) or (3, H, W) RGB in [0, 1], got {images.dtype} "
+            f"{tuple(images.shape)}"
+        )
+    batch = batch.detach().float().cpu()
+    low, high = float(batch.min()), float(batch.max())
+    if low < 0 or high > 1:
+        raise DataError(f"a tensor image must hold values in [0, 1] (not 0-255), got {low:g} to {high:g}")
+    rgb = (batch * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [np.ascontiguousarray(image[..., ::-1]) for image in rgb]
 
 
 def array_frame(image, index: int = 0) -> Frame:
     """An in-memory image as a :class:`Frame` named ``image<index>.jpg`` (as Ultralytics names them).
 
     A NumPy array is OpenCV's layout, as ``cv2.imread`` gives it: ``(H, W, 3)`` BGR, ``(H, W, 4)`` BGRA
-    or ``(H, W)`` grey, uint8. A PIL image is converted to RGB.
+    or ``(H, W)`` grey, uint8. A PIL image is turned upright by its EXIF orientation (as a file is read) and
+    converted to RGB, 16- and 32-bit grey scaled down to 8 bits.
 
     Raises:
         DataError: an array of another shape or dtype.
     """
     name = f"image{index}.jpg"
     if not isinstance(image, np.ndarray):
-        return Frame(np.ascontiguousarray(np.asarray(image.convert("RGB"))), name)
+        return Frame(np.ascontiguousarray(np.asarray(_pil_rgb(image))), name)
     if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))):
         raise DataError(
             f"{name}: an array image must be uint8 (H, W, 3) BGR, (H, W, 4) BGRA or (H, W) grey, "
@@ -123,6 +148,19 @@ def array_frame(image, index: int = 0) -> Frame:
         return Frame(cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2RGB), name)
     code = cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
     return Frame(cv2.cvtColor(np.ascontiguousarray(image), code), name)
+
+
+def _pil_rgb(image):
+    """A PIL image upright (EXIF orientation) in RGB; 16-bit grey (``I;16``) and 32-bit (``I``) keep their top
+    8 bits (``convert("RGB")`` clips them at 255: a white image)."""
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        deep = np.asarray(image).astype(np.uint32)
+        shift = 8 if image.mode.startswith("I;16") or int(deep.max(initial=0)) <= 0xFFFF else 24
+        return Image.fromarray((deep >> shift).astype(np.uint8)).convert("RGB")
+    return image.convert("RGB")
 
 
 def iter_frames(source, prefetch: int = 2, skip_unreadable: bool | None = None) -> Iterator[Frame]:
@@ -153,12 +191,16 @@ def iter_frames(source, prefetch: int = 2, skip_unreadable: bool | None = None) 
 
 
 def _mixed_frames(items: list, prefetch: int) -> Iterator[Frame]:
-    """Frames of a list mixing in-memory images and file sources, in order."""
-    for index, item in enumerate(items):
-        if is_array_image(item):
-            yield array_frame(item, index)
-        else:
-            yield from iter_frames(item, prefetch)
+    """Frames of a list mixing in-memory images (a tensor: one per image of its batch) and file sources, in
+    order."""
+    index = 0
+    for item in items:
+        for image in tensor_images(item) if isinstance(item, torch.Tensor) else [item]:
+            if is_array_image(image):
+                yield array_frame(image, index)
+            else:
+                yield from iter_frames(image, prefetch)
+            index += 1
 
 
 def _read_frames(files: list[Path], skip_unreadable: bool, source) -> Iterator[Frame]:

@@ -1,0 +1,54 @@
+"""Sources a user passes to ``predict`` besides plain paths: file names with glob characters, PIL images
+(EXIF orientation, 16-bit grey) and torch tensors."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from yolotr.data.images import array_frame, expand_source, iter_frames
+from yolotr.errors import DataError
+
+
+def test_an_existing_file_with_brackets_in_its_name_is_that_file_not_a_glob(tmp_path):
+    cv2.imwrite(str(tmp_path / "shot[1].jpg"), np.zeros((8, 8, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "shot1.jpg"), np.full((8, 8, 3), 255, np.uint8))  # what the glob matches
+    assert expand_source(tmp_path / "shot[1].jpg") == [tmp_path / "shot[1].jpg"]
+    assert expand_source(str(tmp_path / "shot[0-9].jpg")) == [tmp_path / "shot1.jpg"]  # a pattern still globs
+
+
+def test_a_pil_image_is_turned_upright_by_its_exif_orientation_as_its_file_is(tmp_path):
+    pixels = np.zeros((20, 40, 3), np.uint8)
+    pixels[:, :10] = 255  # a white band on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    path = tmp_path / "exif6.jpg"
+    Image.fromarray(pixels).save(path, exif=exif, quality=100)
+    from_pil = array_frame(Image.open(path)).image
+    from_file = next(iter(iter_frames(path))).image
+    assert from_pil.shape == from_file.shape == (40, 20, 3)
+    assert np.abs(from_pil.astype(int) - from_file.astype(int)).max() <= 2  # the same decoder's pixels
+    assert from_pil[:10].mean() > 200 and from_pil[-10:].mean() < 50  # the band is on top once upright
+
+
+def test_a_16_bit_pil_image_keeps_its_top_8_bits():
+    deep = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16).astype(np.uint16)  # 0 .. 65520
+    image = Image.fromarray(deep)
+    assert image.mode.startswith("I")  # I;16 (Pillow >= 10), I before
+    frame = array_frame(image).image
+    assert frame.shape == (64, 64, 3) and np.array_equal(frame[..., 0], (deep >> 8).astype(np.uint8))
+
+
+def test_a_tensor_batch_is_one_frame_per_image():
+    batch = torch.rand(2, 3, 16, 24, generator=torch.Generator().manual_seed(0))
+    frames = list(iter_frames(batch))
+    assert [f.path for f in frames] == ["image0.jpg", "image1.jpg"]
+    expected = (batch[1] * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()  # RGB, as frames hold
+    assert np.array_equal(frames[1].image, expected)
+    with pytest.raises(DataError, match=r"values in \[0, 1\] \(not 0-255\)"):
+        list(iter_frames(batch * 255))
+    with pytest.raises(DataError, match=r"float \(B, 3, H, W\)"):
+        list(iter_frames(torch.zeros(2, 16, 24, 3)))
