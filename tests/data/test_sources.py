@@ -194,6 +194,30 @@ def test_clean_split_logs_its_headline_once(tmp_path, caplog):
     ]
 
 
+def test_a_split_without_any_box_says_where_labels_are_read(tmp_path, caplog):
+    """VOC XML without ``format: voc`` (or labels in the wrong folder) gave mAP 0 without a word."""
+    root = _write_set(tmp_path, {"a": None, "b": None})
+    (root / "annotations").mkdir()
+    (root / "annotations" / "a.xml").write_text("<annotation></annotation>")
+    with caplog.at_level(logging.INFO, logger="yolotr"):
+        records, _ = load_records(root / "d.yaml", "val", cache=False)
+    assert len(records) == 2
+    (warning,) = [r.getMessage() for r in _ours(caplog) if r.levelno == logging.WARNING]
+    assert "split 'val' has no box in any of its 2 images (format yolo)" in warning
+    assert "labels/ folder beside images/" in warning and "format: voc" in warning
+
+
+@pytest.mark.parametrize(("key", "meant"), [("formt", "format"), ("name", "names"), ("vall", "val")])
+def test_a_misspelt_key_is_refused_with_the_key_it_resembles(tmp_path, key, meant):
+    root = _write_set(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n"})
+    yaml_file = root / "d.yaml"
+    yaml_file.write_text(yaml_file.read_text() + f"{key}: voc\n")
+    with pytest.raises(DataError, match=rf"d.yaml: unknown key '{key}': did you mean '{meant}'\?"):
+        load_dataset_config(yaml_file)
+    config = load_dataset_config({"path": str(root), "train": "images", "names": ["a"], "roboflow": {"x": 1}})
+    assert config.names == ["a"]  # other keys of the YAMLs people download are no typo: left alone
+
+
 def _write_set(root: Path, labels: dict[str, str | None], names: str = "[a, b]") -> Path:
     """A YOLO set of 64x48 PNGs in images/, each with its label text (None: no label file)."""
     from PIL import Image

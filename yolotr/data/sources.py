@@ -33,6 +33,7 @@ by :mod:`yolotr.data.label_cache`. All problems of a split are collected into on
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -89,6 +90,13 @@ LOGGER = logging.getLogger("yolotr")
 IMG_FORMATS = {".bmp", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm"}
 FORMATS = ("yolo", "coco", "voc")
 LOGGED_PROBLEMS = 5  # problems that load_records logs; `yolotr check-data` lists them all
+KEYS = ("path", "train", "val", "test", "names", "nc", "format", "images", "annotations", "download")
+WHERE_LABELS = {
+    "yolo": "YOLO labels are read from a labels/ folder beside images/ (images/a.jpg -> labels/a.txt); "
+    "for Pascal VOC XML or a COCO JSON set format: voc or format: coco",
+    "voc": "VOC labels are read from annotations/<image stem>.xml (the 'annotations' key moves them)",
+    "coco": "COCO labels are the JSON's 'annotations' of each image",
+}
 
 
 @dataclass
@@ -135,6 +143,10 @@ def load_dataset_config(data: str | os.PathLike | dict | DatasetConfig) -> Datas
 
 
 def _parse_config(cfg: dict, base: Path, source: str) -> DatasetConfig:
+    for key in cfg:  # a misspelt key would be ignored, and its setting with it
+        near = difflib.get_close_matches(str(key), KEYS, n=1, cutoff=0.75)
+        if key not in KEYS and near:
+            raise DataError(f"{source}: unknown key {key!r}: did you mean {near[0]!r}?")
     root = Path(_path_value(cfg, "path", source) or ".").expanduser()
     root = Path(os.path.abspath(root if root.is_absolute() else base / root))
     names = _parse_names(cfg, source)
@@ -415,4 +427,9 @@ def load_records(
         LOGGER.warning("%s", report.summary(LOGGED_PROBLEMS, config.source))
     elif log:
         LOGGER.info("%s", report.headline())
+    if log and report.n_boxes == 0:
+        LOGGER.warning(
+            "%s: split '%s' has no box in any of its %d images (format %s): %s",
+            config.source, split, len(records), config.format, WHERE_LABELS[config.format],
+        )  # fmt: skip
     return records, report
