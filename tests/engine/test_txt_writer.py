@@ -38,3 +38,15 @@ def test_writer_saves_labels_through_results_save_txt(tmp_path, monkeypatch, sav
     want = f"{first} 0.91234\n{second} 0.50000\n" if save_conf else f"{first}\n{second}\n"
     assert (tmp_path / "labels" / "pic.txt").read_text() == want
     assert (tmp_path / "labels" / "clip_3.txt").read_text() == want
+
+
+def test_files_of_one_name_from_other_folders_keep_their_own_outputs(tmp_path):
+    """a/x.jpg, b/x.jpg and a/x.png overwrote each other's image and label files: each source file keeps a
+    stem of its own for the run (x, x_2, x_3), every frame of one file the same."""
+    writer = PredictionWriter(tmp_path, save_txt=True, save_images=True)
+    sources = ["a/x.jpg", "b/x.jpg", "a/x.png", "b/x.jpg"]
+    for path in sources:
+        writer.add(Frame(np.zeros((100, 200, 3), np.uint8), path), a_result(path))
+    writer.close()
+    assert sorted(p.name for p in (tmp_path / "labels").iterdir()) == ["x.txt", "x_2.txt", "x_3.txt"]
+    assert {"x.jpg", "x_2.jpg", "x_3.png"} <= {p.name for p in tmp_path.iterdir()}

@@ -238,11 +238,26 @@ class PredictionWriter:
         self.coco: list[dict] = []
         self.n_images = self.n_detections = 0
         self.videos: dict[str, cv2.VideoWriter] = {}
+        self.stems: dict[str, str] = {}  # source path -> the stem its outputs take, unique in this run
+
+    def _stem(self, path: str) -> str:
+        """The output stem of ``path``: its own, or ``<stem>_2``, ``_3``, ... when a file of another folder (or
+        suffix) already took it: ``a/x.jpg``, ``b/x.jpg`` and ``a/x.png`` would overwrite each other's outputs."""
+        if path not in self.stems:
+            stem, taken, n = Path(path).stem, set(self.stems.values()), 2
+            unique = stem
+            while unique in taken:
+                unique, n = f"{stem}_{n}", n + 1
+            if unique != stem:
+                LOGGER.info("%s: its outputs are named %s (another source file is named %s)", path, unique, stem)
+            self.stems[path] = unique
+        return self.stems[path]
 
     def add(self, frame: Frame, result: Results) -> None:
         self.n_images += 1
         self.n_detections += len(result)
-        stem = Path(frame.path).stem if frame.frame is None else f"{Path(frame.path).stem}_{frame.frame}"
+        base = self._stem(frame.path)
+        stem = base if frame.frame is None else f"{base}_{frame.frame}"
         self.records.append({"image": frame.path, "frame": frame.frame, "detections": result.summary()})
         if self.save_json:
             self.ids = self.ids or result_ids(list(result.names))
@@ -251,11 +266,11 @@ class PredictionWriter:
             return
         self.save_dir.mkdir(parents=True, exist_ok=True)
         if self.save_images and frame.frame is None:
-            result.save(self.save_dir / Path(frame.path).name)
+            result.save(self.save_dir / f"{base}{Path(frame.path).suffix}")
         elif self.save_images:
             if frame.path not in self.videos:
                 h, w = frame.image.shape[:2]
-                out = str(self.save_dir / f"{Path(frame.path).stem}.mp4")
+                out = str(self.save_dir / f"{base}.mp4")
                 self.videos[frame.path] = cv2.VideoWriter(out, cv2.VideoWriter_fourcc(*"mp4v"), frame.fps, (w, h))
             self.videos[frame.path].write(cv2.cvtColor(result.plot(), cv2.COLOR_RGB2BGR))
         if self.save_txt:
