@@ -131,6 +131,7 @@ class YOLO:
         ``agnostic_nms``), ``False`` the one-to-many branch with NMS (the ``ultralytics`` package's default),
         ``True`` insists on NMS-free output (an error for a head that needs NMS).
         """
+        from yolotr.engine.config import check_count
         from yolotr.engine.predictor import Predictor, run_prediction
         from yolotr.engine.runs import next_run_dir
 
@@ -141,10 +142,11 @@ class YOLO:
                 LOGGER.warning("%s: an ONNX file runs on the CPU (onnxruntime); device=%s ignored", self.source, device)
             if imgsz is None:
                 imgsz = getattr(self.model, "imgsz", None) or 640
+            max_det = check_count("max_det", max_det)
             predictor = Predictor(
                 self.model, self.model.names, imgsz, rect=rect, conf=conf, iou=iou, max_det=max_det,
                 classes=classes, agnostic=agnostic_nms, batch=batch,
-                backend=self._backend(backend, half, (end2end, max(int(max_det), 300), agnostic_nms)),
+                backend=self._backend(backend, half, (end2end, max(max_det, 300), agnostic_nms)),
             )  # fmt: skip
             save_dir = next_run_dir(project, name) if (save or save_txt or save_json) else None
             if stream:

@@ -116,6 +116,7 @@ def test_bad_in_memory_sources_are_named(official, source, match):
         ({"conf": float("nan")}, "conf"),
         ({"iou": -0.1}, "iou"),
         ({"max_det": 0}, "max_det must be a whole number >= 1"),
+        ({"max_det": "x"}, "max_det must be a whole number >= 1, got .x."),
         ({"batch": 0}, "batch"),
         ({"classes": ["person"]}, "classes must be class ids"),
     ],
