@@ -52,3 +52,15 @@ def test_a_tensor_batch_is_one_frame_per_image():
         list(iter_frames(batch * 255))
     with pytest.raises(DataError, match=r"float \(B, 3, H, W\)"):
         list(iter_frames(torch.zeros(2, 16, 24, 3)))
+
+
+def test_an_unreadable_file_beside_an_array_is_skipped_as_in_a_list_of_files(tmp_path, caplog):
+    broken = tmp_path / "zero.jpg"
+    broken.write_bytes(b"")
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), np.zeros((8, 8, 3), np.uint8))
+    frames = list(iter_frames([np.zeros((4, 4, 3), np.uint8), str(broken), str(good)]))
+    assert [f.path for f in frames] == ["image0.jpg", str(good)]
+    assert "zero.jpg" in caplog.text and "skipped" in caplog.text
+    with pytest.raises(DataError, match="no such file"):
+        list(iter_frames([np.zeros((4, 4, 3), np.uint8), str(tmp_path / "missing.jpg")]))

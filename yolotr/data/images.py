@@ -192,14 +192,18 @@ def iter_frames(source, prefetch: int = 2, skip_unreadable: bool | None = None) 
 
 def _mixed_frames(items: list, prefetch: int) -> Iterator[Frame]:
     """Frames of a list mixing in-memory images (a tensor: one per image of its batch) and file sources, in
-    order."""
+    order; a file source that cannot be read is skipped with a warning, as in a list of files."""
     index = 0
     for item in items:
         for image in tensor_images(item) if isinstance(item, torch.Tensor) else [item]:
             if is_array_image(image):
                 yield array_frame(image, index)
             else:
-                yield from iter_frames(image, prefetch)
+                expand_source(image)  # a missing path is an error, as in a list of files
+                try:
+                    yield from iter_frames(image, prefetch)
+                except DataError as e:
+                    LOGGER.warning("%s; skipped", e)
             index += 1
 
 
