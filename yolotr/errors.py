@@ -13,6 +13,10 @@ class DataError(YolotrError):
     """A dataset cannot be used (no usable image, unreadable dataset YAML, ...)."""
 
 
+class TrainingError(YolotrError):
+    """A training run cannot go on (non-finite values that come back after every roll back)."""
+
+
 class CheckpointError(YolotrError):
     """A checkpoint cannot be loaded (truncated, foreign class, keys or shapes that do not fit)."""
 

@@ -6,10 +6,12 @@ from __future__ import annotations
 import copy
 import math
 
+import pytest
 import torch
 from torch import nn
 
 from yolotr.engine.guard import NonFiniteGuard
+from yolotr.errors import TrainingError
 
 
 def _model() -> nn.Sequential:
@@ -63,3 +65,23 @@ def test_a_second_roll_back_restores_the_optimizer_state_of_the_snapshot():
         guard.roll_back(model=model, optimizer=optimizer)
         state = optimizer.state_dict()["state"]
         assert all(torch.equal(state[i]["momentum_buffer"], saved[i]["momentum_buffer"]) for i in saved)
+
+
+def test_faults_that_come_back_after_max_rollbacks_stop_the_run():
+    """Each roll back halves the learning rate; faults that survive them all are bad data or a diverging
+    block, and halving on towards 0 would hide them: the run stops naming the last fault."""
+    model = _model().train()
+    guard = NonFiniteGuard(max_rollbacks=2)
+    guard.take_snapshot(model=model)
+    model[3].register_forward_hook(lambda module, inputs, output: output * math.nan)
+    guard.locate(model, 7, lambda: model(torch.rand(2, 3, 16, 16)).mean())
+    guard.roll_back(model=model)
+    guard.roll_back(model=model)
+    assert guard.rollbacks == 2 and guard.lr_multiplier == 0.25
+    with pytest.raises(TrainingError, match=r"came back after 2 roll backs \(learning rate x0.25\).*step 7.*'3'"):
+        guard.roll_back(model=model)
+    unlimited = NonFiniteGuard(max_rollbacks=0)
+    unlimited.take_snapshot(model=model)
+    for _ in range(8):
+        unlimited.roll_back(model=model)
+    assert unlimited.rollbacks == 8

@@ -21,6 +21,7 @@ RANGES = {
     for rule, keys in {
         ">= 1": "epochs batch nbs imgsz val_period max_det nan_max_bad_steps nan_window tal_topk",
         ">= 0": "patience workers freeze close_mosaic save_period_steps warmup_min_iters time_limit mmap_threshold_mb "
+        "nan_max_rollbacks "
         "warmup_epochs warmup_bias_lr grad_clip hsv_h hsv_s hsv_v weight_decay "
         "box cls cls_pw obj obj_pw af_box af_cls dfl",
         "> 0": "lr0 lrf ema_tau anchor_t amp_init_scale",
@@ -33,7 +34,7 @@ RANGES = {
 # Counts: a whole number is needed (``epochs: 2.5`` is refused; ``2.0`` is read as 2).
 WHOLE_NUMBERS = set(
     "epochs patience batch nbs imgsz workers seed freeze close_mosaic save_period_steps val_period max_det "
-    "warmup_min_iters nan_max_bad_steps nan_window tal_topk".split()
+    "warmup_min_iters nan_max_bad_steps nan_window nan_max_rollbacks tal_topk".split()
 )
 
 

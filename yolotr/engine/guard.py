@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from yolotr.errors import TrainingError
+
 LOGGER = logging.getLogger("yolotr")
 
 
@@ -81,8 +83,8 @@ def _collective_device() -> torch.device:
 class NonFiniteGuard:
     """Detects, locates and recovers from non-finite losses and gradients."""
 
-    def __init__(self, max_bad: int = 3, window: int = 20, lr_factor: float = 0.5):
-        self.max_bad, self.window, self.lr_factor = max_bad, window, lr_factor
+    def __init__(self, max_bad: int = 3, window: int = 20, lr_factor: float = 0.5, max_rollbacks: int = 5):
+        self.max_bad, self.window, self.lr_factor, self.max_rollbacks = max_bad, window, lr_factor, max_rollbacks
         self.bad_steps: deque[int] = deque()
         self.reports: list[NonFiniteReport] = []
         self.snapshot: dict | None = None
@@ -164,7 +166,20 @@ class NonFiniteGuard:
         self.snapshot = {k: copy.deepcopy(v.state_dict()) for k, v in states.items() if v is not None}
 
     def roll_back(self, **targets) -> None:
-        """Restore the snapshot into ``targets`` and lower the learning-rate multiplier."""
+        """Restore the snapshot into ``targets`` and lower the learning-rate multiplier.
+
+        Raises:
+            TrainingError: ``max_rollbacks`` (0: no limit) roll backs were not enough: the faults come back
+                whatever the learning rate (bad data, a diverging block), and the multiplier would only go on
+                halving towards 0.
+        """
+        if self.max_rollbacks and self.rollbacks >= self.max_rollbacks:
+            last = self.reports[-1] if self.reports else "no report"
+            raise TrainingError(
+                f"non-finite values came back after {self.rollbacks} roll backs (learning rate "
+                f"x{self.lr_multiplier:.3g}); the last: {last}. Check the data (yolotr check-data) or lower lr0; "
+                "nan_max_rollbacks: 0 goes on regardless"
+            )
         if self.snapshot is None:
             LOGGER.warning("no good snapshot yet; cannot roll back")
             return

@@ -167,7 +167,9 @@ class Trainer:
         self.gate = StepGate(self.amp, cfg["amp_init_scale"])
         self.ema = ModelEMA(self.model, cfg["ema_decay"], cfg["ema_tau"]) if cfg["ema"] else None
         self.loss_fn = build_loss(self.model, cfg, cfg["imgsz"])
-        self.guard = NonFiniteGuard(cfg["nan_max_bad_steps"], cfg["nan_window"], cfg["nan_lr_factor"])
+        self.guard = NonFiniteGuard(
+            cfg["nan_max_bad_steps"], cfg["nan_window"], cfg["nan_lr_factor"], cfg["nan_max_rollbacks"]
+        )
         self.stopper = EarlyStopping(cfg["patience"])  # engine/early_stop.py
         self.warmup_iters = (
             max(round(cfg["warmup_epochs"] * self.nb), cfg["warmup_min_iters"]) if cfg["warmup_epochs"] > 0 else 0
