@@ -20,6 +20,7 @@ END2END_HELP = (
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    from yolotr.data.imgsz import default_imgsz
     from yolotr.engine.fast_backend import prepare_backend
     from yolotr.engine.predictor import Predictor, run_prediction
     from yolotr.engine.runs import next_run_dir
@@ -41,7 +42,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     predictor = Predictor(
         model,
         model.names,
-        args.imgsz or getattr(model, "imgsz", None) or 640,
+        default_imgsz(args.imgsz, model),
         rect=not args.square,
         conf=args.conf,
         iou=args.iou,
@@ -206,7 +207,8 @@ def cmd_val(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from yolotr.engine.exporter import default_export_path, export_model
+    from yolotr.data.imgsz import default_imgsz
+    from yolotr.engine.exporter import export_destination, export_model
     from yolotr.models.loading import load_model
 
     model = load_model(args.model, nc=args.nc)
@@ -214,14 +216,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         LOGGER.info(
             "--device %s: exported from the CPU (the float32 file is the same whichever device traces it)", args.device
         )
-    path = default_export_path(args.model, args.format)
-    if args.output:
-        path = Path(args.output) / path.name if Path(args.output).is_dir() else args.output
+    path = export_destination(args.output, args.model, args.format)
     export_model(  # logs "exported <path>: max abs difference to PyTorch ..., detections match"
         model,
         args.format,
         path,
-        imgsz=args.imgsz or getattr(model, "imgsz", None) or 640,
+        imgsz=default_imgsz(args.imgsz, model),
         dynamic=not args.static,
         dynamic_size=args.dynamic_size,
         raw=args.raw,

@@ -7,7 +7,8 @@ import logging
 import weakref
 from pathlib import Path
 
-from yolotr.errors import ConfigError
+from yolotr.data.imgsz import default_imgsz
+from yolotr.errors import ConfigError, did_you_mean
 from yolotr.logs import verbosity
 from yolotr.models.loading import load_model
 
@@ -140,8 +141,7 @@ class YOLO:
                 self.to(device)
             elif device is not None and str(device).lower() not in ("cpu", "auto"):
                 LOGGER.warning("%s: an ONNX file runs on the CPU (onnxruntime); device=%s ignored", self.source, device)
-            if imgsz is None:
-                imgsz = getattr(self.model, "imgsz", None) or 640
+            imgsz = default_imgsz(imgsz, self.model)
             max_det = check_count("max_det", max_det)
             predictor = Predictor(
                 self.model, self.model.names, imgsz, rect=rect, conf=conf, iou=iou, max_det=max_det,
@@ -322,14 +322,17 @@ class YOLO:
         beside it), or ``<YAML stem>.<format>`` in the working folder for a model built from a YAML.
         """
         self._need_pytorch("export")
-        from yolotr.engine.exporter import default_export_path, export_model
+        import inspect
 
-        if path is None or Path(path).is_dir():  # a folder: the default file name inside it
-            default = default_export_path(self.source, format)
-            path = default if path is None else Path(path) / default.name
+        from yolotr.engine.exporter import export_destination, export_model
+
+        known = set(inspect.signature(export_model).parameters) - {"model", "format", "path", "imgsz"}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise ConfigError(f"export: unknown setting {unknown[0]!r}{did_you_mean(unknown[0], sorted(known))}")
+        path = export_destination(path, self.source, format)
         with verbosity(self._verbose(verbose)):
-            imgsz = imgsz or getattr(self.model, "imgsz", None) or 640
-            return export_model(self.model, format, path, imgsz=imgsz, **kwargs)
+            return export_model(self.model, format, path, imgsz=default_imgsz(imgsz, self.model), **kwargs)
 
     def info(self, imgsz: int = 640, verbose: bool = True) -> dict:
         """Layer table, parameters and GFLOPs at ``imgsz``; ``verbose`` shows the table on the ``yolotr`` logger.

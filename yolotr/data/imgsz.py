@@ -45,3 +45,9 @@ def check_imgsz(imgsz, stride: int) -> int | tuple[int, int]:
         shown = rounded[0] if len(rounded) == 1 else tuple(rounded)
         LOGGER.warning("imgsz %s is not a multiple of the model's largest stride %d: using %s", imgsz, stride, shown)
     return rounded[0] if len(rounded) == 1 else (rounded[0], rounded[1])
+
+
+def default_imgsz(imgsz, model) -> int | tuple[int, int]:
+    """``imgsz`` when given (``0`` too: :func:`check_imgsz` refuses it rather than anything replacing it), else
+    the size ``model`` was trained or exported at (its ``imgsz``), else 640."""
+    return imgsz if imgsz is not None else getattr(model, "imgsz", None) or 640

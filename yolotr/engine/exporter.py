@@ -12,9 +12,11 @@ the ONNX metadata (keys ``names``, ``stride``, ``layout``, ``nms``, and ``fit`` 
 from __future__ import annotations
 
 import ast
+import contextlib
 import copy
 import json
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +29,7 @@ from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.engine.config import check_count, check_fraction
 from yolotr.engine.export_nms import WithNms
 from yolotr.engine.head_mode import LETTERBOX, STRETCH, default_iou, input_fit, same_detections, set_end2end
-from yolotr.errors import CheckpointError, YolotrError
+from yolotr.errors import CheckpointError, ConfigError, YolotrError
 from yolotr.ops.boxes import COLUMNS, DETECTIONS, LAYOUTS, ROWS, as_rows, non_max_suppression
 
 LOGGER = logging.getLogger("yolotr")
@@ -81,6 +83,17 @@ def default_export_path(source, format: str) -> Path:
     return Path(f"{path.stem}.{format}")
 
 
+def export_destination(output: str | Path | None, source, format: str) -> Path:
+    """The file an export goes to: ``output``, or inside it when it is a folder (one that exists, or any path
+    written with a trailing slash) the :func:`default_export_path` name; that path itself without ``output``."""
+    default = default_export_path(source, format)
+    if output is None:
+        return default
+    if Path(output).is_dir() or str(output).endswith(("/", os.sep)):
+        return Path(output) / default.name
+    return Path(output)
+
+
 def export_model(
     model: nn.Module,
     format: str = "onnx",
@@ -125,6 +138,11 @@ def export_model(
         raise YolotrError("nms=True (--nms) needs format 'onnx' and decoded output (not raw=True / --raw)")
     iou = default_iou(model, "predict") if iou is None else iou  # the predictor's default for this head
     conf, iou, max_det = check_fraction("conf", conf), check_fraction("iou", iou), check_count("max_det", max_det)
+    batch, opset = check_count("batch", batch), check_count("opset", opset)
+    low, high = onnx_opsets()
+    if format == "onnx" and not low <= opset <= high:
+        raise ConfigError(f"opset {opset}: this torch exports ONNX opsets {low} to {high} (default 17)")
+    path = output_path(path, format)
     imgsz = check_imgsz(imgsz, largest_stride(model))
     h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
     # a copy on the CPU in float32 (the model may sit on CUDA, e.g. after predict there): the example input,
@@ -150,17 +168,47 @@ def export_model(
     module = module.eval()
     settings = {"conf": conf, "iou": iou, "max_det": max_det} if nms else None
     example = torch.rand(batch, 3, h, w)
-    path = Path(path or f"model.{format}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if format == "onnx":
-        _export_onnx(module, example, path, dynamic, dynamic_size, layout, opset, net, settings)
-    else:
-        with torch.no_grad():
-            traced = torch.jit.trace(module, example, strict=False)
-        traced.save(str(path))
+    partial = path.with_name(f".{path.name}.partial")  # the file appears whole or not at all
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if format == "onnx":
+            _export_onnx(module, example, partial, dynamic, dynamic_size, layout, opset, net, settings)
+        else:
+            with torch.no_grad():
+                traced = torch.jit.trace(module, example, strict=False)
+            traced.save(str(partial))
+        partial.replace(path)
+    except OSError as e:
+        raise YolotrError(f"{path}: cannot write the export ({e.strerror or e})") from None
+    except (RuntimeError, torch.onnx.errors.OnnxExporterError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise YolotrError(f"{format} export (opset {opset}) failed: {first}") from None
+    finally:
+        with contextlib.suppress(OSError):  # gone after the rename, or never made
+            partial.unlink(missing_ok=True)
     if not check:
         return ExportResult(path, float("nan"), True)
     return _check(module, path, format, example, layout, nc)
+
+
+def onnx_opsets() -> tuple[int, int]:
+    """The lowest and highest ONNX opset this torch's exporter writes (7 and 20 where it does not say)."""
+    try:
+        from torch.onnx import _constants
+
+        return int(_constants.ONNX_MIN_OPSET), int(_constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET)
+    except (ImportError, AttributeError):
+        return 7, 20
+
+
+def output_path(path: str | Path | None, format: str) -> Path:
+    """Where an export goes: ``path`` (default ``model.<format>``), which must end in the format's suffix
+    (``.onnx``, ``.torchscript``): any other suffix (a ``.pt`` checkpoint's, the model being exported) would
+    be overwritten by a file of another kind."""
+    path = Path(path or f"model.{format}")
+    if path.suffix.lower() != f".{format}":
+        raise YolotrError(f"{path}: an {format} export is written to a .{format} file; name one ending in .{format}")
+    return path
 
 
 def _export_onnx(module, example, path, dynamic, dynamic_size, layout, opset, net, settings) -> None:
@@ -185,6 +233,7 @@ def _export_onnx(module, example, path, dynamic, dynamic_size, layout, opset, ne
 
     proto = onnx.load(str(path))
     meta = {"names": json.dumps(list(getattr(net, "names", []))), "stride": json.dumps(net.stride.tolist())}
+    meta["imgsz"] = json.dumps(list(example.shape[2:]))  # the size to predict at when the input's is dynamic
     if not raw:
         meta["layout"] = layout
     if settings is not None:
@@ -272,6 +321,8 @@ class OnnxModel(nn.Module):
         batch, _, h, w = (d if isinstance(d, int) and d > 0 else None for d in shape)
         self.input_batch: int | None = batch
         self.input_hw: tuple[int, int] | None = (h, w) if h is not None and w is not None else None
+        exported = json.loads(meta["imgsz"]) if "imgsz" in meta else None  # (h, w) it was exported at
+        self.imgsz = self.input_hw or (tuple(exported) if exported else None)  # predict's default size
         self.layout = meta.get("layout") or _guess_layout(self.session.get_outputs()[0].shape)
         if self.layout not in LAYOUTS:
             raise CheckpointError(f"{self.path}: unknown output layout {self.layout!r} in the metadata")
