@@ -239,18 +239,20 @@ class PredictionWriter:
         self.n_images = self.n_detections = 0
         self.videos: dict[str, cv2.VideoWriter] = {}
         self.stems: dict[str, str] = {}  # source path -> the stem its outputs take, unique in this run
+        self.taken: set[str] = set()  # the stems given so far
 
     def _stem(self, path: str) -> str:
         """The output stem of ``path``: its own, or ``<stem>_2``, ``_3``, ... when a file of another folder (or
         suffix) already took it: ``a/x.jpg``, ``b/x.jpg`` and ``a/x.png`` would overwrite each other's outputs."""
         if path not in self.stems:
-            stem, taken, n = Path(path).stem, set(self.stems.values()), 2
+            stem, n = Path(path).stem, 2
             unique = stem
-            while unique in taken:
+            while unique in self.taken:
                 unique, n = f"{stem}_{n}", n + 1
             if unique != stem:
                 LOGGER.info("%s: its outputs are named %s (another source file is named %s)", path, unique, stem)
             self.stems[path] = unique
+            self.taken.add(unique)
         return self.stems[path]
 
     def add(self, frame: Frame, result: Results) -> None:
