@@ -199,9 +199,9 @@ def _mixed_frames(items: list, prefetch: int) -> Iterator[Frame]:
             if is_array_image(image):
                 yield array_frame(image, index)
             else:
-                expand_source(image)  # a missing path is an error, as in a list of files
+                files = expand_source(image)  # a missing path is an error, as in a list of files
                 try:
-                    yield from iter_frames(image, prefetch)
+                    yield from iter_frames(files, prefetch)  # expanded once: the paths themselves from here
                 except DataError as e:
                     LOGGER.warning("%s; skipped", e)
             index += 1
