@@ -9,6 +9,7 @@ from pathlib import Path
 
 from yolotr.cli_args import any_case, set_overrides, yaml_value  # noqa: F401 - set_overrides/yaml_value live on here by name
 from yolotr.errors import YolotrError
+from yolotr.export_cli import add_export_parser
 from yolotr.logs import verbosity
 
 LOGGER = logging.getLogger("yolotr")
@@ -206,35 +207,6 @@ def cmd_val(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_export(args: argparse.Namespace) -> int:
-    from yolotr.data.imgsz import default_imgsz
-    from yolotr.engine.exporter import export_destination, export_model
-    from yolotr.models.loading import load_model
-
-    model = load_model(args.model, nc=args.nc)
-    if args.device is not None and _device(args.device).type != "cpu":  # checked, then traced on the CPU
-        LOGGER.info(
-            "--device %s: exported from the CPU (the float32 file is the same whichever device traces it)", args.device
-        )
-    path = export_destination(args.output, args.model, args.format)
-    export_model(  # logs "exported <path>: max abs difference to PyTorch ..., detections match"
-        model,
-        args.format,
-        path,
-        imgsz=default_imgsz(args.imgsz, model),
-        dynamic=not args.static,
-        dynamic_size=args.dynamic_size,
-        raw=args.raw,
-        opset=args.opset,
-        nms=args.nms,
-        conf=args.conf,
-        iou=args.iou,
-        max_det=args.max_det,
-        end2end=_end2end(args.end2end),
-    )
-    return 0
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from yolotr.engine.demo import run_demo
 
@@ -390,9 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("val", help="COCO mAP of a model on a dataset")
     p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", help="dataset YAML or 'shapes' (default: the data a yolotr checkpoint was trained on)")
     p.add_argument("--split", default="val")
-    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--imgsz", type=int, help="default: the checkpoint's training size, else 640")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--conf", type=float, default=0.001)
     p.add_argument("--iou", type=float, help=IOU_HELP.format("0.6", "val.py"))
@@ -408,27 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end2end", choices=["on", "off", "auto"], help=END2END_HELP)
     p.set_defaults(func=cmd_val)
 
-    p = sub.add_parser("export", help="export to ONNX (checked with onnxruntime) or TorchScript")
-    p.add_argument("--model", required=True)
-    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
-    p.add_argument("--imgsz", type=int, help="default: the checkpoint's training size, else 640")
-    p.add_argument("--device", help=DEVICE_HELP)
-    p.add_argument("--nc", type=int, default=None, help="classes when exporting a YAML")
-    p.add_argument(
-        "--output", help="output file (default: beside a checkpoint, best.pt -> best.onnx; a YAML's stem here)"
-    )
-    p.add_argument("--static", action="store_true", help="fixed batch size")
-    p.add_argument("--dynamic-size", dest="dynamic_size", action="store_true", help="dynamic height and width")
-    p.add_argument("--raw", action="store_true", help="raw head maps instead of decoded boxes")
-    p.add_argument("--opset", type=int, default=17)
-    p.add_argument(
-        "--nms", action="store_true", help="NMS inside the ONNX graph: output (B, max-det, 6) x1 y1 x2 y2 score class"
-    )
-    p.add_argument("--conf", type=float, default=0.25, help="with --nms: confidence threshold fixed in the file")
-    p.add_argument("--iou", type=float, help="with --nms: NMS IoU threshold fixed in the file (default: predict's)")
-    p.add_argument("--max-det", dest="max_det", type=int, default=300, help="with --nms: detections per image")
-    p.add_argument("--end2end", choices=["on", "off", "auto"], help=END2END_HELP)
-    p.set_defaults(func=cmd_export)
+    add_export_parser(sub, DEVICE_HELP, END2END_HELP)
 
     p = sub.add_parser("demo", help="train a small Transformer YOLO on the built-in shapes set, validate, predict")
     p.add_argument("--model", help="model YAML (default: yolov5n-transformerc3.yaml)")

@@ -177,3 +177,17 @@ def any_case(*choices: str):
         return spelling.get(value.lower(), value)
 
     return convert
+
+
+def imgsz_arg(text: str) -> int | tuple[int, int]:
+    """``--imgsz`` as the command line gives it: one side (``640``) or ``h,w`` (``480,640``; ``[480, 640]`` and
+    ``480x640`` read the same). Whether the sides suit the model is :func:`yolotr.data.imgsz.check_imgsz`'s call.
+    """
+    parts = [p for p in re.split(r"[,x\s]+", text.strip().strip("[]()").lower()) if p]
+    try:
+        sides = [int(p) for p in parts]
+    except ValueError:
+        sides = []
+    if not 1 <= len(sides) <= 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: one side (640) or h,w (480,640)")
+    return sides[0] if len(sides) == 1 else (sides[0], sides[1])

@@ -283,8 +283,8 @@ class YOLO:
 
     def val(
         self,
-        data,
-        imgsz: int = 640,
+        data=None,
+        imgsz: int | None = None,
         batch_size: int = 16,
         conf: float = 0.001,
         iou: float | None = None,
@@ -292,6 +292,8 @@ class YOLO:
         **kwargs,
     ):
         """COCO metrics of this model on ``data``'s validation split (a ``ValidationResult``).
+
+        ``data`` and ``imgsz`` default to what a yolotr checkpoint was trained on and at (else: an error, and 640).
 
         ``verbose=False`` hides the progress bar and the logged table. Other keywords go to
         :func:`~yolotr.engine.validator.validate`, e.g. ``save_json=True``: the detections as COCO results

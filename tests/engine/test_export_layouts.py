@@ -161,8 +161,8 @@ def test_opencv_dnn_runs_our_exports_as_onnxruntime_does(name, nms, tmp_path):
     torch.manual_seed(0)
     model = DetectionModel(name, nc=3)
     vary_weights(model)  # untrained scores are small: a tiny conf gives a full table of detections to compare
-    path = export_model(model, "onnx", tmp_path / "m.onnx", imgsz=96, dynamic_size=True, nms=nms, conf=1e-6,
-                        iou=0.45, max_det=40).path  # fmt: skip
+    settings = {"conf": 1e-6, "iou": 0.45, "max_det": 40} if nms else {}  # fixed in the file with NMS only
+    path = export_model(model, "onnx", tmp_path / "m.onnx", imgsz=96, dynamic_size=True, nms=nms, **settings).path
     x = np.random.default_rng(0).random((2, 3, 96, 128), dtype=np.float32)
     expected = _ort(path, x)
     net = cv2.dnn.readNetFromONNX(str(path))

@@ -106,9 +106,9 @@ def export_model(
     opset: int = 17,
     check: bool = True,
     nms: bool = False,
-    conf: float = 0.25,
+    conf: float | None = None,
     iou: float | None = None,
-    max_det: int = 300,
+    max_det: int | None = None,
     end2end: bool | None = None,
 ) -> ExportResult:
     """Export a ``DetectionModel`` (fused copy, eval mode) and verify the file against PyTorch.
@@ -123,20 +123,25 @@ def export_model(
         check: run the file on a random input and compare with PyTorch (ONNX: onnxruntime).
         nms: end the graph with NMS (ONNX only): output ``(B, max_det, 6)`` float ``x1, y1, x2, y2,
             score, class`` in input pixels, best first, zero rows after the last detection; ``conf``,
-            ``iou`` and ``max_det`` are fixed in the file (the predictor's defaults by default). A head
-            that is end-to-end already gets none.
+            ``iou`` and ``max_det`` are fixed in the file (the predictor's defaults by default: 0.25, the
+            head's IoU, 300). A head that is end-to-end already gets none. ``conf`` and ``iou`` are refused
+            without NMS in the graph, ``max_det`` too unless the head is end-to-end (its top-k): a setting
+            the file would not hold is an error, not silently dropped.
         end2end: for a YOLOv10 / YOLO26 head (:mod:`yolotr.engine.head_mode`): ``None`` (its own, NMS-free)
             or ``True`` exports its top-``max_det`` detections (``(B, max_det, 6)``, no NMS anywhere);
             ``False`` the one-to-many branch in the anchor-free layout (NMS after, or inside with ``nms``).
 
     Raises:
         ExportError: when the detections after NMS differ between PyTorch and the exported file.
+        ConfigError: a setting out of range, or one the export would not use (see ``nms``).
     """
     if format not in FORMATS:
         raise YolotrError(f"unknown export format {format!r}; choose one of {FORMATS}")
     if nms and (raw or format != "onnx"):
         raise YolotrError("nms=True (--nms) needs format 'onnx' and decoded output (not raw=True / --raw)")
+    asked = {k: v for k, v in {"conf": conf, "iou": iou, "max_det": max_det}.items() if v is not None}
     iou = default_iou(model, "predict") if iou is None else iou  # the predictor's default for this head
+    conf, max_det = 0.25 if conf is None else conf, 300 if max_det is None else max_det
     conf, iou, max_det = check_fraction("conf", conf), check_fraction("iou", iou), check_count("max_det", max_det)
     batch, opset = check_count("batch", batch), check_count("opset", opset)
     low, high = onnx_opsets()
@@ -165,6 +170,7 @@ def export_model(
     else:
         layout = getattr(head, "export_layout", ROWS)
         module = _Columns(net) if layout == COLUMNS else net
+    _refuse_unused(asked, nms, layout == DETECTIONS and not nms and getattr(head, "end2end", False))
     module = module.eval()
     settings = {"conf": conf, "iou": iou, "max_det": max_det} if nms else None
     example = torch.rand(batch, 3, h, w)
@@ -189,6 +195,26 @@ def export_model(
     if not check:
         return ExportResult(path, float("nan"), True)
     return _check(module, path, format, example, layout, nc)
+
+
+def _refuse_unused(asked: dict, nms: bool, top_k: bool) -> None:
+    """A ``conf`` / ``iou`` / ``max_det`` the user gave that the exported file would not hold is an error.
+
+    With NMS in the graph all three are fixed in it; an end-to-end head's file holds its top ``max_det``
+    with every score (filter by score after); any other file holds the model's raw candidates.
+    """
+    if nms:
+        return
+    unused = [k for k in asked if not (top_k and k == "max_det")]
+    if unused:
+        why = (
+            "the head is end-to-end: the file holds its top max_det detections with every score (filter by score "
+            "after) and no NMS; leave it out"
+            if top_k
+            else "without nms=True (--nms) the file holds every candidate and NMS runs after it; leave it out or "
+            "export with nms=True"
+        )
+        raise ConfigError(f"export: {', '.join(unused)} given but not used: {why}")
 
 
 def onnx_opsets() -> tuple[int, int]:

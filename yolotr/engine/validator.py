@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from yolotr.data.dataset import DetectionDataset, Shapes, build_dataloader
-from yolotr.data.imgsz import check_imgsz, largest_stride
+from yolotr.data.imgsz import check_imgsz, default_imgsz, largest_stride
 from yolotr.data.result_ids import ResultIds
 from yolotr.data.sources import DatasetConfig, ImageRecord, load_dataset_config, load_records
 from yolotr.engine.config import check_count, check_fraction
@@ -298,7 +298,7 @@ def validate(
     model: nn.Module,
     data: str | Path | dict | DatasetConfig | None = None,
     split: str = "val",
-    imgsz: int = 640,
+    imgsz: int | None = None,
     batch_size: int = 16,
     conf: float = 0.001,
     iou: float | None = None,
@@ -320,8 +320,11 @@ def validate(
         model: a :class:`~yolotr.models.detection.DetectionModel` (or any module whose eval output is
             ``(decoded (B, N, 5 + nc), raw)`` with boxes ``cx, cy, w, h`` in input pixels).
         data: dataset YAML path, dict, :class:`DatasetConfig` or ``"shapes"``; not needed with ``dataloader``.
+            ``None``: the data a loaded checkpoint was trained on (``model.train_data``), as the ``ultralytics``
+            package's ``model.val()`` does.
         split: the split of ``data`` to validate on.
-        imgsz, batch_size, workers: of the loader built from ``data`` (multiple of the model stride).
+        imgsz, batch_size, workers: of the loader built from ``data`` (multiple of the model stride); ``imgsz``
+            ``None``: the size a loaded checkpoint was trained at, else 640.
         dataloader: a ready loader (:func:`build_val_dataloader`); ``data`` then only supplies names.
         names: class names (default: ``data``'s, else the model's).
         save_dir: write the PR curve and confusion matrix there.
@@ -339,10 +342,11 @@ def validate(
     """
     iou = default_iou(model, "val") if iou is None else iou  # 0.6 YOLOv5 / YOLOv4, 0.7 the package's families
     conf, iou, max_det = check_fraction("conf", conf), check_fraction("iou", iou), check_count("max_det", max_det)
+    if data is None and dataloader is None:
+        data = _training_data(model)
     config = load_dataset_config(data) if data is not None else None
     if dataloader is None:
-        if config is None:
-            raise ConfigError("validate() needs a dataset (data=...) or a dataloader")
+        imgsz = default_imgsz(imgsz, model)
         records, _ = load_records(config, split)
         stride = largest_stride(model)
         imgsz = check_imgsz(imgsz, stride)
@@ -376,3 +380,18 @@ def validate(
     if result.plots:
         LOGGER.info("plots saved to %s", Path(result.plots[0]).parent)
     return result
+
+
+def _training_data(model: nn.Module):
+    """The dataset a loaded checkpoint names as its training data (``validate(data=None)``), with an info line."""
+    data = getattr(model, "train_data", None)
+    if data is None:
+        raise ConfigError(
+            "validation needs a dataset (data=... / --data) or a dataloader: the model does not name the data it "
+            "was trained on (only yolotr training checkpoints do)"
+        )
+    shown = data if isinstance(data, str | Path) else "a dict"
+    if isinstance(data, str | Path) and Path(data).suffix.lower() in {".yaml", ".yml"} and not Path(data).is_file():
+        raise ConfigError(f"the checkpoint's training data {shown} is not found from {Path.cwd()}: give the dataset")
+    LOGGER.info("no dataset given: validating on the checkpoint's training data (%s)", shown)
+    return data

@@ -38,7 +38,9 @@ def load_model(source: str | Path | dict, nc: int | None = None) -> DetectionMod
         model = DetectionModel(checkpoint["model_yaml"])
         load_exact(model, checkpoint["state_dict"], path)
         model.names = list(checkpoint.get("names") or model.names)
-        model.imgsz = checkpoint.get("imgsz") or ((checkpoint.get("train_state") or {}).get("cfg") or {}).get("imgsz")
+        train_cfg = (checkpoint.get("train_state") or {}).get("cfg") or {}
+        model.imgsz = checkpoint.get("imgsz") or train_cfg.get("imgsz")
+        model.train_data = train_cfg.get("data")  # validate()'s dataset when it is given none
     elif kind == "yolov5":
         cfg, state, names = yolov5_model_parts(checkpoint, path)
         model = DetectionModel(cfg)
