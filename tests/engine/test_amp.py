@@ -127,6 +127,8 @@ def test_injected_nan_is_located_and_rolled_back(tiny_shapes, tmp_path, amp, bad
     assert "step 7" in result["nan_reports"][0] and "step 8" in result["nan_reports"][1]
     assert trainer.guard.rollbacks == 1 and trainer.guard.lr_multiplier == 0.5
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    saved = torch.load(trainer.weights_dir / "last.pt", weights_only=True)["train_state"]["guard"]
+    assert saved["rollbacks"] == 1 and saved["lr_multiplier"] == 0.5  # a resume goes on from them
 
 
 def test_one_fault_leaves_no_nan_in_the_batchnorm_statistics(tiny_shapes, tmp_path):

@@ -4,6 +4,7 @@ back to the snapshot's."""
 from __future__ import annotations
 
 import copy
+import io
 import math
 
 import pytest
@@ -85,3 +86,31 @@ def test_faults_that_come_back_after_max_rollbacks_stop_the_run():
     for _ in range(8):
         unlimited.roll_back(model=model)
     assert unlimited.rollbacks == 8
+
+
+def test_a_resumed_guard_goes_on_counting_as_the_run_would_have():
+    """Two bad steps in the window and one roll back before the save: after resuming, one more bad step rolls
+    back (not three), and ``max_rollbacks`` counts the roll back before the save."""
+    model = _model().train()
+    guard = NonFiniteGuard(max_bad=3, window=20, max_rollbacks=2)
+    guard.take_snapshot(model=model)
+    guard.roll_back(model=model)
+    assert not guard.record_bad_step(30) and not guard.record_bad_step(35)
+    resumed = NonFiniteGuard(max_bad=3, window=20, max_rollbacks=2)
+    resumed.load_state_dict(torch.load(_saved(guard.state_dict()), weights_only=True))
+    assert (resumed.rollbacks, resumed.lr_multiplier, list(resumed.bad_steps)) == (1, 0.5, [30, 35])
+    assert resumed.record_bad_step(40)
+    resumed.take_snapshot(model=model)
+    resumed.roll_back(model=model)
+    with pytest.raises(TrainingError, match="after 2 roll backs"):
+        resumed.roll_back(model=model)
+    fresh = NonFiniteGuard()
+    fresh.load_state_dict({"lr_multiplier": 0.25})  # a checkpoint from before the guard kept its own state
+    assert (fresh.lr_multiplier, fresh.rollbacks, list(fresh.bad_steps)) == (0.25, 0, [])
+
+
+def _saved(state: dict) -> io.BytesIO:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    buffer.seek(0)
+    return buffer

@@ -161,6 +161,17 @@ class NonFiniteGuard:
             self.bad_steps.popleft()
         return len(self.bad_steps) >= self.max_bad
 
+    def state_dict(self) -> dict:
+        """What a resume needs to go on as the run would have: the learning-rate multiplier, the roll backs so
+        far (``max_rollbacks`` counts the whole run) and the bad steps inside the window. The snapshot is not
+        kept: the checkpoint's own weights are the resumed run's first good state."""
+        return {"lr_multiplier": self.lr_multiplier, "rollbacks": self.rollbacks, "bad_steps": list(self.bad_steps)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lr_multiplier = float(state.get("lr_multiplier", 1.0))
+        self.rollbacks = int(state.get("rollbacks", 0))
+        self.bad_steps = deque(int(s) for s in state.get("bad_steps", ()))
+
     def take_snapshot(self, **states) -> None:
         """Remember known-good state dicts (deep copies), e.g. ``model=..., optimizer=...``."""
         self.snapshot = {k: copy.deepcopy(v.state_dict()) for k, v in states.items() if v is not None}

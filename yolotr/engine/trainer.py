@@ -239,7 +239,7 @@ class Trainer:
         self.last_opt_step = int(state["last_opt_step"])
         self.best_fitness = float(state["best_fitness"])
         self.stopper.load_state_dict(state.get("early_stop"))
-        self.guard.lr_multiplier = float(state.get("lr_multiplier", 1.0))
+        self.guard.load_state_dict(state.get("guard") or {"lr_multiplier": state.get("lr_multiplier", 1.0)})
         self.epochs_fitted = bool(state.get("epochs_fitted", False))
         torch.set_rng_state(state["rng_cpu"])
         if self.device.type == "cuda" and state.get("rng_cuda") is not None:
@@ -260,7 +260,7 @@ class Trainer:
             "last_opt_step": self.last_opt_step,
             "best_fitness": self.best_fitness,
             "early_stop": self.stopper.state_dict(),
-            "lr_multiplier": self.guard.lr_multiplier,
+            "guard": self.guard.state_dict(),
             "epochs_fitted": self.epochs_fitted,
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
