@@ -40,6 +40,10 @@ def deformable_sample(
     points = total_points // len(shapes)
     # (B * n_heads, head_dim, sum(H_l * W_l)) split per level; grid_sample wants coordinates in [-1, 1]
     per_level = value.permute(0, 2, 3, 1).flatten(0, 1).split([h * w for h, w in shapes], dim=-1)
+    if value.device.type == "cpu" and value.dtype in (torch.float16, torch.bfloat16):
+        # the CPU's fp16 / bf16 grid_sample returns NaN and garbage for these strided views (torch 2.14);
+        # contiguous copies sample right. float32 and CUDA read the views correctly and skip the copies.
+        per_level = [level.contiguous() for level in per_level]
     grids = (2 * locations - 1).permute(0, 2, 1, 3, 4).flatten(0, 1).split(points, dim=-2)  # (B * nh, Q, P, 2)
     samples = [
         F.grid_sample(
