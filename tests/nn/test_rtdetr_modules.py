@@ -151,12 +151,17 @@ def test_deformable_attention_in_half_precision_on_the_cpu_samples_as_float32(dt
     assert (got.float() - want).abs().max() < tolerance
 
 
-def test_rtdetr_in_bf16_on_the_cpu_gives_finite_detections() -> None:
+def test_rtdetr_in_bf16_on_the_cpu_gives_finite_detections_from_the_same_anchors() -> None:
     torch.manual_seed(1)
     model = DetectionModel("rtdetr-l.yaml", nc=80).eval().to(torch.bfloat16)
     with torch.no_grad():
         out = model(torch.rand(1, 3, 320, 320).to(torch.bfloat16))[0]
     assert torch.isfinite(out).all()
+    head, shapes = model.model[-1], [(40, 40), (20, 20), (10, 10)]
+    logits, valid = head.anchors(shapes, torch.zeros((), dtype=torch.bfloat16))
+    logits32, valid32 = head.anchors(shapes, torch.zeros(()))
+    assert torch.equal(valid, valid32) and valid32.all()  # bf16 rounding invalidated the 316 edge anchors
+    assert logits.dtype == torch.bfloat16 and torch.allclose(logits.float(), logits32, rtol=1e-2)
 
 
 def test_deformable_attention_equals_plain_reference_at_odd_sizes() -> None:

@@ -144,16 +144,20 @@ class RTDETRDecoder(nn.Module):
         self._anchor_cache.clear()
 
     def anchors(self, shapes: list[tuple[int, int]], like: torch.Tensor, grid_size: float = 0.05, eps: float = 1e-2):
-        """Anchor boxes in logit space ``(1, sum(H_l W_l), 4)`` (``inf`` where invalid) and the valid mask
-        ``(1, sum(H_l W_l), 1)`` in ``like``'s dtype: cell centres ``((x + 0.5) / W_l, (y + 0.5) / H_l)``, side
-        ``grid_size * 2^l``; an anchor with a coordinate within ``eps`` of 0 or 1 is invalid."""
+        """Anchor boxes in logit space ``(1, sum(H_l W_l), 4)`` in ``like``'s dtype (``inf`` where invalid) and
+        the valid mask ``(1, sum(H_l W_l), 1)`` (bool): cell centres ``((x + 0.5) / W_l, (y + 0.5) / H_l)``, side
+        ``grid_size * 2^l``; an anchor with a coordinate within ``eps`` of 0 or 1 is invalid.
+
+        Unlike the package, which builds them in ``like``'s dtype, they are built in float32 and then cast: in
+        bf16 the cell centres next to the border round onto ``1 - eps`` and every edge anchor became invalid
+        (316 of 2100 at 320 px), so a bf16 model chose its queries from fewer tokens than its float32 self."""
         key = (tuple(map(tuple, shapes)), like.device, like.dtype)
         if key not in self._anchor_cache or torch.jit.is_tracing():
             boxes = []
             for level, (h, w) in enumerate(shapes):
                 ys, xs = torch.meshgrid(
-                    torch.arange(h, dtype=like.dtype, device=like.device),
-                    torch.arange(w, dtype=like.dtype, device=like.device),
+                    torch.arange(h, dtype=torch.float32, device=like.device),
+                    torch.arange(w, dtype=torch.float32, device=like.device),
                     indexing="ij",
                 )
                 centres = torch.stack(((xs + 0.5) / w, (ys + 0.5) / h), -1)  # (h, w, 2)
@@ -161,7 +165,7 @@ class RTDETRDecoder(nn.Module):
                 boxes.append(torch.cat((centres, sides), -1).view(1, h * w, 4))
             boxes = torch.cat(boxes, 1)
             valid = ((boxes > eps) & (boxes < 1 - eps)).all(-1, keepdim=True)
-            logits = torch.log(boxes / (1 - boxes)).masked_fill(~valid, float("inf"))
+            logits = torch.log(boxes / (1 - boxes)).masked_fill(~valid, float("inf")).to(like.dtype)
             if torch.jit.is_tracing():
                 return logits, valid
             self._anchor_cache[key] = (logits, valid)
