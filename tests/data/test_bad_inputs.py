@@ -197,3 +197,28 @@ def test_32_bit_tiff_rejected_by_check_data_and_by_the_readers(tmp_path):
     assert loader_read(str(tif)) is None  # what the training loader would have got
     with pytest.raises(DataError, match=r"deep\.tif: 32-bit TIFF \(I\): OpenCV .* cannot read 32-bit samples"):
         read_image(tif)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_a_tiff_with_any_exif_orientation_is_read_upright(tmp_path, orientation):
+    """OpenCV 5.1's imread failed on TIFFs whose orientation swaps the sides (5-8), so check-data counted them
+    (rotated) while the loader got None. Both readers now give the image as PIL's exif_transpose shows it."""
+    from PIL import ImageOps
+
+    from yolotr.data.dataset import read_image as loader_read
+    from yolotr.data.images import read_image
+
+    pixels = np.random.default_rng(orientation).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    stored = Image.fromarray(pixels)
+    exif = stored.getexif()
+    exif[0x0112] = orientation
+    tif = tmp_path / "images" / "turned.tif"
+    tif.parent.mkdir()
+    stored.save(tif, exif=exif)
+    with Image.open(tif) as im:
+        upright = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    assert np.array_equal(read_image(tif), upright)
+    assert np.array_equal(loader_read(str(tif))[..., ::-1], upright)  # BGR
+    records, report = load_records({"path": str(tmp_path), "train": "images", "names": ["a"]}, "train", cache=False)
+    assert len(records) == 1 and not [p for p in report.problems if p.severity == "error"]
+    assert (records[0].height, records[0].width) == upright.shape[:2]  # the size the loader will read

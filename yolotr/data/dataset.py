@@ -70,9 +70,21 @@ def read_image(path: str, size: int | None = None, reduce: bool = True) -> np.nd
                 flags = _REDUCED[factor]
                 break
     try:
+        if Path(path).suffix.lower() in (".tif", ".tiff"):
+            return _read_tiff(path, flags)
         return cv2.imread(path, flags)
     except cv2.error:
         return None
+
+
+def _read_tiff(path: str, flags: int) -> np.ndarray | None:
+    """A TIFF through ``imdecode``: OpenCV 5.1's ``imread`` fails on one whose EXIF orientation swaps its sides
+    (5-8: "original_ptr == real_mat.data", logged as an error); ``imdecode`` of the same bytes turns it upright."""
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError:
+        return None
+    return cv2.imdecode(data, flags)
 
 
 def _jpeg_long_side(path: str) -> int | None:

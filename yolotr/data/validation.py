@@ -130,6 +130,8 @@ def inspect_image(path: str) -> tuple[int, int, Problem | None]:
         with Image.open(path) as im:
             fmt, mode, (w, h) = im.format, im.mode, im.size
             orientation = im.getexif().get(0x0112, 1) if fmt in ("JPEG", "MPO", "TIFF", "PNG", "WEBP") else 1
+            if fmt == "TIFF":  # Pillow 13 opens a TIFF already turned upright: the stored sides are in its tags
+                w, h = int(im.tag_v2.get(256, w)), int(im.tag_v2.get(257, h))  # ImageWidth, ImageLength
             if fmt in ("JPEG", "MPO"):
                 im.verify()
                 if truncated_jpeg(path):
