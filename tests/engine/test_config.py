@@ -65,7 +65,9 @@ def test_settings_with_a_text_default_take_other_kinds():
         ("lr0", "nan", "> 0"),
         ("lrf", -0.1, "> 0"),
         ("warmup_epochs", -1, ">= 0"),
-        ("hsv_s", -0.5, ">= 0"),
+        ("hsv_s", -0.5, "in [0, 1]"),
+        ("hsv_v", 1.5, "in [0, 1]"),
+        ("seed", -3, ">= 0"),
         ("mosaic", 1.5, "in [0, 1]"),
         ("fliplr", -0.1, "in [0, 1]"),
         ("flipud", 2, "in [0, 1]"),
@@ -116,3 +118,14 @@ def test_counts_must_be_whole_numbers():
     cfg = resolve_config({"epochs": 2.0, "batch": "8"})
     assert cfg["epochs"] == 2 and isinstance(cfg["epochs"], int) and cfg["batch"] == 8
     assert resolve_config({"mmap_threshold_mb": 0.5})["mmap_threshold_mb"] == 0.5  # not a count
+
+
+def test_the_optimizer_is_one_of_its_names_in_any_case():
+    assert [resolve_config({"optimizer": n})["optimizer"] for n in ("sgd", "ADAMW", "musgd", "Auto")] == [
+        "SGD",
+        "AdamW",
+        "MuSGD",
+        "auto",
+    ]
+    with pytest.raises(ConfigError, match=r"'optimizer' must be one of SGD, AdamW, MuSGD, auto, got 'adam'; did you"):
+        resolve_config({"optimizer": "adam"})

@@ -21,11 +21,11 @@ RANGES = {
     for rule, keys in {
         ">= 1": "epochs batch nbs imgsz val_period max_det nan_max_bad_steps nan_window tal_topk",
         ">= 0": "patience workers freeze close_mosaic save_period_steps warmup_min_iters time_limit mmap_threshold_mb "
-        "nan_max_rollbacks "
-        "warmup_epochs warmup_bias_lr grad_clip hsv_h hsv_s hsv_v weight_decay "
+        "nan_max_rollbacks seed "
+        "warmup_epochs warmup_bias_lr grad_clip weight_decay "
         "box cls cls_pw obj obj_pw af_box af_cls dfl",
         "> 0": "lr0 lrf ema_tau anchor_t amp_init_scale",
-        "[0, 1]": "mosaic fliplr flipud translate val_conf ema_decay label_smoothing",
+        "[0, 1]": "mosaic fliplr flipud translate val_conf ema_decay label_smoothing hsv_h hsv_s hsv_v",
         "[0, 1)": "momentum warmup_momentum scale",
         "(0, 1]": "nan_lr_factor",
     }.items()
@@ -73,7 +73,22 @@ def check_fraction_or_auto(value, source: str = "arguments", key: str = "val_iou
 
 
 # Settings that take one of a few words, each with the function that checks (and normalises) a value.
+OPTIMIZER_NAMES = ("SGD", "AdamW", "MuSGD", "auto")
+
+
+def check_optimizer(value, source: str = "arguments", key: str = "optimizer") -> str:
+    """One of :data:`OPTIMIZER_NAMES` in any case (``sgd``, ``adamw``), given back as spelled there."""
+    names = {n.lower(): n for n in OPTIMIZER_NAMES}
+    if isinstance(value, str) and value.strip().lower() in names:
+        return names[value.strip().lower()]
+    raise ConfigError(
+        f"{source}: setting '{key}' must be one of {', '.join(OPTIMIZER_NAMES)}, got {value!r}"
+        + (did_you_mean(value.lower(), list(names)) if isinstance(value, str) else "")
+    )
+
+
 CHOICE_CHECKS = {
+    "optimizer": check_optimizer,
     "amp": check_amp,
     "lean_activations": check_true_false_auto,
     "lr_transformer_scale": check_number_or_auto,
