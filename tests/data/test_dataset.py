@@ -130,6 +130,26 @@ def test_large_jpeg_reduced_decode(tmp_path):
     )
 
 
+def test_a_large_jpeg_whose_sides_the_factor_does_not_divide_is_decoded_whole(tmp_path):
+    """libjpeg's 1/4 decode of a 2401-px side gives 601 px covering 2404: resized as if it covered 2401, the
+    content slid against the labels. Such a JPEG is decoded whole (or at a factor dividing
+    both sides), and its content lands where the full decode puts it."""
+    import cv2
+
+    from yolotr.data.dataset import read_image
+
+    img = np.zeros((1201, 2401, 3), np.uint8)
+    cv2.rectangle(img, (1600, 300), (2390, 900), (255, 255, 255), -1)
+    cv2.imwrite(str(tmp_path / "odd.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 100])
+    cv2.imwrite(str(tmp_path / "even.jpg"), img[:1200, :2400], [cv2.IMWRITE_JPEG_QUALITY, 100])
+    assert read_image(str(tmp_path / "odd.jpg"), 320).shape == (1201, 2401, 3)
+    assert read_image(str(tmp_path / "even.jpg"), 320).shape == (300, 600, 3)  # 1/4: both sides divide
+    rec = ImageRecord(str(tmp_path / "odd.jpg"), 1201, 2401, [[1600, 300, 2391, 901]], [0])
+    reduced = DetectionDataset([rec], imgsz=320).load_image(0)[0]
+    whole = cv2.resize(img, reduced.shape[1::-1], interpolation=cv2.INTER_AREA)
+    assert np.abs(reduced.astype(int) - whole).max() <= 8  # JPEG noise only, no shift
+
+
 def test_distributed_sampler(shapes_records, tmp_path):
     import torch.distributed as dist
 

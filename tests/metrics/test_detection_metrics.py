@@ -164,6 +164,25 @@ def test_a_duplicate_is_a_false_positive_even_when_it_overlaps_more():
     assert kept_both == pytest.approx(np.full(len(kept_both), 2 / 3))  # P 1/2, R 1
 
 
+def test_a_tie_in_iou_goes_to_the_later_box_as_in_cocos_matching():
+    """The first detection overlaps both objects with IoU 0.6 exactly; COCO (pycocotools, faster-coco-eval)
+    gives it the later one, so the second detection, which overlaps only that one, is a false positive:
+    P 1, R 0.5 at confidence 0.9 (taking the first box made it P 1, R 1 at 0.8)."""
+    gt = np.array([[0, 0, 10, 10], [5, 0, 15, 10]], np.float64)
+    det = np.array([[2.5, 0, 12.5, 10, 0.9, 0], [6, 0, 16, 10, 0.8, 0]])
+    evaluator = DetectionEvaluator(["a"])
+    evaluator.update(det, gt, [0, 0])
+    m = evaluator.compute()
+    assert (m.precision, m.recall) == (pytest.approx(1.0), pytest.approx(0.5))
+    assert 0.8 < m.confidence <= 0.9
+    assert m.map50 == pytest.approx(51 / 101, abs=1e-9)  # COCO's AP50 of the same matches
+
+
+def test_an_evaluator_given_no_images_scores_zero():
+    m = DetectionEvaluator(["a", "b"]).compute()
+    assert (m.map50_95, m.map50, m.precision, m.recall, m.instances) == (0.0, 0.0, 0.0, 0.0, 0)
+
+
 def test_confusion_matrix_counts():
     # classes: 0 = cat, 1 = dog; index 2 = background
     gt = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], np.float64)

@@ -60,13 +60,16 @@ def read_image(path: str, size: int | None = None, reduce: bool = True) -> np.nd
     """Read a ``(H, W, 3)`` uint8 BGR image (EXIF-rotated, greyscale/alpha/16-bit made 8-bit BGR).
 
     With ``size``, a JPEG at least twice as large on its long side is decoded at a reduced scale
-    that still leaves it at least ``size``. Returns None when OpenCV cannot read the file.
+    that still leaves it at least ``size``, by a factor that divides both its sides: libjpeg's reduced
+    decode of a side that is not a multiple gives ``ceil(side / factor)`` pixels covering more than the
+    image, which shifted the content against the labels by up to a reduced pixel. Returns None when
+    OpenCV cannot read the file.
     """
     flags = cv2.IMREAD_COLOR
     if reduce and size and Path(path).suffix.lower() in (".jpg", ".jpeg"):
-        h0w0 = _jpeg_long_side(path)
+        sides = _jpeg_sides(path)
         for factor in (8, 4, 2):
-            if h0w0 and h0w0 >= factor * size:
+            if sides and max(sides) >= factor * size and not (sides[0] % factor or sides[1] % factor):
                 flags = _REDUCED[factor]
                 break
     try:
@@ -87,8 +90,8 @@ def _read_tiff(path: str, flags: int) -> np.ndarray | None:
     return cv2.imdecode(data, flags)
 
 
-def _jpeg_long_side(path: str) -> int | None:
-    """Long side from the JPEG's SOF marker (without decoding); None when not found."""
+def _jpeg_sides(path: str) -> tuple[int, int] | None:
+    """``(h, w)`` as stored, from the JPEG's SOF marker (without decoding); None when not found."""
     try:
         with open(path, "rb") as f:
             data = f.read(65536)
@@ -103,7 +106,7 @@ def _jpeg_long_side(path: str) -> int | None:
         if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
             h = int.from_bytes(data[i + 5 : i + 7], "big")
             w = int.from_bytes(data[i + 7 : i + 9], "big")
-            return max(h, w)
+            return h, w
         i += 2 + length
     return None
 

@@ -223,7 +223,8 @@ class DetectionEvaluator:
             evaluator.accumulate()
             # precision: (T iou thresholds, R recall points, K categories, A areas, M maxDets); area 'all'
             precision = np.asarray(evaluator.eval["precision"])[:, :, :, 0, -1]
-        tp = np.concatenate([_match_iou50(det, boxes, classes) for (boxes, classes, _), det in zip(self._gt, self._dt)])
+        matches = [_match_iou50(det, boxes, classes) for (boxes, classes, _), det in zip(self._gt, self._dt)]
+        tp = np.concatenate(matches) if matches else np.zeros(0, bool)
         has_gt = instances > 0
         ap50_95, ap50 = _mean_valid(precision.reshape(-1, self.nc)), _mean_valid(precision[0])
         ap50_95[~has_gt] = np.nan
@@ -344,7 +345,7 @@ def _match_iou50(det: np.ndarray, gt_boxes: np.ndarray, gt_classes: np.ndarray) 
     order = np.argsort(-det[:, 4], kind="stable")
     for i in order[iou[order].max(1) >= 0.5]:  # the others can match nothing
         candidates = np.where(taken, -1.0, iou[i])
-        j = int(candidates.argmax())
+        j = len(candidates) - 1 - int(candidates[::-1].argmax())  # a tie goes to the last box, as in COCO's
         if candidates[j] >= 0.5:
             tp[i] = taken[j] = True
     return tp
