@@ -110,6 +110,32 @@ def test_ram_cache_same_output(shapes_records):
         assert torch.equal(disk[i][0], ram[i][0]) and torch.equal(disk[i][1], ram[i][1])
 
 
+def test_each_rank_of_a_rect_loader_gets_whole_batches_of_one_shape(shapes_records, tmp_path):
+    """A DistributedSampler dealt single images round-robin, so a rank's batch mixed rect shapes and collate
+    failed; each rank now gets whole batches (0, 2, ... and 1, 3, ...), and together every image once."""
+    from yolotr.data.dataset import RectBatchShard
+
+    dataset = DetectionDataset(_wide_and_tall(shapes_records, tmp_path)[:5], imgsz=160, rect=True, batch_size=2)
+    seen = []
+    for rank in (0, 1):
+        shard = RectBatchShard(len(dataset), 2, rank, world=2)
+        assert len(shard) == len(list(shard))
+        batches = [dataset.batch_index[list(shard)[k : k + 2]] for k in range(0, len(shard), 2)]
+        assert all(len(set(b)) == 1 for b in batches)  # one rect batch, one shape, per loader batch
+        seen += list(shard)
+    assert sorted(seen) == list(range(5))
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        loader = build_dataloader(dataset, batch_size=2, workers=0, shuffle=False, rank=0)
+        assert sum(images.shape[0] for images, *_ in loader) == 5  # stacked: no mixed shapes
+    finally:
+        dist.destroy_process_group()
+    with pytest.raises(ValueError, match="set its shapes for batches of 2"):
+        build_dataloader(dataset, batch_size=4, workers=0, shuffle=False)
+
+
 def test_large_jpeg_reduced_decode(tmp_path):
     import cv2
 

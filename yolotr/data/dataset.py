@@ -204,6 +204,7 @@ class DetectionDataset(Dataset):
         self.rng = np.random.default_rng(seed)
         self.batch_shapes: np.ndarray | None = None
         self.batch_index: np.ndarray | None = None
+        self.rect_batch_size = batch_size if rect else None  # the loader must batch as the shapes were set
         if rect:
             records = self._make_rect(records, batch_size, pad)
         self.records = RecordTable(records)
@@ -406,13 +407,21 @@ def build_dataloader(
     """An :class:`InfiniteDataLoader` of ``dataset`` with :func:`collate`.
 
     Pinned memory for batches bound for a CUDA device (``pin_memory``; None: whenever CUDA is available);
-    a ``DistributedSampler`` when ``rank >= 0`` (call its ``set_epoch`` every epoch); seeded workers
+    a ``DistributedSampler`` when ``rank >= 0`` (call its ``set_epoch`` every epoch; for a rect dataset a
+    :class:`RectBatchShard`, whole batches of one shape per rank); seeded workers
     (``seed + rank``), so a run replays the same augmentations. Rectangular datasets are never shuffled.
     """
     if dataset.rect and shuffle:
         LOGGER.warning("rect=True is incompatible with shuffle; shuffle turned off")
         shuffle = False
-    sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed) if rank >= 0 else None
+    if dataset.rect and batch_size != dataset.rect_batch_size:
+        raise ValueError(
+            f"batch_size {batch_size}: this rect dataset set its shapes for batches of {dataset.rect_batch_size}"
+        )
+    if rank >= 0 and dataset.rect:
+        sampler = RectBatchShard(len(dataset), batch_size, rank)
+    else:
+        sampler = DistributedSampler(dataset, shuffle=shuffle, seed=seed) if rank >= 0 else None
     workers = max(0, min(workers, os.cpu_count() or 1))
     generator = torch.Generator()
     generator.manual_seed(seed + max(rank, 0))
@@ -428,3 +437,31 @@ def build_dataloader(
         generator=generator,
         persistent_workers=workers > 0,
     )
+
+
+class RectBatchShard(torch.utils.data.Sampler[int]):
+    """This rank's share of a rect dataset: whole batches, batch ``rank``, ``rank + world``, ... in order.
+
+    A ``DistributedSampler`` deals single images round-robin, so one rank's batch mixed images of different
+    rect batches (different shapes) and ``collate`` failed. Ranks may get one batch more than others (no
+    padding with repeats: validation counts each image once).
+    """
+
+    def __init__(self, n: int, batch_size: int, rank: int, world: int | None = None):
+        import torch.distributed as dist
+
+        self.n, self.batch_size, self.rank = n, batch_size, rank
+        self.world = world if world is not None else (dist.get_world_size() if dist.is_initialized() else 1)
+
+    def _batches(self) -> range:
+        return range(self.rank, math.ceil(self.n / self.batch_size), self.world)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing to reshuffle (rect batches keep their order); here for the ``DistributedSampler`` habit."""
+
+    def __iter__(self) -> Iterator[int]:
+        for b in self._batches():
+            yield from range(b * self.batch_size, min((b + 1) * self.batch_size, self.n))
+
+    def __len__(self) -> int:
+        return sum(min((b + 1) * self.batch_size, self.n) - b * self.batch_size for b in self._batches())

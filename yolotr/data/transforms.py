@@ -188,7 +188,7 @@ def random_affine(
     Args:
         image: ``(H, W, 3)`` uint8.
         boxes: ``(N, 4)`` float32 xyxy pixels; classes: ``(N,)`` int64 labels.
-        rng: the random generator (seven draws, whatever the arguments).
+        rng: the random generator (eight numbers drawn, whatever the arguments).
         degrees: rotation range ``+-degrees``; translate: fraction of the output size;
         scale: zoom range ``1 +- scale``; shear: ``+-degrees``; perspective: ``+-`` that value.
     """
