@@ -188,11 +188,12 @@ def test_cli_predict_val_export_with_end2end(tiny_shapes, tmp_path, monkeypatch,
     ckpt = save_checkpoint(model_checkpoint(DetectionModel("yolo26n.yaml", nc=3)), tmp_path / "m.pt")
     image = next((tiny_shapes.parent / "images" / "val").iterdir())
     counts = {}
-    for flag in ("on", "off"):
+    for flag, max_det in (("on", 300), ("on", 40), ("off", 40)):
         assert main(["predict", "--model", str(ckpt), "--source", str(image), "--imgsz", "64", "--conf", "0",
-                     "--backend", "torch", "--end2end", flag]) == 0  # fmt: skip
-        counts[flag] = int(capsys.readouterr().out.split(" images, ")[1].split()[0])
-    assert counts["on"] == 252 and counts["on"] != counts["off"]  # 3 classes x 84 anchors at 64 px: all pairs
+                     "--backend", "torch", "--end2end", flag, "--max-det", str(max_det)]) == 0  # fmt: skip
+        counts[flag, max_det] = int(capsys.readouterr().out.split(" images, ")[1].split()[0])
+    assert counts["on", 300] == 84  # min(max_det, 84 anchors at 64 px), as the package
+    assert counts["on", 40] == 40 and counts["off", 40] <= 40
     assert main(["val", "--model", str(ckpt), "--data", str(tiny_shapes), "--imgsz", "64", "--workers", "0",
                  "end2end=false"]) == 0  # fmt: skip
     assert "all" in capsys.readouterr().out

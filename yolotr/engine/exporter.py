@@ -28,7 +28,15 @@ from torch import nn
 from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.engine.config import check_count, check_fraction
 from yolotr.engine.export_nms import WithNms
-from yolotr.engine.head_mode import LETTERBOX, STRETCH, default_iou, input_fit, same_detections, set_end2end
+from yolotr.engine.head_mode import (
+    LETTERBOX,
+    STRETCH,
+    default_iou,
+    head_of,
+    input_fit,
+    same_detections,
+    set_end2end,
+)
 from yolotr.errors import CheckpointError, ConfigError, YolotrError
 from yolotr.ops.boxes import COLUMNS, DETECTIONS, LAYOUTS, ROWS, as_rows, non_max_suppression
 
@@ -57,7 +65,10 @@ class _RawHeads(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor):
-        return tuple(self.model(x)[1])
+        raw = self.model(x)[1]
+        if isinstance(raw, dict):  # an end-to-end head: its one-to-one maps, the ones its detections come from
+            raw = raw["one2one"]
+        return tuple(raw)
 
 
 class _Columns(nn.Module):
@@ -141,7 +152,9 @@ def export_model(
         raise YolotrError("nms=True (--nms) needs format 'onnx' and decoded output (not raw=True / --raw)")
     asked = {k: v for k, v in {"conf": conf, "iou": iou, "max_det": max_det}.items() if v is not None}
     iou = default_iou(model, "predict") if iou is None else iou  # the predictor's default for this head
-    conf, max_det = 0.25 if conf is None else conf, 300 if max_det is None else max_det
+    if max_det is None:  # an end-to-end head's own top-k (as predict set it), else the predictor's 300
+        max_det = getattr(head_of(model), "max_det", None) or 300
+    conf = 0.25 if conf is None else conf
     conf, iou, max_det = check_fraction("conf", conf), check_fraction("iou", iou), check_count("max_det", max_det)
     batch, opset = check_count("batch", batch), check_count("opset", opset)
     low, high = onnx_opsets()

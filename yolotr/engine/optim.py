@@ -182,13 +182,29 @@ def build_optimizer(
     if name.lower() == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
     if name.lower() == "musgd":
-        groups = _boost_class_branches(model, groups, lr)
-        for g in groups:
-            g["use_muon"] = g["name"].startswith("decay")
+        groups = _muon_groups(_boost_class_branches(model, groups, lr))
         return MuSGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
     if name.lower() == "auto":
         raise ValueError("optimizer 'auto' depends on the data: resolve it first (resolve_auto_optimizer)")
     raise ValueError(f"unknown optimizer {name!r}; use SGD, AdamW, MuSGD or auto")
+
+
+def _muon_groups(groups: list[dict]) -> list[dict]:
+    """``use_muon`` on the decayed matrices and convolution kernels (2-D and 4-D, as the package's rule: Muon
+    orthogonalises those only); a decayed parameter of another shape (Swin V2's ``logit_scale`` ``(heads, 1,
+    1)``) moves to a plain SGD group of the same settings, named ``.../sgd``."""
+    out = []
+    for g in groups:
+        if not g["name"].startswith("decay"):
+            out.append({**g, "use_muon": False})
+            continue
+        matrices = [p for p in g["params"] if p.ndim in (2, 4)]
+        others = [p for p in g["params"] if p.ndim not in (2, 4)]
+        if matrices:
+            out.append({**g, "params": matrices, "use_muon": True})
+        if others:
+            out.append({**g, "params": others, "use_muon": False, "name": f"{g['name']}/sgd"})
+    return out
 
 
 def _boost_class_branches(model: nn.Module, groups: list[dict], lr: float, gain: float = 3.0) -> list[dict]:

@@ -363,7 +363,7 @@ def validate(
         ids = result_ids(names, config, [split])
         save_dir = Path(save_dir) if save_dir is not None else next_run_dir("runs/val", "exp")
     validator = Validator(dataloader, names, conf, iou, max_det, amp, loss_fn, save_dir, verbose, ids)
-    with end2end_mode(model, end2end):
+    with end2end_mode(model, end2end, max_det=max_det):  # an end-to-end head's top-k is max_det, not its 300
         result = validator(model)
     result.dataloader = dataloader
     if ids is not None:
