@@ -115,12 +115,7 @@ class E2EDetect(AnchorFreeDetect):
         top, flat_index = scores.flatten(1).topk(k, dim=1)  # (B, k)
         index = anchor_index.gather(1, (flat_index // self.nc).unsqueeze(-1))  # (B, k, 1)
         picked = boxes.gather(1, index.expand(-1, -1, 4))
-        rows = torch.cat((picked, top.unsqueeze(-1), (flat_index % self.nc).unsqueeze(-1).to(top.dtype)), -1)
-        # the package keeps min(max_det, anchors) rows: past the anchors, the pairs above are real anchors'
-        # other classes, not detections it gives, so they become filler rows (zeros, score -1)
-        real = (torch.arange(k, device=rows.device) < a).view(1, k, 1)
-        filler_row = rows.new_tensor([0.0, 0.0, 0.0, 0.0, -1.0, 0.0])
-        return torch.where(real, rows, filler_row)
+        return torch.cat((picked, top.unsqueeze(-1), (flat_index % self.nc).unsqueeze(-1).to(top.dtype)), -1)
 
     @torch.no_grad()
     def initialize_biases(self, class_frequency: torch.Tensor | None = None) -> None:
