@@ -192,7 +192,7 @@ def test_cli_predict_val_export_with_end2end(tiny_shapes, tmp_path, monkeypatch,
         assert main(["predict", "--model", str(ckpt), "--source", str(image), "--imgsz", "64", "--conf", "0",
                      "--backend", "torch", "--end2end", flag, "--max-det", str(max_det)]) == 0  # fmt: skip
         counts[flag, max_det] = int(capsys.readouterr().out.split(" images, ")[1].split()[0])
-    assert counts["on", 300] == 252  # 3 classes x 84 anchors at 64 px: all pairs
+    assert counts["on", 300] == 84  # 84 anchors at 64 px: min(max_det, anchors) rows, as the package
     assert counts["on", 40] == 40 and counts["off", 40] <= 40
     assert main(["val", "--model", str(ckpt), "--data", str(tiny_shapes), "--imgsz", "64", "--workers", "0",
                  "end2end=false"]) == 0  # fmt: skip

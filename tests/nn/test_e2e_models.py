@@ -118,9 +118,11 @@ def test_head_output_contract() -> None:
     model.eval()
     with torch.no_grad():
         det, raw = model(x)
-        assert det.shape == (2, 300, 6) and (det[..., 4] >= 0).all()  # 252 anchors x 3 classes > 300 pairs
-        small, _ = model(torch.rand(1, 3, 32, 32))  # 21 anchors x 3 classes: 63 rows, then filler of score -1
-        assert small.shape == (1, 300, 6) and (small[0, :63, 4] >= 0).all() and (small[0, 63:, 4] == -1).all()
+        # 252 anchors: as the package, 252 real rows (of 252 x 3 pairs), then filler rows of score -1
+        assert det.shape == (2, 300, 6) and (det[:, :252, 4] >= 0).all()
+        assert (det[:, 252:] == torch.tensor([0.0, 0, 0, 0, -1, 0])).all()
+        small, _ = model(torch.rand(1, 3, 32, 32))  # 21 anchors: 21 rows, then filler
+        assert small.shape == (1, 300, 6) and (small[0, :21, 4] >= 0).all() and (small[0, 21:, 4] == -1).all()
         head.set_end2end(True, max_det=50)
         det, raw = model(x)
         assert det.shape == (2, 50, 6)

@@ -127,13 +127,14 @@ def same_detections(a: torch.Tensor, b: torch.Tensor, box_tol: float, score_tol:
     detections as sets: each row of one has a row of the other of the same class within ``box_tol`` pixels
     and ``score_tol`` in score. Rows whose score is within ``score_tol`` of the lowest kept score are exempt
     (near-tied candidates at the cut may be in one output and not the other), and so is the order of rows
-    (near-tied scores sort either way, e.g. onnxruntime against PyTorch)."""
+    (near-tied scores sort either way, e.g. onnxruntime against PyTorch). Filler rows (score -1, past an
+    input's anchor count) are not detections: the cut is the lowest score of the rest."""
     if a.shape != b.shape or a.ndim != 3 or a.shape[-1] != 6:
         return False
     a, b = a.float(), b.float()
     for x, y in ((a, b), (b, a)):
         for rows, other in zip(x, y):
-            cut = torch.minimum(rows[:, 4].min(), other[:, 4].min()) + score_tol
+            cut = torch.minimum(_lowest_kept(rows), _lowest_kept(other)) + score_tol
             rows = rows[rows[:, 4] > cut]
             if not len(rows):
                 continue
@@ -145,3 +146,10 @@ def same_detections(a: torch.Tensor, b: torch.Tensor, box_tol: float, score_tol:
             if not bool(near.any(1).all()):
                 return False
     return True
+
+
+def _lowest_kept(rows: torch.Tensor) -> torch.Tensor:
+    """The lowest score of ``(k, 6)`` top-k rows that are not filler (score -1), or -1 when all are."""
+    scores = rows[:, 4]
+    kept = scores[scores >= 0]
+    return kept.min() if len(kept) else scores.new_tensor(-1.0)

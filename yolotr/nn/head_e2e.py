@@ -40,8 +40,9 @@ class E2EDetect(AnchorFreeDetect):
       clipped), score, class index, sorted by score: the ``max_det`` anchors of highest best-class score
       of the one-to-one branch, then the ``max_det`` highest (anchor, class) scores among them (an anchor
       can appear with several classes; with ``agnostic`` only its best). An input with fewer anchors than
-      ``max_det`` rows ends in filler rows of score -1 (zero box), which any ``conf >= 0`` drops; so does
-      an exported graph at any size, where the row count is fixed;
+      ``max_det`` gives as many real rows as anchors, as the package does, then filler rows of score -1
+      (zero box, class 0) up to ``max_det``, which any ``conf >= 0`` drops; an exported graph, whose row
+      count is fixed, does the same at any size;
     - otherwise the one-to-many branch decoded as :class:`~yolotr.nn.head_af.AnchorFreeDetect` does (to be
       filtered by NMS).
 
@@ -100,8 +101,11 @@ class E2EDetect(AnchorFreeDetect):
         """``(B, A, 4 + nc)`` decoded rows -> ``(B, k, 6)`` ``[x1, y1, x2, y2, score, class]`` (see the class)."""
         b, a, _ = preds.shape
         k = self.max_det
-        if a < k or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-            # fewer anchors than rows (a small input; or any size in an exported graph): filler rows, score -1
+        filled = a < k or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        if filled:
+            # fewer anchors than rows (a small input; or any size in an exported graph): filler rows, score -1;
+            # the anchor count as a tensor, so that an exported graph follows its input's size
+            anchors = torch.ones_like(preds[0, :, 0], dtype=torch.int64).sum()
             filler = torch.cat((preds.new_zeros(b, k, 4), preds.new_full((b, k, self.nc), -1.0)), -1)
             preds = torch.cat((preds, filler), 1)
         boxes, scores = preds.split((4, self.nc), -1)
@@ -115,7 +119,13 @@ class E2EDetect(AnchorFreeDetect):
         top, flat_index = scores.flatten(1).topk(k, dim=1)  # (B, k)
         index = anchor_index.gather(1, (flat_index // self.nc).unsqueeze(-1))  # (B, k, 1)
         picked = boxes.gather(1, index.expand(-1, -1, 4))
-        return torch.cat((picked, top.unsqueeze(-1), (flat_index % self.nc).unsqueeze(-1).to(top.dtype)), -1)
+        rows = torch.cat((picked, top.unsqueeze(-1), (flat_index % self.nc).unsqueeze(-1).to(top.dtype)), -1)
+        if not filled:
+            return rows
+        # as the package, min(max_det, anchors) rows: past the anchor count, the pairs are real anchors' other
+        # classes, which the package does not give, so they become filler
+        real = (torch.arange(k, device=rows.device) < anchors).view(1, k, 1)
+        return torch.where(real, rows, rows.new_tensor([0.0, 0.0, 0.0, 0.0, -1.0, 0.0]))
 
     @torch.no_grad()
     def initialize_biases(self, class_frequency: torch.Tensor | None = None) -> None:
