@@ -54,9 +54,11 @@ def test_raw_export_of_an_end_to_end_head_gives_its_one_to_one_maps(tmp_path):
 
 def test_musgd_gives_muon_updates_to_matrices_and_kernels_only():
     """As the package's rule: Muon orthogonalises 2-D and 4-D weights. Swin V2's logit_scale (heads, 1, 1) is
-    decayed but goes to a plain SGD group (it moved 100x further under Muon than under SGD)."""
+    kept out of weight decay (the package's rule by name) and trains by plain SGD (it moved 100x further under
+    Muon); a decayed kernel of another shape (a 3-D convolution's 5-D weight) goes to a plain SGD group."""
     torch.manual_seed(0)
     model = DetectionModel("yolo26n-swinv2.yaml", nc=3)
+    model.model[0].add_module("extra", torch.nn.Conv3d(1, 2, 3))  # a 5-D weight, not used in the forward
     optimizer = build_optimizer(model, "MuSGD", 0.01, 0.9, 5e-4, 1.0)
     shapes = {id(p): p.ndim for p in model.parameters()}
     for g in optimizer.param_groups:
@@ -65,5 +67,8 @@ def test_musgd_gives_muon_updates_to_matrices_and_kernels_only():
     logit_scales = {id(p) for n, p in model.named_parameters() if n.endswith("logit_scale")}
     assert logit_scales
     homes = [g for g in optimizer.param_groups if logit_scales & {id(p) for p in g["params"]}]
-    assert homes and all(not g["use_muon"] and g["name"].endswith("/sgd") and g["weight_decay"] > 0 for g in homes)
+    assert homes and all(not g["use_muon"] and g["weight_decay"] == 0 for g in homes)
+    kernel = model.model[0].extra.weight
+    (home,) = [g for g in optimizer.param_groups if any(p is kernel for p in g["params"])]
+    assert not home["use_muon"] and home["name"].endswith("/sgd") and home["weight_decay"] > 0
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))

@@ -67,6 +67,18 @@ def test_parameter_groups_split_decay_and_transformer():
     assert total == sum(p.numel() for p in model.parameters())
 
 
+def test_swin_v2_logit_scale_and_position_bias_mlp_are_not_decayed():
+    """As the published Swin V2 (``no_weight_decay_keywords``: ``cpb_mlp``, ``logit_scale``) and timm: the
+    attention's ``qkv`` and ``proj`` weights are decayed, the logit scale and the position-bias MLP are not."""
+    model = DetectionModel("yolov5n-swinv2.yaml", nc=2)
+    groups = {g["name"]: {id(p) for p in g["params"]} for g in parameter_groups(model, 5e-4, 0.2)}
+    attention = next(m for m in model.modules() if type(m).__name__ == "WindowAttentionV2")
+    for name in ("logit_scale", "cpb_mlp.0.weight", "cpb_mlp.2.weight"):
+        assert id(attention.get_parameter(name)) in groups["no_decay/transformer"], name
+    for name in ("qkv.weight", "proj.weight"):
+        assert id(attention.get_parameter(name)) in groups["decay/transformer"], name
+
+
 def test_warmup_then_cosine_schedule():
     model = DetectionModel("yolov5n-c3tr.yaml", nc=2)
     optimizer = build_optimizer(model, "SGD", 0.01, 0.937, 5e-4, 0.2)

@@ -48,7 +48,9 @@ CONSTANT_MODULES: tuple[type[nn.Module], ...] = (DFL,)
 def parameter_groups(model: nn.Module, weight_decay: float, transformer_scale: float) -> list[dict]:
     """Split trainable parameters into groups.
 
-    ``decay`` (conv/linear weights, with weight decay), ``no_decay`` (norm weights, no decay) and
+    ``decay`` (conv/linear weights, with weight decay), ``no_decay`` (norm weights; any ``logit_scale``, as
+    the ``ultralytics`` package; what a module names in its ``no_weight_decay()``, timm's convention, e.g.
+    Swin V2's position-bias MLP; no decay) and
     ``bias`` (no decay; warmed up from ``warmup_bias_lr``), each once for CNN parameters
     (``lr_scale`` 1) and once for parameters inside Transformer/Swin modules (``lr_scale =
     transformer_scale``). Empty groups are dropped. Frozen parameters (``requires_grad`` False) and
@@ -56,9 +58,13 @@ def parameter_groups(model: nn.Module, weight_decay: float, transformer_scale: f
     """
     inside_transformer: set[int] = set()
     seen: set[int] = set()
+    kept_from_decay: set[int] = set()
     for module in model.modules():
         if isinstance(module, TRANSFORMER_MODULES):
             inside_transformer.update(id(p) for p in module.parameters())
+        if callable(getattr(module, "no_weight_decay", None)):
+            own = dict(module.named_parameters())
+            kept_from_decay.update(id(own[name]) for name in module.no_weight_decay())
         if isinstance(module, CONSTANT_MODULES):
             seen.update(id(p) for p in module.parameters())
     groups = {(kind, tr): [] for kind in ("decay", "no_decay", "bias") for tr in (False, True)}
@@ -69,7 +75,7 @@ def parameter_groups(model: nn.Module, weight_decay: float, transformer_scale: f
             seen.add(id(p))
             if name.endswith("bias"):
                 kind = "bias"
-            elif isinstance(module, NORMS) or p.ndim <= 1:
+            elif isinstance(module, NORMS) or p.ndim <= 1 or name == "logit_scale" or id(p) in kept_from_decay:
                 kind = "no_decay"
             else:
                 kind = "decay"
@@ -191,8 +197,8 @@ def build_optimizer(
 
 def _muon_groups(groups: list[dict]) -> list[dict]:
     """``use_muon`` on the decayed matrices and convolution kernels (2-D and 4-D, as the package's rule: Muon
-    orthogonalises those only); a decayed parameter of another shape (Swin V2's ``logit_scale`` ``(heads, 1,
-    1)``) moves to a plain SGD group of the same settings, named ``.../sgd``."""
+    orthogonalises those only); a decayed parameter of another shape (a 3-D or 5-D kernel) moves to a plain SGD
+    group of the same settings, named ``.../sgd``."""
     out = []
     for g in groups:
         if not g["name"].startswith("decay"):

@@ -128,6 +128,11 @@ class WindowAttentionV2(nn.Module):
         self._bias_cache: tuple[tuple, torch.Tensor] | None = None
         self.reset_parameters()
 
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters kept out of weight decay, as the published Swin V2 and timm do: the logit
+        scale and the position-bias MLP (``cpb_mlp``) besides biases."""
+        return {name for name, _ in self.named_parameters() if name == "logit_scale" or name.startswith("cpb_mlp.")}
+
     def set_window_size(self, window: int, pretrained_window: int = 0) -> None:
         """(Re)build the constant tables for ``window`` (non-persistent buffers, on the current device)."""
         device = self.qkv.weight.device
