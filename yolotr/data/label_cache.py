@@ -23,8 +23,9 @@ LOGGER = logging.getLogger("yolotr")
 # 2: an image with a label error is left out (1 kept it without the bad objects); problems carry
 # their kind; the images left out are stored with the reason. 3: VOC <part> boxes are no longer
 # read as their object's box; a YOLO label file may start with a UTF-8 BOM. 4: a TIFF of 32-bit
-# samples (which OpenCV cannot read) is left out.
-CACHE_VERSION = 4
+# samples (which OpenCV cannot read) is left out. 5: a TIFF turned by EXIF orientation 5-8 has its
+# stored sides (4 held them swapped).
+CACHE_VERSION = 5
 
 
 @dataclass
