@@ -186,3 +186,30 @@ def test_rtdetr_l_predicts_what_the_package_predicts_on_photos(photo):
     theirs = RTDETR(str(weights)).predict(str(image), conf=0.0, max_det=300, verbose=False)[0]
     assert ours.input_shape == (640, 640) and len(ours.boxes.conf) == 300
     assert_same_detections(ours, theirs, box_px=0.05, score_atol=1e-4)
+
+
+@pytest.mark.parametrize(("max_det", "some_classes"), [(300, False), (40, False), (300, True)])
+def test_rtdetr_of_fewer_queries_gives_the_packages_rows(max_det, some_classes):
+    """A decoder of 100 queries (``bench/rtdetr-l-w25.yaml``), the package's random weights loaded by name: the
+    package keeps ``num_queries`` (query, class) pairs and cuts them to ``max_det`` after ``conf`` and
+    ``classes``; yolotr gave up to 300 pairs (each query again with its other classes)."""
+    pytest.importorskip("ultralytics", reason="the ultralytics package is a bench extra (pip install -e .[bench])")
+    from pathlib import Path
+
+    from ultralytics import RTDETR
+
+    from tests.conftest import assert_same_detections, shared_path
+    from yolotr import YOLO
+
+    cfg, image = str(Path(__file__).parents[2] / "bench" / "rtdetr-l-w25.yaml"), shared_path("images", "bus.jpg")
+    torch.manual_seed(0)
+    package = RTDETR(cfg)
+    ours = YOLO(cfg)
+    ours.model.load_state_dict(package.model.state_dict())
+    settings = dict(imgsz=128, conf=0.0, max_det=max_det)
+    if some_classes:  # two classes the top rows hold (the weights are random)
+        settings["classes"] = package.predict(str(image), verbose=False, **settings)[0].boxes.cls[:2].int().tolist()
+    got = ours.predict(str(image), backend="torch", **settings)[0]
+    expected = package.predict(str(image), verbose=False, **settings)[0]
+    assert len(got.boxes.conf) == len(expected.boxes.conf) <= min(max_det, 100)
+    assert_same_detections(got, expected, box_px=0.05, score_atol=1e-4)

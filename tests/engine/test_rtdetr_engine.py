@@ -189,7 +189,7 @@ def test_validation_and_prediction_skip_nms(trained, tiny_shapes, monkeypatch):
 
 def test_onnx_export_agrees_at_other_sizes_and_runs_in_opencv(trained, tmp_path):
     """Exported at 64 px with dynamic sizes, the file agrees with PyTorch at 96x128 and batch 2 (the pixel scale
-    is no longer baked at the example size); OpenCV DNN (GridSample since 4.9) runs the static export."""
+    is no longer baked at the example size) and at 32 px, whose 21 tokens are fewer than the 30 queries (a TopK of 30 failed there); OpenCV DNN (GridSample since 4.9) runs the static export."""
     _, _, run_dir = trained
     model = YOLO(str(run_dir / "weights" / "best.pt")).model.eval()
     model.model[-1].set_end2end(True, max_det=300)
@@ -200,9 +200,14 @@ def test_onnx_export_agrees_at_other_sizes_and_runs_in_opencv(trained, tmp_path)
     with torch.no_grad():
         want = model(x)[0]
     got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
-    assert got.shape == want.shape == (2, 90, 6)
+    assert got.shape == want.shape == (2, 30, 6)  # num_queries (pairs) rows, as the package
     assert same_detections(got, want, box_tol=0.1)
     assert float(want[..., :4].max()) > 64  # pixels of the 96x128 input, not of the 64 px example
+    x = torch.rand(1, 3, 32, 32)  # 21 tokens for 30 queries: the file's query TopK takes 21, as PyTorch
+    with torch.no_grad():
+        want = model(x)[0]
+    got = torch.from_numpy(session.run(None, {"images": x.numpy()})[0])
+    assert got.shape == want.shape == (1, 30, 6) and same_detections(got, want, box_tol=0.1)
     static = tmp_path / "static.onnx"
     export_model(model, "onnx", static, imgsz=64, dynamic=False)
     net = cv2.dnn.readNetFromONNX(str(static))

@@ -171,6 +171,8 @@ def export_model(
     set_end2end(net, end2end, max_det=max_det, where="export end2end")  # the copy's; the model's stays
     if hasattr(head, "export"):
         head.export = not raw
+    if hasattr(head, "dynamic_size"):
+        head.dynamic_size = bool(dynamic_size) and format == "onnx"
     nc = len(getattr(net, "names", [])) or getattr(head, "nc", None)
     if raw:
         layout, module = "raw", _RawHeads(net)

@@ -43,7 +43,9 @@ class RTDETRDecoder(nn.Module):
     Eval output: ``(detections, raw)``, ``raw`` as in training but for the ``eval_idx`` layer only (``ndl``
     axis of 1) and ``dn_meta`` None; ``detections`` ``(B, k, 6)`` float rows ``x1, y1, x2, y2`` (input pixels:
     normalized boxes times the first level's size times its stride), score (sigmoid), class, sorted by score;
-    ``k = min(max_det, nq * nc)``. With ``export`` True only ``detections``.
+    the best ``k = min(max_det, nq, Q * nc)`` (query, class) pairs of the ``Q = min(nq, tokens)`` queries,
+    as the package (``num_queries`` rows, which its predictor and validator cut to ``max_det`` after ``conf``).
+    With ``export`` True only ``detections``.
 
     Args: the package's: ``nc`` classes, ``ch`` input channels per level, ``hd`` hidden width, ``nq`` queries,
     ``ndp`` sampling points per head and level, ``nh`` heads, ``ndl`` decoder layers, ``d_ffn`` FFN width,
@@ -54,6 +56,7 @@ class RTDETRDecoder(nn.Module):
 
     end2end = True  # the eval output is the detections: no NMS
     export = False
+    dynamic_size = False  # set by the exporter for a dynamic-size export (the query and row counts follow it)
     wants_targets = True  # training: DetectionModel.forward passes the targets (the denoising queries)
     # images are resized to the imgsz square without keeping their aspect ratio, in training, validation and
     # prediction, as the package does for RT-DETR (RTDETRDataset.load_image, its predictor's scale_fill): the
@@ -176,7 +179,7 @@ class RTDETRDecoder(nn.Module):
             got = len(x) if isinstance(x, list | tuple) else f"a {type(x).__name__}"
             raise ValueError(f"RTDETRDecoder was built for {self.nl} feature levels, got {got}")
         feats, shapes = self._encoder_input(x)
-        k = min(self.num_queries, feats.shape[1])
+        k = _at_most(self.num_queries, feats, 1, self.dynamic_size)
         dn = None
         if self.training and targets is not None:
             dn = self.denoising_queries(targets, feats.shape[0], k)
@@ -238,14 +241,16 @@ class RTDETRDecoder(nn.Module):
 
     def detections(self, boxes: torch.Tensor, logits: torch.Tensor, first_shape: tuple[int, int]) -> torch.Tensor:
         """``(B, Q, 4)`` normalized ``cxcywh`` and ``(B, Q, nc)`` logits -> ``(B, k, 6)`` rows (see the class)."""
-        b, q, nc = logits.shape
+        nc = logits.shape[-1]
         scores = logits.sigmoid()
+        rows = min(self.max_det, self.num_queries)  # the package's: a query's worth of rows at most
         if self.agnostic:
             best, labels = scores.max(-1)
-            top, query = best.topk(min(self.max_det, q), dim=1)
+            top, query = best.topk(_at_most(rows, best, 1, self.dynamic_size), dim=1)
             labels = labels.gather(1, query)
         else:
-            top, flat = scores.flatten(1).topk(min(self.max_det, q * nc), dim=1)
+            flat_scores = scores.flatten(1)
+            top, flat = flat_scores.topk(_at_most(rows, flat_scores, 1, self.dynamic_size), dim=1)
             query, labels = torch.div(flat, nc, rounding_mode="floor"), flat % nc
         picked = xywh2xyxy(boxes.gather(1, query[..., None].expand(-1, -1, 4)))
         # normalized -> input pixels (the padded frame of the first level), once DetectionModel has measured the
@@ -257,3 +262,13 @@ class RTDETRDecoder(nn.Module):
         pixels = torch.stack((picked[..., 0] * w, picked[..., 1] * h, picked[..., 2] * w, picked[..., 3] * h), -1)
         picked = torch.where(stride > 0, pixels * stride, picked)
         return torch.cat((picked, top[..., None], labels[..., None].to(top.dtype)), -1)
+
+
+def _at_most(cap: int, like: torch.Tensor, dim: int, dynamic: bool) -> int | torch.Tensor:
+    """``min(cap, like.shape[dim])``; while tracing a ``dynamic`` (dynamic-size) export a 0-dim tensor, so that
+    the file takes fewer than ``cap`` where its input has fewer (a Python ``min`` froze the traced size's
+    choice: ``TopK`` then asked for 100 of 84 tokens at 64 px). A fixed-size file keeps a constant: OpenCV's
+    DNN misreads a computed ``k``."""
+    if dynamic and torch.jit.is_tracing():
+        return torch._shape_as_tensor(like)[dim].clamp(max=cap)
+    return min(cap, like.shape[dim])
