@@ -189,7 +189,8 @@ def test_validation_and_prediction_skip_nms(trained, tiny_shapes, monkeypatch):
 
 def test_onnx_export_agrees_at_other_sizes_and_runs_in_opencv(trained, tmp_path):
     """Exported at 64 px with dynamic sizes, the file agrees with PyTorch at 96x128 and batch 2 (the pixel scale
-    is no longer baked at the example size) and at 32 px, whose 21 tokens are fewer than the 30 queries (a TopK of 30 failed there); OpenCV DNN (GridSample since 4.9) runs the static export."""
+    is no longer baked at the example size) and at 32 px, whose 21 tokens are fewer than the 30 queries (a TopK
+    of 30 failed there); OpenCV DNN (GridSample since 4.9) runs the static export."""
     _, _, run_dir = trained
     model = YOLO(str(run_dir / "weights" / "best.pt")).model.eval()
     model.model[-1].set_end2end(True, max_det=300)
