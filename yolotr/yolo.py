@@ -259,12 +259,24 @@ class YOLO:
 
         The trained weights (best fitness) are loaded back into ``self.model`` afterwards.
         ``verbose=False`` hides the INFO messages (dataset summary, epoch lines); the progress bar stays.
+        A model loaded from a yolotr checkpoint trains on the checkpoint's dataset and image size unless
+        ``data`` / ``imgsz`` are given (the built-in ``shapes`` set otherwise), as the ``ultralytics`` package;
+        ``resume=True`` continues the run of the checkpoint it was loaded from (``weights/last.pt``), and
+        ``resume="runs/train/exp"`` that run (:meth:`Trainer.resume`).
         """
         self._need_pytorch("training")
         from yolotr.data.sources import load_dataset_config
         from yolotr.engine.trainer import Trainer
 
+        resume = overrides.pop("resume", None)
         with verbosity(self._verbose(verbose)):
+            if resume not in (None, False):
+                result = Trainer.resume(self._resume_path(resume), **overrides).train()
+                return self._load_best(result)
+            for key, value in (("data", getattr(self.model, "train_data", None)), ("imgsz", getattr(self.model, "imgsz", None))):
+                if key not in overrides and value is not None:
+                    overrides[key] = value
+                    LOGGER.info("%s: %s, the checkpoint's (give %s=... to train on another)", key, value, key)
             nc = len(load_dataset_config(overrides.get("data", "shapes")).names)
             model = self.model if self.model.nc == nc else None
             if model is None and isinstance(self.source, dict):
@@ -272,10 +284,28 @@ class YOLO:
             # args.yaml and the log name the model trained (reproducible: yolotr train --cfg args.yaml)
             overrides.setdefault("model", self.source if isinstance(self.source, str) else self._yaml_name())
             result = Trainer(overrides, model=model).train()
-            best = Path(result["save_dir"]) / "weights" / "best.pt"
-            if best.is_file():
-                self.model = load_model(best)
+        return self._load_best(result)
+
+    def _load_best(self, result: dict) -> dict:
+        """Load a finished run's ``best.pt`` into ``self.model``; ``result`` back."""
+        best = Path(result["save_dir"]) / "weights" / "best.pt"
+        if best.is_file():
+            self.model = load_model(best)
         return result
+
+    def _resume_path(self, resume) -> str:
+        """``train(resume=...)``'s run: ``True`` the checkpoint this model was loaded from, or a run folder or
+        ``last.pt`` path."""
+        if resume is True:
+            if not isinstance(self.source, str) or not self.source.endswith(".pt"):
+                raise ConfigError(
+                    "resume=True continues the run of a loaded checkpoint, e.g. "
+                    "YOLO('runs/train/exp/weights/last.pt').train(resume=True); this model was not loaded from one"
+                )
+            return self.source
+        if isinstance(resume, str | Path):
+            return str(resume)
+        raise ConfigError(f"resume must be True, False or a run folder / last.pt path, got {resume!r}")
 
     def _yaml_name(self):
         """What to write as ``model`` for a model built from a dict: its YAML file name, else the dict."""

@@ -107,6 +107,11 @@ class Trainer:
         if ignored:
             LOGGER.warning("resume continues with the run's own settings; ignoring %s", ", ".join(ignored))
         cfg = dict(state["cfg"], **{k: v for k, v in overrides.items() if v is not None and k == "epochs"})
+        if int(state["batch"]) == 0 and int(state["epoch"]) >= int(cfg["epochs"]):
+            raise CheckpointError(
+                f"{last}: training to {cfg['epochs']} epochs is finished; nothing to resume. Give a larger "
+                f"epochs to train on (--epochs N), or start a new run from its weights (--weights {last})"
+            )
         state["run_dir"] = str(last.parent.parent)
         state["checkpoint"] = checkpoint
         return cls(cfg, _resume=state)

@@ -1,0 +1,40 @@
+"""``YOLO("last.pt").train()``, as with the ``ultralytics`` package: the checkpoint's dataset and image size
+when none are given, ``resume=True`` to continue its run, and a finished run refused as nothing to resume."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.engine.conftest import tiny_train_cfg
+from yolotr import YOLO
+from yolotr.engine.trainer import Trainer
+from yolotr.errors import CheckpointError, ConfigError
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_shapes, tmp_path_factory):
+    project = tmp_path_factory.mktemp("runs")
+    Trainer(tiny_train_cfg(tiny_shapes, project, epochs=1, imgsz=96, name="first")).train()
+    return project / "first"
+
+
+def test_train_without_data_uses_the_checkpoints_data_and_size(finished_run, tiny_shapes, tmp_path):
+    model = YOLO(str(finished_run / "weights" / "last.pt"))
+    result = model.train(epochs=1, batch=4, nbs=4, workers=0, val=False, project=str(tmp_path), name="again")
+    args = yaml.safe_load((tmp_path / "again" / "args.yaml").read_text())
+    assert args["data"] == str(tiny_shapes) and args["imgsz"] == 96  # shapes at 640 before
+    assert result["save_dir"] == str(tmp_path / "again")
+
+
+def test_resume_true_continues_the_run_and_a_finished_run_is_refused(finished_run, tmp_path):
+    last = finished_run / "weights" / "last.pt"
+    with pytest.raises(CheckpointError, match=r"training to 1 epochs is finished; nothing to resume"):
+        YOLO(str(last)).train(resume=True)
+    with pytest.raises(ConfigError, match=r"resume=True continues the run of a loaded checkpoint"):
+        YOLO("yolov5n.yaml").train(resume=True)
+    with pytest.raises(ConfigError, match=r"resume must be True, False or a run folder"):
+        YOLO(str(last)).train(resume=3)
+    rows_before = (finished_run / "results.csv").read_text().count("\n")
+    YOLO(str(last)).train(resume=True, epochs=2)  # a larger epoch count continues the same run
+    assert (finished_run / "results.csv").read_text().count("\n") == rows_before + 1
