@@ -273,7 +273,8 @@ class YOLO:
             if resume not in (None, False):
                 result = Trainer.resume(self._resume_path(resume), **overrides).train()
                 return self._load_best(result)
-            for key, value in (("data", getattr(self.model, "train_data", None)), ("imgsz", getattr(self.model, "imgsz", None))):
+            for key in ("data", "imgsz"):
+                value = getattr(self.model, "train_data" if key == "data" else key, None)
                 if key not in overrides and value is not None:
                     overrides[key] = value
                     LOGGER.info("%s: %s, the checkpoint's (give %s=... to train on another)", key, value, key)
