@@ -23,9 +23,11 @@ END2END_HELP = (
 def cmd_predict(args: argparse.Namespace) -> int:
     from yolotr.data.imgsz import default_imgsz
     from yolotr.engine.fast_backend import prepare_backend
-    from yolotr.engine.predictor import Predictor, run_prediction
+    from yolotr.engine.predictor import Predictor, check_save_options, run_prediction
     from yolotr.engine.runs import next_run_dir
     from yolotr.models.loading import load_model
+
+    check_save_options(args.save_txt, args.save_json, args.save_conf, args.data)
 
     if str(args.model).endswith(".onnx"):
         from yolotr.engine.exporter import OnnxModel

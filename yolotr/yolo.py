@@ -133,9 +133,10 @@ class YOLO:
         ``True`` insists on NMS-free output (an error for a head that needs NMS).
         """
         from yolotr.engine.config import check_count
-        from yolotr.engine.predictor import Predictor, run_prediction
+        from yolotr.engine.predictor import Predictor, check_save_options, run_prediction
         from yolotr.engine.runs import next_run_dir
 
+        check_save_options(save_txt, save_json, save_conf, data)
         with verbosity(self._verbose(verbose)):
             if device is not None and not self.is_onnx:
                 self.to(device)

@@ -203,3 +203,16 @@ def test_damaged_pickle_inside_a_torch_zip(tmp_path, payload):
         archive.writestr("archive/version", "3\n")
     with pytest.raises(CheckpointError, match=r"damaged.pt: cannot read checkpoint: it looks like a PyTorch zip"):
         load_model(path)
+
+
+def test_checkpoints_get_the_umasks_mode_not_mkstemps(tmp_path):
+    """Written through a private temporary file (mode 0600) and renamed: the file must end as any other the
+    user writes (0644 under umask 022), not readable by its owner alone."""
+    from yolotr.models.weights import model_checkpoint, save_checkpoint
+
+    before = os.umask(0o022)
+    try:
+        path = save_checkpoint(model_checkpoint(DetectionModel("yolov5n.yaml", nc=2)), tmp_path / "best.pt")
+    finally:
+        os.umask(before)
+    assert path.stat().st_mode & 0o777 == 0o644

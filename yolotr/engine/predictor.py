@@ -294,6 +294,14 @@ class PredictionWriter:
         return {"images": self.n_images, "detections": self.n_detections, "json": json_path}
 
 
+def check_save_options(save_txt: bool, save_json: bool, save_conf: bool, data) -> None:
+    """Refuse the settings that only qualify another one when that one is not given (they would do nothing)."""
+    if save_conf and not save_txt:
+        raise ConfigError("save_conf adds the score column to save_txt's label files: give save_txt too")
+    if data is not None and not save_json:
+        raise ConfigError("data gives save_json's COCO results the dataset's ids: give save_json too")
+
+
 def run_prediction(
     predictor: Predictor,
     source,
@@ -313,7 +321,11 @@ def run_prediction(
 
     Returns ``{"images": n, "detections": n, "json": path | None}``, plus ``"results"`` (the list of
     :class:`Results`) with ``keep_results``. What was predicted before an error is still written.
+
+    Raises:
+        ConfigError: ``save_conf`` without ``save_txt``, or ``data`` without ``save_json`` (they would do nothing).
     """
+    check_save_options(save_txt, save_json, save_conf, data)
     ids = result_ids(predictor.names, data) if save_json else None
     writer = PredictionWriter(save_dir, save_txt, save_json, save_images, save_conf, ids)
     results = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -37,11 +38,30 @@ def select_device(device: str = "auto", local_rank: int = -1) -> torch.device:
 
 
 def next_run_dir(project: str | Path, name: str, exist_ok: bool = False) -> Path:
-    """``project/name``, or ``name2``, ``name3``, ... when it exists (unless ``exist_ok``)."""
-    base = Path(project) / name
+    """``project/name``, or ``name2``, ``name3``, ... when it exists (unless ``exist_ok``); checked to be a
+    folder that can be made (:func:`check_output_dir`), before any work is done."""
+    base = check_output_dir(Path(project) / name)
     if exist_ok or not base.exists():
         return base
     n = 2
     while (base.parent / f"{name}{n}").exists():
         n += 1
     return base.parent / f"{name}{n}"
+
+
+def check_output_dir(path: str | Path) -> Path:
+    """``path`` back when it is a folder, or one can be made there: its nearest existing ancestor is a
+    writable folder. Nothing is created.
+
+    Raises:
+        ConfigError: naming the file in the way or the folder that cannot be written.
+    """
+    path = Path(path)
+    ancestor = path
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"{path}: cannot make this output folder: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"{path}: cannot make this output folder: {ancestor} is not writable")
+    return path

@@ -226,7 +226,17 @@ class Trainer:
             report = transfer_weights(
                 model, checkpoint_state_dict(cfg["weights"]), parse_rename_rules(cfg["weights_rename"])
             )
+            if not report.loaded:
+                raise CheckpointError(
+                    f"weights {cfg['weights']}: no tensor fits the model by name and shape ({report.summary(3)}); "
+                    "weights_rename old=new maps key prefixes"
+                )
             self.transfer_report = report
+        if int(cfg["freeze"]) >= len(model.model):
+            raise ConfigError(
+                f"freeze {cfg['freeze']}: the model has {len(model.model)} layers (0..{len(model.model) - 1}); "
+                "freezing all of them leaves nothing to train"
+            )
         for i, layer in enumerate(model.model):
             if i < int(cfg["freeze"]):
                 for p in layer.parameters():

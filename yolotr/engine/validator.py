@@ -342,6 +342,10 @@ def validate(
     """
     iou = default_iou(model, "val") if iou is None else iou  # 0.6 YOLOv5 / YOLOv4, 0.7 the package's families
     conf, iou, max_det = check_fraction("conf", conf), check_fraction("iou", iou), check_count("max_det", max_det)
+    if save_dir is not None:  # before any work: a file in the way is one clear error, not mkdir's traceback
+        from yolotr.engine.runs import check_output_dir
+
+        save_dir = check_output_dir(save_dir)
     if data is None and dataloader is None:
         data = _training_data(model)
     config = load_dataset_config(data) if data is not None else None
@@ -361,7 +365,7 @@ def validate(
         from yolotr.engine.runs import next_run_dir
 
         ids = result_ids(names, config, [split])
-        save_dir = Path(save_dir) if save_dir is not None else next_run_dir("runs/val", "exp")
+        save_dir = save_dir if save_dir is not None else next_run_dir("runs/val", "exp")
     validator = Validator(dataloader, names, conf, iou, max_det, amp, loss_fn, save_dir, verbose, ids)
     with end2end_mode(model, end2end, max_det=max_det):  # an end-to-end head's top-k is max_det, not its 300
         result = validator(model)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from yolotr.errors import CheckpointError
+from yolotr.errors import CheckpointError, ConfigError
 from yolotr.models.checkpoint_sniff import sniff_checkpoint
 from yolotr.models.foreign_pickle import (
     ForeignObject,
@@ -158,12 +158,17 @@ def transfer_weights(
     ``rename`` holds ``(old_prefix, new_prefix)`` rules applied in order to each checkpoint key.
     The tensors are copied into the model's own parameters (so the model really changes).
     """
-    renamed = {}
+    renamed, used = {}, set()
     for key, value in state.items():
         for old, new in rename or []:
             if key.startswith(old):
                 key = new + key[len(old) :]
+                used.add((old, new))
         renamed[key] = value
+    unused = [f"{old}={new}" for old, new in rename or [] if (old, new) not in used]
+    if unused:
+        example = ", ".join(list(state)[:3])
+        raise ConfigError(f"weights_rename: {', '.join(unused)} matches no checkpoint key (its keys: {example}, ...)")
     report = compare_state_dicts(model, renamed)
     model.load_state_dict({k: renamed[k] for k in report.loaded}, strict=False)
     LOGGER.info("weight transfer: %s", report.summary())
@@ -181,11 +186,20 @@ def copy_checkpoint(source: str | Path, path: str | Path) -> Path:
         return _write_atomically(path, lambda f: shutil.copyfileobj(src, f))
 
 
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def _write_atomically(path: str | Path, write) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):  # mkstemp's 0600 would hide the weights from the user's group
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -1,0 +1,53 @@
+"""Settings that would do nothing, or fail deep inside torch after minutes of work, refused up front with the
+setting named: a freeze of every layer, a weight transfer that fits nothing, a rename rule that matches no
+key, an output folder under a file, and predict's qualifiers without the option they qualify."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.engine.conftest import tiny_train_cfg
+from yolotr import YOLO
+from yolotr.cli import main
+from yolotr.engine.trainer import Trainer
+from yolotr.errors import CheckpointError, ConfigError
+from yolotr.models.detection import DetectionModel
+from yolotr.models.weights import model_checkpoint, save_checkpoint
+
+
+def test_freezing_every_layer_is_refused(tiny_shapes, tmp_path):
+    with pytest.raises(ConfigError, match=r"freeze 25: the model has 25 layers \(0..24\); freezing all"):
+        Trainer(tiny_train_cfg(tiny_shapes, tmp_path, freeze=25)).train()
+
+
+def test_weights_that_fit_nothing_and_rename_rules_that_match_nothing(tiny_shapes, tmp_path):
+    donor = save_checkpoint(model_checkpoint(DetectionModel("yolov5n.yaml", nc=3)), tmp_path / "donor.pt")
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, weights=str(donor), epochs=1)
+    with pytest.raises(CheckpointError, match=r"donor.pt: no tensor fits the model by name and shape \(loaded 0"):
+        Trainer({**cfg, "weights_rename": ["model.=elsewhere."]}).train()
+    with pytest.raises(ConfigError, match=r"weights_rename: nothing.=model. matches no checkpoint key"):
+        Trainer({**cfg, "weights_rename": ["nothing.=model."]}).train()
+
+
+def test_an_output_folder_under_a_file_is_one_clear_error(tiny_shapes, tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match=r"afile/run: cannot make this output folder: .*afile is a file"):
+        Trainer(tiny_train_cfg(tiny_shapes, blocker))
+    image = next((tiny_shapes.parent / "images" / "val").iterdir())
+    args = ["predict", "--model", "yolov5n.yaml", "--source", str(image), "--imgsz", "64", "--save"]
+    assert main([*args, "--project", str(blocker)]) == 2
+    assert "afile is a file, not a folder" in capsys.readouterr().err
+    assert main(["val", "--model", "yolov5n.yaml", "--data", str(tiny_shapes), "--save-dir", str(blocker / "v")]) == 2
+    assert "afile is a file, not a folder" in capsys.readouterr().err
+
+
+def test_predict_qualifiers_without_their_option_are_refused(tiny_shapes, capsys):
+    image = next((tiny_shapes.parent / "images" / "val").iterdir())
+    args = ["predict", "--model", "yolov5n.yaml", "--source", str(image), "--imgsz", "64"]
+    assert main([*args, "--save-conf"]) == 2
+    assert "save_conf adds the score column to save_txt's label files" in capsys.readouterr().err
+    assert main([*args, "--data", str(tiny_shapes)]) == 2
+    assert "data gives save_json's COCO results the dataset's ids" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="give save_txt too"):
+        YOLO("yolov5n.yaml").predict(str(image), imgsz=64, save_conf=True)
