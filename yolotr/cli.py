@@ -29,12 +29,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     check_save_options(args.save_txt, args.save_json, args.save_conf, args.data)
 
-    if str(args.model).endswith(".onnx"):
-        from yolotr.engine.exporter import OnnxModel
+    from yolotr.engine.torchscript_model import is_exported_file, load_exported
 
-        model = OnnxModel(args.model)
+    if is_exported_file(args.model):
+        model = load_exported(args.model)
         if args.end2end not in (None, "auto"):
-            LOGGER.warning("%s: an ONNX file's output was chosen at export; --end2end ignored", args.model)
+            LOGGER.warning("%s: an exported file's output was chosen at export; --end2end ignored", args.model)
         backend = prepare_backend(model, "torch")  # the file runs as it is
     else:
         from yolotr.engine.head_mode import set_end2end

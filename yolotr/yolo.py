@@ -40,10 +40,10 @@ class YOLO:
         self.source = source if isinstance(source, dict) else str(source)
         self.verbose = verbose
         with verbosity(verbose):
-            if isinstance(source, str | Path) and str(source).lower().endswith(".onnx"):
-                from yolotr.engine.exporter import OnnxModel
+            from yolotr.engine.torchscript_model import is_exported_file, load_exported
 
-                self.model = OnnxModel(source)  # predicts only; run as it is (no fused copy, no export)
+            if is_exported_file(source):
+                self.model = load_exported(source)  # predicts only; run as it is (no fused copy, no export)
             else:
                 self.model = load_model(source, nc=nc)
         # backend name -> (the model it was prepared from, its weights version, the Backend)
@@ -54,15 +54,17 @@ class YOLO:
 
     @property
     def is_onnx(self) -> bool:
-        """Whether this object runs an exported ONNX file (``YOLO("best.onnx")``): it can only predict."""
+        """Whether this object runs an exported file (``YOLO("best.onnx")``, ``YOLO("best.torchscript")``): it
+        can only predict."""
         from yolotr.engine.exporter import OnnxModel
+        from yolotr.engine.torchscript_model import TorchScriptModel
 
-        return isinstance(self.model, OnnxModel)
+        return isinstance(self.model, OnnxModel | TorchScriptModel)
 
     def _need_pytorch(self, what: str) -> None:
         if self.is_onnx:
             raise ConfigError(
-                f"{self.source}: an ONNX model can only predict; {what} needs the PyTorch weights (.pt) "
+                f"{self.source}: an exported model can only predict; {what} needs the PyTorch weights (.pt) "
                 "it was exported from"
             )
 
@@ -238,7 +240,7 @@ class YOLO:
         from yolotr.engine.head_mode import end2end_mode, head_state
 
         if self.is_onnx and end2end is not None:
-            LOGGER.warning("%s: an ONNX file's output was chosen at export; end2end=%s ignored", self.source, end2end)
+            LOGGER.warning("%s: an exported file's output is fixed; end2end=%s ignored", self.source, end2end)
             end2end = None
         with end2end_mode(self.model, end2end, max_det, agnostic):
             key = (backend, head_state(self.model))

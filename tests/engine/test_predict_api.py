@@ -261,7 +261,7 @@ def test_an_exported_onnx_file_predicts_through_yolo(official, bus, tmp_path):
     assert onnx.is_onnx and onnx.names == official.names and "nc=80" in repr(onnx)
     got, want = predict(onnx, bus)[0], predict(official, bus, backend="onnx")[0]
     assert torch.allclose(got.boxes.data, want.boxes.data, atol=1e-3)
-    with pytest.raises(ConfigError, match="an ONNX model can only predict; validation needs"):
+    with pytest.raises(ConfigError, match="an exported model can only predict; validation needs"):
         onnx.val(data="shapes")
 
 

@@ -197,7 +197,8 @@ def export_model(
         else:
             with torch.no_grad():
                 traced = torch.jit.trace(module, example, strict=False)
-            traced.save(str(partial))
+            meta = {**file_metadata(net, example, layout, settings), "batch": str(batch)}  # traced: a fixed shape
+            traced.save(str(partial), _extra_files={"config.txt": json.dumps(meta)})
         partial.replace(path)
     except OSError as e:
         raise YolotrError(f"{path}: cannot write the export ({e.strerror or e})") from None
@@ -273,18 +274,24 @@ def _export_onnx(module, example, path, dynamic, dynamic_size, layout, opset, ne
     import onnx
 
     proto = onnx.load(str(path))
+    for key, value in file_metadata(net, example, layout, settings).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+
+
+def file_metadata(net: nn.Module, example: torch.Tensor, layout: str, settings: dict | None) -> dict[str, str]:
+    """What an exported file says about itself (ONNX metadata props; a TorchScript file's ``config.txt``):
+    ``names``, ``stride``, ``imgsz`` (JSON), ``layout``, ``nms`` (its settings, when in the graph) and ``fit``."""
     meta = {"names": json.dumps(list(getattr(net, "names", []))), "stride": json.dumps(net.stride.tolist())}
     meta["imgsz"] = json.dumps(list(example.shape[2:]))  # the size to predict at when the input's is dynamic
-    if not raw:
+    if layout != "raw":
         meta["layout"] = layout
     if settings is not None:
         meta["nms"] = json.dumps(settings)
     if input_fit(net) == STRETCH:  # RT-DETR: the reader resizes images to the input without keeping the aspect
         meta["fit"] = STRETCH
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(path))
+    return meta
 
 
 def _run_file(path: Path, format: str, x: torch.Tensor) -> list[np.ndarray]:

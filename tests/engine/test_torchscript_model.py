@@ -1,0 +1,54 @@
+"""``YOLO("best.torchscript")`` and ``yolotr predict --model best.torchscript``: an exported TorchScript file
+predicts as the weights it came from (its ``config.txt`` says what it is), at the size it was traced at; the
+``ultralytics`` package's TorchScript exports are read too. Before, every such file was called damaged."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from tests.conftest import shared_path
+from yolotr import YOLO
+from yolotr.cli import main
+from yolotr.errors import ConfigError
+
+
+@pytest.mark.parametrize("weights", [("weights", "yolov5n.pt"), ("reference", "ultralytics-next", "yolo26n_rule.pt")])
+def test_a_torchscript_export_predicts_as_its_weights(weights, tmp_path, capsys):
+    model, image = YOLO(str(shared_path(*weights))), str(shared_path("images", "bus.jpg"))
+    path = model.export("torchscript", tmp_path / "m.torchscript", imgsz=256, verbose=False).path
+    exported = YOLO(str(path))
+    assert exported.is_onnx and exported.names == model.names and exported.model.input_hw == (256, 256)
+    want = model.predict(image, imgsz=256, rect=False, conf=0.0, max_det=50, backend="torch")[0]
+    got = exported.predict(image, imgsz=256, conf=0.0, max_det=50)[0]  # letterboxed to the traced square
+    assert len(got.boxes.conf) == len(want.boxes.conf) == 50
+    torch.testing.assert_close(got.boxes.conf, want.boxes.conf, atol=1e-4, rtol=0)
+    assert float((got.boxes.xyxy - want.boxes.xyxy).abs().max()) < 0.05
+    assert main(["predict", "--model", str(path), "--source", image, "--conf", "0.0", "--max-det", "50"]) == 0
+    assert "1 images, 50 detections" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="an exported model can only predict; validation needs"):
+        exported.val()
+
+
+def test_the_packages_torchscript_export_is_read(tmp_path):
+    pytest.importorskip("ultralytics", reason="the ultralytics package is a bench extra (pip install -e .[bench])")
+    from ultralytics import YOLO as PackageYOLO
+
+    weights = shutil.copy(shared_path("reference", "ultralytics-next", "yolov10n_rule.pt"), tmp_path)
+    path = PackageYOLO(str(weights)).export(format="torchscript", imgsz=192, verbose=False)
+    ours = YOLO(path)
+    assert ours.model.input_hw == (192, 192) and ours.model.layout in ("columns", "detections")
+    image = str(shared_path("images", "bus.jpg"))
+    got = ours.predict(image, conf=0.0, max_det=30)[0]
+    want = PackageYOLO(path, task="detect").predict(image, conf=0.0, max_det=30, verbose=False)[0]
+    torch.testing.assert_close(got.boxes.conf, want.boxes.conf.cpu(), atol=1e-4, rtol=0)
+
+
+def test_a_torchscript_file_under_a_checkpoint_name_is_named_for_what_it_is(tmp_path, capsys):
+    model = YOLO("yolov5n.yaml")
+    path = model.export("torchscript", tmp_path / "m.torchscript", imgsz=64, verbose=False).path
+    disguised = shutil.copy(path, tmp_path / "best.pt")
+    assert main(["val", "--model", str(disguised), "--data", "shapes"]) == 2
+    assert "a TorchScript export, not a checkpoint" in capsys.readouterr().err
