@@ -72,3 +72,20 @@ def test_musgd_gives_muon_updates_to_matrices_and_kernels_only():
     (home,) = [g for g in optimizer.param_groups if any(p is kernel for p in g["params"])]
     assert not home["use_muon"] and home["name"].endswith("/sgd") and home["weight_decay"] > 0
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+
+
+def test_an_end_to_end_file_notes_the_settings_it_cannot_apply(tmp_path, caplog):
+    """Its top-k is fixed at export: ``agnostic`` or more detections than its rows are said not to apply
+    (an info line, as for a file with NMS inside), not silently dropped."""
+    import logging
+
+    from yolotr.engine.exporter import OnnxModel
+    from yolotr.engine.predictor import Predictor
+
+    path = export_model(_yolo26n(), "onnx", tmp_path / "m.onnx", imgsz=64, max_det=50).path
+    file = OnnxModel(path)
+    for settings, noted in (({}, False), ({"agnostic": True}, True), ({"max_det": 100}, True)):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="yolotr"):
+            Predictor(file, file.names, 64, conf=0.0, **{"max_det": 50, **settings})
+        assert ("top 50 per class, chosen at export" in caplog.text) == noted, settings

@@ -65,6 +65,14 @@ def _note_baked_nms(model: nn.Module, conf: float, iou: float, max_det: int, agn
     """An info line when settings ask for what NMS fixed inside an exported file (``model.nms``) cannot give."""
     baked = getattr(model, "nms", None)
     if not baked:
+        if getattr(model, "end2end", False) and hasattr(model, "path"):  # an NMS-free head's exported file
+            rows = _file_rows(model)
+            if agnostic or (rows is not None and max_det > rows):
+                LOGGER.info(
+                    "%s holds an end-to-end head's top %s per class, chosen at export: more detections or "
+                    "class-agnostic selection do not apply (export a larger --max-det, or predict from the .pt)",
+                    model.path, rows if rows is not None else "k",
+                )  # fmt: skip
         return
     if conf < baked["conf"] or iou != baked["iou"] or max_det > baked["max_det"] or agnostic:
         LOGGER.info(
@@ -72,6 +80,15 @@ def _note_baked_nms(model: nn.Module, conf: float, iou: float, max_det: int, agn
             "detections or agnostic NMS do not apply", getattr(model, "path", "the model"),
             baked["conf"], baked["iou"], baked["max_det"],
         )  # fmt: skip
+
+
+def _file_rows(model: nn.Module) -> int | None:
+    """The fixed row count of an exported file's ``(B, k, 6)`` output (None when unknown or dynamic)."""
+    session = getattr(model, "session", None)
+    if session is not None:
+        shape = session.get_outputs()[0].shape
+        return shape[1] if len(shape) == 3 and isinstance(shape[1], int) else None
+    return getattr(model, "rows", None)
 
 
 def _class_ids(classes, nc: int) -> list[int] | None:
