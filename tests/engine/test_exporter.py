@@ -178,3 +178,34 @@ def test_cli_dynamic_onnx_honours_imgsz_and_square(official, tmp_path):
         assert len(expected) > 0
         assert _same_boxes(_cli_boxes(tmp_path / name), expected)
     assert not _same_boxes(_cli_boxes(tmp_path / "rect"), _cli_boxes(tmp_path / "square"))
+
+
+def test_a_file_that_disagrees_with_pytorch_is_not_left_as_the_export(tmp_path, monkeypatch):
+    """The check runs before the file takes its name: an ExportError leaves no file a pipeline could ship."""
+    from yolotr.engine import exporter
+
+    real = exporter._run_file
+    monkeypatch.setattr(exporter, "_run_file", lambda *a: [out + 8.0 for out in real(*a)])  # a stride off
+    with pytest.raises(exporter.ExportError, match="differ from PyTorch's"):
+        exporter.export_model(DetectionModel("yolov8n.yaml", nc=3).eval(), "onnx", tmp_path / "m.onnx", imgsz=64)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_candidates_agree_within_a_pixel_not_a_stride():
+    """A file of candidates (no NMS inside) is compared candidate by candidate when NMS on the random check
+    input keeps other near-tied boxes: a pixel of drift passes, a stride's error does not."""
+    from yolotr.engine.exporter import _same_candidates
+
+    rng = np.random.default_rng(0)
+    expected = np.concatenate((rng.random((1, 4, 100)) * 900, rng.random((1, 3, 100))), 1).astype(np.float32)
+    drift = expected.copy()
+    drift[:, :4] += 0.9
+    drift[:, 4:] += 0.004
+    assert _same_candidates(expected, drift, "columns")
+    off = expected.copy()
+    off[0, 0, 7] += 8.0 + 0.01 * off[0, 0, 7]
+    assert not _same_candidates(expected, off, "columns")
+    scores = expected.copy()
+    scores[0, 5, 3] += 0.05
+    assert not _same_candidates(expected, scores, "columns")
+    assert not _same_candidates(expected, expected[:, :, :50], "columns")

@@ -199,6 +199,8 @@ def export_model(
                 traced = torch.jit.trace(module, example, strict=False)
             meta = {**file_metadata(net, example, layout, settings), "batch": str(batch)}  # traced: a fixed shape
             traced.save(str(partial), _extra_files={"config.txt": json.dumps(meta)})
+        # checked before it takes the name: a file that disagrees with PyTorch is never left as the export
+        result = _check(module, partial, format, example, layout, nc, path) if check else None
         partial.replace(path)
     except OSError as e:
         raise YolotrError(f"{path}: cannot write the export ({e.strerror or e})") from None
@@ -208,9 +210,7 @@ def export_model(
     finally:
         with contextlib.suppress(OSError):  # gone after the rename, or never made
             partial.unlink(missing_ok=True)
-    if not check:
-        return ExportResult(path, float("nan"), True)
-    return _check(module, path, format, example, layout, nc)
+    return result if result is not None else ExportResult(path, float("nan"), True)
 
 
 def _refuse_unused(asked: dict, nms: bool, top_k: bool) -> None:
@@ -314,11 +314,16 @@ def _detections(output: np.ndarray, layout: str, nc: int | None) -> list[torch.T
     return non_max_suppression(as_rows(torch.from_numpy(output), layout), 0.25, 0.45, nc=nc)
 
 
-def _check(module, path: Path, format: str, example: torch.Tensor, layout: str, nc: int | None) -> ExportResult:
+def _check(
+    module, written: Path, format: str, example: torch.Tensor, layout: str, nc: int | None, path: Path
+) -> ExportResult:
+    """Run the ``written`` file (to be renamed ``path``) on ``example`` beside PyTorch: the same detections
+    after NMS, or (a file of candidates, where near-tied random scores change what NMS keeps) the same
+    candidates (:func:`_same_candidates`); top-k rows compared as sets."""
     with torch.no_grad():
         expected = module(example)
     expected = [t.numpy() for t in (expected if isinstance(expected, tuple | list) else [expected])]
-    got = _run_file(path, format, example)
+    got = _run_file(written, format, example)
     diff = max(float(np.abs(a - b).max()) for a, b in zip(expected, got))
     match, raw = True, layout == "raw"
     if not raw:
@@ -327,10 +332,25 @@ def _check(module, path: Path, format: str, example: torch.Tensor, layout: str, 
         if not match and layout == DETECTIONS:  # top-k rows (an end-to-end head, NMS in the graph):
             # near-tied scores swap rows or cross the cut, so compare as sets (engine/head_mode.py)
             match = same_detections(torch.from_numpy(got[0]), torch.from_numpy(expected[0]), box_tol=0.5)
+        elif not match:  # candidates: NMS on near-tied scores of a random input may keep other boxes
+            match = _same_candidates(expected[0], got[0], layout)
     if not match:
         raise ExportError(f"{path}: detections of the exported model differ from PyTorch's (max abs diff {diff:.3g})")
     LOGGER.info("exported %s: max abs difference to PyTorch %.2e%s", path, diff, "" if raw else ", detections match")
     return ExportResult(path, diff, match)
+
+
+def _same_candidates(expected: np.ndarray, got: np.ndarray, layout: str) -> bool:
+    """Whether two candidate outputs (``rows`` ``(B, N, 4 + ...)``, ``columns`` ``(B, 4 + ..., N)``) agree:
+    boxes to 1 px + 1% and scores to 0.01. On the check's random input the activations are extreme and a
+    distribution head's boxes move by up to a pixel between runtimes (yolov10n at 320: 0.99 px of 960,
+    scores 0.005), where a broken graph is off by a stride or more."""
+    if expected.shape != got.shape:
+        return False
+    if layout == COLUMNS:
+        expected, got = expected.transpose(0, 2, 1), got.transpose(0, 2, 1)
+    boxes = np.allclose(got[..., :4], expected[..., :4], rtol=1e-2, atol=1.0)
+    return boxes and np.allclose(got[..., 4:], expected[..., 4:], rtol=0, atol=1e-2)
 
 
 class OnnxModel(nn.Module):
