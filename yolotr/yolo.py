@@ -277,6 +277,8 @@ class YOLO:
                 result = Trainer.resume(self._resume_path(resume), **overrides).train()
                 return self._load_best(result)
             for key in ("data", "imgsz"):
+                if overrides.get(key, 0) is None:  # None is "not given", as in val()
+                    del overrides[key]
                 value = getattr(self.model, "train_data" if key == "data" else key, None)
                 if key not in overrides and value is not None:
                     overrides[key] = value

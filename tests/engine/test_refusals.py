@@ -51,3 +51,34 @@ def test_predict_qualifiers_without_their_option_are_refused(tiny_shapes, capsys
     assert "data gives save_json's COCO results the dataset's ids" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="give save_txt too"):
         YOLO("yolov5n.yaml").predict(str(image), imgsz=64, save_conf=True)
+
+
+def test_resuming_a_file_that_is_not_a_training_checkpoint_says_what_it_is(tmp_path):
+    import shutil
+
+    from tests.conftest import shared_path
+
+    last = tmp_path / "run" / "weights" / "last.pt"
+    last.parent.mkdir(parents=True)
+    last.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"last.pt: not a checkpoint: it looks like an empty file"):
+        Trainer.resume(tmp_path / "run")
+    shutil.copy(shared_path("weights", "yolov5n.pt"), last)
+    with pytest.raises(CheckpointError, match=r"not a resumable training checkpoint \(a yolov5 file.*--weights"):
+        Trainer.resume(tmp_path / "run")
+
+
+def test_train_with_data_none_is_data_not_given(monkeypatch):
+    """``train(data=None)`` means no dataset given (as ``val(data=None)``): the built-in set, not a TypeError."""
+    import yolotr.engine.trainer as trainer_module
+
+    calls = []
+
+    def record(overrides, model=None):
+        calls.append(overrides)
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(trainer_module, "Trainer", record)
+    with pytest.raises(RuntimeError, match="stop"):
+        YOLO("yolov5n.yaml").train(data=None, imgsz=None, epochs=1)
+    assert "data" not in calls[0] and "imgsz" not in calls[0] and calls[0]["epochs"] == 1

@@ -35,6 +35,7 @@ from yolotr.engine.heap import set_mmap_threshold
 from yolotr.engine.optim import apply_schedule, build_optimizer, resolve_train_settings
 from yolotr.engine.progress import LOG_EVERY, LossProgress
 from yolotr.engine.results_csv import append_results_row, plot_results
+from yolotr.engine.resume_state import resume_state
 from yolotr.engine.runs import next_run_dir, select_device
 from yolotr.engine.sampler import ResumableBatchSampler, train_loader
 from yolotr.engine.sync_bn import convert_sync_batchnorm
@@ -91,29 +92,8 @@ class Trainer:
     @classmethod
     def resume(cls, run_dir: str | Path, **overrides) -> Trainer:
         """Continue the run in ``run_dir`` from ``weights/last.pt``: same optimizer, EMA, scaler,
-        RNG, schedule and data position."""
-        run_dir = Path(run_dir)
-        last = run_dir / "weights" / "last.pt" if run_dir.is_dir() else run_dir
-        if not last.is_file():
-            raise CheckpointError(f"{last}: no checkpoint to resume from")
-        try:
-            checkpoint = torch.load(last, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - report any unreadable file the same way
-            raise CheckpointError(f"{last}: cannot read checkpoint to resume ({e})") from None
-        state = checkpoint.get("train_state")
-        if not state:
-            raise CheckpointError(f"{last}: not a resumable training checkpoint (no train_state)")
-        ignored = sorted(k for k, v in overrides.items() if v is not None and k != "epochs")
-        if ignored:
-            LOGGER.warning("resume continues with the run's own settings; ignoring %s", ", ".join(ignored))
-        cfg = dict(state["cfg"], **{k: v for k, v in overrides.items() if v is not None and k == "epochs"})
-        if int(state["batch"]) == 0 and int(state["epoch"]) >= int(cfg["epochs"]):
-            raise CheckpointError(
-                f"{last}: training to {cfg['epochs']} epochs is finished; nothing to resume. Give a larger "
-                f"epochs to train on (--epochs N), or start a new run from its weights (--weights {last})"
-            )
-        state["run_dir"] = str(last.parent.parent)
-        state["checkpoint"] = checkpoint
+        RNG, schedule and data position (:func:`~yolotr.engine.resume_state.resume_state`)."""
+        cfg, state = resume_state(run_dir, **overrides)
         return cls(cfg, _resume=state)
 
     def add_callback(self, event: str, fn) -> None:
