@@ -440,3 +440,20 @@ def test_config_yaml(tmp_path):
         load_dataset_config(tmp_path / "missing.yaml")
     with pytest.raises(DataError, match="split entry"):
         load_records(tmp_path / "d.yaml", "val")
+
+
+def test_label_problems_say_what_they_look_like(tmp_path):
+    """Commas for spaces, pixel coordinates, and an image the label has but in a format not read (or a
+    broken link): each problem says so, beside where it is."""
+    root = _write_set(tmp_path, {"a": "0,0.5,0.5,0.2,0.2\n", "b": "1 320 200 50 60\n", "c": "0 0.5 0.5 0.2 0.2\n"})
+    (root / "labels" / "d.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "images" / "d.gif").write_bytes(b"GIF89a")
+    (root / "labels" / "e.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (root / "images" / "e.jpg").symlink_to(root / "gone.jpg")
+    report = load_records(root / "d.yaml", "train", cache=False)[1]
+    problems = {(Path(p.file).name, p.line): p.message for p in report.problems}
+    assert "the values are separated by commas, YOLO labels by spaces" in problems["a.txt", 1]
+    assert "coordinates up to 320" in problems["b.txt", 1] and "they look like pixels" in problems["b.txt", 1]
+    assert "d.gif: .gif images are not read" in problems["d.txt", None]
+    assert "e.jpg is a broken link" in problems["e.txt", None]
+    assert ("c.txt", 1) not in problems

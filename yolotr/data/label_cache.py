@@ -24,8 +24,8 @@ LOGGER = logging.getLogger("yolotr")
 # their kind; the images left out are stored with the reason. 3: VOC <part> boxes are no longer
 # read as their object's box; a YOLO label file may start with a UTF-8 BOM. 4: a TIFF of 32-bit
 # samples (which OpenCV cannot read) is left out. 5: a TIFF turned by EXIF orientation 5-8 has its
-# stored sides (4 held them swapped).
-CACHE_VERSION = 5
+# stored sides (4 held them swapped). 6: hints in the messages (commas, pixel coordinates, an unread image format).
+CACHE_VERSION = 6
 
 
 @dataclass

@@ -34,6 +34,7 @@ by :mod:`yolotr.data.label_cache`. All problems of a split are collected into on
 from __future__ import annotations
 
 import difflib
+import glob
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -345,7 +346,19 @@ def _orphan_labels(entries: list[str], images: set[str], problems: list[Problem]
         stems = {str(Path(_yolo_label_path(i)).with_suffix("")) for i in images}
         for label in sorted(folder.rglob("*.txt")):
             if str(label.with_suffix("")) not in stems:
-                problems.append(error(str(label), None, ORPHAN_LABEL, "label file without an image, ignored"))
+                why = _why_no_image(Path(entry) / label.relative_to(folder).with_suffix(""))
+                problems.append(error(str(label), None, ORPHAN_LABEL, f"label file without an image{why}, ignored"))
+
+
+def _why_no_image(stem: Path) -> str:
+    """Why the image of a label's ``stem`` (its path without suffix) was not found, when a file there says:
+    a format yolotr does not read, or a broken link; empty otherwise."""
+    for candidate in sorted(stem.parent.glob(glob.escape(stem.name) + ".*")) if stem.parent.is_dir() else []:
+        if candidate.is_symlink() and not candidate.exists():
+            return f" ({candidate.name} is a broken link)"
+        if candidate.suffix.lower() not in IMG_FORMATS and candidate.suffix.lower() != ".txt":
+            return f" ({candidate.name}: {candidate.suffix} images are not read: {', '.join(sorted(IMG_FORMATS))} are)"
+    return ""
 
 
 def _items(config: DatasetConfig, split: str, problems: list[Problem]) -> tuple[list[Item], list[str]]:

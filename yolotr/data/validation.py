@@ -28,6 +28,7 @@ from PIL import Image
 TRUNCATED_JPEG = "truncated JPEG (no end marker)"
 WIDE_TIFF = "OpenCV (what training and prediction read images with) cannot read 32-bit samples: save it as 8- or 16-bit"
 CLIP_TOLERANCE = 1.0  # pixels a box may stick out of its image before a warning is reported
+PIXEL_LIKE = 4.0  # a YOLO coordinate above this (fractions, 0 to 1; a box may stick out a little) is a pixel
 
 # The kinds of error, as the summary names them (``12 left out (5 class out of range, ...)``).
 MISSING_IMAGE = "missing image"
@@ -212,8 +213,9 @@ def read_yolo(label: str, w: int, h: int, problems: list[Problem]) -> list[tuple
         if not cols:
             continue
         if len(cols) != 5 and not (len(cols) >= 7 and len(cols) % 2 == 1):
+            hint = "; the values are separated by commas, YOLO labels by spaces" if "," in line else ""
             problems.append(
-                error(label, n, MALFORMED, f"{len(cols)} columns; expected 5 (class cx cy w h) or a polygon")
+                error(label, n, MALFORMED, f"{len(cols)} columns; expected 5 (class cx cy w h) or a polygon{hint}")
             )
             continue
         try:
@@ -225,6 +227,12 @@ def read_yolo(label: str, w: int, h: int, problems: list[Problem]) -> list[tuple
             problems.append(error(label, n, NON_FINITE, f"NaN or inf in {line.strip()!r}"))
             continue
         cls = values[0]
+        if max(abs(v) for v in values[1:]) > PIXEL_LIKE:
+            problems.append(
+                error(label, n, OUTSIDE, f"coordinates up to {max(values[1:]):g} in {line.strip()!r}: they look like "
+                      "pixels; YOLO labels are fractions of the image side, 0 to 1")
+            )  # fmt: skip
+            continue
         if len(cols) == 5:
             cx, cy, bw, bh = values[1:]
             x1, y1, x2, y2 = (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h
