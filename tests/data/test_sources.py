@@ -457,3 +457,12 @@ def test_label_problems_say_what_they_look_like(tmp_path):
     assert "d.gif: .gif images are not read" in problems["d.txt", None]
     assert "e.jpg is a broken link" in problems["e.txt", None]
     assert ("c.txt", 1) not in problems
+
+
+def test_a_misspelt_split_is_refused_with_the_split_it_resembles(tmp_path):
+    root = _write_set(tmp_path, {"a": "0 0.5 0.5 0.5 0.5\n"})
+    (root / "d.yaml").write_text((root / "d.yaml").read_text() + "test: images\n")
+    with pytest.raises(DataError, match=r"d.yaml: no 'tset' key; did you mean test\?"):
+        load_records(root / "d.yaml", "tset", cache=False)
+    with pytest.raises(DataError, match=r"no 'holdout' key: add the holdout images to the dataset YAML"):
+        load_records(root / "d.yaml", "holdout", cache=False)

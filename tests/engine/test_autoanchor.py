@@ -218,3 +218,9 @@ def test_two_gloo_ranks_train_with_the_anchors_rank0_fitted(tiny_shapes, tmp_pat
     assert torch.equal(rank0[key], rank1[key])  # broadcast from rank 0
     _, saved, _ = _saved_anchors(tmp_path / "run" / "weights" / "last.pt")
     assert torch.equal(saved, rank0[key])
+
+
+def test_no_labels_is_said_as_such_not_as_a_good_fit():
+    head = make_head([[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]], (8, 16, 32))
+    result = check_anchors(head, square_records([]), 640, seed=0)
+    assert result.message() == "AutoAnchor: no labels to check the anchors against; they stay as they are"

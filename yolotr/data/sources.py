@@ -67,7 +67,7 @@ from yolotr.data.validation import (
     validate_item,
     warning,
 )
-from yolotr.errors import DataError
+from yolotr.errors import DataError, did_you_mean
 
 __all__ = [
     "CACHE_VERSION",
@@ -394,7 +394,8 @@ def scan_split(
     """
     config = load_dataset_config(config)
     if split not in config.splits:
-        raise DataError(f"{config.source}: no '{split}' key: add the {split} images to the dataset YAML")
+        hint = did_you_mean(split, config.splits) or f": add the {split} images to the dataset YAML"
+        raise DataError(f"{config.source}: no '{split}' key{hint}")
     problems: list[Problem] = []
     items, watch = _items(config, split, problems)
     key = fingerprint(config.format, config.names, items, watch)

@@ -68,6 +68,8 @@ class AnchorCheck:
                 f"AutoAnchor: placeholder anchors; computed from {self.labels} labels: "
                 f"{self.new_anchors_per_target:.2f} anchors/target, best possible recall {self.new_bpr:.4f}"
             )
+        if not self.labels:
+            return "AutoAnchor: no labels to check the anchors against; they stay as they are"
         head = f"AutoAnchor: {self.anchors_per_target:.2f} anchors/target, best possible recall {self.bpr:.4f}"
         if self.new_bpr is None:
             return f"{head} - current anchors are a good fit"
