@@ -261,3 +261,11 @@ def test_shipped_configs_have_no_unknown_keys():
 
     for path in CFG_DIR.glob("*.yaml"):
         assert set(yaml.safe_load(path.read_text())) <= set(KNOWN_KEYS), path.name
+
+
+def test_zero_channels_and_an_unknown_head_name_are_named_not_left_to_torch():
+    with pytest.raises(ConfigError, match=r"tiny.yaml: layer 0 .*Conv's output channels must be at least 1, got 0"):
+        DetectionModel(_tiny_cfg([[-1, 1, "Conv", [0, 3, 2]]]))
+    head = [[[-1], 1, "Detect", ["nc", "anchorz"]]]
+    with pytest.raises(ConfigError, match=r"layer 1 .*unknown name 'anchorz'; did you mean anchors\?"):
+        DetectionModel(_tiny_cfg([[-1, 1, "Conv", [64, 3, 2]]], head))

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from yolotr.errors import ConfigError
+from yolotr.errors import ConfigError, did_you_mean
 from yolotr.nn import registry
 from yolotr.nn.conv import Conv
 
@@ -352,6 +352,8 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
                     raise ConfigError(
                         f"{where}: {name}'s output channels must be a number or a top-level key, got {c2!r}{hint}"
                     )
+                if c2 <= 0:
+                    raise ConfigError(f"{where}: {name}'s output channels must be at least 1, got {c2!r}")
                 if c2 != no:
                     c2 = make_divisible(min(c2, max_channels) * gw, 8)
                 args = [c1, c2, *args[1:]]
@@ -373,6 +375,9 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
                 args = [args[0], reg_max, c_in, legacy_head]
                 c2 = c1
             elif spec.rule == "detect":
+                words = [a for a in args[:2] if isinstance(a, str)]
+                if words:
+                    raise ConfigError(f"{where}: unknown name {words[0]!r}{did_you_mean(words[0], ('nc', 'anchors'))}")
                 args.append(c_in)
                 if len(args) > 1 and isinstance(args[1], int):
                     args[1] = [list(range(args[1] * 2))] * len(sources)
