@@ -143,3 +143,11 @@ def test_one_class_is_singular(tmp_path, capsys):
     main(["check-data", "--data", str(data)])
     out = capsys.readouterr().out
     assert "1 class," in out and "1 classes" not in out
+
+
+def test_the_packages_nms_setting_points_to_end2end(capsys):
+    from yolotr.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["predict", "--model", "yolov5n.yaml", "--source", "x.jpg", "nms=False"])
+    assert "nms=False (an end-to-end head's own output) is end2end=True here" in capsys.readouterr().err

@@ -14,7 +14,7 @@ import re
 
 import yaml
 
-from yolotr.errors import ConfigError, did_you_mean
+from yolotr.errors import ConfigError, did_you_mean, setting_hint
 
 KEY_VALUE = re.compile(r"^([A-Za-z_][\w-]*)=(.*)$", re.S)
 
@@ -113,7 +113,7 @@ def expand_key_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[
         elif _takes_set(sub) and key.replace("-", "_") in _settings():
             settings.append(f"{key.replace('-', '_')}={text}")
         else:
-            sub.error(f"unknown argument {token!r}{did_you_mean(key, _key_names(sub))}")
+            sub.error(f"unknown argument {token!r}{setting_hint(key, _key_names(sub))}")
     return out + (["--set", *settings] if settings else [])
 
 

@@ -36,3 +36,16 @@ def did_you_mean(word: str, candidates, prefix: str = "") -> str:
     if not close:
         close = sorted((c for c in candidates if c.startswith(word) or word.startswith(c)), key=len)[:3]
     return f"; did you mean {' or '.join(prefix + c for c in close)}?" if close else ""
+
+
+# settings of the ultralytics package spelled otherwise here: what their unknown-setting error says instead
+FOREIGN_SETTINGS = {
+    "nms": "; the ultralytics package's nms=False (an end-to-end head's own output) is end2end=True here, "
+    "nms=True is end2end=False",
+}
+
+
+def setting_hint(word: str, candidates) -> str:
+    """The hint for an unknown setting ``word``: how yolotr spells a setting of the ``ultralytics`` package
+    (:data:`FOREIGN_SETTINGS`), else :func:`did_you_mean`."""
+    return FOREIGN_SETTINGS.get(word) or did_you_mean(word, candidates)

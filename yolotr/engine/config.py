@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from yolotr.engine.amp import check_amp
-from yolotr.errors import ConfigError, did_you_mean
+from yolotr.errors import ConfigError, did_you_mean, setting_hint
 
 DEFAULT_CFG = Path(__file__).resolve().parent.parent / "cfg" / "default.yaml"
 
@@ -149,7 +149,7 @@ def _apply(cfg: dict, source: str, layer: dict) -> None:
     """Set the keys of ``layer`` in ``cfg``, each checked by :func:`_checked` (None values are ignored)."""
     for key, value in layer.items():
         if key not in cfg:
-            hint = did_you_mean(str(key), cfg)
+            hint = setting_hint(str(key), cfg)
             raise ConfigError(f"{source}: unknown setting '{key}'{hint} (the settings are the keys of {DEFAULT_CFG})")
         if value is not None:
             cfg[key] = _checked(source, key, value, cfg[key])
