@@ -32,7 +32,16 @@ def test_a_torchscript_export_predicts_as_its_weights(weights, tmp_path, capsys)
         exported.val()
 
 
-def test_the_packages_torchscript_export_is_read(tmp_path):
+@pytest.fixture
+def threads_back():
+    """The intra-op thread count as it was: the package's export and predict leave one set, and a later
+    test's bitwise comparison with a 2-thread subprocess then fails."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_packages_torchscript_export_is_read(tmp_path, threads_back):
     pytest.importorskip("ultralytics", reason="the ultralytics package is a bench extra (pip install -e .[bench])")
     from ultralytics import YOLO as PackageYOLO
 

@@ -23,6 +23,16 @@ def _final_weights(run_dir):
 
 
 def test_resume_after_sigkill_gives_same_weights(tiny_shapes, tmp_path):
+    # both sides at the killed run's 2 threads: another intra-op thread count sums in another order
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _kill_resume_and_compare(tiny_shapes, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _kill_resume_and_compare(tiny_shapes, tmp_path):
     cfg = tiny_train_cfg(tiny_shapes, tmp_path, save_period_steps=1)
     script = tmp_path / "killed_run.py"
     script.write_text(
