@@ -53,7 +53,7 @@ class YOLO:
         return self.verbose if verbose is None else verbose
 
     @property
-    def is_onnx(self) -> bool:
+    def is_exported(self) -> bool:
         """Whether this object runs an exported file (``YOLO("best.onnx")``, ``YOLO("best.torchscript")``): it
         can only predict."""
         from yolotr.engine.exporter import OnnxModel
@@ -61,8 +61,15 @@ class YOLO:
 
         return isinstance(self.model, OnnxModel | TorchScriptModel)
 
+    @property
+    def is_onnx(self) -> bool:
+        """Whether this object runs an exported ONNX file (``YOLO("best.onnx")``)."""
+        from yolotr.engine.exporter import OnnxModel
+
+        return isinstance(self.model, OnnxModel)
+
     def _need_pytorch(self, what: str) -> None:
-        if self.is_onnx:
+        if self.is_exported:
             raise ConfigError(
                 f"{self.source}: an exported model can only predict; {what} needs the PyTorch weights (.pt) "
                 "it was exported from"
@@ -140,7 +147,7 @@ class YOLO:
 
         check_save_options(save_txt, save_json, save_conf, data)
         with verbosity(self._verbose(verbose)):
-            if device is not None and not self.is_onnx:
+            if device is not None and not self.is_exported:
                 self.to(device)
             elif device is not None and str(device).lower() not in ("cpu", "auto"):
                 LOGGER.warning("%s: an ONNX file runs on the CPU (onnxruntime); device=%s ignored", self.source, device)
@@ -239,7 +246,7 @@ class YOLO:
         from yolotr.engine.fast_backend import prepare_backend, weights_version
         from yolotr.engine.head_mode import end2end_mode, head_state
 
-        if self.is_onnx and end2end is not None:
+        if self.is_exported and end2end is not None:
             LOGGER.warning("%s: an exported file's output is fixed; end2end=%s ignored", self.source, end2end)
             end2end = None
         with end2end_mode(self.model, end2end, max_det, agnostic):
@@ -253,7 +260,7 @@ class YOLO:
                 for name, entry in self._prepared.items()
                 if entry[0]() is self.model and entry[1] == version
             }
-            prepared = prepare_backend(self.model, "torch" if self.is_onnx else backend)  # a copy in this mode
+            prepared = prepare_backend(self.model, "torch" if self.is_exported else backend)  # a copy in this mode
             self._prepared[key] = (weakref.ref(self.model), version, prepared)
         return prepared
 

@@ -20,7 +20,8 @@ def test_a_torchscript_export_predicts_as_its_weights(weights, tmp_path, capsys)
     model, image = YOLO(str(shared_path(*weights))), str(shared_path("images", "bus.jpg"))
     path = model.export("torchscript", tmp_path / "m.torchscript", imgsz=256, verbose=False).path
     exported = YOLO(str(path))
-    assert exported.is_onnx and exported.names == model.names and exported.model.input_hw == (256, 256)
+    assert exported.is_exported and not exported.is_onnx and exported.names == model.names
+    assert exported.model.input_hw == (256, 256)
     want = model.predict(image, imgsz=256, rect=False, conf=0.0, max_det=50, backend="torch")[0]
     got = exported.predict(image, imgsz=256, conf=0.0, max_det=50)[0]  # letterboxed to the traced square
     assert len(got.boxes.conf) == len(want.boxes.conf) == 50

@@ -125,7 +125,9 @@ class E2EDetect(AnchorFreeDetect):
         # as the package, min(max_det, anchors) rows: past the anchor count, the pairs are real anchors' other
         # classes, which the package does not give, so they become filler
         real = (torch.arange(k, device=rows.device) < anchors).view(1, k, 1)
-        return torch.where(real, rows, rows.new_tensor([0.0, 0.0, 0.0, 0.0, -1.0, 0.0]))
+        filler = torch.zeros_like(rows[:1, :1])  # made on the device (no host copy: a CUDA graph may capture it)
+        filler[..., 4] = -1.0
+        return torch.where(real, rows, filler)
 
     @torch.no_grad()
     def initialize_biases(self, class_frequency: torch.Tensor | None = None) -> None:
