@@ -284,12 +284,12 @@ class YOLO:
                 result = Trainer.resume(self._resume_path(resume), **overrides).train()
                 return self._load_best(result)
             for key in ("data", "imgsz"):
-                if overrides.get(key, 0) is None:  # None is "not given", as in val()
-                    del overrides[key]
-                value = getattr(self.model, "train_data" if key == "data" else key, None)
-                if key not in overrides and value is not None:
-                    overrides[key] = value
-                    LOGGER.info("%s: %s, the checkpoint's (give %s=... to train on another)", key, value, key)
+                if overrides.get(key) is None:  # not given (None too, as in val()): the checkpoint's, if it names one
+                    overrides.pop(key, None)
+                    value = getattr(self.model, "train_data" if key == "data" else key, None)
+                    if value is not None:
+                        overrides[key] = value
+                        LOGGER.info("%s: %s, the checkpoint's (give %s=... to train on another)", key, value, key)
             nc = len(load_dataset_config(overrides.get("data", "shapes")).names)
             model = self.model if self.model.nc == nc else None
             if model is None and isinstance(self.source, dict):

@@ -411,22 +411,42 @@ class OnnxModel(nn.Module):
         Raises:
             YolotrError: ``(H, W)`` differs from the fixed input size of the file.
         """
-        if self.input_hw is not None and tuple(x.shape[2:]) != self.input_hw:
-            h, w = self.input_hw
-            raise YolotrError(
-                f"{self.path}: the model was exported for a fixed {h}x{w} input, got {x.shape[2]}x{x.shape[3]}; "
-                f"letterbox to {h}x{w} (or export with --dynamic-size)"
-            )
-        x = x.detach().cpu().float().numpy()
-        n, size = x.shape[0], self.input_batch or x.shape[0]
-        outputs = []
-        for i in range(0, n, size):
-            chunk = x[i : i + size]
-            if chunk.shape[0] < size:  # a fixed-batch model: pad with blank images, drop their outputs
-                pad = np.zeros((size - chunk.shape[0], *chunk.shape[1:]), dtype=chunk.dtype)
-                chunk = np.concatenate([chunk, pad])
-            outputs.append(self.session.run(None, {self.input_name: chunk})[0][: min(size, n - i)])
-        return (torch.from_numpy(np.concatenate(outputs)),)
+        check_fixed_size(self.path, self.input_hw, x)
+
+        def run(chunk: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(self.session.run(None, {self.input_name: chunk.numpy()})[0])
+
+        return (run_in_batches(x, self.input_batch, run),)
+
+
+def check_fixed_size(path: Path, input_hw: tuple[int, int] | None, x: torch.Tensor) -> None:
+    """Refuse an input ``(B, 3, H, W)`` of another size than an exported file's fixed ``input_hw`` (None: any).
+
+    Raises:
+        YolotrError: naming the file, both sizes and the way out.
+    """
+    if input_hw is not None and tuple(x.shape[2:]) != tuple(input_hw):
+        h, w = input_hw
+        raise YolotrError(
+            f"{path}: the model was exported for a fixed {h}x{w} input, got {x.shape[2]}x{x.shape[3]}; "
+            f"letterbox to {h}x{w} (or export to ONNX with --dynamic-size)"
+        )
+
+
+def run_in_batches(x: torch.Tensor, size: int | None, run) -> torch.Tensor:
+    """``run`` (a file's forward: ``(size, 3, H, W)`` float32 on the CPU -> its first output) over ``x`` in
+    batches of a fixed-batch file's ``size`` (None: all at once), the last padded with blank images whose
+    outputs are dropped."""
+    x = x.detach().cpu().float()
+    n = x.shape[0]
+    size = size or n
+    outputs = []
+    for i in range(0, n, size):
+        chunk = x[i : i + size]
+        if chunk.shape[0] < size:
+            chunk = torch.cat((chunk, chunk.new_zeros(size - chunk.shape[0], *chunk.shape[1:])))
+        outputs.append(run(chunk)[: min(size, n - i)])
+    return torch.cat(outputs)
 
 
 def metadata_names(text: str, path: str | Path = "") -> list[str]:

@@ -48,9 +48,8 @@ CONSTANT_MODULES: tuple[type[nn.Module], ...] = (DFL,)
 def parameter_groups(model: nn.Module, weight_decay: float, transformer_scale: float) -> list[dict]:
     """Split trainable parameters into groups.
 
-    ``decay`` (conv/linear weights, with weight decay), ``no_decay`` (norm weights; any ``logit_scale``, as
-    the ``ultralytics`` package; what a module names in its ``no_weight_decay()``, timm's convention, e.g.
-    Swin V2's position-bias MLP; no decay) and
+    ``decay`` (conv/linear weights, with weight decay), ``no_decay`` (norm weights, and what a module names
+    in its ``no_weight_decay()``, timm's convention: Swin V2's logit scale and position-bias MLP; no decay) and
     ``bias`` (no decay; warmed up from ``warmup_bias_lr``), each once for CNN parameters
     (``lr_scale`` 1) and once for parameters inside Transformer/Swin modules (``lr_scale =
     transformer_scale``). Empty groups are dropped. Frozen parameters (``requires_grad`` False) and
@@ -75,7 +74,7 @@ def parameter_groups(model: nn.Module, weight_decay: float, transformer_scale: f
             seen.add(id(p))
             if name.endswith("bias"):
                 kind = "bias"
-            elif isinstance(module, NORMS) or p.ndim <= 1 or name == "logit_scale" or id(p) in kept_from_decay:
+            elif isinstance(module, NORMS) or p.ndim <= 1 or id(p) in kept_from_decay:
                 kind = "no_decay"
             else:
                 kind = "decay"

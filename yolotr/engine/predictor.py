@@ -83,12 +83,10 @@ def _note_baked_nms(model: nn.Module, conf: float, iou: float, max_det: int, agn
 
 
 def _file_rows(model: nn.Module) -> int | None:
-    """The fixed row count of an exported file's ``(B, k, 6)`` output (None when unknown or dynamic)."""
+    """The fixed row count of an ONNX file's ``(B, k, 6)`` output (None when unknown, dynamic or not ONNX)."""
     session = getattr(model, "session", None)
-    if session is not None:
-        shape = session.get_outputs()[0].shape
-        return shape[1] if len(shape) == 3 and isinstance(shape[1], int) else None
-    return getattr(model, "rows", None)
+    shape = session.get_outputs()[0].shape if session is not None else []
+    return shape[1] if len(shape) == 3 and isinstance(shape[1], int) else None
 
 
 def _class_ids(classes, nc: int) -> list[int] | None:

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from yolotr.engine.exporter import OnnxModel, _guess_layout, metadata_names
+from yolotr.engine.exporter import OnnxModel, _guess_layout, check_fixed_size, metadata_names, run_in_batches
 from yolotr.engine.head_mode import LETTERBOX, STRETCH
-from yolotr.errors import CheckpointError, YolotrError
+from yolotr.errors import CheckpointError
 from yolotr.ops.boxes import DETECTIONS, LAYOUTS
 
 EXPORTED_SUFFIXES = (".onnx", ".torchscript")
@@ -84,24 +84,14 @@ class TorchScriptModel(nn.Module):
         Raises:
             YolotrError: ``(H, W)`` differs from the size the file was traced at.
         """
-        if tuple(x.shape[2:]) != self.input_hw:
-            h, w = self.input_hw
-            raise YolotrError(
-                f"{self.path}: a TorchScript export takes the {h}x{w} input it was traced at, got "
-                f"{x.shape[2]}x{x.shape[3]}; predict at imgsz {h if h == w else (h, w)} with square=True "
-                "(or export to ONNX with --dynamic-size)"
-            )
-        x = x.detach().cpu().float()
-        n, size, outputs = x.shape[0], self.input_batch, []
-        with torch.no_grad():
-            for i in range(0, n, size):
-                chunk = x[i : i + size]
-                if chunk.shape[0] < size:  # pad with blank images, drop their outputs
-                    chunk = torch.cat((chunk, chunk.new_zeros(size - chunk.shape[0], *chunk.shape[1:])))
+        check_fixed_size(self.path, self.input_hw, x)
+
+        def run(chunk: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad():
                 out = self.script(chunk)
-                out = out[0] if isinstance(out, tuple | list) else out
-                outputs.append(out.float()[: min(size, n - i)])
-        return (torch.cat(outputs),)
+            return (out[0] if isinstance(out, tuple | list) else out).float()
+
+        return (run_in_batches(x, self.input_batch, run),)
 
 
 def _json_value(value):

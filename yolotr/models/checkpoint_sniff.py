@@ -70,6 +70,11 @@ def _sniff_zip(path: Path, head: bytes, size: int) -> tuple[str, str]:
         if first.endswith("data.pkl") or first.endswith("/version") or first.endswith("/byteorder"):
             return "zip", f"a PyTorch checkpoint cut short ({size:,} bytes; the zip directory at its end is missing)"
         return "zip", f"a damaged or truncated zip archive ({size:,} bytes; first member {first or '?'!r})"
+    if any("/code/" in n for n in names):  # compiled code beside the weights: torch.jit.save's archive
+        return "other", (
+            "a TorchScript export, not a checkpoint; it can predict under a .torchscript name "
+            "(YOLO('model.torchscript')), and training or validation need the .pt it was exported from"
+        )
     if any(n.endswith("/data.pkl") for n in names):
         return "zip", f"a PyTorch zip checkpoint ({len(names)} members)"
     shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")

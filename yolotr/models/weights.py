@@ -253,11 +253,6 @@ def read_checkpoint(path: str | Path) -> tuple[str, object]:
         raise CheckpointError(f"{path}: not a checkpoint: it looks like {looks}")
     if kind == "zip":
         _check_zip_crc(path)
-        if _is_torchscript(path):
-            raise CheckpointError(
-                f"{path}: a TorchScript export, not a checkpoint; it can predict under a .torchscript name "
-                "(YOLO('model.torchscript')), and training or validation need the .pt it was exported from"
-            )
     try:
         obj = _torch_load(path, weights_only=True)
     except pickle.UnpicklingError:
@@ -275,15 +270,6 @@ def read_checkpoint(path: str | Path) -> tuple[str, object]:
         f"{path}: not a checkpoint yolotr knows: a PyTorch file holding {describe_value(obj)}, not one of "
         "yolotr's checkpoints, an official YOLOv5 .pt or a state_dict of tensors"
     )
-
-
-def _is_torchscript(path: Path) -> bool:
-    """Whether a zip-format file is a TorchScript archive (it holds compiled ``code/``)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any("/code/" in name for name in archive.namelist())
-    except (OSError, zipfile.BadZipFile):
-        return False
 
 
 def _check_zip_crc(path: Path) -> None:
