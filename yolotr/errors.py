@@ -49,3 +49,11 @@ def setting_hint(word: str, candidates) -> str:
     """The hint for an unknown setting ``word``: how yolotr spells a setting of the ``ultralytics`` package
     (:data:`FOREIGN_SETTINGS`), else :func:`did_you_mean`."""
     return FOREIGN_SETTINGS.get(word) or did_you_mean(word, candidates)
+
+
+def check_keywords(where: str, given, known) -> None:
+    """Refuse keywords of ``given`` not in ``known`` with a :class:`ConfigError` naming the first one and the
+    nearest settings (:func:`setting_hint`), where Python would raise a bare ``TypeError``."""
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting {unknown[0]!r}{setting_hint(unknown[0], sorted(known))}")

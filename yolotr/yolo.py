@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import logging
 import weakref
 from pathlib import Path
 
 from yolotr.data.imgsz import default_imgsz
-from yolotr.errors import ConfigError, did_you_mean
+from yolotr.errors import ConfigError, check_keywords
 from yolotr.logs import verbosity
 from yolotr.models.loading import load_model
 
@@ -109,6 +110,7 @@ class YOLO:
         stream: bool = False,
         verbose: bool | None = None,
         end2end: bool | None = None,
+        **unknown,
     ):
         """Detections on images, folders, globs, ``.txt`` lists or videos, in-memory images (NumPy arrays
         in OpenCV's BGR layout, PIL images) or lists of these: a list of ``Results`` (one per image/frame).
@@ -145,6 +147,7 @@ class YOLO:
         from yolotr.engine.predictor import Predictor, check_save_options, run_prediction
         from yolotr.engine.runs import next_run_dir
 
+        check_keywords("predict", unknown, inspect.signature(YOLO.predict).parameters)
         check_save_options(save_txt, save_json, save_conf, data)
         with verbosity(self._verbose(verbose)):
             if device is not None and not self.is_exported:
@@ -345,6 +348,7 @@ class YOLO:
         self._need_pytorch("validation")
         from yolotr.engine.validator import validate
 
+        check_keywords("val", kwargs, set(inspect.signature(validate).parameters) - {"model"})
         verbose = self._verbose(verbose)
         with verbosity(verbose):
             return validate(
@@ -367,14 +371,9 @@ class YOLO:
         beside it), or ``<YAML stem>.<format>`` in the working folder for a model built from a YAML.
         """
         self._need_pytorch("export")
-        import inspect
-
         from yolotr.engine.exporter import export_destination, export_model
 
-        known = set(inspect.signature(export_model).parameters) - {"model", "format", "path", "imgsz"}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise ConfigError(f"export: unknown setting {unknown[0]!r}{did_you_mean(unknown[0], sorted(known))}")
+        check_keywords("export", kwargs, set(inspect.signature(export_model).parameters) - {"model", "format", "path"})
         path = export_destination(path, self.source, format)
         with verbosity(self._verbose(verbose)):
             return export_model(self.model, format, path, imgsz=default_imgsz(imgsz, self.model), **kwargs)

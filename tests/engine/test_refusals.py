@@ -82,3 +82,17 @@ def test_train_with_data_none_is_data_not_given(monkeypatch):
     with pytest.raises(RuntimeError, match="stop"):
         YOLO("yolov5n.yaml").train(data=None, imgsz=None, epochs=1)
     assert "data" not in calls[0] and "imgsz" not in calls[0] and calls[0]["epochs"] == 1
+
+
+def test_unknown_keywords_of_predict_val_export_name_the_setting():
+    """A keyword the method does not take is a ConfigError naming it and the nearest settings (the package's
+    ``nms`` with its yolotr spelling), not Python's bare ``TypeError`` about an unexpected argument."""
+    model = YOLO("yolov5n.yaml", nc=3, verbose=False)
+    with pytest.raises(ConfigError, match=r"predict: unknown setting 'nms'; the ultralytics package's nms=False"):
+        model.predict("x.jpg", nms=False)
+    with pytest.raises(ConfigError, match=r"predict: unknown setting 'max_dets'; did you mean max_det\?"):
+        model("x.jpg", max_dets=3)
+    with pytest.raises(ConfigError, match=r"val: unknown setting 'save_jsn'; did you mean save_json"):
+        model.val(data="shapes", save_jsn=True)
+    with pytest.raises(ConfigError, match=r"export: unknown setting 'dynamc'; did you mean dynamic"):
+        model.export("onnx", dynamc=True)
