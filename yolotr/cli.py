@@ -55,11 +55,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         batch=args.batch,
         backend=backend,
     )
-    wanted = args.save or args.save_txt or args.save_json
+    wanted = args.save or args.save_txt or args.save_json or args.save_crop
     save_dir = next_run_dir(args.project, args.name) if wanted else None
     summary = run_prediction(
         predictor, args.source, save_dir, save_txt=args.save_txt, save_json=args.save_json, save_images=args.save,
-        save_conf=args.save_conf, data=args.data,
+        save_conf=args.save_conf, data=args.data, save_crop=args.save_crop,
     )  # fmt: skip
     print(f"{summary['images']} images, {summary['detections']} detections")
     if save_dir is not None:
@@ -272,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-txt", action="store_true", help="write YOLO-format txt labels (class cx cy w h)")
     p.add_argument("--save-conf", action="store_true", help="with --save-txt: the confidence as a sixth column")
     p.add_argument("--save-json", action="store_true", help="write COCO-format detections (predictions_coco.json)")
+    p.add_argument("--save-crop", action="store_true", help="write each detection's region (crops/<class>/<image>.jpg)")
     p.add_argument(
         "--data", help="with --save-json: a COCO-format dataset YAML whose image and category ids the file uses"
     )

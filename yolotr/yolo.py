@@ -102,6 +102,7 @@ class YOLO:
         save_txt: bool = False,
         save_json: bool = False,
         save_conf: bool = False,
+        save_crop: bool = False,
         data=None,
         project: str | Path = "runs/predict",
         name: str = "exp",
@@ -121,7 +122,8 @@ class YOLO:
         object whatever its class. ``save`` (drawn images, videos and ``predictions.json``), ``save_txt``
         (YOLO txt labels) and ``save_json`` (COCO results) write into ``project/name`` (``name2``, ... when
         it exists) as ``yolotr predict`` does (:class:`~yolotr.engine.predictor.PredictionWriter`); the folder
-        is logged. ``save_conf``: the txt labels get the confidence as a sixth column. ``data``: a dataset
+        is logged. ``save_conf``: the txt labels get the confidence as a sixth column. ``save_crop``: each detection's
+        region as ``crops/<class name>/<stem>.jpg``. ``data``: a dataset
         whose ids the COCO results take (a COCO-format dataset's own ``image_id`` and ``category_id``; see
         :mod:`yolotr.data.result_ids`; without it, the 80 COCO names give COCO's 91-class ids).
 
@@ -161,29 +163,48 @@ class YOLO:
                 classes=classes, agnostic=agnostic_nms, batch=batch,
                 backend=self._backend(backend, half, (end2end, max(max_det, 300), agnostic_nms)),
             )  # fmt: skip
-            save_dir = next_run_dir(project, name) if (save or save_txt or save_json) else None
+            save_dir = next_run_dir(project, name) if (save or save_txt or save_json or save_crop) else None
             if stream:
                 return self._stream(
-                    predictor, source, save_dir, save_txt, save_json, save, self._verbose(verbose), save_conf, data
+                    predictor,
+                    source,
+                    save_dir,
+                    save_txt,
+                    save_json,
+                    save,
+                    self._verbose(verbose),
+                    save_conf,
+                    data,
+                    save_crop,
                 )
             if save_dir is None:
                 return predictor(source)
             summary = run_prediction(
                 predictor, source, save_dir, save_txt, save_json, save_images=save, progress=False, keep_results=True,
-                save_conf=save_conf, data=data,
+                save_conf=save_conf, data=data, save_crop=save_crop,
             )  # fmt: skip
             LOGGER.info("results saved to %s", save_dir)
             return summary["results"]
 
     def _stream(
-        self, predictor, source, save_dir, save_txt, save_json, save_images, verbose, save_conf=False, data=None
+        self,
+        predictor,
+        source,
+        save_dir,
+        save_txt,
+        save_json,
+        save_images,
+        verbose,
+        save_conf=False,
+        data=None,
+        save_crop=False,
     ):
         """A generator of ``Results``, writing files as they come (:class:`PredictionWriter`)."""
         from yolotr.data.result_ids import result_ids
         from yolotr.engine.predictor import PredictionWriter
 
         ids = result_ids(predictor.names, data) if save_json else None
-        writer = PredictionWriter(save_dir, save_txt, save_json, save_images, save_conf, ids)
+        writer = PredictionWriter(save_dir, save_txt, save_json, save_images, save_conf, ids, save_crop)
         try:
             for frame, result in predictor.stream(source):
                 writer.add(frame, result)

@@ -235,7 +235,8 @@ class PredictionWriter:
     ``predictions_coco.json``, COCO results (``bbox`` = x, y, w, h in pixels) whose ``image_id`` and
     ``category_id`` follow ``ids`` (:mod:`yolotr.data.result_ids`; default: by the results' class
     names, COCO's 91-class ids for the 80 COCO names, else the class index and the file stem, or
-    ``stem_frame`` for videos). With ``save_dir=None`` nothing is written, only counted.
+    ``stem_frame`` for videos). ``save_crop``: each detection's region in ``crops/<class name>/<stem>.jpg``
+    (:meth:`Results.save_crop`). With ``save_dir=None`` nothing is written, only counted.
     """
 
     def __init__(
@@ -246,9 +247,10 @@ class PredictionWriter:
         save_images: bool = True,
         save_conf: bool = False,
         ids: ResultIds | None = None,
+        save_crop: bool = False,
     ):
         self.save_dir, self.save_txt, self.save_json, self.save_images = save_dir, save_txt, save_json, save_images
-        self.save_conf, self.ids = save_conf, ids
+        self.save_conf, self.ids, self.save_crop = save_conf, ids, save_crop
         self.records: list[dict] = []
         self.coco: list[dict] = []
         self.n_images = self.n_detections = 0
@@ -292,6 +294,8 @@ class PredictionWriter:
             self.videos[frame.path].write(cv2.cvtColor(result.plot(), cv2.COLOR_RGB2BGR))
         if self.save_txt:
             result.save_txt(self.save_dir / "labels" / f"{stem}.txt", self.save_conf)
+        if self.save_crop:
+            result.save_crop(self.save_dir / "crops", stem)
 
     def close(self) -> dict:
         """Release the video writers, write the JSON files; ``{"images": n, "detections": n, "json": path | None}``."""
@@ -328,6 +332,7 @@ def run_prediction(
     keep_results: bool = False,
     save_conf: bool = False,
     data=None,
+    save_crop: bool = False,
 ) -> dict:
     """Predict over ``source``, streaming; with ``save_dir`` write what is asked for (:class:`PredictionWriter`).
 
@@ -342,7 +347,7 @@ def run_prediction(
     """
     check_save_options(save_txt, save_json, save_conf, data)
     ids = result_ids(predictor.names, data) if save_json else None
-    writer = PredictionWriter(save_dir, save_txt, save_json, save_images, save_conf, ids)
+    writer = PredictionWriter(save_dir, save_txt, save_json, save_images, save_conf, ids, save_crop)
     results = []
     try:
         for frame, result in predictor.stream(source, progress=progress):

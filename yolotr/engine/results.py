@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from PIL import Image
 
 from yolotr.plotting import draw_boxes
 
@@ -186,6 +187,36 @@ class Results:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("\n".join(lines) + ("\n" if lines else ""))
         return path
+
+    def crops(self) -> list[tuple[str, np.ndarray]]:
+        """Each detection's region of the original image, ``(class name, RGB (h, w, 3) uint8)``, as the
+        ``ultralytics`` package cuts it (``save_one_box``): the box grown by 2 % and 10 pixels a side length,
+        its corners truncated to whole pixels and clipped to the image; an empty region is left out."""
+        h, w = self.orig_shape
+        regions = []
+        for x1, y1, x2, y2, _, c in self.boxes.data.tolist():
+            cx, cy, bw, bh = (x1 + x2) / 2, (y1 + y2) / 2, (x2 - x1) * 1.02 + 10, (y2 - y1) * 1.02 + 10
+            left, right = (min(max(int(v), 0), w) for v in (cx - bw / 2, cx + bw / 2))
+            top, bottom = (min(max(int(v), 0), h) for v in (cy - bh / 2, cy + bh / 2))
+            if right > left and bottom > top:
+                name = self.names[int(c)] if int(c) < len(self.names) else str(int(c))
+                regions.append((name, self.orig_img[top:bottom, left:right]))
+        return regions
+
+    def save_crop(self, save_dir: str | Path, file_name: str) -> list[Path]:
+        """Write :meth:`crops` as ``save_dir/<class name>/<file_name>.jpg`` (``<file_name>-2.jpg``, ``-3``, ...
+        for more of one class; JPEG quality 95 without chroma subsampling), as the ``ultralytics`` package
+        does. Returns the paths written."""
+        written = []
+        for name, crop in self.crops():
+            folder = Path(save_dir) / name
+            folder.mkdir(parents=True, exist_ok=True)
+            path, n = folder / f"{file_name}.jpg", 2
+            while path.exists():
+                path, n = folder / f"{file_name}-{n}.jpg", n + 1
+            Image.fromarray(np.ascontiguousarray(crop)).save(path, quality=95, subsampling=0)
+            written.append(path)
+        return written
 
     def __len__(self) -> int:
         return len(self.boxes)
