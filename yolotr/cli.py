@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from yolotr.cli_args import any_case, set_overrides, yaml_value  # noqa: F401 - set_overrides/yaml_value live on here by name
+from yolotr.cli_args import any_case, imgsz_arg, set_overrides, yaml_value  # noqa: F401 - set_overrides/yaml_value live on here by name
 from yolotr.errors import YolotrError
 from yolotr.export_cli import add_export_parser
 from yolotr.logs import verbosity
@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="detect objects in images, folders, globs or videos")
     p.add_argument("--model", required=True, help="model YAML or checkpoint (.pt/.pth)")
     p.add_argument("--source", required=True, help="image, folder, glob, .txt list or video")
-    p.add_argument("--imgsz", type=int, help="default: the checkpoint's training size, else 640")
+    p.add_argument("--imgsz", type=imgsz_arg, help="side or h,w; default: the checkpoint's training size, else 640")
     p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--conf", type=float, default=0.25)
     p.add_argument("--iou", type=float, help=IOU_HELP.format("0.45", "detect.py"))

@@ -384,7 +384,7 @@ class OnnxModel(nn.Module):
             raise CheckpointError(f"{self.path}: cannot load ONNX model ({str(e).splitlines()[0]})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.names = metadata_names(meta.get("names", ""), self.path)
-        self.stride = torch.tensor(json.loads(meta.get("stride", "[32]")))
+        self.stride = torch.tensor(json.loads(meta.get("stride", "[32]"))).reshape(-1)  # the package writes one number
         inputs = self.session.get_inputs()
         shape = list(inputs[0].shape) if inputs else []
         if len(shape) != 4:
@@ -480,7 +480,10 @@ def metadata_names(text: str, path: str | Path = "") -> list[str]:
 
 def _guess_layout(shape: list) -> str:
     """The layout of a decoded output ``(B, d1, d2)`` without metadata: ``columns`` when ``d1`` is a fixed
-    number below ``d2`` (fewer values per anchor than anchors), else ``rows``."""
+    number below ``d2`` (fewer values per anchor than anchors), or when ``d2`` is a symbolic axis named for the
+    anchors (the ``ultralytics`` package's dynamic export: ``(batch, <dim>, anchors)``), else ``rows``."""
+    if len(shape) == 3 and isinstance(shape[2], str) and "anchor" in shape[2].lower():
+        return COLUMNS
     if len(shape) == 3 and isinstance(shape[1], int) and (not isinstance(shape[2], int) or shape[1] < shape[2]):
         return COLUMNS
     return ROWS
