@@ -105,6 +105,8 @@ def test_coco_non_integer_iscrowd_is_an_error(tmp_path):
         ("nc: true", r"key 'nc'"),
         ("names: [a]\npath: 5", r"key 'path': expected a path"),
         ("names: [a]\nimages: [x]", r"key 'images': expected a path"),
+        ("names: [a]\nval: ''", r"key 'val': an empty path"),
+        ("names: [a]\nval: [val.txt, ' ']", r"key 'val': an empty path"),
     ],
 )
 def test_config_values_name_their_key(tmp_path, text, match):

@@ -161,6 +161,11 @@ def _parse_config(cfg: dict, base: Path, source: str) -> DatasetConfig:
         for entry in entries:
             if not isinstance(entry, str | os.PathLike):
                 raise DataError(f"{source}: key '{split}': expected a path or a list of paths, got {entry!r}")
+            if not str(entry).strip():  # Path("") is ".": the dataset root, every split's images at once
+                raise DataError(
+                    f"{source}: key '{split}': an empty path; name the split's folder, list file or images, or leave "
+                    "the key out"
+                )
             p = Path(entry).expanduser()
             resolved.append(str(p if p.is_absolute() else root / p))
         splits[split] = resolved
