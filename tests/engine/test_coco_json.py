@@ -124,3 +124,31 @@ def test_save_txt_writes_the_confidence_only_with_save_conf(official, tmp_path, 
     assert main(args + (["--save-conf"] if save_conf else [])) == 0
     lines = (tmp_path / "p" / "labels" / "bus.txt").read_text().splitlines()
     assert lines and {len(line.split()) for line in lines} == {6 if save_conf else 5}
+
+
+def test_string_image_ids_score_as_integer_ones(official, coco_raccoons, tmp_path):
+    """COCO allows string ids (pycocotools reads them); faster-coco-eval does not, so they are renumbered
+    for scoring: the same score as the integer-id set, and the results file keeps the strings."""
+    instances = json.loads((coco_raccoons.parent / "instances_val.json").read_text())
+    for entry in instances["images"]:
+        entry["id"] = f"img_{entry['id']}"
+    for entry in instances["annotations"]:
+        entry["image_id"] = f"img_{entry['image_id']}"
+    (tmp_path / "instances_val.json").write_text(json.dumps(instances))
+    data = tmp_path / "data.yaml"
+    data.write_text(coco_raccoons.read_text().replace(str(coco_raccoons.parent), str(tmp_path)))
+    kwargs = {"imgsz": 256, "batch_size": N_IMAGES, "save_json": True, "verbose": False}
+    strings = official.val(data, save_dir=tmp_path / "strings", **kwargs)
+    integers = official.val(coco_raccoons, save_dir=tmp_path / "integers", **kwargs)
+    assert strings.coco_map == pytest.approx(integers.coco_map, abs=1e-9) and integers.coco_map[1] > 0.3
+    assert all(r["image_id"].startswith("img_") for r in json.loads(strings.coco_json.read_text()))
+
+
+def test_a_class_without_a_category_gets_an_id_no_category_has(coco_raccoons, caplog):
+    """A class index as the id of a class the JSON lacks could be another class's category id (a triangle
+    scored as a circle): it gets an id above every category's instead, and the warning names it."""
+    with caplog.at_level(logging.WARNING, logger="yolotr"):
+        ids = result_ids(["bear", "unicorn"], coco_raccoons)
+    top = max(category_id(c) for c in range(80))
+    assert ids.category_id(0) == category_id(BEAR) and ids.category_id(1) == top + 1
+    assert "['unicorn'] have no category" in caplog.text and f"ids [{top + 1}]" in caplog.text

@@ -269,17 +269,18 @@ def _image_path(file: str, folders: list[Path], name: str) -> str:
     return next((str(c) for c in candidates if c.is_file()), str(candidates[0]))
 
 
-def coco_ids(file: str, names: list[str], folders: list[Path]) -> tuple[dict[str, Any], list[int | None]]:
+def coco_ids(file: str, names: list[str], folders: list[Path]) -> tuple[dict[str, Any], list[int | None], list[int]]:
     """The ids of an instances JSON that a results file names detections by.
 
-    Returns the image path (as :func:`coco_items` gives it) -> image ``id``, and per class of ``names``
+    Returns the image path (as :func:`coco_items` gives it) -> image ``id``, per class of ``names``
     its category ``id`` (matched by name, as :func:`coco_items` maps them; None for a class the JSON
-    has no category of).
+    has no category of), and every category ``id`` of the JSON.
 
     Raises:
         DataError: as :func:`coco_items`, for a JSON of the wrong shape.
     """
     data = read_json(file)
-    by_name = {name: cid for cid, name in _coco_categories(data, file).items()}
+    categories = _coco_categories(data, file)
+    by_name = {name: cid for cid, name in categories.items()}
     images = {_image_path(file, folders, im["file_name"]): im["id"] for im in _coco_images(data, file)}
-    return images, [by_name.get(name) for name in names]
+    return images, [by_name.get(name) for name in names], list(categories)

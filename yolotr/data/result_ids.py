@@ -112,13 +112,20 @@ def result_ids(names: list[str], data=None, splits: list[str] | None = None) -> 
             files = [e for e in entries if e.endswith(".json")]
             image_ids: dict[str, Any] = {}
             category_ids: list[int | None] = [None] * len(names)
+            taken: list[int] = []
             for file in files:
-                images, cats = coco_ids(file, list(names), [config.images, config.root])
+                images, cats, every = coco_ids(file, list(names), [config.images, config.root])
+                taken += every
                 image_ids.update({os.path.realpath(p): i for p, i in images.items()})
                 category_ids = [c if c is not None else cid for c, cid in zip(category_ids, cats)]
-            missing = [n for n, c in zip(names, category_ids) if c is None]
-            if missing:
-                LOGGER.warning("COCO results: %s have no category in %s; their class index is written", missing, files)
+            missing = [i for i, c in enumerate(category_ids) if c is None]
+            if missing:  # ids above every category's: a class index could be another class's category id
+                first = max(taken, default=-1) + 1
+                category_ids = [first + missing.index(i) if c is None else c for i, c in enumerate(category_ids)]
+                LOGGER.warning(
+                    "COCO results: %s have no category in %s; they are written with ids %s, which no category has",
+                    [names[i] for i in missing], files, [category_ids[i] for i in missing],
+                )  # fmt: skip
             return ResultIds("dataset", category_ids, image_ids, files[0] if len(files) == 1 else None)
     if tuple(names) == COCO_NAMES:
         return ResultIds("coco80", list(COCO80_TO_91))

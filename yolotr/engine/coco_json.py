@@ -51,8 +51,10 @@ def write_and_score(
         LOGGER.info("COCO results saved to %s (%s ids); not scored: %s", file, ids.rule, why)
         return file, None
     image_ids = [ids.image_id(p) for p in image_paths] if image_paths is not None else None
-    category_ids = sorted({ids.category_id(c) for c in range(nc)})
-    scores = score_results(read_json(ids.annotations), results, image_ids, category_ids, max_det)
+    annotations = read_json(ids.annotations)
+    known = {c.get("id") for c in annotations.get("categories") or []}
+    category_ids = sorted({ids.category_id(c) for c in range(nc)} & known)  # a class without a category: not scored
+    scores = score_results(annotations, results, image_ids, category_ids, max_det)
     LOGGER.info(
         "COCO results saved to %s; faster-coco-eval against %s: mAP50-95 %.3f, mAP50 %.3f",
         file, ids.annotations, *scores,

@@ -299,6 +299,8 @@ def score_results(
     ]
     if not gt["annotations"] or not results:
         return 0.0, 0.0
+    gt, results, image_ids = _integer_ids(gt, results, image_ids, "images", "image_id")
+    gt, results, category_ids = _integer_ids(gt, results, category_ids, "categories", "category_id")
     coco_gt = COCO(gt, print_function=_silent)
     evaluator = COCOeval_faster(coco_gt, coco_gt.loadRes(results), "bbox", print_function=_silent)
     if image_ids is not None:
@@ -310,6 +312,22 @@ def score_results(
     evaluator.accumulate()
     evaluator.summarize()
     return float(evaluator.stats[0]), float(evaluator.stats[1])
+
+
+def _integer_ids(gt: dict, results: list[dict], subset: list | None, table: str, key: str):
+    """``gt``, ``results`` and ``subset`` with the ids of ``gt[table]`` (and ``key`` of annotations and results)
+    numbered 0, 1, ... when any is not an integer: faster-coco-eval reads ids as integers, the COCO format
+    (and pycocotools) allows strings. A result whose id ``gt`` lacks gets an id of its own."""
+    ids = [entry.get("id") for entry in gt.get(table) or []]
+    if all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        return gt, results, subset
+    number = {i: n for n, i in enumerate(dict.fromkeys(ids))}
+    for r in results:
+        number.setdefault(r[key], len(number))
+    gt = {**gt, table: [{**e, "id": number[e.get("id")]} for e in gt.get(table) or []]}
+    gt["annotations"] = [{**a, key: number.get(a[key], -1)} for a in gt["annotations"]]
+    results = [{**r, key: number[r[key]]} for r in results]
+    return gt, results, None if subset is None else [number[i] for i in subset if i in number]
 
 
 def _silent(*args, **kwargs) -> None:
