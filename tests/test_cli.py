@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from tests.conftest import shared_path
@@ -129,3 +130,17 @@ def test_val_prints_its_table_once(tmp_path):
     assert "Traceback" not in text
     assert sum(line.startswith("Class") and line.endswith("mAP50-95") for line in lines) == 1  # not the bar
     assert sum(line.split()[:1] == ["all"] for line in lines) == 1
+
+
+def test_a_video_without_frames_is_an_error_alone_and_skipped_among_others(tmp_path, capsys):
+    """A video that opens but yields no frame: one alone is a DataError (exit 2, as an unreadable image),
+    not "0 images" and an empty run folder; in a folder with a readable image it is skipped with a warning."""
+    import cv2
+
+    cv2.VideoWriter(str(tmp_path / "empty.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64)).release()
+    args = ["predict", "--model", "yolov5n.yaml", "--imgsz", "64", "--backend", "torch"]
+    assert main([*args, "--source", str(tmp_path / "empty.avi")]) == 2
+    assert "empty.avi: the video opens but no frame can be read" in capsys.readouterr().err
+    cv2.imwrite(str(tmp_path / "one.jpg"), np.zeros((64, 64, 3), np.uint8))
+    assert main([*args, "--source", str(tmp_path)]) == 0
+    assert "1 images" in capsys.readouterr().out

@@ -243,6 +243,8 @@ def _video_frames(path: Path) -> Iterator[Frame]:
             index += 1
     finally:
         capture.release()
+    if not index:
+        raise DataError(f"{path}: the video opens but no frame can be read from it (empty or damaged)")
 
 
 _END = object()
