@@ -268,3 +268,24 @@ def test_close_mosaic_reaches_the_loaders_workers(tiny_shapes, tmp_path):
     first = next(iter(trainer.sampler))  # the sampler is at the last epoch: its first batch
     expected = collate([trainer.train_set[item] for item in first])[1]
     assert torch.equal(seen["targets"], expected)
+
+
+def test_a_crash_in_validation_resumes_into_that_epochs_validation_and_row(tiny_shapes, tmp_path, monkeypatch):
+    """Killed after an epoch's last step but before its end (here: in validation), the resumed run validates
+    that epoch and writes its results row: no step checkpoint is taken after the last batch, whose resume
+    went straight to the next epoch (epochs 1 and 3 in results.csv, epoch 2 never validated)."""
+    import csv
+
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, save_period_steps=1, val=True, epochs=2)
+    trainer = Trainer(cfg)
+    validate = Trainer.validate
+    monkeypatch.setattr(Trainer, "validate", lambda self: (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    state = torch.load(tmp_path / "run" / "weights" / "last.pt", weights_only=True)["train_state"]
+    assert state["epoch"] == 0 and 0 < state["batch"] < trainer.nb
+    monkeypatch.setattr(Trainer, "validate", validate)
+    Trainer.resume(tmp_path / "run").train()
+    with open(tmp_path / "run" / "results.csv") as f:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
+    assert epochs == [1, 2]

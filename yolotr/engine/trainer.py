@@ -344,7 +344,9 @@ class Trainer:
                 progress.add(items)
                 self.gate.scale(loss).backward()
                 if self.step - self.last_opt_step >= self._accumulate_at(self.step) or bi == self.nb - 1:
-                    if self._optimizer_step() and cfg["save_period_steps"]:
+                    if self._optimizer_step() and cfg["save_period_steps"] and bi + 1 < self.nb:
+                        # not after the epoch's last batch: resumed from there, its validation and results row
+                        # would be skipped; the end-of-epoch checkpoint follows at once
                         if (self.step + 1) % (cfg["save_period_steps"] * self.accumulate) == 0:
                             self._save(epoch, bi + 1)
                 if bi % LOG_EVERY == 0 or bi == self.nb - 1:  # the logging interval: the loss read on the host
