@@ -175,3 +175,24 @@ def test_vocabulary_round_trip():
     assert Vocabulary.from_dict(vocab.to_dict()).itos == vocab.itos
     assert len(vocab.encode("a a a a a a", max_len=4)) == 4
     assert tokenize("Two circles, a square.") == ["two", "circles", "a", "square"]
+
+
+def test_beam_search_chooses_a_finished_caption_over_one_cut_at_max_len(monkeypatch):
+    """A scripted decoder: the first word is 5 (p 0.7) or <end> (0.3), then 5 again (0.99) for ever. At
+    ``max_len`` the unfinished "5 5 5 5" outscores the finished empty caption, and was returned mid-sentence;
+    a beam that ended is chosen when one did, and the unfinished one only when none did."""
+    model = tiny()
+    word = 5
+
+    def decode(seqs, memory):
+        logp = torch.full((seqs.shape[0], 1, 12), -30.0)
+        first = seqs.shape[1] == 1
+        logp[:, 0, word] = torch.tensor(0.7 if first else 0.99).log()
+        logp[:, 0, Vocabulary.END] = torch.tensor(0.3 if first else 0.005).log()
+        return logp, None
+
+    monkeypatch.setattr(model, "decode", decode)
+    ids, score = model.beam_search(torch.rand(1, 3, 32, 32), beam_size=2, max_len=5)
+    assert ids[0, 0] == Vocabulary.END and score[0] == pytest.approx(torch.tensor(0.3).log().item(), abs=1e-4)
+    ids, _ = model.beam_search(torch.rand(1, 3, 32, 32), beam_size=1, max_len=5)  # no beam ends: the best cut one
+    assert ids[0].tolist() == [word] * 4

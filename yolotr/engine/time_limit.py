@@ -17,7 +17,7 @@ def fitted_epochs(minutes: float, epoch_seconds: float, batches: int, epochs_don
     if main and limit_seconds < epoch_seconds / max(batches, 1):
         LOGGER.warning(
             "time_limit %g min (%.1f s) is shorter than one batch (%.1f s); time_limit is in minutes "
-            "(--time-limit 5 = five minutes). Training the one epoch already done.",
+            "(--set time_limit=5 = five minutes). Training the one epoch already done.",
             minutes, limit_seconds, epoch_seconds / max(batches, 1),
         )  # fmt: skip
     fitted = max(int(limit_seconds / max(epoch_seconds, 1e-3)), epochs_done)

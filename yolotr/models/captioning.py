@@ -399,7 +399,8 @@ class CaptioningModel(nn.Module):
         Beams are ranked by summed log-probability while searching; finished beams keep their score and
         emit ``<pad>``. The search stops at ``max_len`` or once every image's top-ranked beam has ended
         (unfinished beams can only lose log-probability). The best beam per image is then chosen by
-        ``score / length ** length_penalty`` (length counts the words and ``<end>``).
+        ``score / length ** length_penalty`` (length counts the words and ``<end>``) among the beams that ended, or
+        among all when none did (``max_len`` reached).
 
         Returns:
             ids ``(B, L)`` int64 as :meth:`greedy`, and the normalized scores ``(B,)`` float32.
@@ -432,7 +433,9 @@ class CaptioningModel(nn.Module):
             if done.view(b, k)[:, 0].all():
                 break
         normalized = scores / lengths.view(b, k).clamp(min=1) ** length_penalty
-        best = normalized.argmax(-1)
+        finished = done.view(b, k)
+        ranked = torch.where(finished | ~finished.any(1, keepdim=True), normalized, float("-inf"))
+        best = ranked.argmax(-1)  # a finished beam when the image has one: an unfinished one stops mid-sentence
         pick = (base.squeeze(1) + best).view(-1)
         return seqs[pick, 1:], normalized.gather(1, best[:, None]).squeeze(1)
 
