@@ -27,6 +27,17 @@ def test_train_without_data_uses_the_checkpoints_data_and_size(finished_run, tin
     assert result["save_dir"] == str(tmp_path / "again")
 
 
+def test_settings_given_to_a_resume_are_checked_as_in_a_new_run(finished_run):
+    """A bad value or an unknown key given with resume is refused as a new run refuses it (it was a raw
+    ValueError for epochs=abc, "finished" for epochs=0, and a warning for a misspelt key)."""
+    with pytest.raises(ConfigError, match=r"epochs"):
+        Trainer.resume(finished_run, epochs="abc")
+    with pytest.raises(ConfigError, match=r"epochs"):
+        Trainer.resume(finished_run, epochs=0)
+    with pytest.raises(ConfigError, match=r"lr00.*did you mean lr0"):
+        Trainer.resume(finished_run, epochs=3, lr00=1)
+
+
 def test_resume_true_continues_the_run_and_a_finished_run_is_refused(finished_run, tmp_path):
     last = finished_run / "weights" / "last.pt"
     with pytest.raises(CheckpointError, match=r"training to 1 epochs is finished; nothing to resume"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from yolotr.engine.config import resolve_config
 from yolotr.errors import CheckpointError
 from yolotr.models.weights import read_checkpoint
 
@@ -17,6 +18,7 @@ def resume_state(run_dir: str | Path, **overrides) -> tuple[dict, dict]:
     ``train_state``, with ``run_dir`` and ``checkpoint`` added.
 
     Raises:
+        ConfigError: an override that a new run would refuse (an unknown key, a bad value).
         CheckpointError: no ``last.pt``; a file that is not a yolotr training checkpoint (said what it is);
             a run already trained to its epoch count (nothing to resume).
     """
@@ -32,10 +34,12 @@ def resume_state(run_dir: str | Path, **overrides) -> tuple[dict, dict]:
             f"{last}: not a resumable training checkpoint (a {what}); start a new run from its weights with "
             f"--weights {last}"
         )
-    ignored = sorted(k for k, v in overrides.items() if v is not None and k != "epochs")
+    given = {k: v for k, v in overrides.items() if v is not None}
+    checked = resolve_config(given)  # an unknown key or a bad value is refused as in a new run, not ignored
+    ignored = sorted(k for k in given if k != "epochs")
     if ignored:
         LOGGER.warning("resume continues with the run's own settings; ignoring %s", ", ".join(ignored))
-    cfg = dict(state["cfg"], **{k: v for k, v in overrides.items() if v is not None and k == "epochs"})
+    cfg = dict(state["cfg"], **{k: checked[k] for k in given if k == "epochs"})
     if int(state["batch"]) == 0 and int(state["epoch"]) >= int(cfg["epochs"]):
         raise CheckpointError(
             f"{last}: training to {cfg['epochs']} epochs is finished; nothing to resume. Give a larger "
