@@ -53,6 +53,31 @@ def test_settings_with_a_text_default_take_other_kinds():
 
 
 @pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("model", 5, "must be a path"),
+        ("data", True, "must be a path"),
+        ("data", [1, 2], "must be a path"),
+        ("project", True, "must be a path"),
+        ("weights", 5, "must be a path"),
+        ("name", "", "must be a path"),
+        ("weights_rename", "abc", "must be a list of old=new rules"),
+        ("weights_rename", 5, "must be a list of old=new rules"),
+    ],
+)
+def test_path_and_rule_settings_refuse_other_kinds(key, value, message):
+    """Paths and rename rules are checked by kind up front: they failed deep in pathlib (``name=123`` divided a
+    path by an int) or, for ``weights_rename='abc'``, were read one character at a time."""
+    with pytest.raises(ConfigError, match=rf"setting '{key}' {message}, got"):
+        resolve_config({key: value})
+
+
+def test_a_number_given_as_a_run_name_is_the_folders_name():
+    cfg = resolve_config({"name": 123, "project": 7, "data": {"train": "a", "names": ["x"]}, "weights": None})
+    assert cfg["name"] == "123" and cfg["project"] == "7" and cfg["data"]["names"] == ["x"]
+
+
+@pytest.mark.parametrize(
     ("key", "value", "bound"),
     [
         ("batch", 0, ">= 1"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -179,10 +180,37 @@ def _in_range(value: float, rule: str) -> bool:
     return (low <= value if rule[0] == "[" else low < value) and (value <= high if rule[-1] == "]" else value < high)
 
 
+# settings that name a file or folder: a path (for model and data also a config object given inline, so only
+# what is clearly not one is refused); a number given for project or name is the folder's name ("name=123")
+PATH_SETTINGS = {"model": True, "data": True, "weights": False, "project": False, "name": False}
+
+
+def _checked_path(source: str, key: str, value):
+    if key in ("project", "name") and isinstance(value, numbers.Number) and not isinstance(value, bool):
+        return str(value)
+    if PATH_SETTINGS[key]:
+        wrong = isinstance(value, bool | numbers.Number | list | tuple)
+    else:
+        wrong = not isinstance(value, str | os.PathLike)
+    if wrong or (isinstance(value, str) and not value.strip()):
+        raise ConfigError(f"{source}: setting '{key}' must be a path, got {value!r}")
+    return value
+
+
+def _checked_rules(source: str, value):
+    if not isinstance(value, list | tuple) or not all(isinstance(rule, str) for rule in value):
+        raise ConfigError(f"{source}: setting 'weights_rename' must be a list of old=new rules, got {value!r}")
+    return list(value)
+
+
 def _checked(source: str, key: str, value, default):
     """``value`` for ``key``, of the kind of its default (see :func:`resolve_config`)."""
     if key in CHOICE_CHECKS:
         return CHOICE_CHECKS[key](value, source)
+    if key in PATH_SETTINGS:
+        return value if value is None and key == "weights" else _checked_path(source, key, value)
+    if key == "weights_rename":
+        return _checked_rules(source, value)
     if isinstance(default, bool):
         if not isinstance(value, bool):
             raise ConfigError(f"{source}: setting '{key}' must be true or false, got {value!r}")
