@@ -9,6 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
+from yolotr.cli_args import number_arg
 from yolotr.engine.caption_trainer import DEFAULTS
 
 _HELP = {
@@ -102,10 +103,12 @@ def _print_scores(scores: dict) -> None:
 
 def _add_decoding_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="caption checkpoint (best.pt / last.pt)")
-    p.add_argument("--beam", type=int, default=1, help="beam width (1: greedy)")
-    p.add_argument("--length-penalty", type=float, default=1.0, help="beam score / length ** this")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help=">1 discourages repeated words")
-    p.add_argument("--imgsz", type=int, default=None, help="default: the training size")
+    p.add_argument("--beam", type=number_arg(int, ">= 1"), default=1, help="beam width (1: greedy)")
+    p.add_argument("--length-penalty", type=number_arg(float, ">= 0"), default=1.0, help="beam score / length ** this")
+    p.add_argument(
+        "--repetition-penalty", type=number_arg(float, ">= 1"), default=1.0, help=">1 discourages repeated words"
+    )
+    p.add_argument("--imgsz", type=number_arg(int, ">= 1"), default=None, help="default: the training size")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cpu)")
 
 

@@ -191,3 +191,23 @@ def imgsz_arg(text: str) -> int | tuple[int, int]:
     if not 1 <= len(sides) <= 2:
         raise argparse.ArgumentTypeError(f"{text!r}: one side (640) or h,w (480,640)")
     return sides[0] if len(sides) == 1 else (sides[0], sides[1])
+
+
+def number_arg(kind: type, rule: str):
+    """An argparse ``type`` reading ``kind`` (int or float) that satisfies ``rule`` (``">= 1"``, ``"> 0"``,
+    ``"[0, 1)"``; :func:`yolotr.engine.config.in_range`), else argparse's error naming the flag and the rule."""
+
+    def parse(text: str):
+        from yolotr.engine.config import in_range
+
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected {'a whole number' if kind is int else 'a number'}, got {text!r}"
+            ) from None
+        if not in_range(value, rule):
+            raise argparse.ArgumentTypeError(f"must be {'in ' + rule if rule[0] in '[(' else rule}, got {text!r}")
+        return value
+
+    return parse

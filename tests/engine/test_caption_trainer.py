@@ -154,3 +154,35 @@ def test_caption_defaults_are_the_settings_the_bench_uses():
     assert set(overrides) == {"data", "time_limit", "project", "name", "device"}
     assert overrides["data"] == DEFAULTS["data"] and overrides["time_limit"] == pytest.approx(4.8)
     assert bench.bench_overrides(bench.build_parser().parse_args(["--imgsz", "96"]))["imgsz"] == 96
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("imgsz", 0, r"'imgsz' must be >= 1, got 0"),
+        ("batch", 0, r"'batch' must be >= 1"),
+        ("lr", -1, r"'lr' must be > 0"),
+        ("dropout", 2, r"'dropout' must be in \[0, 1\)"),
+        ("max_len", 1, r"'max_len' must be >= 3"),
+        ("epochs", 0, r"'epochs' must be >= 1"),
+        ("epochs", 1.5, r"'epochs' must be a whole number"),
+        ("dim", "big", r"'dim' must be a number"),
+    ],
+)
+def test_caption_settings_out_of_range_are_refused_before_the_run_folder(tmp_path, key, value, message):
+    """They failed deep in OpenCV or torch, or trained nothing (max_len 1, epochs 0); now a ConfigError naming
+    the setting, and no run folder left behind."""
+    with pytest.raises(ConfigError, match=rf"caption setting {message}"):
+        CaptionTrainer({**TINY, key: value, "project": str(tmp_path / "runs")})
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--beam", "0"), ("--imgsz", "0"), ("--repetition-penalty", "0"), ("--length-penalty", "-5")]
+)
+def test_caption_decoding_flags_out_of_range_are_refused(flag, value, capsys):
+    parser = argparse.ArgumentParser()
+    add_caption_parser(parser.add_subparsers())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["caption", "predict", "--model", "m.pt", "--source", "x.jpg", flag, value])
+    assert f"argument {flag}: must be >=" in capsys.readouterr().err

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from yolotr.data.captions import CaptionDataset, CaptionSet, collate_captions, load_caption_data, prepare_image
+from yolotr.engine.config import in_range
 from yolotr.engine.runs import next_run_dir, select_device
 from yolotr.engine.tensorboard import TensorBoardLogger
 from yolotr.errors import CheckpointError, ConfigError
@@ -42,6 +43,42 @@ from yolotr.models.weights import save_checkpoint
 
 LOGGER = logging.getLogger("yolotr")
 FORMAT_VERSION = 1
+
+# the values a numeric caption setting accepts (:func:`yolotr.engine.config.in_range` rules); max_len 3 holds
+# <start>, one word and <end>
+CAPTION_RANGES = {
+    **dict.fromkeys(("n_train", "n_val", "imgsz", "patch", "vit_depth", "dim", "layers", "heads"), ">= 1"),
+    **dict.fromkeys(("min_count", "epochs", "batch"), ">= 1"),
+    "max_len": ">= 3",
+    "dropout": "[0, 1)",
+    "lr": "> 0",
+    "weight_decay": ">= 0",
+    "warmup": "[0, 1]",
+    "label_smoothing": "[0, 1)",
+    "clip": ">= 0",
+}
+CAPTION_WHOLE = {"n_train", "n_val", "imgsz", "patch", "vit_depth", "dim", "layers", "heads", "min_count", "epochs"}
+CAPTION_WHOLE |= {"batch", "max_len", "seed"}
+
+
+def check_caption_settings(args: dict) -> None:
+    """Refuse a numeric caption setting of the wrong kind or out of :data:`CAPTION_RANGES`, naming it (they
+    failed deep inside OpenCV or torch, or trained nothing: ``max_len 1`` fits no word).
+
+    Raises:
+        ConfigError: naming the setting, its rule and the value.
+    """
+    for key in CAPTION_WHOLE | set(CAPTION_RANGES):
+        value = args.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"caption setting '{key}' must be a number, got {value!r}")
+        if key in CAPTION_WHOLE and not float(value).is_integer():
+            raise ConfigError(f"caption setting '{key}' must be a whole number, got {value!r}")
+        rule = CAPTION_RANGES.get(key)
+        if rule is not None and not in_range(value, rule):
+            where = f"in {rule}" if rule[0] in "[(" else rule
+            raise ConfigError(f"caption setting '{key}' must be {where}, got {value!r}")
+
 
 DEFAULTS: dict = {
     "data": "shapes",  # "shapes" or a caption dataset YAML
@@ -253,10 +290,12 @@ class CaptionTrainer:
             self.resume_ckpt = ckpt
             args = {**DEFAULTS, **ckpt["args"]}
             args.update({k: v for k, v in overrides.items() if k in ("epochs", "time_limit", "device", "workers")})
+            check_caption_settings(args)
             args["resume"] = str(path)
             self.save_dir = path.parent.parent
         else:
             args = {**DEFAULTS, **overrides}
+            check_caption_settings(args)  # before the run folder is made
             self.save_dir = next_run_dir(args["project"], str(args["name"]), bool(args["exist_ok"]))
         limit = args["time_limit"] or 0.0
         if isinstance(limit, bool) or not isinstance(limit, (int, float)) or not 0 <= limit < math.inf:

@@ -170,7 +170,7 @@ def check_count(key: str, value) -> int:
     return int(value)
 
 
-def _in_range(value: float, rule: str) -> bool:
+def in_range(value: float, rule: str) -> bool:
     """Whether ``value`` satisfies a :data:`RANGES` rule."""
     if rule.startswith(">="):
         return value >= float(rule[2:])
@@ -229,7 +229,7 @@ def _checked(source: str, key: str, value, default):
                 raise ConfigError(f"{source}: setting '{key}' must be a whole number, got {value!r}")
             value = int(value)
         rule = RANGES.get(key)
-        if rule is not None and not _in_range(value, rule):
+        if rule is not None and not in_range(value, rule):
             where = f"in {rule}" if rule[0] in "[(" else rule
             raise ConfigError(f"{source}: setting '{key}' must be {where}, got {value!r}")
     return value
