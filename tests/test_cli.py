@@ -144,3 +144,16 @@ def test_a_video_without_frames_is_an_error_alone_and_skipped_among_others(tmp_p
     cv2.imwrite(str(tmp_path / "one.jpg"), np.zeros((64, 64, 3), np.uint8))
     assert main([*args, "--source", str(tmp_path)]) == 0
     assert "1 images" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "rule"),
+    [("--gpus-per-run", "-1", ">= 0"), ("--cpus-per-run", "0", ">= 1"), ("--latency-runs", "-2", ">= 0")],
+)
+def test_compare_refuses_out_of_range_resources(flag, value, rule, capsys):
+    """A negative GPU share was a traceback from inside Ray; 0 CPUs and negative latency runs were replaced
+    or dropped silently."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--models", "yolov5n.yaml", "--seeds", "1", flag, value])
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: must be {rule}, got '{value}'" in capsys.readouterr().err

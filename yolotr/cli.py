@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from yolotr.cli_args import any_case, imgsz_arg, set_overrides, yaml_value  # noqa: F401 - set_overrides/yaml_value live on here by name
+from yolotr.cli_args import any_case, imgsz_arg, number_arg, set_overrides, yaml_value  # noqa: F401 - set_overrides/yaml_value live on here by name
 from yolotr.errors import YolotrError
 from yolotr.export_cli import add_export_parser
 from yolotr.logs import verbosity
@@ -352,14 +352,25 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", nargs="+", action="extend", metavar="KEY=VALUE", help="any other setting of cfg/default.yaml"
     )
     p.add_argument("--parallel", type=int, default=1, help="local runs at once (default 1)")
-    p.add_argument("--workers-per-run", dest="workers_per_run", type=int, help="DataLoader workers of each run")
     p.add_argument(
-        "--cpus-per-run", dest="cpus_per_run", type=int, help="torch threads of each run (default: CPUs / parallel)"
+        "--workers-per-run", dest="workers_per_run", type=number_arg(int, ">= 0"), help="DataLoader workers of each run"
+    )
+    p.add_argument(
+        "--cpus-per-run",
+        dest="cpus_per_run",
+        type=number_arg(int, ">= 1"),
+        help="torch threads of each run (default: CPUs / parallel)",
     )
     p.add_argument("--ray", metavar="ADDRESS", help="run each training as a Ray task: auto, local or ray://host:port")
-    p.add_argument("--gpus-per-run", dest="gpus_per_run", type=float, default=0, help="GPUs per Ray task")
     p.add_argument(
-        "--latency-runs", dest="latency_runs", type=int, default=30, help="timed passes for CPU latency (0: none)"
+        "--gpus-per-run", dest="gpus_per_run", type=number_arg(float, ">= 0"), default=0, help="GPUs per Ray task"
+    )
+    p.add_argument(
+        "--latency-runs",
+        dest="latency_runs",
+        type=number_arg(int, ">= 0"),
+        default=30,
+        help="timed passes for CPU latency (0: none)",
     )
     p.set_defaults(func=cmd_compare)
 
