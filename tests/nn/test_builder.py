@@ -269,3 +269,75 @@ def test_zero_channels_and_an_unknown_head_name_are_named_not_left_to_torch():
     head = [[[-1], 1, "Detect", ["nc", "anchorz"]]]
     with pytest.raises(ConfigError, match=r"layer 1 .*unknown name 'anchorz'; did you mean anchors\?"):
         DetectionModel(_tiny_cfg([[-1, 1, "Conv", [64, 3, 2]]], head))
+
+
+@pytest.mark.parametrize(
+    ("rows", "message"),
+    [
+        (  # a Conv given two inputs: a list reached conv2d
+            [[-1, 1, "Conv", [16, 3, 2]], [[-1, 0], 1, "Conv", [32, 3, 2]]],
+            r"layer 1 \[\[-1, 0\], 1, 'Conv', \[32, 3, 2\]\] does not fit its input\(s\) .*TypeError: conv2d",
+        ),
+        (  # an Upsample without a size or factor
+            [[-1, 1, "Conv", [16, 3, 2]], [-1, 1, "nn.Upsample", []]],
+            r"layer 1 \[-1, 1, 'nn.Upsample', \[\]\] does not fit .*either size or scale_factor",
+        ),
+        (  # a Concat along a dimension the maps lack
+            [[-1, 1, "Conv", [16, 3, 2]], [[-1, 0], 1, "Concat", [5]]],
+            r"layer 1 .*'Concat', \[5\]\] does not fit .*IndexError: Dimension out of range",
+        ),
+        (  # a Concat of maps of two sizes
+            [[-1, 1, "Conv", [16, 3, 2]], [-1, 1, "Conv", [16, 3, 2]], [[-1, 0], 1, "Concat", [1]]],
+            r"layer 2 .*'Concat', \[1\]\] does not fit .*RuntimeError: Sizes of tensors must match",
+        ),
+    ],
+)
+def test_rows_whose_inputs_do_not_fit_name_the_layer_and_row(rows, message):
+    """Errors of the measuring forward were a raw TypeError / ValueError / IndexError from torch, or a
+    ConfigError that did not say which layer; each names the layer and its row, on one line."""
+    with pytest.raises(ConfigError, match=message) as e:
+        DetectionModel(_tiny_cfg(rows))
+    assert str(e.value).startswith("tiny.yaml: layer") and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("head", "message"),
+    [
+        ([[-1], 2, "Detect", ["nc", "anchors"]], r"layer 1 .*a head is built once; its 'number' must be 1, got 2"),
+        ([[-1], True, "Detect", ["nc", "anchors"]], r"'number' must be a positive integer, got True"),
+        ([[-1], 1, "Detect", ["nc"]], r"Detect takes \[nc, anchors\]"),
+        ([[-1], 1, "Detect", []], r"Detect takes \[nc, anchors\]"),
+        ([[-1], 1, "Detect", [2.5, "anchors"]], r"Detect's number of classes must be a positive integer .*got 2.5"),
+    ],
+)
+def test_malformed_anchor_based_head_rows_are_named(head, message):
+    """A Detect row repeated twice built an nn.Sequential of heads that failed at the first forward; [nc] and
+    [] failed with "object of type 'int' has no len()" and "can only concatenate list"."""
+    with pytest.raises(ConfigError, match=message):
+        DetectionModel(_tiny_cfg([[-1, 1, "Conv", [64, 3, 2]]], [head]))
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["ncc"], r"got 'ncc'; did you mean nc\?"), ([2.5], "got 2.5"), ([0], "got 0")],
+)
+def test_anchor_free_head_class_count_is_checked(args, message):
+    """'ncc' failed with "can only concatenate str (not int)", 2.5 with "out_channels must be divisible by groups"."""
+    cfg = {
+        "nc": 2,
+        "backbone": [[-1, 1, "Conv", [16, 3, 2]], [-1, 1, "Conv", [32, 3, 2]], [-1, 1, "Conv", [64, 3, 2]]],
+        "head": [[[0, 1, 2], 1, "Detect", args]],
+        "yaml_file": "af.yaml",
+    }
+    with pytest.raises(ConfigError, match=r"af\.yaml: layer 3 .*Detect's number of classes must be .*" + message):
+        DetectionModel(cfg)
+
+
+def test_from_index_message_of_the_first_layer_and_yaml_without_a_line(tmp_path):
+    with pytest.raises(ConfigError, match=r"layer 0 can use only -1, the input image\)$"):
+        DetectionModel(_tiny_cfg([[0, 1, "Conv", [64, 3, 2]]]))
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"nc: 1\x00\n")
+    with pytest.raises(ConfigError, match=r"binary\.yaml: malformed YAML: ") as e:
+        DetectionModel(binary)
+    assert "::" not in str(e.value)

@@ -80,6 +80,11 @@ class Trainer:
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.main = self.rank == 0
         self._resume_state = _resume
+        if getattr(model, "is_fused", False):  # before the run folder: it would train without BatchNorm
+            raise ConfigError(
+                "the model is fused (BatchNorm folded into its convolutions, for inference) and cannot train; "
+                "train it before fuse(), or load it again (YOLO('...')) and train that"
+            )
         self.callbacks: dict[str, list] = {"on_batch_start": [], "on_epoch_end": []}
         self.step = 0
         self._model_in = model

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import logging
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -82,9 +83,9 @@ def load_model_yaml(name: str | Path) -> dict:
         cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
+        where = f"{path}: line {mark.line + 1}" if mark is not None else str(path)
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}:{line}: malformed YAML: {problem}") from None
+        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot read model YAML: {e}") from None
     if not isinstance(cfg, dict):
@@ -172,11 +173,8 @@ class DetectionModel(nn.Module):
         s = 256
         self.eval()
         head.train()
-        with torch.no_grad():
-            try:
-                outputs = self._forward_layers(torch.zeros(1, ch, s, s))
-            except RuntimeError as e:
-                raise ConfigError(f"{source}: the layers do not fit together on a {s}x{s} input: {e}") from None
+        with torch.no_grad(), self._failing_layer_named(source, s):
+            outputs = self._forward_layers(torch.zeros(1, ch, s, s))
         self.train()
         if isinstance(outputs, dict):  # an end-to-end head's two branches: the one-to-many maps give the strides
             outputs = outputs["one2many"]
@@ -201,17 +199,40 @@ class DetectionModel(nn.Module):
         handle = head.register_forward_pre_hook(stop)
         self.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), self._failing_layer_named(source, s):
                 self._forward_layers(torch.zeros(1, ch, s, s))
         except _HeadReached:
             pass
-        except RuntimeError as e:
-            raise ConfigError(f"{source}: the layers do not fit together on a {s}x{s} input: {e}") from None
         finally:
             handle.remove()
             self.train()
         head.stride.copy_(torch.tensor([s / level.shape[2] for level in seen], dtype=head.stride.dtype))
         self.stride = head.stride.max().view(1).clone()
+
+    @contextmanager
+    def _failing_layer_named(self, source: str, size: int):
+        """Turn an error of the measuring forward into a :class:`ConfigError` naming the layer it came from and
+        that layer's YAML row (a row whose arguments build but whose inputs do not fit: a ``Concat`` of unequal
+        sizes, a ``Conv`` given two inputs, an ``nn.Upsample`` without a size)."""
+        entered: list[int] = []
+        handles = [m.register_forward_pre_hook(lambda m, _: entered.append(m.i)) for m in self.model]
+        try:
+            yield
+        except _HeadReached:
+            raise
+        except Exception as e:
+            if not entered:
+                raise
+            i = entered[-1]
+            row = (self.yaml["backbone"] + self.yaml["head"])[i]
+            reason = (str(e).strip().splitlines() or [""])[0].rstrip(":")  # torch's signature listings run on for lines
+            raise ConfigError(
+                f"{source}: layer {i} {row!r} does not fit its input(s) on a {size}x{size} image "
+                f"({type(e).__name__}: {reason})"
+            ) from None
+        finally:
+            for handle in handles:
+                handle.remove()
 
     def _forward_layers(self, x: torch.Tensor, targets: torch.Tensor | None = None):
         outputs: list[torch.Tensor | None] = []
@@ -233,13 +254,23 @@ class DetectionModel(nn.Module):
 
     @torch.no_grad()
     def fuse(self) -> DetectionModel:
-        """Fold every ``Conv``'s BatchNorm into its convolution (eval use only). Returns ``self``."""
+        """Re-parameterize for inference (eval use only): blocks with a ``fuse()`` of their own (``RepConv``,
+        ``RepVGGDW``) fold their branches into one convolution, then every ``Conv``'s BatchNorm is folded into its
+        convolution. A fused model predicts and exports; it does not train (:attr:`is_fused`). Returns ``self``."""
+        for m in list(self.modules()):
+            if m is not self and not isinstance(m, Conv) and callable(getattr(m, "fuse", None)):
+                m.fuse()
         for m in self.modules():
             if isinstance(m, Conv) and hasattr(m, "bn"):
                 m.conv = fuse_conv_and_bn(m.conv, m.bn)
                 delattr(m, "bn")
                 m.forward = m.forward_fuse
         return self
+
+    @property
+    def is_fused(self) -> bool:
+        """True after :meth:`fuse`: a ``Conv`` has no BatchNorm left (training it would train without one)."""
+        return any(isinstance(m, Conv) and not hasattr(m, "bn") for m in self.modules())
 
     def info(self, imgsz: int = 640, verbose: bool = True) -> dict:
         """Layer table, parameter count and GFLOPs at ``imgsz``; logs the table when ``verbose``."""

@@ -35,9 +35,10 @@ def shipped_model_names() -> list[str]:
             scales = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("scales")
         except (OSError, yaml.YAMLError, AttributeError):
             scales = None
-        if isinstance(scales, dict) and scales and not HAS_SCALE.search(path.stem):
-            names += [f"{scaled_name(path.stem, str(s))}.yaml" for s in scales]
-        else:
+        scaled = [scaled_name(path.stem, str(s)) for s in scales] if isinstance(scales, dict) else []
+        if scaled and not HAS_SCALE.search(path.stem) and all(HAS_SCALE.search(n) for n in scaled):
+            names += [f"{n}.yaml" for n in scaled]
+        else:  # a YOLOv5-style file, or one whose single scale is not in its name (rtdetr-resnet50.yaml)
             names.append(path.name)
     return names
 

@@ -95,6 +95,14 @@ class BuiltLayers:
     rows: list[LayerRow] = field(default_factory=list)
 
 
+def _check_class_count(value, name: str, where: str) -> None:
+    """Refuse a head's class count that is not a positive whole number (``nc`` is resolved before), naming the
+    nearest top-level key for a misspelt name (``ncc``)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        hint = did_you_mean(value, ("nc",)) if isinstance(value, str) else ""
+        raise ConfigError(f"{where}: {name}'s number of classes must be a positive integer or nc, got {value!r}{hint}")
+
+
 def make_divisible(x: float, divisor: int) -> int:
     """Smallest multiple of ``divisor`` that is >= ``x``."""
     return math.ceil(x / divisor) * divisor
@@ -228,9 +236,9 @@ def _check_sources(source, index: int, where: str) -> list[int]:
     for s in sources:
         valid = (0 <= s < index) or (s < 0 and index + s >= 0) or (index == 0 and s == -1)
         if not valid:
+            usable = f"-1..-{index} or 0..{index - 1}" if index else "only -1, the input image"
             raise ConfigError(
-                f"{where}: 'from' index {s} does not name an earlier layer (layer {index} can use "
-                f"-1..-{index} or 0..{index - 1})"
+                f"{where}: 'from' index {s} does not name an earlier layer (layer {index} can use {usable})"
             )
     return sources
 
@@ -319,7 +327,7 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
                 raise ConfigError(f"{where}: a row must be [from, number, module, [args]]")
             f, n, name, args = row
             sources = _check_sources(f, i, where)
-            if not isinstance(n, int) or n < 1:
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise ConfigError(f"{where}: 'number' must be a positive integer, got {n!r}")
             try:
                 spec = registry.lookup(_head_name(str(name), anchor_free, end2end))
@@ -332,6 +340,8 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
                 )
             if spec.rule in HEAD_RULES and i != len(rows_in) - 1:
                 raise ConfigError(f"{where}: {name} is a head and must be the last layer (layer {len(rows_in) - 1})")
+            if spec.rule in HEAD_RULES and n != 1:
+                raise ConfigError(f"{where}: a head is built once; its 'number' must be 1, got {n}")
             if spec.rule == "detect_af" and len(args) > 1:
                 raise ConfigError(
                     f"{where}: the anchor-free {name} takes only [nc]; a YAML without a top-level 'anchors' key "
@@ -372,12 +382,16 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
             elif spec.rule == "detect_af":
                 if not args:
                     raise ConfigError(f"{where}: {name} needs the number of classes as its argument")
+                _check_class_count(args[0], str(name), where)
                 args = [args[0], reg_max, c_in, legacy_head]
                 c2 = c1
             elif spec.rule == "detect":
                 words = [a for a in args[:2] if isinstance(a, str)]
                 if words:
                     raise ConfigError(f"{where}: unknown name {words[0]!r}{did_you_mean(words[0], ('nc', 'anchors'))}")
+                if len(args) < 2:
+                    raise ConfigError(f"{where}: {name} takes [nc, anchors] (write [nc, anchors] in the row)")
+                _check_class_count(args[0], str(name), where)
                 args.append(c_in)
                 if len(args) > 1 and isinstance(args[1], int):
                     args[1] = [list(range(args[1] * 2))] * len(sources)

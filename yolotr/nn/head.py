@@ -10,6 +10,12 @@ from torch import nn
 from yolotr.ops.boxes import ROWS
 
 
+def reset_grids_after_load(head: nn.Module, _incompatible_keys) -> None:
+    """``load_state_dict`` post-hook of the heads: forget the cached grids (a function, not a lambda, so that
+    a model pickles whole: ``torch.save(model)``, ``pickle``, worker processes)."""
+    head.reset_grids()
+
+
 class Detect(nn.Module):
     """YOLOv5 detection head: one 1x1 conv per scale, anchors as a buffer in grid units.
 
@@ -39,7 +45,7 @@ class Detect(nn.Module):
         self.m = nn.ModuleList(nn.Conv2d(x, self.no * self.na, 1) for x in ch)
         self._grids: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.export = False
-        self.register_load_state_dict_post_hook(lambda module, _: module.reset_grids())
+        self.register_load_state_dict_post_hook(reset_grids_after_load)
 
     def forward(self, x: list[torch.Tensor]):
         raw = []

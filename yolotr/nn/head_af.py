@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from yolotr.nn.conv import Conv, DWConv
+from yolotr.nn.head import reset_grids_after_load
 from yolotr.ops.anchors import dist2bbox, make_anchors
 from yolotr.ops.boxes import COLUMNS
 
@@ -90,7 +91,7 @@ class AnchorFreeDetect(nn.Module):
         self.dfl = DFL(reg_max) if reg_max > 1 else nn.Identity()
         self.export = False
         self._anchor_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.register_load_state_dict_post_hook(lambda module, _: module.reset_grids())
+        self.register_load_state_dict_post_hook(reset_grids_after_load)
 
     def forward(self, x: list[torch.Tensor]):
         raw = [torch.cat((self.cv2[i](x[i]), self.cv3[i](x[i])), 1) for i in range(self.nl)]
