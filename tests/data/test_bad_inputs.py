@@ -224,3 +224,14 @@ def test_a_tiff_with_any_exif_orientation_is_read_upright(tmp_path, orientation)
     records, report = load_records({"path": str(tmp_path), "train": "images", "names": ["a"]}, "train", cache=False)
     assert len(records) == 1 and not [p for p in report.problems if p.severity == "error"]
     assert (records[0].height, records[0].width) == upright.shape[:2]  # the size the loader will read
+
+
+def test_a_folder_given_where_one_image_is_read_is_named_a_folder(tmp_path):
+    """``yolotr explain --source photos/`` said "photos: no such image file" of a folder that exists."""
+    from yolotr.data.images import read_image
+
+    (tmp_path / "photos").mkdir()
+    with pytest.raises(DataError, match=r"photos: a folder, not an image file"):
+        read_image(tmp_path / "photos")
+    with pytest.raises(DataError, match=r"gone\.jpg: no such image file"):
+        read_image(tmp_path / "gone.jpg")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from yolotr.data import label_cache, validation
+from yolotr.data.check import EXIT_OK, check_data
 from yolotr.data.dataset import DetectionDataset
 from yolotr.data.sources import ImageRecord, load_dataset_config, load_records
 from yolotr.errors import DataError
@@ -205,6 +206,8 @@ def test_a_split_without_any_box_says_where_labels_are_read(tmp_path, caplog):
     (warning,) = [r.getMessage() for r in _ours(caplog) if r.levelno == logging.WARNING]
     assert "split 'val' has no box in any of its 2 images (format yolo)" in warning
     assert "labels/ folder beside images/" in warning and "format: voc" in warning
+    check = check_data(root / "d.yaml", cache=False)  # check-data said "0 boxes" and nothing more
+    assert f"warning: {warning.split(': ', 1)[1]}" in check.text and check.exit_code == EXIT_OK
 
 
 @pytest.mark.parametrize(("key", "meant"), [("formt", "format"), ("name", "names"), ("vall", "val")])

@@ -172,6 +172,24 @@ def test_the_checkpoint_holds_the_early_stopping_state_of_its_epoch(tiny_shapes,
     assert state["early_stop"]["best_fitness"] is not None and state["early_stop"]["best_epoch"] == 1
 
 
+def test_best_pt_holds_the_weights_and_settings_but_cannot_resume(tiny_shapes, tmp_path):
+    """best.pt was a byte copy of last.pt, optimizer included: ``--resume best.pt`` went back to the best
+    epoch, retrained over last.pt and wrote an epoch's results row twice."""
+    from yolotr.errors import CheckpointError
+    from yolotr.models.loading import load_model
+
+    Trainer(tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, val=True)).train()
+    weights = tmp_path / "run" / "weights"
+    best = torch.load(weights / "best.pt", weights_only=True)
+    last = torch.load(weights / "last.pt", weights_only=True)
+    assert "train_state" not in best and best["train_args"] == last["train_state"]["cfg"]
+    assert all(torch.equal(best["state_dict"][k], v) for k, v in last["state_dict"].items())
+    model = load_model(weights / "best.pt")  # what val() and train() default to is still known
+    assert (model.train_data, model.imgsz) == (str(tiny_shapes), 64)
+    with pytest.raises(CheckpointError, match=r"best\.pt: not a resumable training checkpoint"):
+        Trainer.resume(weights / "best.pt")
+
+
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_training_memory_format_follows_the_setting(tiny_shapes, tmp_path, channels_last):
     cfg = tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, channels_last=channels_last)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from yolotr.data.report import DataReport
-from yolotr.data.sources import DatasetConfig, load_dataset_config, scan_split
+from yolotr.data.sources import DatasetConfig, load_dataset_config, no_box_warning, scan_split
 from yolotr.errors import DataError
 
 EXIT_OK = 0
@@ -76,6 +76,8 @@ def check_data(data: str | os.PathLike | dict | DatasetConfig, cache: bool = Tru
         out += [report.summary(), ""]
         if not records:
             check.unusable[split] = "no image passed validation"
+        elif report.n_boxes == 0:
+            out += [f"warning: {no_box_warning(config, split, len(records))}", ""]
         images = np.zeros(config.nc, np.int64)
         for r in records:
             images[np.unique(r.classes)] += 1

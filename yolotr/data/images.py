@@ -33,6 +33,8 @@ def read_image(path: str | Path) -> np.ndarray:
             ``check-data``'s, which leaves such files out of training.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: a folder, not an image file (this reads one image; name a file in it)")
     if not path.is_file():
         raise DataError(f"{path}: no such image file")
     image = read_bgr(str(path))

@@ -447,8 +447,14 @@ def load_records(
     elif log:
         LOGGER.info("%s", report.headline())
     if log and report.n_boxes == 0:
-        LOGGER.warning(
-            "%s: split '%s' has no box in any of its %d images (format %s): %s",
-            config.source, split, len(records), config.format, WHERE_LABELS[config.format],
-        )  # fmt: skip
+        LOGGER.warning("%s: %s", config.source, no_box_warning(config, split, len(records)))
     return records, report
+
+
+def no_box_warning(config: DatasetConfig, split: str, images: int) -> str:
+    """The warning for a split in which no image has a box: where its format's labels are read from (VOC XML
+    without ``format: voc`` reads as all backgrounds). Training and ``check-data`` both give it."""
+    return (
+        f"split '{split}' has no box in any of its {images} images (format {config.format}): "
+        f"{WHERE_LABELS[config.format]}"
+    )

@@ -44,7 +44,7 @@ from yolotr.engine.time_limit import fitted_epochs
 from yolotr.errors import CheckpointError, ConfigError
 from yolotr.models.detection import DetectionModel
 from yolotr.models.loading import checkpoint_state_dict, load_model
-from yolotr.models.weights import copy_checkpoint, model_checkpoint, save_checkpoint, transfer_weights
+from yolotr.models.weights import model_checkpoint, save_checkpoint, transfer_weights
 from yolotr.nn.lean import lean_activations, lean_wanted
 from yolotr.ops.loss import build_loss
 
@@ -271,9 +271,11 @@ class Trainer:
     def _save(self, epoch: int, batch: int, fitness: float | None = None, best: bool = False) -> None:
         if not self.main:
             return
-        last = save_checkpoint(self._checkpoint(epoch, batch, fitness), self.weights_dir / "last.pt")
-        if best:
-            copy_checkpoint(last, self.weights_dir / "best.pt")
+        checkpoint = self._checkpoint(epoch, batch, fitness)
+        save_checkpoint(checkpoint, self.weights_dir / "last.pt")
+        if best:  # the weights and the run's settings, not its optimizer: resuming from best.pt would rewind the run
+            weights = {k: v for k, v in checkpoint.items() if k != "train_state"}
+            save_checkpoint({**weights, "train_args": self.cfg}, self.weights_dir / "best.pt")
 
     def _forward_loss(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``targets`` stay on the host, where the losses and heads read counts from them (no accelerator sync)."""

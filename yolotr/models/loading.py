@@ -9,7 +9,13 @@ from pathlib import Path
 from yolotr.data.coco import COCO_NAMES
 from yolotr.errors import CheckpointError, ConfigError
 from yolotr.models.detection import DetectionModel
-from yolotr.models.weights import load_exact, pickled_origin, read_checkpoint, yolov5_model_parts
+from yolotr.models.weights import (
+    load_exact,
+    pickled_origin,
+    read_checkpoint,
+    training_settings,
+    yolov5_model_parts,
+)
 
 LOGGER = logging.getLogger("yolotr")
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
@@ -38,7 +44,7 @@ def load_model(source: str | Path | dict, nc: int | None = None) -> DetectionMod
         model = DetectionModel(checkpoint["model_yaml"])
         load_exact(model, checkpoint["state_dict"], path)
         model.names = list(checkpoint.get("names") or model.names)
-        train_cfg = (checkpoint.get("train_state") or {}).get("cfg") or {}
+        train_cfg = training_settings(checkpoint)
         model.imgsz = checkpoint.get("imgsz") or train_cfg.get("imgsz")
         model.train_data = train_cfg.get("data")  # validate()'s dataset when it is given none
     elif kind == "yolov5":

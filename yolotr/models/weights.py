@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import pickle
-import shutil
 import tempfile
 import warnings
 import zipfile
@@ -180,12 +179,6 @@ def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
     return _write_atomically(path, lambda f: torch.save(checkpoint, f))
 
 
-def copy_checkpoint(source: str | Path, path: str | Path) -> Path:
-    """Copy a written checkpoint file atomically (no second serialization)."""
-    with open(source, "rb") as src:
-        return _write_atomically(path, lambda f: shutil.copyfileobj(src, f))
-
-
 def _umask() -> int:
     """The process's file-creation mask (read by setting it and putting it back)."""
     mask = os.umask(0o022)
@@ -214,11 +207,11 @@ def _write_atomically(path: str | Path, write) -> Path:
 def model_checkpoint(model: nn.Module, **extra) -> dict:
     """Our checkpoint of a ``DetectionModel``: plain types and tensors only (``weights_only`` loadable).
 
-    ``imgsz``, the training image size (from ``train_state``'s settings unless given), is kept at the top
-    level: ``predict`` and ``export`` use it when not told otherwise.
+    ``imgsz``, the training image size (from the training settings, :func:`training_settings`, unless given), is
+    kept at the top level: ``predict`` and ``export`` use it when not told otherwise.
     """
     state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}  # loads on any machine
-    cfg = (extra.get("train_state") or {}).get("cfg") or {}
+    cfg = training_settings(extra)
     if extra.get("imgsz") is None and cfg.get("imgsz") is not None:
         extra["imgsz"] = cfg["imgsz"]
     return {
@@ -229,6 +222,12 @@ def model_checkpoint(model: nn.Module, **extra) -> dict:
         "state_dict": state,
         **extra,
     }
+
+
+def training_settings(checkpoint: dict) -> dict:
+    """The settings a checkpoint's model was trained with: ``train_args`` (``best.pt``, which carries no
+    optimizer state) or the resumable ``train_state``'s ``cfg`` (``last.pt``); ``{}`` when it has neither."""
+    return checkpoint.get("train_args") or (checkpoint.get("train_state") or {}).get("cfg") or {}
 
 
 def read_checkpoint(path: str | Path) -> tuple[str, object]:
