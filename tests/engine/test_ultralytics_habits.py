@@ -62,6 +62,15 @@ def test_args_yaml_and_log_name_the_model_trained_from_python(trained):
     assert model.model.yaml["scale"] == "n" and "C2f" in str(model.model.yaml["backbone"])
 
 
+def test_val_answers_to_the_package_names(trained):
+    """``metrics.box.map``, ``results_dict`` and ``speed["postprocess"]`` were AttributeError / KeyError."""
+    model, _, _ = trained
+    metrics = model.val(verbose=False)
+    assert metrics.box.map == metrics.map50_95 and metrics.box.map50 == metrics.map50
+    assert metrics.results_dict["metrics/mAP50(B)"] == metrics.map50 and metrics.maps.shape == (3,)
+    assert set(metrics.speed) == {"preprocess", "inference", "postprocess"}
+
+
 def test_a_checkpoint_remembers_its_training_imgsz(trained, tmp_path):
     model, result, _ = trained
     best = YOLO(result["save_dir"] + "/weights/best.pt", verbose=False)
@@ -74,6 +83,32 @@ def test_a_checkpoint_remembers_its_training_imgsz(trained, tmp_path):
     exported = best.export("onnx", tmp_path / "best.onnx", dynamic=False, verbose=False)
     dims = [d.dim_value for d in onnx.load(str(exported.path)).graph.input[0].type.tensor_type.shape.dim]
     assert dims == [1, 3, 64, 64]
+
+
+@pytest.mark.parametrize(
+    ("train_args", "imgsz", "data"),
+    [
+        ({"imgsz": 160, "data": "DATA"}, 160, "DATA"),
+        ({"imgsz": [96, 128], "data": "coco8.yaml"}, (96, 128), None),  # a set of the package's, not a file here
+        ({"imgsz": "big"}, None, None),
+        ({}, None, None),
+    ],
+)
+def test_a_package_checkpoint_remembers_its_training_imgsz_and_data(train_args, imgsz, data, tiny_shapes, monkeypatch):
+    """The package's ``train_args`` were ignored: a checkpoint trained at 160 predicted, validated (mAP 0 where
+    the package read 0.30) and exported at 640, and ``val()`` without data had no dataset."""
+    import yolotr.models.loading as loading
+
+    read = loading.read_checkpoint
+    given = {k: str(tiny_shapes) if v == "DATA" else v for k, v in train_args.items()}
+    monkeypatch.setattr(
+        loading, "read_checkpoint", lambda path: (read(path)[0], {**read(path)[1], "train_args": given})
+    )
+    model = YOLO(shared_path("reference", "ultralytics", "yolov8n_rule.pt"), verbose=False)
+    assert model.model.imgsz == imgsz
+    assert model.model.train_data == (str(tiny_shapes) if data else None)
+    (r,) = model.predict(np.full((48, 80, 3), 127, np.uint8), backend="torch", verbose=False, rect=False)
+    assert r.input_shape == (imgsz if isinstance(imgsz, tuple) else (imgsz or 640,) * 2)
 
 
 def test_model_call_predicts_and_names_is_a_dict(official, bus):

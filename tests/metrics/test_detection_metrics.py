@@ -73,7 +73,7 @@ def _pycocotools(gts, dets, nc: int, max_det: int = 100):
     if max_det == 100:  # summarize() reads AP at maxDets=100 only
         assert evaluator.stats[0] == pytest.approx(p[p > -1].mean(), abs=1e-12)
         assert evaluator.stats[1] == pytest.approx(p[0][p[0] > -1].mean(), abs=1e-12)
-    return p[p > -1].mean(), p[0][p[0] > -1].mean(), per_class_ap
+    return p[p > -1].mean(), p[0][p[0] > -1].mean(), per_class_ap, p
 
 
 def _ours(gts, dets, nc: int, max_det: int = 100):
@@ -88,7 +88,7 @@ def test_same_map_as_pycocotools(seed):
     pytest.importorskip("pycocotools", reason="pycocotools (test-only dependency) is not installed")
     nc = 4
     gts, dets = _random_case(seed, nc=nc)
-    ref_map, ref_map50, ref_per_class = _pycocotools(gts, dets, nc)
+    ref_map, ref_map50, ref_per_class, _ = _pycocotools(gts, dets, nc)
     ours = _ours(gts, dets, nc)
     assert 0.05 < ref_map < 0.95  # a case where matching matters
     assert ours.map50_95 == pytest.approx(ref_map, abs=1e-4)
@@ -97,10 +97,33 @@ def test_same_map_as_pycocotools(seed):
     assert np.isnan(ours.per_class[nc - 1].ap50_95) and ours.per_class[nc - 1].instances == 0
 
 
+def test_the_package_names_read_the_same_numbers_and_ap75_is_cocos():
+    """``metrics.box.map`` and friends (the ``ultralytics`` package's names) were AttributeErrors; mAP75 was not
+    computed. AP at IoU 0.75 is pycocotools' (threshold index 5), per class and mean."""
+    pytest.importorskip("pycocotools", reason="pycocotools (test-only dependency) is not installed")
+    from yolotr.metrics.box_view import BoxMetrics, results_dict
+
+    nc = 4
+    gts, dets = _random_case(1, nc=nc)
+    *_, p = _pycocotools(gts, dets, nc)
+    ours = _ours(gts, dets, nc)
+    box = BoxMetrics(ours)
+    ap75 = np.array([p[5, :, k][p[5, :, k] > -1].mean() for k in range(nc - 1)])  # class nc - 1 has no box
+    assert box.map75 == pytest.approx(p[5][p[5] > -1].mean(), abs=1e-4) and 0.02 < box.map75 < box.map50
+    np.testing.assert_allclose(box.ap75, ap75, atol=1e-4)
+    assert box.ap_class_index.tolist() == [0, 1, 2]
+    assert (box.map, box.map50, box.mp, box.mr) == (ours.map50_95, ours.map50, ours.precision, ours.recall)
+    np.testing.assert_allclose(box.ap, [c.ap50_95 for c in ours.per_class[:3]])
+    assert box.maps.tolist() == [*box.ap.tolist(), box.map]  # the class without ground truth reads the mean
+    assert box.mean_results() == [box.mp, box.mr, box.map50, box.map]
+    assert results_dict(box)["metrics/mAP50-95(B)"] == box.map
+    assert results_dict(box)["fitness"] == pytest.approx(0.1 * box.map50 + 0.9 * box.map)
+
+
 def test_max_det_is_cocos_max_dets():
     pytest.importorskip("pycocotools", reason="pycocotools (test-only dependency) is not installed")
     gts, dets = _random_case(3, nc=3)
-    ref_map, ref_map50, _ = _pycocotools(gts, dets, 3, max_det=2)
+    ref_map, ref_map50, *_ = _pycocotools(gts, dets, 3, max_det=2)
     ours = _ours(gts, dets, 3, max_det=2)
     assert ours.map50_95 == pytest.approx(ref_map, abs=1e-4)
     assert ours.map50 == pytest.approx(ref_map50, abs=1e-4)

@@ -31,6 +31,7 @@ from yolotr.engine.config import check_count, check_fraction
 from yolotr.engine.fast_backend import output_layout
 from yolotr.engine.head_mode import LETTERBOX, STRETCH, default_iou, end2end_mode, input_fit
 from yolotr.errors import ConfigError
+from yolotr.metrics.box_view import BoxMetrics, results_dict
 from yolotr.metrics.detection import ClassMetrics, DetectionEvaluator, DetectionMetrics
 from yolotr.ops.boxes import DETECTIONS, as_rows, clip_boxes, kept_detections, non_max_suppression, xywh2xyxy
 from yolotr.ops.loss import LOSS_NAMES
@@ -50,8 +51,8 @@ class ValidationResult:
         precision, recall: mean over classes at the confidence that maximizes the mean F1 (IoU 0.50),
             ``metrics.confidence``.
         per_class: one :class:`~yolotr.metrics.detection.ClassMetrics` per class.
-        speed: milliseconds per image: ``preprocess``, ``inference``, ``nms`` (includes the mapping of
-            boxes back to the original images).
+        speed: milliseconds per image: ``preprocess``, ``inference``, ``postprocess`` (NMS and the mapping
+            of boxes back to the original images), the keys of the ``ultralytics`` package.
         loss: float64 mean loss items per batch when a ``loss_fn`` was given, named by ``loss_names``
             (``(box, obj, cls)`` for YOLOv5 heads, ``(box, cls, dfl)`` for anchor-free ones).
         metrics: the full :class:`~yolotr.metrics.detection.DetectionMetrics` (curves, confusion matrix).
@@ -78,6 +79,22 @@ class ValidationResult:
     def fitness(self) -> float:
         """``0.1 * mAP50 + 0.9 * mAP50-95``: the score ``best.pt`` is chosen by."""
         return 0.1 * self.map50 + 0.9 * self.map50_95
+
+    @property
+    def box(self) -> BoxMetrics:
+        """The numbers under the ``ultralytics`` package's names: ``box.map``, ``box.map50``, ``box.map75``,
+        ``box.maps``, ``box.mp``, ``box.mr``, per-class ``box.p``, ``box.ap`` ... (:class:`BoxMetrics`)."""
+        return BoxMetrics(self.metrics)
+
+    @property
+    def results_dict(self) -> dict[str, float]:
+        """The package's ``results_dict``: ``metrics/mAP50-95(B)`` ... and ``fitness``."""
+        return results_dict(self.box)
+
+    @property
+    def maps(self) -> np.ndarray:
+        """``(nc,)`` mAP50-95 per class (a class without ground truth reads the mean), as the package's."""
+        return self.box.maps
 
     def to_dict(self) -> dict[str, float]:
         """Columns for ``results.csv``: ``metrics/precision``, ``metrics/recall``, ``metrics/mAP50``,
@@ -107,7 +124,7 @@ class ValidationResult:
         s = self.speed
         return (
             f"Speed: {s['preprocess']:.1f}ms pre-process, {s['inference']:.1f}ms inference, "
-            f"{s['nms']:.1f}ms NMS per image"
+            f"{s['postprocess']:.1f}ms NMS per image"
         )
 
 
@@ -248,7 +265,7 @@ class Validator:
             times += (t1 - t0, t2 - t1, _clock(device) - t2)
         metrics = evaluator.compute()
         n = max(len(evaluator), 1)
-        speed = dict(zip(("preprocess", "inference", "nms"), (times * 1e3 / n).tolist()))
+        speed = dict(zip(("preprocess", "inference", "postprocess"), (times * 1e3 / n).tolist()))
         result = ValidationResult(
             map50_95=metrics.map50_95,
             map50=metrics.map50,

@@ -36,7 +36,7 @@ def _numpy(x, dtype, shape: tuple[int, ...]) -> np.ndarray:
 class ClassMetrics:
     """One row of the per-class table.
 
-    ``precision`` and ``recall`` are at the dataset-wide best-F1 confidence; ``ap50`` and ``ap50_95``
+    ``precision`` and ``recall`` are at the dataset-wide best-F1 confidence; ``ap50``, ``ap75`` and ``ap50_95``
     are COCO APs. A class without ground truth has ``instances == 0`` and NaN metrics.
     """
 
@@ -47,6 +47,7 @@ class ClassMetrics:
     recall: float
     ap50: float
     ap50_95: float
+    ap75: float = float("nan")
 
 
 @dataclass
@@ -56,6 +57,7 @@ class DetectionMetrics:
     Attributes:
         map50_95: COCO AP at IoU 0.50:0.95, mean over the classes with ground truth (0 when none has).
         map50: COCO AP at IoU 0.50, same classes.
+        map75: COCO AP at IoU 0.75, same classes.
         precision, recall: means over the classes with ground truth at ``confidence``.
         confidence: the score threshold that maximizes the mean F1 (IoU 0.50); the highest such
             threshold of :data:`CONF_GRID` when several reach the maximum.
@@ -79,6 +81,7 @@ class DetectionMetrics:
     pr_precision: np.ndarray
     f1_curve: np.ndarray
     confusion: ConfusionMatrix
+    map75: float = 0.0
 
     @property
     def fitness(self) -> float:
@@ -227,8 +230,9 @@ class DetectionEvaluator:
         tp = np.concatenate(matches) if matches else np.zeros(0, bool)
         has_gt = instances > 0
         ap50_95, ap50 = _mean_valid(precision.reshape(-1, self.nc)), _mean_valid(precision[0])
-        ap50_95[~has_gt] = np.nan
-        ap50[~has_gt] = np.nan
+        ap75 = _mean_valid(precision[5])  # thresholds 0.50, 0.55, ..., 0.95
+        for ap in (ap50_95, ap50, ap75):
+            ap[~has_gt] = np.nan
         scores = np.array([r["score"] for r in results], np.float64)
         det_cls = np.array([r["category_id"] - 1 for r in results], np.int64)
         p_curve, r_curve = _pr_over_confidence(scores, det_cls, tp, instances)
@@ -238,9 +242,10 @@ class DetectionEvaluator:
             best = int(np.flatnonzero(mean_f1 == mean_f1.max())[-1])
             p_best, r_best = p_curve[:, best], r_curve[:, best]
             mp, mr = float(p_best[has_gt].mean()), float(r_best[has_gt].mean())
-            map50_95, map50 = float(ap50_95[has_gt].mean()), float(ap50[has_gt].mean())
+            map50_95, map50, map75 = (float(ap[has_gt].mean()) for ap in (ap50_95, ap50, ap75))
         else:
-            best, p_best, r_best, mp, mr, map50_95, map50 = 0, p_curve[:, 0], r_curve[:, 0], 0.0, 0.0, 0.0, 0.0
+            best, p_best, r_best, mp, mr = 0, p_curve[:, 0], r_curve[:, 0], 0.0, 0.0
+            map50_95 = map50 = map75 = 0.0
         f1[~has_gt] = np.nan
         per_class = [
             ClassMetrics(
@@ -251,6 +256,7 @@ class DetectionEvaluator:
                 float(r_best[c]) if has_gt[c] else float("nan"),
                 float(ap50[c]),
                 float(ap50_95[c]),
+                float(ap75[c]),
             )  # fmt: skip
             for c, name in enumerate(self.names)
         ]
@@ -269,6 +275,7 @@ class DetectionEvaluator:
             pr_precision=pr,
             f1_curve=f1,
             confusion=self.confusion,
+            map75=map75,
         )
 
 

@@ -21,6 +21,21 @@ LOGGER = logging.getLogger("yolotr")
 CHECKPOINT_SUFFIXES = {".pt", ".pth", ".ckpt"}
 
 
+def _foreign_training(settings: dict) -> tuple[int | tuple[int, int] | None, str | None]:
+    """The image size and dataset a foreign checkpoint was trained with (the package's ``train_args``, YOLOv5's
+    ``opt``), for ``predict``, ``val``, ``export`` and ``train`` to default to as they do for ours: a size of one
+    or two positive whole numbers, and a dataset YAML path that exists here (not a name of the package's own
+    sets, such as ``coco8.yaml``, which yolotr does not download); None for what is not that."""
+    imgsz = settings.get("imgsz")
+    sides = list(imgsz) if isinstance(imgsz, list | tuple) else [imgsz]
+    if not 1 <= len(sides) <= 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in sides):
+        imgsz = None
+    else:
+        imgsz = sides[0] if len(set(sides)) == 1 else (sides[0], sides[1])
+    data = settings.get("data")
+    return imgsz, data if isinstance(data, str) and Path(data).is_file() else None
+
+
 def load_model(source: str | Path | dict, nc: int | None = None) -> DetectionModel:
     """Build or load a ``DetectionModel``.
 
@@ -52,6 +67,7 @@ def load_model(source: str | Path | dict, nc: int | None = None) -> DetectionMod
         model = DetectionModel(cfg)
         load_exact(model, state, path)
         model.names = names
+        model.imgsz, model.train_data = _foreign_training(training_settings(checkpoint))
         origin = pickled_origin(checkpoint)
         classes = f"{len(names)} class{'es' if len(names) != 1 else ''}"
         LOGGER.info("%s: imported %s checkpoint (%d tensors, %s)", path, origin, len(state), classes)

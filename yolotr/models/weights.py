@@ -225,9 +225,17 @@ def model_checkpoint(model: nn.Module, **extra) -> dict:
 
 
 def training_settings(checkpoint: dict) -> dict:
-    """The settings a checkpoint's model was trained with: ``train_args`` (``best.pt``, which carries no
-    optimizer state) or the resumable ``train_state``'s ``cfg`` (``last.pt``); ``{}`` when it has neither."""
-    return checkpoint.get("train_args") or (checkpoint.get("train_state") or {}).get("cfg") or {}
+    """The settings a checkpoint's model was trained with: ``train_args`` (our ``best.pt``, which carries no
+    optimizer state, and the ``ultralytics`` package's checkpoints), the resumable ``train_state``'s ``cfg``
+    (our ``last.pt``) or ``opt`` (official YOLOv5); ``{}`` when it has none of them."""
+    for settings in (
+        checkpoint.get("train_args"),
+        (checkpoint.get("train_state") or {}).get("cfg"),
+        checkpoint.get("opt"),
+    ):
+        if isinstance(settings, dict) and settings:
+            return settings
+    return {}
 
 
 def read_checkpoint(path: str | Path) -> tuple[str, object]:
