@@ -42,6 +42,15 @@ def did_you_mean(word: str, candidates, prefix: str = "") -> str:
 FOREIGN_SETTINGS = {
     "nms": "; the ultralytics package's nms=False (an end-to-end head's own output) is end2end=True here, "
     "nms=True is end2end=False",
+    "augment": "; yolotr has no test-time augmentation (the package's augment=True)",
+    "visualize": "; yolotr does not save feature maps; `yolotr explain` draws attention maps and Grad-CAM",
+    "vid_stride": "; yolotr reads every frame of a video (no frame stride)",
+    "show": "; yolotr opens no window: save=True writes the drawn images, Results.plot() returns one (RGB)",
+    "line_width": "; give it to Results.plot(line_width=...) (as conf= and labels=)",
+    "show_labels": "; Results.plot(labels=False) draws boxes without labels",
+    "show_conf": "; Results.plot(conf=False) draws labels without scores",
+    "simplify": "; the ONNX file is written as torch.onnx exports it and checked with onnxruntime (no simplifier)",
+    "plots": "; val draws its PR curve and confusion matrix only when given save_dir=...",
 }
 
 

@@ -21,21 +21,31 @@ def class_color(index: int) -> tuple[int, int, int]:
 
 
 def draw_boxes(
-    image: np.ndarray, boxes: np.ndarray, scores: np.ndarray | None, classes: np.ndarray, names: list[str]
+    image: np.ndarray,
+    boxes: np.ndarray,
+    scores: np.ndarray | None,
+    classes: np.ndarray,
+    names: list[str],
+    line_width: int | None = None,
+    labels: bool = True,
 ) -> np.ndarray:
     """Draw labelled boxes on a copy of an RGB ``(H, W, 3)`` uint8 image.
 
     Args:
-        boxes: ``(N, 4)`` xyxy pixels. scores: ``(N,)`` or None (ground truth). classes: ``(N,)`` ints.
+        boxes: ``(N, 4)`` xyxy pixels. scores: ``(N,)`` or None (ground truth, or no scores in the labels).
+        classes: ``(N,)`` ints. line_width: box line width in pixels (None: 0.3 % of the image's mean side).
+        labels: write the class name (and score) above each box.
     """
     canvas = np.ascontiguousarray(image.copy())
     h, w = canvas.shape[:2]
-    thickness = max(round((h + w) / 2 * 0.003), 1)
+    thickness = int(line_width) if line_width else max(round((h + w) / 2 * 0.003), 1)
     font_scale = max(thickness / 3, 0.4)
     for i, (box, cls) in enumerate(zip(boxes, classes)):
         x1, y1, x2, y2 = (int(round(float(v))) for v in box)
         color = class_color(int(cls))
         cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness, cv2.LINE_AA)
+        if not labels:
+            continue
         name = names[int(cls)] if int(cls) < len(names) else str(int(cls))
         label = name if scores is None else f"{name} {float(scores[i]):.2f}"
         (tw, th), _ = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, max(thickness - 1, 1))

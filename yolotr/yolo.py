@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import os
 import weakref
 from pathlib import Path
 
@@ -38,6 +39,7 @@ class YOLO:
     """
 
     def __init__(self, source: str | Path | dict = "yolov5n.yaml", nc: int | None = None, verbose: bool = True):
+        source = os.fspath(source) if isinstance(source, os.PathLike) else source  # an ExportResult too
         self.source = source if isinstance(source, dict) else str(source)
         self.verbose = verbose
         with verbosity(verbose):

@@ -132,3 +132,25 @@ def test_onnx_predicts_the_same_boxes_as_pytorch(tmp_path):
     theirs = Predictor(onnx_model, onnx_model.names, 320, conf=conf, iou=0.45)(image)[0].boxes.data
     assert ours.shape[0] >= 3 and abs(ours.shape[0] - theirs.shape[0]) <= 1  # scores near conf may flip
     assert np.allclose(ours[:3].numpy(), theirs[:3].numpy(), atol=0.1)
+
+
+@pytest.mark.parametrize(
+    ("model", "given", "warned"),
+    [
+        (
+            "yolov8n.yaml",
+            {"box": 7.5, "cls": 1.0},
+            "box, cls: not read by this model's AnchorFreeLoss, which takes af_box",
+        ),
+        ("yolov5n.yaml", {"dfl": 2.0}, "dfl: not read by this model's DetectionLoss, which takes anchor_t, box"),
+        ("yolov8n.yaml", {"af_box": 5.0}, None),
+    ],
+)
+def test_a_loss_setting_the_model_does_not_read_is_warned_of(model, given, warned, tiny_shapes, tmp_path, caplog):
+    """``train(box=7.5)`` (the package's spelling of the box gain) on an anchor-free model changed nothing
+    without a word: its loss reads ``af_box``."""
+    trainer = Trainer(tiny_train_cfg(tiny_shapes, tmp_path, model=model, **given))
+    with caplog.at_level("WARNING", logger="yolotr"):
+        trainer._setup()
+    messages = [r.getMessage() for r in caplog.records if "not read by this model" in r.getMessage()]
+    assert len(messages) == (warned is not None) and all(warned in m for m in messages)

@@ -48,3 +48,27 @@ def test_cli_predict_takes_an_imgsz_pair(capsys):
     args = ["predict", "--model", "yolov5n.yaml", "--source", photo, "--imgsz", "64,96", "--backend", "torch"]
     assert main(args) == 0
     assert "1 images" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("shape", ["static", "dynamic_size", "nms"])
+def test_our_onnx_exports_predict_in_the_package_as_in_yolotr(tmp_path, shape):
+    """The package refused our files (``int('[8.0, 16.0, 32.0]')``: the stride was a JSON list). Its predictor
+    now reads an anchor-free model's file, plain, with dynamic sizes or with NMS inside, and finds our boxes."""
+    import ast
+
+    import onnx
+    from ultralytics import YOLO as PackageYOLO
+
+    photo = str(shared_path("data", "raccoon", "images", "raccoon-1.jpg"))
+    checkpoint = YOLO(shared_path("reference", "ultralytics", "yolov8n_rule.pt"), verbose=False)
+    # the package takes a file with a dynamic batch (our default) for one of dynamic size too: fixed batch here
+    options = {"static": {}, "dynamic_size": {"dynamic_size": True}, "nms": {"nms": True, "conf": 1e-4}}
+    options = {k: {"dynamic": k == "dynamic_size", **v} for k, v in options.items()}
+    exported = checkpoint.export("onnx", tmp_path / "ours.onnx", imgsz=160, verbose=False, **options[shape])
+    meta = {p.key: p.value for p in onnx.load(str(exported.path)).metadata_props}
+    assert int(meta["stride"]) == 32 and ast.literal_eval(meta["args"]) == {"dynamic": shape == "dynamic_size"}
+    theirs = PackageYOLO(str(exported.path), task="detect").predict(photo, imgsz=160, conf=1e-4, verbose=False)[0]
+    ours = YOLO(exported, verbose=False).predict(photo, imgsz=160, conf=1e-4, verbose=False)[0]
+    assert len(theirs.boxes) == len(ours.boxes) > 0
+    assert torch.allclose(theirs.boxes.data[:, :4], ours.boxes.data[:, :4], atol=0.5)
+    assert torch.equal(theirs.boxes.cls, ours.boxes.cls)

@@ -83,6 +83,8 @@ def test_a_checkpoint_remembers_its_training_imgsz(trained, tmp_path):
     exported = best.export("onnx", tmp_path / "best.onnx", dynamic=False, verbose=False)
     dims = [d.dim_value for d in onnx.load(str(exported.path)).graph.input[0].type.tensor_type.shape.dim]
     assert dims == [1, 3, 64, 64]
+    onnx_model = YOLO(exported, verbose=False)  # the package's YOLO(model.export(...)): the result is path-like
+    assert onnx_model.is_onnx and onnx_model.source == str(tmp_path / "best.onnx")
 
 
 @pytest.mark.parametrize(
@@ -178,6 +180,18 @@ def test_results_speed_verbose_save_txt(official, bus, tmp_path):
     np.testing.assert_allclose([float(row[5]) for row in rows], r.boxes.conf.numpy(), atol=1e-5)
     empty = Results(np.zeros((8, 8, 3), np.uint8), "e.jpg", Boxes(torch.zeros(0, 6), (8, 8)), ["a"])
     assert empty.verbose() == "(no detections)" and empty.save_txt(tmp_path / "e.txt").read_text() == ""
+
+
+def test_plot_takes_the_package_drawing_arguments():
+    """``r.plot(line_width=..., labels=..., conf=...)`` raised TypeError."""
+    box = Boxes(torch.tensor([[50.0, 60, 150, 160, 0.9, 0]]), (200, 200))
+    r = Results(np.full((200, 200, 3), 128, np.uint8), "g.jpg", box, ["cat"])
+    default, bare, thick, no_conf = r.plot(), r.plot(labels=False), r.plot(line_width=6), r.plot(conf=False)
+    above = lambda image: int((image[:58] != 128).any(-1).sum())  # noqa: E731 - the label's pixels above the box
+    assert above(default) > above(no_conf) > 0 and above(bare) == 0
+    assert (thick[70:150, 52] != 128).any(-1).all() and (default[70:150, 52] == 128).all()
+    with pytest.raises(ConfigError, match="line_width must be a positive whole number"):
+        r.plot(line_width=0)
 
 
 def test_to_df_with_and_without_pandas(monkeypatch):

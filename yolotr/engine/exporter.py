@@ -50,11 +50,15 @@ class ExportError(YolotrError):
 
 @dataclass
 class ExportResult:
-    """Where the file is and how far its output is from PyTorch's on the check input."""
+    """Where the file is and how far its output is from PyTorch's on the check input. It is path-like
+    (``os.fspath``), so ``YOLO(model.export("onnx"))`` and ``open(result)`` take it as the package's path string."""
 
     path: Path
     max_abs_diff: float
     detections_match: bool
+
+    def __fspath__(self) -> str:
+        return str(self.path)
 
 
 class _RawHeads(nn.Module):
@@ -274,16 +278,23 @@ def _export_onnx(module, example, path, dynamic, dynamic_size, layout, opset, ne
     import onnx
 
     proto = onnx.load(str(path))
-    for key, value in file_metadata(net, example, layout, settings).items():
+    for key, value in file_metadata(net, example, layout, settings, dynamic_size).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(path))
 
 
-def file_metadata(net: nn.Module, example: torch.Tensor, layout: str, settings: dict | None) -> dict[str, str]:
+def file_metadata(
+    net: nn.Module, example: torch.Tensor, layout: str, settings: dict | None, dynamic_size: bool = False
+) -> dict[str, str]:
     """What an exported file says about itself (ONNX metadata props; a TorchScript file's ``config.txt``):
-    ``names``, ``stride``, ``imgsz`` (JSON), ``layout``, ``nms`` (its settings, when in the graph) and ``fit``."""
-    meta = {"names": json.dumps(list(getattr(net, "names", []))), "stride": json.dumps(net.stride.tolist())}
+    ``names``, ``stride``, ``imgsz`` (JSON), ``layout``, ``nms`` (its settings, when in the graph) and ``fit``.
+
+    So that the ``ultralytics`` package predicts with an anchor-free model's file as with its own, ``stride``
+    is the largest stride as one whole number (its reader takes ``int(stride)``), and ``task``, ``end2end`` and
+    ``args`` (``dynamic``: height and width; a Python literal, which its reader parses) are its keys."""
+    meta = {"names": json.dumps(list(getattr(net, "names", []))), "stride": str(largest_stride(net))}
+    meta.update(task="detect", end2end=str(layout == DETECTIONS), args=repr({"dynamic": bool(dynamic_size)}))
     meta["imgsz"] = json.dumps(list(example.shape[2:]))  # the size to predict at when the input's is dynamic
     if layout != "raw":
         meta["layout"] = layout

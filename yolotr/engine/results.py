@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from yolotr.errors import ConfigError
 from yolotr.plotting import draw_boxes
 
 
@@ -110,10 +111,17 @@ class Results:
     def orig_shape(self) -> tuple[int, int]:
         return tuple(self.orig_img.shape[:2])
 
-    def plot(self) -> np.ndarray:
-        """The image with labelled boxes, RGB ``(H, W, 3)`` uint8."""
+    def plot(self, conf: bool = True, labels: bool = True, line_width: int | None = None) -> np.ndarray:
+        """The image with labelled boxes, RGB ``(H, W, 3)`` uint8 (the ``ultralytics`` package's is BGR).
+
+        ``conf``: scores in the labels; ``labels``: class names (and scores) at all; ``line_width``: in pixels
+        (None: 0.3 % of the image's mean side), the package's arguments of the same names.
+        """
+        if isinstance(line_width, bool) or not (line_width is None or (isinstance(line_width, int) and line_width > 0)):
+            raise ConfigError(f"line_width must be a positive whole number of pixels or None, got {line_width!r}")
         data = self.boxes.data.cpu().numpy()
-        return draw_boxes(self.orig_img, data[:, :4], data[:, 4], data[:, 5].astype(int), self.names)
+        scores = data[:, 4] if conf else None
+        return draw_boxes(self.orig_img, data[:, :4], scores, data[:, 5].astype(int), self.names, line_width, labels)
 
     def save(self, path: str | Path | None = None) -> Path:
         """Write the drawn image (format from the suffix; default ``results_<image name>`` here)."""

@@ -26,7 +26,7 @@ from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.data.sources import load_dataset_config, load_records
 from yolotr.engine.amp import StepGate, resolve_amp
 from yolotr.engine.autoanchor import run_autoanchor
-from yolotr.engine.config import resolve_config
+from yolotr.engine.config import default_config, resolve_config
 from yolotr.engine.early_stop import EarlyStopping
 from yolotr.engine.ema import ModelEMA, unwrap
 from yolotr.engine.guard import NonFiniteGuard
@@ -46,7 +46,7 @@ from yolotr.models.detection import DetectionModel
 from yolotr.models.loading import checkpoint_state_dict, load_model
 from yolotr.models.weights import model_checkpoint, save_checkpoint, transfer_weights
 from yolotr.nn.lean import lean_activations, lean_wanted
-from yolotr.ops.loss import build_loss
+from yolotr.ops.loss import build_loss, unread_settings_warning
 
 LOGGER = logging.getLogger("yolotr")
 
@@ -157,6 +157,8 @@ class Trainer:
         self.gate = StepGate(self.amp, cfg["amp_init_scale"])
         self.ema = ModelEMA(self.model, cfg["ema_decay"], cfg["ema_tau"]) if cfg["ema"] else None
         self.loss_fn = build_loss(self.model, cfg, cfg["imgsz"])
+        if self.main and (unread := unread_settings_warning(self.loss_fn, cfg, default_config())):
+            LOGGER.warning("%s", unread)
         self.guard = NonFiniteGuard(
             cfg["nan_max_bad_steps"], cfg["nan_window"], cfg["nan_lr_factor"], cfg["nan_max_rollbacks"]
         )

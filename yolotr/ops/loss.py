@@ -47,6 +47,8 @@ class DetectionLoss:
     ``(loss * batch_size, (box, obj, cls) detached)``, both float32.
     """
 
+    reads = frozenset({"box", "cls", "cls_pw", "obj", "obj_pw", "anchor_t", "label_smoothing"})  # settings it takes
+
     names = LOSS_NAMES
 
     def __init__(self, head: Detect, hyp: dict, imgsz: int = 640, dense: bool | None = None):
@@ -182,6 +184,19 @@ class DetectionLoss:
             gi, gj = gij.T.clamp(min=0)
             gi, gj = gi.clamp(max=nx - 1), gj.clamp(max=ny - 1)
             yield b, a, gj, gi, torch.cat((gxy - gij, gwh), 1), anchors[a], c, valid
+
+
+def unread_settings_warning(loss, cfg: dict, defaults: dict) -> str | None:
+    """The warning for loss settings (``box``, ``cls``, ``af_box``, ``dfl`` ...) that ``cfg`` changes from
+    ``defaults`` but ``loss`` does not read (its ``reads``): YOLOv5's ``box`` given to an anchor-free model, whose
+    loss takes ``af_box``, changed nothing. None when there is none."""
+    every = DetectionLoss.reads | AnchorFreeLoss.reads
+    unread = sorted(k for k in every - loss.reads if k in cfg and cfg[k] != defaults.get(k))
+    if not unread:
+        return None
+    takes = ", ".join(sorted(loss.reads)) or "none of them"
+    package = " (the ultralytics package's box, cls and dfl gains)" if "af_box" in loss.reads else ""
+    return f"{', '.join(unread)}: not read by this model's {type(loss).__name__}, which takes {takes}{package}"
 
 
 def build_loss(model: nn.Module, hyp: dict, imgsz: int = 640, dense: bool | None = None):

@@ -105,6 +105,8 @@ class AnchorFreeLoss:
     first two fields; :meth:`detailed` also gives the assignment.
     """
 
+    reads = frozenset(AF_HYP_DEFAULTS)  # the loss settings of cfg/default.yaml it takes
+
     names = AF_LOSS_NAMES
 
     def __init__(self, head_or_params, hyp: Mapping | None = None, imgsz: int | None = None, dense: bool | None = None):

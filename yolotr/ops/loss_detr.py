@@ -47,6 +47,8 @@ class RTDETRLoss:
     layer, detached (the three the package logs). :meth:`loss_dict` gives all twelve.
     """
 
+    reads = frozenset()  # no loss setting of cfg/default.yaml: its gains are the package's own
+
     names = ("giou", "cls", "l1")
 
     def __init__(self, head, hyp: dict | None = None, imgsz: int = 640):

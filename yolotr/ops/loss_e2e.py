@@ -145,6 +145,8 @@ class E2ELoss:
     at the start of every epoch.
     """
 
+    reads = frozenset(AF_HYP_DEFAULTS)  # the loss settings of cfg/default.yaml it takes
+
     def __init__(self, head_or_params, hyp: Mapping | None = None, imgsz: int | None = None, dense: bool | None = None):
         nc, reg_max, strides = head_geometry(head_or_params, "E2ELoss")
         hyp = dict(hyp or {})
