@@ -12,7 +12,7 @@ from pathlib import Path
 from yolotr.data.imgsz import default_imgsz
 from yolotr.errors import ConfigError, check_keywords
 from yolotr.logs import verbosity
-from yolotr.models.loading import load_model
+from yolotr.models.loading import is_yaml_source, load_model
 
 LOGGER = logging.getLogger("yolotr")
 
@@ -49,6 +49,7 @@ class YOLO:
                 self.model = load_exported(source)  # predicts only; run as it is (no fused copy, no export)
             else:
                 self.model = load_model(source, nc=nc)
+        self._untrained = not self.is_exported and is_yaml_source(source)  # train() builds it again, seeded
         # backend name -> (the model it was prepared from, its weights version, the Backend)
         self._prepared: dict[str, tuple[weakref.ref, tuple, object]] = {}
 
@@ -299,9 +300,15 @@ class YOLO:
         ``data`` / ``imgsz`` are given (the built-in ``shapes`` set otherwise), as the ``ultralytics`` package;
         ``resume=True`` continues the run of the checkpoint it was loaded from (``weights/last.pt``), and
         ``resume="runs/train/exp"`` that run (:meth:`Trainer.resume`).
+        A model built from a YAML and not trained yet is built again from it once ``seed`` is set, as the
+        ``ultralytics`` package's trainer does, so that ``seed`` and ``deterministic`` cover its initial weights
+        (two runs in two processes train alike); a second ``train()`` continues from the trained weights.
         """
         self._need_pytorch("training")
+        import torch
+
         from yolotr.data.sources import load_dataset_config
+        from yolotr.engine.config import resolve_config
         from yolotr.engine.trainer import Trainer
 
         resume = overrides.pop("resume", None)
@@ -318,11 +325,15 @@ class YOLO:
                         LOGGER.info("%s: %s, the checkpoint's (give %s=... to train on another)", key, value, key)
             nc = len(load_dataset_config(overrides.get("data", "shapes")).names)
             model = self.model if self.model.nc == nc else None
-            if model is None and isinstance(self.source, dict):
+            if self._untrained and isinstance(self.source, str):
+                model = None  # built again by the trainer after it seeds: seed and deterministic cover the weights
+            elif self._untrained or model is None and isinstance(self.source, dict):
+                torch.manual_seed(resolve_config(overrides)["seed"])  # as the trainer seeds before it builds
                 model = load_model(self.source, nc=nc)
             # args.yaml and the log name the model trained (reproducible: yolotr train --cfg args.yaml)
             overrides.setdefault("model", self.source if isinstance(self.source, str) else self._yaml_name())
             result = Trainer(overrides, model=model).train()
+        self._untrained = False
         return self._load_best(result)
 
     def _load_best(self, result: dict) -> dict:

@@ -251,3 +251,21 @@ def test_nms_iou_defaults_follow_the_head(tiny_shapes, monkeypatch):
     )
     with pytest.raises(ConfigError, match="val_iou"):
         resolve_config({"val_iou": 1.5})
+
+
+def test_a_model_built_from_a_yaml_trains_alike_under_one_seed(tiny_shapes, tmp_path):
+    """``YOLO("x.yaml", nc=3).train(seed=0)`` trained from weights drawn when the YOLO was built, before the
+    seed: two runs (two processes, or two models in one) ended with different weights. A second ``train()``
+    continues from the trained weights."""
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, epochs=1)
+    del cfg["model"]
+    finals = []
+    for name in ("a", "b"):
+        model = YOLO("yolov5n.yaml", nc=3, verbose=False)
+        model.train(**{**cfg, "name": name}, verbose=False)
+        finals.append(torch.load(tmp_path / name / "weights" / "last.pt", weights_only=True)["state_dict"])
+    assert all(torch.equal(finals[0][k], v) for k, v in finals[1].items())
+    trained = {k: v.clone() for k, v in model.model.named_parameters()}
+    model.train(**{**cfg, "name": "c", "lr0": 1e-9, "warmup_epochs": 0}, verbose=False)  # continues, barely moving
+    moved = max((p - trained[k]).abs().max().item() for k, p in model.model.named_parameters())
+    assert moved < 1e-3

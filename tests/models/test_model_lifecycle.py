@@ -10,7 +10,6 @@ import pickle
 import pytest
 import torch
 
-from yolotr import YOLO
 from yolotr.errors import ConfigError
 from yolotr.models.detection import DetectionModel, resolve_model_yaml
 from yolotr.models.model_names import shipped_model_names
@@ -54,12 +53,14 @@ def _compared(output) -> torch.Tensor:
 
 def test_a_fused_model_is_refused_for_training_before_the_run_folder(tmp_path):
     """Training after fuse() ran without BatchNorm (loss rising) and ended in a best.pt that did not load."""
-    model = YOLO("yolov8n.yaml", nc=3, verbose=False)
-    assert not model.model.is_fused
+    from yolotr.engine.trainer import Trainer
+
+    model = DetectionModel("yolov8n.yaml", nc=3)
+    assert not model.is_fused
     model.fuse()
-    assert model.model.is_fused
+    assert model.is_fused
     with pytest.raises(ConfigError, match=r"the model is fused .*cannot train"):
-        model.train(data="shapes", epochs=1, imgsz=64, project=str(tmp_path), name="run", verbose=False)
+        Trainer({"data": "shapes", "epochs": 1, "project": str(tmp_path), "name": "run"}, model=model)
     assert not (tmp_path / "run").exists()
 
 

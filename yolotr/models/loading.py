@@ -36,6 +36,15 @@ def _foreign_training(settings: dict) -> tuple[int | tuple[int, int] | None, str
     return imgsz, data if isinstance(data, str) and Path(data).is_file() else None
 
 
+def is_yaml_source(source) -> bool:
+    """Whether :func:`load_model` builds ``source`` from a YAML (a dict, a ``.yaml`` path or a shipped name such
+    as ``yolov8n``): untrained weights, drawn from the random generator when it is built."""
+    if isinstance(source, dict):
+        return True
+    path = Path(source)
+    return path.suffix.lower() in {".yaml", ".yml"} or (path.suffix == "" and not path.is_file())
+
+
 def load_model(source: str | Path | dict, nc: int | None = None) -> DetectionModel:
     """Build or load a ``DetectionModel``.
 
@@ -50,7 +59,7 @@ def load_model(source: str | Path | dict, nc: int | None = None) -> DetectionMod
     if not isinstance(source, str | os.PathLike) or not str(source).strip():
         raise ConfigError(f"model source must be a YAML or checkpoint path or a YAML dict, got {source!r}")
     path = Path(source)
-    if path.suffix.lower() in {".yaml", ".yml"} or (path.suffix == "" and not path.is_file()):
+    if is_yaml_source(path):
         return DetectionModel(path, nc=nc)
     if path.suffix.lower() not in CHECKPOINT_SUFFIXES and not path.is_file():
         raise ConfigError(f"{source}: not a model YAML or a checkpoint (.pt, .pth)")
