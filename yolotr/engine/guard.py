@@ -13,7 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -91,9 +91,36 @@ class NonFiniteGuard:
         self.lr_multiplier = 1.0
         self.rollbacks = 0
 
-    def locate(self, model: nn.Module, step: int, run: Callable[[], torch.Tensor]) -> NonFiniteReport:
+    def locate(
+        self,
+        model: nn.Module,
+        step: int,
+        run: Callable[[], torch.Tensor],
+        others: Sequence[tuple[int, Callable[[], torch.Tensor]]] = (),
+    ) -> NonFiniteReport:
         """Re-run ``run`` (forward returning the loss) with hooks; backward too when the loss is finite. The
-        model's buffers (BatchNorm running statistics, which a training-mode forward updates) are as before."""
+        model's buffers (BatchNorm running statistics, which a training-mode forward updates) are as before.
+
+        ``others``: more ``(step, run)`` pairs, re-run in turn while the fault has not shown (the other batches
+        of a gradient-accumulation window: a non-finite gradient may come from any of them); the report names
+        the step whose re-run showed it, else ``step``.
+        """
+        report = NonFiniteReport(step, None, "unknown", "the fault did not reproduce on a re-run")
+        for at, attempt in ((step, run), *others):
+            found = self._rerun(model, attempt)
+            if found:
+                kind = "output" if "output" in found else "gradient"
+                report = NonFiniteReport(at, found[kind][0], kind, found[kind][1])
+            if not _on_every_rank(not found):  # DDP ranks re-run the same batches: they stop together
+                break
+        self.reports.append(report)
+        LOGGER.warning("%s", report)
+        return report
+
+    @staticmethod
+    def _rerun(model: nn.Module, run: Callable[[], torch.Tensor]) -> dict[str, tuple[str, str]]:
+        """One hooked re-run: ``{"output" | "gradient": (module name, its input's statistics)}`` of the first
+        module whose output (or output gradient) was not finite."""
         buffers = [(b, b.clone()) for b in model.buffers()]
         names = {m: n for n, m in model.named_modules() if n}
         found: dict[str, tuple[str, str]] = {}
@@ -124,15 +151,7 @@ class NonFiniteGuard:
             with torch.no_grad():
                 for buffer, before in buffers:
                     buffer.copy_(before)
-        for kind in ("output", "gradient"):
-            if kind in found:
-                report = NonFiniteReport(step, found[kind][0], kind, found[kind][1])
-                break
-        else:
-            report = NonFiniteReport(step, None, "unknown", "the fault did not reproduce on a re-run")
-        self.reports.append(report)
-        LOGGER.warning("%s", report)
-        return report
+        return found
 
     def restore_buffers(self, model: nn.Module) -> list[str]:
         """Put back, from the last good snapshot, the floating-point buffers (BatchNorm running statistics) that

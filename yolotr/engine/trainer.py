@@ -9,6 +9,7 @@ Transformer parameters get their own learning-rate multiplier.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -42,7 +43,7 @@ from yolotr.engine.sync_bn import convert_sync_batchnorm
 from yolotr.engine.tensorboard import TensorBoardLogger
 from yolotr.engine.time_limit import fitted_epochs
 from yolotr.errors import CheckpointError, ConfigError
-from yolotr.models.detection import DetectionModel
+from yolotr.models.detection import DetectionModel, refuse_fused
 from yolotr.models.loading import checkpoint_state_dict, load_model
 from yolotr.models.weights import model_checkpoint, save_checkpoint, transfer_weights
 from yolotr.nn.lean import lean_activations, lean_wanted
@@ -80,11 +81,7 @@ class Trainer:
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
         self.main = self.rank == 0
         self._resume_state = _resume
-        if getattr(model, "is_fused", False):  # before the run folder: it would train without BatchNorm
-            raise ConfigError(
-                "the model is fused (BatchNorm folded into its convolutions, for inference) and cannot train; "
-                "train it before fuse(), or load it again (YOLO('...')) and train that"
-            )
+        refuse_fused(model)  # before the run folder: it would train without BatchNorm
         self.callbacks: dict[str, list] = {"on_batch_start": [], "on_epoch_end": []}
         self.step = 0
         self._model_in = model
@@ -286,10 +283,17 @@ class Trainer:
         loss, items = self.loss_fn(raw, targets)
         return loss * self.world, items
 
-    def _report_fault(self, images, targets, reason: str) -> None:
-        """A step skipped for a fault: the guard names the module, counts it, and may roll back."""
+    def _loss_of(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss of a loader's uint8 batch ``(B, 3, H, W)``: the guard's re-run of a step."""
+        images = images.to(self.device, torch.float32, memory_format=self.memory_format).div_(255)
+        return self._forward_loss(images, targets)[0]
+
+    def _report_fault(self, batches: list[tuple[int, tuple]], reason: str) -> None:
+        """A step skipped for a fault: the guard names the module (re-running ``(step, (images, targets))``
+        batches in turn until one shows it), counts it, and may roll back."""
         LOGGER.warning("step %d: %s; the step is skipped", self.step, reason)
-        self.guard.locate(unwrap(self.train_model), self.step, lambda: self._forward_loss(images, targets)[0])
+        runs = [(step, functools.partial(self._loss_of, *batch)) for step, batch in batches]
+        self.guard.locate(unwrap(self.train_model), *runs[0], runs[1:])
         self.guard.restore_buffers(self.model)  # the NaN the step's forwards put into BatchNorm statistics
         self.optimizer.zero_grad(set_to_none=True)
         if self.guard.record_bad_step(self.step // self.accumulate):  # the window counts optimizer steps
@@ -428,10 +432,10 @@ class Trainer:
         if overflow:
             self.optimizer.zero_grad(set_to_none=True)
             return False
-        bad = flags.index(0.0) if not loss_finite else len(window) - 1  # re-run the batch that went wrong
-        images, targets = window[bad]
-        images = images.to(self.device, torch.float32, memory_format=self.memory_format).div_(255)
-        self._report_fault(images, targets, "non-finite loss" if not loss_finite else "non-finite gradient")
+        steps = range(self.step - len(window) + 1, self.step + 1)  # the steps of the window's batches
+        picked = [flags.index(0.0)] if not loss_finite else range(len(window))  # a gradient: any batch, in turn
+        reason = "non-finite loss" if not loss_finite else "non-finite gradient"
+        self._report_fault([(steps[i], window[i]) for i in picked], reason)
         return False
 
     def _end_epoch(self, epoch: int, mean_loss: torch.Tensor, t0: float) -> dict:

@@ -99,6 +99,20 @@ def load_model_yaml(name: str | Path) -> dict:
     return cfg
 
 
+def refuse_fused(model) -> None:
+    """Refuse to train a model after :meth:`DetectionModel.fuse` (its BatchNorm folded into the convolutions): it
+    trained without BatchNorm and its checkpoints did not load into the unfused architecture.
+
+    Raises:
+        ConfigError: ``model`` is fused.
+    """
+    if getattr(model, "is_fused", False):
+        raise ConfigError(
+            "the model is fused (BatchNorm folded into its convolutions, for inference) and cannot train; "
+            "train it before fuse(), or load it again (YOLO('...')) and train that"
+        )
+
+
 class _HeadReached(Exception):
     """Raised by a forward pre-hook to stop a measuring pass before the head runs."""
 
