@@ -51,6 +51,9 @@ FOREIGN_SETTINGS = {
     "show_conf": "; Results.plot(conf=False) draws labels without scores",
     "simplify": "; the ONNX file is written as torch.onnx exports it and checked with onnxruntime (no simplifier)",
     "plots": "; val draws its PR curve and confusion matrix only when given save_dir=...",
+    "name": "; val writes its plots and COCO JSON into save_dir=... (project and name are train's and predict's)",
+    "project": "; val writes its plots and COCO JSON into save_dir=... (project and name are train's and predict's)",
+    "exist_ok": "; predict numbers its folders (exp, exp2, ...): give another name=... for a new one",
 }
 
 

@@ -96,3 +96,13 @@ def test_unknown_keywords_of_predict_val_export_name_the_setting():
         model.val(data="shapes", save_jsn=True)
     with pytest.raises(ConfigError, match=r"export: unknown setting 'dynamc'; did you mean dynamic"):
         model.export("onnx", dynamc=True)
+    # the package's keywords yolotr lacks say what it has instead ("did you mean names?" for val's name=, which
+    # renames the classes, and "did you mean rect?" for augment misled)
+    with pytest.raises(
+        ConfigError, match=r"val: unknown setting 'name'; val writes its plots and COCO JSON into save_dir"
+    ):
+        model.val(data="shapes", name="v")
+    with pytest.raises(ConfigError, match=r"predict: unknown setting 'augment'; yolotr has no test-time augmentation"):
+        model.predict("x.jpg", augment=True)
+    with pytest.raises(ConfigError, match=r"predict: unknown setting 'line_width'; give it to Results.plot"):
+        model.predict("x.jpg", line_width=2)
