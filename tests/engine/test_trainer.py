@@ -63,6 +63,18 @@ def _kill_resume_and_compare(tiny_shapes, tmp_path):
         assert torch.equal(value, resumed_raw[key]), key
     for key, value in straight_ema.items():
         assert torch.equal(value, resumed_ema[key]), key
+    # the resumed epoch's row: its loss over all its batches (was: only those after the resume), its time going on
+    resumed_rows, straight_rows = (_rows(tmp_path / name / "results.csv") for name in ("run", "straight"))
+    losses = [k for k in straight_rows[0] if k.startswith("train/")]
+    assert [[r[k] for k in losses] for r in resumed_rows] == [[r[k] for k in losses] for r in straight_rows]
+    assert float(resumed_rows[1]["time"]) > float(resumed_rows[0]["time"])
+
+
+def _rows(path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as f:
+        return [{k.strip(): v.strip() for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def test_parameter_groups_split_decay_and_transformer():

@@ -16,11 +16,20 @@ class LossProgress:
     Args:
         n: number of loss items (``loss_fn.names``).
         device: where the items live.
+        resumed: the :meth:`state_dict` of this epoch's progress that a step checkpoint saved, so that a resumed
+            epoch's mean covers its batches before the resume too (the same sums in the same order).
     """
 
-    def __init__(self, n: int, device: torch.device):
+    def __init__(self, n: int, device: torch.device, resumed: dict | None = None):
         self.total = torch.zeros(n, device=device)
         self.count = torch.zeros((), device=device)
+        if resumed is not None:
+            self.total.copy_(resumed["total"])
+            self.count.copy_(resumed["count"])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The sums so far, on the CPU (a host read: at checkpoints only)."""
+        return {"total": self.total.cpu(), "count": self.count.cpu()}
 
     def add(self, items: torch.Tensor) -> None:
         """Add one batch's ``(n,)`` loss items."""

@@ -164,6 +164,7 @@ class Trainer:
             max(round(cfg["warmup_epochs"] * self.nb), cfg["warmup_min_iters"]) if cfg["warmup_epochs"] > 0 else 0
         )
         self.start_epoch, self.start_batch, self.last_opt_step, self.best_fitness = 0, 0, -1, -1.0
+        self.elapsed_before, self.resumed_loss = 0.0, None  # a resumed run's seconds and its epoch's loss sums
         self.epochs_fitted = False  # time_limit: epochs fitted to it (once a run; checkpoints keep it)
         self._window: list[tuple[torch.Tensor, torch.Tensor]] = []  # the batches of the step being accumulated
         self._window_finite: list[torch.Tensor] = []  # whether each one's loss was finite (on the device)
@@ -240,6 +241,7 @@ class Trainer:
         self.stopper.load_state_dict(state.get("early_stop"))
         self.guard.load_state_dict(state.get("guard") or {"lr_multiplier": state.get("lr_multiplier", 1.0)})
         self.epochs_fitted = bool(state.get("epochs_fitted", False))
+        self.elapsed_before, self.resumed_loss = float(state.get("elapsed", 0.0)), state.get("epoch_loss")
         torch.set_rng_state(state["rng_cpu"])
         if self.device.type == "cuda" and state.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(state["rng_cuda"], self.device)
@@ -261,6 +263,8 @@ class Trainer:
             "early_stop": self.stopper.state_dict(),
             "guard": self.guard.state_dict(),
             "epochs_fitted": self.epochs_fitted,
+            "elapsed": self.elapsed_before + time.time() - self.t0,  # results.csv's time goes on after a resume
+            "epoch_loss": self.progress.state_dict() if batch else None,  # a resumed epoch's mean covers it all
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "cfg": self.cfg,
@@ -322,7 +326,7 @@ class Trainer:
                 self.save_dir,
             )
         metrics: dict = {}
-        t0 = time.time()
+        t0 = self.t0 = time.time()
         self.tb = TensorBoardLogger(self.save_dir if self.main else None)  # no-op without tensorboard
         self._good_snapshot()
         epoch = self.start_epoch
@@ -335,15 +339,11 @@ class Trainer:
             self.sampler.set_epoch(epoch, start)
             if hasattr(self.loss_fn, "set_progress"):  # end-to-end heads: branch weights from the finished epochs
                 self.loss_fn.set_progress(epoch, cfg["epochs"])
-            progress = LossProgress(len(self.loss_fn.names), self.device)
+            resumed = self.resumed_loss if epoch == self.start_epoch and start else None
+            progress = self.progress = LossProgress(len(self.loss_fn.names), self.device, resumed)
             overflows_before = self.gate.overflows
-            bar = tqdm(
-                self.loader,
-                total=self.nb - start,
-                disable=not self.main,
-                unit="batch",
-                desc=f"epoch {epoch + 1}/{cfg['epochs']}",
-            )
+            desc = f"epoch {epoch + 1}/{cfg['epochs']}"
+            bar = tqdm(self.loader, total=self.nb - start, disable=not self.main, unit="batch", desc=desc)
             for bi, (images, targets, _, _) in enumerate(bar, start=start):
                 self.step = bi + self.nb * epoch
                 for fn in self.callbacks["on_batch_start"]:
@@ -374,13 +374,8 @@ class Trainer:
             dist.barrier()
         if self.main:
             plot_results(self.save_dir)
-            LOGGER.info(
-                "%d epochs done in %.1f min%s; results in %s",
-                epoch - self.start_epoch,
-                (time.time() - t0) / 60,
-                self.stopper.summary(),
-                self.save_dir,
-            )
+            done, minutes, stop = epoch - self.start_epoch, (time.time() - t0) / 60, self.stopper.summary()
+            LOGGER.info("%d epochs done in %.1f min%s; results in %s", done, minutes, stop, self.save_dir)
         self.tb.close()
         return {
             **metrics,
@@ -464,7 +459,7 @@ class Trainer:
                 mean_loss.tolist(),
                 metrics,
                 self.optimizer.param_groups[0]["lr"],
-                time.time() - t0,
+                self.elapsed_before + time.time() - t0,
                 {"amp/overflow_steps": self.epoch_overflows, "amp/loss_scale": self.gate.get_scale()},
             )
             self.tb.detection_epoch(self, epoch, mean_loss, metrics)
