@@ -51,16 +51,18 @@ FOREIGN_SETTINGS = {
     "show_conf": "; Results.plot(conf=False) draws labels without scores",
     "simplify": "; the ONNX file is written as torch.onnx exports it and checked with onnxruntime (no simplifier)",
     "plots": "; val draws its PR curve and confusion matrix only when given save_dir=...",
-    "name": "; val writes its plots and COCO JSON into save_dir=... (project and name are train's and predict's)",
-    "project": "; val writes its plots and COCO JSON into save_dir=... (project and name are train's and predict's)",
-    "exist_ok": "; predict numbers its folders (exp, exp2, ...): give another name=... for a new one",
+    **dict.fromkeys(  # "val.name": a hint for one method's keyword (another method may take the word)
+        ("val.name", "val.project"),
+        "; val writes its plots and COCO JSON into save_dir=... (project and name are train's and predict's)",
+    ),
+    "predict.exist_ok": "; predict numbers its folders (exp, exp2, ...): give another name=... for a new one",
 }
 
 
-def setting_hint(word: str, candidates) -> str:
-    """The hint for an unknown setting ``word``: how yolotr spells a setting of the ``ultralytics`` package
-    (:data:`FOREIGN_SETTINGS`), else :func:`did_you_mean`."""
-    return FOREIGN_SETTINGS.get(word) or did_you_mean(word, candidates)
+def setting_hint(word: str, candidates, where: str = "") -> str:
+    """The hint for an unknown setting ``word`` (of the method ``where``: ``val``, ``predict``, ...): how yolotr
+    spells a setting of the ``ultralytics`` package (:data:`FOREIGN_SETTINGS`), else :func:`did_you_mean`."""
+    return FOREIGN_SETTINGS.get(f"{where}.{word}") or FOREIGN_SETTINGS.get(word) or did_you_mean(word, candidates)
 
 
 def check_keywords(where: str, given, known) -> None:
@@ -68,4 +70,4 @@ def check_keywords(where: str, given, known) -> None:
     nearest settings (:func:`setting_hint`), where Python would raise a bare ``TypeError``."""
     unknown = sorted(set(given) - set(known))
     if unknown:
-        raise ConfigError(f"{where}: unknown setting {unknown[0]!r}{setting_hint(unknown[0], sorted(known))}")
+        raise ConfigError(f"{where}: unknown setting {unknown[0]!r}{setting_hint(unknown[0], sorted(known), where)}")

@@ -305,10 +305,7 @@ class YOLO:
         (two runs in two processes train alike); a second ``train()`` continues from the trained weights.
         """
         self._need_pytorch("training")
-        import torch
-
         from yolotr.data.sources import load_dataset_config
-        from yolotr.engine.config import resolve_config
         from yolotr.engine.trainer import Trainer
 
         resume = overrides.pop("resume", None)
@@ -324,12 +321,10 @@ class YOLO:
                         overrides[key] = value
                         LOGGER.info("%s: %s, the checkpoint's (give %s=... to train on another)", key, value, key)
             nc = len(load_dataset_config(overrides.get("data", "shapes")).names)
-            model = self.model if self.model.nc == nc else None
-            if self._untrained and isinstance(self.source, str):
-                model = None  # built again by the trainer after it seeds: seed and deterministic cover the weights
-            elif self._untrained or model is None and isinstance(self.source, dict):
-                torch.manual_seed(resolve_config(overrides)["seed"])  # as the trainer seeds before it builds
-                model = load_model(self.source, nc=nc)
+            # untrained: the trainer builds it again from its YAML after it seeds (seed covers the weights)
+            model = self.model if self.model.nc == nc and not self._untrained else None
+            if model is None and isinstance(self.source, dict):
+                model = self.source
             # args.yaml and the log name the model trained (reproducible: yolotr train --cfg args.yaml)
             overrides.setdefault("model", self.source if isinstance(self.source, str) else self._yaml_name())
             result = Trainer(overrides, model=model).train()

@@ -190,7 +190,7 @@ def test_plot_takes_the_package_drawing_arguments():
     above = lambda image: int((image[:58] != 128).any(-1).sum())  # noqa: E731 - the label's pixels above the box
     assert above(default) > above(no_conf) > 0 and above(bare) == 0
     assert (thick[70:150, 52] != 128).any(-1).all() and (default[70:150, 52] == 128).all()
-    with pytest.raises(ConfigError, match="line_width must be a positive whole number"):
+    with pytest.raises(ConfigError, match="line_width must be a whole number >= 1"):
         r.plot(line_width=0)
 
 

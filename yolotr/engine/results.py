@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from yolotr.errors import ConfigError
+from yolotr.engine.config import check_count
 from yolotr.plotting import draw_boxes
 
 
@@ -117,8 +117,8 @@ class Results:
         ``conf``: scores in the labels; ``labels``: class names (and scores) at all; ``line_width``: in pixels
         (None: 0.3 % of the image's mean side), the package's arguments of the same names.
         """
-        if isinstance(line_width, bool) or not (line_width is None or (isinstance(line_width, int) and line_width > 0)):
-            raise ConfigError(f"line_width must be a positive whole number of pixels or None, got {line_width!r}")
+        if line_width is not None:
+            check_count("line_width", line_width)
         data = self.boxes.data.cpu().numpy()
         scores = data[:, 4] if conf else None
         return draw_boxes(self.orig_img, data[:, :4], scores, data[:, 5].astype(int), self.names, line_width, labels)

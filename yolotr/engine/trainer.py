@@ -68,10 +68,13 @@ class Trainer:
 
     Args:
         overrides: keys of ``cfg/default.yaml`` to change (``model``, ``data``, ``epochs``, ...).
-        model: an already-built ``DetectionModel`` to train instead of ``overrides["model"]``.
+        model: an already-built ``DetectionModel`` to train instead of ``overrides["model"]``, or a model YAML
+            dict, built after the seed is set.
     """
 
-    def __init__(self, overrides: dict | None = None, model: DetectionModel | None = None, _resume: dict | None = None):
+    def __init__(
+        self, overrides: dict | None = None, model: DetectionModel | dict | None = None, _resume: dict | None = None
+    ):
         self.cfg, self.given = resolve_config(overrides), {k for k, v in (overrides or {}).items() if v is not None}
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
@@ -196,6 +199,8 @@ class Trainer:
         nc = len(self.names)
         if self._resume_state is not None:
             model = DetectionModel(self._resume_state["checkpoint"]["model_yaml"])
+        elif isinstance(self._model_in, dict):  # a YAML dict: built here, after the seed, as a YAML path is
+            model = DetectionModel(self._model_in, nc=nc)
         elif self._model_in is not None:
             model = self._model_in
         elif str(cfg["model"]).endswith((".yaml", ".yml")) or not Path(str(cfg["model"])).is_file():
@@ -326,7 +331,7 @@ class Trainer:
                 self.save_dir,
             )
         metrics: dict = {}
-        t0 = self.t0 = time.time()
+        self.t0 = time.time()
         self.tb = TensorBoardLogger(self.save_dir if self.main else None)  # no-op without tensorboard
         self._good_snapshot()
         epoch = self.start_epoch
@@ -366,7 +371,7 @@ class Trainer:
                     bar.set_postfix(dict(zip(self.loss_fn.names, progress.formatted())))
             mean_loss = progress.mean()
             self.epoch_overflows = self.gate.overflows - overflows_before
-            metrics = self._end_epoch(epoch, mean_loss, t0)
+            metrics = self._end_epoch(epoch, mean_loss)
             epoch += 1
             if self.stopping:
                 break
@@ -374,7 +379,7 @@ class Trainer:
             dist.barrier()
         if self.main:
             plot_results(self.save_dir)
-            done, minutes, stop = epoch - self.start_epoch, (time.time() - t0) / 60, self.stopper.summary()
+            done, minutes, stop = epoch - self.start_epoch, (time.time() - self.t0) / 60, self.stopper.summary()
             LOGGER.info("%d epochs done in %.1f min%s; results in %s", done, minutes, stop, self.save_dir)
         self.tb.close()
         return {
@@ -433,7 +438,7 @@ class Trainer:
         self._report_fault([(steps[i], window[i]) for i in picked], reason)
         return False
 
-    def _end_epoch(self, epoch: int, mean_loss: torch.Tensor, t0: float) -> dict:
+    def _end_epoch(self, epoch: int, mean_loss: torch.Tensor) -> dict:
         metrics = {}
         fitness = None
         due = (epoch + 1) % max(int(self.cfg["val_period"]), 1) == 0 or epoch + 1 >= self.cfg["epochs"]
@@ -442,7 +447,7 @@ class Trainer:
             fitness = metrics.get("fitness")
         if self.cfg["time_limit"] and not self.epochs_fitted:  # before the save: a resume keeps the fitted epochs
             done = self.nb - (self.start_batch if epoch == self.start_epoch else 0)  # a resumed epoch's batches
-            seconds = (time.time() - t0) * self.nb / max(done, 1)
+            seconds = (time.time() - self.t0) * self.nb / max(done, 1)
             fitted = fitted_epochs(self.cfg["time_limit"], seconds, self.nb, epoch + 1, self.device, self.main)
             self.cfg["epochs"] = fitted
             self.epochs_fitted = True
@@ -459,7 +464,7 @@ class Trainer:
                 mean_loss.tolist(),
                 metrics,
                 self.optimizer.param_groups[0]["lr"],
-                self.elapsed_before + time.time() - t0,
+                self.elapsed_before + time.time() - self.t0,
                 {"amp/overflow_steps": self.epoch_overflows, "amp/loss_scale": self.gate.get_scale()},
             )
             self.tb.detection_epoch(self, epoch, mean_loss, metrics)

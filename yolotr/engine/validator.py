@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +81,7 @@ class ValidationResult:
         """``0.1 * mAP50 + 0.9 * mAP50-95``: the score ``best.pt`` is chosen by."""
         return 0.1 * self.map50 + 0.9 * self.map50_95
 
-    @property
+    @cached_property
     def box(self) -> BoxMetrics:
         """The numbers under the ``ultralytics`` package's names: ``box.map``, ``box.map50``, ``box.map75``,
         ``box.maps``, ``box.mp``, ``box.mr``, per-class ``box.p``, ``box.ap`` ... (:class:`BoxMetrics`)."""
