@@ -239,10 +239,10 @@ def child_yolotr(args: argparse.Namespace, workdir: Path) -> dict:
     StepProbe(marks, args.profile_epochs, args.device, (ModelEMA,)).install()
 
     class TimedTrainer(Trainer):
-        def _end_epoch(self, epoch, mean_loss, t0):  # the epoch's batches are done; validation follows
+        def _end_epoch(self, epoch, mean_loss):  # the epoch's batches are done; validation follows
             marks.epoch_end()
             marks.images += len(self.train_set)
-            return super()._end_epoch(epoch, mean_loss, t0)
+            return super()._end_epoch(epoch, mean_loss)
 
         def _optimizer_step(self, *a, **k):
             # --drop-epoch-tail: YOLOv5's train.py zeroes the gradients at each epoch's start, so the
