@@ -53,7 +53,17 @@ YOLOV5_MODULES = {
 # YOLO26 and its YOLOv5/YOLOv3 ports), admitted as inert stubs exactly like YOLOv5's.
 ULTRALYTICS_MODULES = {
     "ultralytics.nn.tasks": {"DetectionModel", "BaseModel"},
-    "ultralytics.nn.modules.conv": {"Conv", "Conv2", "DWConv", "Concat", "Focus", "GhostConv", "LightConv", "RepConv"},
+    "ultralytics.nn.modules.conv": {
+        "Conv",
+        "Conv2",
+        "DWConv",
+        "Concat",
+        "Focus",
+        "GhostConv",
+        "LightConv",
+        "RepConv",
+        "ConvTranspose",
+    },
     "ultralytics.nn.modules.block": {
         "DFL",
         "SPP",
@@ -82,6 +92,16 @@ ULTRALYTICS_MODULES = {
         "CIB",
         "RepVGGDW",
         "PSA",
+        # YOLOv9 (yolotr/nn/gelan.py)
+        "RepBottleneck",
+        "RepCSP",
+        "RepNCSPELAN4",
+        "ELAN1",
+        "AConv",
+        "ADown",
+        "SPPELAN",
+        "CBLinear",
+        "CBFuse",
     },
     # Detect is also YOLO26's end-to-end head; v10Detect YOLOv10's (yolotr/nn/head_e2e.py); RTDETRDecoder RT-DETR's
     "ultralytics.nn.modules.head": {"Detect", "v10Detect", "RTDETRDecoder"},

@@ -109,7 +109,8 @@ def make_divisible(x: float, divisor: int) -> int:
 
 
 def parse_activation(text: str, where: str) -> Callable[[], nn.Module]:
-    """``"nn.LeakyReLU(0.1)"`` -> a factory of that activation; only :data:`ACTIVATIONS` are allowed.
+    """``"nn.LeakyReLU(0.1)"`` (or ``torch.nn.``, as the package's yolov6.yaml writes it) -> a factory of that
+    activation; only :data:`ACTIVATIONS` are allowed.
 
     The activation is built and run once on a zero tensor, so arguments of the wrong kind (which
     PyTorch checks only in ``forward``) are a ``ConfigError`` naming ``where`` here.
@@ -121,7 +122,7 @@ def parse_activation(text: str, where: str) -> Callable[[], nn.Module]:
         else:
             func, args, kwargs = node, [], []
         name = func.attr if isinstance(func, ast.Attribute) else func.id
-        if isinstance(func, ast.Attribute) and not (isinstance(func.value, ast.Name) and func.value.id == "nn"):
+        if isinstance(func, ast.Attribute) and ast.unparse(func.value) not in ("nn", "torch.nn"):
             raise ValueError
         values = [ast.literal_eval(a) for a in args]
         keywords = {k.arg: ast.literal_eval(k.value) for k in kwargs}
@@ -270,12 +271,17 @@ def _check_numeric_args(cls: type[nn.Module], args: list, row_args: list, name: 
             raise ConfigError(f"{where}: {name}'s argument '{p.name}'{nth} must be {kind}, got {value!r}")
 
 
-def _head_name(name: str, anchor_free: bool, end2end: bool) -> str:
-    """The registry name a YAML module name builds: ``Detect`` is the anchor-free head in a YAML without
-    ``anchors`` (the end-to-end one with ``end2end: True``), YOLOv5's otherwise."""
+PACKAGE_GRAMMAR_NAMES = {"Bottleneck": "KBottleneck", "BottleneckCSP": "KBottleneckCSP"}
+
+
+def _registry_name(name: str, anchor_free: bool, end2end: bool) -> str:
+    """The registry name a YAML module name builds. In a YAML without ``anchors`` (the package's grammar)
+    ``Detect`` is the anchor-free head (the end-to-end one with ``end2end: True``), and ``Bottleneck`` /
+    ``BottleneckCSP`` are the package's, whose bottleneck convs are both 3x3 (:data:`PACKAGE_GRAMMAR_NAMES`);
+    in YOLOv5's grammar every name is YOLOv5's."""
     if name == "Detect" and anchor_free:
         return "E2EDetect" if end2end else "AnchorFreeDetect"
-    return name
+    return PACKAGE_GRAMMAR_NAMES.get(name, name) if anchor_free else name
 
 
 def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> BuiltLayers:
@@ -330,7 +336,7 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise ConfigError(f"{where}: 'number' must be a positive integer, got {n!r}")
             try:
-                spec = registry.lookup(_head_name(str(name), anchor_free, end2end))
+                spec = registry.lookup(_registry_name(str(name), anchor_free, end2end))
             except KeyError as e:
                 raise ConfigError(f"{where}: {e.args[0]}") from None
             if spec.rule in HEAD_RULES and end2end and not spec.end2end:

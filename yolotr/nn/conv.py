@@ -67,6 +67,21 @@ class DWConv(Conv):
         super().__init__(c1, c2, k, s, g=math.gcd(c1, c2), d=d, act=act)
 
 
+class ConvTranspose(nn.Module):
+    """ConvTranspose2d -> BatchNorm2d (``bn=True``; else the conv has a bias) -> activation:
+    ``(B, c1, H, W) -> (B, c2, (H-1)*s - 2p + k, ...)``. ``act=True`` is SiLU: unlike ``Conv``, a YAML's
+    ``activation:`` does not change it (as in the package)."""
+
+    def __init__(self, c1: int, c2: int, k=2, s=2, p=0, bn: bool = True, act=True):
+        super().__init__()
+        self.conv_transpose = nn.ConvTranspose2d(c1, c2, k, s, p, bias=not bn)
+        self.bn = nn.BatchNorm2d(c2) if bn else nn.Identity()
+        self.act = make_activation(act, nn.SiLU)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.bn(self.conv_transpose(x)))
+
+
 class Focus(nn.Module):
     """Space-to-depth then ``Conv``: ``(B, c1, H, W) -> (B, c2, H/2, W/2)`` (YOLOv5 <= v5)."""
 

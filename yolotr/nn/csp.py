@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from yolotr.nn.blocks import C3
+from yolotr.nn.blocks import C3, BottleneckCSP
 from yolotr.nn.conv import Conv
 
 
@@ -33,6 +33,29 @@ class KBottleneck(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.cv2(self.cv1(x))
         return x + y if self.add else y
+
+
+class C1(nn.Module):
+    """``cv1`` (1x1), then ``n`` 3x3 ``Conv`` layers with a residual: ``(B, c1, H, W) -> (B, c2, H, W)``."""
+
+    def __init__(self, c1: int, c2: int, n: int = 1):
+        super().__init__()
+        self.cv1 = Conv(c1, c2, 1, 1)
+        self.m = nn.Sequential(*(Conv(c2, c2, 3) for _ in range(n)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.cv1(x)
+        return self.m(y) + y
+
+
+class KBottleneckCSP(BottleneckCSP):
+    """The package's ``BottleneckCSP``: YOLOv5's, with 3x3-3x3 inner bottlenecks (YOLOv5's are 1x1-3x3).
+    A ``BottleneckCSP`` row of a YAML in the package's grammar (no ``anchors``) builds this one."""
+
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5):
+        super().__init__(c1, c2, n, shortcut, g, e)
+        c_ = int(c2 * e)
+        self.m = nn.Sequential(*(KBottleneck(c_, c_, shortcut, g, k=(3, 3), e=1.0) for _ in range(n)))
 
 
 class C2(nn.Module):
@@ -80,6 +103,17 @@ class C3k(C3):
         super().__init__(c1, c2, n, shortcut, g, e)
         c_ = int(c2 * e)
         self.m = nn.Sequential(*(KBottleneck(c_, c_, shortcut, g, k=(k, k), e=1.0) for _ in range(n)))
+
+
+class C3x(C3):
+    """YOLOv5's ``C3`` with cross-kernel bottlenecks (1x3 then 3x1): ``(B, c1, H, W) -> (B, c2, H, W)``."""
+
+    def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5):
+        super().__init__(c1, c2, n, shortcut, g, e)
+        self.c_ = int(c2 * e)
+        self.m = nn.Sequential(
+            *(KBottleneck(self.c_, self.c_, shortcut, g, k=((1, 3), (3, 1)), e=1.0) for _ in range(n))
+        )
 
 
 class C3k2(C2f):

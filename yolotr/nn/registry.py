@@ -43,7 +43,7 @@ from yolotr.nn.blocks import (
     Concat,
     GhostBottleneck,
 )
-from yolotr.nn.conv import Conv, DWConv, Focus, GhostConv
+from yolotr.nn.conv import Conv, ConvTranspose, DWConv, Focus, GhostConv
 from yolotr.nn.head import Detect
 from yolotr.nn.swin import SwinV2_CSPB
 from yolotr.nn.wavelet import HWD
@@ -130,7 +130,7 @@ register("CSPDarknetStage", CSPDarknetStage, "csp")
 register("YOLOv4Detect", YOLOv4Detect, "detect")
 
 # The anchor-free line (YOLOv8 / YOLO11 / YOLO12): yolotr/nn/csp.py, psa.py, head_af.py
-from yolotr.nn.csp import C2, C2f, C3k, C3k2  # noqa: E402
+from yolotr.nn.csp import C1, C2, C2f, C3k, C3k2, C3x, KBottleneck, KBottleneckCSP  # noqa: E402
 from yolotr.nn.head_af import AnchorFreeDetect  # noqa: E402
 from yolotr.nn.psa import C2PSA, A2C2f  # noqa: E402
 
@@ -147,11 +147,54 @@ def _a2c2f_at_scale(args: list, scale: str) -> list:
     return [*args, True, 1.2] if scale in ("l", "x") else args
 
 
-for _name, _cls in {"C2f": C2f, "C2": C2, "C3k": C3k, "C2PSA": C2PSA}.items():
+for _name, _cls in {
+    "C2f": C2f,
+    "C2": C2,
+    "C1": C1,
+    "C3x": C3x,
+    "C3k": C3k,
+    "C2PSA": C2PSA,
+    "KBottleneckCSP": KBottleneckCSP,
+}.items():
     register(_name, _cls, "csp")
 register("C3k2", C3k2, "csp", at_scale=_c3k2_at_scale, modern_head=True)
 register("A2C2f", A2C2f, "csp", at_scale=_a2c2f_at_scale, modern_head=True)
 register("AnchorFreeDetect", AnchorFreeDetect, "detect_af")
+register("KBottleneck", KBottleneck, "conv")
+register("ConvTranspose", ConvTranspose, "conv")
+register("nn.ConvTranspose2d", nn.ConvTranspose2d, "conv")
+
+# YOLOv9's GELAN blocks: yolotr/nn/gelan.py. CBLinear's output channels are its list of split widths (only
+# CBFuse reads them); CBFuse has the channels of its last input.
+from yolotr.nn.gelan import ELAN1, SPPELAN, AConv, ADown, CBFuse, CBLinear, RepNCSPELAN4  # noqa: E402
+
+for _name, _cls in {
+    "RepNCSPELAN4": RepNCSPELAN4,
+    "ELAN1": ELAN1,
+    "AConv": AConv,
+    "ADown": ADown,
+    "SPPELAN": SPPELAN,
+}.items():
+    register(_name, _cls, "conv")
+
+
+def _cblinear_rule(args: list, c_in: list[int], n: int, where: str) -> tuple[list, int, int]:
+    widths = args[0] if args else None
+    if not (isinstance(widths, list) and widths and all(isinstance(c, int) and c > 0 for c in widths)):
+        raise ConfigError(f"{where}: CBLinear's row is [[c, ...], k, s, ...] (output widths first), got {args!r}")
+    return [c_in[0], *args], widths, n
+
+
+def _cbfuse_rule(args: list, c_in: list[int], n: int, where: str) -> tuple[list, int, int]:
+    if len(c_in) < 2 or not (args and isinstance(args[0], list) and len(args[0]) == len(c_in) - 1):
+        raise ConfigError(
+            f"{where}: CBFuse takes [[i, ...]], one index per CBLinear input, and its last input is the map to add to"
+        )
+    return list(args), c_in[-1], n
+
+
+register("CBLinear", CBLinear, "custom", complete=_cblinear_rule)
+register("CBFuse", CBFuse, "custom", complete=_cbfuse_rule)
 
 # The NMS-free line (YOLOv10 / YOLO26): yolotr/nn/v10_blocks.py, head_e2e.py. A ``Detect`` row of a YAML with
 # ``end2end: True`` and no ``anchors`` builds E2EDetect (yolotr/nn/builder.py).

@@ -1,0 +1,115 @@
+"""Every detection YAML the ``ultralytics`` package ships, live against the package: yolotr builds it with the
+package's ``state_dict`` keys and shapes, loads the package's weights by name and gives the same head inputs and
+(for the NMS heads) the same eval outputs, also after ``fuse()``; a checkpoint written by the package's
+``save()`` imports without the package. Large models (over 30M parameters) are checked for keys and shapes only.
+
+Skipped without the package (a bench extra: ``pip install -e .[bench]``).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from yolotr.models.detection import DetectionModel
+
+ultralytics = pytest.importorskip(
+    "ultralytics", reason="the ultralytics package is a bench extra (pip install -e .[bench])"
+)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+PACKAGE_CFG = Path(ultralytics.__file__).parent / "cfg" / "models"
+OTHER_TASKS = ("-cls", "-seg", "-pose", "-obb", "yoloe", "-world", "-depth", "-sem")
+YAMLS = sorted(
+    p.relative_to(PACKAGE_CFG).as_posix()
+    for p in PACKAGE_CFG.glob("*/*.yaml")
+    if not any(task in p.name for task in OTHER_TASKS)
+)
+BIG = 30_000_000
+
+
+def _package_model(path: Path, nc: int):
+    from ultralytics.nn.tasks import DetectionModel as PackageModel
+    from ultralytics.nn.tasks import RTDETRDetectionModel, yaml_model_load
+
+    cfg = yaml_model_load(path)
+    if cfg.get("scales"):
+        cfg["scale"] = "n" if "n" in cfg["scales"] else next(iter(cfg["scales"]))
+    kind = RTDETRDetectionModel if "RTDETRDecoder" in str(cfg["head"][-1]) else PackageModel
+    return kind(cfg, nc=nc, verbose=False), cfg
+
+
+def _first(out):
+    return out[0] if isinstance(out, tuple | list) else out
+
+
+def _like(got: torch.Tensor, expected: torch.Tensor) -> torch.Tensor:
+    """yolotr's anchor-free eval output is ``(B, anchors, 4 + nc)``, the package's ``(B, 4 + nc, anchors)``."""
+    return got if got.shape == expected.shape else got.transpose(1, 2)
+
+
+@pytest.mark.parametrize("name", YAMLS)
+def test_package_yaml_keys_weights_and_outputs(name):
+    torch.manual_seed(0)
+    theirs, cfg = _package_model(PACKAGE_CFG / name, nc=3)
+    ours = DetectionModel({k: v for k, v in cfg.items() if k != "yaml_file"}, nc=3)
+    want = {k: tuple(v.shape) for k, v in theirs.state_dict().items()}
+    assert {k: tuple(v.shape) for k, v in ours.state_dict().items()} == want
+    if sum(p.numel() for p in theirs.parameters()) > BIG:
+        return
+    ours.load_state_dict(theirs.state_dict())
+    theirs.eval(), ours.eval()
+    x = torch.rand(1, 3, 128, 192)
+    with torch.no_grad():
+        head_inputs = [_head_input(model, x) for model in (theirs, ours)]
+        for expected, got in zip(*head_inputs, strict=True):
+            assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4)
+        if getattr(ours.model[-1], "end2end", False) or "RTDETR" in type(theirs).__name__:
+            return  # the end-to-end heads' own outputs: tests/nn/test_e2e_models.py, test_rtdetr_oracle.py
+        expected = _first(theirs(x))
+        assert torch.allclose(_like(_first(ours(x)), expected), expected, rtol=1e-4, atol=1e-4 * 192)
+        ours.fuse()
+        assert torch.allclose(_like(_first(ours(x)), expected), expected, rtol=1e-3, atol=1e-3 * 192)
+
+
+def _head_input(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The feature maps the head (the last layer) receives."""
+    seen = []
+    handle = model.model[-1].register_forward_pre_hook(lambda _, args: seen.extend(args[0]))
+    try:
+        model(x)
+    finally:
+        handle.remove()
+    return seen
+
+
+@pytest.mark.parametrize("name", ["yolov9t", "yolov6n", "yolov3-tiny"])
+def test_package_checkpoint_imports_without_the_package(name, tmp_path):
+    from ultralytics import YOLO as PackageYOLO
+
+    torch.manual_seed(0)
+    package = PackageYOLO(f"{name}.yaml")
+    package.save(tmp_path / f"{name}.pt")
+    x = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        expected = _first(package.model.eval()(x))
+    torch.save({"x": x, "y": expected}, tmp_path / "io.pt")
+    script = (
+        "import sys, torch\n"
+        "from yolotr import YOLO\n"
+        f"m = YOLO({str(tmp_path / f'{name}.pt')!r}).model.float().eval()\n"
+        f"io = torch.load({str(tmp_path / 'io.pt')!r})\n"
+        "with torch.no_grad():\n"
+        "    y = m(io['x'])\n"
+        "y = y[0] if isinstance(y, (tuple, list)) else y\n"
+        "y = y if y.shape == io['y'].shape else y.transpose(1, 2)\n"
+        "assert 'ultralytics' not in sys.modules\n"
+        "print(float((y - io['y']).abs().max()))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert float(run.stdout.strip().splitlines()[-1]) < 1e-3
