@@ -22,7 +22,8 @@ from yolotr.models.loading import load_model
 # smaller ones; the next largest (10-40 s each, same modules as yolov5n/s, yolov4-s, yolov8, yolov8n-swinv2,
 # yolov10n) run under the slow mark: `pytest -m slow`.
 LARGE = {"yolov10m.yaml", "yolov10b.yaml", "yolov10l.yaml", "yolov10x.yaml", "rtdetr-x.yaml", "rtdetr-resnet50.yaml",
-         "rtdetr-resnet101.yaml", "yolov3.yaml", "yolov3-spp.yaml", "yolov9m.yaml", "yolov9c.yaml", "yolov9e.yaml"}  # fmt: skip
+         "rtdetr-resnet101.yaml", "yolov3.yaml", "yolov3-spp.yaml", "yolov9m.yaml", "yolov9c.yaml",
+         "yolov9e.yaml"}  # fmt: skip
 SLOW = {"rtdetr-l.yaml", "rtdetr-swinv2.yaml", "rtdetr-swinv2-aifi.yaml", "yolov10s.yaml", "yolov4.yaml",
         "yolov5m.yaml", "yolov5l.yaml", "yolov5x.yaml", "yolov8-p6.yaml", "yolov8s-swinv2.yaml"}  # fmt: skip
 SHIPPED = [

@@ -106,3 +106,13 @@ def test_malformed_auxiliary_rows_are_named(rows, message):
     cfg = {"nc": 2, "backbone": [[-1, 1, "Conv", [16, 3, 2]], *rows], "head": [[[-1], 1, "Detect", ["nc"]]]}
     with pytest.raises(ConfigError, match=message):
         DetectionModel(cfg)
+
+
+def test_a_c2fcib_row_makes_the_detect_head_modern_as_in_the_package():
+    """The package makes the class branch depthwise after a C2fCIB row (as after C3k2 / A2C2f): a YOLOv8n whose
+    last C2f is a C2fCIB has 2,480,361 parameters there (yolotr built 2,801,001)."""
+    from yolotr.models.detection import load_model_yaml
+
+    cfg = load_model_yaml("yolov8n.yaml")
+    cfg["head"][-2] = [-1, 3, "C2fCIB", [1024, True, True]]
+    assert _count(DetectionModel(cfg, nc=3)) == 2_480_361

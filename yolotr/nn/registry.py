@@ -203,7 +203,7 @@ from yolotr.nn.v10_blocks import CIB, PSA, C2fCIB, SCDown  # noqa: E402
 
 for _name, _cls in {"SCDown": SCDown, "PSA": PSA, "CIB": CIB}.items():
     register(_name, _cls, "conv")
-register("C2fCIB", C2fCIB, "csp")
+register("C2fCIB", C2fCIB, "csp", modern_head=True)  # the package: a C2fCIB makes the head modern
 register("E2EDetect", E2EDetect, "detect_af", end2end=True)
 register("v10Detect", V10Detect, "detect_af", end2end=True)
 
