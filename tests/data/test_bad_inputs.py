@@ -45,6 +45,29 @@ def test_voc_object_parts_are_ignored(tmp_path):
     np.testing.assert_allclose(record.boxes, [[10, 5, 40, 40]])
 
 
+@pytest.mark.parametrize(
+    ("size", "box", "message"),
+    [
+        ((128, 96), [10, 5, 40, 40], "resized?): boxes scaled to the image"),  # annotated at twice the size
+        ((48, 64), [20, 10, 80, 80], "turned?): boxes used as given"),
+        ((64, 48), [20, 10, 80, 80], None),
+    ],
+)
+def test_voc_size_that_is_not_the_image_size(tmp_path, size, box, message):
+    """Boxes drawn on a photo then resized to half were read at the old scale, with no word when they still fit;
+    the package's converter normalises by <size>."""
+    _image(tmp_path / "images")  # 64x48
+    (tmp_path / "annotations").mkdir()
+    xml = f"<annotation><size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>"
+    xml += f"<object><name>cat</name>{_box(21, 11, 80, 80)}</object></annotation>"
+    (tmp_path / "annotations" / "a.xml").write_text(xml)
+    data = {"path": str(tmp_path), "train": "images", "names": ["cat"], "format": "voc"}
+    (record,), report = load_records(data, "train", cache=False)
+    np.testing.assert_allclose(record.boxes, [[min(v, lim) for v, lim in zip(box, (64, 48, 64, 48))]])
+    said = [p.message for p in report.problems if "<size>" in p.message]
+    assert (said and message in said[0]) if message else not said
+
+
 def _coco(tmp_path: Path, change) -> dict:
     """A one-image instances JSON, changed by ``change(data)``, and its dataset dict."""
     _image(tmp_path / "images")
@@ -183,6 +206,44 @@ def test_truncated_jpeg_same_answer_in_check_data_and_predict(tmp_path, caplog):
         list(iter_frames(cut))
 
 
+def test_a_whole_jpeg_with_a_trailer_is_not_truncated(tmp_path):
+    """Samsung phones append a 'SEFH...SEFT' trailer, Motion Photos a video, after the JPEG's end marker: the
+    file decodes whole, but the marker was not in the last 64 bytes, and such photos were left out of training
+    and refused by predict as 'truncated'."""
+    import cv2
+
+    from yolotr.data.images import iter_frames
+    from yolotr.data.synthetic import generate_sample
+
+    (tmp_path / "images").mkdir()
+    phone = tmp_path / "images" / "phone.jpg"
+    ok, encoded = cv2.imencode(".jpg", generate_sample(0, 128, seed=1)[0])
+    phone.write_bytes(encoded.tobytes() + b"SEFH" + bytes(120) + b"Image_UTC_Data1700000000000" + bytes(16) + b"SEFT")
+    records, report = load_records({"path": str(tmp_path), "train": "images", "names": ["a"]}, "train", cache=False)
+    assert [Path(r.path).name for r in records] == ["phone.jpg"] and not report.problems
+    (frame,) = iter_frames(phone)
+    assert frame.image.shape[:2] == (128, 128)
+
+
+def test_training_and_prediction_read_the_same_image_files(tmp_path):
+    """A folder's camera.MPO trained but was left out of predict with no word (predict's list lacked .mpo);
+    a .pfm was listed for training and then refused by its check."""
+    import cv2
+
+    from yolotr.data.images import iter_frames
+    from yolotr.data.sources import IMG_FORMATS
+    from yolotr.data.synthetic import generate_sample
+
+    (tmp_path / "images").mkdir()
+    ok, encoded = cv2.imencode(".jpg", generate_sample(0, 64, seed=1)[0])
+    for name in ("camera.MPO", "photo.jpg"):
+        (tmp_path / "images" / name).write_bytes(encoded.tobytes())
+    records, _ = load_records({"path": str(tmp_path), "train": "images", "names": ["a"]}, "train", cache=False)
+    frames = list(iter_frames(tmp_path / "images", prefetch=0))
+    assert sorted(Path(r.path).name for r in records) == sorted(Path(f.path).name for f in frames)
+    assert len(frames) == 2 and ".pfm" not in IMG_FORMATS
+
+
 def test_32_bit_tiff_rejected_by_check_data_and_by_the_readers(tmp_path):
     """OpenCV (training's and prediction's reader) cannot read 32-bit samples; check-data says so
     instead of calling it a 16-bit image that trains."""
@@ -224,6 +285,40 @@ def test_a_tiff_with_any_exif_orientation_is_read_upright(tmp_path, orientation)
     records, report = load_records({"path": str(tmp_path), "train": "images", "names": ["a"]}, "train", cache=False)
     assert len(records) == 1 and not [p for p in report.problems if p.severity == "error"]
     assert (records[0].height, records[0].width) == upright.shape[:2]  # the size the loader will read
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_an_orientation_opencv_does_not_apply_keeps_the_stored_size(tmp_path, suffix):
+    """Pillow reads orientation 6 from XMP (JPEG) and from an ImageMagick text profile (PNG); OpenCV, which
+    decodes every image in training, does not apply it. The record said turned (h=60, w=40), and the loader
+    stretched the 60x40 image it decoded to a portrait, the labels in the wrong frame."""
+    import binascii
+
+    from PIL import PngImagePlugin
+
+    from yolotr.data.dataset import read_image as loader_read
+
+    stored = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8))
+    path = tmp_path / "images" / f"xmp{suffix}"
+    path.parent.mkdir()
+    if suffix == ".jpg":
+        xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        xmp += b'<rdf:Description xmlns:tiff="http://ns.adobe.com/tiff/1.0/" tiff:Orientation="6"/>'
+        xmp += b"</rdf:RDF></x:xmpmeta>"
+        stored.save(path, xmp=xmp)
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        raw = b"Exif\x00\x00" + exif.tobytes()
+        info = PngImagePlugin.PngInfo()
+        info.add_text("Raw profile type exif", f"\nexif\n{len(raw):8d}\n{binascii.hexlify(raw).decode()}\n", zip=True)
+        stored.save(path, pnginfo=info)
+    with Image.open(path) as im:
+        assert im.getexif().get(0x0112) == 6  # what Pillow reports
+    assert loader_read(str(path)).shape[:2] == (40, 60)  # what OpenCV decodes
+    records, report = load_records({"path": str(tmp_path), "train": "images", "names": ["a"]}, "train", cache=False)
+    assert (records[0].height, records[0].width) == (40, 60)
+    assert "which OpenCV does not apply" in report.problems[0].message
 
 
 def test_a_folder_given_where_one_image_is_read_is_named_a_folder(tmp_path):

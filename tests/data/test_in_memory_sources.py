@@ -42,6 +42,17 @@ def test_a_16_bit_pil_image_keeps_its_top_8_bits():
     assert frame.shape == (64, 64, 3) and np.array_equal(frame[..., 0], (deep >> 8).astype(np.uint8))
 
 
+def test_a_32_bit_pil_image_of_8_bit_values_keeps_them():
+    """``Image.fromarray`` of an int array of 0..255 and ``convert("I")`` of an 8-bit image give mode ``I``; its
+    values were shifted right by 8, a black frame predicted on (no detections, no warning)."""
+    grey = np.arange(64 * 64, dtype=np.int64).reshape(64, 64) % 256
+    for image in (Image.fromarray(grey.astype(np.int32)), Image.fromarray(grey.astype(np.uint8)).convert("I")):
+        assert image.mode == "I"
+        assert np.array_equal(array_frame(image).image[..., 0], grey.astype(np.uint8))
+    wide = Image.fromarray((grey * 4096).astype(np.int32))  # 20 bits used: their top 8 (a shift by 24 gave 0)
+    assert np.array_equal(array_frame(wide).image[..., 0], grey.astype(np.uint8))
+
+
 def test_a_tensor_batch_is_one_frame_per_image():
     batch = torch.rand(2, 3, 16, 24, generator=torch.Generator().manual_seed(0))
     frames = list(iter_frames(batch))

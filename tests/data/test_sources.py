@@ -448,18 +448,26 @@ def test_config_yaml(tmp_path):
 def test_label_problems_say_what_they_look_like(tmp_path):
     """Commas for spaces, pixel coordinates, and an image the label has but in a format not read (or a
     broken link): each problem says so, beside where it is."""
-    root = _write_set(tmp_path, {"a": "0,0.5,0.5,0.2,0.2\n", "b": "1 320 200 50 60\n", "c": "0 0.5 0.5 0.2 0.2\n"})
+    good = "0 0.5 0.5 0.2 0.2\n"
+    labels = {"a": "0,0.5,0.5,0.2,0.2\n", "b": "1 320 200 50 60\n", "c": good, "g": good}
+    root = _write_set(tmp_path, labels)
     (root / "labels" / "d.txt").write_text("0 0.5 0.5 0.2 0.2\n")
     (root / "images" / "d.gif").write_bytes(b"GIF89a")
     (root / "labels" / "e.txt").write_text("0 0.5 0.5 0.2 0.2\n")
     (root / "images" / "e.jpg").symlink_to(root / "gone.jpg")
-    report = load_records(root / "d.yaml", "train", cache=False)[1]
+    (root / "labels" / "c.txt").rename(root / "c-real.txt")
+    (root / "labels" / "c.txt").symlink_to(root / "gone.txt")  # was read as "no label": a background
+    (root / "labels" / "f.txt").write_text("0 -250 0.5 0.2 0.2\n")
+    (root / "images" / "f.png").write_bytes((root / "images" / "a.png").read_bytes())
+    records, report = load_records(root / "d.yaml", "train", cache=False)
     problems = {(Path(p.file).name, p.line): p.message for p in report.problems}
     assert "the values are separated by commas, YOLO labels by spaces" in problems["a.txt", 1]
     assert "coordinates up to 320" in problems["b.txt", 1] and "they look like pixels" in problems["b.txt", 1]
     assert "d.gif: .gif images are not read" in problems["d.txt", None]
     assert "e.jpg is a broken link" in problems["e.txt", None]
-    assert ("c.txt", 1) not in problems
+    assert "the label file is a broken link" in problems["c.txt", None]
+    assert "c.png" not in {Path(r.path).name for r in records}
+    assert "coordinates up to -250 in" in problems["f.txt", 1]  # said "up to 0.5", the largest signed value
 
 
 def test_a_misspelt_split_is_refused_with_the_split_it_resembles(tmp_path):

@@ -104,6 +104,21 @@ def test_predict_save_json_ids(official, coco_raccoons, tmp_path):
     assert COCO80_TO_91[BEAR] == 23 and len(rows) > 1
 
 
+def test_predict_save_json_gives_same_stem_images_the_ids_of_their_other_outputs(official, tmp_path):
+    """bus.jpg and bus.png of one folder were drawn as bus and bus_2, but every detection of both had image_id
+    "bus" in predictions_coco.json."""
+    import cv2
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    shutil.copy(shared_path("images", "bus.jpg"), folder / "bus.jpg")
+    cv2.imwrite(str(folder / "bus.png"), cv2.imread(str(shared_path("images", "zidane.jpg"))))
+    results = official.predict(str(folder), imgsz=256, save_json=True, project=tmp_path, name="run")
+    rows = json.loads((tmp_path / "run" / "predictions_coco.json").read_text())
+    counts = {stem: sum(r["image_id"] == stem for r in rows) for stem in ("bus", "bus_2")}
+    assert sorted(counts.values()) == sorted(len(r.boxes) for r in results) and min(counts.values()) > 0
+
+
 def test_result_id_rules():
     coco80 = result_ids(list(COCO_NAMES))
     assert coco80.rule == "coco80" and len(COCO80_TO_91) == 80 == len(set(COCO80_TO_91))

@@ -15,11 +15,10 @@ import numpy as np
 import torch
 
 from yolotr.data.dataset import read_image as read_bgr
-from yolotr.data.validation import TRUNCATED_JPEG, WIDE_TIFF, inspect_image, truncated_jpeg
+from yolotr.data.validation import IMAGE_SUFFIXES, TRUNCATED_JPEG, WIDE_TIFF, inspect_image, truncated_jpeg
 from yolotr.errors import DataError
 
 LOGGER = logging.getLogger("yolotr")
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpeg", ".mpg"}
 
 
@@ -153,14 +152,17 @@ def array_frame(image, index: int = 0) -> Frame:
 
 
 def _pil_rgb(image):
-    """A PIL image upright (EXIF orientation) in RGB; 16-bit grey (``I;16``) and 32-bit (``I``) keep their top
-    8 bits (``convert("RGB")`` clips them at 255: a white image)."""
+    """A PIL image upright (EXIF orientation) in RGB; 16-bit grey (``I;16``) keeps its top 8 bits, as OpenCV reads
+    a 16-bit file (``convert("RGB")`` clips at 255: a white image). 32-bit grey (``I``) is scaled by the range its
+    values use: kept when they fit 8 bits (``Image.fromarray`` of an int array of 0..255, ``convert("I")`` of
+    an 8-bit image), the top 8 of 16 bits when they fit 16, the top 8 bits of the largest value beyond."""
     from PIL import Image, ImageOps
 
     image = ImageOps.exif_transpose(image)
     if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        deep = np.asarray(image).astype(np.uint32)
-        shift = 8 if image.mode.startswith("I;16") or int(deep.max(initial=0)) <= 0xFFFF else 24
+        deep = np.asarray(image).clip(0).astype(np.uint32)
+        top = int(deep.max(initial=0))
+        shift = 8 if image.mode.startswith("I;16") or 0xFF < top <= 0xFFFF else max(top.bit_length() - 8, 0)
         return Image.fromarray((deep >> shift).astype(np.uint8)).convert("RGB")
     return image.convert("RGB")
 

@@ -59,13 +59,15 @@ class ResultIds:
         counts = Counter(os.path.basename(p) for p in self.image_ids)
         self._by_name = {os.path.basename(p): i for p, i in self.image_ids.items() if counts[os.path.basename(p)] == 1}
 
-    def image_id(self, path: str, frame: int | None = None) -> Any:
-        """The ``image_id`` of an image file (or of frame ``frame`` of a video)."""
+    def image_id(self, path: str, frame: int | None = None, stem: str | None = None) -> Any:
+        """The ``image_id`` of an image file (or of frame ``frame`` of a video). Without a dataset id it is
+        ``stem`` (default: the file's; a run gives ``bus_2`` to a second ``bus.*``, as its other outputs)."""
         if frame is None and self.image_ids:
             for found in (self.image_ids.get(os.path.realpath(path)), self._by_name.get(os.path.basename(path))):
                 if found is not None:
                     return found
-        stem = Path(path).stem if frame is None else f"{Path(path).stem}_{frame}"
+        stem = stem or Path(path).stem
+        stem = stem if frame is None else f"{stem}_{frame}"
         return int(stem) if self.rule == "coco80" and stem.isdigit() else stem
 
     def category_id(self, cls: int) -> int:
@@ -75,11 +77,12 @@ class ResultIds:
         cid = self.category_ids[cls]
         return cls if cid is None else cid
 
-    def entries(self, path: str, frame: int | None, detections) -> list[dict]:
+    def entries(self, path: str, frame: int | None, detections, stem: str | None = None) -> list[dict]:
         """COCO results of one image: ``detections`` ``(n, 6)`` float ``x1, y1, x2, y2, score, class`` in
-        original-image pixels (tensor or array) -> one dict per row (box rounded to 3 decimals, score to 6)."""
+        original-image pixels (tensor or array) -> one dict per row (box rounded to 3 decimals, score to 6).
+        ``stem``: see :meth:`image_id`."""
         rows = np.asarray(detections.cpu() if hasattr(detections, "cpu") else detections, np.float64).reshape(-1, 6)
-        image_id = self.image_id(path, frame)
+        image_id = self.image_id(path, frame, stem)
         return [
             {
                 "image_id": image_id,

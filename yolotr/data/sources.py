@@ -57,6 +57,7 @@ from yolotr.data.label_cache import (
 from yolotr.data.report import DataReport, split_report
 from yolotr.data.validation import (
     CLIP_TOLERANCE,
+    IMAGE_SUFFIXES,
     ORPHAN_LABEL,
     ImageRecord,
     Item,
@@ -88,7 +89,7 @@ __all__ = [
 
 LOGGER = logging.getLogger("yolotr")
 
-IMG_FORMATS = {".bmp", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp", ".pfm"}
+IMG_FORMATS = IMAGE_SUFFIXES  # .pfm (float pixels) is not: Pillow cannot check it, training reads 8-bit
 FORMATS = ("yolo", "coco", "voc")
 LOGGED_PROBLEMS = 5  # problems that load_records logs; `yolotr check-data` lists them all
 KEYS = ("path", "train", "val", "test", "names", "nc", "format", "images", "annotations", "download")

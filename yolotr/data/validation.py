@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -120,6 +121,9 @@ def warning(file: str, line: int | None, message: str) -> Problem:
 
 # --------------------------------------------------------------------------- images
 
+IMAGE_SUFFIXES = frozenset({".bmp", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp"})
+"""The image files yolotr reads, in training and in prediction alike (both through OpenCV, checked by Pillow)."""
+
 
 def inspect_image(path: str) -> tuple[int, int, Problem | None]:
     """Size after EXIF rotation and the one problem of an image file (``error``: unusable).
@@ -151,7 +155,12 @@ def inspect_image(path: str) -> tuple[int, int, Problem | None]:
     if w < 2 or h < 2:
         return 0, 0, error(path, None, UNREADABLE_IMAGE, f"image of {w}x{h} pixels, skipped")
     notes = []
-    if orientation in (5, 6, 7, 8):
+    if orientation in (5, 6, 7, 8) and w != h and not _opencv_turns(path, w, h, fmt):
+        notes.append(
+            f"orientation {orientation} in its metadata, which OpenCV does not apply (not in the EXIF block OpenCV "
+            f"reads: XMP, or a PNG text profile): used as stored, {w}x{h}"
+        )
+    elif orientation in (5, 6, 7, 8):
         notes.append(f"EXIF orientation {orientation}: stored {w}x{h}, used rotated {h}x{w}")
         w, h = h, w
     elif orientation not in (1, 2, 3, 4):
@@ -168,18 +177,42 @@ def inspect_image(path: str) -> tuple[int, int, Problem | None]:
     return h, w, (warning(path, None, "; ".join(notes)) if notes else None)
 
 
+def _opencv_turns(path: str, w: int, h: int, fmt: str | None) -> bool:
+    """Whether OpenCV, which reads every training and prediction image, turns a ``w x h`` image (``w != h``) a
+    quarter as its orientation 5-8 says. Pillow also reads an orientation from XMP and from a PNG's text
+    profile, which OpenCV does not apply: sizing such an image as turned stretched it in training. A JPEG is
+    decoded at an eighth of the size (scaled in the decoder; OpenCV turns other formats only when decoded whole);
+    when OpenCV cannot decode it, the EXIF answer stands."""
+    flags = cv2.IMREAD_REDUCED_COLOR_8 if fmt in ("JPEG", "MPO") else cv2.IMREAD_COLOR
+    try:
+        image = cv2.imdecode(np.fromfile(path, np.uint8), flags)
+    except (cv2.error, OSError, ValueError):
+        image = None
+    if image is None or image.shape[0] == image.shape[1]:
+        return True
+    return (image.shape[0] > image.shape[1]) == (w > h)
+
+
 def truncated_jpeg(path: str | os.PathLike) -> bool:
-    """Whether a file is a JPEG (it starts with ``FF D8``) without the end-of-image marker ``FF D9``
-    in its last 64 bytes: cut short.
+    """Whether a file is a JPEG (it starts with ``FF D8``) cut short: no end-of-image marker ``FF D9`` in its
+    last 64 bytes, and Pillow cannot decode it to the end.
 
     OpenCV decodes such a file without an error (the missing part grey), so ``check-data`` (when
-    PIL reads its header) and prediction (when OpenCV decodes it) both call it unreadable.
+    PIL reads its header) and prediction (when OpenCV decodes it) both call it unreadable. A whole JPEG
+    with data after its end marker (a Samsung trailer, a Motion Photo's video) decodes, and is not cut short.
     """
     with open(path, "rb") as f:
         if f.read(2) != b"\xff\xd8":
             return False
         f.seek(-min(64, os.path.getsize(path)), 2)
-        return b"\xff\xd9" not in f.read()
+        if b"\xff\xd9" in f.read():
+            return False
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return True
+    return False
 
 
 def _as_tuple(value) -> tuple:
@@ -203,6 +236,11 @@ def read_yolo(label: str, w: int, h: int, problems: list[Problem]) -> list[tuple
     try:
         text = Path(label).read_text(encoding="utf-8-sig")  # Windows Notepad starts with a BOM
     except FileNotFoundError:
+        if os.path.islink(label):  # the label was meant to be there: not a background
+            problems.append(
+                error(label, None, UNREADABLE_LABEL, f"the label file is a broken link (to {os.readlink(label)})")
+            )
+            return []
         return None
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(error(label, None, UNREADABLE_LABEL, f"unreadable label file ({exc})"))
@@ -228,8 +266,9 @@ def read_yolo(label: str, w: int, h: int, problems: list[Problem]) -> list[tuple
             continue
         cls = values[0]
         if max(abs(v) for v in values[1:]) > PIXEL_LIKE:
+            largest = max(values[1:], key=abs)  # -250 as well as 250
             problems.append(
-                error(label, n, OUTSIDE, f"coordinates up to {max(values[1:]):g} in {line.strip()!r}: they look like "
+                error(label, n, OUTSIDE, f"coordinates up to {largest:g} in {line.strip()!r}: they look like "
                       "pixels; YOLO labels are fractions of the image side, 0 to 1")
             )  # fmt: skip
             continue
@@ -243,18 +282,22 @@ def read_yolo(label: str, w: int, h: int, problems: list[Problem]) -> list[tuple
     return objects
 
 
-def read_voc(label: str, names: list[str], problems: list[Problem]) -> list[tuple] | None:
+def read_voc(label: str, names: list[str], problems: list[Problem], w: int, h: int) -> list[tuple] | None:
     """Raw objects of a VOC XML with their line numbers, or None when the file does not exist.
 
     An object is an ``<object>`` child of the root; only its own ``<name>`` and the corners of its
     own ``<bndbox>`` are read, so the ``<part>`` children of VOC person objects (a head, a hand,
-    each with a name and box of its own) are ignored.
+    each with a name and box of its own) are ignored. When the XML's ``<size>`` differs from the image's
+    ``w x h`` (the image was resized after it was annotated), the boxes are scaled from ``<size>`` to the
+    image, as the package's VOC converter does by normalising with ``<size>``, with a warning; a ``<size>``
+    with the sides swapped (an EXIF turn one of the tools did not apply) is only warned about.
     """
     if not os.path.exists(label):
         return None
     objects: list[tuple] = []
     stack: list[str] = []
     current: dict[str, Any] = {}
+    size: dict[str, str] = {}
     text: list[str] = []
     parser = xml.parsers.expat.ParserCreate()
 
@@ -273,6 +316,8 @@ def read_voc(label: str, names: list[str], problems: list[Problem]) -> list[tupl
             current[tag] = value
         elif stack[1:] == ["object", "bndbox"] and tag in ("xmin", "ymin", "xmax", "ymax"):
             current[tag] = value
+        elif stack[1:] == ["size"] and tag in ("width", "height"):
+            size[tag] = value
         elif tag == "object" and len(stack) == 1:
             objects.append(dict(current))
 
@@ -286,6 +331,7 @@ def read_voc(label: str, names: list[str], problems: list[Problem]) -> list[tupl
         problems.append(error(label, getattr(exc, "lineno", None), UNREADABLE_LABEL, f"unreadable XML ({exc})"))
         return []
     index = {n: i for i, n in enumerate(names)}
+    sx, sy = _voc_scale(label, size, w, h, problems)
     out = []
     for obj in objects:
         line, name = obj["line"], obj.get("name", "")
@@ -297,8 +343,28 @@ def read_voc(label: str, names: list[str], problems: list[Problem]) -> list[tupl
         except (KeyError, ValueError):
             problems.append(error(label, line, MALFORMED, "bndbox needs numeric xmin, ymin, xmax, ymax"))
             continue
-        out.append((line, "", index[name], x1 - 1, y1 - 1, x2, y2))
+        out.append((line, "", index[name], (x1 - 1) * sx, (y1 - 1) * sy, x2 * sx, y2 * sy))
     return out
+
+
+def _voc_scale(label: str, size: dict[str, str], w: int, h: int, problems: list[Problem]) -> tuple[float, float]:
+    """``(x, y)`` factors from a VOC XML's ``<size>`` to the image's ``w x h``: 1 when they agree, when
+    ``<size>`` is missing or not positive numbers, or when its sides are the image's swapped (warned)."""
+    try:
+        sw, sh = float(size["width"]), float(size["height"])
+    except (KeyError, ValueError):
+        return 1.0, 1.0
+    if sw <= 0 or sh <= 0 or (sw, sh) == (w, h):
+        return 1.0, 1.0
+    if (sw, sh) == (h, w):
+        problems.append(
+            warning(label, None, f"<size> is {sw:g}x{sh:g}, the image {w}x{h} (turned?): boxes used as given")
+        )
+        return 1.0, 1.0
+    problems.append(
+        warning(label, None, f"<size> is {sw:g}x{sh:g}, the image {w}x{h} (resized?): boxes scaled to the image")
+    )
+    return w / sw, h / sh
 
 
 def check_boxes(
@@ -368,7 +434,7 @@ def validate_item(item: Item, fmt: str, names: list[str]) -> Checked:
     elif fmt == "yolo":
         objects = read_yolo(label, w, h, problems)
     else:
-        objects = read_voc(label, names, problems)
+        objects = read_voc(label, names, problems, w, h)
         if objects is None:
             problems.append(warning(label, None, f"no annotation for {item.image}: used as background"))
     boxes, classes = check_boxes(label, objects or [], w, h, len(names), problems)

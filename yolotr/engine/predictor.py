@@ -280,7 +280,7 @@ class PredictionWriter:
         self.records.append({"image": frame.path, "frame": frame.frame, "detections": result.summary()})
         if self.save_json:
             self.ids = self.ids or result_ids(list(result.names))
-            self.coco += self.ids.entries(frame.path, frame.frame, result.boxes.data)
+            self.coco += self.ids.entries(frame.path, frame.frame, result.boxes.data, base)
         if self.save_dir is None:
             return
         self.save_dir.mkdir(parents=True, exist_ok=True)
