@@ -31,6 +31,22 @@ def test_neighbour_cells_follow_the_centre_fraction():
     assert (tbox[:, :2] > -0.5).all() and (tbox[:, :2] < 1.5).all()
 
 
+@pytest.mark.parametrize("dense", [False, True])
+def test_a_centre_on_the_right_or_bottom_edge_is_measured_from_the_last_cell(dense):
+    """A centre at cx = 1.0 falls in cell nx, clamped to nx - 1 as in YOLOv5; the box target was measured from
+    the unclamped cell (offset 0.0, one cell left of the centre) where YOLOv5's is 1.0 (loss items 6 % off)."""
+    model = DetectionModel("yolov5n.yaml", nc=2)
+    loss = DetectionLoss(model.model[-1], HYP, 256, dense=dense)
+    raw = _raw(model)
+    edge = torch.tensor([[0, 1, 1.0, 1.0, 16 / 256, 16 / 256]])
+    b, a, gj, gi, tbox, anchors, c, valid = next(loss._targets(raw, edge, dense))
+    keep = valid if valid is not None else torch.ones_like(gi, dtype=torch.bool)
+    centre = keep & (gi == 31) & (gj == 31)
+    assert centre.any()
+    torch.testing.assert_close(tbox[centre, :2], torch.ones(int(centre.sum()), 2))
+    assert (tbox[keep, :2] >= -0.5).all() and (tbox[keep, :2] <= 1.5).all()
+
+
 def test_anchor_ratio_threshold_rejects_far_sizes():
     model = DetectionModel("yolov5n.yaml", nc=2)
     loss = DetectionLoss(model.model[-1], HYP, 256)

@@ -24,7 +24,7 @@ RANGES = {
         ">= 0": "patience workers freeze close_mosaic save_period_steps warmup_min_iters time_limit mmap_threshold_mb "
         "nan_max_rollbacks seed "
         "warmup_epochs warmup_bias_lr grad_clip weight_decay "
-        "box cls cls_pw obj obj_pw af_box af_cls dfl",
+        "box cls cls_pw obj obj_pw fl_gamma af_box af_cls dfl",
         "> 0": "lr0 lrf ema_tau anchor_t amp_init_scale",
         "[0, 1]": "mosaic fliplr flipud translate val_conf ema_decay label_smoothing hsv_h hsv_s hsv_v",
         "[0, 1)": "momentum warmup_momentum scale",

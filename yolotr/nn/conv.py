@@ -43,12 +43,30 @@ class Conv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
         if lean_eligible(y, self.bn, self.act):  # training under lean_activations(): see yolotr.nn.lean
-            return batchnorm_silu(y, self.bn)
-        return self.act(self.bn(y))
+            return contiguous_grad_at_batch_one(batchnorm_silu(y, self.bn))
+        return self.act(contiguous_grad_at_batch_one(self.bn(y)))
 
     def forward_fuse(self, x: torch.Tensor) -> torch.Tensor:
         """Forward after :func:`fuse_conv_and_bn` folded ``bn`` into ``conv``."""
         return self.act(self.conv(x))
+
+
+def _contiguous(grad: torch.Tensor) -> torch.Tensor:
+    return grad.contiguous()
+
+
+def contiguous_grad_at_batch_one(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (a BatchNorm2d output ``(1, C, H, W)``), whose gradient is made contiguous before the BatchNorm's
+    backward gets it, when a batch of one trains.
+
+    PyTorch's CPU BatchNorm2d backward (2.14) is wrong at batch 1 when the incoming gradient is laid out
+    channels-last and the input is not: a token-major consumer (``flatten(2).transpose(1, 2)``: area
+    attention's qkv, a Transformer stage, RT-DETR's input projections) sends exactly that, and the weights'
+    gradients came out up to 4.6x off (finite differences agree with the contiguous gradient). A last partial
+    batch of one image met it in training. Larger batches and inference are untouched."""
+    if t.shape[0] == 1 and t.requires_grad:
+        t.register_hook(_contiguous)
+    return t
 
 
 def make_activation(act, default: Callable[[], nn.Module]) -> nn.Module:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from yolotr.errors import ConfigError
+from yolotr.nn.conv import contiguous_grad_at_batch_one
 from yolotr.nn.denoising import denoising_group
 from yolotr.nn.detr import MLP, DeformableTransformerDecoder, DeformableTransformerDecoderLayer
 from yolotr.ops.boxes import xywh2xyxy
@@ -211,7 +212,7 @@ class RTDETRDecoder(nn.Module):
 
     def _encoder_input(self, x: list[torch.Tensor]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """Projected levels flattened and concatenated: ``(B, sum(H_l W_l), hd)`` and ``[(H_l, W_l)]``."""
-        maps = [proj(level) for proj, level in zip(self.input_proj, x)]
+        maps = [contiguous_grad_at_batch_one(proj(level)) for proj, level in zip(self.input_proj, x)]
         shapes = [(m.shape[2], m.shape[3]) for m in maps]  # no int(): a traced export keeps them dynamic
         return torch.cat([m.flatten(2).permute(0, 2, 1) for m in maps], 1), shapes
 

@@ -37,7 +37,7 @@ class DetectionLoss:
     Args:
         head: the model's ``Detect`` (or subclass) module; its ``anchors`` are in grid units.
         hyp: gains and settings: ``box``, ``obj``, ``cls``, ``cls_pw``, ``obj_pw``, ``anchor_t``,
-            ``label_smoothing``.
+            ``label_smoothing``, ``fl_gamma`` (above 0: YOLOv5's focal loss around both BCE terms, alpha 0.25).
         imgsz: training image size (scales the objectness gain).
         dense: match targets without boolean indexing (every candidate, masked: no host synchronisation,
             more work); default: on any device but the CPU.
@@ -47,7 +47,7 @@ class DetectionLoss:
     ``(loss * batch_size, (box, obj, cls) detached)``, both float32.
     """
 
-    reads = frozenset({"box", "cls", "cls_pw", "obj", "obj_pw", "anchor_t", "label_smoothing"})  # settings it takes
+    reads = frozenset({"box", "cls", "cls_pw", "obj", "obj_pw", "anchor_t", "label_smoothing", "fl_gamma"})
 
     names = LOSS_NAMES
 
@@ -60,14 +60,27 @@ class DetectionLoss:
         self.cls_pos, self.cls_neg = 1.0 - 0.5 * eps, 0.5 * eps
         self.cls_pw = float(hyp.get("cls_pw", 1.0))
         self.obj_pw = float(hyp.get("obj_pw", 1.0))
+        self.fl_gamma = float(hyp.get("fl_gamma", 0.0))
         self.balance = {3: [4.0, 1.0, 0.4]}.get(self.nl, [4.0, 1.0, 0.25, 0.06, 0.02][: self.nl])
         if len(self.balance) < self.nl:
             self.balance += [0.02] * (self.nl - len(self.balance))
 
+    def _bce(self, logits: torch.Tensor, target: torch.Tensor, pos_weight: torch.Tensor, reduction: str = "mean"):
+        """BCE with logits (``pos_weight`` on the positive term), its mean or (``reduction="none"``) each term;
+        with ``fl_gamma`` > 0 YOLOv5's ``FocalLoss`` around it: each term times ``alpha_t * (1 - p_t) ** gamma``,
+        alpha 0.25 for positives."""
+        if self.fl_gamma <= 0:
+            return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight, reduction=reduction)
+        terms = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight, reduction="none")
+        p = logits.sigmoid()
+        p_t = target * p + (1 - target) * (1 - p)
+        terms = terms * (target * 0.25 + (1 - target) * 0.75) * (1.0 - p_t) ** self.fl_gamma
+        return terms.mean() if reduction == "mean" else terms
+
     def __call__(self, raw: list[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         device = raw[0].device
-        bce_cls = nn.BCEWithLogitsLoss(pos_weight=torch.full((1,), self.cls_pw, device=device))
-        bce_obj = nn.BCEWithLogitsLoss(pos_weight=torch.full((1,), self.obj_pw, device=device))
+        cls_pw = torch.full((1,), self.cls_pw, device=device)
+        obj_pw = torch.full((1,), self.obj_pw, device=device)
         losses = torch.zeros(3, device=device)
         targets = to_device(targets.float(), device)
         dense = self.dense if self.dense is not None else device.type != "cpu"
@@ -76,7 +89,7 @@ class DetectionLoss:
             pi = pi.float()
             tobj = torch.zeros(pi.shape[:4], device=device)
             if valid is not None:
-                self._dense_level(i, pi, tobj, losses, bce_cls, (b, a, gj, gi, tbox, anchors, tcls, valid))
+                self._dense_level(i, pi, tobj, losses, cls_pw, (b, a, gj, gi, tbox, anchors, tcls, valid))
             elif b.numel():
                 matched = pi[b, a, gj, gi]
                 pbox = self.head.cell_boxes(i, matched[:, :4], anchors).float()
@@ -86,13 +99,15 @@ class DetectionLoss:
                 if self.nc > 1:
                     t = torch.full_like(matched[:, 5:], self.cls_neg)
                     t[torch.arange(b.numel(), device=device), tcls] = self.cls_pos
-                    losses[2] += bce_cls(matched[:, 5:], t)
-            losses[1] += bce_obj(pi[..., 4], tobj) * self.balance[i]
+                    losses[2] += self._bce(matched[:, 5:], t, cls_pw)
+            losses[1] += self._bce(pi[..., 4], tobj, obj_pw) * self.balance[i]
         losses = losses * device_tensor([self.gains["box"], self.gains["obj"], self.gains["cls"]], device)
         batch_size = raw[0].shape[0]
         return losses.sum() * batch_size, losses.detach()
 
-    def _dense_level(self, i: int, pi: torch.Tensor, tobj: torch.Tensor, losses: torch.Tensor, bce_cls, level) -> None:
+    def _dense_level(
+        self, i: int, pi: torch.Tensor, tobj: torch.Tensor, losses: torch.Tensor, cls_pw: torch.Tensor, level
+    ) -> None:
         """One level's box and class terms over every candidate, the invalid ones selected away (adds to
         ``losses`` and writes ``tobj`` in place): the numbers of the filtered path without reading a count.
 
@@ -118,9 +133,7 @@ class DetectionLoss:
         if self.nc > 1:
             t = torch.full_like(matched[:, 5:], self.cls_neg)
             t[torch.arange(b.numel(), device=pi.device), tcls] = self.cls_pos
-            terms = F.binary_cross_entropy_with_logits(
-                matched[:, 5:], t, pos_weight=bce_cls.pos_weight, reduction="none"
-            )
+            terms = self._bce(matched[:, 5:], t, cls_pw, reduction="none")
             losses[2] += torch.where(keep, terms, 0.0).sum() / (count * self.nc).clamp(min=1)
 
     @torch.no_grad()
@@ -183,7 +196,10 @@ class DetectionLoss:
             gij = (gxy - offsets).long()
             gi, gj = gij.T.clamp(min=0)
             gi, gj = gi.clamp(max=nx - 1), gj.clamp(max=ny - 1)
-            yield b, a, gj, gi, torch.cat((gxy - gij, gwh), 1), anchors[a], c, valid
+            # the offset from the clamped cell, as YOLOv5 (which clamps gij in place): a centre on the right or
+            # bottom edge (cx = 1) is 1.0 into the last cell, not 0.0 into the one past it
+            cell = torch.stack((gi, gj), 1)
+            yield b, a, gj, gi, torch.cat((gxy - cell, gwh), 1), anchors[a], c, valid
 
 
 def unread_settings_warning(loss, cfg: dict, defaults: dict) -> str | None:
