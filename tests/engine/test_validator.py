@@ -140,6 +140,21 @@ def test_tiny_model_runs_with_loss(odd_records, tmp_path):
     assert table[1].split()[:3] == ["all", "4", str(sum(len(r.classes) for r in odd_records[:4]))]
 
 
+def test_best_pt_is_chosen_by_the_fitness_of_the_models_reference():
+    """The docs said fitness was 0.1 mAP50 + 0.9 mAP50-95 "here and in the package"; the package (8.4) weighs
+    mAP50-95 alone. YOLOv5's and YOLOv4's heads keep YOLOv5's weights, the package's families take its."""
+    from yolotr.engine.validator import fitness_rule
+    from yolotr.models.detection import DetectionModel
+
+    rules = {name: fitness_rule(DetectionModel(name, nc=2)) for name in ("yolov5n.yaml", "yolov4-s.yaml")}
+    rules.update({name: fitness_rule(DetectionModel(name, nc=2)) for name in ("yolov8n.yaml", "yolo26n.yaml")})
+    assert rules == {"yolov5n.yaml": "yolov5", "yolov4-s.yaml": "yolov5", "yolov8n.yaml": "ultralytics",
+                     "yolo26n.yaml": "ultralytics"}  # fmt: skip
+    result = ValidationResult(0.2, 0.6, 0.5, 0.5, [], {}, None, fitness_rule="ultralytics")
+    assert result.fitness == 0.2
+    assert ValidationResult(0.2, 0.6, 0.5, 0.5, [], {}, None).fitness == pytest.approx(0.24)
+
+
 def test_class_count_mismatch_is_a_config_error(odd_records):
     from yolotr.errors import ConfigError
 

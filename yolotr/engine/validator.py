@@ -33,7 +33,8 @@ from yolotr.engine.fast_backend import output_layout
 from yolotr.engine.head_mode import LETTERBOX, STRETCH, default_iou, end2end_mode, input_fit
 from yolotr.errors import ConfigError
 from yolotr.metrics.box_view import BoxMetrics, results_dict
-from yolotr.metrics.detection import ClassMetrics, DetectionEvaluator, DetectionMetrics
+from yolotr.metrics.detection import ClassMetrics, DetectionEvaluator, DetectionMetrics, selection_fitness
+from yolotr.nn.head import Detect
 from yolotr.ops.boxes import DETECTIONS, as_rows, clip_boxes, kept_detections, non_max_suppression, xywh2xyxy
 from yolotr.ops.loss import LOSS_NAMES
 
@@ -41,6 +42,14 @@ LOGGER = logging.getLogger("yolotr")
 
 LossFn = Callable[[list[torch.Tensor], torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 HEADER = f"{'Class':>22}{'Images':>11}{'Instances':>11}{'P':>11}{'R':>11}{'mAP50':>11}{'mAP50-95':>11}"
+
+
+def fitness_rule(model: nn.Module) -> str:
+    """``yolov5`` for a model whose head is YOLOv5's anchor-based ``Detect`` (YOLOv4's too) or that has no
+    head to look at (an ONNX file), ``ultralytics`` for the heads of the package's families."""
+    layers = getattr(model, "model", None)
+    head = layers[-1] if isinstance(layers, nn.Sequential | nn.ModuleList) and len(layers) else None
+    return "ultralytics" if head is not None and not isinstance(head, Detect) else "yolov5"
 
 
 @dataclass
@@ -75,17 +84,20 @@ class ValidationResult:
     dataloader: DataLoader | None = field(default=None, repr=False)
     coco_json: Path | None = None
     coco_map: tuple[float, float] | None = None
+    fitness_rule: str = "yolov5"
 
     @property
     def fitness(self) -> float:
-        """``0.1 * mAP50 + 0.9 * mAP50-95``: the score ``best.pt`` is chosen by."""
-        return 0.1 * self.map50 + 0.9 * self.map50_95
+        """The score ``best.pt`` is chosen by, that of the model's reference (``fitness_rule``): YOLOv5's
+        ``0.1 * mAP50 + 0.9 * mAP50-95`` for its and YOLOv4's anchor-based heads, the ``ultralytics``
+        package's mAP50-95 for the others (YOLOv8 ... YOLO26, YOLOv10, RT-DETR)."""
+        return selection_fitness(self.map50, self.map50_95, self.fitness_rule)
 
     @cached_property
     def box(self) -> BoxMetrics:
         """The numbers under the ``ultralytics`` package's names: ``box.map``, ``box.map50``, ``box.map75``,
         ``box.maps``, ``box.mp``, ``box.mr``, per-class ``box.p``, ``box.ap`` ... (:class:`BoxMetrics`)."""
-        return BoxMetrics(self.metrics)
+        return BoxMetrics(self.metrics, self.fitness_rule)
 
     @property
     def results_dict(self) -> dict[str, float]:
@@ -277,6 +289,7 @@ class Validator:
             metrics=metrics,
             loss=(loss_sum / n_batches).cpu().numpy() if n_batches else None,
             loss_names=loss_names,
+            fitness_rule=fitness_rule(model),
         )
         if self.save_dir is not None:
             result.plots = self.plot(metrics)

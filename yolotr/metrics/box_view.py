@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from yolotr.metrics.detection import DetectionMetrics
+from yolotr.metrics.detection import DetectionMetrics, selection_fitness
 
 
 class BoxMetrics:
@@ -24,9 +24,11 @@ class BoxMetrics:
         p, r, f1, ap50, ap75, ap: ``(k,)`` float64 per such class (``ap``: AP at 0.50:0.95).
         maps: ``(nc,)`` float64 AP at 0.50:0.95 of every class; a class without ground truth reads ``map``,
             as in the package.
+        fitness_rule: ``ultralytics`` or ``yolov5``, the weights of :meth:`fitness`.
     """
 
-    def __init__(self, metrics: DetectionMetrics):
+    def __init__(self, metrics: DetectionMetrics, fitness_rule: str = "ultralytics"):
+        self.fitness_rule = fitness_rule
         rows = [c for c in metrics.per_class if c.instances]
         self.ap_class_index = np.array([i for i, c in enumerate(metrics.per_class) if c.instances], np.int64)
         self.map, self.map50, self.map75 = metrics.map50_95, metrics.map50, metrics.map75
@@ -49,8 +51,10 @@ class BoxMetrics:
         return float(self.p[i]), float(self.r[i]), float(self.ap50[i]), float(self.ap[i])
 
     def fitness(self) -> float:
-        """``0.1 * map50 + 0.9 * map``: what ``best.pt`` is chosen by, here and in the package."""
-        return 0.1 * self.map50 + 0.9 * self.map
+        """What ``best.pt`` is chosen by: ``map`` alone, as in the package, for its model families;
+        ``0.1 * map50 + 0.9 * map`` for YOLOv5's and YOLOv4's anchor-based heads, as in YOLOv5
+        (``fitness_rule``, :data:`~yolotr.metrics.detection.FITNESS_RULES`)."""
+        return selection_fitness(self.map50, self.map, self.fitness_rule)
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={getattr(self, k):.4f}" for k in ("map", "map50", "map75", "mp", "mr"))

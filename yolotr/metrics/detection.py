@@ -86,7 +86,18 @@ class DetectionMetrics:
     @property
     def fitness(self) -> float:
         """YOLOv5's model-selection score: ``0.1 * mAP50 + 0.9 * mAP50-95``."""
-        return 0.1 * self.map50 + 0.9 * self.map50_95
+        return selection_fitness(self.map50, self.map50_95, "yolov5")
+
+
+FITNESS_RULES = {"yolov5": (0.1, 0.9), "ultralytics": (0.0, 1.0)}
+"""Weights of ``(mAP50, mAP50-95)`` in the score ``best.pt`` is chosen by: YOLOv5's ``fitness`` (its
+``[0, 0, 0.1, 0.9]`` over P, R, mAP50, mAP50-95), and the ``ultralytics`` package's (8.4: mAP50-95 alone)."""
+
+
+def selection_fitness(map50: float, map50_95: float, rule: str) -> float:
+    """The model-selection score of a validation under ``rule`` (a key of :data:`FITNESS_RULES`)."""
+    w50, w50_95 = FITNESS_RULES[rule]
+    return w50 * map50 + w50_95 * map50_95
 
 
 class ConfusionMatrix:
