@@ -45,7 +45,7 @@ from yolotr.engine.time_limit import fitted_epochs
 from yolotr.errors import CheckpointError, ConfigError
 from yolotr.models.detection import DetectionModel, refuse_fused
 from yolotr.models.loading import checkpoint_state_dict, load_model
-from yolotr.models.weights import model_checkpoint, save_checkpoint, transfer_weights
+from yolotr.models.weights import match_class_width, model_checkpoint, save_checkpoint, transfer_weights
 from yolotr.nn.lean import lean_activations, lean_wanted
 from yolotr.ops.loss import build_loss, unread_settings_warning
 
@@ -199,6 +199,7 @@ class Trainer:
         nc = len(self.names)
         if self._resume_state is not None:
             model = DetectionModel(self._resume_state["checkpoint"]["model_yaml"])
+            match_class_width(model, self._resume_state["model"])  # a head widened by its weight transfer
         elif isinstance(self._model_in, dict):  # a YAML dict: built here, after the seed, as a YAML path is
             model = DetectionModel(self._model_in, nc=nc)
         elif self._model_in is not None:

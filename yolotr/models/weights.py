@@ -140,8 +140,33 @@ def non_persistent_buffers(model: nn.Module) -> set[str]:
     return names
 
 
+def match_class_width(model: nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    """Give ``model``'s anchor-free head the class-branch width of ``state``'s, as the package does: when it
+    fine-tunes an 80-class checkpoint to another class count it keeps the source's hidden width (80; a head
+    built for 1 class has ``max(ch[0], min(nc, 100))`` = 64), so its fine-tuned checkpoints have that width,
+    and a fine-tune from a checkpoint transfers the branch's hidden layers. Only when the head's input widths
+    are the checkpoint's (the same model scale). Whether the head was rebuilt."""
+    layers = getattr(model, "model", None)
+    head = layers[-1] if isinstance(layers, nn.Sequential) and len(layers) else None
+    if not hasattr(head, "widen_class_branch"):
+        return False
+    prefix = f"model.{len(layers) - 1}."
+    last = state.get(f"{prefix}cv3.0.{len(head.cv3[0]) - 1}.weight")
+    inputs = [state.get(f"{prefix}cv2.{i}.0.conv.weight") for i in range(head.nl)]
+    if last is None or last.dim() != 4 or any(w is None or w.dim() != 4 for w in inputs):
+        return False
+    if [int(w.shape[1]) for w in inputs] != [m[0].conv.in_channels for m in head.cv2]:
+        return False
+    width = int(last.shape[1])
+    if width == head.class_width:
+        return False
+    head.widen_class_branch(width)
+    return True
+
+
 def load_exact(model: nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> LoadReport:
     """Load ``state`` into ``model``; every key and shape must match, else ``CheckpointError``."""
+    match_class_width(model, state)
     report = compare_state_dicts(model, state)
     if report.mismatched or report.missing or report.unexpected:
         raise CheckpointError(f"{source}: checkpoint does not fit the model: {report.summary()}")
@@ -168,6 +193,8 @@ def transfer_weights(
     if unused:
         example = ", ".join(list(state)[:3])
         raise ConfigError(f"weights_rename: {', '.join(unused)} matches no checkpoint key (its keys: {example}, ...)")
+    if match_class_width(model, renamed):
+        LOGGER.info("weight transfer: the class branch takes the checkpoint's width, as the package's fine-tune")
     report = compare_state_dicts(model, renamed)
     model.load_state_dict({k: renamed[k] for k in report.loaded}, strict=False)
     LOGGER.info("weight transfer: %s", report.summary())

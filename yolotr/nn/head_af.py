@@ -73,25 +73,48 @@ class AnchorFreeDetect(nn.Module):
         self.no = nc + 4 * reg_max
         self.legacy = legacy
         self.register_buffer("stride", torch.zeros(self.nl), persistent=False)
-        c2, c3 = max(16, ch[0] // 4, 4 * reg_max), max(ch[0], min(nc, 100))
+        c2 = max(16, ch[0] // 4, 4 * reg_max)
         self.cv2 = nn.ModuleList(
             nn.Sequential(Conv(x, c2, 3), Conv(c2, c2, 3), nn.Conv2d(c2, 4 * reg_max, 1)) for x in ch
         )
-        if legacy:
-            self.cv3 = nn.ModuleList(nn.Sequential(Conv(x, c3, 3), Conv(c3, c3, 3), nn.Conv2d(c3, nc, 1)) for x in ch)
-        else:
-            self.cv3 = nn.ModuleList(
-                nn.Sequential(
-                    nn.Sequential(DWConv(x, x, 3), Conv(x, c3, 1)),
-                    nn.Sequential(DWConv(c3, c3, 3), Conv(c3, c3, 1)),
-                    nn.Conv2d(c3, nc, 1),
-                )
-                for x in ch
-            )
+        self.cv3 = self._class_branch(tuple(ch), max(ch[0], min(nc, 100)))
         self.dfl = DFL(reg_max) if reg_max > 1 else nn.Identity()
         self.export = False
         self._anchor_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
         self.register_load_state_dict_post_hook(reset_grids_after_load)
+
+    def _class_branch(self, ch: tuple[int, ...], c3: int) -> nn.ModuleList:
+        """The class branch of each level, ``c3`` hidden channels: two 3x3 convs (``legacy``) or two depthwise
+        3x3 + 1x1 pairs, then a 1x1 conv to ``nc`` logits."""
+        if self.legacy:
+            return nn.ModuleList(nn.Sequential(Conv(x, c3, 3), Conv(c3, c3, 3), nn.Conv2d(c3, self.nc, 1)) for x in ch)
+        return nn.ModuleList(
+            nn.Sequential(
+                nn.Sequential(DWConv(x, x, 3), Conv(x, c3, 1)),
+                nn.Sequential(DWConv(c3, c3, 3), Conv(c3, c3, 1)),
+                nn.Conv2d(c3, self.nc, 1),
+            )
+            for x in ch
+        )
+
+    @property
+    def class_width(self) -> int:
+        """The class branch's hidden channels (``max(ch[0], min(nc, 100))`` when built)."""
+        return self.cv3[0][-1].in_channels
+
+    def widen_class_branch(self, c3: int) -> None:
+        """Rebuild the class branch with ``c3`` hidden channels (new weights, the class priors set). The package
+        keeps a checkpoint's width when it fine-tunes to another class count (80-class yolov8n to 1 class: 80,
+        where a built head has 64), so its fine-tuned checkpoints load, and a fine-tune starts, only at that
+        width (:func:`yolotr.models.weights.match_class_width`)."""
+        self._rebuild_class_branch(c3)
+        if bool((self.stride > 0).all()):
+            self.initialize_biases()
+
+    def _rebuild_class_branch(self, c3: int) -> None:
+        ch = tuple(m[0].conv.in_channels for m in self.cv2)
+        device, dtype = self.cv3[0][-1].weight.device, self.cv3[0][-1].weight.dtype
+        self.cv3 = self._class_branch(ch, c3).to(device, dtype).train(self.training)
 
     def forward(self, x: list[torch.Tensor]):
         raw = [torch.cat((self.cv2[i](x[i]), self.cv3[i](x[i])), 1) for i in range(self.nl)]

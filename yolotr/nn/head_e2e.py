@@ -129,6 +129,11 @@ class E2EDetect(AnchorFreeDetect):
         filler[..., 4] = -1.0
         return torch.where(real, rows, filler)
 
+    def _rebuild_class_branch(self, c3: int) -> None:
+        """Both class branches at ``c3`` hidden channels (see :meth:`AnchorFreeDetect.widen_class_branch`)."""
+        super()._rebuild_class_branch(c3)
+        self.one2one_cv3 = copy.deepcopy(self.cv3)
+
     @torch.no_grad()
     def initialize_biases(self, class_frequency: torch.Tensor | None = None) -> None:
         """The anchor-free priors on both branches (box logits 2.0; class logits per stride)."""
