@@ -233,3 +233,37 @@ def test_class_outside_names_is_an_error():
     evaluator = DetectionEvaluator(["a"])
     with pytest.raises(ValueError, match="class 3 outside"):
         evaluator.update(np.array([[0, 0, 1, 1, 0.5, 3]]), np.zeros((0, 4)), [])
+
+
+def test_detections_past_max_det_count_nowhere():
+    """COCO keeps ``max_det`` detections per image and class; precision and recall counted them all: two true
+    boxes ranked 401st and 402nd gave mAP50 0 but recall 1."""
+    gt_boxes = np.array([[10, 10, 50, 50], [60, 60, 100, 100]], np.float64)
+    noise = np.array([[200 + i, 200, 220 + i, 220, 0.9 - i * 1e-4, 0] for i in range(400)], np.float64)
+    hits = np.array([[10, 10, 50, 50, 0.01, 0], [60, 60, 100, 100, 0.009, 0]], np.float64)
+    evaluator = DetectionEvaluator(["a"], max_det=300)
+    evaluator.update(np.concatenate((noise, hits)), gt_boxes, np.zeros(2, np.int64))
+    metrics = evaluator.compute()
+    assert metrics.map50 == 0.0 and metrics.recall == 0.0
+    wide = DetectionEvaluator(["a"], max_det=1000)
+    wide.update(np.concatenate((noise, hits)), gt_boxes, np.zeros(2, np.int64))
+    assert wide.compute().recall == 1.0 and wide.compute().map50 > 0
+
+
+def test_the_confusion_matrix_takes_scores_above_its_threshold_only():
+    """YOLOv5 and the package keep ``score > conf``; a detection of exactly 0.25 was counted."""
+    matrix = ConfusionMatrix(1, conf=0.25)
+    matrix.update(np.array([[0, 0, 10, 10, 0.25, 0]]), np.array([[0, 0, 10, 10]]), np.array([0]))
+    assert matrix.matrix[0, 0] == 0 and matrix.matrix[1, 0] == 1  # the box is missed (background row)
+
+
+def test_score_results_reads_zero_where_coco_has_no_value():
+    from yolotr.metrics.detection import score_results
+
+    annotations = {
+        "images": [{"id": 1, "width": 64, "height": 64}, {"id": 2, "width": 64, "height": 64}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 20, 20]}],
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+    }
+    results = [{"image_id": 2, "category_id": 2, "bbox": [1, 1, 20, 20], "score": 0.9}]
+    assert score_results(annotations, results, image_ids=[2]) == (0.0, 0.0)  # COCO says -1: no ground truth

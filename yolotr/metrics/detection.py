@@ -106,7 +106,9 @@ class ConfusionMatrix:
     ``matrix[p, t]`` counts detections of class ``p`` matched to a ground-truth box of class ``t``
     (IoU above ``iou``, any class, each box used once, highest IoU first). Row ``nc`` (background
     predicted) counts ground-truth boxes no detection matched; column ``nc`` (background true)
-    counts detections that matched nothing. Only detections with score ``>= conf`` take part.
+    counts detections that matched nothing. Only detections with score above ``conf`` take part (strictly,
+    as YOLOv5's and the package's). The matching is YOLOv5's; the package's (8.4) takes detections by
+    descending score instead, each its best free box, so on crowded images the two matrices can differ.
 
     Args:
         nc: number of classes.
@@ -126,7 +128,7 @@ class ConfusionMatrix:
             gt_boxes: ``(m, 4)`` float xyxy. gt_classes: ``(m,)`` int.
         """
         det = torch.as_tensor(_numpy(detections, np.float32, (-1, 6)))
-        det = det[det[:, 4] >= self.conf]
+        det = det[det[:, 4] > self.conf]
         gt = torch.as_tensor(_numpy(gt_boxes, np.float32, (-1, 4)))
         gt_cls = _numpy(gt_classes, np.int64, (-1,))
         det_cls = det[:, 5].long().numpy()
@@ -149,13 +151,27 @@ class ConfusionMatrix:
         return self.matrix / np.maximum(total, 1)
 
 
+def _top_per_class(det: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` highest-scoring rows of each class of ``det`` ``(n, 6)``, by descending score."""
+    det = det[np.argsort(-det[:, 4], kind="stable")]
+    if len(det) <= k:
+        return det
+    classes = det[:, 5].astype(np.int64)
+    rank = np.zeros(len(det), np.int64)
+    for c in np.unique(classes):
+        rank[classes == c] = np.arange(int((classes == c).sum()))
+    return det[rank < k]
+
+
 class DetectionEvaluator:
     """Collects ground truth and detections image by image, then runs the COCO evaluation.
 
     Args:
         names: class names; class ``i`` is COCO category ``i + 1``.
         max_det: detections per image and class COCO keeps (its ``maxDets``); the validator passes
-            its NMS ``max_det`` so nothing it kept is dropped. pycocotools' default is 100.
+            its NMS ``max_det`` so nothing it kept is dropped. pycocotools' default is 100. The others are
+            dropped in :meth:`update`, so that precision, recall and the confusion matrix count the
+            detections the mAP counts.
         cm_conf, cm_iou: confusion matrix thresholds.
     """
 
@@ -186,6 +202,7 @@ class DetectionEvaluator:
         for what, cls in (("ground-truth", classes), ("detection", det[:, 5].astype(np.int64))):
             if len(cls) and (cls.min() < 0 or cls.max() >= self.nc):
                 raise ValueError(f"{what} class {int(cls.max())} outside [0, {self.nc}) of the {self.nc} names")
+        det = _top_per_class(det, self.max_det)
         self._gt.append((boxes, classes, image_shape))
         self._dt.append(det)
         self.confusion.update(det, boxes, classes)
@@ -329,7 +346,9 @@ def score_results(
     evaluator.evaluate()
     evaluator.accumulate()
     evaluator.summarize()
-    return float(evaluator.stats[0]), float(evaluator.stats[1])
+    # COCO's -1 ("no value": no ground truth among the images and categories evaluated) reads 0, as in
+    # yolotr's own evaluation
+    return max(float(evaluator.stats[0]), 0.0), max(float(evaluator.stats[1]), 0.0)
 
 
 def _integer_ids(gt: dict, results: list[dict], subset: list | None, table: str, key: str):
