@@ -69,6 +69,7 @@ from yolotr.data.validation import (
     warning,
 )
 from yolotr.errors import DataError, did_you_mean
+from yolotr.yaml_loading import load_yaml
 
 __all__ = [
     "CACHE_VERSION",
@@ -136,7 +137,7 @@ def load_dataset_config(data: str | os.PathLike | dict | DatasetConfig) -> Datas
     if not file.is_file():
         raise DataError(f"{file}: dataset YAML not found (give a path to a YAML file, or 'shapes')")
     try:
-        cfg = yaml.safe_load(file.read_text(encoding="utf-8"))
+        cfg = load_yaml(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise DataError(f"{file}: cannot read dataset YAML: {exc}") from None
     if not isinstance(cfg, dict):

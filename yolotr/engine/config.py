@@ -13,6 +13,7 @@ import yaml
 
 from yolotr.engine.amp import check_amp
 from yolotr.errors import ConfigError, did_you_mean, setting_hint
+from yolotr.yaml_loading import load_yaml
 
 DEFAULT_CFG = Path(__file__).resolve().parent.parent / "cfg" / "default.yaml"
 
@@ -115,7 +116,7 @@ def load_cfg_file(path: str | Path) -> dict:
             an unknown key or a value of the wrong kind or out of range.
     """
     try:
-        layer = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        layer = load_yaml(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise ConfigError(f"{path}: cannot read configuration: {e}") from None
     if layer is None:

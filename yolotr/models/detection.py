@@ -23,12 +23,15 @@ from yolotr.nn.conv import Conv, fuse_conv_and_bn
 from yolotr.nn.head import Detect
 from yolotr.nn.head_af import AnchorFreeDetect
 from yolotr.nn.head_detr import RTDETRDecoder
+from yolotr.yaml_loading import load_yaml
 
 LOGGER = logging.getLogger("yolotr")
 CFG_DIR = Path(__file__).resolve().parent.parent / "cfg" / "models"
 
 
-SCALE_IN_NAME = re.compile(r"yolo(?:e-)?v?\d+([a-z])(?=-|$)")
+# the scale letter after the version: any letter before -, _, . or the end (yolov10b, yolov8s_c3tr), and the
+# package's n/s/m/l/x before anything (yolov8sc3tr, as its guess_model_scale reads it); not p in yolov8p2
+SCALE_IN_NAME = re.compile(r"yolo(?:e-)?v?\d+(?:([a-z])(?=[-_.]|$)|([nslmx]))")
 UNIFIED_NAME = re.compile(r"(\d+)([a-z])(-.+)?$")
 
 
@@ -55,7 +58,7 @@ def resolve_model_yaml(name: str | Path) -> tuple[Path, str]:
     found = _existing_yaml(path)
     if found is not None:
         match = SCALE_IN_NAME.search(stem)
-        return found, match.group(1) if match else ""
+        return found, (match.group(1) or match.group(2)) if match else ""
     match = UNIFIED_NAME.search(stem)
     if match and SCALE_IN_NAME.search(stem):
         unified = UNIFIED_NAME.sub(r"\1\3", stem) + (path.suffix or ".yaml")
@@ -80,7 +83,7 @@ def load_model_yaml(name: str | Path) -> dict:
     """
     path, scale = resolve_model_yaml(name)
     try:
-        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+        cfg = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}: line {mark.line + 1}" if mark is not None else str(path)

@@ -95,12 +95,19 @@ class BuiltLayers:
     rows: list[LayerRow] = field(default_factory=list)
 
 
-def _check_class_count(value, name: str, where: str) -> None:
+def _check_class_count(value, name: str, where: str, nc: int) -> None:
     """Refuse a head's class count that is not a positive whole number (``nc`` is resolved before), naming the
-    nearest top-level key for a misspelt name (``ncc``)."""
+    nearest top-level key for a misspelt name (``ncc``), and one written as a number other than ``nc``: the
+    model's classes (and an ``nc`` override by the data) would not reach the head, whose outputs then did not
+    fit the labels (an IndexError deep in the loss)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         hint = did_you_mean(value, ("nc",)) if isinstance(value, str) else ""
         raise ConfigError(f"{where}: {name}'s number of classes must be a positive integer or nc, got {value!r}{hint}")
+    if value != nc:
+        raise ConfigError(
+            f"{where}: {name} is given {value} classes but the model has nc = {nc}; write nc in the row (the class "
+            "count then follows nc and the data's classes)"
+        )
 
 
 def make_divisible(x: float, divisor: int) -> int:
@@ -202,6 +209,21 @@ def warn_unknown_keys(cfg: dict, source: str) -> None:
             logging.getLogger("yolotr").warning("%s: unknown top-level key '%s' is ignored%s", source, key, hint)
 
 
+def _warn_unused_keys(cfg: dict, in_channels: int, source: str) -> None:
+    """Warn of known top-level keys that build nothing here: ``ch`` / ``channels`` other than the image channels
+    the model is built for, and YOLOv5's multiples beside ``scales`` (which win)."""
+    log = logging.getLogger("yolotr")
+    for key in ("ch", "channels"):
+        if key in cfg and cfg[key] != in_channels:
+            log.warning(
+                "%s: '%s: %s' is not used: the model takes %d-channel images (yolotr reads every image as RGB; "
+                "DetectionModel(..., ch=N) builds another count)", source, key, cfg[key], in_channels,
+            )  # fmt: skip
+    multiples = [k for k in ("depth_multiple", "width_multiple") if k in cfg]
+    if cfg.get("scales") and multiples:
+        log.warning("%s: %s ignored: 'scales' sets depth and width", source, " and ".join(multiples))
+
+
 def model_scale(cfg: dict, source: str) -> tuple[str, float, float, float]:
     """``(scale, depth, width, max_channels)`` of a model dict.
 
@@ -274,6 +296,20 @@ def _check_numeric_args(cls: type[nn.Module], args: list, row_args: list, name: 
 PACKAGE_GRAMMAR_NAMES = {"Bottleneck": "KBottleneck", "BottleneckCSP": "KBottleneckCSP"}
 
 
+def _check_same_rule_input(cls: type[nn.Module], args: list, c1: int, name: str, where: str) -> None:
+    """A module whose arguments are given verbatim (rule ``same``: ``SwinV2_CSPB``) and whose first parameter is
+    its input channels (``c1``): that argument must be the channels it gets, and (its output channels being
+    its input's) so must a second ``c2``; otherwise the next layer was blamed for the mismatch."""
+    params = list(inspect.signature(cls).parameters)
+    for i, p in enumerate(params[:2]):
+        if p in ("c1", "c2") and len(args) > i and isinstance(args[i], int) and not isinstance(args[i], bool):
+            if args[i] != c1:
+                raise ConfigError(
+                    f"{where}: {name}'s {p} (args[{i}]) is {args[i]} but its input has {c1} channels; "
+                    f"{name} keeps its input's channels, so write {c1}"
+                )
+
+
 def _registry_name(name: str, anchor_free: bool, end2end: bool) -> str:
     """The registry name a YAML module name builds. In a YAML without ``anchors`` (the package's grammar)
     ``Detect`` is the anchor-free head (the end-to-end one with ``end2end: True``), and ``Bottleneck`` /
@@ -302,6 +338,7 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
             of the wrong kind (``nc``, ``anchors``, multiples, ``scales``, ``reg_max``).
     """
     warn_unknown_keys(cfg, source)
+    _warn_unused_keys(cfg, in_channels, source)
     for key in ("backbone", "head"):
         if not isinstance(cfg.get(key), list):
             raise ConfigError(f"{source}: missing or malformed '{key}' (a list of [from, number, module, args] rows)")
@@ -346,6 +383,10 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
                 )
             if spec.rule in HEAD_RULES and i != len(rows_in) - 1:
                 raise ConfigError(f"{where}: {name} is a head and must be the last layer (layer {len(rows_in) - 1})")
+            if spec.rule in HEAD_RULES and not isinstance(f, list):
+                raise ConfigError(
+                    f"{where}: a head's 'from' is the list of layers it reads (e.g. [15, 18, 21]), got {f!r}"
+                )
             if spec.rule in HEAD_RULES and n != 1:
                 raise ConfigError(f"{where}: a head is built once; its 'number' must be 1, got {n}")
             if spec.rule == "detect_af" and len(args) > 1:
@@ -380,6 +421,8 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
                     args = spec.at_scale(args, scale)
                 _check_numeric_args(spec.cls, args, row[3], str(name), where)
             elif spec.complete is not None:  # rules "custom" and "detr": the module's own completion
+                if spec.rule == "detr" and args:
+                    _check_class_count(args[0], str(name), where, nc)
                 args, c2, n = spec.complete(args, c_in, n, where)
             elif spec.rule == "batchnorm":
                 args, c2 = [c1], c1
@@ -388,7 +431,7 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
             elif spec.rule == "detect_af":
                 if not args:
                     raise ConfigError(f"{where}: {name} needs the number of classes as its argument")
-                _check_class_count(args[0], str(name), where)
+                _check_class_count(args[0], str(name), where, nc)
                 args = [args[0], reg_max, c_in, legacy_head]
                 c2 = c1
             elif spec.rule == "detect":
@@ -397,7 +440,7 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
                     raise ConfigError(f"{where}: unknown name {words[0]!r}{did_you_mean(words[0], ('nc', 'anchors'))}")
                 if len(args) < 2:
                     raise ConfigError(f"{where}: {name} takes [nc, anchors] (write [nc, anchors] in the row)")
-                _check_class_count(args[0], str(name), where)
+                _check_class_count(args[0], str(name), where, nc)
                 args.append(c_in)
                 if len(args) > 1 and isinstance(args[1], int):
                     args[1] = [list(range(args[1] * 2))] * len(sources)
@@ -409,6 +452,7 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
                 c2 = c1
             else:
                 c2 = c1
+                _check_same_rule_input(spec.cls, args, c1, str(name), where)
             try:
                 inspect.signature(spec.cls).bind(*args)
             except TypeError as e:

@@ -100,6 +100,14 @@ class ConvTranspose(nn.Module):
         return self.act(self.bn(self.conv_transpose(x)))
 
 
+class DWConvTranspose2d(nn.ConvTranspose2d):
+    """Depth-wise transposed convolution (``groups = gcd(c1, c2)``, with bias), the package's: ``(B, c1, H, W) ->
+    (B, c2, (H-1)*s - p1 - p1 + k + p2, ...)``."""
+
+    def __init__(self, c1: int, c2: int, k=1, s=1, p1=0, p2=0):
+        super().__init__(c1, c2, k, s, p1, p2, groups=math.gcd(c1, c2))
+
+
 class Focus(nn.Module):
     """Space-to-depth then ``Conv``: ``(B, c1, H, W) -> (B, c2, H/2, W/2)`` (YOLOv5 <= v5)."""
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from yolotr.nn.conv import Conv
-from yolotr.nn.csp import C3k
+from yolotr.nn.csp import C2f, C3k
 
 
 class PSAAttention(nn.Module):
@@ -71,6 +71,17 @@ class PSABlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(x) if self.add else self.attn(x)
         return x + self.ffn(x) if self.add else self.ffn(x)
+
+
+class C2fPSA(C2f):
+    """``C2f`` whose inner blocks are ``PSABlock`` (the package's ``C2fPSA``): ``(B, c1, H, W) -> (B, c1, H, W)``;
+    ``c2`` must equal ``c1``, heads ``max(c // 64, 1)``."""
+
+    def __init__(self, c1: int, c2: int, n: int = 1, e: float = 0.5):
+        if c1 != c2:
+            raise ValueError(f"C2fPSA keeps its width: input channels {c1} != output channels {c2}")
+        super().__init__(c1, c2, n=n, e=e)
+        self.m = nn.ModuleList(PSABlock(self.c, attn_ratio=0.5, num_heads=max(self.c // 64, 1)) for _ in range(n))
 
 
 class C2PSA(nn.Module):

@@ -43,7 +43,7 @@ from yolotr.nn.blocks import (
     Concat,
     GhostBottleneck,
 )
-from yolotr.nn.conv import Conv, ConvTranspose, DWConv, Focus, GhostConv
+from yolotr.nn.conv import Conv, ConvTranspose, DWConv, DWConvTranspose2d, Focus, GhostConv
 from yolotr.nn.head import Detect
 from yolotr.nn.swin import SwinV2_CSPB
 from yolotr.nn.wavelet import HWD
@@ -66,6 +66,18 @@ class ModuleSpec:
 
 
 MODULES: dict[str, ModuleSpec] = {}
+# the package's modules of other tasks and model kinds, named as such when a YAML uses one
+PACKAGE_ONLY = {
+    **dict.fromkeys(("Segment", "Segment26", "Proto", "Proto26"), "segmentation"),
+    **dict.fromkeys(("Pose", "Pose26"), "pose estimation"),
+    **dict.fromkeys(("OBB", "OBB26"), "oriented boxes"),
+    "Classify": "classification",
+    **dict.fromkeys(("WorldDetect", "C2fAttn", "ImagePoolingAttn", "BNContrastiveHead"), "YOLO-World"),
+    **dict.fromkeys(("YOLOEDetect", "YOLOESegment", "YOLOESegment26", "SAVPE"), "YOLOE"),
+    **dict.fromkeys(("TorchVision", "Index", "Silence"), "torchvision backbones"),
+    "SemanticSegment": "semantic segmentation",
+    "Depth": "depth estimation",
+}
 
 
 def register(
@@ -94,9 +106,15 @@ def lookup(name: str) -> ModuleSpec:
     for key in (name, name[3:] if name.startswith("nn.") else f"nn.{name}"):
         if key in MODULES:
             return MODULES[key]
+    if name in PACKAGE_ONLY:
+        raise KeyError(
+            f"unknown module {name!r}: an ultralytics module of {PACKAGE_ONLY[name]}, which yolotr does not build "
+            "(it builds detection models; docs/adding-a-module.md adds a block of your own)"
+        )
     close = difflib.get_close_matches(name, list(MODULES), n=3)
     hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise KeyError(f"unknown module {name!r}{hint}")
+    ascii_hint = "; it has a letter that is not ASCII (a Cyrillic С?)" if not name.isascii() else ""
+    raise KeyError(f"unknown module {name!r}{hint}{ascii_hint} (to add one: docs/adding-a-module.md)")
 
 
 for _name, _cls in {
@@ -117,6 +135,8 @@ register("Detect", Detect, "detect")
 register("nn.BatchNorm2d", nn.BatchNorm2d, "batchnorm")
 for _cls in (nn.Upsample, nn.MaxPool2d, nn.AvgPool2d, nn.ZeroPad2d, nn.Identity, nn.Dropout):
     register(f"nn.{_cls.__name__}", _cls, "same")
+for _cls in (nn.SiLU, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.Hardswish, nn.Mish, nn.ELU, nn.Sigmoid, nn.Tanh):
+    register(f"nn.{_cls.__name__}", _cls, "same")  # an activation row, as the package builds one
 register("TransformerC3", TransformerC3, "csp")
 register("SwinV2_CSPB", SwinV2_CSPB, "same")
 register("HWD", HWD, "conv")
@@ -132,7 +152,7 @@ register("YOLOv4Detect", YOLOv4Detect, "detect")
 # The anchor-free line (YOLOv8 / YOLO11 / YOLO12): yolotr/nn/csp.py, psa.py, head_af.py
 from yolotr.nn.csp import C1, C2, C2f, C3k, C3k2, C3x, KBottleneck, KBottleneckCSP  # noqa: E402
 from yolotr.nn.head_af import AnchorFreeDetect  # noqa: E402
-from yolotr.nn.psa import C2PSA, A2C2f  # noqa: E402
+from yolotr.nn.psa import C2PSA, A2C2f, C2fPSA  # noqa: E402
 
 
 def _c3k2_at_scale(args: list, scale: str) -> list:
@@ -154,6 +174,7 @@ for _name, _cls in {
     "C3x": C3x,
     "C3k": C3k,
     "C2PSA": C2PSA,
+    "C2fPSA": C2fPSA,
     "KBottleneckCSP": KBottleneckCSP,
 }.items():
     register(_name, _cls, "csp")
@@ -163,6 +184,7 @@ register("AnchorFreeDetect", AnchorFreeDetect, "detect_af")
 register("KBottleneck", KBottleneck, "conv")
 register("ConvTranspose", ConvTranspose, "conv")
 register("nn.ConvTranspose2d", nn.ConvTranspose2d, "conv")
+register("DWConvTranspose2d", DWConvTranspose2d, "conv")
 
 # YOLOv9's GELAN blocks: yolotr/nn/gelan.py. CBLinear's output channels are its list of split widths (only
 # CBFuse reads them); CBFuse has the channels of its last input.
