@@ -112,3 +112,30 @@ def test_unknown_modules_say_what_they_are_and_where_to_add_one(module, message)
     cfg["backbone"][2] = [-1, 1, module, [64]]
     with pytest.raises(ConfigError, match=message):
         DetectionModel(cfg)
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ([-1, 1, "nn.Upsample", [{"scale_factor": 2, "mode": "nearest"}]], "args are positional"),
+        ([-1, 1, "nn.Upsample", [None, 2, "nearst"]], "unknown upsampling mode 'nearst'; did you mean nearest"),
+        ([-1, 1, "nn.Upsample", [None, 2, 3]], "unknown upsampling mode 3"),
+        ([-1, 1, "Conv", [512, "3", 2]], r"argument 'k' \(args\[1\] of the row\) must be a number, got '3' \(a number"),
+    ],
+)
+def test_row_arguments_torch_would_have_refused_deep_inside(row, message):
+    """The package's builder evaluates these; torch's words were all a user got from yolotr."""
+    cfg = _yolov8n()
+    cfg["head"][0] = row
+    with pytest.raises(ConfigError, match=message):
+        DetectionModel(cfg)
+
+
+def test_a_swin_stage_argument_in_quotes_is_named():
+    cfg = load_model_yaml("yolov8n-swinv2.yaml")
+    i, row = next((i, r) for i, r in enumerate(cfg["backbone"]) if r[2] == "SwinV2_CSPB")
+    args = list(row[3])
+    args[-1] = str(args[-1]) if isinstance(args[-1], int) else "8"
+    cfg["backbone"][i] = [*row[:3], args]
+    with pytest.raises(ConfigError, match=rf"layer {i} .*SwinV2_CSPB's argument '\w+' .* must be"):
+        DetectionModel(cfg)

@@ -48,6 +48,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     )
 }
 CONSTANTS = {"None": None, "True": True, "False": False}
+UPSAMPLE_MODES = ("nearest", "nearest-exact", "linear", "bilinear", "bicubic", "trilinear", "area")
 HEAD_RULES = ("detect", "detect_af", "detr")
 SCALE_FIELDS = ("depth", "width", "max_channels")
 KNOWN_KEYS = (
@@ -290,7 +291,17 @@ def _check_numeric_args(cls: type[nn.Module], args: list, row_args: list, name: 
             place = next((k for k, a in enumerate(row_args) if a is value), None)
             nth = f" (args[{place}] of the row)" if place is not None else ""
             kind = "true or false" if isinstance(p.default, bool) else "a number"
-            raise ConfigError(f"{where}: {name}'s argument '{p.name}'{nth} must be {kind}, got {value!r}")
+            quoted = isinstance(value, str) and _is_number(value)
+            hint = " (a number in quotes: remove the quotes)" if quoted else ""
+            raise ConfigError(f"{where}: {name}'s argument '{p.name}'{nth} must be {kind}, got {value!r}{hint}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 PACKAGE_GRAMMAR_NAMES = {"Bottleneck": "KBottleneck", "BottleneckCSP": "KBottleneckCSP"}
@@ -396,6 +407,14 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
                 )
             legacy_head = legacy_head and not spec.modern_head
             args = [_resolve(a, cfg) for a in args]
+            if any(isinstance(a, dict) for a in args):
+                raise ConfigError(
+                    f"{where}: a row's args are positional; write {name}'s arguments in order, not as a mapping"
+                )
+            if spec.cls is nn.Upsample and len(args) > 2 and args[2] not in UPSAMPLE_MODES:
+                raise ConfigError(
+                    f"{where}: unknown upsampling mode {args[2]!r}{did_you_mean(str(args[2]), UPSAMPLE_MODES)}"
+                )
             n = max(round(n * gd), 1) if n > 1 else n
             c_in = [ch[s] for s in sources]
             c1 = c_in[0]
@@ -453,6 +472,7 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
             else:
                 c2 = c1
                 _check_same_rule_input(spec.cls, args, c1, str(name), where)
+                _check_numeric_args(spec.cls, args, row[3], str(name), where)
             try:
                 inspect.signature(spec.cls).bind(*args)
             except TypeError as e:
