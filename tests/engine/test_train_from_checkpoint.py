@@ -49,3 +49,24 @@ def test_resume_true_continues_the_run_and_a_finished_run_is_refused(finished_ru
     rows_before = (finished_run / "results.csv").read_text().count("\n")
     YOLO(str(last)).train(resume=True, epochs=2)  # a larger epoch count continues the same run
     assert (finished_run / "results.csv").read_text().count("\n") == rows_before + 1
+
+
+def test_a_resume_follows_a_moved_dataset(tiny_shapes, tmp_path, caplog):
+    """The run's dataset moved (another mount, a renamed folder): the resume could not be pointed at it."""
+    import logging
+    import shutil
+
+    copy = tmp_path / "moved"
+    shutil.copytree(tiny_shapes.parent, copy)
+    moved_yaml = copy / tiny_shapes.name
+    moved_yaml.write_text(tiny_shapes.read_text().replace(str(tiny_shapes.parent), str(copy)))
+    Trainer(tiny_train_cfg(moved_yaml, tmp_path, epochs=1, name="run")).train()
+    text = moved_yaml.read_text()
+    shutil.move(copy, tmp_path / "elsewhere")
+    new_yaml = tmp_path / "elsewhere" / tiny_shapes.name
+    new_yaml.write_text(text.replace(str(copy), str(tmp_path / "elsewhere")))
+    with caplog.at_level(logging.WARNING, logger="yolotr"):
+        Trainer.resume(tmp_path / "run", epochs=2, data=str(new_yaml), lr0=0.5).train()
+    assert "ignoring lr0" in caplog.text and "data" not in caplog.text.split("ignoring")[1].split("(")[0]
+    args = yaml.safe_load((tmp_path / "run" / "args.yaml").read_text())
+    assert args["data"] == str(new_yaml) and (tmp_path / "run" / "results.csv").read_text().count("\n") == 3

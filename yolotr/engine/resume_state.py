@@ -10,11 +10,15 @@ from yolotr.errors import CheckpointError
 from yolotr.models.weights import read_checkpoint
 
 LOGGER = logging.getLogger("yolotr")
+# what a resume may change, as the package's resume allows it: more epochs, the dataset's place (moved or
+# mounted elsewhere: the same classes, which the model checks), where and how fast it runs, and when it stops
+RESUME_SETTINGS = ("epochs", "data", "device", "workers", "patience", "time_limit")
 
 
 def resume_state(run_dir: str | Path, **overrides) -> tuple[dict, dict]:
     """``(cfg, state)`` to continue the run in ``run_dir`` (or a ``last.pt`` path): the run's own settings
-    (``epochs`` may be raised; other overrides are ignored with a warning) and its checkpoint's
+    (:data:`RESUME_SETTINGS` may be given: more ``epochs``, a moved ``data`` ...; other overrides are ignored
+    with a warning) and its checkpoint's
     ``train_state``, with ``run_dir`` and ``checkpoint`` added.
 
     Raises:
@@ -36,10 +40,13 @@ def resume_state(run_dir: str | Path, **overrides) -> tuple[dict, dict]:
         )
     given = {k: v for k, v in overrides.items() if v is not None}
     checked = resolve_config(given)  # an unknown key or a bad value is refused as in a new run, not ignored
-    ignored = sorted(k for k in given if k != "epochs")
+    ignored = sorted(k for k in given if k not in RESUME_SETTINGS)
     if ignored:
-        LOGGER.warning("resume continues with the run's own settings; ignoring %s", ", ".join(ignored))
-    cfg = dict(state["cfg"], **{k: checked[k] for k in given if k == "epochs"})
+        LOGGER.warning(
+            "resume continues with the run's own settings; ignoring %s (a resume takes %s; start a new run from "
+            "its weights to change the others)", ", ".join(ignored), ", ".join(RESUME_SETTINGS),
+        )  # fmt: skip
+    cfg = dict(state["cfg"], **{k: checked[k] for k in given if k in RESUME_SETTINGS})
     if int(state["batch"]) == 0 and int(state["epoch"]) >= int(cfg["epochs"]):
         raise CheckpointError(
             f"{last}: training to {cfg['epochs']} epochs is finished; nothing to resume. Give a larger "
