@@ -21,12 +21,12 @@ class UniqueKeyLoader(yaml.SafeLoader):
                     continue
                 key = self.construct_object(key_node, deep=True)
                 try:
-                    line = first.setdefault(key, key_node.start_mark.line)
+                    mark = first.setdefault(key, key_node.start_mark)
                 except TypeError:  # an unhashable key: SafeLoader's own error follows
                     continue
-                if line != key_node.start_mark.line:
+                if mark is not key_node.start_mark:  # also two on one line: {0: cat, 0: dog}
                     raise ConstructorError(
-                        None, None, f"duplicate key {key!r} (first on line {line + 1})", key_node.start_mark
+                        None, None, f"duplicate key {key!r} (first on line {mark.line + 1})", key_node.start_mark
                     )
         return super().construct_mapping(node, deep)
 

@@ -68,6 +68,17 @@ def test_voc_size_that_is_not_the_image_size(tmp_path, size, box, message):
     assert (said and message in said[0]) if message else not said
 
 
+def test_a_voc_annotation_that_is_a_broken_link_is_an_error(tmp_path):
+    _image(tmp_path / "images")
+    _image(tmp_path / "images", "b.jpg")
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "a.xml").symlink_to(tmp_path / "gone.xml")
+    data = {"path": str(tmp_path), "train": "images", "names": ["cat"], "format": "voc"}
+    records, report = load_records(data, "train", cache=False)
+    assert [Path(r.path).name for r in records] == ["b.jpg"]  # a.jpg was trained as a background
+    assert any("a.xml" in p.file and "broken link" in p.message for p in report.problems)
+
+
 def _coco(tmp_path: Path, change) -> dict:
     """A one-image instances JSON, changed by ``change(data)``, and its dataset dict."""
     _image(tmp_path / "images")
@@ -223,6 +234,27 @@ def test_a_whole_jpeg_with_a_trailer_is_not_truncated(tmp_path):
     assert [Path(r.path).name for r in records] == ["phone.jpg"] and not report.problems
     (frame,) = iter_frames(phone)
     assert frame.image.shape[:2] == (128, 128)
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_cut_jpeg_is_found_whatever_pillows_truncated_setting(tmp_path, monkeypatch, progressive):
+    """``ImageFile.LOAD_TRUNCATED_IMAGES = True`` (the usual answer to Pillow's "image file is truncated") made
+    a decode succeed, and cut JPEGs passed as whole."""
+    import io
+
+    from PIL import ImageFile
+
+    from yolotr.data.validation import truncated_jpeg
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    pixels = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", progressive=progressive)
+    data = buffer.getvalue()
+    for name, content, cut in (("whole", data, False), ("cut", data[: len(data) // 2], True),
+                               ("trailer", data + b"SEFH" + bytes(200), False)):  # fmt: skip
+        (tmp_path / f"{name}.jpg").write_bytes(content)
+        assert truncated_jpeg(tmp_path / f"{name}.jpg") is cut, name
 
 
 def test_training_and_prediction_read_the_same_image_files(tmp_path):

@@ -59,3 +59,19 @@ def test_the_package_keeps_the_same_width(tmp_path):
     ours = DetectionModel("yolov8n.yaml", nc=1)
     transfer_weights(ours, source.state_dict())
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
+
+
+def test_a_checkpoint_of_yolov5s_bottleneck_in_the_package_grammar_says_why_it_does_not_fit(tmp_path):
+    """Saved before a Bottleneck row of a YAML without anchors built the package's 3x3-3x3 block."""
+    from yolotr.errors import CheckpointError
+    from yolotr.models.detection import load_model_yaml
+
+    cfg = load_model_yaml("yolov8n.yaml")
+    cfg["backbone"][2] = [-1, 1, "Bottleneck", [128]]
+    model = DetectionModel(cfg)
+    checkpoint = model_checkpoint(model, names=[str(i) for i in range(80)])
+    key = "model.2.cv1.conv.weight"
+    checkpoint["state_dict"][key] = checkpoint["state_dict"][key][:, :, 1:2, 1:2].clone()  # YOLOv5's 1x1
+    path = save_checkpoint(checkpoint, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="Bottleneck and BottleneckCSP now build the package's blocks"):
+        load_model(path)

@@ -25,7 +25,9 @@ LOGGER = logging.getLogger("yolotr")
 # read as their object's box; a YOLO label file may start with a UTF-8 BOM. 4: a TIFF of 32-bit
 # samples (which OpenCV cannot read) is left out. 5: a TIFF turned by EXIF orientation 5-8 has its
 # stored sides (4 held them swapped). 6: hints in the messages (commas, pixel coordinates, an unread image format).
-CACHE_VERSION = 6
+# 7: a JPEG with data after its end marker is whole; an orientation OpenCV does not apply keeps the stored size;
+# VOC boxes are scaled from a <size> that is not the image's; a label file that is a broken link is an error.
+CACHE_VERSION = 7
 
 
 @dataclass

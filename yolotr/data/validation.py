@@ -194,12 +194,14 @@ def _opencv_turns(path: str, w: int, h: int, fmt: str | None) -> bool:
 
 
 def truncated_jpeg(path: str | os.PathLike) -> bool:
-    """Whether a file is a JPEG (it starts with ``FF D8``) cut short: no end-of-image marker ``FF D9`` in its
-    last 64 bytes, and Pillow cannot decode it to the end.
+    """Whether a file is a JPEG (it starts with ``FF D8``) cut short: its segments and entropy-coded data end
+    before the end-of-image marker ``FF D9``.
 
     OpenCV decodes such a file without an error (the missing part grey), so ``check-data`` (when
     PIL reads its header) and prediction (when OpenCV decodes it) both call it unreadable. A whole JPEG
-    with data after its end marker (a Samsung trailer, a Motion Photo's video) decodes, and is not cut short.
+    with data after its end marker (a Samsung trailer, a Motion Photo's video) is not cut short. Decided from
+    the bytes alone (the marker in the last 64 bytes, else a walk of the segments), so Pillow's
+    ``LOAD_TRUNCATED_IMAGES`` does not change the answer.
     """
     with open(path, "rb") as f:
         if f.read(2) != b"\xff\xd8":
@@ -207,11 +209,37 @@ def truncated_jpeg(path: str | os.PathLike) -> bool:
         f.seek(-min(64, os.path.getsize(path)), 2)
         if b"\xff\xd9" in f.read():
             return False
-    try:
-        with Image.open(path) as image:
-            image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
-        return True
+        f.seek(0)
+        return not _reaches_end_marker(f.read())
+
+
+def _reaches_end_marker(data: bytes) -> bool:
+    """Whether JPEG ``data`` reaches its ``FF D9``: marker segments are skipped by their lengths (an EXIF
+    thumbnail's own end marker is inside one), entropy-coded data up to the next marker that is neither a
+    stuffed ``FF 00`` nor a restart ``FF D0..D7``."""
+    i, n = 2, len(data)
+    while i + 1 < n:
+        if data[i] != 0xFF:
+            return False
+        marker = data[i + 1]
+        if marker == 0xD9:
+            return True
+        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:  # fill byte, restart, TEM: no length
+            i += 1 if marker == 0xFF else 2
+            continue
+        if i + 4 > n:
+            return False
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
+        if marker == 0xDA:  # start of scan: entropy-coded data up to the next real marker
+            while True:
+                j = data.find(b"\xff", i)
+                if j < 0 or j + 1 >= n:
+                    return False
+                if data[j + 1] == 0x00 or 0xD0 <= data[j + 1] <= 0xD7:
+                    i = j + 2
+                    continue
+                i = j
+                break
     return False
 
 
@@ -293,6 +321,11 @@ def read_voc(label: str, names: list[str], problems: list[Problem], w: int, h: i
     with the sides swapped (an EXIF turn one of the tools did not apply) is only warned about.
     """
     if not os.path.exists(label):
+        if os.path.islink(label):  # the annotation was meant to be there: not a background
+            problems.append(
+                error(label, None, UNREADABLE_LABEL, f"the label file is a broken link (to {os.readlink(label)})")
+            )
+            return []
         return None
     objects: list[tuple] = []
     stack: list[str] = []

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import logging
+import math
 from pathlib import Path
 
 from yolotr.engine.config import resolve_config
 from yolotr.errors import CheckpointError
+from yolotr.metrics.detection import selection_fitness
 from yolotr.models.weights import read_checkpoint
 
 LOGGER = logging.getLogger("yolotr")
@@ -54,4 +57,30 @@ def resume_state(run_dir: str | Path, **overrides) -> tuple[dict, dict]:
         )
     state["run_dir"] = str(last.parent.parent)
     state["checkpoint"] = checkpoint
+    _rescore_best(state, checkpoint, last.parent.parent / "results.csv")
     return cfg, state
+
+
+def _rescore_best(state: dict, checkpoint: dict, results_csv: Path) -> None:
+    """A run begun before fitness followed the model's reference scored its best by YOLOv5's rule: score the
+    validated epochs of ``results_csv`` again by the model's (``best_fitness`` and the early-stop state), so that
+    ``best.pt`` and the patience count compare like with like."""
+    anchored = any(k.endswith(".anchors") for k in checkpoint.get("state_dict", {}))  # YOLOv5's / YOLOv4's Detect
+    rule = "yolov5" if anchored else "ultralytics"
+    if checkpoint.get("fitness_rule", "yolov5") == rule or not results_csv.is_file():
+        return
+    with results_csv.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    scored = []
+    for row in rows:
+        try:
+            values = float(row["metrics/mAP50"]), float(row["metrics/mAP50-95"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if all(math.isfinite(v) for v in values):
+            scored.append((selection_fitness(*values, rule), int(float(row["epoch"]))))
+    if scored:
+        best, epoch = max(scored, key=lambda t: (t[0], -t[1]))  # the first epoch of the best, as the trainer
+        state["best_fitness"] = best
+        state["early_stop"] = {"best_fitness": best, "best_epoch": epoch}
+        LOGGER.info("resume: the best fitness is scored again by the %s rule: %.5f (epoch %d)", rule, best, epoch)

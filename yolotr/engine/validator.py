@@ -34,8 +34,7 @@ from yolotr.engine.head_mode import LETTERBOX, STRETCH, default_iou, end2end_mod
 from yolotr.errors import ConfigError
 from yolotr.metrics.box_view import BoxMetrics, results_dict
 from yolotr.metrics.detection import ClassMetrics, DetectionEvaluator, DetectionMetrics, selection_fitness
-from yolotr.nn.head import Detect
-from yolotr.ops.boxes import DETECTIONS, as_rows, clip_boxes, kept_detections, non_max_suppression, xywh2xyxy
+from yolotr.ops.boxes import DETECTIONS, ROWS, as_rows, clip_boxes, kept_detections, non_max_suppression, xywh2xyxy
 from yolotr.ops.loss import LOSS_NAMES
 
 LOGGER = logging.getLogger("yolotr")
@@ -45,11 +44,12 @@ HEADER = f"{'Class':>22}{'Images':>11}{'Instances':>11}{'P':>11}{'R':>11}{'mAP50
 
 
 def fitness_rule(model: nn.Module) -> str:
-    """``yolov5`` for a model whose head is YOLOv5's anchor-based ``Detect`` (YOLOv4's too) or that has no
-    head to look at (an ONNX file), ``ultralytics`` for the heads of the package's families."""
-    layers = getattr(model, "model", None)
-    head = layers[-1] if isinstance(layers, nn.Sequential | nn.ModuleList) and len(layers) else None
-    return "ultralytics" if head is not None and not isinstance(head, Detect) else "yolov5"
+    """The model's own rule (``DetectionModel.fitness_rule``); for an exported model, by its output: the
+    package's layouts (``columns``, end-to-end ``detections``) ``ultralytics``, YOLOv5's ``rows`` ``yolov5``."""
+    rule = getattr(model, "fitness_rule", None)
+    if isinstance(rule, str):
+        return rule
+    return "yolov5" if output_layout(model) == ROWS else "ultralytics"
 
 
 @dataclass

@@ -289,6 +289,13 @@ class DetectionModel(nn.Module):
         """True after :meth:`fuse`: a ``Conv`` has no BatchNorm left (training it would train without one)."""
         return any(isinstance(m, Conv) and not hasattr(m, "bn") for m in self.modules())
 
+    @property
+    def fitness_rule(self) -> str:
+        """Whose model-selection score this model's runs keep (a key of
+        :data:`yolotr.metrics.detection.FITNESS_RULES`): ``yolov5`` for YOLOv5's and YOLOv4's anchor-based
+        ``Detect``, ``ultralytics`` for the package's families."""
+        return "yolov5" if isinstance(self.model[-1], Detect) else "ultralytics"
+
     def info(self, imgsz: int = 640, verbose: bool = True) -> dict:
         """Layer table, parameter count and GFLOPs at ``imgsz``; logs the table when ``verbose``."""
         from yolotr.models.summary import model_summary

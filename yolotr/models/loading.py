@@ -66,7 +66,10 @@ def load_model(source: str | Path | dict, nc: int | None = None) -> DetectionMod
     kind, checkpoint = read_checkpoint(path)
     if kind == "yolotr":
         model = DetectionModel(checkpoint["model_yaml"])
-        load_exact(model, checkpoint["state_dict"], path)
+        try:
+            load_exact(model, checkpoint["state_dict"], path)
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}{_bottleneck_hint(checkpoint['model_yaml'])}") from None
         model.names = list(checkpoint.get("names") or model.names)
         train_cfg = training_settings(checkpoint)
         model.imgsz = checkpoint.get("imgsz") or train_cfg.get("imgsz")
@@ -88,6 +91,19 @@ def load_model(source: str | Path | dict, nc: int | None = None) -> DetectionMod
             path, nc, model.nc, nc,
         )  # fmt: skip
     return model.float().eval()
+
+
+def _bottleneck_hint(cfg: dict) -> str:
+    """Why a yolotr checkpoint of a YAML without ``anchors`` whose rows use ``Bottleneck`` may not fit: since
+    2026-12-06 such rows build the package's 3x3-3x3 block (YOLOv5's is 1x1-3x3)."""
+    rows = [r for part in ("backbone", "head") for r in cfg.get(part) or [] if isinstance(r, list) and len(r) == 4]
+    if "anchors" in cfg or not any(r[2] in ("Bottleneck", "BottleneckCSP") for r in rows):
+        return ""
+    return (
+        "; in a YAML without 'anchors' (the package's grammar) Bottleneck and BottleneckCSP now build the "
+        "package's blocks (3x3 then 3x3), and this checkpoint was saved with YOLOv5's (1x1 then 3x3); its other "
+        "weights start a new run with --weights"
+    )
 
 
 def _load_state_dict_file(state: dict, path: Path) -> DetectionModel:

@@ -247,6 +247,7 @@ def model_checkpoint(model: nn.Module, **extra) -> dict:
         "model_yaml": model.yaml,
         "names": list(model.names),
         "state_dict": state,
+        "fitness_rule": getattr(model, "fitness_rule", None),  # what train_state's best_fitness was scored by
         **extra,
     }
 

@@ -51,8 +51,17 @@ class Conv(nn.Module):
         return self.act(self.conv(x))
 
 
-def _contiguous(grad: torch.Tensor) -> torch.Tensor:
-    return grad.contiguous()
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity forward; the backward passes on a contiguous copy of the gradient. A Function, not a tensor
+    hook, and a copy, not ``contiguous()``: ``torch.compile``'s traced backward dropped both of those."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return grad.clone(memory_format=torch.contiguous_format)
 
 
 def contiguous_grad_at_batch_one(t: torch.Tensor) -> torch.Tensor:
@@ -65,7 +74,7 @@ def contiguous_grad_at_batch_one(t: torch.Tensor) -> torch.Tensor:
     gradients came out up to 4.6x off (finite differences agree with the contiguous gradient). A last partial
     batch of one image met it in training. Larger batches and inference are untouched."""
     if t.shape[0] == 1 and t.requires_grad:
-        t.register_hook(_contiguous)
+        return _ContiguousGrad.apply(t)
     return t
 
 

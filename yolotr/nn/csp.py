@@ -49,8 +49,9 @@ class C1(nn.Module):
 
 
 class KBottleneckCSP(BottleneckCSP):
-    """The package's ``BottleneckCSP``: YOLOv5's, with 3x3-3x3 inner bottlenecks (YOLOv5's are 1x1-3x3).
-    A ``BottleneckCSP`` row of a YAML in the package's grammar (no ``anchors``) builds this one."""
+    """The package's ``BottleneckCSP``: YOLOv5's, with 3x3-3x3 inner bottlenecks (YOLOv5's are 1x1-3x3):
+    ``(B, c1, H, W) -> (B, c2, H, W)``. A ``BottleneckCSP`` row of a YAML in the package's grammar (no
+    ``anchors``) builds this one."""
 
     def __init__(self, c1: int, c2: int, n: int = 1, shortcut: bool = True, g: int = 1, e: float = 0.5):
         super().__init__(c1, c2, n, shortcut, g, e)
