@@ -60,7 +60,7 @@ class YOLO:
     def is_exported(self) -> bool:
         """Whether this object runs an exported file (``YOLO("best.onnx")``, ``YOLO("best.torchscript")``): it
         can only predict."""
-        from yolotr.engine.exporter import OnnxModel
+        from yolotr.engine.onnx_model import OnnxModel
         from yolotr.engine.torchscript_model import TorchScriptModel
 
         return isinstance(self.model, OnnxModel | TorchScriptModel)
@@ -68,7 +68,7 @@ class YOLO:
     @property
     def is_onnx(self) -> bool:
         """Whether this object runs an exported ONNX file (``YOLO("best.onnx")``)."""
-        from yolotr.engine.exporter import OnnxModel
+        from yolotr.engine.onnx_model import OnnxModel
 
         return isinstance(self.model, OnnxModel)
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from yolotr import YOLO
-from yolotr.engine.exporter import OnnxModel, export_model
+from yolotr.engine.exporter import export_model
+from yolotr.engine.onnx_model import OnnxModel
 from yolotr.engine.predictor import Predictor
 from yolotr.engine.trainer import Trainer
 from yolotr.models.detection import DetectionModel

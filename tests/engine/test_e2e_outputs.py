@@ -79,7 +79,7 @@ def test_an_end_to_end_file_notes_the_settings_it_cannot_apply(tmp_path, caplog)
     (an info line, as for a file with NMS inside), not silently dropped."""
     import logging
 
-    from yolotr.engine.exporter import OnnxModel
+    from yolotr.engine.onnx_model import OnnxModel
     from yolotr.engine.predictor import Predictor
 
     path = export_model(_yolo26n(), "onnx", tmp_path / "m.onnx", imgsz=64, max_det=50).path

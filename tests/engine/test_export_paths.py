@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from yolotr import YOLO
-from yolotr.engine.exporter import OnnxModel, export_destination, export_model
+from yolotr.engine.exporter import export_destination, export_model
+from yolotr.engine.onnx_model import OnnxModel
 from yolotr.errors import ConfigError, YolotrError
 from yolotr.models.detection import DetectionModel
 

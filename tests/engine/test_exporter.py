@@ -12,7 +12,8 @@ import torch
 
 from tests.conftest import shared_path
 from tests.test_cli_errors import run_cli
-from yolotr.engine.exporter import OnnxModel, export_model
+from yolotr.engine.exporter import export_model
+from yolotr.engine.onnx_model import OnnxModel
 from yolotr.engine.predictor import Predictor
 from yolotr.errors import YolotrError
 from yolotr.models.detection import CFG_DIR, DetectionModel

@@ -13,8 +13,9 @@ import torch
 from yolotr.data.dataset import DetectionDataset
 from yolotr.data.sources import ImageRecord
 from yolotr.data.transforms import letterbox, stretch
-from yolotr.engine.exporter import OnnxModel, export_model
+from yolotr.engine.exporter import export_model
 from yolotr.engine.head_mode import input_fit
+from yolotr.engine.onnx_model import OnnxModel
 from yolotr.engine.predictor import Predictor
 from yolotr.errors import CheckpointError
 from yolotr.models.detection import DetectionModel

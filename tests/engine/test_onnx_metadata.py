@@ -9,7 +9,7 @@ import torch
 from onnx import TensorProto, helper
 
 from yolotr import YOLO
-from yolotr.engine.exporter import OnnxModel, metadata_names
+from yolotr.engine.onnx_model import OnnxModel, metadata_names
 from yolotr.errors import CheckpointError
 
 
@@ -57,3 +57,42 @@ def test_bad_names_are_refused_not_run(tmp_path, text):
     path = tiny_onnx(tmp_path / "bad.onnx", {"names": text})
     with pytest.raises(CheckpointError, match=r"bad\.onnx: metadata 'names'"):
         OnnxModel(path)
+
+
+def detections_onnx(path, metadata: dict[str, str]):
+    """A (1, 3, 64, 64) -> (1, 300, 6) output, as the package's ``export(nms=True)`` writes (no ``layout`` key)."""
+    shape = helper.make_tensor("shape", TensorProto.INT64, [3], [1, 2048, 6])
+    starts = helper.make_tensor("starts", TensorProto.INT64, [1], [0])
+    ends = helper.make_tensor("ends", TensorProto.INT64, [1], [300])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    graph = helper.make_graph(
+        [
+            helper.make_node("Reshape", ["images", "shape"], ["flat"]),
+            helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["output0"]),
+        ],  # fmt: skip
+        "nms",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 300, 6])],
+        [shape, starts, ends, axes],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, metadata)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("extra", "layout"),
+    [
+        ({"end2end": "False", "args": "{'batch': 1, 'nms': True, 'dynamic': False}"}, "detections"),  # NMS inside
+        ({"end2end": "True", "args": "{'batch': 1}"}, "detections"),  # an NMS-free head
+        ({"end2end": "False", "args": "{'batch': 1, 'nms': False}"}, "rows"),  # by its shape
+    ],
+)
+def test_the_packages_files_after_nms_are_read_as_detections(tmp_path, extra, layout):
+    """The package's ``nms=True`` export has a (1, 300, 6) output and no layout key; the shape made it rows of
+    one class, and predict gave scores above 1 and boxes such as [0, 0, 0, 215]."""
+    meta = {"names": "{0: 'a', 1: 'b'}", "stride": "32", "task": "detect", "imgsz": "[64, 64]", **extra}
+    model = OnnxModel(detections_onnx(tmp_path / "n.onnx", meta))
+    assert model.layout == layout and model.end2end == (layout == "detections")

@@ -87,12 +87,21 @@ def _head_input(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     return seen
 
 
-@pytest.mark.parametrize("name", ["yolov9t", "yolov6n", "yolov3-tiny"])
+@pytest.mark.parametrize("name", ["yolov9t", "yolov6n", "yolov3-tiny", "yolov8n-c2fpsa"])
 def test_package_checkpoint_imports_without_the_package(name, tmp_path):
+    import yaml
     from ultralytics import YOLO as PackageYOLO
+    from ultralytics.nn.tasks import yaml_model_load
 
     torch.manual_seed(0)
-    package = PackageYOLO(f"{name}.yaml")
+    source = f"{name}.yaml"
+    if name == "yolov8n-c2fpsa":  # the package's C2fPSA and DWConvTranspose2d, which its unpickler refused
+        cfg = {k: v for k, v in yaml_model_load("yolov8n.yaml").items() if k != "yaml_file"}
+        cfg["backbone"][-2] = [-1, 1, "C2fPSA", [1024]]
+        cfg["head"][0] = [-1, 1, "DWConvTranspose2d", [512, 2, 2]]
+        source = tmp_path / f"{name}.yaml"
+        source.write_text(yaml.safe_dump(cfg))
+    package = PackageYOLO(str(source))
     package.save(tmp_path / f"{name}.pt")
     x = torch.rand(1, 3, 96, 128)
     with torch.no_grad():

@@ -11,7 +11,6 @@ the ONNX metadata (keys ``names``, ``stride``, ``layout``, ``nms``, and ``fit`` 
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import copy
 import json
@@ -29,7 +28,6 @@ from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.engine.config import check_count, check_fraction
 from yolotr.engine.export_nms import WithNms
 from yolotr.engine.head_mode import (
-    LETTERBOX,
     STRETCH,
     default_iou,
     head_of,
@@ -37,8 +35,8 @@ from yolotr.engine.head_mode import (
     same_detections,
     set_end2end,
 )
-from yolotr.errors import CheckpointError, ConfigError, YolotrError
-from yolotr.ops.boxes import COLUMNS, DETECTIONS, LAYOUTS, ROWS, as_rows, non_max_suppression
+from yolotr.errors import ConfigError, YolotrError
+from yolotr.ops.boxes import COLUMNS, DETECTIONS, ROWS, as_rows, non_max_suppression
 
 LOGGER = logging.getLogger("yolotr")
 FORMATS = ("onnx", "torchscript")
@@ -192,7 +190,7 @@ def export_model(
     _refuse_unused(asked, nms, layout == DETECTIONS and not nms and getattr(head, "end2end", False))
     module = module.eval()
     settings = {"conf": conf, "iou": iou, "max_det": max_det} if nms else None
-    example = torch.rand(batch, 3, h, w)
+    example = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(0))  # a check that repeats
     partial = path.with_name(f".{path.name}.partial")  # the file appears whole or not at all
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -366,135 +364,3 @@ def _same_candidates(expected: np.ndarray, got: np.ndarray, layout: str) -> bool
         expected, got = expected.transpose(0, 2, 1), got.transpose(0, 2, 1)
     boxes = np.allclose(got[..., :4], expected[..., :4], rtol=1e-2, atol=1.0)
     return boxes and np.allclose(got[..., 4:], expected[..., 4:], rtol=0, atol=1e-2)
-
-
-class OnnxModel(nn.Module):
-    """An exported ONNX detector run with onnxruntime, usable wherever the predictor takes a model.
-
-    The input shape comes from the file: ``input_hw`` is the fixed ``(height, width)`` of a model
-    exported without ``dynamic_size`` (``None`` when both are dynamic), ``input_batch`` the fixed
-    batch size of a ``--static`` export (``None`` when dynamic). A fixed-batch model still takes any
-    number of images: :meth:`forward` pads or splits the batch.
-
-    What the output is comes from the file too: ``layout`` (:data:`yolotr.ops.boxes.LAYOUTS`) from
-    the metadata key ``layout`` (a file without it: ``columns`` when its output's middle axis is
-    fixed and shorter than its last, as in an ``ultralytics`` export, else ``rows``); ``end2end`` when
-    it is ``detections`` (NMS in the graph, or an NMS-free head), ``nms`` the ``conf``, ``iou`` and
-    ``max_det`` fixed in the file by ``export(nms=True)`` (``None`` otherwise), ``input_fit`` from the key ``fit``
-    (``stretch`` for RT-DETR; ``letterbox`` when absent).
-    """
-
-    def __init__(self, path: str | Path):
-        super().__init__()
-        import onnxruntime as ort
-
-        self.path = Path(path)
-        try:
-            self.session = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises several unrelated types
-            raise CheckpointError(f"{self.path}: cannot load ONNX model ({str(e).splitlines()[0]})") from None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.names = metadata_names(meta.get("names", ""), self.path)
-        self.stride = torch.tensor(json.loads(meta.get("stride", "[32]"))).reshape(-1)  # the package writes one number
-        inputs = self.session.get_inputs()
-        shape = list(inputs[0].shape) if inputs else []
-        if len(shape) != 4:
-            raise CheckpointError(f"{self.path}: expected one image input (B, 3, H, W), found {shape}")
-        self.input_name = inputs[0].name
-        batch, _, h, w = (d if isinstance(d, int) and d > 0 else None for d in shape)
-        self.input_batch: int | None = batch
-        self.input_hw: tuple[int, int] | None = (h, w) if h is not None and w is not None else None
-        exported = json.loads(meta["imgsz"]) if "imgsz" in meta else None  # (h, w) it was exported at
-        self.imgsz = self.input_hw or (tuple(exported) if exported else None)  # predict's default size
-        self.layout = meta.get("layout") or _guess_layout(self.session.get_outputs()[0].shape)
-        if self.layout not in LAYOUTS:
-            raise CheckpointError(f"{self.path}: unknown output layout {self.layout!r} in the metadata")
-        self.end2end = self.layout == DETECTIONS
-        self.nms: dict | None = json.loads(meta["nms"]) if "nms" in meta else None
-        self.input_fit = meta.get("fit", LETTERBOX)  # how images are fitted to the input (head_mode.input_fit)
-        if self.input_fit not in (LETTERBOX, STRETCH):
-            raise CheckpointError(f"{self.path}: unknown input fit {self.input_fit!r} in the metadata")
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
-        """``(B, 3, H, W)`` float in ``[0, 1]`` -> ``(output,)``: the file's float32 output as it is, in
-        :attr:`layout` (``(B, N, 5 + nc)``, ``(B, 4 + nc, N)`` or ``(B, k, 6)``), boxes in input pixels.
-
-        Raises:
-            YolotrError: ``(H, W)`` differs from the fixed input size of the file.
-        """
-        check_fixed_size(self.path, self.input_hw, x)
-
-        def run(chunk: torch.Tensor) -> torch.Tensor:
-            return torch.from_numpy(self.session.run(None, {self.input_name: chunk.numpy()})[0])
-
-        return (run_in_batches(x, self.input_batch, run),)
-
-
-def check_fixed_size(path: Path, input_hw: tuple[int, int] | None, x: torch.Tensor) -> None:
-    """Refuse an input ``(B, 3, H, W)`` of another size than an exported file's fixed ``input_hw`` (None: any).
-
-    Raises:
-        YolotrError: naming the file, both sizes and the way out.
-    """
-    if input_hw is not None and tuple(x.shape[2:]) != tuple(input_hw):
-        h, w = input_hw
-        raise YolotrError(
-            f"{path}: the model was exported for a fixed {h}x{w} input, got {x.shape[2]}x{x.shape[3]}; "
-            f"letterbox to {h}x{w} (or export to ONNX with --dynamic-size)"
-        )
-
-
-def run_in_batches(x: torch.Tensor, size: int | None, run) -> torch.Tensor:
-    """``run`` (a file's forward: ``(size, 3, H, W)`` float32 on the CPU -> its first output) over ``x`` in
-    batches of a fixed-batch file's ``size`` (None: all at once), the last padded with blank images whose
-    outputs are dropped."""
-    x = x.detach().cpu().float()
-    n = x.shape[0]
-    size = size or n
-    outputs = []
-    for i in range(0, n, size):
-        chunk = x[i : i + size]
-        if chunk.shape[0] < size:
-            chunk = torch.cat((chunk, chunk.new_zeros(size - chunk.shape[0], *chunk.shape[1:])))
-        outputs.append(run(chunk)[: min(size, n - i)])
-    return torch.cat(outputs)
-
-
-def metadata_names(text: str, path: str | Path = "") -> list[str]:
-    """Class names from an ONNX file's ``names`` metadata, by class index: ours is a JSON list
-    (``["person", ...]``), the ``ultralytics`` package's a Python dict repr (``{0: 'person', ...}``, read
-    with :func:`ast.literal_eval`: literals only, nothing is run). Empty text: no names.
-
-    Raises:
-        CheckpointError: text that is neither, or a dict whose keys are not the indices ``0..nc-1``.
-    """
-    if not text.strip():
-        return []
-    try:
-        names = json.loads(text)
-    except ValueError:
-        try:
-            names = ast.literal_eval(text)
-        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-            names = None
-    if isinstance(names, dict):  # JSON object keys are strings: "0" -> 0
-        names = {int(k) if isinstance(k, str) and k.isdigit() else k: v for k, v in names.items()}
-    if isinstance(names, dict) and set(names) == set(range(len(names))):
-        names = [names[i] for i in range(len(names))]
-    if not isinstance(names, list | tuple):
-        raise CheckpointError(
-            f"{path}: metadata 'names' is {text[:80]!r}; expected a JSON list of class names or a dict "
-            "{0: 'name', ...} by class index 0..nc-1"
-        )
-    return [str(n) for n in names]
-
-
-def _guess_layout(shape: list) -> str:
-    """The layout of a decoded output ``(B, d1, d2)`` without metadata: ``columns`` when ``d1`` is a fixed
-    number below ``d2`` (fewer values per anchor than anchors), or when ``d2`` is a symbolic axis named for the
-    anchors (the ``ultralytics`` package's dynamic export: ``(batch, <dim>, anchors)``), else ``rows``."""
-    if len(shape) == 3 and isinstance(shape[2], str) and "anchor" in shape[2].lower():
-        return COLUMNS
-    if len(shape) == 3 and isinstance(shape[1], int) and (not isinstance(shape[2], int) or shape[1] < shape[2]):
-        return COLUMNS
-    return ROWS

@@ -189,7 +189,7 @@ class Backend:
 class TorchBackend(Backend):
     """The model in PyTorch: fused (a copy unless ``copy=False``), eval, ``channels_last``.
 
-    A module without parameters (an :class:`~yolotr.engine.exporter.OnnxModel`) is called as it is.
+    A module without parameters (an :class:`~yolotr.engine.onnx_model.OnnxModel`) is called as it is.
     """
 
     name = "torch"

@@ -52,7 +52,7 @@ def input_fit(model: nn.Module) -> str:
     """How ``model`` wants images fitted to its input in training, validation and prediction: ``letterbox``
     (resized keeping the aspect ratio, then padded: the YOLOs) or ``stretch`` (resized to the ``imgsz`` square
     without keeping it: RT-DETR as the package trains, validates and predicts it). The head declares it
-    (``input_fit``); an :class:`~yolotr.engine.exporter.OnnxModel` carries it from the file's metadata."""
+    (``input_fit``); an :class:`~yolotr.engine.onnx_model.OnnxModel` carries it from the file's metadata."""
     head = head_of(model)
     fit = getattr(head if head is not None else model, "input_fit", LETTERBOX)
     return fit if fit in (LETTERBOX, STRETCH) else LETTERBOX

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from yolotr.engine.exporter import OnnxModel, _guess_layout, check_fixed_size, metadata_names, run_in_batches
 from yolotr.engine.head_mode import LETTERBOX, STRETCH
+from yolotr.engine.onnx_model import OnnxModel, check_fixed_size, guess_layout, metadata_names, run_in_batches
 from yolotr.errors import CheckpointError
 from yolotr.ops.boxes import DETECTIONS, LAYOUTS
 
@@ -76,7 +76,7 @@ class TorchScriptModel(nn.Module):
         with torch.no_grad():
             out = self.script(torch.zeros(self.input_batch, 3, *self.input_hw))
         out = out[0] if isinstance(out, tuple | list) else out
-        return _guess_layout(list(out.shape))
+        return guess_layout(list(out.shape))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         """``(B, 3, H, W)`` float in ``[0, 1]`` -> ``(output,)`` in :attr:`layout`, float32 on the CPU.

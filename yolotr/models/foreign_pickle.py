@@ -63,6 +63,7 @@ ULTRALYTICS_MODULES = {
         "LightConv",
         "RepConv",
         "ConvTranspose",
+        "DWConvTranspose2d",
     },
     "ultralytics.nn.modules.block": {
         "DFL",
@@ -83,6 +84,7 @@ ULTRALYTICS_MODULES = {
         "Attention",
         "PSABlock",
         "C2PSA",
+        "C2fPSA",
         "AAttn",
         "ABlock",
         "A2C2f",
