@@ -14,7 +14,7 @@ import re
 
 import yaml
 
-from yolotr.errors import ConfigError, did_you_mean, setting_hint
+from yolotr.errors import ConfigError, did_you_mean, is_number, setting_hint
 
 KEY_VALUE = re.compile(r"^([A-Za-z_][\w-]*)=(.*)$", re.S)
 
@@ -88,7 +88,7 @@ def expand_key_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[
     out, settings = list(argv[:start]), []
     pending: int | str = 0  # values still owed to the last flag: a count, or "+" for a list
     for token in argv[start:]:
-        if token.startswith("-") and not _is_number(token):
+        if token.startswith("-") and not is_number(token):
             flag = token.split("=", 1)[0]
             action = options.get(flag)
             nargs = action.nargs if action is not None else None
@@ -115,14 +115,6 @@ def expand_key_values(parser: argparse.ArgumentParser, argv: list[str]) -> list[
         else:
             sub.error(f"unknown argument {token!r}{setting_hint(key, _key_names(sub))}")
     return out + (["--set", *settings] if settings else [])
-
-
-def _is_number(token: str) -> bool:
-    try:
-        float(token)
-    except ValueError:
-        return False
-    return True
 
 
 def _key_names(sub: argparse.ArgumentParser) -> list[str]:

@@ -21,6 +21,16 @@ class CheckpointError(YolotrError):
     """A checkpoint cannot be loaded (truncated, foreign class, keys or shapes that do not fit)."""
 
 
+def is_number(text: str) -> bool:
+    """Whether ``text`` reads as a number (``"3"``, ``"-0.5"``, ``"1e-3"``): a value given in quotes, or a
+    negative number where an option was looked for."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def did_you_mean(word: str, candidates, prefix: str = "") -> str:
     """``"; did you mean X?"`` (or ``X or Y``) naming the candidates nearest ``word``, else ``""``.
 

@@ -10,6 +10,7 @@ import pickle
 import pytest
 import torch
 
+from tests.head_inputs import head_inputs
 from yolotr.errors import ConfigError
 from yolotr.models.detection import DetectionModel, resolve_model_yaml
 from yolotr.models.model_names import shipped_model_names
@@ -34,26 +35,14 @@ def test_fuse_folds_repconv_and_repvggdw_branches(name, fused_params):
     _randomize_bn(model)
     x = torch.rand(1, 3, 128, 128)
     with torch.no_grad():
-        before = _head_inputs(model, x)
+        before = head_inputs(model, x)
         fused = copy.deepcopy(model).fuse()
-        after = _head_inputs(fused, x)
+        after = head_inputs(fused, x)
     reps = [m for m in fused.modules() if isinstance(m, RepConv | RepVGGDW)]
     assert reps and not any(hasattr(m, "conv1") for m in reps)
     if fused_params is not None:
         assert sum(p.numel() for p in fused.parameters()) == fused_params
     assert all(torch.allclose(a, b, atol=1e-4, rtol=1e-4) for a, b in zip(before, after, strict=True))
-
-
-def _head_inputs(model: DetectionModel, x: torch.Tensor) -> list[torch.Tensor]:
-    """The feature maps the head takes (the blocks that fuse lie before it; the heads' top-k selections of
-    queries or rows would turn a near-tie into a different output)."""
-    seen = []
-    handle = model.model[-1].register_forward_pre_hook(lambda module, inputs: seen.extend(inputs[0]))
-    try:
-        model(x)
-    finally:
-        handle.remove()
-    return seen
 
 
 def test_a_fused_model_is_refused_for_training_before_the_run_folder(tmp_path):

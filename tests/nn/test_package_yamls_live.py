@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.head_inputs import head_inputs
 from yolotr.models.detection import DetectionModel
 
 ultralytics = pytest.importorskip(
@@ -65,8 +66,8 @@ def test_package_yaml_keys_weights_and_outputs(name):
     theirs.eval(), ours.eval()
     x = torch.rand(1, 3, 128, 192)
     with torch.no_grad():
-        head_inputs = [_head_input(model, x) for model in (theirs, ours)]
-        for expected, got in zip(*head_inputs, strict=True):
+        inputs = [head_inputs(model, x) for model in (theirs, ours)]
+        for expected, got in zip(*inputs, strict=True):
             assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4)
         if getattr(ours.model[-1], "end2end", False) or "RTDETR" in type(theirs).__name__:
             return  # the end-to-end heads' own outputs: tests/nn/test_e2e_models.py, test_rtdetr_oracle.py
@@ -74,17 +75,6 @@ def test_package_yaml_keys_weights_and_outputs(name):
         assert torch.allclose(_like(_first(ours(x)), expected), expected, rtol=1e-4, atol=1e-4 * 192)
         ours.fuse()
         assert torch.allclose(_like(_first(ours(x)), expected), expected, rtol=1e-3, atol=1e-3 * 192)
-
-
-def _head_input(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """The feature maps the head (the last layer) receives."""
-    seen = []
-    handle = model.model[-1].register_forward_pre_hook(lambda _, args: seen.extend(args[0]))
-    try:
-        model(x)
-    finally:
-        handle.remove()
-    return seen
 
 
 @pytest.mark.parametrize("name", ["yolov9t", "yolov6n", "yolov3-tiny", "yolov8n-c2fpsa"])

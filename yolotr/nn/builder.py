@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from yolotr.errors import ConfigError, did_you_mean
+from yolotr.errors import ConfigError, did_you_mean, is_number
 from yolotr.nn import registry
 from yolotr.nn.conv import Conv
 
@@ -291,17 +291,9 @@ def _check_numeric_args(cls: type[nn.Module], args: list, row_args: list, name: 
             place = next((k for k, a in enumerate(row_args) if a is value), None)
             nth = f" (args[{place}] of the row)" if place is not None else ""
             kind = "true or false" if isinstance(p.default, bool) else "a number"
-            quoted = isinstance(value, str) and _is_number(value)
+            quoted = isinstance(value, str) and is_number(value)
             hint = " (a number in quotes: remove the quotes)" if quoted else ""
             raise ConfigError(f"{where}: {name}'s argument '{p.name}'{nth} must be {kind}, got {value!r}{hint}")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
 
 
 PACKAGE_GRAMMAR_NAMES = {"Bottleneck": "KBottleneck", "BottleneckCSP": "KBottleneckCSP"}
