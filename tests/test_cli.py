@@ -157,3 +157,16 @@ def test_compare_refuses_out_of_range_resources(flag, value, rule, capsys):
         main(["compare", "--models", "yolov5n.yaml", "--seeds", "1", flag, value])
     assert exit_info.value.code == 2
     assert f"argument {flag}: must be {rule}, got '{value}'" in capsys.readouterr().err
+
+
+def test_info_of_a_checkpoint_defaults_to_its_training_size(tmp_path, capsys):
+    """``export`` and ``predict`` used the checkpoint's size, ``info`` 640."""
+    from yolotr.models.detection import DetectionModel
+    from yolotr.models.weights import model_checkpoint, save_checkpoint
+
+    model = DetectionModel("yolov5n.yaml", nc=2)
+    path = save_checkpoint(model_checkpoint(model, imgsz=96), tmp_path / "small.pt")
+    assert main(["info", "--model", str(path)]) == 0
+    assert "GFLOPs at 96x96" in capsys.readouterr().out
+    assert main(["info", "--model", str(path), "--imgsz", "128"]) == 0
+    assert "GFLOPs at 128x128" in capsys.readouterr().out

@@ -85,11 +85,11 @@ def _on_device(model, device: str | None):
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from yolotr.data.imgsz import check_imgsz, largest_stride
+    from yolotr.data.imgsz import check_imgsz, default_imgsz, largest_stride
     from yolotr.models.loading import load_model
 
     model = load_model(args.model, nc=args.nc)
-    info = model.info(check_imgsz(args.imgsz, largest_stride(model)), verbose=False)
+    info = model.info(check_imgsz(default_imgsz(args.imgsz, model), largest_stride(model)), verbose=False)
     print(info["table"])
     return 0
 
@@ -436,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="layer table, parameters and GFLOPs")
     p.add_argument("--model", required=True)
-    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--imgsz", type=int, help="default: the checkpoint's training size, else 640")
     p.add_argument("--nc", type=int, default=None)
     p.set_defaults(func=cmd_info)
     return parser
