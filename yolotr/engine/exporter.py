@@ -197,7 +197,8 @@ def export_model(
         if format == "onnx":
             _export_onnx(module, example, partial, dynamic, dynamic_size, layout, opset, net, settings)
         else:
-            with torch.no_grad():
+            with warnings.catch_warnings(), torch.no_grad():
+                warnings.simplefilter("ignore")  # TracerWarnings (shape checks traced as constants), jit's deprecation
                 traced = torch.jit.trace(module, example, strict=False)
             meta = {**file_metadata(net, example, layout, settings), "batch": str(batch)}  # traced: a fixed shape
             traced.save(str(partial), _extra_files={"config.txt": json.dumps(meta)})
@@ -309,7 +310,8 @@ def _run_file(path: Path, format: str, x: torch.Tensor) -> list[np.ndarray]:
 
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return session.run(None, {"images": x.numpy()})
-    with torch.no_grad():
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice, once per load
         out = torch.jit.load(str(path))(x)
     return [t.numpy() for t in (out if isinstance(out, tuple | list) else [out])]
 

@@ -11,6 +11,7 @@ output's shape when the entry has none).
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -45,7 +46,9 @@ class TorchScriptModel(nn.Module):
         self.path = Path(path)
         extra = {"config.txt": ""}
         try:
-            script = torch.jit.load(str(self.path), map_location="cpu", _extra_files=extra)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notice (torch 2.14)
+                script = torch.jit.load(str(self.path), map_location="cpu", _extra_files=extra)
         except Exception as e:  # noqa: BLE001 - torch.jit raises several unrelated types
             raise CheckpointError(f"{self.path}: cannot load TorchScript model ({str(e).splitlines()[0]})") from None
         self.__dict__["script"] = script.eval()
