@@ -62,3 +62,20 @@ def test_a_torchscript_file_under_a_checkpoint_name_is_named_for_what_it_is(tmp_
     disguised = shutil.copy(path, tmp_path / "best.pt")
     assert main(["val", "--model", str(disguised), "--data", "shapes"]) == 2
     assert "a TorchScript export, not a checkpoint" in capsys.readouterr().err
+
+
+def test_torchscript_export_and_load_print_no_torch_warnings(tmp_path):
+    """Every export printed torch.jit's TracerWarnings (shape checks) and its deprecation FutureWarning."""
+    import warnings
+
+    from yolotr import YOLO
+    from yolotr.engine.exporter import export_model
+    from yolotr.models.detection import DetectionModel
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        path = export_model(DetectionModel("yolov5n-hwd.yaml", nc=2), "torchscript", tmp_path / "m.torchscript", 128)
+        YOLO(str(path.path))
+    assert [
+        str(w.message)[:80] for w in caught if "jit" in str(w.message) or w.category.__name__ == "TracerWarning"
+    ] == []
