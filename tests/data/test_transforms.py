@@ -152,3 +152,17 @@ def test_random_affine_keeps_boxes_inside(perspective):
         )
         assert out.shape == image.shape
         assert (b >= 0).all() and (b[:, [0, 2]] <= 128).all() and (b[:, [1, 3]] <= 128).all()
+
+
+def test_mosaic_leaves_the_size_filter_to_the_affine_step():
+    """As YOLOv5's load_mosaic and the package's mosaic: the canvas only clips; the 2 px / 10 % filter runs once,
+    after the zoom and crop. A 1.8 px object (2.7 px after a x1.5 zoom) and a sliver kept in view lost their
+    labels when mosaic4 filtered too."""
+    rng = np.random.default_rng(0)
+    image = np.zeros((48, 48, 3), np.uint8)
+    tiny = np.float32([[20, 20, 21.8, 21.8]])
+    canvas, b, c = mosaic4([image] * 4, [tiny] * 4, [np.array([i]) for i in range(4)], 48, rng)
+    assert sorted(c.tolist()) == [0, 1, 2, 3]  # every tile's tiny box, whole on the canvas
+    sliver = np.float32([[-40, 5, 2, 30]])  # 5 % of it on the canvas's left edge (tile 0 at the left border)
+    _, b, c = mosaic4([image] * 4, [sliver] * 4, [np.array([i]) for i in range(4)], 48, np.random.default_rng(5))
+    assert len(c) >= 1 and (b[:, 2] > b[:, 0]).all()  # clipped, not dropped

@@ -136,8 +136,11 @@ def mosaic4(
         rng: the random generator (two draws: the centre).
 
     Returns:
-        ``(2 size, 2 size, 3)`` uint8 canvas, ``(N, 4)`` float32 boxes clipped to it (boxes left with
-        less than 10% of their area or 2 pixels of side are dropped), ``(N,)`` labels.
+        ``(2 size, 2 size, 3)`` uint8 canvas, ``(N, 4)`` float32 boxes clipped to it (only boxes left with no
+        area are dropped), ``(N,)`` labels. As YOLOv5's ``load_mosaic`` and the package's mosaic, the size and
+        area filter runs once, after the zoom and crop of :func:`random_affine`: filtered here too, a box of
+        1.8 px that the zoom would make 2.7, or a sliver that the crop keeps in view, lost its label (4 % of
+        the labels under mosaic on a set of small objects).
     """
     s = size
     xc, yc = (int(v) for v in rng.uniform(s / 2, 3 * s / 2, 2))
@@ -160,10 +163,9 @@ def mosaic4(
         canvas[y1a:y2a, x1a:x2a] = img[y1b : y1b + (y2a - y1a), x1b : x1b + (x2a - x1a)]
         out_boxes.append(np.asarray(b, np.float32).reshape(-1, 4) + np.float32([x1a - x1b, y1a - y1b] * 2))
         out_classes.append(np.asarray(c, np.int64).reshape(-1))
-    before = np.concatenate(out_boxes)
-    after = before.clip(0, 2 * s)
-    keep = box_candidates(before, after)
-    return canvas, after[keep], np.concatenate(out_classes)[keep]
+    clipped = np.concatenate(out_boxes).clip(0, 2 * s)
+    keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    return canvas, clipped[keep], np.concatenate(out_classes)[keep]
 
 
 def random_affine(
