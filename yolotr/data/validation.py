@@ -256,6 +256,15 @@ def _png_bit_depth(path: str) -> int:
 # --------------------------------------------------------------------------- labels
 
 
+def _broken_link(label: str, problems: list[Problem]) -> bool:
+    """Whether a label file that is not there is a broken link (an error added): meant to be there, so its
+    image is left out rather than trained as a background."""
+    if not os.path.islink(label):
+        return False
+    problems.append(error(label, None, UNREADABLE_LABEL, f"the label file is a broken link (to {os.readlink(label)})"))
+    return True
+
+
 def read_yolo(label: str, w: int, h: int, problems: list[Problem]) -> list[tuple] | None:
     """Raw objects of a YOLO txt (pixels), or None when the file does not exist (a background image).
 
@@ -264,12 +273,7 @@ def read_yolo(label: str, w: int, h: int, problems: list[Problem]) -> list[tuple
     try:
         text = Path(label).read_text(encoding="utf-8-sig")  # Windows Notepad starts with a BOM
     except FileNotFoundError:
-        if os.path.islink(label):  # the label was meant to be there: not a background
-            problems.append(
-                error(label, None, UNREADABLE_LABEL, f"the label file is a broken link (to {os.readlink(label)})")
-            )
-            return []
-        return None
+        return [] if _broken_link(label, problems) else None
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(error(label, None, UNREADABLE_LABEL, f"unreadable label file ({exc})"))
         return []
@@ -321,12 +325,7 @@ def read_voc(label: str, names: list[str], problems: list[Problem], w: int, h: i
     with the sides swapped (an EXIF turn one of the tools did not apply) is only warned about.
     """
     if not os.path.exists(label):
-        if os.path.islink(label):  # the annotation was meant to be there: not a background
-            problems.append(
-                error(label, None, UNREADABLE_LABEL, f"the label file is a broken link (to {os.readlink(label)})")
-            )
-            return []
-        return None
+        return [] if _broken_link(label, problems) else None
     objects: list[tuple] = []
     stack: list[str] = []
     current: dict[str, Any] = {}

@@ -21,7 +21,6 @@ exactly), or one written after the last epoch (finished: nothing to do).
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import math
@@ -36,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from yolotr.engine.results_csv import read_curves
 from yolotr.errors import CheckpointError, ConfigError, YolotrError
 
 LOGGER = logging.getLogger("yolotr")
@@ -83,28 +83,6 @@ def run_state(run_dir: str | Path) -> RunState:
     epoch, batch, epochs = int(state["epoch"]), int(state["batch"]), int(state["cfg"]["epochs"])
     kind = "finished" if batch == 0 and epoch >= epochs else "interrupted"
     return RunState(kind, epoch, batch, epochs)
-
-
-def read_curves(csv_path: Path) -> dict[str, list[float]]:
-    """``results.csv`` -> ``{column: [value per epoch]}`` (one row per epoch; a repeated epoch keeps its
-    last row); empty when the file does not exist."""
-    if not csv_path.is_file():
-        return {}
-    with open(csv_path, newline="", encoding="utf-8") as f:
-        rows = {}
-        for row in csv.DictReader(f):
-            try:
-                rows[int(float(row["epoch"]))] = row
-            except (KeyError, TypeError, ValueError):
-                continue
-    columns: dict[str, list[float]] = {}
-    for epoch in sorted(rows):
-        for key, value in rows[epoch].items():
-            try:
-                columns.setdefault(key.strip(), []).append(float(value))
-            except (AttributeError, TypeError, ValueError):
-                columns.setdefault(key.strip(), []).append(math.nan)
-    return columns
 
 
 def read_record(job: dict, status: str, seconds: float, resumed_from: list[int] | None = None) -> dict:

@@ -69,11 +69,16 @@ class WithNms(nn.Module):
         self.model, self.layout, self.nc = model, layout, int(nc)
         self.conf, self.iou, self.max_det = float(conf), float(iou), int(max_det)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def candidates(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What NMS chooses from: corners ``(B, A, 4)``, class scores ``(B, A, nc)`` (times objectness for a
+        YOLOv5 head), each box's best score and class ``(B, A)``, as the predictor keeps them."""
         rows = as_rows(self.model(x), self.layout).float()  # (B, A, C)
-        boxes = xywh2xyxy(rows[..., :4])
         scores = rows[..., 5:] * rows[..., 4:5] if has_objectness(rows.shape[-1], self.nc) else rows[..., 4:]
-        best, cls = scores.max(-1)  # (B, A): each box's best class, as the predictor keeps it
+        best, cls = scores.max(-1)
+        return xywh2xyxy(rows[..., :4]), scores, best, cls
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        boxes, scores, best, cls = self.candidates(x)
         per_class = scores * (scores == best.unsqueeze(-1)).to(scores.dtype)  # only the best class scores
         selected = _NonMaxSuppression.apply(boxes, per_class.transpose(1, 2), self.max_det, self.iou, self.conf)
         image, index = selected[:, 0], selected[:, 2]

@@ -36,7 +36,7 @@ from yolotr.engine.head_mode import (
     set_end2end,
 )
 from yolotr.errors import ConfigError, YolotrError
-from yolotr.ops.boxes import COLUMNS, DETECTIONS, ROWS, as_rows, has_objectness, non_max_suppression, xywh2xyxy
+from yolotr.ops.boxes import COLUMNS, DETECTIONS, ROWS, as_rows, non_max_suppression
 
 LOGGER = logging.getLogger("yolotr")
 FORMATS = ("onnx", "torchscript")
@@ -363,10 +363,7 @@ def _rows_are_candidates(module: WithNms, example: torch.Tensor, got: np.ndarray
     scores are near ties, and which of them NMS keeps differs between runtimes; a broken graph gives boxes or
     scores that no candidate has."""
     with torch.no_grad():
-        rows = as_rows(module.model(example), module.layout).float()
-    boxes = xywh2xyxy(rows[..., :4])
-    scores = rows[..., 5:] * rows[..., 4:5] if has_objectness(rows.shape[-1], module.nc) else rows[..., 4:]
-    best, cls = scores.max(-1)
+        boxes, _, best, cls = module.candidates(example)
     for b, kept in enumerate(torch.from_numpy(got)):
         for row in kept[kept[:, 4] > 0]:
             near = (boxes[b] - row[:4]).abs() <= 1.0 + 0.01 * row[:4].abs()

@@ -61,3 +61,25 @@ def plot_results(save_dir: Path) -> None:
     csv_path = Path(save_dir) / "results.csv"
     if csv_path.exists():
         plot_results_csv(csv_path, Path(save_dir) / "results.png")
+
+
+def read_curves(csv_path: Path) -> dict[str, list[float]]:
+    """``results.csv`` -> ``{column: [value per epoch]}`` (one row per epoch; a repeated epoch keeps its
+    last row); empty when the file does not exist."""
+    if not csv_path.is_file():
+        return {}
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        rows = {}
+        for row in csv.DictReader(f):
+            try:
+                rows[int(float(row["epoch"]))] = row
+            except (KeyError, TypeError, ValueError):
+                continue
+    columns: dict[str, list[float]] = {}
+    for epoch in sorted(rows):
+        for key, value in rows[epoch].items():
+            try:
+                columns.setdefault(key.strip(), []).append(float(value))
+            except (AttributeError, TypeError, ValueError):
+                columns.setdefault(key.strip(), []).append(math.nan)
+    return columns

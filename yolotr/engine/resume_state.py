@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from pathlib import Path
 
 from yolotr.engine.config import resolve_config
+from yolotr.engine.results_csv import read_curves
 from yolotr.errors import CheckpointError
 from yolotr.metrics.detection import selection_fitness
 from yolotr.models.weights import read_checkpoint
@@ -69,16 +69,13 @@ def _rescore_best(state: dict, checkpoint: dict, results_csv: Path) -> None:
     rule = "yolov5" if anchored else "ultralytics"
     if checkpoint.get("fitness_rule", "yolov5") == rule or not results_csv.is_file():
         return
-    with results_csv.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    scored = []
-    for row in rows:
-        try:
-            values = float(row["metrics/mAP50"]), float(row["metrics/mAP50-95"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if all(math.isfinite(v) for v in values):
-            scored.append((selection_fitness(*values, rule), int(float(row["epoch"]))))
+    curves = read_curves(results_csv)
+    epochs, map50, map50_95 = (curves.get(k, []) for k in ("epoch", "metrics/mAP50", "metrics/mAP50-95"))
+    scored = [
+        (selection_fitness(a, b, rule), int(e))
+        for e, a, b in zip(epochs, map50, map50_95)
+        if math.isfinite(a) and math.isfinite(b)  # epochs without validation hold NaN
+    ]
     if scored:
         best, epoch = max(scored, key=lambda t: (t[0], -t[1]))  # the first epoch of the best, as the trainer
         state["best_fitness"] = best
