@@ -257,7 +257,7 @@ def test_top_level_key_used_by_a_layer_is_not_unknown(caplog):
 
 def test_shipped_configs_have_no_unknown_keys():
     from yolotr.models.detection import CFG_DIR
-    from yolotr.nn.builder import KNOWN_KEYS
+    from yolotr.nn.yaml_checks import KNOWN_KEYS
 
     for path in CFG_DIR.glob("*.yaml"):
         assert set(yaml.safe_load(path.read_text())) <= set(KNOWN_KEYS), path.name

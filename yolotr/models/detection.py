@@ -18,11 +18,12 @@ from torch import nn
 
 from yolotr.errors import CheckpointError, ConfigError
 from yolotr.models.model_names import missing_weights_message, unknown_model_message
-from yolotr.nn.builder import BuiltLayers, build_layers, positive_number
+from yolotr.nn.builder import BuiltLayers, build_layers
 from yolotr.nn.conv import Conv, fuse_conv_and_bn
 from yolotr.nn.head import Detect
 from yolotr.nn.head_af import AnchorFreeDetect
 from yolotr.nn.head_detr import RTDETRDecoder
+from yolotr.nn.yaml_checks import positive_number
 from yolotr.yaml_loading import load_yaml
 
 LOGGER = logging.getLogger("yolotr")

@@ -19,7 +19,6 @@ import contextlib
 import difflib
 import functools
 import inspect
-import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,9 +26,19 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from yolotr.errors import ConfigError, did_you_mean, is_number
+from yolotr.errors import ConfigError, did_you_mean
 from yolotr.nn import registry
 from yolotr.nn.conv import Conv
+from yolotr.nn.yaml_checks import (
+    anchors_per_level,
+    check_class_count,
+    check_numeric_args,
+    check_same_rule_input,
+    check_sources,
+    model_scale,
+    warn_unknown_keys,
+    warn_unused_keys,
+)
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     cls.__name__: cls
@@ -50,28 +59,6 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 CONSTANTS = {"None": None, "True": True, "False": False}
 UPSAMPLE_MODES = ("nearest", "nearest-exact", "linear", "bilinear", "bicubic", "trilinear", "area")
 HEAD_RULES = ("detect", "detect_af", "detr")
-SCALE_FIELDS = ("depth", "width", "max_channels")
-KNOWN_KEYS = (
-    "nc",
-    "depth_multiple",
-    "width_multiple",
-    "anchors",
-    "backbone",
-    "head",
-    "activation",
-    "scales",
-    "scale",
-    "reg_max",
-    "bn_eps",
-    "bn_momentum",
-    "yaml_file",
-    "ch",
-    "channels",
-    "kpt_shape",
-    "end2end",
-    "inplace",
-    "text_model",
-)
 
 
 @dataclass
@@ -94,21 +81,6 @@ class BuiltLayers:
     save: list[int]
     channels: list[int]
     rows: list[LayerRow] = field(default_factory=list)
-
-
-def _check_class_count(value, name: str, where: str, nc: int) -> None:
-    """Refuse a head's class count that is not a positive whole number (``nc`` is resolved before), naming the
-    nearest top-level key for a misspelt name (``ncc``), and one written as a number other than ``nc``: the
-    model's classes (and an ``nc`` override by the data) would not reach the head, whose outputs then did not
-    fit the labels (an IndexError deep in the loss)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        hint = did_you_mean(value, ("nc",)) if isinstance(value, str) else ""
-        raise ConfigError(f"{where}: {name}'s number of classes must be a positive integer or nc, got {value!r}{hint}")
-    if value != nc:
-        raise ConfigError(
-            f"{where}: {name} is given {value} classes but the model has nc = {nc}; write nc in the row (the class "
-            "count then follows nc and the data's classes)"
-        )
 
 
 def make_divisible(x: float, divisor: int) -> int:
@@ -167,150 +139,7 @@ def _resolve(arg, cfg: dict):
     return arg
 
 
-def positive_number(value, what: str, where: str, high: float = math.inf) -> float:
-    """``value`` as a float in ``(0, high]`` (numeric strings such as YAML's ``1e-5`` included);
-    ``ConfigError`` naming ``where`` and ``what`` otherwise."""
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            value = float(value)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= high:
-        bound = "" if high == math.inf else f" and at most {high:g}"
-        raise ConfigError(f"{where}: {what} must be a number greater than 0{bound}, got {value!r}")
-    return float(value)
-
-
-def _anchors_per_level(anchors, source: str) -> int:
-    """The number of anchors per level of the ``anchors`` key: an integer, or ``[w1, h1, w2, h2, ...]`` per level."""
-    if isinstance(anchors, int) and not isinstance(anchors, bool) and anchors >= 1:
-        return anchors
-    if (
-        isinstance(anchors, list)
-        and anchors
-        and all(isinstance(level, list) and level and len(level) % 2 == 0 for level in anchors)
-        and len({len(level) for level in anchors}) == 1
-        and all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for lv in anchors for v in lv)
-    ):
-        return len(anchors[0]) // 2
-    raise ConfigError(
-        f"{source}: 'anchors' must be the number of anchors per level (e.g. 3) or one list of positive "
-        f"[w1, h1, w2, h2, ...] per level, all of the same length; got {anchors!r}"
-    )
-
-
-def warn_unknown_keys(cfg: dict, source: str) -> None:
-    """Warn about top-level keys of a model dict that neither a builder nor a layer's arguments use (a
-    misspelled ``depth_multiple`` would otherwise be ignored), with the closest known key."""
-    rows = [row for part in ("backbone", "head") if isinstance(cfg.get(part), list) for row in cfg[part]]
-    args = [row[3] for row in rows if isinstance(row, list) and len(row) == 4 and isinstance(row[3], list)]
-    used = {a for row_args in args for a in row_args if isinstance(a, str)}
-    for key in cfg:
-        if key not in KNOWN_KEYS and key not in used:
-            close = difflib.get_close_matches(str(key), KNOWN_KEYS, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f" (known keys: {', '.join(KNOWN_KEYS)})"
-            logging.getLogger("yolotr").warning("%s: unknown top-level key '%s' is ignored%s", source, key, hint)
-
-
-def _warn_unused_keys(cfg: dict, in_channels: int, source: str) -> None:
-    """Warn of known top-level keys that build nothing here: ``ch`` / ``channels`` other than the image channels
-    the model is built for, and YOLOv5's multiples beside ``scales`` (which win)."""
-    log = logging.getLogger("yolotr")
-    for key in ("ch", "channels"):
-        if key in cfg and cfg[key] != in_channels:
-            log.warning(
-                "%s: '%s: %s' is not used: the model takes %d-channel images (yolotr reads every image as RGB; "
-                "DetectionModel(..., ch=N) builds another count)", source, key, cfg[key], in_channels,
-            )  # fmt: skip
-    multiples = [k for k in ("depth_multiple", "width_multiple") if k in cfg]
-    if cfg.get("scales") and multiples:
-        log.warning("%s: %s ignored: 'scales' sets depth and width", source, " and ".join(multiples))
-
-
-def model_scale(cfg: dict, source: str) -> tuple[str, float, float, float]:
-    """``(scale, depth, width, max_channels)`` of a model dict.
-
-    With ``scales:`` the dict's ``scale`` letter picks the row (the first one, with a warning, when
-    none is given); without it ``depth_multiple`` and ``width_multiple`` apply and nothing is capped.
-    """
-    scales = cfg.get("scales")
-    if not scales:
-        depth = positive_number(cfg.get("depth_multiple", 1.0), "'depth_multiple'", source)
-        return "", depth, positive_number(cfg.get("width_multiple", 1.0), "'width_multiple'", source), math.inf
-    if not isinstance(scales, dict) or not all(isinstance(v, list) and len(v) == 3 for v in scales.values()):
-        raise ConfigError(f"{source}: 'scales' must map a letter to [depth, width, max_channels]")
-    scale = cfg.get("scale")
-    if not scale and len(scales) == 1:
-        scale = next(iter(scales))
-    elif not scale:
-        scale = next(iter(scales))
-        logging.getLogger("yolotr").warning(
-            "%s: no model scale given (a name like yolov8n.yaml gives one); using scale '%s'", source, scale
-        )
-    if scale not in scales:
-        raise ConfigError(f"{source}: unknown scale {scale!r}; this YAML has scales {', '.join(map(str, scales))}")
-    depth, width, max_channels = (
-        positive_number(v, f"scale {scale!r} {what}", source) for v, what in zip(scales[scale], SCALE_FIELDS)
-    )
-    return str(scale), depth, width, max_channels
-
-
-def _check_sources(source, index: int, where: str) -> list[int]:
-    sources = [source] if isinstance(source, int) else source
-    if not isinstance(sources, list) or not sources or not all(isinstance(s, int) for s in sources):
-        raise ConfigError(f"{where}: 'from' must be an int or a list of ints, got {source!r}")
-    for s in sources:
-        valid = (0 <= s < index) or (s < 0 and index + s >= 0) or (index == 0 and s == -1)
-        if not valid:
-            usable = f"-1..-{index} or 0..{index - 1}" if index else "only -1, the input image"
-            raise ConfigError(
-                f"{where}: 'from' index {s} does not name an earlier layer (layer {index} can use {usable})"
-            )
-    return sources
-
-
-def _numeric_parameter(p: inspect.Parameter) -> bool:
-    """Whether a constructor parameter takes a number (or numbers): its default is one (or a tuple of
-    them), or, without a default, its annotation names int, float or bool and not str."""
-    if p.default is not inspect.Parameter.empty and p.default is not None:
-        d = p.default
-        return isinstance(d, int | float) or (isinstance(d, tuple) and all(isinstance(x, int | float) for x in d))
-    ann = str(p.annotation)
-    return p.annotation is not inspect.Parameter.empty and "str" not in ann and any(t in ann for t in ("int", "float"))
-
-
-def _check_numeric_args(cls: type[nn.Module], args: list, row_args: list, name: str, where: str) -> None:
-    """A numeric argument of a ``conv``/``csp`` module (kernel, stride, repeats, ratios, by the
-    constructor's default or annotation) given as a string (``[64, abc, 2]``) is a ``ConfigError``
-    naming the layer, the argument and its place in the row, instead of Python's words from deep
-    inside the module (or, for a stride, a crash at the first forward pass)."""
-
-    def bad(value) -> bool:
-        return isinstance(value, str) or (isinstance(value, list | tuple) and any(bad(v) for v in value))
-
-    for p, value in zip(inspect.signature(cls).parameters.values(), args):
-        if bad(value) and _numeric_parameter(p):
-            place = next((k for k, a in enumerate(row_args) if a is value), None)
-            nth = f" (args[{place}] of the row)" if place is not None else ""
-            kind = "true or false" if isinstance(p.default, bool) else "a number"
-            quoted = isinstance(value, str) and is_number(value)
-            hint = " (a number in quotes: remove the quotes)" if quoted else ""
-            raise ConfigError(f"{where}: {name}'s argument '{p.name}'{nth} must be {kind}, got {value!r}{hint}")
-
-
 PACKAGE_GRAMMAR_NAMES = {"Bottleneck": "KBottleneck", "BottleneckCSP": "KBottleneckCSP"}
-
-
-def _check_same_rule_input(cls: type[nn.Module], args: list, c1: int, name: str, where: str) -> None:
-    """A module whose arguments are given verbatim (rule ``same``: ``SwinV2_CSPB``) and whose first parameter is
-    its input channels (``c1``): that argument must be the channels it gets, and (its output channels being
-    its input's) so must a second ``c2``; otherwise the next layer was blamed for the mismatch."""
-    params = list(inspect.signature(cls).parameters)
-    for i, p in enumerate(params[:2]):
-        if p in ("c1", "c2") and len(args) > i and isinstance(args[i], int) and not isinstance(args[i], bool):
-            if args[i] != c1:
-                raise ConfigError(
-                    f"{where}: {name}'s {p} (args[{i}]) is {args[i]} but its input has {c1} channels; "
-                    f"{name} keeps its input's channels, so write {c1}"
-                )
 
 
 def _registry_name(name: str, anchor_free: bool, end2end: bool) -> str:
@@ -341,7 +170,7 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
             of the wrong kind (``nc``, ``anchors``, multiples, ``scales``, ``reg_max``).
     """
     warn_unknown_keys(cfg, source)
-    _warn_unused_keys(cfg, in_channels, source)
+    warn_unused_keys(cfg, in_channels, source)
     for key in ("backbone", "head"):
         if not isinstance(cfg.get(key), list):
             raise ConfigError(f"{source}: missing or malformed '{key}' (a list of [from, number, module, args] rows)")
@@ -353,7 +182,7 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
         raise ConfigError(f"{source}: 'nc' must be a positive integer, got {nc!r}")
     scale, gd, gw, max_channels = model_scale(cfg, source)
     anchor_free = "anchors" not in cfg
-    no = None if anchor_free else _anchors_per_level(cfg["anchors"], source) * (nc + 5)
+    no = None if anchor_free else anchors_per_level(cfg["anchors"], source) * (nc + 5)
     reg_max = cfg.get("reg_max", 16)
     if isinstance(reg_max, bool) or not isinstance(reg_max, int) or reg_max < 1:
         raise ConfigError(f"{source}: 'reg_max' must be a positive integer, got {reg_max!r}")
@@ -372,7 +201,7 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
             if not isinstance(row, list) or len(row) != 4 or not isinstance(row[3], list):
                 raise ConfigError(f"{where}: a row must be [from, number, module, [args]]")
             f, n, name, args = row
-            sources = _check_sources(f, i, where)
+            sources = check_sources(f, i, where)
             if isinstance(n, bool) or not isinstance(n, int) or n < 1:
                 raise ConfigError(f"{where}: 'number' must be a positive integer, got {n!r}")
             try:
@@ -430,10 +259,10 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
                     n = 1
                 if spec.at_scale is not None:
                     args = spec.at_scale(args, scale)
-                _check_numeric_args(spec.cls, args, row[3], str(name), where)
+                check_numeric_args(spec.cls, args, row[3], str(name), where)
             elif spec.complete is not None:  # rules "custom" and "detr": the module's own completion
                 if spec.rule == "detr" and args:
-                    _check_class_count(args[0], str(name), where, nc)
+                    check_class_count(args[0], str(name), where, nc)
                 args, c2, n = spec.complete(args, c_in, n, where)
             elif spec.rule == "batchnorm":
                 args, c2 = [c1], c1
@@ -442,7 +271,7 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
             elif spec.rule == "detect_af":
                 if not args:
                     raise ConfigError(f"{where}: {name} needs the number of classes as its argument")
-                _check_class_count(args[0], str(name), where, nc)
+                check_class_count(args[0], str(name), where, nc)
                 args = [args[0], reg_max, c_in, legacy_head]
                 c2 = c1
             elif spec.rule == "detect":
@@ -451,7 +280,7 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
                     raise ConfigError(f"{where}: unknown name {words[0]!r}{did_you_mean(words[0], ('nc', 'anchors'))}")
                 if len(args) < 2:
                     raise ConfigError(f"{where}: {name} takes [nc, anchors] (write [nc, anchors] in the row)")
-                _check_class_count(args[0], str(name), where, nc)
+                check_class_count(args[0], str(name), where, nc)
                 args.append(c_in)
                 if len(args) > 1 and isinstance(args[1], int):
                     args[1] = [list(range(args[1] * 2))] * len(sources)
@@ -463,8 +292,8 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
                 c2 = c1
             else:
                 c2 = c1
-                _check_same_rule_input(spec.cls, args, c1, str(name), where)
-                _check_numeric_args(spec.cls, args, row[3], str(name), where)
+                check_same_rule_input(spec.cls, args, c1, str(name), where)
+                check_numeric_args(spec.cls, args, row[3], str(name), where)
             try:
                 inspect.signature(spec.cls).bind(*args)
             except TypeError as e:
