@@ -205,7 +205,10 @@ def coco_items(file: str, names: list[str], folders: list[Path], problems: list[
     folder when it is nowhere). Categories map to ``names`` by name.
 
     An annotation error (unknown category_id, malformed bbox) goes with its image, which is then
-    left out; annotations of an image_id the JSON does not list are one error of the file.
+    left out; a box of zero or negative width or height is skipped with a warning (the package's converter
+    skips it too); annotations of an image_id the JSON does not list are one error of the file. Each item
+    carries the image's ``width`` and ``height`` from the JSON: boxes are scaled from them to the image
+    (:func:`yolotr.data.validation.size_scale`) when the image was resized after it was annotated.
     """
     data = read_json(file)
     cats = _coco_categories(data, file)
@@ -249,12 +252,16 @@ def coco_items(file: str, names: list[str], folders: list[Path], problems: list[
         except (TypeError, ValueError):
             found.append(error(file, None, MALFORMED, f"{where}: non-numeric bbox {bbox!r}"))
             continue
+        if not (w > 0 and h > 0):  # COCO files hold some degenerate boxes; the package's converter skips them too
+            found.append(warning(file, None, f"{where}: bbox of zero or negative size {w:g}x{h:g} skipped"))
+            continue
         objects[image_id].append((None, where, cat_to_class[cid], x, y, x + w, y + h))
     items = []
     for im in images:
         image_id = im.get("id")
         image = _image_path(file, folders, im["file_name"])
-        items.append(Item(image, file, None, objects.pop(image_id, []), errors.pop(image_id, [])))
+        size = (im["width"], im["height"]) if "width" in im and "height" in im else None
+        items.append(Item(image, file, None, objects.pop(image_id, []), errors.pop(image_id, []), size))
     for image_id, objs in objects.items():
         n = len(objs) + len(errors.get(image_id, []))
         if n:

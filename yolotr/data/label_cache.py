@@ -27,7 +27,7 @@ LOGGER = logging.getLogger("yolotr")
 # stored sides (4 held them swapped). 6: hints in the messages (commas, pixel coordinates, an unread image format).
 # 7: a JPEG with data after its end marker is whole; an orientation OpenCV does not apply keeps the stored size;
 # VOC boxes are scaled from a <size> that is not the image's; a label file that is a broken link is an error.
-CACHE_VERSION = 7
+CACHE_VERSION = 8
 
 
 @dataclass
@@ -45,9 +45,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("YOLOTR_CACHE") or Path.home() / ".cache" / "yolotr")
 
 
-def fingerprint(fmt: str, names: list[str], items: list[Item], watch: list[str]) -> str:
-    """SHA-1 over the cache version, format, names, and size and mtime of every file involved."""
-    digest = hashlib.sha1(f"{CACHE_VERSION}|{fmt}|{names}".encode())
+def fingerprint(fmt: str, names: list[str], items: list[Item], watch: list[str], keypoint_values: int = 0) -> str:
+    """SHA-1 over the cache version, format, names, keypoint columns, and size and mtime of every file involved."""
+    digest = hashlib.sha1(f"{CACHE_VERSION}|{fmt}|{names}|{keypoint_values}".encode())
     files = [f for it in items for f in (it.image, it.label if fmt != "coco" else None) if f]
     for f in [*watch, *files]:
         try:

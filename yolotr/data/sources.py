@@ -34,6 +34,7 @@ by :mod:`yolotr.data.label_cache`. All problems of a split are collected into on
 from __future__ import annotations
 
 import difflib
+import functools
 import glob
 import logging
 import os
@@ -93,7 +94,10 @@ LOGGER = logging.getLogger("yolotr")
 IMG_FORMATS = IMAGE_SUFFIXES  # .pfm (float pixels) is not: Pillow cannot check it, training reads 8-bit
 FORMATS = ("yolo", "coco", "voc")
 LOGGED_PROBLEMS = 5  # problems that load_records logs; `yolotr check-data` lists them all
-KEYS = ("path", "train", "val", "test", "names", "nc", "format", "images", "annotations", "download")
+KEYS = (
+    "path", "train", "val", "test", "names", "nc", "format", "images", "annotations", "download", "kpt_shape",
+    "flip_idx",
+)  # fmt: skip
 WHERE_LABELS = {
     "yolo": "YOLO labels are read from a labels/ folder beside images/ (images/a.jpg -> labels/a.txt); "
     "for Pascal VOC XML or a COCO JSON set format: voc or format: coco",
@@ -113,6 +117,7 @@ class DatasetConfig:
     images: Path
     annotations: Path
     source: str = "<dict>"
+    keypoint_values: int = 0  # a pose set's kpt_shape product: the columns after each label row's box
 
     @property
     def nc(self) -> int:
@@ -168,15 +173,14 @@ def _parse_config(cfg: dict, base: Path, source: str) -> DatasetConfig:
                     f"{source}: key '{split}': an empty path; name the split's folder, list file or images, or leave "
                     "the key out"
                 )
-            p = Path(entry).expanduser()
-            resolved.append(str(p if p.is_absolute() else root / p))
+            resolved.append(_split_path(root, entry))
         splits[split] = resolved
     if not splits:
         raise DataError(f"{source}: no 'train' or 'val' key: name the images of each split")
     fmt = cfg.get("format")
     if fmt is None:
         all_entries = [e for v in splits.values() for e in v]
-        fmt = "coco" if all_entries and all(e.endswith(".json") for e in all_entries) else "yolo"
+        fmt = "coco" if all_entries and all(_is_json(e) for e in all_entries) else "yolo"
     if fmt not in FORMATS:
         raise DataError(f"{source}: key 'format': {fmt!r} is not one of {', '.join(FORMATS)}")
     if fmt == "coco" and not names:
@@ -191,7 +195,48 @@ def _parse_config(cfg: dict, base: Path, source: str) -> DatasetConfig:
         images=_sub(root, _path_value(cfg, "images", source), "images"),
         annotations=_sub(root, _path_value(cfg, "annotations", source), "annotations"),
         source=source,
+        keypoint_values=_keypoint_values(cfg.get("kpt_shape"), source),
     )
+
+
+def _split_path(root: Path, entry: str | os.PathLike) -> str:
+    """A split entry as an absolute path under ``root``. An entry ``../x`` that does not exist there is taken as
+    ``x`` under ``root`` when that exists, as the package does: Roboflow's exports write ``train: ../train/images``
+    beside a YAML that sits in the dataset's own folder."""
+    p = Path(entry).expanduser()
+    if p.is_absolute():
+        return str(p)
+    path = root / p
+    if not path.exists() and str(entry).startswith("../") and (root / str(entry)[3:]).exists():
+        LOGGER.debug("split entry %s does not exist; %s does and is used", path, root / str(entry)[3:])
+        path = root / str(entry)[3:]
+    return os.path.abspath(path)
+
+
+def _is_json(entry: str) -> bool:
+    return entry.lower().endswith(".json")
+
+
+def _keypoint_values(kpt_shape: Any, source: str) -> int:
+    """The number of values after each label row's box in a pose set (``kpt_shape: [17, 3]`` -> 51; 0 without).
+
+    Raises:
+        DataError: for a ``kpt_shape`` that is not ``[keypoints, 2 or 3]``.
+    """
+    if kpt_shape is None:
+        return 0
+    ok = (
+        isinstance(kpt_shape, list)
+        and len(kpt_shape) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in kpt_shape)
+        and kpt_shape[0] >= 1
+        and kpt_shape[1] in (2, 3)
+    )
+    if not ok:
+        raise DataError(
+            f"{source}: key 'kpt_shape': expected [number of keypoints, 2 or 3] (e.g. [17, 3]), got {kpt_shape!r}"
+        )
+    return kpt_shape[0] * kpt_shape[1]
 
 
 def _path_value(cfg: dict, key: str, source: str) -> str | os.PathLike | None:
@@ -265,7 +310,7 @@ def _coco_names(splits: dict[str, list[str]], source: str) -> list[str]:
     """The category names of the splits' first COCO JSON, in the order of their ids."""
     for entries in splits.values():
         for entry in entries:
-            if entry.endswith(".json") and Path(entry).is_file():
+            if _is_json(entry) and Path(entry).is_file():
                 return coco_names(entry)
     raise DataError(f"{source}: no 'names' and no readable COCO JSON to take the categories from")
 
@@ -274,7 +319,15 @@ def _coco_names(splits: dict[str, list[str]], source: str) -> list[str]:
 
 
 def _list_images(folder: Path) -> list[str]:
-    return sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in IMG_FORMATS and p.is_file())
+    """The images under ``folder``, at any depth, leaving out hidden files and folders (a name that starts with a
+    dot: Jupyter's ``.ipynb_checkpoints`` copies, macOS's ``._`` files), as the package's listing does."""
+    return sorted(
+        str(p)
+        for p in folder.rglob("*")
+        if p.suffix.lower() in IMG_FORMATS
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+        and p.is_file()
+    )
 
 
 def _yolo_label_path(image: str) -> str:
@@ -375,10 +428,16 @@ def _items(config: DatasetConfig, split: str, problems: list[Problem]) -> tuple[
     if config.format == "coco":
         items: list[Item] = []
         for entry in entries:
-            if not entry.endswith(".json"):
+            if not _is_json(entry):
                 raise DataError(f"{config.source}: format coco: split '{split}' entry {entry} is not a JSON")
             items.extend(coco_items(entry, config.names, [config.images, config.root], problems))
         return items, watch
+    for entry in entries:
+        if _is_json(entry):
+            raise DataError(
+                f"{config.source}: split '{split}' entry {entry} is a JSON, read as COCO only: set 'format: coco' "
+                f"(every split then a COCO JSON), or name the split's images (format {config.format})"
+            )
     images = _split_images(config, entries, problems)
     if config.format == "yolo":
         _orphan_labels(entries, {i for i, _ in images}, problems)
@@ -405,12 +464,15 @@ def scan_split(
         raise DataError(f"{config.source}: no '{split}' key{hint}")
     problems: list[Problem] = []
     items, watch = _items(config, split, problems)
-    key = fingerprint(config.format, config.names, items, watch)
+    key = fingerprint(config.format, config.names, items, watch, config.keypoint_values)
     file = cache_file(config.root, split, config.splits[split])
     found = read_cache(file, key) if cache else None
     if found is None:
         with ThreadPoolExecutor(max(1, min(workers, os.cpu_count() or 1))) as pool:
-            results = list(pool.map(lambda it: validate_item(it, config.format, config.names), items))
+            check = functools.partial(
+                validate_item, fmt=config.format, names=config.names, keypoint_values=config.keypoint_values
+            )
+            results = list(pool.map(check, items))
         found = CachedSplit(
             records=[c.record for c in results if c.record is not None],
             problems=[p for c in results for p in c.problems],

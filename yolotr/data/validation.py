@@ -92,8 +92,8 @@ class Item:
     """An image to validate and where its labels are.
 
     ``objects`` (COCO only) are the image's annotations, already parsed, as raw objects
-    ``(line, where, class, x1, y1, x2, y2)`` in pixels; ``problems`` (COCO only) are the errors
-    found in its annotations while the JSON was read.
+    ``(line, where, class, x1, y1, x2, y2)`` in pixels of the ``declared_size`` (the JSON's ``width`` and
+    ``height``); ``problems`` (COCO only) are the errors found in its annotations while the JSON was read.
     """
 
     image: str
@@ -101,6 +101,7 @@ class Item:
     origin: tuple[str, int | None] | None = None  # the list file line that named the image
     objects: list[tuple] | None = None
     problems: list[Problem] = field(default_factory=list)
+    declared_size: tuple[float, float] | None = None  # COCO only: the JSON's width and height of the image
 
 
 class Checked(NamedTuple):
@@ -265,10 +266,13 @@ def _broken_link(label: str, problems: list[Problem]) -> bool:
     return True
 
 
-def read_yolo(label: str, w: int, h: int, problems: list[Problem]) -> list[tuple] | None:
+def read_yolo(label: str, w: int, h: int, problems: list[Problem], keypoint_values: int = 0) -> list[tuple] | None:
     """Raw objects of a YOLO txt (pixels), or None when the file does not exist (a background image).
 
-    Lines that cannot be parsed are reported as errors and not returned.
+    Lines that cannot be parsed are reported as errors and not returned. With ``keypoint_values`` (a pose
+    dataset's ``kpt_shape`` product, e.g. 17 x 3 = 51) a row of ``5 + keypoint_values`` columns is a box followed
+    by its keypoints: its box is kept, as the package does for a detection task; without it such a row would
+    read as a polygon and give a wrong box.
     """
     try:
         text = Path(label).read_text(encoding="utf-8-sig")  # Windows Notepad starts with a BOM
@@ -282,6 +286,8 @@ def read_yolo(label: str, w: int, h: int, problems: list[Problem]) -> list[tuple
         cols = line.split()
         if not cols:
             continue
+        if keypoint_values and len(cols) == 5 + keypoint_values:
+            cols = cols[:5]
         if len(cols) != 5 and not (len(cols) >= 7 and len(cols) % 2 == 1):
             hint = "; the values are separated by commas, YOLO labels by spaces" if "," in line else ""
             problems.append(
@@ -363,7 +369,8 @@ def read_voc(label: str, names: list[str], problems: list[Problem], w: int, h: i
         problems.append(error(label, getattr(exc, "lineno", None), UNREADABLE_LABEL, f"unreadable XML ({exc})"))
         return []
     index = {n: i for i, n in enumerate(names)}
-    sx, sy = _voc_scale(label, size, w, h, problems)
+    declared = (size["width"], size["height"]) if {"width", "height"} <= size.keys() else None
+    sx, sy = size_scale(label, declared, w, h, problems, "<size>")
     out = []
     for obj in objects:
         line, name = obj["line"], obj.get("name", "")
@@ -379,22 +386,27 @@ def read_voc(label: str, names: list[str], problems: list[Problem], w: int, h: i
     return out
 
 
-def _voc_scale(label: str, size: dict[str, str], w: int, h: int, problems: list[Problem]) -> tuple[float, float]:
-    """``(x, y)`` factors from a VOC XML's ``<size>`` to the image's ``w x h``: 1 when they agree, when
-    ``<size>`` is missing or not positive numbers, or when its sides are the image's swapped (warned)."""
-    try:
-        sw, sh = float(size["width"]), float(size["height"])
-    except (KeyError, ValueError):
+def size_scale(
+    label: str, declared: tuple[float, float] | None, w: int, h: int, problems: list[Problem], what: str
+) -> tuple[float, float]:
+    """``(x, y)`` factors from the image size an annotation file declares (VOC's ``<size>``, a COCO image's
+    ``width`` and ``height``; ``what`` names it in the warning) to the image's ``w x h``: 1 when they agree, when
+    none is declared or it is not positive numbers, or when its sides are the image's swapped (warned)."""
+    if declared is None:
         return 1.0, 1.0
-    if sw <= 0 or sh <= 0 or (sw, sh) == (w, h):
+    try:
+        sw, sh = float(declared[0]), float(declared[1])
+    except (TypeError, ValueError):
+        return 1.0, 1.0
+    if not (sw > 0 and sh > 0) or (sw, sh) == (w, h):
         return 1.0, 1.0
     if (sw, sh) == (h, w):
         problems.append(
-            warning(label, None, f"<size> is {sw:g}x{sh:g}, the image {w}x{h} (turned?): boxes used as given")
+            warning(label, None, f"{what} is {sw:g}x{sh:g}, the image {w}x{h} (turned?): boxes used as given")
         )
         return 1.0, 1.0
     problems.append(
-        warning(label, None, f"<size> is {sw:g}x{sh:g}, the image {w}x{h} (resized?): boxes scaled to the image")
+        warning(label, None, f"{what} is {sw:g}x{sh:g}, the image {w}x{h} (resized?): boxes scaled to the image")
     )
     return w / sw, h / sh
 
@@ -438,8 +450,9 @@ def check_boxes(
     return np.array(boxes, np.float32).reshape(-1, 4), np.array(classes, np.int64)
 
 
-def validate_item(item: Item, fmt: str, names: list[str]) -> Checked:
-    """Check one image and its labels (``fmt``: ``yolo``, ``coco`` or ``voc``).
+def validate_item(item: Item, fmt: str, names: list[str], keypoint_values: int = 0) -> Checked:
+    """Check one image and its labels (``fmt``: ``yolo``, ``coco`` or ``voc``; ``keypoint_values`` as in
+    :func:`read_yolo`).
 
     Returns the record when nothing is wrong but warnings; otherwise no record and the kind of
     the first error, the reason the image is left out. Never raises.
@@ -462,9 +475,10 @@ def validate_item(item: Item, fmt: str, names: list[str]) -> Checked:
         return Checked(None, problems, problem.kind)
     label = item.label or item.image
     if fmt == "coco":
-        objects = item.objects or []
+        sx, sy = size_scale(label, item.declared_size, w, h, problems, f"{Path(item.image).name}'s width x height")
+        objects = [(n, at, c, x1 * sx, y1 * sy, x2 * sx, y2 * sy) for n, at, c, x1, y1, x2, y2 in item.objects or []]
     elif fmt == "yolo":
-        objects = read_yolo(label, w, h, problems)
+        objects = read_yolo(label, w, h, problems, keypoint_values)
     else:
         objects = read_voc(label, names, problems, w, h)
         if objects is None:
