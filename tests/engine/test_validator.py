@@ -164,6 +164,25 @@ def test_class_count_mismatch_is_a_config_error(odd_records):
         validate(model, dataloader=loader, names=["a", "b"], verbose=False)
 
 
+@pytest.mark.parametrize(
+    ("model_names", "warned"),
+    [
+        (["b", "a", "c"], "in another order"),
+        (["a", "x", "c"], "class 1 is 'x'"),
+        (["a", "b", "c"], None),
+        (["0", "1", "2"], None),
+    ],  # fmt: skip
+)
+def test_class_names_other_than_the_datasets_are_warned_of(odd_records, caplog, model_names, warned):
+    loader = build_val_dataloader(odd_records[:1], imgsz=64, batch_size=1, stride=32, workers=0)
+    model = GroundTruthModel(loader, nc=3)
+    model.names = model_names
+    with caplog.at_level("WARNING", logger="yolotr"):
+        validate(model, dataloader=loader, names=["a", "b", "c"], verbose=False)
+    messages = [r.getMessage() for r in caplog.records if "class names" in r.getMessage()]
+    assert (warned is None and not messages) or (len(messages) == 1 and warned in messages[0])
+
+
 def test_plot_results_csv(tmp_path):
     csv = tmp_path / "results.csv"
     csv.write_text("epoch,train/box_loss,metrics/mAP50,lr0\n0,0.1,0.2,0.01\n1,0.08,0.3,0.009\n2,0.07,,0.008\n")

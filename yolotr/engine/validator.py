@@ -228,12 +228,32 @@ class Validator:
                 f"the model has {model_nc} class{'es' * (model_nc != 1)} but the dataset names {len(self.names)}: "
                 "validate with the dataset the model was trained on, or fine-tune it with this dataset's classes first"
             )
+        self._warn_other_names(getattr(model, "names", None))
         training = model.training
         model.eval()
         try:
             return self._run(model)
         finally:
             model.train(training)
+
+    def _warn_other_names(self, model_names) -> None:
+        """Warn once when the model's class names (its checkpoint's) are not the dataset's: the same count in
+        another order (or other classes) scores each class against another's boxes, and COCO results carry the
+        wrong category ids. Numbered names (``0``, ``class0``: a model that never saw names) are not compared."""
+        if getattr(self, "_names_checked", False) or not model_names:
+            return
+        self._names_checked = True
+        model_names = [str(n) for n in (model_names.values() if isinstance(model_names, dict) else model_names)]
+        numbered = all(n in (str(i), f"class{i}") for i, n in enumerate(model_names))
+        if numbered or model_names == self.names or len(model_names) != len(self.names):
+            return
+        first = next(i for i, (a, b) in enumerate(zip(model_names, self.names)) if a != b)
+        order = " in another order" if sorted(model_names) == sorted(self.names) else ""
+        LOGGER.warning(
+            "the model's class names are not the dataset's%s (class %d is %r in the model, %r in the dataset): "
+            "scores are per class index, so check that the dataset is the one the model was trained on",
+            order, first, model_names[first], self.names[first],
+        )  # fmt: skip
 
     @torch.inference_mode()
     def _run(self, model: nn.Module) -> ValidationResult:
