@@ -42,25 +42,14 @@ from yolotr.engine.sampler import ResumableBatchSampler, train_loader
 from yolotr.engine.sync_bn import convert_sync_batchnorm
 from yolotr.engine.tensorboard import TensorBoardLogger
 from yolotr.engine.time_limit import fitted_epochs
-from yolotr.errors import CheckpointError, ConfigError
+from yolotr.engine.train_model import build_train_model
+from yolotr.errors import ConfigError
 from yolotr.models.detection import DetectionModel, refuse_fused
-from yolotr.models.loading import checkpoint_state_dict, load_model
-from yolotr.models.weights import match_class_width, model_checkpoint, save_checkpoint, transfer_weights
+from yolotr.models.weights import model_checkpoint, save_checkpoint
 from yolotr.nn.lean import lean_activations, lean_wanted
 from yolotr.ops.loss import build_loss, unread_settings_warning
 
 LOGGER = logging.getLogger("yolotr")
-
-
-def parse_rename_rules(rules) -> list[tuple[str, str]]:
-    """``["backbone.stages.=model.", ...]`` -> ``[("backbone.stages.", "model."), ...]``."""
-    out = []
-    for rule in rules or []:
-        if "=" not in rule:
-            raise ConfigError(f"weights_rename: rule {rule!r} must look like old=new")
-        old, new = rule.split("=", 1)
-        out.append((old, new))
-    return out
 
 
 class Trainer:
@@ -195,43 +184,9 @@ class Trainer:
             self.val_loader.start()
 
     def _build_model(self) -> DetectionModel:
-        cfg = self.cfg
-        nc = len(self.names)
-        if self._resume_state is not None:
-            model = DetectionModel(self._resume_state["checkpoint"]["model_yaml"])
-            match_class_width(model, self._resume_state["model"])  # a head widened by its weight transfer
-        elif isinstance(self._model_in, dict):  # a YAML dict: built here, after the seed, as a YAML path is
-            model = DetectionModel(self._model_in, nc=nc)
-        elif self._model_in is not None:
-            model = self._model_in
-        elif str(cfg["model"]).endswith((".yaml", ".yml")) or not Path(str(cfg["model"])).is_file():
-            model = DetectionModel(cfg["model"], nc=nc)
-        else:
-            loaded = load_model(cfg["model"])
-            model = DetectionModel(loaded.yaml, nc=nc)
-            transfer_weights(model, loaded.state_dict())
-        if model.nc != nc:
-            raise ConfigError(f"the model has {model.nc} class{'es' * (model.nc != 1)} but {self.data.source} has {nc}")
-        model.names = self.names
-        if cfg["weights"] and self._resume_state is None:
-            report = transfer_weights(
-                model, checkpoint_state_dict(cfg["weights"]), parse_rename_rules(cfg["weights_rename"])
-            )
-            if not report.loaded:
-                raise CheckpointError(
-                    f"weights {cfg['weights']}: no tensor fits the model by name and shape ({report.summary(3)}); "
-                    "weights_rename old=new maps key prefixes"
-                )
-            self.transfer_report = report
-        if int(cfg["freeze"]) >= len(model.model):
-            raise ConfigError(
-                f"freeze {cfg['freeze']}: the model has {len(model.model)} layers (0..{len(model.model) - 1}); "
-                "freezing all of them leaves nothing to train"
-            )
-        for i, layer in enumerate(model.model):
-            if i < int(cfg["freeze"]):
-                for p in layer.parameters():
-                    p.requires_grad_(False)
+        model, self.transfer_report = build_train_model(
+            self.cfg, self.names, self.data.source, self._model_in, self._resume_state
+        )
         return model
 
     def _restore(self, state: dict) -> None:
