@@ -16,7 +16,11 @@ from yolotr.models.weights import model_checkpoint, save_checkpoint, transfer_we
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-@pytest.mark.parametrize("name", ["yolov8n.yaml", "yolo11n.yaml", "yolo26n.yaml"])
+def _batchnorm_settings(model: torch.nn.Module) -> set[tuple[float, float]]:
+    return {(m.eps, m.momentum) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)}
+
+
+@pytest.mark.parametrize("name", ["yolov8n.yaml", "yolo11n.yaml", "yolo26n.yaml", "yolov10n.yaml"])
 def test_a_fine_tune_keeps_the_checkpoints_class_width_and_reloads(name, tmp_path):
     torch.manual_seed(0)
     source = DetectionModel(name, nc=80)
@@ -25,6 +29,7 @@ def test_a_fine_tune_keeps_the_checkpoints_class_width_and_reloads(name, tmp_pat
     report = transfer_weights(model, source.state_dict())
     head, i = model.model[-1], len(model.model) - 1
     assert head.class_width == 80
+    assert _batchnorm_settings(model) == {(1e-3, 0.03)}  # the model's, also in the rebuilt branch
     hidden = [k for k in source.state_dict() if k.startswith(f"model.{i}.cv3.") and ".2." not in k]
     assert set(hidden) <= set(report.loaded)  # the branch's hidden layers came from the checkpoint
     assert f"model.{i}.cv3.0.2.weight" not in report.loaded  # the 1-class output is new
@@ -36,6 +41,7 @@ def test_a_fine_tune_keeps_the_checkpoints_class_width_and_reloads(name, tmp_pat
     path = save_checkpoint(model_checkpoint(model, names=["a"]), tmp_path / "tuned.pt")
     again = load_model(path)  # rebuilt from its YAML at the built width, then widened by its weights
     assert again.model[-1].class_width == 80
+    assert _batchnorm_settings(again) == {(1e-3, 0.03)}
     with torch.no_grad():
         torch.testing.assert_close(again(x)[0], expected)
 
