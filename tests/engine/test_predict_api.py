@@ -158,7 +158,15 @@ def test_results_api(official, bus, tmp_path, monkeypatch):
     assert float(boxes.xyxyn.max()) <= 1.0
     confident = boxes[boxes.conf > 0.5]
     assert len(confident) == int((boxes.conf > 0.5).sum()) and len(boxes[0]) == 1
-    assert isinstance(boxes.numpy(), np.ndarray) and boxes.numpy().shape == (len(boxes), 6)
+    as_numpy = boxes.cpu().numpy()  # the package's idiom: Boxes whose views are NumPy arrays
+    assert isinstance(as_numpy.xyxy, np.ndarray) and as_numpy.data.shape == (len(boxes), 6)
+    for view in ("xyxy", "xywh", "xyxyn", "xywhn", "conf", "cls"):
+        np.testing.assert_allclose(getattr(as_numpy, view), getattr(boxes, view).numpy(), rtol=1e-6)
+    assert isinstance(as_numpy.to(torch.float64).data, torch.Tensor) and as_numpy[0].shape == (1, 6)
+    first = result[0]  # Results index and iterate by detection, as the package's
+    assert len(first) == 1 and first.boxes.data.tolist() == boxes.data[:1].tolist() and first.path == result.path
+    assert [len(d) for d in result] == [1] * len(result) and len(result[result.boxes.conf > 0.5]) == len(confident)
+    assert result.numpy().verbose() == result.verbose() and result.cpu().plot().shape == result.plot().shape
     assert "detections" in repr(result) and len(repr(result)) < 200
     monkeypatch.chdir(tmp_path)
     saved = result.save()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,60 +19,78 @@ from yolotr.plotting import draw_boxes
 
 @dataclass
 class Boxes:
-    """Detections of one image: ``data`` is ``(N, 6)`` float32 x1, y1, x2, y2, score, class (pixels).
+    """Detections of one image: ``data`` is ``(N, 6)`` float32 x1, y1, x2, y2, score, class (pixels), a tensor or
+    (after :meth:`numpy`) a NumPy array; every view below is of the same kind as ``data``.
 
     ``orig_shape`` is the image's ``(h, w)``, which the normalized views (``xyxyn``, ``xywhn``) divide by.
-    Indexing (``boxes[0]``, ``boxes[boxes.conf > 0.5]``) gives the selected rows as ``Boxes``.
+    Indexing (``boxes[0]``, ``boxes[boxes.conf > 0.5]``) gives the selected rows as ``Boxes``; ``cpu()``,
+    ``numpy()``, ``cuda()`` and ``to()`` give ``Boxes`` too, as the ``ultralytics`` package's do
+    (``r.boxes.cpu().numpy().xyxy``).
     """
 
-    data: torch.Tensor
+    data: torch.Tensor | np.ndarray
     orig_shape: tuple[int, int] = (0, 0)
 
     @property
-    def xyxy(self) -> torch.Tensor:
+    def xyxy(self) -> torch.Tensor | np.ndarray:
         """``(N, 4)`` corners x1, y1, x2, y2 in pixels."""
         return self.data[:, :4]
 
     @property
-    def xywh(self) -> torch.Tensor:
+    def xywh(self) -> torch.Tensor | np.ndarray:
         """``(N, 4)`` centre x, centre y, width, height in pixels."""
-        x1, y1, x2, y2 = self.data[:, :4].unbind(-1)
-        return torch.stack(((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1), -1)
+        out = self.data[:, :4].copy() if isinstance(self.data, np.ndarray) else self.data[:, :4].clone()
+        out[:, 0] = (self.data[:, 0] + self.data[:, 2]) / 2
+        out[:, 1] = (self.data[:, 1] + self.data[:, 3]) / 2
+        out[:, 2] = self.data[:, 2] - self.data[:, 0]
+        out[:, 3] = self.data[:, 3] - self.data[:, 1]
+        return out
 
     @property
-    def xyxyn(self) -> torch.Tensor:
+    def xyxyn(self) -> torch.Tensor | np.ndarray:
         """``(N, 4)`` corners divided by the image's width and height."""
         return self.xyxy / self._whwh()
 
     @property
-    def xywhn(self) -> torch.Tensor:
+    def xywhn(self) -> torch.Tensor | np.ndarray:
         """``(N, 4)`` centre and size divided by the image's width and height."""
         return self.xywh / self._whwh()
 
     @property
-    def conf(self) -> torch.Tensor:
+    def conf(self) -> torch.Tensor | np.ndarray:
         return self.data[:, 4]
 
     @property
-    def cls(self) -> torch.Tensor:
+    def cls(self) -> torch.Tensor | np.ndarray:
         return self.data[:, 5]
 
     @property
-    def shape(self) -> torch.Size:
+    def shape(self) -> tuple[int, ...]:
         return self.data.shape
 
-    def _whwh(self) -> torch.Tensor:
+    def _whwh(self) -> torch.Tensor | np.ndarray:
         h, w = self.orig_shape
         if not (h and w):
             raise ValueError("normalized boxes need the image size (Boxes.orig_shape)")
+        if isinstance(self.data, np.ndarray):
+            return np.array([w, h, w, h], self.data.dtype)
         return self.data.new_tensor([w, h, w, h])
 
     def cpu(self) -> Boxes:
-        return Boxes(self.data.cpu(), self.orig_shape)
+        """These boxes with ``data`` on the CPU (a NumPy ``data`` stays as it is)."""
+        return self if isinstance(self.data, np.ndarray) else Boxes(self.data.cpu(), self.orig_shape)
 
-    def numpy(self) -> np.ndarray:
-        """``data`` as a NumPy ``(N, 6)`` float32 array."""
-        return self.data.detach().cpu().numpy()
+    def numpy(self) -> Boxes:
+        """These boxes with ``data`` as a NumPy ``(N, 6)`` float32 array (``boxes.numpy().xyxy`` is an array)."""
+        data = self.data if isinstance(self.data, np.ndarray) else self.data.detach().cpu().numpy()
+        return Boxes(data, self.orig_shape)
+
+    def cuda(self) -> Boxes:
+        return self.to("cuda")
+
+    def to(self, *args, **kwargs) -> Boxes:
+        """These boxes with ``data`` moved or cast as ``torch.Tensor.to`` does (a NumPy ``data`` becomes a tensor)."""
+        return Boxes(torch.as_tensor(self.data).to(*args, **kwargs), self.orig_shape)
 
     def __getitem__(self, index) -> Boxes:
         data = self.data[index]
@@ -119,7 +139,7 @@ class Results:
         """
         if line_width is not None:
             check_count("line_width", line_width)
-        data = self.boxes.data.cpu().numpy()
+        data = self.boxes.numpy().data
         scores = data[:, 4] if conf else None
         return draw_boxes(self.orig_img, data[:, :4], scores, data[:, 5].astype(int), self.names, line_width, labels)
 
@@ -176,7 +196,7 @@ class Results:
         (``"(no detections)"`` for none); classes in id order."""
         if not len(self):
             return "(no detections)"
-        ids, counts = torch.unique(self.boxes.cls.to(torch.int64), return_counts=True)
+        ids, counts = np.unique(self.boxes.numpy().cls.astype(np.int64), return_counts=True)
         parts = []
         for c, n in zip(ids.tolist(), counts.tolist()):
             name = self.names[c] if c < len(self.names) else str(c)
@@ -228,6 +248,27 @@ class Results:
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+    def __getitem__(self, index) -> Results:
+        """These results with only the selected detections (``r[0]``, ``r[r.boxes.conf > 0.5]``), as the package."""
+        return dataclasses.replace(self, boxes=self.boxes[index])
+
+    def __iter__(self) -> Iterator[Results]:
+        """One :class:`Results` per detection."""
+        return (self[i] for i in range(len(self)))
+
+    def cpu(self) -> Results:
+        return dataclasses.replace(self, boxes=self.boxes.cpu())
+
+    def numpy(self) -> Results:
+        """These results with NumPy boxes (:meth:`Boxes.numpy`)."""
+        return dataclasses.replace(self, boxes=self.boxes.numpy())
+
+    def cuda(self) -> Results:
+        return dataclasses.replace(self, boxes=self.boxes.cuda())
+
+    def to(self, *args, **kwargs) -> Results:
+        return dataclasses.replace(self, boxes=self.boxes.to(*args, **kwargs))
 
     def __repr__(self) -> str:
         h, w = self.orig_shape
