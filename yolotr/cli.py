@@ -116,6 +116,7 @@ TRAIN_KEYS = (
     "weights_rename",
     "project",
     "name",
+    "save_period",
     "save_period_steps",
     "cache_ram",
     "sync_bn",
@@ -241,8 +242,17 @@ def cmd_check_data(args: argparse.Namespace) -> int:
     return check.exit_code
 
 
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` (and so each sub-command's) that takes a flag only as written: argparse's default
+    reads any unambiguous prefix, so YOLOv5's ``--save-period 5`` (epochs) became ``--save-period-steps 5``."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="yolotr", description="YOLO detectors with Transformer blocks")
+    parser = _Parser(prog="yolotr", description="YOLO detectors with Transformer blocks")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -302,7 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="mixed precision: auto (fp16 on CUDA, off on CPU), fp16 (with loss scaling), bf16, false; on = auto's "
         "fp16 on CUDA and bf16 on CPU",
     )
-    p.add_argument("--save-period-steps", dest="save_period_steps", type=int)
+    p.add_argument(
+        "--save-period", dest="save_period", type=int, help="keep weights/epoch<N>.pt every N epochs (YOLOv5's flag)"
+    )
+    p.add_argument("--save-period-steps", dest="save_period_steps", type=int, help="rewrite last.pt every N steps")
     p.add_argument("--cache-ram", dest="cache_ram", action="store_true", default=None)
     p.add_argument("--sync-bn", dest="sync_bn", action="store_true", default=None)
     p.add_argument("--no-val", dest="val", action="store_false", default=None)

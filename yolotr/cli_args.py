@@ -132,8 +132,11 @@ def reject_unknown(parser: argparse.ArgumentParser, argv: list[str], extras: lis
         if not extra.startswith("-"):
             continue
         name = extra.split("=", 1)[0]
-        hint = did_you_mean(name, flags)
         key = name.lstrip("-").replace("-", "_")
+        if _takes_set(sub) and key in _settings():  # a setting without a flag of its own (YOLOv5's --cos-lr)
+            hints.append(f"{name}: a setting; write --set {key}=VALUE (or {key}=VALUE)")
+            continue
+        hint = did_you_mean(name, flags)
         if not hint and _takes_set(sub):
             near = did_you_mean(key, _settings(), prefix="--set ")
             hint = near.replace("?", "=VALUE?") if near else ""

@@ -66,6 +66,14 @@ FOREIGN_SETTINGS = {
         "; val writes its plots and COCO JSON into save_dir=... (project and name are train's and predict's)",
     ),
     "predict.exist_ok": "; predict numbers its folders (exp, exp2, ...): give another name=... for a new one",
+    "time": "; time_limit=MINUTES (the package's time is in hours)",
+    "classes": "; training uses every class of the dataset: list only the wanted classes in its names and labels",
+    "single_cls": "; give the dataset one class (names: [object]) and its labels class 0",
+    "rect": "; training batches are square mosaics; validation and prediction are rectangular already",
+    "fraction": "; name a subset of the images in a list file (train: subset.txt)",
+    "mixup": "; yolotr has no mixup augmentation (remove the key; 0 is its off value)",
+    "copy_paste": "; yolotr has no copy-paste augmentation (remove the key; 0 is its off value)",
+    "iou_t": "; YOLOv5's iou_t is read by nothing in YOLOv5 either (remove the key)",
 }
 
 

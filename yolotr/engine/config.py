@@ -22,11 +22,16 @@ RANGES = {
     key: rule
     for rule, keys in {
         ">= 1": "epochs batch nbs imgsz val_period max_det nan_max_bad_steps nan_window tal_topk",
-        ">= 0": "patience workers freeze close_mosaic save_period_steps warmup_min_iters time_limit mmap_threshold_mb "
-        "nan_max_rollbacks seed "
+        ">= 0": "patience workers freeze close_mosaic save_period save_period_steps warmup_min_iters time_limit "
+        "mmap_threshold_mb nan_max_rollbacks seed "
         "warmup_epochs warmup_bias_lr grad_clip weight_decay "
-        "box cls cls_pw obj obj_pw fl_gamma af_box af_cls dfl",
-        "> 0": "lr0 lrf ema_tau anchor_t amp_init_scale",
+        "box cls obj fl_gamma af_box af_cls dfl",
+        # cls_pw and obj_pw are YOLOv5's BCE positive weights: 0 would give every positive target no loss (the
+        # package's cls_pw, a class-weight power whose 0 turns it off, is another setting under the same name)
+        "> 0": "lr0 lrf ema_tau anchor_t amp_init_scale cls_pw obj_pw",
+        "[0, 180]": "degrees",
+        "[0, 90)": "shear",
+        "[0, 0.001]": "perspective",  # YOLOv5's and the package's documented range
         "[0, 1]": "mosaic fliplr flipud translate val_conf ema_decay label_smoothing hsv_h hsv_s hsv_v",
         "[0, 1)": "momentum warmup_momentum scale",
         "(0, 1]": "nan_lr_factor",
@@ -35,7 +40,7 @@ RANGES = {
 }
 # Counts: a whole number is needed (``epochs: 2.5`` is refused; ``2.0`` is read as 2).
 WHOLE_NUMBERS = set(
-    "epochs patience batch nbs imgsz workers seed freeze close_mosaic save_period_steps val_period max_det "
+    "epochs patience batch nbs imgsz workers seed freeze close_mosaic save_period save_period_steps val_period max_det "
     "warmup_min_iters nan_max_bad_steps nan_window nan_max_rollbacks tal_topk".split()
 )
 
@@ -148,11 +153,20 @@ def resolve_config(overrides: dict | None = None, cfg_file: str | Path | None = 
 
 
 def _apply(cfg: dict, source: str, layer: dict) -> None:
-    """Set the keys of ``layer`` in ``cfg``, each checked by :func:`_checked` (None values are ignored)."""
+    """Set the keys of ``layer`` in ``cfg``, each checked by :func:`_checked` (None values are ignored). Unknown
+    keys are refused all at once, each with its hint: a reference's file (YOLOv5's hyp.scratch-low.yaml, the
+    package's args.yaml) given as ``--cfg`` shows every key to remove in one run."""
+    unknown = [key for key in layer if key not in cfg]
+    if len(unknown) == 1:
+        key = unknown[0]
+        hint = setting_hint(str(key), cfg)
+        raise ConfigError(f"{source}: unknown setting '{key}'{hint} (the settings are the keys of {DEFAULT_CFG})")
+    if unknown:
+        lines = "".join(f"\n  {key}{setting_hint(str(key), cfg) or ''}" for key in unknown)
+        raise ConfigError(
+            f"{source}: {len(unknown)} unknown settings (the settings are the keys of {DEFAULT_CFG}):{lines}"
+        )
     for key, value in layer.items():
-        if key not in cfg:
-            hint = setting_hint(str(key), cfg)
-            raise ConfigError(f"{source}: unknown setting '{key}'{hint} (the settings are the keys of {DEFAULT_CFG})")
         if value is not None:
             cfg[key] = _checked(source, key, value, cfg[key])
 
@@ -172,7 +186,9 @@ def check_count(key: str, value) -> int:
 
 
 def in_range(value: float, rule: str) -> bool:
-    """Whether ``value`` satisfies a :data:`RANGES` rule."""
+    """Whether ``value`` satisfies a :data:`RANGES` rule (never when it is NaN or infinite)."""
+    if not math.isfinite(value):
+        return False
     if rule.startswith(">="):
         return value >= float(rule[2:])
     if rule.startswith(">"):

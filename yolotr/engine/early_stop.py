@@ -2,7 +2,8 @@
 
 As the ``ultralytics`` package counts it (``patience: 100`` by default, ``0`` turns it off): after each
 validated epoch the stopper compares the fitness with the best so far; when ``patience`` epochs have
-passed since the best one, training stops after the current epoch. Epochs without validation
+passed since the best one, training stops after the current epoch; while the best fitness is still 0 (nothing
+found yet, common in the first epochs of a small or hard set) no epoch counts as a miss. Epochs without validation
 (``val_period``, ``val: false``) neither improve nor count as a validated miss: the count is in epochs
 since the best, so a ``val_period`` of 5 with ``patience: 10`` stops after two validations without a gain.
 Under DDP the first process decides and the others follow (one broadcast).
@@ -33,7 +34,8 @@ class EarlyStopping:
 
     def update(self, epochs_done: int, fitness: float | None) -> bool:
         """Record the fitness measured after ``epochs_done`` epochs (``None``: not validated); whether to stop."""
-        if fitness is not None and (self.best_fitness is None or fitness > self.best_fitness):
+        # a best of 0 is the early stage in which nothing is detected yet: it does not count, as in the package
+        if fitness is not None and (not self.best_fitness or fitness > self.best_fitness):
             self.best_fitness, self.best_epoch = float(fitness), epochs_done
         if not self.patience or self.best_fitness is None:
             return False

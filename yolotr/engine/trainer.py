@@ -97,9 +97,10 @@ class Trainer:
     def _setup(self) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg["seed"] + self.rank)
+        # on or off as asked, whatever an earlier run left (train() puts the caller's settings back at its end);
+        # kernels stay deterministic, but torch's NaN fill of every new tensor cost 13% of a CPU step (as the package)
+        torch.use_deterministic_algorithms(bool(cfg["deterministic"]), warn_only=True)
         if cfg["deterministic"]:
-            torch.use_deterministic_algorithms(True, warn_only=True)
-            # kernels stay deterministic; torch's NaN fill of every new tensor cost 13% of a CPU step (as the package)
             torch.utils.deterministic.fill_uninitialized_memory = False
         if self.device.type == "cpu":
             set_mmap_threshold(cfg["mmap_threshold_mb"])  # less heap left behind by each step (engine/heap.py)
@@ -156,6 +157,7 @@ class Trainer:
             max(round(cfg["warmup_epochs"] * self.nb), cfg["warmup_min_iters"]) if cfg["warmup_epochs"] > 0 else 0
         )
         self.start_epoch, self.start_batch, self.last_opt_step, self.best_fitness = 0, 0, -1, -1.0
+        self.optimizer_steps = 0  # optimizer steps that ran, over the whole run (save_period_steps counts them)
         self.elapsed_before, self.resumed_loss = 0.0, None  # a resumed run's seconds and its epoch's loss sums
         self.epochs_fitted = False  # time_limit: epochs fitted to it (once a run; checkpoints keep it)
         self._window: list[tuple[torch.Tensor, torch.Tensor]] = []  # the batches of the step being accumulated
@@ -198,6 +200,7 @@ class Trainer:
             self.ema.load_state_dict(state["ema"])
         self.start_epoch, self.start_batch = int(state["epoch"]), int(state["batch"])
         self.last_opt_step = int(state["last_opt_step"])
+        self.optimizer_steps = int(state.get("optimizer_steps", 0))
         self.best_fitness = float(state["best_fitness"])
         self.stopper.load_state_dict(state.get("early_stop"))
         self.guard.load_state_dict(state.get("guard") or {"lr_multiplier": state.get("lr_multiplier", 1.0)})
@@ -220,6 +223,7 @@ class Trainer:
             "epoch": epoch,
             "batch": batch,
             "last_opt_step": self.last_opt_step,
+            "optimizer_steps": self.optimizer_steps,
             "best_fitness": self.best_fitness,
             "early_stop": self.stopper.state_dict(),
             "guard": self.guard.state_dict(),
@@ -237,6 +241,9 @@ class Trainer:
             return
         checkpoint = self._checkpoint(epoch, batch, fitness)
         save_checkpoint(checkpoint, self.weights_dir / "last.pt")
+        period = self.cfg["save_period"]  # YOLOv5's and the package's epoch<N>.pt, N from 0: a copy of last.pt
+        if period and batch == 0 and (epoch - 1) % period == 0:
+            save_checkpoint(checkpoint, self.weights_dir / f"epoch{epoch - 1}.pt")
         if best:  # the weights and the run's settings, not its optimizer: resuming from best.pt would rewind the run
             weights = {k: v for k, v in checkpoint.items() if k != "train_state"}
             save_checkpoint({**weights, "train_args": self.cfg}, self.weights_dir / "best.pt")
@@ -268,7 +275,20 @@ class Trainer:
         self.guard.take_snapshot(model=self.model, optimizer=self.optimizer, ema=self.ema, gate=self.gate)
 
     def train(self) -> dict:
-        """Run the training; returns the last validation metrics (and where the run lives)."""
+        """Run the training; returns the last validation metrics (and where the run lives). torch's deterministic
+        settings, which ``deterministic`` sets for the run, are the caller's again afterwards."""
+        previous = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+            torch.utils.deterministic.fill_uninitialized_memory,
+        )
+        try:
+            return self._train()
+        finally:
+            torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+            torch.utils.deterministic.fill_uninitialized_memory = previous[2]
+
+    def _train(self) -> dict:
         self._setup()
         cfg = self.cfg
         if self.main:
@@ -318,10 +338,12 @@ class Trainer:
                 progress.add(items)
                 self.gate.scale(loss).backward()
                 if self.step - self.last_opt_step >= self._accumulate_at(self.step) or bi == self.nb - 1:
-                    if self._optimizer_step() and cfg["save_period_steps"] and bi + 1 < self.nb:
+                    if self._optimizer_step():
+                        self.optimizer_steps += 1
                         # not after the epoch's last batch: resumed from there, its validation and results row
                         # would be skipped; the end-of-epoch checkpoint follows at once
-                        if (self.step + 1) % (cfg["save_period_steps"] * self.accumulate) == 0:
+                        period = cfg["save_period_steps"]
+                        if period and self.optimizer_steps % period == 0 and bi + 1 < self.nb:
                             self._save(epoch, bi + 1)
                 if bi % LOG_EVERY == 0 or bi == self.nb - 1:  # the logging interval: the loss read on the host
                     bar.set_postfix(dict(zip(self.loss_fn.names, progress.formatted())))

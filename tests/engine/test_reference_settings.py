@@ -1,0 +1,109 @@
+"""Training settings as YOLOv5's and the package's users write them: ``save_period`` (epoch files), checkpoints
+every N optimizer steps (not batches), early stopping through a zero-fitness start, ``deterministic`` off again
+and the caller's torch settings kept, and the ranges of values that were accepted and broke later."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.engine.conftest import tiny_train_cfg
+from yolotr.cli import build_parser
+from yolotr.engine.config import resolve_config
+from yolotr.engine.early_stop import EarlyStopping
+from yolotr.engine.trainer import Trainer
+from yolotr.errors import ConfigError
+
+
+def test_checkpoints_follow_optimizer_steps_and_epoch_files(tiny_shapes, tmp_path, monkeypatch):
+    """8 batches a run of 2 epochs (4 each), ``nbs`` 8 over batches of 4: an optimizer step every 2nd batch and
+    at each epoch's end. ``save_period_steps: 1`` saves after each step inside an epoch (the batch count, read
+    as steps x accumulate, missed them in the second epoch); ``save_period: 1`` keeps epoch0.pt and epoch1.pt."""
+    saved: list[tuple[int, int]] = []
+    original = Trainer._save
+
+    def record(self, epoch, batch, fitness=None, best=False):
+        saved.append((epoch, batch))
+        return original(self, epoch, batch, fitness, best)
+
+    monkeypatch.setattr(Trainer, "_save", record)
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, nbs=8, warmup_epochs=0, save_period_steps=1, save_period=1)
+    Trainer(cfg).train()
+    assert saved == [(0, 2), (1, 0), (1, 2), (2, 0)]
+    weights = tmp_path / "run" / "weights"
+    assert sorted(p.name for p in weights.glob("epoch*.pt")) == ["epoch0.pt", "epoch1.pt"]
+    first = torch.load(weights / "epoch0.pt", weights_only=True)
+    assert first["train_state"]["epoch"] == 1 and first["train_state"]["optimizer_steps"] == 2
+
+
+def test_save_period_counts_epochs_from_zero(tiny_shapes, tmp_path):
+    Trainer(tiny_train_cfg(tiny_shapes, tmp_path, epochs=3, save_period=2)).train()
+    assert sorted(p.name for p in (tmp_path / "run" / "weights").glob("epoch*.pt")) == ["epoch0.pt", "epoch2.pt"]
+
+
+def test_early_stopping_waits_through_a_zero_fitness_start():
+    """As the package's rule: a best of 0 (nothing detected yet) makes no epoch a miss."""
+    stopper = EarlyStopping(patience=2)
+    assert [stopper.update(e, f) for e, f in enumerate([0.0, 0.0, 0.0, 0.0, 0.2, 0.1, 0.1], 1)] == [
+        False, False, False, False, False, False, True,
+    ]  # fmt: skip
+    assert stopper.best_epoch == 5
+
+
+def test_deterministic_off_after_on_and_the_callers_settings_back(tiny_shapes, tmp_path):
+    before = torch.are_deterministic_algorithms_enabled()
+    assert not before
+    seen = []
+    for flag in (True, False):
+        trainer = Trainer(tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, name=f"d{flag}", deterministic=flag))
+        trainer.add_callback("on_batch_start", lambda t: seen.append(torch.are_deterministic_algorithms_enabled()))
+        trainer.train()
+        assert torch.are_deterministic_algorithms_enabled() is before
+        assert torch.utils.deterministic.fill_uninitialized_memory
+    assert seen == [True] * 4 + [False] * 4
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("degrees", float("nan")), ("degrees", 200), ("shear", 90), ("perspective", 0.5), ("lr0", float("inf")),
+     ("cls_pw", 0.0), ("obj_pw", 0), ("epochs", float("inf"))],
+)  # fmt: skip
+def test_values_that_broke_training_later_are_refused_at_the_key(key, value):
+    with pytest.raises(ConfigError, match=f"'{key}'"):
+        resolve_config({key: value})
+
+
+def test_every_unknown_key_of_a_reference_file_is_listed_at_once(tmp_path):
+    hyp = tmp_path / "hyp.scratch-low.yaml"
+    hyp.write_text("lr0: 0.01\niou_t: 0.2\nmixup: 0.0\ncopy_paste: 0.0\nfliplr: 0.5\n")
+    with pytest.raises(ConfigError) as info:
+        resolve_config(cfg_file=hyp)
+    message = str(info.value)
+    assert "3 unknown settings" in message
+    assert all(f"\n  {key};" in message for key in ("iou_t", "mixup", "copy_paste"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--save-per", "5"], "--save-per; did you mean --save-period"),  # a prefix is no longer a flag
+        (["--cos-lr"], "--cos-lr: a setting; write --set cos_lr=VALUE"),
+    ],
+)
+def test_flags_are_taken_only_as_written(argv, expected, capsys):
+    from yolotr.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--model", "yolov8n.yaml", *argv])
+    assert expected in capsys.readouterr().err
+
+
+def test_yolov5s_save_period_flag_is_epochs():
+    args = build_parser().parse_args(["train", "--model", "m.yaml", "--save-period", "5"])
+    assert args.save_period == 5 and args.save_period_steps is None
+
+
+@pytest.mark.parametrize(("word", "hint"), [("time", "time_limit=MINUTES"), ("classes", "every class")])
+def test_refused_package_settings_say_what_to_do(word, hint):
+    with pytest.raises(ConfigError, match=hint):
+        resolve_config({word: 1})
