@@ -158,7 +158,8 @@ def set_overrides(items: list[str] | None) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item}: expected KEY=VALUE")
-        overrides[key] = yaml_value(value)
+        # a path or folder name is the text as typed: YAML would read name=010 as the octal number 8
+        overrides[key] = value if key in ("model", "data", "weights", "project", "name") else yaml_value(value)
     return overrides
 
 

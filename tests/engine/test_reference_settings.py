@@ -107,3 +107,32 @@ def test_yolov5s_save_period_flag_is_epochs():
 def test_refused_package_settings_say_what_to_do(word, hint):
     with pytest.raises(ConfigError, match=hint):
         resolve_config({word: 1})
+
+
+def test_adamw_betas_are_left_as_built_during_warmup():
+    """YOLOv5 and the package warm only a group's ``momentum``; AdamW's betas stay ``(momentum, 0.999)``."""
+    from yolotr.engine.optim import apply_schedule
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.001, betas=(0.937, 0.999))
+    cfg = resolve_config({"optimizer": "AdamW"})
+    apply_schedule(optimizer, cfg, epoch=0, iteration=3, warmup_iters=100)
+    assert optimizer.param_groups[0]["betas"] == (0.937, 0.999) and optimizer.param_groups[0]["lr"] > 0
+
+
+@pytest.mark.parametrize(("model", "frozen_stats_move"), [("yolov8n.yaml", False), ("yolov5n.yaml", True)])
+def test_frozen_layers_keep_their_batchnorm_statistics_as_the_models_reference(
+    tiny_shapes, tmp_path, model, frozen_stats_move
+):
+    """The package keeps a frozen layer's BatchNorm statistics; YOLOv5 updates them."""
+    trainer = Trainer(tiny_train_cfg(tiny_shapes, tmp_path, model=model, epochs=1, freeze=2, name=model))
+    trainer.train()
+    state = torch.load(tmp_path / model / "weights" / "last.pt", weights_only=True)["train_state"]["model"]
+    stats = state["model.0.bn.running_mean"]
+    assert bool((stats != 0).any()) is frozen_stats_move  # built at 0; moved only by updated statistics
+
+
+def test_a_folder_name_given_with_set_is_the_text_typed():
+    from yolotr.cli_args import set_overrides
+
+    assert set_overrides(["name=010", "project=1e3", "batch=16"]) == {"name": "010", "project": "1e3", "batch": 16}

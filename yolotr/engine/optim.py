@@ -251,9 +251,10 @@ def apply_schedule(
 ) -> None:
     """Set every group's lr (and momentum) for a global ``iteration`` of ``epoch``.
 
-    Warmup (YOLOv5's): biases fall from ``warmup_bias_lr``, other groups rise from 0, momentum
+    Warmup (YOLOv5's): biases fall from ``warmup_bias_lr``, other groups rise from 0, SGD's momentum
     rises from ``warmup_momentum``; afterwards the per-epoch decay. A pure function of
-    ``(epoch, iteration)``, so a resumed run continues on the same curve.
+    ``(epoch, iteration)``, so a resumed run continues on the same curve. AdamW's betas are left as built
+    (``(momentum, 0.999)``), as YOLOv5 and the package leave them: only a group with a ``momentum`` is warmed.
     """
     base = cfg["lr0"] * lr_factor(epoch, cfg["epochs"], cfg["lrf"], cfg["cos_lr"]) * lr_multiplier
     for g in optimizer.param_groups:
@@ -267,5 +268,3 @@ def apply_schedule(
             momentum = cfg["momentum"]
         if "momentum" in g:
             g["momentum"] = momentum
-        elif "betas" in g:
-            g["betas"] = (momentum, g["betas"][1])

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from torch import nn
+
 from yolotr.errors import CheckpointError, ConfigError
 from yolotr.models.detection import DetectionModel
 from yolotr.models.loading import checkpoint_state_dict, load_model
@@ -78,3 +80,15 @@ def build_train_model(
             for p in layer.parameters():
                 p.requires_grad_(False)
     return model, loaded_report
+
+
+def freeze_batchnorm_statistics(model: DetectionModel, freeze: int) -> None:
+    """Put the BatchNorms of the first ``freeze`` layers in eval mode (after ``model.train()``), so their running
+    statistics stay those of the weights they were frozen with, as the package does for its models (the
+    ``fitness_rule`` "ultralytics" families). YOLOv5 keeps updating them, and so do its models here."""
+    if not freeze or getattr(model, "fitness_rule", "yolov5") != "ultralytics":
+        return
+    for layer in list(model.model)[:freeze]:
+        for m in layer.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()

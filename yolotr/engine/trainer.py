@@ -42,7 +42,7 @@ from yolotr.engine.sampler import ResumableBatchSampler, train_loader
 from yolotr.engine.sync_bn import convert_sync_batchnorm
 from yolotr.engine.tensorboard import TensorBoardLogger
 from yolotr.engine.time_limit import fitted_epochs
-from yolotr.engine.train_model import build_train_model
+from yolotr.engine.train_model import build_train_model, freeze_batchnorm_statistics
 from yolotr.errors import ConfigError
 from yolotr.models.detection import DetectionModel, refuse_fused
 from yolotr.models.weights import model_checkpoint, save_checkpoint
@@ -316,6 +316,7 @@ class Trainer:
                 self.train_set.mosaic = False
                 self.loader = self._new_loader(self.loader.num_workers)  # workers hold the dataset as it was
             self.train_model.train()
+            freeze_batchnorm_statistics(self.model, int(cfg["freeze"]))
             start = self.start_batch if epoch == self.start_epoch else 0
             self.sampler.set_epoch(epoch, start)
             if hasattr(self.loss_fn, "set_progress"):  # end-to-end heads: branch weights from the finished epochs
