@@ -105,7 +105,7 @@ def test_video_is_predicted_frame_by_frame_and_written_back(tmp_path):
     assert [r["frame"] for r in records] == [0, 1, 2, 3]
     coco = json.loads((tmp_path / "v" / "predictions_coco.json").read_text())
     assert coco and {"image_id", "category_id", "bbox", "score"} == set(coco[0])
-    assert {c["image_id"] for c in coco} <= {"clip_0", "clip_1", "clip_2", "clip_3"}
+    assert {c["image_id"] for c in coco} <= {"clip_1", "clip_2", "clip_3", "clip_4"}
 
 
 def test_val_prints_its_table_once(tmp_path):

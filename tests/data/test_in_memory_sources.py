@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -75,3 +77,47 @@ def test_an_unreadable_file_beside_an_array_is_skipped_as_in_a_list_of_files(tmp
     assert "zero.jpg" in caplog.text and "skipped" in caplog.text
     with pytest.raises(DataError, match="no such file"):
         list(iter_frames([np.zeros((4, 4, 3), np.uint8), str(tmp_path / "missing.jpg")]))
+
+
+def _photo(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.full((8, 8, 3), 90, np.uint8))
+    return path
+
+
+def test_a_list_file_names_files_folders_and_globs_beside_it_or_from_the_working_directory(tmp_path, monkeypatch):
+    """As the package's ``.txt`` sources: a folder and a glob line expand, and a line relative to the working
+    directory is found too (``srcs/dir/a.jpg`` in ``srcs/list.txt``, run from above ``srcs``)."""
+    a, b, c = (_photo(tmp_path / "srcs" / "dir" / n) for n in ("a.jpg", "b.jpg", "c.png"))
+    d = _photo(tmp_path / "srcs" / "more" / "d.jpg")
+    listing = tmp_path / "srcs" / "list.txt"
+    listing.write_text("srcs/dir/a.jpg\nmore\n# a comment\ndir/*.png\n")
+    monkeypatch.chdir(tmp_path)
+    assert [p.resolve() for p in expand_source(listing)] == [a, d, c]
+    listing.write_text("dir/b.jpg\n")
+    assert expand_source(listing) == [b]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [("gone.jpg", "list.txt:2: gone.jpg: nothing there"), ("empty", "list.txt:2: .*no images or videos"),
+     ("other.txt", "a list inside a list")],
+)  # fmt: skip
+def test_a_list_line_that_names_nothing_is_named(tmp_path, line, message):
+    _photo(tmp_path / "a.jpg")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "other.txt").write_text("a.jpg\n")
+    (tmp_path / "list.txt").write_text(f"a.jpg\n{line}\n")
+    with pytest.raises(DataError, match=message):
+        expand_source(tmp_path / "list.txt")
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [("https://ultralytics.com/images/bus.jpg", "a URL or stream"), ("rtsp://cam/1", "a URL or stream"),
+     ("0", "webcam streams are not read"), ("screen", "screen capture is not read"),
+     (b"\xff\xd8\xff" * 100, "a source of 300 bytes: decode it first")],
+)  # fmt: skip
+def test_sources_yolotr_does_not_read_say_so(source, message):
+    with pytest.raises(DataError, match=message):
+        expand_source(source)

@@ -126,7 +126,7 @@ def test_result_id_rules():
     assert coco80.image_id("val2017/000000000139.jpg") == 139 and coco80.image_id("a/bus.jpg") == "bus"
     plain = result_ids(["a", "b"])
     assert plain.rule == "index" and plain.category_id(1) == 1
-    assert plain.image_id("x/0042.jpg") == "0042" and plain.image_id("clip.mp4", 3) == "clip_3"
+    assert plain.image_id("x/0042.jpg") == "0042" and plain.image_id("clip.mp4", 3) == "clip_4"  # frames from 1 in ids
     (row,) = plain.entries("x/0042.jpg", None, [[10.0, 20.0, 40.5, 60.25, 0.9, 1.0]])
     assert row == {"image_id": "0042", "category_id": 1, "bbox": [10.0, 20.0, 30.5, 40.25], "score": 0.9}
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -32,12 +34,20 @@ def test_writer_saves_labels_through_results_save_txt(tmp_path, monkeypatch, sav
     writer.add(Frame(result.orig_img, "pic.jpg"), result)
     writer.add(Frame(result.orig_img, "clip.mp4", frame=3), a_result("clip.mp4", 3))
     writer.close()
-    assert calls == [(tmp_path / "labels" / "pic.txt", save_conf), (tmp_path / "labels" / "clip_3.txt", save_conf)]
+    # frame 3 counted from 0 is the package's clip_4: its file names number frames from 1
+    assert calls == [(tmp_path / "labels" / "pic.txt", save_conf), (tmp_path / "labels" / "clip_4.txt", save_conf)]
     first = "1 0.200000 0.300000 0.200000 0.400000"
     second = "0 0.750000 0.500000 0.500000 1.000000"
     want = f"{first} 0.91234\n{second} 0.50000\n" if save_conf else f"{first}\n{second}\n"
     assert (tmp_path / "labels" / "pic.txt").read_text() == want
-    assert (tmp_path / "labels" / "clip_3.txt").read_text() == want
+    assert (tmp_path / "labels" / "clip_4.txt").read_text() == want
+
+
+def test_a_video_frames_default_file_is_an_image_named_by_its_frame(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert a_result("clip.mp4", 3).save() == Path("results_clip_4.jpg") and (tmp_path / "results_clip_4.jpg").is_file()
+    with pytest.raises(OSError, match=r"\.mp4 is not an image format"):
+        a_result().save(tmp_path / "out.mp4")
 
 
 def test_files_of_one_name_from_other_folders_keep_their_own_outputs(tmp_path):

@@ -59,15 +59,22 @@ class Frame:
 def expand_source(source: str | Path | list) -> list[Path]:
     """Files named by a source: a file, a folder (sorted images and videos), a glob, a ``.txt`` list.
 
-    A ``.txt`` list names one file per line, relative to the list's folder unless absolute; blank
-    lines and lines starting with ``#`` are skipped.
+    A ``.txt`` list names one file, folder or glob per line, as the package's lists do: a relative line is
+    looked up beside the list, then from the working directory (the package's first place); blank lines and
+    lines starting with ``#`` are skipped.
 
     Raises:
-        DataError: the source does not exist or names no file; a list file cannot be read, or one
-            of its lines names a file that does not exist (the message gives the list and line).
+        DataError: the source does not exist or names no file; a URL, webcam index or screen (sources yolotr
+            does not read); a list file cannot be read, or one of its lines names nothing that exists (the
+            message gives the list and line).
     """
     if isinstance(source, list | tuple):
         return [p for s in source for p in expand_source(s)]
+    if isinstance(source, bytes | bytearray | memoryview):
+        raise DataError(
+            f"a source of {len(source)} bytes: decode it first (cv2.imdecode(np.frombuffer(data, np.uint8), "
+            "cv2.IMREAD_COLOR) gives a BGR array to predict on) or name the file"
+        )
     text = str(source)
     path = Path(text)
     if any(ch in text for ch in "*?[") and not path.exists():  # an existing 'shot[1].jpg' is that file
@@ -75,26 +82,54 @@ def expand_source(source: str | Path | list) -> list[Path]:
     elif path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
     elif path.suffix.lower() == ".txt" and path.is_file():
-        try:
-            lines = path.read_text(encoding="utf-8-sig").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise DataError(f"{path}: cannot read the list of files: {exc}") from None
-        files = []
-        for n, line in enumerate(lines, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            file = Path(line) if Path(line).is_absolute() else path.parent / line
-            if not file.exists():
-                raise DataError(f"{path}:{n}: {file}: no such file")
-            files.append(file)
+        files = _listed_files(path)
     elif path.is_file():
         files = [path]
     else:
-        raise DataError(f"{source}: no such file, folder or glob match")
+        raise DataError(f"{source}: {_not_found(text)}")
     if not files:
         raise DataError(f"{source}: no images or videos found")
     return files
+
+
+def _not_found(text: str) -> str:
+    """Why a source that is not a file, folder or glob match is not read: a stream, or nothing there."""
+    if "://" in text:
+        return "a URL or stream: yolotr reads files, folders, globs, list files and videos on disk (download it first)"
+    if text.strip().isdigit():
+        return "no such file; webcam streams are not read (record a video file, or give frames as arrays)"
+    if text.strip().lower() == "screen":
+        return "no such file; screen capture is not read (give screenshots as files or arrays)"
+    return "no such file, folder or glob match"
+
+
+def _listed_files(listing: Path) -> list[Path]:
+    """The files a ``.txt`` list names (see :func:`expand_source`)."""
+    try:
+        lines = listing.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{listing}: cannot read the list of files: {exc}") from None
+    files = []
+    for n, line in enumerate(lines, 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        here = Path(line) if Path(line).is_absolute() else listing.parent / line
+        wanted = next((c for c in (here, Path(line)) if c.exists() or _is_glob_match(c)), None)
+        if wanted is None:
+            raise DataError(f"{listing}:{n}: {line}: {_not_found(line).replace('no such file', 'nothing there')}")
+        if wanted.suffix.lower() == ".txt" and wanted.is_file():
+            raise DataError(f"{listing}:{n}: {line}: a list inside a list (name its files, folders or globs)")
+        try:
+            files.extend(expand_source(wanted) if wanted.is_dir() or not wanted.exists() else [wanted])
+        except DataError as exc:
+            raise DataError(f"{listing}:{n}: {exc}") from None
+    return files
+
+
+def _is_glob_match(path: Path) -> bool:
+    text = str(path)
+    return any(ch in text for ch in "*?[") and bool(glob.glob(text, recursive=True))
 
 
 def is_array_image(source) -> bool:

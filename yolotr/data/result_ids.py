@@ -10,7 +10,7 @@ annotation file's. Three rules, first match wins (:func:`result_ids`):
 ``coco80``   the 80 COCO class names (a YOLO-format COCO, or a COCO-trained model without a dataset):
              COCO's category ids 1..90 with its gaps (YOLOv5's ``coco80_to_coco91_class``), and the
              file stem as an integer when it is all digits (``000000397133.jpg`` -> 397133), else the stem.
-``index``    anything else: the class index and the file stem (``<stem>_<frame>`` for a video frame).
+``index``    anything else: the class index and the file stem (``<stem>_<frame>`` for a video frame, from 1).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class ResultIds:
                 if found is not None:
                     return found
         stem = stem or Path(path).stem
-        stem = stem if frame is None else f"{stem}_{frame}"
+        stem = stem if frame is None else f"{stem}_{frame + 1}"  # the label file's name: frames from 1
         return int(stem) if self.rule == "coco80" and stem.isdigit() else stem
 
     def category_id(self, cls: int) -> int:

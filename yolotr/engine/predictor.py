@@ -235,7 +235,8 @@ class PredictionWriter:
     ``predictions_coco.json``, COCO results (``bbox`` = x, y, w, h in pixels) whose ``image_id`` and
     ``category_id`` follow ``ids`` (:mod:`yolotr.data.result_ids`; default: by the results' class
     names, COCO's 91-class ids for the 80 COCO names, else the class index and the file stem, or
-    ``stem_frame`` for videos). ``save_crop``: each detection's region in ``crops/<class name>/<stem>.jpg``
+    ``stem_frame`` for videos, frames numbered from 1 in file names and ids as the package numbers them, while
+    ``Results.frame`` counts from 0). ``save_crop``: each detection's region in ``crops/<class name>/<stem>.jpg``
     (:meth:`Results.save_crop`). With ``save_dir=None`` nothing is written, only counted.
     """
 
@@ -276,7 +277,7 @@ class PredictionWriter:
         self.n_images += 1
         self.n_detections += len(result)
         base = self._stem(frame.path)
-        stem = base if frame.frame is None else f"{base}_{frame.frame}"
+        stem = base if frame.frame is None else f"{base}_{frame.frame + 1}"  # frames numbered from 1, as the package
         self.records.append({"image": frame.path, "frame": frame.frame, "detections": result.summary()})
         if self.save_json:
             self.ids = self.ids or result_ids(list(result.names))

@@ -144,11 +144,21 @@ class Results:
         return draw_boxes(self.orig_img, data[:, :4], scores, data[:, 5].astype(int), self.names, line_width, labels)
 
     def save(self, path: str | Path | None = None) -> Path:
-        """Write the drawn image (format from the suffix; default ``results_<image name>`` here)."""
-        path = Path(path) if path is not None else Path(f"results_{Path(self.path).name}")
+        """Write the drawn image (format from the suffix; default ``results_<image name>`` here, and for a video
+        frame ``results_<video stem>_<frame from 1>.jpg``).
+
+        Raises:
+            OSError: the suffix is not an image format OpenCV writes, or the file cannot be written.
+        """
+        if path is None:
+            name = Path(self.path).name if self.frame is None else f"{Path(self.path).stem}_{self.frame + 1}.jpg"
+            path = f"results_{name}"
+        path = Path(path)
+        if not cv2.haveImageWriter(str(path)):
+            raise OSError(f"{path}: {path.suffix or 'no suffix'} is not an image format (.jpg, .png, ...)")
         path.parent.mkdir(parents=True, exist_ok=True)
         if not cv2.imwrite(str(path), cv2.cvtColor(self.plot(), cv2.COLOR_RGB2BGR)):
-            raise OSError(f"{path}: could not write the image (is the suffix an image format?)")
+            raise OSError(f"{path}: could not write the image")
         return path
 
     def summary(self) -> list[dict]:
