@@ -100,8 +100,8 @@ def test_a_list_file_names_files_folders_and_globs_beside_it_or_from_the_working
 
 @pytest.mark.parametrize(
     ("line", "message"),
-    [("gone.jpg", "list.txt:2: gone.jpg: nothing there"), ("empty", "list.txt:2: .*no images or videos"),
-     ("other.txt", "a list inside a list")],
+    [("gone.jpg", "list.txt:2: gone.jpg: no such file, folder or glob match .looked for beside the list"),
+     ("empty", "list.txt:2: .*no images or videos"), ("other.txt", "a list inside a list")],
 )  # fmt: skip
 def test_a_list_line_that_names_nothing_is_named(tmp_path, line, message):
     _photo(tmp_path / "a.jpg")

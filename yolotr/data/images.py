@@ -117,7 +117,8 @@ def _listed_files(listing: Path) -> list[Path]:
         here = Path(line) if Path(line).is_absolute() else listing.parent / line
         wanted = next((c for c in (here, Path(line)) if c.exists() or _is_glob_match(c)), None)
         if wanted is None:
-            raise DataError(f"{listing}:{n}: {line}: {_not_found(line).replace('no such file', 'nothing there')}")
+            where = " (looked for beside the list and from the working directory)" if "://" not in line else ""
+            raise DataError(f"{listing}:{n}: {line}: {_not_found(line)}{where}")
         if wanted.suffix.lower() == ".txt" and wanted.is_file():
             raise DataError(f"{listing}:{n}: {line}: a list inside a list (name its files, folders or globs)")
         try:

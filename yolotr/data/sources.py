@@ -24,8 +24,8 @@ Labels per format:
   are 1-based inclusive pixel indices, so ``(xmin, ymin, xmax, ymax)`` becomes the continuous box
   ``(xmin - 1, ymin - 1, xmax, ymax)``. ``difficult`` objects are kept.
 
-This module reads the YAML and lists each split's images and label files (a COCO JSON is read by
-:mod:`yolotr.data.coco`); every image is then checked by :mod:`yolotr.data.validation` (an image
+:mod:`yolotr.data.dataset_yaml` reads the YAML; this module lists each split's images and label files (a
+COCO JSON is read by :mod:`yolotr.data.coco`); every image is then checked by :mod:`yolotr.data.validation` (an image
 with an ``error`` in its labels is left out, a ``warning`` was repaired) and the outcome is cached
 by :mod:`yolotr.data.label_cache`. All problems of a split are collected into one
 :class:`DataReport`, like a compiler.
@@ -33,19 +33,15 @@ by :mod:`yolotr.data.label_cache`. All problems of a split are collected into on
 
 from __future__ import annotations
 
-import difflib
 import functools
 import glob
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from yolotr.data.coco import coco_items, coco_names
+from yolotr.data.coco import coco_items
+from yolotr.data.dataset_yaml import FORMATS, DatasetConfig, is_json, load_dataset_config
 from yolotr.data.label_cache import (
     CACHE_VERSION,
     CachedSplit,
@@ -70,7 +66,6 @@ from yolotr.data.validation import (
     warning,
 )
 from yolotr.errors import DataError, did_you_mean
-from yolotr.yaml_loading import load_yaml
 
 __all__ = [
     "CACHE_VERSION",
@@ -92,227 +87,13 @@ __all__ = [
 LOGGER = logging.getLogger("yolotr")
 
 IMG_FORMATS = IMAGE_SUFFIXES  # .pfm (float pixels) is not: Pillow cannot check it, training reads 8-bit
-FORMATS = ("yolo", "coco", "voc")
 LOGGED_PROBLEMS = 5  # problems that load_records logs; `yolotr check-data` lists them all
-KEYS = (
-    "path", "train", "val", "test", "names", "nc", "format", "images", "annotations", "download", "kpt_shape",
-    "flip_idx",
-)  # fmt: skip
 WHERE_LABELS = {
     "yolo": "YOLO labels are read from a labels/ folder beside images/ (images/a.jpg -> labels/a.txt); "
     "for Pascal VOC XML or a COCO JSON set format: voc or format: coco",
     "voc": "VOC labels are read from annotations/<image stem>.xml (the 'annotations' key moves them)",
     "coco": "COCO labels are the JSON's 'annotations' of each image",
 }
-
-
-@dataclass
-class DatasetConfig:
-    """A resolved dataset YAML. ``splits`` maps a split name to its entries (absolute paths)."""
-
-    root: Path
-    names: list[str]
-    format: str
-    splits: dict[str, list[str]]
-    images: Path
-    annotations: Path
-    source: str = "<dict>"
-    keypoint_values: int = 0  # a pose set's kpt_shape product: the columns after each label row's box
-
-    @property
-    def nc(self) -> int:
-        return len(self.names)
-
-
-def load_dataset_config(data: str | os.PathLike | dict | DatasetConfig) -> DatasetConfig:
-    """Read a dataset YAML (a path, a dict, or ``"shapes"`` for the built-in dataset).
-
-    Raises:
-        DataError: naming the file and key when the YAML cannot be used.
-    """
-    if isinstance(data, DatasetConfig):
-        return data
-    if isinstance(data, str) and data == "shapes":
-        from yolotr.data.synthetic import make_shapes_dataset
-
-        data = make_shapes_dataset(cache_dir() / "shapes")
-    if isinstance(data, dict):
-        return _parse_config(data, Path.cwd(), "<dict>")
-    file = Path(data)
-    if not file.is_file():
-        raise DataError(f"{file}: dataset YAML not found (give a path to a YAML file, or 'shapes')")
-    try:
-        cfg = load_yaml(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise DataError(f"{file}: cannot read dataset YAML: {exc}") from None
-    if not isinstance(cfg, dict):
-        raise DataError(f"{file}: a dataset YAML must be a mapping with path, train, val and names")
-    return _parse_config(cfg, Path(os.path.abspath(file)).parent, str(file))
-
-
-def _parse_config(cfg: dict, base: Path, source: str) -> DatasetConfig:
-    for key in cfg:  # a misspelt key would be ignored, and its setting with it
-        near = difflib.get_close_matches(str(key), KEYS, n=1, cutoff=0.75)
-        if key not in KEYS and near:
-            raise DataError(f"{source}: unknown key {key!r}: did you mean {near[0]!r}?")
-    root = Path(_path_value(cfg, "path", source) or ".").expanduser()
-    root = Path(os.path.abspath(root if root.is_absolute() else base / root))
-    names = _parse_names(cfg, source)
-    splits: dict[str, list[str]] = {}
-    for split in ("train", "val", "test"):
-        entries = cfg.get(split)
-        if entries is None:
-            continue
-        entries = entries if isinstance(entries, list) else [entries]
-        resolved = []
-        for entry in entries:
-            if not isinstance(entry, str | os.PathLike):
-                raise DataError(f"{source}: key '{split}': expected a path or a list of paths, got {entry!r}")
-            if not str(entry).strip():  # Path("") is ".": the dataset root, every split's images at once
-                raise DataError(
-                    f"{source}: key '{split}': an empty path; name the split's folder, list file or images, or leave "
-                    "the key out"
-                )
-            resolved.append(_split_path(root, entry))
-        splits[split] = resolved
-    if not splits:
-        raise DataError(f"{source}: no 'train' or 'val' key: name the images of each split")
-    fmt = cfg.get("format")
-    if fmt is None:
-        all_entries = [e for v in splits.values() for e in v]
-        fmt = "coco" if all_entries and all(_is_json(e) for e in all_entries) else "yolo"
-    if fmt not in FORMATS:
-        raise DataError(f"{source}: key 'format': {fmt!r} is not one of {', '.join(FORMATS)}")
-    if fmt == "coco" and not names:
-        names = _coco_names(splits, source)
-    if not names:
-        raise DataError(f"{source}: no 'names' or 'nc' key: list the class names")
-    return DatasetConfig(
-        root=root,
-        names=names,
-        format=fmt,
-        splits=splits,
-        images=_sub(root, _path_value(cfg, "images", source), "images"),
-        annotations=_sub(root, _path_value(cfg, "annotations", source), "annotations"),
-        source=source,
-        keypoint_values=_keypoint_values(cfg.get("kpt_shape"), source),
-    )
-
-
-def _split_path(root: Path, entry: str | os.PathLike) -> str:
-    """A split entry as an absolute path under ``root``. An entry ``../x`` that does not exist there is taken as
-    ``x`` under ``root`` when that exists, as the package does: Roboflow's exports write ``train: ../train/images``
-    beside a YAML that sits in the dataset's own folder."""
-    p = Path(entry).expanduser()
-    if p.is_absolute():
-        return str(p)
-    path = root / p
-    if not path.exists() and str(entry).startswith("../") and (root / str(entry)[3:]).exists():
-        LOGGER.debug("split entry %s does not exist; %s does and is used", path, root / str(entry)[3:])
-        path = root / str(entry)[3:]
-    return os.path.abspath(path)
-
-
-def _is_json(entry: str) -> bool:
-    return entry.lower().endswith(".json")
-
-
-def _keypoint_values(kpt_shape: Any, source: str) -> int:
-    """The number of values after each label row's box in a pose set (``kpt_shape: [17, 3]`` -> 51; 0 without).
-
-    Raises:
-        DataError: for a ``kpt_shape`` that is not ``[keypoints, 2 or 3]``.
-    """
-    if kpt_shape is None:
-        return 0
-    ok = (
-        isinstance(kpt_shape, list)
-        and len(kpt_shape) == 2
-        and all(isinstance(v, int) and not isinstance(v, bool) for v in kpt_shape)
-        and kpt_shape[0] >= 1
-        and kpt_shape[1] in (2, 3)
-    )
-    if not ok:
-        raise DataError(
-            f"{source}: key 'kpt_shape': expected [number of keypoints, 2 or 3] (e.g. [17, 3]), got {kpt_shape!r}"
-        )
-    return kpt_shape[0] * kpt_shape[1]
-
-
-def _path_value(cfg: dict, key: str, source: str) -> str | os.PathLike | None:
-    """The path under ``key`` (None when absent).
-
-    Raises:
-        DataError: naming the key when its value is not a path.
-    """
-    value = cfg.get(key)
-    if value is not None and not isinstance(value, str | os.PathLike):
-        raise DataError(f"{source}: key '{key}': expected a path, got {value!r}")
-    return value
-
-
-def _sub(root: Path, value: str | os.PathLike | None, default: str) -> Path:
-    """``value`` (default ``default``) as a path, relative to ``root`` unless absolute."""
-    p = Path(value or default).expanduser()
-    return p if p.is_absolute() else root / p
-
-
-def _parse_names(cfg: dict, source: str) -> list[str]:
-    """The class names of ``names`` (a list, or a mapping id -> name) checked against ``nc``.
-
-    Raises:
-        DataError: naming the key and entry when a name is not a string or number, is empty or
-            repeats, when the ids of a mapping are not 0..n-1, or when ``nc`` disagrees.
-    """
-    names = cfg.get("names")
-    nc = cfg.get("nc")
-    if isinstance(names, dict):
-        if not all(isinstance(k, int) and not isinstance(k, bool) for k in names):
-            raise DataError(f"{source}: key 'names': ids must be integers 0..n-1, got {list(names)}")
-        keys = sorted(names)
-        if keys != list(range(len(keys))):
-            raise DataError(f"{source}: key 'names': ids must be 0..{len(keys) - 1}, got {keys}")
-        names = [_class_name(names[k], f"names[{k}]", source) for k in keys]
-    elif isinstance(names, list):
-        names = [_class_name(n, f"names[{i}]", source) for i, n in enumerate(names)]
-    elif names is not None:
-        raise DataError(f"{source}: key 'names': expected a list or a mapping id -> name")
-    seen: dict[str, int] = {}
-    for i, name in enumerate(names or []):
-        if name in seen:
-            raise DataError(f"{source}: key 'names': {name!r} is both class {seen[name]} and class {i}")
-        seen[name] = i
-    if nc is not None:
-        if not isinstance(nc, int) or isinstance(nc, bool) or nc < 1:
-            raise DataError(f"{source}: key 'nc': expected a positive integer, got {nc!r}")
-        if names is None:
-            names = [f"class{i}" for i in range(nc)]
-        elif len(names) != nc:
-            raise DataError(f"{source}: 'nc' is {nc} but 'names' has {len(names)} entries")
-    return names or []
-
-
-def _class_name(value: Any, key: str, source: str) -> str:
-    """One class name: a non-empty string, or a number taken as its text.
-
-    Raises:
-        DataError: naming ``key`` for anything else (null, a list, a YAML boolean such as ``no``).
-    """
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        hint = " (YAML reads unquoted yes/no/on/off as booleans: quote the name)" if isinstance(value, bool) else ""
-        raise DataError(f"{source}: key '{key}': a class name must be a string, got {value!r}{hint}")
-    if not str(value).strip():
-        raise DataError(f"{source}: key '{key}': empty class name")
-    return str(value)
-
-
-def _coco_names(splits: dict[str, list[str]], source: str) -> list[str]:
-    """The category names of the splits' first COCO JSON, in the order of their ids."""
-    for entries in splits.values():
-        for entry in entries:
-            if _is_json(entry) and Path(entry).is_file():
-                return coco_names(entry)
-    raise DataError(f"{source}: no 'names' and no readable COCO JSON to take the categories from")
 
 
 # --------------------------------------------------------------------------- items of a split
@@ -428,12 +209,12 @@ def _items(config: DatasetConfig, split: str, problems: list[Problem]) -> tuple[
     if config.format == "coco":
         items: list[Item] = []
         for entry in entries:
-            if not _is_json(entry):
+            if not is_json(entry):
                 raise DataError(f"{config.source}: format coco: split '{split}' entry {entry} is not a JSON")
             items.extend(coco_items(entry, config.names, [config.images, config.root], problems))
         return items, watch
     for entry in entries:
-        if _is_json(entry):
+        if is_json(entry):
             raise DataError(
                 f"{config.source}: split '{split}' entry {entry} is a JSON, read as COCO only: set 'format: coco' "
                 f"(every split then a COCO JSON), or name the split's images (format {config.format})"
