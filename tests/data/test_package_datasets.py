@@ -134,3 +134,13 @@ def test_an_upper_case_json_is_read_as_coco(tmp_path):
     assert load_dataset_config(data).format == "coco"
     records, _ = load_records(data, "train", cache=False, log=False)
     assert len(records[0].boxes) == 1
+
+
+def test_the_packages_channels_key(tmp_path, caplog):
+    base = {"path": str(tmp_path), "train": "images", "names": ["a"]}
+    assert load_dataset_config({**base, "channels": 3}).channels == 3
+    with caplog.at_level("WARNING", logger="yolotr"):
+        assert load_dataset_config({**base, "channels": 1}).channels == 1
+    assert "reads every image as 3-channel RGB" in caplog.text
+    with pytest.raises(DataError, match="'channels': 10.*not multispectral"):
+        load_dataset_config({**base, "channels": 10})

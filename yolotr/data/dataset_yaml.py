@@ -22,7 +22,7 @@ LOGGER = logging.getLogger("yolotr")
 FORMATS = ("yolo", "coco", "voc")
 KEYS = (
     "path", "train", "val", "test", "names", "nc", "format", "images", "annotations", "download", "kpt_shape",
-    "flip_idx",
+    "flip_idx", "channels",
 )  # fmt: skip
 
 
@@ -38,6 +38,7 @@ class DatasetConfig:
     annotations: Path
     source: str = "<dict>"
     keypoint_values: int = 0  # a pose set's kpt_shape product: the columns after each label row's box
+    channels: int = 3  # the images' channels (the package's key); grey images are read as RGB
 
     @property
     def nc(self) -> int:
@@ -116,6 +117,7 @@ def _parse_config(cfg: dict, base: Path, source: str) -> DatasetConfig:
         annotations=_sub(root, _path_value(cfg, "annotations", source), "annotations"),
         source=source,
         keypoint_values=_keypoint_values(cfg.get("kpt_shape"), source),
+        channels=_channels(cfg.get("channels"), source),
     )
 
 
@@ -135,6 +137,27 @@ def _split_path(root: Path, entry: str | os.PathLike) -> str:
 
 def is_json(entry: str) -> bool:
     return entry.lower().endswith(".json")
+
+
+def _channels(value: Any, source: str) -> int:
+    """The ``channels`` key of the package's dataset YAMLs: 3 (or absent) is what yolotr reads; 1 (its
+    coco8-grayscale.yaml) is read as RGB with a warning, the model taking 3 channels.
+
+    Raises:
+        DataError: for another count (the package's 10-channel multispectral sets), which yolotr does not read.
+    """
+    if value is None or value == 3:
+        return 3
+    if value == 1:
+        LOGGER.warning(
+            "%s: channels: 1: yolotr reads every image as 3-channel RGB (a grey image repeated), so the model takes "
+            "3 channels where the package builds a 1-channel one", source,
+        )  # fmt: skip
+        return 1
+    raise DataError(
+        f"{source}: key 'channels': {value!r}; yolotr reads RGB (3-channel) and grey images only, not "
+        "multispectral ones"
+    )
 
 
 def _keypoint_values(kpt_shape: Any, source: str) -> int:
