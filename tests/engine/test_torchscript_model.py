@@ -79,3 +79,26 @@ def test_torchscript_export_and_load_print_no_torch_warnings(tmp_path):
     assert [
         str(w.message)[:80] for w in caught if "jit" in str(w.message) or w.category.__name__ == "TracerWarning"
     ] == []
+
+
+def test_config_txt_holds_json_values_as_yolov5_reads_them(tmp_path):
+    """YOLOv5's DetectMultiBackend takes ``names`` from config.txt as it is: a JSON string inside the JSON gave
+    every box one character of it as its class name."""
+    import json
+
+    path = YOLO("yolov5n.yaml", nc=3).export("torchscript", tmp_path / "m.torchscript", imgsz=64, verbose=False).path
+    extra = {"config.txt": ""}
+    torch.jit.load(str(path), _extra_files=extra)
+    meta = json.loads(extra["config.txt"])
+    assert meta["names"] == ["0", "1", "2"] and meta["imgsz"] == [64, 64]
+    assert meta["stride"] == 32 and meta["batch"] == 1
+
+
+def test_a_swin_v2_model_exports_to_torchscript(tmp_path):
+    """The trace check traces twice; Swin V2's position-bias cache, filled by the first trace, made the graphs
+    differ and the export fail."""
+    model = YOLO("yolov5n-swinv2.yaml", nc=2)
+    path = model.export("torchscript", tmp_path / "s.torchscript", imgsz=64, verbose=False).path
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(YOLO(str(path)).model(image)[0], model.model.eval()(image)[0], atol=1e-3, rtol=1e-3)

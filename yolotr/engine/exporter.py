@@ -201,7 +201,7 @@ def export_model(
                 warnings.simplefilter("ignore")  # TracerWarnings (shape checks traced as constants), jit's deprecation
                 traced = torch.jit.trace(module, example, strict=False)
             meta = {**file_metadata(net, example, layout, settings), "batch": str(batch)}  # traced: a fixed shape
-            traced.save(str(partial), _extra_files={"config.txt": json.dumps(meta)})
+            traced.save(str(partial), _extra_files={"config.txt": json.dumps(config_values(meta))})
         # checked before it takes the name: a file that disagrees with PyTorch is never left as the export
         result = _check(module, partial, format, example, layout, nc, path) if check else None
         partial.replace(path)
@@ -302,6 +302,21 @@ def file_metadata(
     if input_fit(net) == STRETCH:  # RT-DETR: the reader resizes images to the input without keeping the aspect
         meta["fit"] = STRETCH
     return meta
+
+
+def config_values(meta: dict[str, str]) -> dict:
+    """:func:`file_metadata` (strings, as ONNX metadata props must be) as a TorchScript ``config.txt`` holds them:
+    ``names``, ``imgsz`` and ``nms`` as JSON lists and objects, ``stride`` and ``batch`` as numbers, as YOLOv5's
+    and the package's exports write them (YOLOv5's reader takes ``names`` as it is: a JSON string in the JSON
+    labelled every box with one character of it)."""
+    values: dict = dict(meta)
+    for key in ("names", "imgsz", "nms"):
+        if key in values:
+            values[key] = json.loads(values[key])
+    for key in ("stride", "batch"):
+        if key in values:
+            values[key] = int(values[key])
+    return values
 
 
 def _run_file(path: Path, format: str, x: torch.Tensor) -> list[np.ndarray]:

@@ -171,10 +171,12 @@ class WindowAttentionV2(nn.Module):
     def position_bias(self) -> torch.Tensor:
         """``16 * sigmoid(cpb_mlp(table))`` gathered to ``(heads, N, N)``, float32 or float64 with float64 weights.
 
-        Cached when no gradient is needed (eval, ``no_grad``) until the ``cpb_mlp`` weights change.
+        Cached when no gradient is needed (eval, ``no_grad``) until the ``cpb_mlp`` weights change; not while an
+        export traces the layer (TorchScript's trace check traces twice: a cache filled by the first run made the
+        second graph differ, and every Swin V2 model failed to export).
         """
         params = tuple(self.cpb_mlp.parameters())
-        cacheable = not (torch.is_grad_enabled() and any(p.requires_grad for p in params))
+        cacheable = not _tracing() and not (torch.is_grad_enabled() and any(p.requires_grad for p in params))
         key = tuple((p.data_ptr(), p._version, p.device) for p in params)
         if cacheable and self._bias_cache is not None and self._bias_cache[0] == key:
             return self._bias_cache[1]
