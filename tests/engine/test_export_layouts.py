@@ -173,3 +173,20 @@ def test_opencv_dnn_runs_our_exports_as_onnxruntime_does(name, nms, tmp_path):
     if nms:
         assert ((expected[..., 4] > 0).sum(1) >= 10).all()  # the comparison has detections to compare
     np.testing.assert_allclose(got, expected, atol=1e-4 * 128, rtol=1e-4)  # boxes in pixels: 1e-4 of the size
+
+
+@pytest.mark.parametrize(
+    ("options", "dims"),
+    [({}, ["batch", 6, 84]), ({"dynamic": False}, [1, 6, 84]), ({"nms": True}, ["batch", 300, 6]),
+     ({"dynamic_size": True}, ["batch", 6, "anchors"])],
+)  # fmt: skip
+def test_an_onnx_files_output_declares_its_fixed_sizes(tmp_path, options, dims):
+    """The tracer named fixed output sizes ``Concatoutput_dim_1``, as if they were dynamic."""
+    import onnx
+
+    from yolotr import YOLO
+
+    model = YOLO("yolov8n.yaml", nc=2)
+    path = model.export("onnx", tmp_path / "m.onnx", imgsz=64, verbose=False, **options).path
+    (output,) = onnx.load(str(path)).graph.output
+    assert [d.dim_value or d.dim_param for d in output.type.tensor_type.shape.dim] == dims

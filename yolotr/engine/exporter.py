@@ -277,10 +277,25 @@ def _export_onnx(module, example, path, dynamic, dynamic_size, layout, opset, ne
     import onnx
 
     proto = onnx.load(str(path))
+    with torch.no_grad():
+        out = module(example)
+    shapes = [list(t.shape) for t in (out if isinstance(out, tuple | list) else (out,))]
+    _declare_fixed_output_dims(proto, axes, shapes)
     for key, value in file_metadata(net, example, layout, settings, dynamic_size).items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(path))
+
+
+def _declare_fixed_output_dims(proto, axes: dict, shapes: list[list[int]]) -> None:
+    """Write the outputs' fixed sizes into the graph: the tracer names them ``Concatoutput_dim_1`` (and the batch
+    of a ``--static`` file too), which looked dynamic to tools that read the class or anchor count from the
+    graph's declared shape. Axes exported as dynamic keep their names."""
+    for output, shape in zip(proto.graph.output, shapes):
+        dynamic = axes.get(output.name, {})
+        for i, dim in enumerate(output.type.tensor_type.shape.dim):
+            if i not in dynamic and i < len(shape):
+                dim.dim_value = int(shape[i])
 
 
 def file_metadata(
