@@ -124,8 +124,8 @@ def add_caption_parser(subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("val", help="BLEU-1..4 and CIDEr-D of a caption checkpoint")
     _add_decoding_flags(p)
     p.add_argument("--data", default=None, help="default: the training data")
-    p.add_argument("--n-val", type=int, default=None, help="shapes only: validation images")
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--n-val", type=number_arg(int, ">= 1"), default=None, help="shapes only: validation images")
+    p.add_argument("--batch", type=number_arg(int, ">= 1"), default=64)
     p.set_defaults(func=cmd_caption_val)
 
     p = sub.add_parser("predict", help="caption images, folders, globs or videos")

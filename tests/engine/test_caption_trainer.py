@@ -49,6 +49,8 @@ def test_train_resume_and_predict_with_attention(cache, tmp_path):
     rows = list(csv.DictReader(open(run / "results.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
     assert torch.load(run / "weights" / "last.pt", weights_only=True)["step"] == 3 * 2
+    with pytest.raises(ConfigError, match="finished its 3 epochs; give more epochs"):
+        CaptionTrainer({"resume": str(run / "weights" / "last.pt")})
 
     image = cache / "img.png"
     cv2.imwrite(str(image), np.full((80, 60, 3), 200, np.uint8))
@@ -186,3 +188,43 @@ def test_caption_decoding_flags_out_of_range_are_refused(flag, value, capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["caption", "predict", "--model", "m.pt", "--source", "x.jpg", flag, value])
     assert f"argument {flag}: must be >=" in capsys.readouterr().err
+
+
+def _coco_captions(tmp_path, images, annotations):
+    path = tmp_path / "captions.json"
+    path.write_text(json.dumps({"images": images, "annotations": annotations}))
+    return path
+
+
+def test_coco_captions_with_one_id_for_two_images_are_refused(tmp_path):
+    """The second image took the first one's id: its captions moved to the other photo without a word."""
+    images = [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}, {"id": 1, "file_name": "c.jpg"}]
+    path = _coco_captions(tmp_path, images, [{"image_id": 1, "caption": "a raccoon"}])
+    with pytest.raises(DataError, match=r"images\[2\]: id 1 is also the id of images\[0\]"):
+        read_caption_json(path, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("document", "message"),
+    [({"images": [{"id": 1, "file_name": None}], "annotations": []}, r"images\[0\] needs an 'id' and a 'file_name'"),
+     ({"images": [{"id": 1, "file_name": "a.jpg"}]}, "need a list under 'annotations'"),
+     ({"images": [], "annotations": {"0": "x"}}, "need a list under 'annotations', got dict")],
+)  # fmt: skip
+def test_malformed_coco_captions_name_the_entry(tmp_path, document, message):
+    path = tmp_path / "captions.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(DataError, match=message):
+        read_caption_json(path, tmp_path)
+
+
+def test_captions_without_a_word_are_skipped_with_a_warning(tmp_path, caplog):
+    images = [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}]
+    annotations = [{"image_id": 1, "caption": "A raccoon."}, {"image_id": 1, "caption": ""},
+                   {"image_id": 2, "caption": "🍎🍎 !!!"}]  # fmt: skip
+    with caplog.at_level("WARNING", logger="yolotr"):
+        data = read_caption_json(_coco_captions(tmp_path, images, annotations), tmp_path)
+    assert [p.name for p in data.paths] == ["a.jpg"] and data.captions == [["A raccoon."]]
+    assert "annotations[1]" in caplog.text and "annotations[2]" in caplog.text and "without a caption" in caplog.text
+    only_noise = _coco_captions(tmp_path, images[1:], annotations[2:])
+    with pytest.raises(DataError, match="no captions"):
+        read_caption_json(only_noise, tmp_path)

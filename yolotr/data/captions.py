@@ -9,6 +9,7 @@ captions JSON files (relative to ``path``), ``*_images`` the folders their image
 from __future__ import annotations
 
 import json
+import logging
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,9 @@ from tqdm import tqdm
 
 from yolotr.data.images import read_image
 from yolotr.errors import DataError
-from yolotr.models.vocab import Vocabulary
+from yolotr.models.vocab import Vocabulary, tokenize
+
+LOGGER = logging.getLogger("yolotr")
 
 
 @dataclass
@@ -37,38 +40,77 @@ class CaptionSet:
 
 
 def read_caption_json(json_path: str | Path, image_root: str | Path) -> CaptionSet:
-    """A COCO captions JSON or a ``{relative image path: caption(s)}`` mapping -> :class:`CaptionSet`."""
+    """A COCO captions JSON or a ``{relative image path: caption(s)}`` mapping -> :class:`CaptionSet`.
+
+    A caption without a word (empty, or only punctuation and emoji) is skipped with a warning naming its entry,
+    and so is an image left without a caption; an image with none is logged.
+
+    Raises:
+        DataError: naming the file and the entry for a JSON of another shape, two images with one id, an
+            ``image_id`` the JSON does not list, or no caption with a word at all.
+    """
     json_path, image_root = Path(json_path), Path(image_root)
     try:
         obj = json.loads(json_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise DataError(f"{json_path}: cannot read captions JSON ({e})") from None
-    grouped: dict[str, list[str]] = {}
-    if isinstance(obj, dict) and "annotations" in obj:
-        files = {}
-        for k, im in enumerate(obj.get("images") or []):
-            if not isinstance(im, dict) or "id" not in im or "file_name" not in im:
-                raise DataError(f"{json_path}: images[{k}] needs 'id' and 'file_name'")
-            files[im["id"]] = im["file_name"]
-        for k, ann in enumerate(obj["annotations"]):
-            if not isinstance(ann, dict) or not isinstance(ann.get("caption"), str):
-                raise DataError(f"{json_path}: annotations[{k}] needs a string 'caption'")
-            if ann.get("image_id") not in files:
-                raise DataError(f"{json_path}: annotations[{k}] refers to unknown image_id {ann.get('image_id')!r}")
-            grouped.setdefault(files[ann["image_id"]], []).append(ann["caption"])
+    if isinstance(obj, dict) and ("annotations" in obj or "images" in obj):
+        grouped = _coco_captions(obj, json_path)
     elif isinstance(obj, dict):
+        grouped = {}
         for name, caps in obj.items():
             caps = [caps] if isinstance(caps, str) else caps
             if not isinstance(caps, list) or not all(isinstance(c, str) for c in caps):
                 raise DataError(f"{json_path}: key {name!r} must map to a caption or a list of captions")
-            grouped[name] = list(caps)
+            grouped[name] = [c for k, c in enumerate(caps) if _has_words(c, json_path, f"{name!r}[{k}]")]
     else:
         raise DataError(f"{json_path}: expected COCO captions ('images' + 'annotations') or an image->caption map")
+    without = [k for k, v in grouped.items() if not v]
+    if without:
+        LOGGER.warning("%s: %d image(s) without a caption left out (e.g. %s)", json_path, len(without), without[0])
     grouped = {k: v for k, v in grouped.items() if v}
     if not grouped:
         raise DataError(f"{json_path}: no captions")
     names = sorted(grouped)
     return CaptionSet([image_root / n for n in names], [grouped[n] for n in names])
+
+
+def _coco_captions(obj: dict, json_path: Path) -> dict[str, list[str]]:
+    """``file_name -> captions`` of a COCO captions JSON (see :func:`read_caption_json`)."""
+    images, annotations = obj.get("images"), obj.get("annotations")
+    for key, value in (("images", images), ("annotations", annotations)):
+        if not isinstance(value, list):
+            raise DataError(f"{json_path}: COCO captions need a list under '{key}', got {type(value).__name__}")
+    files: dict = {}
+    first: dict = {}
+    for k, im in enumerate(images):
+        if (
+            not isinstance(im, dict)
+            or "id" not in im
+            or not isinstance(im.get("file_name"), str)
+            or not im["file_name"]
+        ):
+            raise DataError(f"{json_path}: images[{k}] needs an 'id' and a 'file_name' (a path)")
+        if im["id"] in first:
+            raise DataError(f"{json_path}: images[{k}]: id {im['id']!r} is also the id of images[{first[im['id']]}]")
+        first[im["id"]], files[im["id"]] = k, im["file_name"]
+    grouped: dict[str, list[str]] = {name: [] for name in files.values()}
+    for k, ann in enumerate(annotations):
+        if not isinstance(ann, dict) or not isinstance(ann.get("caption"), str):
+            raise DataError(f"{json_path}: annotations[{k}] needs a string 'caption'")
+        if ann.get("image_id") not in files:
+            raise DataError(f"{json_path}: annotations[{k}] refers to unknown image_id {ann.get('image_id')!r}")
+        if _has_words(ann["caption"], json_path, f"annotations[{k}]"):
+            grouped[files[ann["image_id"]]].append(ann["caption"])
+    return grouped
+
+
+def _has_words(caption: str, json_path: Path, where: str) -> bool:
+    """Whether ``caption`` has a word to train on; warned of, naming ``where``, when it has none."""
+    if tokenize(caption):
+        return True
+    LOGGER.warning("%s: %s: caption %r has no word (empty or only punctuation): skipped", json_path, where, caption)
+    return False
 
 
 def load_caption_data(args: dict) -> tuple[CaptionSet, CaptionSet]:

@@ -291,6 +291,10 @@ class CaptionTrainer:
             args = {**DEFAULTS, **ckpt["args"]}
             args.update({k: v for k, v in overrides.items() if k in ("epochs", "time_limit", "device", "workers")})
             check_caption_settings(args)
+            if not args["time_limit"] and ckpt["epoch"] + 1 >= args["epochs"]:
+                raise ConfigError(
+                    f"{path}: the run finished its {args['epochs']} epochs; give more epochs (--epochs N) to go on"
+                )
             args["resume"] = str(path)
             self.save_dir = path.parent.parent
         else:
@@ -334,6 +338,8 @@ class CaptionTrainer:
         LOGGER.info("caption model: %d parameters, vocabulary %d, encoder %s", n_params, len(vocab), a["encoder"])
         train_ds = CaptionDataset(train_set, vocab, a["imgsz"], a["max_len"], train=True, cache=True)
         val_ds = CaptionDataset(val_set, vocab, a["imgsz"], a["max_len"], train=False, cache=True)
+        if len(val_ds) < 2:  # every n-gram's idf is log(1) = 0: CIDEr-D is 0 whatever the captions
+            LOGGER.warning("one validation image: CIDEr-D is always 0 on one image, so best.pt goes by BLEU-4")
         gen = torch.Generator().manual_seed(a["seed"])
         loader = DataLoader(
             train_ds, batch_size=a["batch"], shuffle=True, drop_last=len(train_ds) > a["batch"], generator=gen,
@@ -415,7 +421,7 @@ class CaptionTrainer:
                 format_scores(metrics), elapsed,
             )  # fmt: skip
             tb.caption_epoch(epoch, row[1], lr, metrics, val_ds, hyps)
-            fitness = metrics["CIDEr-D"]
+            fitness = metrics["CIDEr-D"] if len(val_ds) > 1 else metrics["BLEU-4"]
             common = {"epoch": epoch, "step": step, "elapsed": elapsed, "args": dict(a), "metrics": dict(metrics)}
             if fitness > best:
                 best = fitness

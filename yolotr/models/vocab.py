@@ -1,8 +1,10 @@
 """Word-level caption vocabulary: lower-cased words, four special tokens, a minimum count.
 
-Tokenization keeps runs of letters, digits and apostrophes and drops punctuation, so
-``"Two circles, a square."`` becomes ``["two", "circles", "a", "square"]``. The same function
-tokenizes hypotheses and references for the metrics, so they always agree.
+Tokenization keeps runs of letters (any script), digits, apostrophes and hyphens and drops other punctuation,
+then the quotes and dashes around a word, so ``"Two circles, a 'naïve' black-and-white square."`` becomes
+``["two", "circles", "a", "naïve", "black-and-white", "square"]`` (as COCO's PTB tokenizer keeps them; only its
+split of ``'s`` is not made). The same function tokenizes hypotheses and references for the metrics, so they
+always agree.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import re
 from collections import Counter
 from collections.abc import Iterable
 
-_WORD = re.compile(r"[a-z0-9']+")
+_WORD = re.compile(r"[\w'\-]+")
+_AROUND = "'-_"
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-cased words of ``text`` without punctuation."""
-    return [w for w in _WORD.findall(text.lower()) if w.strip("'")]
+    """Lower-cased words of ``text`` without punctuation (letters of any script: ``café``, not ``caf``)."""
+    words = (w.strip(_AROUND) for w in _WORD.findall(text.lower()))
+    return [w for w in words if w]
 
 
 class Vocabulary:
