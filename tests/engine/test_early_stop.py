@@ -47,5 +47,5 @@ def test_training_stops_early_and_says_so(tiny_shapes, tmp_path, monkeypatch, ca
     assert "stopping early: no better fitness for 1 epoch(s) (patience 1)" in caplog.text
     assert "3 epochs done in" in caplog.text and "stopped early after epoch 3 (patience 1; best epoch 2)" in caplog.text
     state = torch.load(tmp_path / "run" / "weights" / "last.pt", weights_only=True)["train_state"]
-    assert state["early_stop"] == {"best_fitness": 0.3, "best_epoch": 2}
+    assert state["early_stop"] == {"best_fitness": 0.3, "best_epoch": 2, "stopped_epoch": 3}
     assert state["cfg"]["patience"] == 1

@@ -50,16 +50,21 @@ def test_early_stopping_waits_through_a_zero_fitness_start():
     assert stopper.best_epoch == 5
 
 
-def test_deterministic_off_after_on_and_the_callers_settings_back(tiny_shapes, tmp_path):
-    before = torch.are_deterministic_algorithms_enabled()
-    assert not before
+@pytest.mark.parametrize("callers", [False, True])
+def test_deterministic_off_after_on_and_the_callers_settings_back(tiny_shapes, tmp_path, callers):
+    original = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(callers, warn_only=True)
     seen = []
-    for flag in (True, False):
-        trainer = Trainer(tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, name=f"d{flag}", deterministic=flag))
-        trainer.add_callback("on_batch_start", lambda t: seen.append(torch.are_deterministic_algorithms_enabled()))
-        trainer.train()
-        assert torch.are_deterministic_algorithms_enabled() is before
-        assert torch.utils.deterministic.fill_uninitialized_memory
+    try:
+        for flag in (True, False):
+            cfg = tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, name=f"d{flag}{callers}", deterministic=flag)
+            trainer = Trainer(cfg)
+            trainer.add_callback("on_batch_start", lambda t: seen.append(torch.are_deterministic_algorithms_enabled()))
+            trainer.train()
+            assert torch.are_deterministic_algorithms_enabled() is callers
+            assert torch.utils.deterministic.fill_uninitialized_memory
+    finally:
+        torch.use_deterministic_algorithms(original[0], warn_only=original[1])
     assert seen == [True] * 4 + [False] * 4
 
 

@@ -69,10 +69,12 @@ class EarlyStopping:
         return f", stopped early after epoch {self.stopped_epoch} (patience {self.patience}; {best})"
 
     def state_dict(self) -> dict:
-        return {"best_fitness": self.best_fitness, "best_epoch": self.best_epoch}
+        """The best so far and, once it stopped the run, the epochs done then (a resume is refused after it)."""
+        return {"best_fitness": self.best_fitness, "best_epoch": self.best_epoch, "stopped_epoch": self.stopped_epoch}
 
     def load_state_dict(self, state: dict | None) -> None:
-        """Restore what :meth:`state_dict` saved (a resumed run keeps counting from its best epoch)."""
+        """Restore what :meth:`state_dict` saved (a resumed run keeps counting from its best epoch; one resumed
+        after it stopped early, with a larger patience, goes on)."""
         if state:
             self.best_fitness, self.best_epoch = state.get("best_fitness"), int(state.get("best_epoch", 0))
 

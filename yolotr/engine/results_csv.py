@@ -9,6 +9,25 @@ from pathlib import Path
 CSV_METRICS = ("metrics/precision", "metrics/recall", "metrics/mAP50", "metrics/mAP50-95")
 
 
+def trim_results_rows(save_dir: Path, epochs_done: int) -> None:
+    """Drop the rows of ``save_dir/results.csv`` after epoch ``epochs_done`` (1-based ``epoch`` column): a
+    resume from a checkpoint that a kill kept from being replaced writes those epochs again."""
+    path = Path(save_dir) / "results.csv"
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+
+    def kept(line: str) -> bool:
+        first = line.split(",", 1)[0].strip()
+        return not first.isdigit() or int(first) <= epochs_done
+
+    rows = lines[:1] + [line for line in lines[1:] if kept(line)]
+    if rows != lines:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(rows))
+        tmp.replace(path)
+
+
 def append_results_row(
     save_dir: Path,
     epoch: int,
@@ -43,6 +62,10 @@ def append_results_row(
     if not new:
         with path.open(newline="") as f:
             existing = next(csv.reader(f), header)
+        with path.open("rb+") as f:  # an edited file may end without its newline: the row would join the last
+            f.seek(-1, 2)
+            if f.read(1) != b"\n":
+                f.write(b"\n")
         values = dict(zip(header, row))
         header, row = existing, [values.get(k, math.nan) for k in existing]
     with path.open("a", newline="") as f:

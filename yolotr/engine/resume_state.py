@@ -33,6 +33,11 @@ def resume_state(run_dir: str | Path, **overrides) -> tuple[dict, dict]:
     last = run_dir / "weights" / "last.pt" if run_dir.is_dir() else run_dir
     if not last.is_file():
         raise CheckpointError(f"{last}: no checkpoint to resume from")
+    if last.parent.name != "weights":  # the run folder is the file's grandparent: another folder's would be written
+        raise CheckpointError(
+            f"{last}: a resume writes into the run folder its checkpoint sits in (RUN/weights/last.pt), and this "
+            f"file is not in a weights folder; resume the run folder, or start a new run from it with --weights {last}"
+        )
     kind, checkpoint = read_checkpoint(last)  # says what an unreadable or foreign file looks like
     state = checkpoint.get("train_state") if kind == "yolotr" else None
     if not state:
@@ -50,15 +55,37 @@ def resume_state(run_dir: str | Path, **overrides) -> tuple[dict, dict]:
             "its weights to change the others)", ", ".join(ignored), ", ".join(RESUME_SETTINGS),
         )  # fmt: skip
     cfg = dict(state["cfg"], **{k: checked[k] for k in given if k in RESUME_SETTINGS})
-    if int(state["batch"]) == 0 and int(state["epoch"]) >= int(cfg["epochs"]):
+    epoch = int(state["epoch"])  # epochs done (a mid-epoch checkpoint's: the 0-based epoch it is in)
+    if epoch >= int(cfg["epochs"]):
+        done = "is finished" if int(state["batch"]) == 0 else f"is in epoch {epoch + 1}"
         raise CheckpointError(
-            f"{last}: training to {cfg['epochs']} epochs is finished; nothing to resume. Give a larger "
-            f"epochs to train on (--epochs N), or start a new run from its weights (--weights {last})"
+            f"{last}: training to {cfg['epochs']} epochs {done}; nothing to resume. Give a larger epochs to train "
+            f"on (--epochs N, at least {epoch + 1}), or start a new run from its weights (--weights {last})"
         )
+    _refuse_after_early_stop(last, state, cfg)
+    if "time_limit" in given:  # the new limit is fitted again after the resumed run's first epoch
+        state["epochs_fitted"] = False
     state["run_dir"] = str(last.parent.parent)
     state["checkpoint"] = checkpoint
     _rescore_best(state, checkpoint, last.parent.parent / "results.csv")
     return cfg, state
+
+
+def _refuse_after_early_stop(last: Path, state: dict, cfg: dict) -> None:
+    """A run that early stopping ended is finished, as the package says of it, unless the resume's ``patience``
+    (0: off) reaches past the epochs since its best; it then goes on counting from that best."""
+    stop = state.get("early_stop") or {}
+    stopped = stop.get("stopped_epoch")
+    if stopped is None:
+        return
+    patience = int(cfg["patience"])
+    if patience and stopped - int(stop.get("best_epoch", 0)) >= patience:
+        raise CheckpointError(
+            f"{last}: early stopping ended the run after epoch {stopped} (patience {patience}, best epoch "
+            f"{stop.get('best_epoch')}); nothing to resume. Give a larger patience to go on (--set patience=N, 0 "
+            "turns it off)"
+        )
+    stop["stopped_epoch"] = None
 
 
 def _rescore_best(state: dict, checkpoint: dict, results_csv: Path) -> None:

@@ -48,6 +48,12 @@ def build_train_model(
     if resume is not None:
         model = DetectionModel(resume["checkpoint"]["model_yaml"])
         match_class_width(model, resume["model"])  # a head widened by its weight transfer
+        trained = [str(n) for n in resume["checkpoint"].get("names") or []]
+        if trained and trained != [str(n) for n in names]:
+            raise ConfigError(
+                f"resume: {data_source} names the classes {names}, the run was trained on {trained}; a resume may "
+                "move the dataset, not change its classes (start a new run from the weights with --weights)"
+            )
     elif isinstance(model_in, dict):
         model = DetectionModel(model_in, nc=nc)
     elif model_in is not None:

@@ -35,7 +35,7 @@ from yolotr.engine.head_mode import STRETCH, input_fit
 from yolotr.engine.heap import set_mmap_threshold
 from yolotr.engine.optim import apply_schedule, build_optimizer, resolve_train_settings
 from yolotr.engine.progress import LOG_EVERY, LossProgress
-from yolotr.engine.results_csv import append_results_row, plot_results
+from yolotr.engine.results_csv import append_results_row, plot_results, trim_results_rows
 from yolotr.engine.resume_state import resume_state
 from yolotr.engine.runs import next_run_dir, select_device
 from yolotr.engine.sampler import ResumableBatchSampler, train_loader
@@ -158,6 +158,7 @@ class Trainer:
         )
         self.start_epoch, self.start_batch, self.last_opt_step, self.best_fitness = 0, 0, -1, -1.0
         self.optimizer_steps = 0  # optimizer steps that ran, over the whole run (save_period_steps counts them)
+        self.overflows_before, self.resumed_overflows = 0, None  # GradScaler's overflow count at the epoch's start
         self.elapsed_before, self.resumed_loss = 0.0, None  # a resumed run's seconds and its epoch's loss sums
         self.epochs_fitted = False  # time_limit: epochs fitted to it (once a run; checkpoints keep it)
         self._window: list[tuple[torch.Tensor, torch.Tensor]] = []  # the batches of the step being accumulated
@@ -201,6 +202,11 @@ class Trainer:
         self.start_epoch, self.start_batch = int(state["epoch"]), int(state["batch"])
         self.last_opt_step = int(state["last_opt_step"])
         self.optimizer_steps = int(state.get("optimizer_steps", 0))
+        self.resumed_overflows = state.get("epoch_overflows_start")
+        if self.main:  # rows of epochs after this checkpoint (written before a kill stopped its last.pt) go
+            trim_results_rows(self.save_dir, int(state["epoch"]))
+            for partial in self.weights_dir.glob(".*.pt.*.tmp"):  # a checkpoint a kill left half written
+                partial.unlink(missing_ok=True)
         self.best_fitness = float(state["best_fitness"])
         self.stopper.load_state_dict(state.get("early_stop"))
         self.guard.load_state_dict(state.get("guard") or {"lr_multiplier": state.get("lr_multiplier", 1.0)})
@@ -224,6 +230,7 @@ class Trainer:
             "batch": batch,
             "last_opt_step": self.last_opt_step,
             "optimizer_steps": self.optimizer_steps,
+            "epoch_overflows_start": self.overflows_before,  # a resumed epoch's results row counts them all
             "best_fitness": self.best_fitness,
             "early_stop": self.stopper.state_dict(),
             "guard": self.guard.state_dict(),
@@ -237,16 +244,19 @@ class Trainer:
         return model_checkpoint(exported, epoch=epoch, fitness=fitness, train_state=train_state)
 
     def _save(self, epoch: int, batch: int, fitness: float | None = None, best: bool = False) -> None:
+        """Write the checkpoints of ``(epoch, batch)``: ``epoch<N>.pt`` and ``best.pt`` first, ``last.pt`` last.
+        ``last.pt`` says what is done: a kill before it leaves the step to be done again on resume (the others
+        rewritten then), where one after it had lost ``best.pt`` and the epoch's results row for good."""
         if not self.main:
             return
         checkpoint = self._checkpoint(epoch, batch, fitness)
-        save_checkpoint(checkpoint, self.weights_dir / "last.pt")
         period = self.cfg["save_period"]  # YOLOv5's and the package's epoch<N>.pt, N from 0: a copy of last.pt
         if period and batch == 0 and (epoch - 1) % period == 0:
             save_checkpoint(checkpoint, self.weights_dir / f"epoch{epoch - 1}.pt")
         if best:  # the weights and the run's settings, not its optimizer: resuming from best.pt would rewind the run
             weights = {k: v for k, v in checkpoint.items() if k != "train_state"}
             save_checkpoint({**weights, "train_args": self.cfg}, self.weights_dir / "best.pt")
+        save_checkpoint(checkpoint, self.weights_dir / "last.pt")
 
     def _forward_loss(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``targets`` stay on the host, where the losses and heads read counts from them (no accelerator sync)."""
@@ -323,7 +333,8 @@ class Trainer:
                 self.loss_fn.set_progress(epoch, cfg["epochs"])
             resumed = self.resumed_loss if epoch == self.start_epoch and start else None
             progress = self.progress = LossProgress(len(self.loss_fn.names), self.device, resumed)
-            overflows_before = self.gate.overflows
+            resumed_mid_epoch = epoch == self.start_epoch and start and self.resumed_overflows is not None
+            self.overflows_before = self.resumed_overflows if resumed_mid_epoch else self.gate.overflows
             desc = f"epoch {epoch + 1}/{cfg['epochs']}"
             bar = tqdm(self.loader, total=self.nb - start, disable=not self.main, unit="batch", desc=desc)
             for bi, (images, targets, _, _) in enumerate(bar, start=start):
@@ -349,7 +360,7 @@ class Trainer:
                 if bi % LOG_EVERY == 0 or bi == self.nb - 1:  # the logging interval: the loss read on the host
                     bar.set_postfix(dict(zip(self.loss_fn.names, progress.formatted())))
             mean_loss = progress.mean()
-            self.epoch_overflows = self.gate.overflows - overflows_before
+            self.epoch_overflows = self.gate.overflows - self.overflows_before
             metrics = self._end_epoch(epoch, mean_loss)
             epoch += 1
             if self.stopping:
@@ -434,8 +445,7 @@ class Trainer:
         best = fitness is not None and fitness > self.best_fitness
         if best:
             self.best_fitness = fitness
-        if self.main:
-            self._save(epoch + 1, 0, fitness, best=best or not (self.cfg["val"] and self.best_fitness >= 0))
+        if self.main:  # the results row before last.pt: a resume from an earlier last.pt drops the row (_restore)
             append_results_row(
                 self.save_dir,
                 epoch,
@@ -446,6 +456,7 @@ class Trainer:
                 self.elapsed_before + time.time() - self.t0,
                 {"amp/overflow_steps": self.epoch_overflows, "amp/loss_scale": self.gate.get_scale()},
             )
+            self._save(epoch + 1, 0, fitness, best=best or not (self.cfg["val"] and self.best_fitness >= 0))
             self.tb.detection_epoch(self, epoch, mean_loss, metrics)
         self._good_snapshot()
         for fn in self.callbacks["on_epoch_end"]:

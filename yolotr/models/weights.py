@@ -12,8 +12,10 @@ and loaded by name into a model rebuilt from the YAML stored in the checkpoint.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pickle
+import shutil
 import tempfile
 import warnings
 import zipfile
@@ -202,8 +204,21 @@ def transfer_weights(
 
 
 def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
-    """Write ``checkpoint`` atomically: a temporary file in the same folder, fsync, then rename."""
-    return _write_atomically(path, lambda f: torch.save(checkpoint, f))
+    """Write ``checkpoint`` atomically: a temporary file in the same folder, fsync, then rename.
+
+    Raises:
+        CheckpointError: the file could not be written (a full disk, no permission), naming it and the space
+            left on its disk; a file of that name written before is unchanged.
+    """
+    try:
+        return _write_atomically(path, lambda f: torch.save(checkpoint, f))
+    except (OSError, RuntimeError) as e:  # torch's writer reports a full disk as "unexpected pos"
+        free = shutil.disk_usage(Path(path).parent).free / 2**20 if Path(path).parent.is_dir() else math.nan
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(
+            f"{path}: could not be written ({first}; {free:.0f} MB free on its disk); a {Path(path).name} written "
+            "before is unchanged"
+        ) from e
 
 
 def _umask() -> int:
