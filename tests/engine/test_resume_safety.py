@@ -126,3 +126,13 @@ def test_a_full_disk_names_the_file_and_keeps_the_last_checkpoint(tmp_path, monk
         weights.save_checkpoint({"step": 2}, path)
     assert torch.load(path, weights_only=True) == {"step": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left
+
+
+def test_a_relative_data_path_is_kept_absolute_for_a_resume_from_elsewhere(tiny_shapes, tmp_path, monkeypatch):
+    monkeypatch.chdir(tiny_shapes.parent)
+    Trainer(tiny_train_cfg(tiny_shapes.name, tmp_path, epochs=1)).train()
+    state = torch.load(tmp_path / "run" / "weights" / "last.pt", weights_only=True)["train_state"]
+    assert state["cfg"]["data"] == str(tiny_shapes.resolve())
+    monkeypatch.chdir(tmp_path)
+    cfg, _ = resume_state(tmp_path / "run", epochs=2)
+    assert cfg["data"] == str(tiny_shapes.resolve())

@@ -104,6 +104,8 @@ class Trainer:
             torch.utils.deterministic.fill_uninitialized_memory = False
         if self.device.type == "cpu":
             set_mmap_threshold(cfg["mmap_threshold_mb"])  # less heap left behind by each step (engine/heap.py)
+        if isinstance(cfg["data"], str | Path) and Path(cfg["data"]).is_file():  # a resume from another folder
+            cfg["data"] = os.path.abspath(cfg["data"])  # finds it (args.yaml and last.pt keep this path)
         self.data = load_dataset_config(cfg["data"])
         self.names = list(self.data.names)
         self.memory_format = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
