@@ -7,14 +7,23 @@ import inspect
 import logging
 import os
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
 from yolotr.data.imgsz import default_imgsz
-from yolotr.errors import ConfigError, check_keywords
+from yolotr.errors import ConfigError, check_keywords, did_you_mean
 from yolotr.logs import verbosity
 from yolotr.models.loading import is_yaml_source, load_model
 
 LOGGER = logging.getLogger("yolotr")
+# YOLO.add_callback's events: the Trainer's, and the package's names of the same moments
+TRAINER_EVENTS = {
+    "on_batch_start": "on_batch_start",
+    "on_epoch_end": "on_epoch_end",
+    "on_train_batch_start": "on_batch_start",
+    "on_train_epoch_end": "on_epoch_end",
+    "on_fit_epoch_end": "on_epoch_end",
+}
 
 
 class YOLO:
@@ -52,6 +61,22 @@ class YOLO:
         self._untrained = not self.is_exported and is_yaml_source(source)  # train() builds it again, seeded
         # backend name -> (the model it was prepared from, its weights version, the Backend)
         self._prepared: dict[str, tuple[weakref.ref, tuple, object]] = {}
+        self._callbacks: list[tuple[str, Callable]] = []  # (trainer event, fn) for every train() of this model
+
+    def add_callback(self, event: str, fn: Callable) -> None:
+        """Call ``fn(trainer)`` at a training event of every later :meth:`train`: ``on_batch_start`` or
+        ``on_epoch_end`` (after validation and the checkpoints), also by the package's names
+        (``on_train_batch_start``; ``on_train_epoch_end`` and ``on_fit_epoch_end``, both at the epoch's end).
+        ``fn`` gets yolotr's :class:`~yolotr.engine.trainer.Trainer`, whose attributes are not the package's.
+
+        Raises:
+            ConfigError: an event yolotr does not have, with the nearest names.
+        """
+        if event not in TRAINER_EVENTS:
+            raise ConfigError(f"unknown training event {event!r}{did_you_mean(event, list(TRAINER_EVENTS))}")
+        if not callable(fn):
+            raise ConfigError(f"add_callback({event!r}, ...): {fn!r} is not callable")
+        self._callbacks.append((TRAINER_EVENTS[event], fn))
 
     def _verbose(self, verbose: bool | None) -> bool:
         return self.verbose if verbose is None else verbose
@@ -311,7 +336,7 @@ class YOLO:
         resume = overrides.pop("resume", None)
         with verbosity(self._verbose(verbose)):
             if resume not in (None, False):
-                result = Trainer.resume(self._resume_path(resume), **overrides).train()
+                result = self._with_callbacks(Trainer.resume(self._resume_path(resume), **overrides)).train()
                 return self._load_best(result)
             for key in ("data", "imgsz"):
                 if overrides.get(key) is None:  # not given (None too, as in val()): the checkpoint's, if it names one
@@ -327,9 +352,14 @@ class YOLO:
                 model = self.source
             # args.yaml and the log name the model trained (reproducible: yolotr train --cfg args.yaml)
             overrides.setdefault("model", self.source if isinstance(self.source, str) else self._yaml_name())
-            result = Trainer(overrides, model=model).train()
+            result = self._with_callbacks(Trainer(overrides, model=model)).train()
         self._untrained = False
         return self._load_best(result)
+
+    def _with_callbacks(self, trainer):
+        for event, fn in self._callbacks:
+            trainer.add_callback(event, fn)
+        return trainer
 
     def _load_best(self, result: dict) -> dict:
         """Load a finished run's ``best.pt`` into ``self.model``; ``result`` back."""

@@ -269,3 +269,20 @@ def test_a_model_built_from_a_yaml_trains_alike_under_one_seed(tiny_shapes, tmp_
     model.train(**{**cfg, "name": "c", "lr0": 1e-9, "warmup_epochs": 0}, verbose=False)  # continues, barely moving
     moved = max((p - trained[k]).abs().max().item() for k, p in model.model.named_parameters())
     assert moved < 1e-3
+
+
+def test_add_callback_on_the_model_reaches_its_training(tmp_path):
+    """The package's ``model.add_callback("on_train_epoch_end", fn)``: called with the trainer at each epoch."""
+    from yolotr.data.synthetic import make_shapes_dataset
+    from yolotr.errors import ConfigError
+
+    data = make_shapes_dataset(tmp_path / "shapes", n_train=8, n_val=4, imgsz=64, seed=1)
+    model = YOLO("yolov5n.yaml")
+    epochs, batches = [], []
+    model.add_callback("on_train_epoch_end", lambda trainer: epochs.append(trainer.step))
+    model.add_callback("on_batch_start", lambda trainer: batches.append(trainer.step))
+    model.train(data=str(data), epochs=2, imgsz=64, batch=4, nbs=4, workers=0, val=False, project=str(tmp_path),
+                verbose=False)  # fmt: skip
+    assert batches == [0, 1, 2, 3] and epochs == [1, 3]
+    with pytest.raises(ConfigError, match="unknown training event 'on_train_end'"):
+        model.add_callback("on_train_end", print)
