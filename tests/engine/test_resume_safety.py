@@ -136,3 +136,22 @@ def test_a_relative_data_path_is_kept_absolute_for_a_resume_from_elsewhere(tiny_
     monkeypatch.chdir(tmp_path)
     cfg, _ = resume_state(tmp_path / "run", epochs=2)
     assert cfg["data"] == str(tiny_shapes.resolve())
+
+
+def test_a_resume_under_another_process_count_is_refused(tiny_shapes, tmp_path, monkeypatch):
+    """A batch index is another place in the epoch under another process count: images trained twice, or (one
+    process to two) a run that never finished and exited 0."""
+    Trainer(tiny_train_cfg(tiny_shapes, tmp_path, epochs=1)).train()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(CheckpointError, match=r"trained with 1 process\(es\), this resume has 2"):
+        resume_state(tmp_path / "run", epochs=2)
+
+
+def test_an_early_stopped_run_counts_as_finished_for_compare(tiny_shapes, tmp_path, monkeypatch):
+    """``yolotr compare`` would resume it, which the resume now refuses: the run would be reported failed."""
+    from yolotr.engine.compare_runs import run_state
+
+    fitness = iter([0.5, 0.4])
+    monkeypatch.setattr(Trainer, "validate", lambda self: {"fitness": next(fitness)})
+    Trainer(tiny_train_cfg(tiny_shapes, tmp_path, epochs=5, patience=1, val=True)).train()
+    assert run_state(tmp_path / "run").kind == "finished"

@@ -38,8 +38,8 @@ import torch
 import yaml
 
 from yolotr.engine.compare_report import FOOTNOTE, format_table, paired_interval, summarize, t_quantile, write_outputs
-from yolotr.engine.compare_runs import LocalRunner, RayRunner, read_record, run_state
-from yolotr.errors import ConfigError, YolotrError
+from yolotr.engine.compare_runs import LocalRunner, RayRunner, failed_record, read_record, run_state
+from yolotr.errors import CheckpointError, ConfigError, YolotrError
 
 __all__ = ["Comparison", "compare", "format_table", "paired_interval", "plan_runs", "summarize", "t_quantile"]
 LOGGER = logging.getLogger("yolotr")
@@ -330,7 +330,12 @@ def compare(
     todo = []
     earlier = _earlier_runs(save_dir / "runs.csv")  # a re-run keeps each finished run's status and seconds
     for job in jobs:
-        if run_state(job["run_dir"]).kind == "finished":
+        try:
+            state = run_state(job["run_dir"])
+        except CheckpointError as e:  # one unreadable last.pt is that run's failure, not the comparison's
+            records.append(failed_record(job, str(e)))
+            continue
+        if state.kind == "finished":
             records.append(read_record(job, *earlier.get((job["stem"], str(job["seed"])), ("skipped", 0.0))))
         else:
             todo.append(job)

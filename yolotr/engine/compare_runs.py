@@ -65,7 +65,7 @@ def run_state(run_dir: str | Path) -> RunState:
     The trainer saves ``last.pt`` with ``train_state`` ``epoch = e + 1, batch = 0`` after epoch ``e``
     and ``epoch = e, batch = b`` mid-epoch (``save_period_steps``); the run is finished when the epoch
     count of its own settings (``train_state["cfg"]["epochs"]``, which a time limit may have fitted) is
-    reached at a batch boundary.
+    reached at a batch boundary, or when early stopping ended it (a resume would refuse it).
 
     Raises:
         CheckpointError: ``last.pt`` cannot be read or is not a training checkpoint.
@@ -81,7 +81,8 @@ def run_state(run_dir: str | Path) -> RunState:
     if not state:
         raise CheckpointError(f"{last}: not a resumable training checkpoint; delete {run_dir} to train it again")
     epoch, batch, epochs = int(state["epoch"]), int(state["batch"]), int(state["cfg"]["epochs"])
-    kind = "finished" if batch == 0 and epoch >= epochs else "interrupted"
+    stopped = (state.get("early_stop") or {}).get("stopped_epoch") is not None  # patience ended it: finished too
+    kind = "finished" if batch == 0 and (epoch >= epochs or stopped) else "interrupted"
     return RunState(kind, epoch, batch, epochs)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from pathlib import Path
 
 from yolotr.engine.config import resolve_config
@@ -63,6 +64,12 @@ def resume_state(run_dir: str | Path, **overrides) -> tuple[dict, dict]:
             f"on (--epochs N, at least {epoch + 1}), or start a new run from its weights (--weights {last})"
         )
     _refuse_after_early_stop(last, state, cfg)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if int(state.get("world", world)) != world:  # a batch index is another place in the epoch: images again or never
+        raise CheckpointError(
+            f"{last}: the run trained with {state['world']} process(es), this resume has {world}; resume it with "
+            f"the same number (torchrun --nproc-per-node {state['world']} ... for more than one)"
+        )
     if "time_limit" in given:  # the new limit is fitted again after the resumed run's first epoch
         state["epochs_fitted"] = False
     state["run_dir"] = str(last.parent.parent)

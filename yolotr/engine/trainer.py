@@ -233,6 +233,7 @@ class Trainer:
             "last_opt_step": self.last_opt_step,
             "optimizer_steps": self.optimizer_steps,
             "epoch_overflows_start": self.overflows_before,  # a resumed epoch's results row counts them all
+            "world": self.world,  # a batch index means another place in the epoch under another process count
             "best_fitness": self.best_fitness,
             "early_stop": self.stopper.state_dict(),
             "guard": self.guard.state_dict(),
@@ -362,6 +363,10 @@ class Trainer:
                 if bi % LOG_EVERY == 0 or bi == self.nb - 1:  # the logging interval: the loss read on the host
                     bar.set_postfix(dict(zip(self.loss_fn.names, progress.formatted())))
             mean_loss = progress.mean()
+            if self.world > 1:  # every rank's share of the epoch, not rank 0's: the loss of the global batches
+                mean_loss = mean_loss.to(self.device)  # NCCL reduces device tensors only
+                dist.all_reduce(mean_loss)
+                mean_loss = (mean_loss / self.world).cpu()
             self.epoch_overflows = self.gate.overflows - self.overflows_before
             metrics = self._end_epoch(epoch, mean_loss)
             epoch += 1
@@ -458,8 +463,8 @@ class Trainer:
                 self.elapsed_before + time.time() - self.t0,
                 {"amp/overflow_steps": self.epoch_overflows, "amp/loss_scale": self.gate.get_scale()},
             )
+            self.tb.detection_epoch(self, epoch, mean_loss, metrics)  # before last.pt, as the row
             self._save(epoch + 1, 0, fitness, best=best or not (self.cfg["val"] and self.best_fitness >= 0))
-            self.tb.detection_epoch(self, epoch, mean_loss, metrics)
         self._good_snapshot()
         for fn in self.callbacks["on_epoch_end"]:
             fn(self)
