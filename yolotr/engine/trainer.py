@@ -9,6 +9,7 @@ Transformer parameters get their own learning-rate multiplier.
 
 from __future__ import annotations
 
+import datetime
 import functools
 import logging
 import os
@@ -70,7 +71,9 @@ class Trainer:
         self.local_rank = int(os.environ.get("LOCAL_RANK", "-1")) if self.world > 1 else -1
         self.device = select_device(str(self.cfg["device"]), self.local_rank)
         if self.world > 1 and not dist.is_initialized():
-            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            # other ranks wait at a barrier while rank 0 validates: 3 hours, as YOLOv5 (torch's default is 30 min)
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(backend, timeout=datetime.timedelta(hours=3))
         self.main = self.rank == 0
         self._resume_state = _resume
         refuse_fused(model)  # before the run folder: it would train without BatchNorm
