@@ -83,7 +83,7 @@ def cmd_caption_predict(args: argparse.Namespace) -> int:
         if frame.frame is not None:
             entry["frame"] = frame.frame
         if maps is not None:
-            stem = Path(frame.path).stem + (f"_{frame.frame}" if frame.frame is not None else "")
+            stem = Path(frame.path).stem + (f"_{frame.frame + 1}" if frame.frame is not None else "")  # from 1
             fig = save_attention_figure(frame.image, captions[0], maps[0], save_dir / f"{stem}_attention.png")
             entry["attention"] = str(fig)
         results.append(entry)

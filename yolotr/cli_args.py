@@ -133,6 +133,10 @@ def reject_unknown(parser: argparse.ArgumentParser, argv: list[str], extras: lis
             continue
         name = extra.split("=", 1)[0]
         key = name.lstrip("-").replace("-", "_")
+        action = _flag_for(sub, key)  # --save_period: the flag --save-period
+        if action is not None:
+            hints.append(f"{name}; did you mean {action.option_strings[-1]}?")
+            continue
         if _takes_set(sub) and key in _settings():  # a setting without a flag of its own (YOLOv5's --cos-lr)
             hints.append(f"{name}: a setting; write --set {key}=VALUE (or {key}=VALUE)")
             continue
@@ -158,8 +162,11 @@ def set_overrides(items: list[str] | None) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"--set {item}: expected KEY=VALUE")
-        # a path or folder name is the text as typed: YAML would read name=010 as the octal number 8
-        overrides[key] = value if key in ("model", "data", "weights", "project", "name") else yaml_value(value)
+        # a path or folder name is the text as typed (YAML would read name=010 as the octal number 8), but for
+        # null and true/false, which say "none" and are refused as paths
+        parsed = yaml_value(value)
+        named = key in ("model", "data", "weights", "project", "name")
+        overrides[key] = value if named and not (parsed is None or isinstance(parsed, bool)) else parsed
     return overrides
 
 

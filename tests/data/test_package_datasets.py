@@ -105,7 +105,7 @@ def test_a_parent_split_that_exists_is_still_the_parent(tmp_path):
     _image(tmp_path / "train" / "images" / "a.jpg")
     _image(tmp_path / "set" / "train" / "images" / "b.jpg")
     config = load_dataset_config({"path": str(tmp_path / "set"), "train": "../train/images", "names": ["a"]})
-    assert config.splits["train"] == [str(tmp_path / "train" / "images")]
+    assert [Path(e).resolve() for e in config.splits["train"]] == [(tmp_path / "train" / "images").resolve()]
 
 
 def test_hidden_files_and_folders_are_not_images(tmp_path):
@@ -144,3 +144,14 @@ def test_the_packages_channels_key(tmp_path, caplog):
     assert "reads every image as 3-channel RGB" in caplog.text
     with pytest.raises(DataError, match="'channels': 10.*not multispectral"):
         load_dataset_config({**base, "channels": 10})
+
+
+def test_a_parent_entry_goes_through_a_symlinked_dataset_folder(tmp_path):
+    """``../other`` from a dataset folder that is a link: the OS resolves ``..`` from the link's target."""
+    _image(tmp_path / "real" / "other" / "images" / "a.jpg")
+    (tmp_path / "real" / "ds").mkdir()
+    (tmp_path / "links").mkdir()
+    (tmp_path / "links" / "ds").symlink_to(tmp_path / "real" / "ds")
+    (tmp_path / "links" / "ds" / "data.yaml").write_text("train: ../other/images\nnames: [a]\n")
+    records, _ = load_records(tmp_path / "links" / "ds" / "data.yaml", "train", cache=False, log=False)
+    assert len(records) == 1

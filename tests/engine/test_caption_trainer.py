@@ -221,7 +221,7 @@ def test_captions_without_a_word_are_skipped_with_a_warning(tmp_path, caplog):
     images = [{"id": 1, "file_name": "a.jpg"}, {"id": 2, "file_name": "b.jpg"}]
     annotations = [{"image_id": 1, "caption": "A raccoon."}, {"image_id": 1, "caption": ""},
                    {"image_id": 2, "caption": "🍎🍎 !!!"}]  # fmt: skip
-    with caplog.at_level("WARNING", logger="yolotr"):
+    with caplog.at_level("INFO", logger="yolotr"):
         data = read_caption_json(_coco_captions(tmp_path, images, annotations), tmp_path)
     assert [p.name for p in data.paths] == ["a.jpg"] and data.captions == [["A raccoon."]]
     assert "annotations[1]" in caplog.text and "annotations[2]" in caplog.text and "without a caption" in caplog.text

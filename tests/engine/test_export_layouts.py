@@ -190,3 +190,19 @@ def test_an_onnx_files_output_declares_its_fixed_sizes(tmp_path, options, dims):
     path = model.export("onnx", tmp_path / "m.onnx", imgsz=64, verbose=False, **options).path
     (output,) = onnx.load(str(path)).graph.output
     assert [d.dim_value or d.dim_param for d in output.type.tensor_type.shape.dim] == dims
+
+
+def test_a_raw_export_of_dynamic_size_keeps_its_maps_dynamic(tmp_path):
+    import onnx
+
+    from yolotr import YOLO
+
+    path = YOLO("yolov8n.yaml", nc=2).export("onnx", tmp_path / "r.onnx", imgsz=64, raw=True, dynamic_size=True,
+                                             verbose=False).path  # fmt: skip
+    first = onnx.load(str(path)).graph.output[0]
+    assert [d.dim_value or d.dim_param for d in first.type.tensor_type.shape.dim] == [
+        "batch",
+        66,
+        "height0",
+        "width0",
+    ]  # 64 box + 2 class

@@ -163,6 +163,10 @@ def test_results_api(official, bus, tmp_path, monkeypatch):
     for view in ("xyxy", "xywh", "xyxyn", "xywhn", "conf", "cls"):
         np.testing.assert_allclose(getattr(as_numpy, view), getattr(boxes, view).numpy(), rtol=1e-6)
     assert isinstance(as_numpy.to(torch.float64).data, torch.Tensor) and as_numpy[0].shape == (1, 6)
+    from yolotr.engine.results import Boxes
+
+    whole = Boxes(np.array([[1, 2, 5, 7, 1, 0]]), (10, 10)).xywh  # integer boxes: centres are not cut down
+    assert whole.dtype.kind == "f" and whole.tolist() == [[3.0, 4.5, 4.0, 5.0]]
     first = result[0]  # Results index and iterate by detection, as the package's
     assert len(first) == 1 and first.boxes.data.tolist() == boxes.data[:1].tolist() and first.path == result.path
     assert [len(d) for d in result] == [1] * len(result) and len(result[result.boxes.conf > 0.5]) == len(confident)

@@ -93,6 +93,7 @@ def test_every_unknown_key_of_a_reference_file_is_listed_at_once(tmp_path):
     [
         (["--save-per", "5"], "--save-per; did you mean --save-period"),  # a prefix is no longer a flag
         (["--cos-lr"], "--cos-lr: a setting; write --set cos_lr=VALUE"),
+        (["--save_period", "5"], "--save_period; did you mean --save-period?"),
     ],
 )
 def test_flags_are_taken_only_as_written(argv, expected, capsys):
@@ -141,3 +142,4 @@ def test_a_folder_name_given_with_set_is_the_text_typed():
     from yolotr.cli_args import set_overrides
 
     assert set_overrides(["name=010", "project=1e3", "batch=16"]) == {"name": "010", "project": "1e3", "batch": 16}
+    assert set_overrides(["weights=null", "data=shapes"]) == {"weights": None, "data": "shapes"}

@@ -155,3 +155,10 @@ def test_an_early_stopped_run_counts_as_finished_for_compare(tiny_shapes, tmp_pa
     monkeypatch.setattr(Trainer, "validate", lambda self: {"fitness": next(fitness)})
     Trainer(tiny_train_cfg(tiny_shapes, tmp_path, epochs=5, patience=1, val=True)).train()
     assert run_state(tmp_path / "run").kind == "finished"
+
+
+def test_last_pt_named_from_inside_its_weights_folder_resumes(tiny_shapes, tmp_path, monkeypatch):
+    Trainer(tiny_train_cfg(tiny_shapes, tmp_path, epochs=1)).train()
+    monkeypatch.chdir(tmp_path / "run" / "weights")
+    _, state = resume_state("last.pt", epochs=2)
+    assert state["run_dir"] == str(tmp_path / "run")

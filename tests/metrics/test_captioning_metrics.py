@@ -69,5 +69,8 @@ def test_words_of_any_script_and_quoted_words_score_as_coco_does():
         "a", "naïve", "café", "raccoon", "it's", "cute", "black-and-white",
     ]  # fmt: skip
     assert tokenize("浣熊 在 树上") == ["浣熊", "在", "树上"]
+    assert tokenize("हिन्दी भाषा") == ["हिन्दी", "भाषा"]  # vowel signs are marks, not separators
+    assert tokenize("cafe\u0301") == tokenize("caf\u00e9") == ["café"]  # decomposed or composed
+    assert tokenize("dog--cat snake_case") == ["dog", "cat", "snake", "case"]
     quoted = caption_scores(["a 'cute' raccoon on a branch"], [["a cute raccoon on a branch"]])
     assert quoted["BLEU-4"] == pytest.approx(1.0, abs=1e-6)

@@ -81,3 +81,9 @@ def test_a_checkpoint_of_yolov5s_bottleneck_in_the_package_grammar_says_why_it_d
     path = save_checkpoint(checkpoint, tmp_path / "old.pt")
     with pytest.raises(CheckpointError, match="Bottleneck and BottleneckCSP now build the package's blocks"):
         load_model(path)
+
+
+def test_a_fused_head_widens_too():
+    model = DetectionModel("yolov8n.yaml", nc=1).fuse()
+    model.model[-1].widen_class_branch(80)
+    assert model.model[-1].class_width == 80

@@ -67,7 +67,7 @@ def read_caption_json(json_path: str | Path, image_root: str | Path) -> CaptionS
         raise DataError(f"{json_path}: expected COCO captions ('images' + 'annotations') or an image->caption map")
     without = [k for k, v in grouped.items() if not v]
     if without:
-        LOGGER.warning("%s: %d image(s) without a caption left out (e.g. %s)", json_path, len(without), without[0])
+        LOGGER.info("%s: %d image(s) without a caption left out (e.g. %s)", json_path, len(without), without[0])
     grouped = {k: v for k, v in grouped.items() if v}
     if not grouped:
         raise DataError(f"{json_path}: no captions")

@@ -132,7 +132,7 @@ def _split_path(root: Path, entry: str | os.PathLike) -> str:
     if not path.exists() and str(entry).startswith("../") and (root / str(entry)[3:]).exists():
         LOGGER.debug("split entry %s does not exist; %s does and is used", path, root / str(entry)[3:])
         path = root / str(entry)[3:]
-    return os.path.abspath(path)
+    return str(path)  # ".." as written: through a symlinked dataset folder the OS resolves it, not the text
 
 
 def is_json(entry: str) -> bool:

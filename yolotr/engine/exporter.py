@@ -264,10 +264,12 @@ def _export_onnx(module, example, path, dynamic, dynamic_size, layout, opset, ne
         if dynamic_size:
             axes["images"].update({2: "height", 3: "width"})
     outputs = [f"raw{i}" for i in range(net.model[-1].nl)] if raw else ["output"]
-    for name in outputs:
+    for i, name in enumerate(outputs):
         axes[name] = {0: "batch"} if dynamic else {}
         if dynamic_size and layout in (ROWS, COLUMNS):
             axes[name][1 if layout == ROWS else 2] = "anchors"
+        if dynamic_size and raw:  # (B, C, H, W) or YOLOv5's (B, na, H, W, no): a level's map follows the input
+            axes[name].update({2: f"height{i}", 3: f"width{i}"})
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(

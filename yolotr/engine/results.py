@@ -39,11 +39,13 @@ class Boxes:
     @property
     def xywh(self) -> torch.Tensor | np.ndarray:
         """``(N, 4)`` centre x, centre y, width, height in pixels."""
-        out = self.data[:, :4].copy() if isinstance(self.data, np.ndarray) else self.data[:, :4].clone()
-        out[:, 0] = (self.data[:, 0] + self.data[:, 2]) / 2
-        out[:, 1] = (self.data[:, 1] + self.data[:, 3]) / 2
-        out[:, 2] = self.data[:, 2] - self.data[:, 0]
-        out[:, 3] = self.data[:, 3] - self.data[:, 1]
+        data = self.data
+        if isinstance(data, np.ndarray):
+            out = data[:, :4].astype(np.result_type(data.dtype, np.float32))  # a copy, never whole numbers
+        else:
+            out = data[:, :4].to(torch.promote_types(data.dtype, torch.float32), copy=True)
+        x1, y1, x2, y2 = (out[:, i].copy() if isinstance(out, np.ndarray) else out[:, i].clone() for i in range(4))
+        out[:, 0], out[:, 1], out[:, 2], out[:, 3] = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
         return out
 
     @property
@@ -86,6 +88,7 @@ class Boxes:
         return Boxes(data, self.orig_shape)
 
     def cuda(self) -> Boxes:
+        """These boxes with ``data`` on the current CUDA device."""
         return self.to("cuda")
 
     def to(self, *args, **kwargs) -> Boxes:
@@ -268,6 +271,7 @@ class Results:
         return (self[i] for i in range(len(self)))
 
     def cpu(self) -> Results:
+        """These results with their boxes on the CPU (:meth:`Boxes.cpu`)."""
         return dataclasses.replace(self, boxes=self.boxes.cpu())
 
     def numpy(self) -> Results:
@@ -275,9 +279,11 @@ class Results:
         return dataclasses.replace(self, boxes=self.boxes.numpy())
 
     def cuda(self) -> Results:
+        """These results with their boxes on the current CUDA device."""
         return dataclasses.replace(self, boxes=self.boxes.cuda())
 
     def to(self, *args, **kwargs) -> Results:
+        """These results with their boxes moved or cast as :meth:`Boxes.to`."""
         return dataclasses.replace(self, boxes=self.boxes.to(*args, **kwargs))
 
     def __repr__(self) -> str:

@@ -30,7 +30,7 @@ def resume_state(run_dir: str | Path, **overrides) -> tuple[dict, dict]:
         CheckpointError: no ``last.pt``; a file that is not a yolotr training checkpoint (said what it is);
             a run already trained to its epoch count (nothing to resume).
     """
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).absolute()  # "last.pt" given inside RUN/weights: its folder is weights
     last = run_dir / "weights" / "last.pt" if run_dir.is_dir() else run_dir
     if not last.is_file():
         raise CheckpointError(f"{last}: no checkpoint to resume from")

@@ -9,17 +9,29 @@ always agree.
 
 from __future__ import annotations
 
-import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 
-_WORD = re.compile(r"[\w'\-]+")
-_AROUND = "'-_"
+_INSIDE = "'-"  # kept inside a word (it's, black-and-white), stripped around it ('cute', -ish)
+
+
+def _is_word_char(ch: str) -> bool:
+    """A letter, mark or digit of any script (Devanagari's vowel signs are marks), or an apostrophe or hyphen."""
+    return ch in _INSIDE or unicodedata.category(ch)[0] in "LMN"
 
 
 def tokenize(text: str) -> list[str]:
-    """Lower-cased words of ``text`` without punctuation (letters of any script: ``café``, not ``caf``)."""
-    words = (w.strip(_AROUND) for w in _WORD.findall(text.lower()))
+    """Lower-cased words of ``text`` (NFC: ``café`` typed either way is one word) without punctuation; ``--``
+    (a dash between words) splits, as in COCO's PTB tokenizer."""
+    text = unicodedata.normalize("NFC", text.lower()).replace("--", " ")
+    words, current = [], []
+    for ch in text + " ":
+        if _is_word_char(ch):
+            current.append(ch)
+        elif current:
+            words.append("".join(current).strip(_INSIDE))
+            current = []
     return [w for w in words if w]
 
 

@@ -117,10 +117,10 @@ class AnchorFreeDetect(nn.Module):
         checkpoint by up to 2e-3)."""
         ch = tuple(m[0].conv.in_channels for m in self.cv2)
         device, dtype = self.cv3[0][-1].weight.device, self.cv3[0][-1].weight.dtype
-        old = next(m for m in self.cv3.modules() if isinstance(m, nn.BatchNorm2d))
+        old = next((m for m in self.cv3.modules() if isinstance(m, nn.BatchNorm2d)), None)  # None once fused
         self.cv3 = self._class_branch(ch, c3).to(device, dtype).train(self.training)
         for m in self.cv3.modules():
-            if isinstance(m, nn.BatchNorm2d):
+            if isinstance(m, nn.BatchNorm2d) and old is not None:
                 m.eps, m.momentum = old.eps, old.momentum
 
     def forward(self, x: list[torch.Tensor]):
