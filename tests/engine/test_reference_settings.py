@@ -52,8 +52,13 @@ def test_early_stopping_waits_through_a_zero_fitness_start():
 
 @pytest.mark.parametrize("callers", [False, True])
 def test_deterministic_off_after_on_and_the_callers_settings_back(tiny_shapes, tmp_path, callers):
-    original = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    original = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.utils.deterministic.fill_uninitialized_memory,
+    )
     torch.use_deterministic_algorithms(callers, warn_only=True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
     seen = []
     try:
         for flag in (True, False):
@@ -65,6 +70,7 @@ def test_deterministic_off_after_on_and_the_callers_settings_back(tiny_shapes, t
             assert torch.utils.deterministic.fill_uninitialized_memory
     finally:
         torch.use_deterministic_algorithms(original[0], warn_only=original[1])
+        torch.utils.deterministic.fill_uninitialized_memory = original[2]
     assert seen == [True] * 4 + [False] * 4
 
 
