@@ -65,3 +65,17 @@ def _yolotr_messages_reach_caplog():
     yield
     logger.propagate = saved[0]
     logger.setLevel(saved[1])
+
+
+@pytest.fixture(autouse=True)
+def _torch_deterministic_settings_back():
+    """torch's deterministic settings as they were before each test: a test that runs ``Trainer._setup()``
+    without ``train()`` (which puts them back itself) would leave them to the tests after it."""
+    previous = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.utils.deterministic.fill_uninitialized_memory,
+    )
+    yield
+    torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+    torch.utils.deterministic.fill_uninitialized_memory = previous[2]
