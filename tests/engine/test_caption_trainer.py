@@ -228,3 +228,19 @@ def test_captions_without_a_word_are_skipped_with_a_warning(tmp_path, caplog):
     only_noise = _coco_captions(tmp_path, images[1:], annotations[2:])
     with pytest.raises(DataError, match="no captions"):
         read_caption_json(only_noise, tmp_path)
+
+
+def test_the_validation_loss_has_the_training_losss_smoothing(cache, tmp_path, monkeypatch):
+    """Both losses are plotted on one axis: the validation one had no label smoothing where training had 0.1."""
+    from yolotr.engine import caption_trainer
+
+    seen, original = [], caption_trainer.evaluate
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("label_smoothing", 0.0))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(caption_trainer, "evaluate", spy)
+    cfg = {**TINY, "epochs": 1, "label_smoothing": 0.2, "project": str(tmp_path / "runs"), "name": "s"}
+    CaptionTrainer(cfg).train()
+    assert seen == [0.2]

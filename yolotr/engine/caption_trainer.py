@@ -411,7 +411,9 @@ class CaptionTrainer:
                 if limit and time.monotonic() - t0 >= limit:
                     break
             out_of_time = bool(limit and time.monotonic() - t0 >= limit)
-            metrics, hyps = evaluate(model, vocab, val_ds, max(a["batch"], 64), a["val_beam"], device)
+            metrics, hyps = evaluate(  # the training loss's smoothing: the two loss curves of results.png compare
+                model, vocab, val_ds, max(a["batch"], 64), a["val_beam"], device, label_smoothing=a["label_smoothing"]
+            )
             elapsed = time.monotonic() - t0
             row = [epoch + 1, running / max(seen, 1), metrics["loss"], *(metrics[k] for k in METRIC_NAMES), lr, elapsed]
             with open(csv_path, "a", newline="") as f:
