@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from yolotr.engine.config import check_count
+from yolotr.ops.boxes import xyxy2xywh
 from yolotr.plotting import draw_boxes
 
 
@@ -39,14 +40,9 @@ class Boxes:
     @property
     def xywh(self) -> torch.Tensor | np.ndarray:
         """``(N, 4)`` centre x, centre y, width, height in pixels."""
-        data = self.data
-        if isinstance(data, np.ndarray):
-            out = data[:, :4].astype(np.result_type(data.dtype, np.float32))  # a copy, never whole numbers
-        else:
-            out = data[:, :4].to(torch.promote_types(data.dtype, torch.float32), copy=True)
-        x1, y1, x2, y2 = (out[:, i].copy() if isinstance(out, np.ndarray) else out[:, i].clone() for i in range(4))
-        out[:, 0], out[:, 1], out[:, 2], out[:, 3] = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
-        return out
+        corners = torch.as_tensor(self.data[:, :4])  # a NumPy array's memory, not a copy
+        out = xyxy2xywh(corners.to(torch.promote_types(corners.dtype, torch.float32)))  # never whole numbers
+        return out.numpy() if isinstance(self.data, np.ndarray) else out
 
     @property
     def xyxyn(self) -> torch.Tensor | np.ndarray:

@@ -6,6 +6,8 @@ import csv
 import math
 from pathlib import Path
 
+from yolotr.models.weights import write_atomically
+
 CSV_METRICS = ("metrics/precision", "metrics/recall", "metrics/mAP50", "metrics/mAP50-95")
 
 
@@ -23,9 +25,7 @@ def trim_results_rows(save_dir: Path, epochs_done: int) -> None:
 
     rows = lines[:1] + [line for line in lines[1:] if kept(line)]
     if rows != lines:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(rows))
-        tmp.replace(path)
+        write_atomically(path, lambda f: f.write("".join(rows).encode()))
 
 
 def append_results_row(

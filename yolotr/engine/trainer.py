@@ -46,7 +46,7 @@ from yolotr.engine.time_limit import fitted_epochs
 from yolotr.engine.train_model import build_train_model, freeze_batchnorm_statistics
 from yolotr.errors import ConfigError
 from yolotr.models.detection import DetectionModel, refuse_fused
-from yolotr.models.weights import model_checkpoint, save_checkpoint
+from yolotr.models.weights import model_checkpoint, remove_partial_writes, save_checkpoint
 from yolotr.nn.lean import lean_activations, lean_wanted
 from yolotr.ops.loss import build_loss, unread_settings_warning
 
@@ -210,8 +210,7 @@ class Trainer:
         self.resumed_overflows = state.get("epoch_overflows_start")
         if self.main:  # rows of epochs after this checkpoint (written before a kill stopped its last.pt) go
             trim_results_rows(self.save_dir, int(state["epoch"]))
-            for partial in self.weights_dir.glob(".*.pt.*.tmp"):  # a checkpoint a kill left half written
-                partial.unlink(missing_ok=True)
+            remove_partial_writes(self.weights_dir)  # checkpoints a kill left half written
         self.best_fitness = float(state["best_fitness"])
         self.stopper.load_state_dict(state.get("early_stop"))
         self.guard.load_state_dict(state.get("guard") or {"lr_multiplier": state.get("lr_multiplier", 1.0)})

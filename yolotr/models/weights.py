@@ -211,7 +211,7 @@ def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
             left on its disk; a file of that name written before is unchanged.
     """
     try:
-        return _write_atomically(path, lambda f: torch.save(checkpoint, f))
+        return write_atomically(path, lambda f: torch.save(checkpoint, f))
     except (OSError, RuntimeError) as e:  # torch's writer reports a full disk as "unexpected pos"
         free = shutil.disk_usage(Path(path).parent).free / 2**20 if Path(path).parent.is_dir() else math.nan
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
@@ -228,7 +228,9 @@ def _umask() -> int:
     return mask
 
 
-def _write_atomically(path: str | Path, write) -> Path:
+def write_atomically(path: str | Path, write) -> Path:
+    """Write ``path`` with ``write(binary file)``: a temporary file in the same folder (:func:`remove_partial_writes`
+    finds those a kill left), fsync, then rename, so the file is whole or as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -244,6 +246,12 @@ def _write_atomically(path: str | Path, write) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_partial_writes(folder: Path) -> None:
+    """Delete the temporary files that :func:`write_atomically` left in ``folder`` when its process was killed."""
+    for partial in Path(folder).glob(".*.tmp"):
+        partial.unlink(missing_ok=True)
 
 
 def model_checkpoint(model: nn.Module, **extra) -> dict:
