@@ -276,13 +276,12 @@ def test_voc_problems_name_xml_lines(tmp_path, raccoon_root):
         "images": str(raccoon_root / "images"),
     }
     records, report = load_records(data, "train")
-    assert [Path(r.path).name for r in records] == ["raccoon-100.jpg"]  # no XML: a background
-    assert [(Path(i).name, why) for i, why in report.left_out] == [
-        ("raccoon-1.jpg", "unknown class"),
-        ("raccoon-10.jpg", "unreadable label file"),
-    ]
+    # raccoon-1's one object is of a class not in names: skipped, the image stays as a background
+    assert {Path(r.path).name: len(r.boxes) for r in records} == {"raccoon-1.jpg": 0, "raccoon-100.jpg": 0}
+    assert [(Path(i).name, why) for i, why in report.left_out] == [("raccoon-10.jpg", "unreadable label file")]
     msgs = {Path(p.file).name: p for p in report.problems}
     assert msgs["raccoon-1.xml"].line == 14 and "badger" in msgs["raccoon-1.xml"].message
+    assert msgs["raccoon-1.xml"].severity == "warning"
     assert msgs["raccoon-10.xml"].severity == "error"
     assert "no annotation" in msgs["raccoon-100.xml"].message
 
@@ -393,7 +392,7 @@ def test_voc_errors_leave_their_image_out(tmp_path):
     objects = {
         "good": [("a", box.format(5))],
         "twice": [("a", box.format(5)), ("a", box.format(5))],  # duplicate: a warning
-        "badger": [("a", box.format(5)), ("badger", box.format(5))],
+        "badger": [("a", box.format(5)), ("badger", box.format(5))],  # a class not in names: its box skipped
         "text": [("a", box.format("left"))],
         "empty": [("b", box.format(31))],  # xmin 31 xmax 30: VOC's inclusive corners give width 0
         "nan": [("b", box.format("nan"))],
@@ -406,14 +405,33 @@ def test_voc_errors_leave_their_image_out(tmp_path):
         (tmp_path / "annotations" / f"{stem}.xml").write_text(f"<annotation>{body}</annotation>")
     data = {"path": str(tmp_path), "train": "images", "names": ["a", "b"], "format": "voc"}
     records, report = load_records(data, "train", cache=False)
-    assert {Path(r.path).stem: len(r.boxes) for r in records} == {"good": 1, "twice": 1, "noxml": 0}
+    assert {Path(r.path).stem: len(r.boxes) for r in records} == {"good": 1, "twice": 1, "badger": 1, "noxml": 0}
     assert {Path(i).stem: why for i, why in report.left_out} == {
-        "badger": "unknown class",
         "text": "malformed line",
         "empty": "empty box",
         "nan": "NaN or inf",
     }
-    assert report.headline().startswith("train: 3/7 images usable, 4 left out (")
+    assert report.headline().startswith("train: 4/7 images usable, 3 left out (")
+
+
+def test_voc_difficult_objects_are_left_out(tmp_path):
+    """As the package's and YOLOv5's VOC.yaml converters: ``<difficult>1`` objects are not labels."""
+    from PIL import Image
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "annotations").mkdir()
+    box = "<bndbox><xmin>{}</xmin><ymin>5</ymin><xmax>30</xmax><ymax>40</ymax></bndbox>"
+    Image.new("RGB", (64, 48)).save(tmp_path / "images" / "im.jpg")
+    body = "".join(
+        f"<object><name>a</name><difficult>{d}</difficult>{box.format(x)}</object>"
+        for d, x in (("0", 2), ("1", 3), (" 1 ", 4))
+    )
+    body += f"<object><name>a</name>{box.format(5)}</object>"  # no <difficult>: kept
+    (tmp_path / "annotations" / "im.xml").write_text(f"<annotation>{body}</annotation>")
+    data = {"path": str(tmp_path), "train": "images", "names": ["a"], "format": "voc"}
+    (record,), report = load_records(data, "train", cache=False)
+    assert sorted(record.boxes[:, 0].tolist()) == [1.0, 4.0]  # xmin - 1 of the two kept objects
+    assert not report.problems
 
 
 @pytest.mark.parametrize(

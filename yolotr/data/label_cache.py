@@ -27,7 +27,8 @@ LOGGER = logging.getLogger("yolotr")
 # stored sides (4 held them swapped). 6: hints in the messages (commas, pixel coordinates, an unread image format).
 # 7: a JPEG with data after its end marker is whole; an orientation OpenCV does not apply keeps the stored size;
 # VOC boxes are scaled from a <size> that is not the image's; a label file that is a broken link is an error.
-CACHE_VERSION = 8
+# 9: VOC objects marked difficult, and those of a class not in names, are left out (the image stays).
+CACHE_VERSION = 9
 
 
 @dataclass

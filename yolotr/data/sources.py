@@ -22,7 +22,8 @@ Labels per format:
   ``iscrowd`` annotations are skipped.
 - ``voc``: one ``<annotations>/<stem>.xml`` per image; ``<name>`` maps to ``names``. VOC corners
   are 1-based inclusive pixel indices, so ``(xmin, ymin, xmax, ymax)`` becomes the continuous box
-  ``(xmin - 1, ymin - 1, xmax, ymax)``. ``difficult`` objects are kept.
+  ``(xmin - 1, ymin - 1, xmax, ymax)``. ``difficult`` objects, and objects of a class not in ``names``
+  (a warning), are left out as in the package's VOC converter.
 
 :mod:`yolotr.data.dataset_yaml` reads the YAML; this module lists each split's images and label files (a
 COCO JSON is read by :mod:`yolotr.data.coco`); every image is then checked by :mod:`yolotr.data.validation` (an image

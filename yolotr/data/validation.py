@@ -325,10 +325,13 @@ def read_voc(label: str, names: list[str], problems: list[Problem], w: int, h: i
 
     An object is an ``<object>`` child of the root; only its own ``<name>`` and the corners of its
     own ``<bndbox>`` are read, so the ``<part>`` children of VOC person objects (a head, a hand,
-    each with a name and box of its own) are ignored. When the XML's ``<size>`` differs from the image's
-    ``w x h`` (the image was resized after it was annotated), the boxes are scaled from ``<size>`` to the
-    image, as the package's VOC converter does by normalising with ``<size>``, with a warning; a ``<size>``
-    with the sides swapped (an EXIF turn one of the tools did not apply) is only warned about.
+    each with a name and box of its own) are ignored. As in the package's and YOLOv5's VOC converters, an
+    object marked ``<difficult>1</difficult>`` is left out, and one whose ``<name>`` is not in ``names`` is
+    left out with a warning (a set trained on some of VOC's classes keeps its images). When the XML's
+    ``<size>`` differs from the image's ``w x h`` (the image was resized after it was annotated), the boxes
+    are scaled from ``<size>`` to the image, as the package's VOC converter does by normalising with
+    ``<size>``, with a warning; a ``<size>`` with the sides swapped (an EXIF turn one of the tools did not
+    apply) is only warned about.
     """
     if not os.path.exists(label):
         return [] if _broken_link(label, problems) else None
@@ -350,7 +353,7 @@ def read_voc(label: str, names: list[str], problems: list[Problem], w: int, h: i
         value = "".join(text).strip()
         text.clear()
         stack.pop()
-        if stack[1:] == ["object"] and tag == "name":
+        if stack[1:] == ["object"] and tag in ("name", "difficult"):
             current[tag] = value
         elif stack[1:] == ["object", "bndbox"] and tag in ("xmin", "ymin", "xmax", "ymax"):
             current[tag] = value
@@ -374,8 +377,10 @@ def read_voc(label: str, names: list[str], problems: list[Problem], w: int, h: i
     out = []
     for obj in objects:
         line, name = obj["line"], obj.get("name", "")
+        if obj.get("difficult", "0") not in ("", "0"):
+            continue
         if name not in index:
-            problems.append(error(label, line, UNKNOWN_CLASS, f"class {name!r} is not in names {names}"))
+            problems.append(warning(label, line, f"class {name!r} is not in names {names}, its box skipped"))
             continue
         try:
             x1, y1, x2, y2 = (float(obj[k]) for k in ("xmin", "ymin", "xmax", "ymax"))
