@@ -194,6 +194,20 @@ def test_plot_takes_the_package_drawing_arguments():
         r.plot(line_width=0)
 
 
+def test_show_opens_the_drawn_image(monkeypatch):
+    """``r.show()`` raised AttributeError; it hands :meth:`Results.plot`'s image to Pillow's viewer."""
+    from PIL import Image
+
+    shown = []
+    monkeypatch.setattr(Image.Image, "show", lambda self, title=None: shown.append((np.asarray(self), title)))
+    box = Boxes(torch.tensor([[50.0, 60, 150, 160, 0.9, 0]]), (200, 200))
+    r = Results(np.full((200, 200, 3), 128, np.uint8), "dir/g.jpg", box, ["cat"])
+    r.show(labels=False)
+    ((image, title),) = shown
+    assert title == "g.jpg" and np.array_equal(image, r.plot(labels=False))
+    assert not np.array_equal(image, r.orig_img)
+
+
 def test_to_df_with_and_without_pandas(monkeypatch):
     r = Results(
         np.zeros((10, 20, 3), np.uint8),

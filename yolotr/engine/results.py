@@ -142,6 +142,11 @@ class Results:
         scores = data[:, 4] if conf else None
         return draw_boxes(self.orig_img, data[:, :4], scores, data[:, 5].astype(int), self.names, line_width, labels)
 
+    def show(self, conf: bool = True, labels: bool = True, line_width: int | None = None) -> None:
+        """Open the drawn image (:meth:`plot`'s arguments) in the system's image viewer through Pillow, as the
+        ``ultralytics`` package's ``Results.show()`` does; the window's title is the image's file name."""
+        Image.fromarray(self.plot(conf, labels, line_width)).show(title=Path(self.path).name)
+
     def save(self, path: str | Path | None = None) -> Path:
         """Write the drawn image (format from the suffix; default ``results_<image name>`` here, and for a video
         frame ``results_<video stem>_<frame from 1>.jpg``).
