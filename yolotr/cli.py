@@ -133,7 +133,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides["amp"] = args.amp
     overrides.update(set_overrides(args.set))
     if args.resume:
-        trainer = Trainer.resume(args.resume, **overrides)
+        run = args.resume
+        if run is True:  # a bare --resume: the latest run under --project (which a resume does not change)
+            from yolotr.engine.config import default_config
+            from yolotr.engine.resume_state import latest_checkpoint
+
+            run = latest_checkpoint(overrides.pop("project", default_config()["project"]))
+        trainer = Trainer.resume(run, **overrides)
     else:
         trainer = Trainer({**(_cfg_file(args.cfg) if args.cfg else {}), **overrides})
     trainer.train()  # its closing line (epochs, minutes, "results in <run directory>") is logged once
@@ -332,7 +338,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--set", nargs="+", action="extend", metavar="KEY=VALUE", help="any other setting of cfg/default.yaml"
     )
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue runs/train/expN from weights/last.pt")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const=True,
+        metavar="RUN_DIR",
+        help="continue runs/train/expN from weights/last.pt; without RUN_DIR the latest run under --project",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(

@@ -323,8 +323,9 @@ class YOLO:
         ``verbose=False`` hides the INFO messages (dataset summary, epoch lines); the progress bar stays.
         A model loaded from a yolotr checkpoint trains on the checkpoint's dataset and image size unless
         ``data`` / ``imgsz`` are given (the built-in ``shapes`` set otherwise), as the ``ultralytics`` package;
-        ``resume=True`` continues the run of the checkpoint it was loaded from (``weights/last.pt``), and
-        ``resume="runs/train/exp"`` that run (:meth:`Trainer.resume`).
+        ``resume=True`` continues the run of the checkpoint it was loaded from (``weights/last.pt``; a model not
+        loaded from one: the latest run under ``project``), and ``resume="runs/train/exp"`` that run
+        (:meth:`Trainer.resume`).
         A model built from a YAML and not trained yet is built again from it once ``seed`` is set, as the
         ``ultralytics`` package's trainer does, so that ``seed`` and ``deterministic`` cover its initial weights
         (two runs in two processes train alike); a second ``train()`` continues from the trained weights.
@@ -336,7 +337,8 @@ class YOLO:
         resume = overrides.pop("resume", None)
         with verbosity(self._verbose(verbose)):
             if resume not in (None, False):
-                result = self._with_callbacks(Trainer.resume(self._resume_path(resume), **overrides)).train()
+                run = self._resume_path(resume, overrides)
+                result = self._with_callbacks(Trainer.resume(run, **overrides)).train()
                 return self._load_best(result)
             for key in ("data", "imgsz"):
                 if overrides.get(key) is None:  # not given (None too, as in val()): the checkpoint's, if it names one
@@ -368,16 +370,17 @@ class YOLO:
             self.model = load_model(best)
         return result
 
-    def _resume_path(self, resume) -> str:
-        """``train(resume=...)``'s run: ``True`` the checkpoint this model was loaded from, or a run folder or
-        ``last.pt`` path."""
+    def _resume_path(self, resume, overrides: dict) -> str | Path:
+        """``train(resume=...)``'s run: a run folder or ``last.pt`` path, or for ``True`` the checkpoint this
+        model was loaded from, and for a model not loaded from one the latest run under ``project`` (popped from
+        ``overrides``: a resume keeps its own), as the package's ``resume=True``."""
         if resume is True:
-            if not isinstance(self.source, str) or not self.source.endswith(".pt"):
-                raise ConfigError(
-                    "resume=True continues the run of a loaded checkpoint, e.g. "
-                    "YOLO('runs/train/exp/weights/last.pt').train(resume=True); this model was not loaded from one"
-                )
-            return self.source
+            if isinstance(self.source, str) and self.source.endswith(".pt"):
+                return self.source
+            from yolotr.engine.config import default_config
+            from yolotr.engine.resume_state import latest_checkpoint
+
+            return latest_checkpoint(overrides.pop("project", None) or default_config()["project"])
         if isinstance(resume, str | Path):
             return str(resume)
         raise ConfigError(f"resume must be True, False or a run folder / last.pt path, got {resume!r}")

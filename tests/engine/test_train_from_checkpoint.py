@@ -42,8 +42,8 @@ def test_resume_true_continues_the_run_and_a_finished_run_is_refused(finished_ru
     last = finished_run / "weights" / "last.pt"
     with pytest.raises(CheckpointError, match=r"training to 1 epochs is finished; nothing to resume"):
         YOLO(str(last)).train(resume=True)
-    with pytest.raises(ConfigError, match=r"resume=True continues the run of a loaded checkpoint"):
-        YOLO("yolov5n.yaml").train(resume=True)
+    with pytest.raises(CheckpointError, match=r"no run to resume \(no \*/weights/last.pt under it\)"):
+        YOLO("yolov5n.yaml").train(resume=True, project=str(tmp_path))  # not loaded from one: the latest run
     with pytest.raises(ConfigError, match=r"resume must be True, False or a run folder"):
         YOLO(str(last)).train(resume=3)
     rows_before = (finished_run / "results.csv").read_text().count("\n")
@@ -70,3 +70,24 @@ def test_a_resume_follows_a_moved_dataset(tiny_shapes, tmp_path, caplog):
     assert "ignoring lr0" in caplog.text and "data" not in caplog.text.split("ignoring")[1].split("(")[0]
     args = yaml.safe_load((tmp_path / "run" / "args.yaml").read_text())
     assert args["data"] == str(new_yaml) and (tmp_path / "run" / "results.csv").read_text().count("\n") == 3
+
+
+def test_a_bare_resume_continues_the_latest_run_of_the_project(finished_run, tmp_path, capsys):
+    """``yolotr train --resume`` without a run folder, as YOLOv5's and the package's bare ``resume``: the
+    ``last.pt`` written last under ``--project`` (it needed a path: argparse refused the bare flag)."""
+    import os
+    import shutil
+
+    from yolotr.cli import main
+
+    project = tmp_path / "runs"
+    for name, mtime in (("older", 1_000_000), ("newer", 2_000_000), ("oldest", 500_000)):
+        shutil.copytree(finished_run, project / name)
+        os.utime(project / name / "weights" / "last.pt", (mtime, mtime))
+    rows = {n: (project / n / "results.csv").read_text().count("\n") for n in ("older", "newer", "oldest")}
+    epochs = rows["newer"]  # the rows are a header and one per epoch done (an earlier test may have added one)
+    assert main(["train", "--resume", "--project", str(project), "--epochs", str(epochs)]) == 0
+    after = {n: (project / n / "results.csv").read_text().count("\n") for n in rows}
+    assert after == {**rows, "newer": rows["newer"] + 1}
+    assert main(["train", "--resume", "--project", str(tmp_path / "none")]) == 2
+    assert "none: no run to resume" in capsys.readouterr().err

@@ -19,6 +19,24 @@ LOGGER = logging.getLogger("yolotr")
 RESUME_SETTINGS = ("epochs", "data", "device", "workers", "patience", "time_limit")
 
 
+def latest_checkpoint(project: str | Path) -> Path:
+    """The ``weights/last.pt`` written last under ``project`` (at any depth), which a bare ``--resume`` continues,
+    as YOLOv5's and the package's ``resume`` without a path take their latest run.
+
+    Raises:
+        CheckpointError: ``project`` holds no ``weights/last.pt``.
+    """
+    found = [p for p in Path(project).glob("**/weights/last.pt") if p.is_file()]
+    if not found:
+        raise CheckpointError(
+            f"{project}: no run to resume (no */weights/last.pt under it); give the run folder, e.g. "
+            f"--resume {Path(project) / 'exp'}, or the project it is in with --project"
+        )
+    latest = max(found, key=lambda p: p.stat().st_mtime)
+    LOGGER.info("resuming the latest run under %s: %s", project, latest.parent.parent)
+    return latest
+
+
 def resume_state(run_dir: str | Path, **overrides) -> tuple[dict, dict]:
     """``(cfg, state)`` to continue the run in ``run_dir`` (or a ``last.pt`` path): the run's own settings
     (:data:`RESUME_SETTINGS` may be given: more ``epochs``, a moved ``data`` ...; other overrides are ignored
