@@ -67,7 +67,8 @@ def cmd_caption_val(args: argparse.Namespace) -> int:
 
 def cmd_caption_predict(args: argparse.Namespace) -> int:
     from yolotr.data.images import iter_frames
-    from yolotr.engine.caption_trainer import caption_images, load_captioner, save_attention_figure
+    from yolotr.engine.caption_predict import caption_images, save_attention_figure
+    from yolotr.engine.caption_trainer import load_captioner
     from yolotr.engine.runs import next_run_dir
 
     model, vocab, ckpt = load_captioner(args.model, args.device or "cpu")

@@ -70,6 +70,32 @@ def test_train_resume_and_predict_with_attention(cache, tmp_path):
     assert len(vocab) == model.embed.num_embeddings
 
 
+def test_a_resumed_run_trains_on_as_the_uninterrupted_one(cache, tmp_path, monkeypatch):
+    """A run stopped after its first epoch and resumed ends with the weights of one that was not stopped: the
+    resumed epoch used to shuffle as the first one did, and drew other dropout masks."""
+    import shutil
+
+    from yolotr.engine import caption_trainer
+
+    saved = caption_trainer.save_checkpoint
+
+    def keep_first_epoch(ckpt, path):  # the last.pt of epoch 1, as a kill after it would leave it
+        out = saved(ckpt, path)
+        if Path(path).name == "last.pt" and ckpt["epoch"] == 0 and "stopped" not in str(path):
+            (tmp_path / "stopped" / "weights").mkdir(parents=True)
+            shutil.copy(path, tmp_path / "stopped" / "weights" / "last.pt")
+        return out
+
+    monkeypatch.setattr(caption_trainer, "save_checkpoint", keep_first_epoch)
+    cfg = {**TINY, "dropout": 0.2, "n_train": 12, "project": str(tmp_path), "name": "whole"}
+    CaptionTrainer(cfg).train()
+    CaptionTrainer({"resume": str(tmp_path / "stopped" / "weights" / "last.pt")}).train()
+    whole, resumed = (torch.load(tmp_path / r / "weights" / "last.pt", weights_only=True) for r in ("whole", "stopped"))
+    assert resumed["epoch"] == whole["epoch"] == 1 and resumed["step"] == whole["step"]
+    for key, value in whole["state_dict"].items():
+        assert torch.equal(resumed["state_dict"][key], value), key
+
+
 def test_shapes_split_and_coco_captions_json(cache, tmp_path):
     train, val = load_caption_data({**TINY})
     assert len(train) == 8 and len(val) == 3 and all(len(c) == 1 for c in train.captions)

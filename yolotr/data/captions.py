@@ -178,6 +178,11 @@ class CaptionDataset(Dataset):
         return image, torch.tensor(self.vocab.encode(text, self.max_len)), i
 
 
+def to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 ``(B, 3, H, W)`` -> float32 in ``[0, 1]`` on ``device``."""
+    return images.to(device, non_blocking=True).float().div_(255)
+
+
 def collate_captions(batch):
     """-> images ``(B, 3, S, S)`` uint8, tokens ``(B, Lmax)`` int64 right-padded with ``<pad>``, indices ``(B,)``."""
     images, tokens, index = zip(*batch)

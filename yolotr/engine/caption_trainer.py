@@ -1,4 +1,4 @@
-"""Caption training, validation and prediction.
+"""Caption training and validation (prediction: :mod:`yolotr.engine.caption_predict`).
 
 Data (:mod:`yolotr.data.captions`): the built-in shapes captions (``data="shapes"``, generated once
 into ``$YOLOTR_CACHE``) or a dataset YAML ``{path, train, val, train_images?, val_images?}`` whose
@@ -11,7 +11,8 @@ embeddings and positions), linear warmup then cosine on the fraction of the run 
 or of ``time_limit`` minutes when that is set: then the clock ends the run, as in detection
 training), AMP, gradient clipping. :data:`DEFAULTS` are the settings ``bench/caption.py`` measures
 (on the shapes set, BLEU-4 0.53-0.56 in 290 s on 2 idle CPU threads, issue 18). The run directory
-``runs/caption/<name>/`` holds ``weights/last.pt`` (resumable), ``weights/best.pt`` (highest CIDEr-D),
+``runs/caption/<name>/`` holds ``weights/last.pt`` (resumable: with the random states and the loss scale, a
+resumed run trains on as the uninterrupted one), ``weights/best.pt`` (highest CIDEr-D),
 ``results.csv``, ``args.yaml`` and ``results.png``.
 """
 
@@ -24,14 +25,12 @@ import random
 import time
 from pathlib import Path
 
-import cv2
-import numpy as np
 import torch
 import yaml
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from yolotr.data.captions import CaptionDataset, CaptionSet, collate_captions, load_caption_data, prepare_image
+from yolotr.data.captions import CaptionDataset, CaptionSet, collate_captions, load_caption_data, to_float
 from yolotr.engine.config import in_range
 from yolotr.engine.runs import next_run_dir, select_device
 from yolotr.engine.tensorboard import TensorBoardLogger
@@ -124,11 +123,6 @@ DEFAULTS: dict = {
 # ------------------------------------------------------------------------------------------- training
 
 
-def to_float(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 ``(B, 3, H, W)`` -> float32 in ``[0, 1]`` on ``device``."""
-    return images.to(device, non_blocking=True).float().div_(255)
-
-
 # ------------------------------------------------------------------------------------------ checkpoints
 
 
@@ -219,6 +213,33 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
             continue
         (no_decay if p.ndim < 2 or name in ("embed.weight", "pos") else decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _random_states(loader_gen: torch.Generator, scaler: torch.amp.GradScaler, device: torch.device) -> dict:
+    """What the next epoch draws from (its shuffle, the reference caption each image gets, dropout) and the fp16
+    loss scale, so that a resumed run goes on as the uninterrupted one (it shuffled as in the first epoch)."""
+    return {
+        "loader": loader_gen.get_state(),
+        "python": random.getstate(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "scaler": scaler.state_dict(),
+    }
+
+
+def _restore_random_states(
+    states: dict | None, loader_gen: torch.Generator, scaler: torch.amp.GradScaler, device: torch.device
+) -> None:
+    """Put back :func:`_random_states` (a checkpoint written before they were kept has none: nothing to do)."""
+    if not states:
+        return
+    loader_gen.set_state(states["loader"])
+    random.setstate(states["python"])
+    torch.set_rng_state(states["torch"])
+    if device.type == "cuda" and states.get("cuda") is not None:
+        torch.cuda.set_rng_state(states["cuda"], device)
+    if states.get("scaler"):
+        scaler.load_state_dict(states["scaler"])
 
 
 def lr_factor(progress: float, warmup: float) -> float:
@@ -355,6 +376,7 @@ class CaptionTrainer:
         start_epoch, step, best, elapsed0 = 0, 0, -1.0, 0.0
         if self.resume_ckpt is not None:
             opt.load_state_dict(self.resume_ckpt["optimizer"])
+            _restore_random_states(self.resume_ckpt.get("random_states"), gen, scaler, device)
             start_epoch, step = self.resume_ckpt["epoch"] + 1, self.resume_ckpt["step"]
             best, elapsed0 = self.resume_ckpt["best_fitness"], self.resume_ckpt["elapsed"]
             LOGGER.info("resuming %s from epoch %d", a["resume"], start_epoch + 1)
@@ -430,7 +452,10 @@ class CaptionTrainer:
                 save_checkpoint(
                     caption_checkpoint(model, vocab, a["imgsz"], best_fitness=best, **common), weights / "best.pt"
                 )
-            ckpt = caption_checkpoint(model, vocab, a["imgsz"], best_fitness=best, optimizer=opt.state_dict(), **common)
+            ckpt = caption_checkpoint(
+                model, vocab, a["imgsz"], best_fitness=best, optimizer=opt.state_dict(),
+                random_states=_random_states(gen, scaler, device), **common,
+            )  # fmt: skip
             save_checkpoint(ckpt, weights / "last.pt")
             if out_of_time:
                 break
@@ -439,60 +464,3 @@ class CaptionTrainer:
         plot_results(csv_path, self.save_dir / "results.png")
         tb.close()
         return {**metrics, "save_dir": str(self.save_dir), "time": time.monotonic() - t0}
-
-
-# ------------------------------------------------------------------------------------------ prediction
-
-
-@torch.no_grad()
-def caption_images(
-    model: CaptioningModel,
-    vocab: Vocabulary,
-    images: list[np.ndarray],
-    imgsz: int,
-    beam: int = 1,
-    length_penalty: float = 1.0,
-    repetition_penalty: float = 1.0,
-    attention: bool = False,
-) -> tuple[list[str], torch.Tensor | None]:
-    """Caption RGB ``(H, W, 3)`` uint8 images. Returns captions and, with ``attention``, the per-word
-    cross-attention ``(B, L, h, w)`` float32 of the chosen captions."""
-    device = next(model.parameters()).device
-    x = to_float(torch.stack([prepare_image(im, imgsz) for im in images]), device)
-    ids = model.generate(x, beam, None, length_penalty, repetition_penalty)
-    maps = model.attention_maps(x, ids)[0].cpu() if attention else None
-    return ids_to_captions(ids, vocab), maps
-
-
-def save_attention_figure(image: np.ndarray, caption: str, maps: torch.Tensor, out: str | Path) -> Path:
-    """A grid: the image, then one panel per word (and ``<end>``) with its attention map ``(h, w)``
-    upsampled over the image. ``maps`` is ``(L, h, w)`` with ``L >= words + 1``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    words = [*caption.split(), "<end>"][: maps.shape[0]]
-    n = len(words) + 1
-    cols = min(n, 5)
-    rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
-    h, w = image.shape[:2]
-    for k, ax in enumerate(axes.flat):
-        ax.axis("off")
-        if k == 0:
-            ax.imshow(image)
-            ax.set_title("input", fontsize=9)
-        elif k < n:
-            m = maps[k - 1].float().numpy()
-            m = cv2.resize(m / max(float(m.max()), 1e-12), (w, h), interpolation=cv2.INTER_CUBIC)
-            ax.imshow(image)
-            ax.imshow(np.clip(m, 0, 1), cmap="jet", alpha=0.5)
-            ax.set_title(words[k - 1], fontsize=10)
-    fig.suptitle(caption, fontsize=11)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
