@@ -270,3 +270,18 @@ def test_the_validation_loss_has_the_training_losss_smoothing(cache, tmp_path, m
     cfg = {**TINY, "epochs": 1, "label_smoothing": 0.2, "project": str(tmp_path / "runs"), "name": "s"}
     CaptionTrainer(cfg).train()
     assert seen == [0.2]
+
+
+def test_captions_longer_than_max_len_are_named_in_a_warning(caplog):
+    """Training on captions cut at ``max_len - 2`` words said nothing: a model that never ends a long caption."""
+    from yolotr.data.captions import CaptionDataset, CaptionSet
+    from yolotr.models.vocab import Vocabulary
+
+    data = CaptionSet([Path("a.png"), Path("b.png")], [["one two three four five", "one two"], ["one two three"]])
+    vocab = Vocabulary.build((c for caps in data.captions for c in caps), 1)
+    with caplog.at_level(logging.WARNING, logger="yolotr"):
+        CaptionDataset(data, vocab, 32, 5, train=False, cache=False)
+        assert not caplog.text  # validation captions are not cut for training
+        CaptionDataset(data, vocab, 32, 5, train=True, cache=False)
+    assert "1 of 3 training captions have more than max_len - 2 = 3 words (the longest 5)" in caplog.text
+    assert vocab.encode("one two three four five", 5)[1:-1] == vocab.encode("one two three", 5)[1:-1]

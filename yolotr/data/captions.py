@@ -164,6 +164,15 @@ class CaptionDataset(Dataset):
 
     def __init__(self, data: CaptionSet, vocab: Vocabulary, imgsz: int, max_len: int, train: bool, cache: bool):
         self.data, self.vocab, self.imgsz, self.max_len, self.train = data, vocab, imgsz, max_len, train
+        if train:
+            lengths = [len(tokenize(c)) for caps in data.captions for c in caps]
+            cut = sum(n > max_len - 2 for n in lengths)
+            if cut:
+                LOGGER.warning(
+                    "%d of %d training captions have more than max_len - 2 = %d words (the longest %d): the model "
+                    "learns them cut after word %d; raise max_len to keep them whole",
+                    cut, len(lengths), max_len - 2, max(lengths), max_len - 2,
+                )  # fmt: skip
         self.images: list[torch.Tensor] | None = None
         if cache:
             self.images = [load_image_tensor(p, imgsz) for p in tqdm(data.paths, desc="caching images", leave=False)]
