@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from yolotr.data import label_cache, validation
+from yolotr.data import label_cache, label_check
 from yolotr.data.check import EXIT_OK, check_data
 from yolotr.data.dataset import DetectionDataset
 from yolotr.data.sources import ImageRecord, load_dataset_config, load_records
@@ -293,7 +293,7 @@ def test_label_cache(broken_dataset, broken_outcome, monkeypatch):
     def boom(path):
         raise AssertionError("validation ran although the cache is valid")
 
-    monkeypatch.setattr(validation, "inspect_image", boom)
+    monkeypatch.setattr(label_check, "inspect_image", boom)
     second, report2 = load_records(yaml_file, "train")
     assert [r.path for r in first] == [r.path for r in second]
     assert report1.problems == report2.problems  # kinds included
@@ -322,8 +322,8 @@ def test_old_label_cache_is_not_used(broken_dataset, broken_outcome, monkeypatch
     no_left_out = {k: v for k, v in old.items() if k != "left_out"}
     no_left_out.update(version=label_cache.CACHE_VERSION, problems=[p[:4] for p in data["problems"]])
     calls = []
-    real = validation.inspect_image
-    monkeypatch.setattr(validation, "inspect_image", lambda path: calls.append(path) or real(path))
+    real = label_check.inspect_image
+    monkeypatch.setattr(label_check, "inspect_image", lambda path: calls.append(path) or real(path))
     for stale in (old, no_left_out):
         file.write_text(json.dumps(stale))
         again, _ = load_records(config, "train")

@@ -52,6 +52,7 @@ from yolotr.data.label_cache import (
     read_cache,
     write_cache,
 )
+from yolotr.data.label_check import check_boxes, validate_item
 from yolotr.data.report import DataReport, split_report
 from yolotr.data.validation import (
     CLIP_TOLERANCE,
@@ -60,10 +61,8 @@ from yolotr.data.validation import (
     ImageRecord,
     Item,
     Problem,
-    check_boxes,
     error,
     inspect_image,
-    validate_item,
     warning,
 )
 from yolotr.errors import DataError, did_you_mean
