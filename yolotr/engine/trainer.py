@@ -10,7 +10,6 @@ Transformer parameters get their own learning-rate multiplier.
 from __future__ import annotations
 
 import datetime
-import functools
 import logging
 import os
 import time
@@ -30,7 +29,7 @@ from yolotr.engine.amp import StepGate, resolve_amp
 from yolotr.engine.autoanchor import run_autoanchor
 from yolotr.engine.config import default_config, resolve_config
 from yolotr.engine.early_stop import EarlyStopping
-from yolotr.engine.ema import ModelEMA, unwrap
+from yolotr.engine.ema import ModelEMA
 from yolotr.engine.guard import NonFiniteGuard
 from yolotr.engine.head_mode import STRETCH, input_fit
 from yolotr.engine.heap import set_mmap_threshold
@@ -44,6 +43,7 @@ from yolotr.engine.sync_bn import convert_sync_batchnorm
 from yolotr.engine.tensorboard import TensorBoardLogger
 from yolotr.engine.time_limit import fitted_epochs
 from yolotr.engine.train_model import build_train_model, freeze_batchnorm_statistics
+from yolotr.engine.train_step import OptimizerStepping
 from yolotr.errors import ConfigError
 from yolotr.models.detection import DetectionModel, refuse_fused
 from yolotr.models.weights import model_checkpoint, remove_partial_writes, save_checkpoint
@@ -53,7 +53,7 @@ from yolotr.ops.loss import build_loss, unread_settings_warning
 LOGGER = logging.getLogger("yolotr")
 
 
-class Trainer:
+class Trainer(OptimizerStepping):
     """Trains a detector; ``Trainer(overrides).train()`` or ``Trainer.resume(run_dir).train()``.
 
     Args:
@@ -270,25 +270,6 @@ class Trainer:
         loss, items = self.loss_fn(raw, targets)
         return loss * self.world, items
 
-    def _loss_of(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The loss of a loader's uint8 batch ``(B, 3, H, W)``: the guard's re-run of a step."""
-        images = images.to(self.device, torch.float32, memory_format=self.memory_format).div_(255)
-        return self._forward_loss(images, targets)[0]
-
-    def _report_fault(self, batches: list[tuple[int, tuple]], reason: str) -> None:
-        """A step skipped for a fault: the guard names the module (re-running ``(step, (images, targets))``
-        batches in turn until one shows it), counts it, and may roll back."""
-        LOGGER.warning("step %d: %s; the step is skipped", self.step, reason)
-        runs = [(step, functools.partial(self._loss_of, *batch)) for step, batch in batches]
-        self.guard.locate(unwrap(self.train_model), *runs[0], runs[1:])
-        self.guard.restore_buffers(self.model)  # the NaN the step's forwards put into BatchNorm statistics
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.guard.record_bad_step(self.step // self.accumulate):  # the window counts optimizer steps
-            self.guard.roll_back(model=self.model, optimizer=self.optimizer, ema=self.ema, gate=self.gate)
-
-    def _good_snapshot(self) -> None:
-        self.guard.take_snapshot(model=self.model, optimizer=self.optimizer, ema=self.ema, gate=self.gate)
-
     def train(self) -> dict:
         """Run the training; returns the last validation metrics (and where the run lives). torch's deterministic
         settings, which ``deterministic`` sets for the run, are the caller's again afterwards."""
@@ -392,50 +373,6 @@ class Trainer:
         return train_loader(
             self.train_set, self.sampler, workers, self.device.type == "cuda", self.cfg["seed"] + self.rank
         )
-
-    def _accumulate_at(self, step: int) -> int:
-        """Batches per optimizer step at ``step``: rising from 1 to ``nbs / global batch`` over the warmup
-        (as YOLOv5 does, so the early, fast-changing steps are not averaged away), then fixed."""
-        if not self.warmup_iters or step > self.warmup_iters:
-            return self.accumulate
-        full = self.cfg["nbs"] / (self.cfg["batch"] * self.world)
-        return max(1, round(1 + (full - 1) * step / self.warmup_iters))
-
-    def _optimizer_step(self) -> bool:
-        """Unscale, clip and step; whether the step ran. The gate's ``step`` is the one host sync of a step
-        that runs; a skipped step is an fp16 overflow (counted, silent) or a fault (the guard's)."""
-        self.gate.unscale_(self.optimizer)
-        norm = None
-        if self.cfg["grad_clip"]:
-            params = [p for p in self.model.parameters() if p.grad is not None]
-            if params:  # a non-finite norm spoils the clipped gradients, but then the gate skips the step
-                norm = nn.utils.get_total_norm([p.grad for p in params], foreach=True)
-                nn.utils.clip_grads_with_norm_(params, self.cfg["grad_clip"], norm, foreach=True)
-        ran = self.gate.step(self.optimizer, norm)
-        window, finite = self._window, self._window_finite
-        self._window, self._window_finite = [], []
-        self.last_opt_step = self.step
-        if ran:
-            self.gate.update()
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.ema is not None:
-                self.ema.update(self.model)
-            return True
-        flags = torch.stack(finite).float()
-        if self.world > 1:  # every rank skipped (the gradients are all-reduced); agree on why
-            dist.all_reduce(flags, op=dist.ReduceOp.MIN)
-        flags = flags.tolist()
-        loss_finite = all(flags)
-        overflow = self.gate.is_overflow(loss_finite)
-        self.gate.update(overflow)
-        if overflow:
-            self.optimizer.zero_grad(set_to_none=True)
-            return False
-        steps = range(self.step - len(window) + 1, self.step + 1)  # the steps of the window's batches
-        picked = [flags.index(0.0)] if not loss_finite else range(len(window))  # a gradient: any batch, in turn
-        reason = "non-finite loss" if not loss_finite else "non-finite gradient"
-        self._report_fault([(steps[i], window[i]) for i in picked], reason)
-        return False
 
     def _end_epoch(self, epoch: int, mean_loss: torch.Tensor) -> dict:
         metrics = {}
