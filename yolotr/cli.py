@@ -314,9 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights-rename", dest="weights_rename", nargs="+", help="old=new key-prefix rules")
     p.add_argument(
         "--amp",
-        choices=["auto", "fp16", "bf16", "false", "on", "off"],
-        help="mixed precision: auto (fp16 on CUDA, off on CPU), fp16 (with loss scaling), bf16, false; on = auto's "
-        "fp16 on CUDA and bf16 on CPU",
+        choices=["auto", "fp16", "bf16", "false", "true", "on", "off"],
+        help="mixed precision: auto (fp16 on CUDA, off on CPU), fp16 (with loss scaling), bf16, false; true (or on) = "
+        "auto's fp16 on CUDA and bf16 on CPU",
     )
     p.add_argument(
         "--save-period", dest="save_period", type=int, help="keep weights/epoch<N>.pt every N epochs (YOLOv5's flag)"
@@ -370,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr-transformer-scale", dest="lr_transformer_scale", help="a number, or auto")
     p.add_argument("--freeze", type=int)
     p.add_argument("--weights", help="transfer matching weights from this checkpoint into every model")
-    p.add_argument("--amp", choices=["auto", "fp16", "bf16", "false", "on", "off"])
+    p.add_argument("--amp", choices=["auto", "fp16", "bf16", "false", "true", "on", "off"])
     p.add_argument("--noautoanchor", dest="autoanchor", action="store_false", default=None)
     p.add_argument("--cfg", help="a YAML of settings overriding cfg/default.yaml")
     p.add_argument(

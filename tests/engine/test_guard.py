@@ -30,6 +30,33 @@ def test_locating_names_the_module_and_leaves_the_running_statistics_as_they_wer
     assert all(torch.equal(b, before[n]) for n, b in model.named_buffers())  # the re-run updated nothing
 
 
+def test_a_fault_of_the_loss_function_is_named_as_the_loss():
+    """Every module's output finite and the loss not: the report said "did not reproduce on a re-run"."""
+    model = _model().train()
+    x = torch.rand(2, 3, 16, 16)
+    report = NonFiniteGuard().locate(model, 4, lambda: model(x).mean() * math.nan)
+    assert (report.step, report.module, report.kind) == (4, None, "loss")
+    assert "first seen in the loss function" in str(report) and "(2, 4, 14, 14) torch.float32" in str(report)
+
+
+def test_a_module_that_returns_a_dict_is_named():
+    """The end-to-end heads return ``{"one2many": ..., "one2one": ...}``, which the hooks did not look into."""
+
+    class TwoBranches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return {"one2many": y, "one2one": y * math.nan}
+
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), TwoBranches()).train()
+    x = torch.rand(1, 3, 8, 8)
+    report = NonFiniteGuard().locate(model, 2, lambda: sum(t.mean() for t in model(x).values()))
+    assert (report.module, report.kind) == ("1", "output")
+
+
 def test_non_finite_statistics_go_back_to_the_snapshot_and_finite_ones_stay():
     model = _model().train()
     guard = NonFiniteGuard()

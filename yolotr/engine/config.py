@@ -149,6 +149,12 @@ def resolve_config(overrides: dict | None = None, cfg_file: str | Path | None = 
     if cfg_file is not None:
         _apply(cfg, str(cfg_file), load_cfg_file(cfg_file))
     _apply(cfg, "arguments", overrides or {})
+    if cfg["nan_max_bad_steps"] > cfg["nan_window"]:  # the window never holds that many: no roll back, ever
+        raise ConfigError(
+            f"nan_max_bad_steps ({cfg['nan_max_bad_steps']}) must be at most nan_window ({cfg['nan_window']}): the "
+            "guard rolls back after nan_max_bad_steps skipped steps within nan_window optimizer steps, so a "
+            "larger count would never roll back, and a persistent fault would skip every step to the end"
+        )
     return cfg
 
 

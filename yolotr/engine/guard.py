@@ -34,7 +34,12 @@ class NonFiniteReport:
     input_stats: str
 
     def __str__(self) -> str:
-        where = f"module '{self.module}' ({self.kind})" if self.module else f"no single module ({self.kind})"
+        if self.kind == "loss":  # every module's output was finite: the loss function made it
+            where = "the loss function (the model's outputs were finite)"
+        elif self.module:
+            where = f"module '{self.module}' ({self.kind})"
+        else:
+            where = f"no single module ({self.kind})"
         return f"non-finite value at step {self.step}: first seen in {where}; inputs: {self.input_stats}"
 
 
@@ -59,6 +64,8 @@ def _first_tensor(out):
         return [out]
     if isinstance(out, list | tuple):
         return [t for o in out for t in _first_tensor(o)]
+    if isinstance(out, dict):  # the end-to-end heads' {"one2many": ..., "one2one": ...}
+        return [t for o in out.values() for t in _first_tensor(o)]
     return []
 
 
@@ -109,7 +116,7 @@ class NonFiniteGuard:
         for at, attempt in ((step, run), *others):
             found = self._rerun(model, attempt)
             if found:
-                kind = "output" if "output" in found else "gradient"
+                kind = next(k for k in ("output", "gradient", "loss") if k in found)
                 report = NonFiniteReport(at, found[kind][0], kind, found[kind][1])
             if not _on_every_rank(not found):  # DDP ranks re-run the same batches: they stop together
                 break
@@ -120,11 +127,13 @@ class NonFiniteGuard:
     @staticmethod
     def _rerun(model: nn.Module, run: Callable[[], torch.Tensor]) -> dict[str, tuple[str, str]]:
         """One hooked re-run: ``{"output" | "gradient": (module name, its input's statistics)}`` of the first
-        module whose output (or output gradient) was not finite."""
+        module whose output (or output gradient) was not finite, or ``{"loss": (None, the model outputs'
+        statistics)}`` when only the loss was."""
         buffers = [(b, b.clone()) for b in model.buffers()]
         names = {m: n for n, m in model.named_modules() if n}
         found: dict[str, tuple[str, str]] = {}
-        handles = []
+        outputs: list[torch.Tensor] = []
+        handles = [model.register_forward_hook(lambda _m, _i, out: outputs.extend(_first_tensor(out)))]
 
         def forward_hook(module, inputs, output):
             outs = _first_tensor(output)
@@ -142,7 +151,10 @@ class NonFiniteGuard:
             handles.append(module.register_forward_hook(forward_hook))
         try:
             loss = run()
-            if _on_every_rank("output" not in found and bool(torch.isfinite(loss).all()) and loss.requires_grad):
+            loss_finite = bool(torch.isfinite(loss).all())
+            if not loss_finite and "output" not in found:
+                found["loss"] = (None, f"the model's outputs {tensor_stats(outputs)}")
+            if _on_every_rank("output" not in found and loss_finite and loss.requires_grad):
                 loss.backward()
         finally:
             for h in handles:

@@ -39,8 +39,9 @@ class LossProgress:
         self.count += finite
 
     def mean(self) -> torch.Tensor:
-        """``(n,)`` float32 on the CPU: the mean over the finite batches so far (zeros before any)."""
-        return (self.total / self.count.clamp(min=1)).cpu()
+        """``(n,)`` float32 on the CPU: the mean over the finite batches so far (NaN before any: an epoch whose
+        every step was skipped has no loss, and results.csv must not show it as a perfect one)."""
+        return (self.total / self.count).cpu()
 
     def formatted(self) -> list[str]:
         return [f"{v:.4f}" for v in self.mean().tolist()]

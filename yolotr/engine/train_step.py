@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 from yolotr.engine.ema import unwrap
+from yolotr.engine.optim import apply_schedule
 
 LOGGER = logging.getLogger("yolotr")
 
@@ -41,6 +42,7 @@ class OptimizerStepping:
                 norm = nn.utils.get_total_norm([p.grad for p in params], foreach=True)
                 nn.utils.clip_grads_with_norm_(params, self.cfg["grad_clip"], norm, foreach=True)
         ran = self.gate.step(self.optimizer, norm)
+        self.step_attempts += 1
         window, finite = self._window, self._window_finite
         self._window, self._window_finite = [], []
         self.last_opt_step = self.step
@@ -79,8 +81,12 @@ class OptimizerStepping:
         self.guard.locate(unwrap(self.train_model), *runs[0], runs[1:])
         self.guard.restore_buffers(self.model)  # the NaN the step's forwards put into BatchNorm statistics
         self.optimizer.zero_grad(set_to_none=True)
-        if self.guard.record_bad_step(self.step // self.accumulate):  # the window counts optimizer steps
+        if self.guard.record_bad_step(self.step_attempts):  # the window counts optimizer steps, run or skipped
             self.guard.roll_back(model=self.model, optimizer=self.optimizer, ema=self.ema, gate=self.gate)
+            # the snapshot's optimizer state held the learning rates of its own step: this step's, lowered now
+            apply_schedule(
+                self.optimizer, self.cfg, self.step // self.nb, self.step, self.warmup_iters, self.guard.lr_multiplier
+            )
 
     def _good_snapshot(self) -> None:
         self.guard.take_snapshot(model=self.model, optimizer=self.optimizer, ema=self.ema, gate=self.gate)

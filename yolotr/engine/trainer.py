@@ -163,6 +163,7 @@ class Trainer(OptimizerStepping):
         )
         self.start_epoch, self.start_batch, self.last_opt_step, self.best_fitness = 0, 0, -1, -1.0
         self.optimizer_steps = 0  # optimizer steps that ran, over the whole run (save_period_steps counts them)
+        self.step_attempts = 0  # optimizer steps that ran or were skipped (the guard's window counts them)
         self.overflows_before, self.resumed_overflows = 0, None  # GradScaler's overflow count at the epoch's start
         self.elapsed_before, self.resumed_loss = 0.0, None  # a resumed run's seconds and its epoch's loss sums
         self.epochs_fitted = False  # time_limit: epochs fitted to it (once a run; checkpoints keep it)
@@ -207,6 +208,7 @@ class Trainer(OptimizerStepping):
         self.start_epoch, self.start_batch = int(state["epoch"]), int(state["batch"])
         self.last_opt_step = int(state["last_opt_step"])
         self.optimizer_steps = int(state.get("optimizer_steps", 0))
+        self.step_attempts = int(state.get("step_attempts", self.optimizer_steps))
         self.resumed_overflows = state.get("epoch_overflows_start")
         if self.main:  # rows of epochs after this checkpoint (written before a kill stopped its last.pt) go
             trim_results_rows(self.save_dir, int(state["epoch"]))
@@ -234,6 +236,7 @@ class Trainer(OptimizerStepping):
             "batch": batch,
             "last_opt_step": self.last_opt_step,
             "optimizer_steps": self.optimizer_steps,
+            "step_attempts": self.step_attempts,
             "epoch_overflows_start": self.overflows_before,  # a resumed epoch's results row counts them all
             "world": self.world,  # a batch index means another place in the epoch under another process count
             "best_fitness": self.best_fitness,
@@ -343,6 +346,7 @@ class Trainer(OptimizerStepping):
                         period = cfg["save_period_steps"]
                         if period and self.optimizer_steps % period == 0 and bi + 1 < self.nb:
                             self._save(epoch, bi + 1)
+                            self._good_snapshot()  # what a resume from it starts from: it rolls back alike
                 if bi % LOG_EVERY == 0 or bi == self.nb - 1:  # the logging interval: the loss read on the host
                     bar.set_postfix(dict(zip(self.loss_fn.names, progress.formatted())))
             mean_loss = progress.mean()
