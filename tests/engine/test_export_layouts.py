@@ -206,3 +206,26 @@ def test_a_raw_export_of_dynamic_size_keeps_its_maps_dynamic(tmp_path):
         "height0",
         "width0",
     ]  # 64 box + 2 class
+
+
+@pytest.mark.parametrize("name", ["yolov10n", "rtdetr-l"])
+def test_the_export_check_compares_end_to_end_rows_that_are_tied_or_score_low(name, tmp_path, monkeypatch):
+    """The check compared nothing for these rule-made checkpoints: RT-DETR's rows all score below 0.25 on the
+    check's input (none kept), YOLOv10's all 1.0 (all exempt as ties at the cut); a file whose every box is 100
+    px off passed. Tied rows are now checked against the one-to-one branch's candidates."""
+    import yolotr.engine.exporter as exporter
+
+    model = load_model(shared_path("reference", "ultralytics-next", f"{name}_rule.pt"))
+    assert export_model(model, "onnx", tmp_path / "ok.onnx", imgsz=160).detections_match
+    real = exporter._run_file
+
+    def shifted(written, format, example):
+        out = real(written, format, example)
+        out[0] = out[0].copy()
+        out[0][..., :4] += 100.0
+        return out
+
+    monkeypatch.setattr(exporter, "_run_file", shifted)
+    with pytest.raises(YolotrError, match="differ from PyTorch's"):
+        export_model(model, "onnx", tmp_path / "broken.onnx", imgsz=160)
+    assert not (tmp_path / "broken.onnx").exists()

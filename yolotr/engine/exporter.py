@@ -29,6 +29,7 @@ from yolotr.engine.config import check_count, check_fraction
 from yolotr.engine.export_nms import WithNms
 from yolotr.engine.head_mode import (
     STRETCH,
+    all_tied,
     default_iou,
     head_of,
     input_fit,
@@ -349,10 +350,10 @@ def _run_file(path: Path, format: str, x: torch.Tensor) -> list[np.ndarray]:
 
 
 def _detections(output: np.ndarray, layout: str, nc: int | None) -> list[torch.Tensor]:
-    """Per image ``(n, 6)`` detections of a decoded output above 0.25 (NMS at IoU 0.45 unless it is
-    ``detections`` already)."""
-    if layout == DETECTIONS:  # in a fixed order: rows of equal score may come in either order
-        kept = (d[d[:, 4] > 0.25] for d in output)
+    """Per image ``(n, 6)`` detections of a decoded output: above 0.25 after NMS at IoU 0.45, or every row of
+    ``detections`` (top-k rows, all compared)."""
+    if layout == DETECTIONS:  # every row but filler (score -1), in a fixed order (equal scores sort either way):
+        kept = (d[d[:, 4] >= 0] for d in output)  # above 0.25 only, a detector that scores noise low kept none
         return [torch.from_numpy(d[np.lexsort(d[:, [3, 2, 1, 0, 5, 4]].T)][::-1].copy()) for d in kept]
     return non_max_suppression(as_rows(torch.from_numpy(output), layout), 0.25, 0.45, nc=nc)
 
@@ -375,6 +376,8 @@ def _check(
         if not match and layout == DETECTIONS:  # top-k rows (an end-to-end head, NMS in the graph):
             # near-tied scores swap rows or cross the cut, so compare as sets (engine/head_mode.py)
             match = same_detections(torch.from_numpy(got[0]), torch.from_numpy(expected[0]), box_tol=0.5)
+            if match and all_tied(got[0]):  # every row tied at the cut: the sets were not compared, the rows are
+                match = _rows_are_top_candidates(module, example, got[0])  # checked against the head's candidates
             if not match and isinstance(module, WithNms):  # NMS on near-tied scores kept other boxes
                 match = _rows_are_candidates(module, example, got[0])
         elif not match:  # candidates: NMS on near-tied scores of a random input may keep other boxes
@@ -400,6 +403,39 @@ def _rows_are_candidates(module: WithNms, example: torch.Tensor, got: np.ndarray
         for row in kept[kept[:, 4] > 0]:
             near = (boxes[b] - row[:4]).abs() <= 1.0 + 0.01 * row[:4].abs()
             same = near.all(-1) & (cls[b] == row[5].long()) & ((best[b] - row[4]).abs() <= 1e-2)
+            if not bool(same.any()):
+                return False
+    return True
+
+
+def _rows_are_top_candidates(module: nn.Module, example: torch.Tensor, got: np.ndarray) -> bool:
+    """Whether every row of an end-to-end head's file (``(B, k, 6)``, score 0 or more) is one of the candidates of
+    PyTorch's one-to-one branch (a box of that class and score, to 1 px + 1 % and 0.01) and among its top k.
+
+    For outputs whose scores are all tied (an untrained head's saturated 1.0, on the check's random input), where
+    which k of the tied candidates a top-k keeps differs between runtimes; a head without a one-to-one branch to
+    decode (RT-DETR's queries) is not checked this way (False)."""
+    head = head_of(module)
+    if not hasattr(head, "decode_xyxy"):
+        return False
+    seen: list[list[torch.Tensor]] = []
+    hook = head.register_forward_hook(lambda _m, inputs, _out: seen.append(inputs[0]) or None)  # keep its output
+    export = head.export
+    try:
+        with torch.no_grad():
+            module(example)
+            head.export = False  # the branch maps besides the detections
+            candidates = head.decode_xyxy(head(seen[0])[1]["one2one"])  # (B, anchors, 4 + nc)
+    finally:
+        hook.remove()
+        head.export = export
+    boxes, scores = candidates[..., :4], candidates[..., 4:]
+    for b, rows in enumerate(torch.from_numpy(got)):
+        rows = rows[rows[:, 4] >= 0]
+        kth = scores[b].amax(-1).topk(min(len(rows), scores.shape[1])).values[-1] if len(rows) else 0.0
+        for row in rows:
+            near = ((boxes[b] - row[:4]).abs() <= 1.0 + 0.01 * row[:4].abs()).all(-1)
+            same = near & ((scores[b, :, int(row[5])] - row[4]).abs() <= 1e-2) & (row[4] >= kth - 1e-2)
             if not bool(same.any()):
                 return False
     return True

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -146,6 +147,17 @@ def same_detections(a: torch.Tensor, b: torch.Tensor, box_tol: float, score_tol:
             if not bool(near.any(1).all()):
                 return False
     return True
+
+
+def all_tied(rows: np.ndarray | torch.Tensor, score_tol: float = 1e-3) -> bool:
+    """Whether every non-filler row of ``(B, k, 6)`` top-k outputs scores within ``score_tol`` of its image's
+    lowest: :func:`same_detections` exempts such rows as near ties at the cut, so it compared none of them."""
+    scores = torch.as_tensor(rows)[..., 4].float()
+    kept = scores >= 0
+    if not bool(kept.any()):
+        return False
+    low = torch.where(kept, scores, torch.inf).amin(-1, keepdim=True)
+    return bool(((scores - low <= score_tol) | ~kept).all())
 
 
 def _lowest_kept(rows: torch.Tensor) -> torch.Tensor:

@@ -69,7 +69,7 @@ def _note_baked_nms(model: nn.Module, conf: float, iou: float, max_det: int, agn
             rows = _file_rows(model)
             if agnostic or (rows is not None and max_det > rows):
                 LOGGER.info(
-                    "%s holds an end-to-end head's top %s per class, chosen at export: more detections or "
+                    "%s holds an end-to-end head's top %s detections, chosen at export: more detections or "
                     "class-agnostic selection do not apply (export a larger --max-det, or predict from the .pt)",
                     model.path, rows if rows is not None else "k",
                 )  # fmt: skip
