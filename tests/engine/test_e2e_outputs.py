@@ -88,4 +88,4 @@ def test_an_end_to_end_file_notes_the_settings_it_cannot_apply(tmp_path, caplog)
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="yolotr"):
             Predictor(file, file.names, 64, conf=0.0, **{"max_det": 50, **settings})
-        assert ("top 50 per class, chosen at export" in caplog.text) == noted, settings
+        assert ("top 50 detections, chosen at export" in caplog.text) == noted, settings
