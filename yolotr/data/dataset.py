@@ -129,7 +129,12 @@ class RecordTable(Sequence[ImageRecord]):
         self._box_end = np.cumsum([len(r.boxes) for r in records], dtype=np.int64)
         self._boxes = np.concatenate([r.boxes for r in records]) if records else np.zeros((0, 4), np.float32)
         self._classes = np.concatenate([r.classes for r in records]) if records else np.zeros(0, np.int64)
-        for array in (self._hw, self._boxes, self._classes):
+        # polygons: each object's point count (0 for a box, and for every object of an image without polygons)
+        counts = [len(s) for r in records for s in (r.segments or [()] * len(r.boxes))]
+        self._point_end = np.cumsum(counts, dtype=np.int64)
+        points = [s for r in records for s in r.segments]
+        self._points = np.concatenate(points) if points else np.zeros((0, 2), np.float32)
+        for array in (self._hw, self._boxes, self._classes, self._point_end, self._points):
             array.flags.writeable = False
 
     def __len__(self) -> int:
@@ -146,7 +151,12 @@ class RecordTable(Sequence[ImageRecord]):
         b0, b1 = (self._box_end[i - 1] if i else 0), self._box_end[i]
         h, w = self._hw[i]
         path = self._paths[p0:p1].tobytes().decode("utf-8", "surrogateescape")
-        return ImageRecord(path, int(h), int(w), self._boxes[b0:b1], self._classes[b0:b1])
+        segments = []
+        if b1 > b0 and self._point_end[b1 - 1] > (self._point_end[b0 - 1] if b0 else 0):  # a polygon among them
+            ends = self._point_end[b0:b1]
+            starts = np.concatenate(([self._point_end[b0 - 1] if b0 else 0], ends[:-1]))
+            segments = [self._points[s:e] for s, e in zip(starts, ends)]
+        return ImageRecord(path, int(h), int(w), self._boxes[b0:b1], self._classes[b0:b1], segments)
 
     def __iter__(self) -> Iterator[ImageRecord]:
         return (self[i] for i in range(len(self)))
@@ -278,10 +288,12 @@ class DetectionDataset(Dataset):
                 self._buffer.popitem(last=False)
         return item
 
-    def _scaled_boxes(self, i: int, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    def _scaled_boxes(self, i: int, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Record ``i``'s boxes, classes and polygons (``(0, 2)`` each for a box) at the image size ``hw``."""
         rec = self.records[i]
         sx, sy = hw[1] / rec.width, hw[0] / rec.height
-        return rec.boxes * np.float32([sx, sy, sx, sy]), rec.classes.copy()
+        segments = [p * np.float32([sx, sy]) for p in rec.segments] or [np.zeros((0, 2), np.float32)] * len(rec.boxes)
+        return rec.boxes * np.float32([sx, sy, sx, sy]), rec.classes.copy(), segments
 
     def __getitem__(self, i: int | tuple[int, int, int]):
         """Item ``i``; an index ``(seed, epoch, i)`` draws its augmentation from a generator seeded
@@ -296,25 +308,33 @@ class DetectionDataset(Dataset):
             pool = list(self._buffer) if self._buffer and self._ram is None else range(len(self.records))
         if self.mosaic and rng.random() < self.hyp["mosaic"]:
             idx = [i, *(pool[k] for k in rng.integers(0, len(pool), 3))]
-            images, boxes, classes = [], [], []
+            images, boxes, classes, segments = [], [], [], []
             for j in idx:
                 img, _, hw = self.load_image(j)
-                b, c = self._scaled_boxes(j, hw)
+                b, c, s = self._scaled_boxes(j, hw)
                 images.append(img)
                 boxes.append(b)
                 classes.append(c)
-            img, b, c = mosaic4(images, boxes, classes, self.imgsz, rng)
-            img, b, c = augment(img, b, c, self.hyp, rng, border=-self.imgsz // 2)
+                segments.append(s)
+            if any(len(p) for s in segments for p in s):  # polygons: the box of each one's part in view
+                img, b, c, s = mosaic4(images, boxes, classes, self.imgsz, rng, segments=segments)
+                img, b, c = augment(img, b, c, self.hyp, rng, border=-self.imgsz // 2, segments=s)
+            else:
+                img, b, c = mosaic4(images, boxes, classes, self.imgsz, rng)
+                img, b, c = augment(img, b, c, self.hyp, rng, border=-self.imgsz // 2)
             shapes = None
         else:
             img, (h0, w0), (h, w) = self.load_image(i)
             shape = self.batch_shapes[self.batch_index[i]] if self.rect else (self.imgsz, self.imgsz)
             img, ratio, (padw, padh) = letterbox(img, tuple(shape), auto=False, scaleup=self.augment)
             shapes = ((h0, w0), ((h / h0 * ratio[0], w / w0 * ratio[1]), (padw, padh)))
-            b, c = self._scaled_boxes(i, (h, w))
+            b, c, s = self._scaled_boxes(i, (h, w))
             b = b * np.float32(ratio * 2) + np.float32([padw, padh, padw, padh])
             if self.augment:
-                img, b, c = augment(img, b, c, self.hyp, rng)
+                polygons = (
+                    [p * np.float32(ratio) + np.float32([padw, padh]) for p in s] if self.records[i].segments else None
+                )
+                img, b, c = augment(img, b, c, self.hyp, rng, segments=polygons)
         return _to_item(img, b, c, self.records[i].path, shapes)
 
 

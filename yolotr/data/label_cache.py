@@ -28,7 +28,8 @@ LOGGER = logging.getLogger("yolotr")
 # 7: a JPEG with data after its end marker is whole; an orientation OpenCV does not apply keeps the stored size;
 # VOC boxes are scaled from a <size> that is not the image's; a label file that is a broken link is an error.
 # 9: VOC objects marked difficult, and those of a class not in names, are left out (the image stays).
-CACHE_VERSION = 9
+# 10: the points of YOLO polygon rows are kept (the augmentation warps them).
+CACHE_VERSION = 10
 
 
 @dataclass
@@ -74,7 +75,7 @@ def read_cache(file: Path, fingerprint: str) -> CachedSplit | None:
         if data.get("version") != CACHE_VERSION or data.get("fingerprint") != fingerprint:
             return None
         return CachedSplit(
-            records=[ImageRecord(r[0], r[1], r[2], r[3], r[4]) for r in data["records"]],
+            records=[ImageRecord(*r) for r in data["records"]],
             problems=[Problem(*p) for p in data["problems"]],
             left_out=[(str(image), str(reason)) for image, reason in data["left_out"]],
             n_images=int(data["n_images"]),
@@ -89,7 +90,10 @@ def write_cache(file: Path, fingerprint: str, split: CachedSplit) -> None:
         "version": CACHE_VERSION,
         "fingerprint": fingerprint,
         "n_images": split.n_images,
-        "records": [[r.path, r.height, r.width, r.boxes.tolist(), r.classes.tolist()] for r in split.records],
+        "records": [
+            [r.path, r.height, r.width, r.boxes.tolist(), r.classes.tolist(), [s.tolist() for s in r.segments]]
+            for r in split.records
+        ],
         "problems": [[p.file, p.line, p.severity, p.message, p.kind] for p in split.problems],
         "left_out": [list(x) for x in split.left_out],
     }

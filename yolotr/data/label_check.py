@@ -33,15 +33,16 @@ from yolotr.data.validation import (
 
 def check_boxes(
     file: str, objects: Iterable[tuple], w: int, h: int, nc: int, problems: list[Problem]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Validate raw objects ``(line, where, class, x1, y1, x2, y2)`` (pixels) of one image.
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Validate raw objects ``(line, where, class, x1, y1, x2, y2[, polygon (K, 2)])`` (pixels) of one image.
 
-    Returns ``(boxes (N, 4) float32 xyxy, classes (N,) int64)`` of the objects that pass;
+    Returns ``(boxes (N, 4) float32 xyxy, classes (N,) int64, segments)`` of the objects that pass, ``segments``
+    their polygons clipped to the image (``(0, 2)`` for a box; an empty list when no object has one);
     problems (bad class, non-finite, empty, outside: errors; clipped, duplicate: warnings) are
     appended to ``problems``. An error here leaves the whole image out (:func:`validate_item`).
     """
-    boxes, classes, keys = [], [], set()
-    for line, where, cls, x1, y1, x2, y2 in objects:
+    boxes, classes, segments, keys = [], [], [], set()
+    for line, where, cls, x1, y1, x2, y2, *polygon in objects:
         pre = f"{where}: " if where else ""
         if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
             problems.append(error(file, line, NON_FINITE, f"{pre}NaN or inf coordinate"))
@@ -67,7 +68,10 @@ def check_boxes(
         keys.add(key)
         boxes.append((x1, y1, x2, y2))
         classes.append(int(cls))
-    return np.array(boxes, np.float32).reshape(-1, 4), np.array(classes, np.int64)
+        segments.append(np.clip(polygon[0], 0, (w, h)) if polygon else np.zeros((0, 2), np.float32))
+    if not any(len(s) for s in segments):
+        segments = []
+    return np.array(boxes, np.float32).reshape(-1, 4), np.array(classes, np.int64), segments
 
 
 def validate_item(item: Item, fmt: str, names: list[str], keypoint_values: int = 0) -> Checked:
@@ -103,8 +107,8 @@ def validate_item(item: Item, fmt: str, names: list[str], keypoint_values: int =
         objects = read_voc(label, names, problems, w, h)
         if objects is None:
             problems.append(warning(label, None, f"no annotation for {item.image}: used as background"))
-    boxes, classes = check_boxes(label, objects or [], w, h, len(names), problems)
+    boxes, classes, segments = check_boxes(label, objects or [], w, h, len(names), problems)
     first = next((p for p in problems if p.severity == "error"), None)
     if first is not None:
         return Checked(None, problems, first.kind)
-    return Checked(ImageRecord(item.image, h, w, boxes, classes), problems, None)
+    return Checked(ImageRecord(item.image, h, w, boxes, classes, segments), problems, None)

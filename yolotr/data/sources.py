@@ -15,8 +15,9 @@ Labels per format:
 
 - ``yolo``: ``<class> <cx> <cy> <w> <h>`` normalized to the image, one object per line, at the
   image path with the last ``images`` folder replaced by ``labels`` and the suffix by ``.txt``.
-  A line with an odd number >= 7 of columns is a polygon (``class x1 y1 x2 y2 ...``) and becomes
-  its bounding box. A missing label file is a background image.
+  A line with an odd number >= 7 of columns is a polygon (``class x1 y1 x2 y2 ...``): its bounding box,
+  and its points, which the augmentation warps (:attr:`ImageRecord.segments`). A missing label file is a
+  background image.
 - ``coco``: each split entry is an instances JSON; ``bbox`` is ``[x, y, w, h]`` in pixels;
   categories map to ``names`` by name (or, without ``names``, to their order sorted by id);
   ``iscrowd`` annotations are skipped.

@@ -124,7 +124,8 @@ def mosaic4(
     size: int,
     rng: np.random.Generator,
     pad_value: int = 114,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    segments: list[list[np.ndarray]] | None = None,
+) -> tuple:
     """Tile four images around a random centre of a ``(2 size, 2 size)`` canvas.
 
     Args:
@@ -134,18 +135,20 @@ def mosaic4(
         size: the output side of the training image (the canvas is twice as large; crop it back
             with :func:`random_affine` and ``border=-size // 2``).
         rng: the random generator (two draws: the centre).
+        segments: optionally, per image its objects' ``(K, 2)`` polygons in pixels (``K = 0`` for a box).
 
     Returns:
         ``(2 size, 2 size, 3)`` uint8 canvas, ``(N, 4)`` float32 boxes clipped to it (only boxes left with no
-        area are dropped), ``(N,)`` labels. As YOLOv5's ``load_mosaic`` and the package's mosaic, the size and
-        area filter runs once, after the zoom and crop of :func:`random_affine`: filtered here too, a box of
-        1.8 px that the zoom would make 2.7, or a sliver that the crop keeps in view, lost its label (4 % of
-        the labels under mosaic on a set of small objects).
+        area are dropped), ``(N,)`` labels, and with ``segments`` the kept objects' polygons moved onto the
+        canvas (not clipped: :func:`random_affine` takes the box of the part in view). As YOLOv5's
+        ``load_mosaic`` and the package's mosaic, the size and area filter runs once, after the zoom and crop
+        of :func:`random_affine`: filtered here too, a box of 1.8 px that the zoom would make 2.7, or a sliver
+        that the crop keeps in view, lost its label (4 % of the labels under mosaic on a set of small objects).
     """
     s = size
     xc, yc = (int(v) for v in rng.uniform(s / 2, 3 * s / 2, 2))
     canvas = np.full((2 * s, 2 * s, 3), pad_value, dtype=np.uint8)
-    out_boxes, out_classes = [], []
+    out_boxes, out_classes, out_segments = [], [], []
     for i, (img, b, c) in enumerate(zip(images, boxes, classes)):
         h, w = img.shape[:2]
         if i == 0:
@@ -163,9 +166,13 @@ def mosaic4(
         canvas[y1a:y2a, x1a:x2a] = img[y1b : y1b + (y2a - y1a), x1b : x1b + (x2a - x1a)]
         out_boxes.append(np.asarray(b, np.float32).reshape(-1, 4) + np.float32([x1a - x1b, y1a - y1b] * 2))
         out_classes.append(np.asarray(c, np.int64).reshape(-1))
+        if segments is not None:
+            out_segments += [p + np.float32([x1a - x1b, y1a - y1b]) for p in segments[i]]
     clipped = np.concatenate(out_boxes).clip(0, 2 * s)
     keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
-    return canvas, clipped[keep], np.concatenate(out_classes)[keep]
+    if segments is None:
+        return canvas, clipped[keep], np.concatenate(out_classes)[keep]
+    return canvas, clipped[keep], np.concatenate(out_classes)[keep], [p for p, k in zip(out_segments, keep) if k]
 
 
 def random_affine(
@@ -180,12 +187,16 @@ def random_affine(
     perspective: float = 0.0,
     border: int = 0,
     pad_value: int = 114,
+    segments: list[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rotate, scale, shear, translate (and optionally warp in perspective) image and boxes.
 
     The output is ``(H + 2 border, W + 2 border, 3)``: ``border = -size // 2`` crops a mosaic
     canvas back to ``size``. A box becomes the bounding box of its four transformed corners,
     clipped to the output; boxes that become too small (:func:`box_candidates`) are dropped.
+    An object with a polygon in ``segments`` (``(K, 2)`` pixels, ``K = 0`` for a box) becomes the box of the
+    part of its transformed polygon in view, and the area kept may then fall to 1 % (10 % for boxes), as
+    YOLOv5's ``random_perspective`` and the package's ``RandomPerspective`` do with segments.
 
     Args:
         image: ``(H, W, 3)`` uint8.
@@ -223,8 +234,52 @@ def random_affine(
     if len(boxes) == 0:
         return image, boxes, np.asarray(classes, np.int64).reshape(-1)
     new = transform_boxes(boxes, m, perspective=bool(perspective), clip=(width, height))
-    keep = box_candidates(boxes * zoom, new)
+    polygons = segments is not None and any(len(p) for p in segments)
+    if polygons:
+        for i, p in enumerate(segments):
+            if len(p):
+                new[i] = polygon_box(transform_points(p, m, bool(perspective)), width, height)
+    keep = box_candidates(boxes * zoom, new, area_thr=0.01 if polygons else 0.1)
     return image, new[keep], np.asarray(classes, np.int64)[keep]
+
+
+def transform_points(points: np.ndarray, m: np.ndarray, perspective: bool = False) -> np.ndarray:
+    """``(K, 2)`` points mapped by the ``(3, 3)`` matrix ``m``: ``(K, 2)`` float64."""
+    xy = points.astype(np.float64) @ m[:2, :2].T + m[:2, 2]
+    if perspective:
+        xy /= (points.astype(np.float64) @ m[2, :2] + m[2, 2])[:, None]
+    return xy
+
+
+def polygon_box(polygon: np.ndarray, w: float, h: float) -> np.ndarray:
+    """The ``xyxy`` box of the part of a ``(K, 2)`` polygon (any shape, not self-touching) inside
+    ``[0, w] x [0, h]``; zeros when none is. Exact: the part's extremes are the polygon's vertices inside, its
+    edges' crossings of the border, and the corners of the rectangle inside the polygon."""
+    x, y = polygon[:, 0], polygon[:, 1]
+    if len(x) and x.min() >= 0 and y.min() >= 0 and x.max() <= w and y.max() <= h:
+        return np.array([x.min(), y.min(), x.max(), y.max()])
+    inside = (x >= 0) & (x <= w) & (y >= 0) & (y <= h)
+    points = [polygon[inside]]
+    nx, ny = np.roll(x, -1), np.roll(y, -1)
+    for a, b, na, nb, limit, other in ((x, y, nx, ny, w, h), (y, x, ny, nx, h, w)):
+        for line in (0.0, limit):  # the edges' crossings of x = 0, x = w (then y = 0, y = h)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t = (line - a) / (na - a)
+            cross = (t >= 0) & (t <= 1)
+            at = b[cross] + t[cross] * (nb[cross] - b[cross])
+            at = at[(at >= 0) & (at <= other)]
+            points.append(
+                np.stack((np.full_like(at, line), at), 1) if a is x else np.stack((at, np.full_like(at, line)), 1)
+            )
+    corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], np.float64)
+    straddle = (y[None] > corners[:, 1:2]) != (ny[None] > corners[:, 1:2])  # (4, K): edges crossing each corner's row
+    with np.errstate(divide="ignore", invalid="ignore"):
+        at_x = x[None] + (corners[:, 1:2] - y[None]) * (nx - x)[None] / (ny - y)[None]
+    points.append(corners[(straddle & (corners[:, :1] < at_x)).sum(1) % 2 == 1])  # even-odd rule
+    found = np.concatenate(points)
+    if not len(found):
+        return np.zeros(4)
+    return np.array([found[:, 0].min(), found[:, 1].min(), found[:, 0].max(), found[:, 1].max()])
 
 
 def transform_boxes(
@@ -321,6 +376,7 @@ def augment(
     rng: np.random.Generator,
     border: int = 0,
     pad_value: int = 114,
+    segments: list[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The training chain after letterbox or mosaic: random affine, HSV jitter, flips.
 
@@ -329,6 +385,7 @@ def augment(
         hyp: ``degrees``, ``translate``, ``scale``, ``shear``, ``perspective``, ``hsv_h``,
             ``hsv_s``, ``hsv_v``, ``flipud``, ``fliplr`` (the keys of ``cfg/default.yaml``).
         border: ``-size // 2`` after :func:`mosaic4`, else 0.
+        segments: the objects' polygons (see :func:`random_affine`), or None.
 
     Returns:
         ``(H + 2 border, W + 2 border, 3)`` uint8 image, boxes and classes of the kept boxes.
@@ -345,6 +402,7 @@ def augment(
         perspective=hyp.get("perspective", 0.0),
         border=border,
         pad_value=pad_value,
+        segments=segments,
     )
     image = hsv_jitter(image, rng, hyp.get("hsv_h", 0.0), hyp.get("hsv_s", 0.0), hyp.get("hsv_v", 0.0))
     ud, lr = rng.random(2)

@@ -53,6 +53,9 @@ class ImageRecord:
         height, width: image size in pixels after EXIF rotation (as ``cv2.imread`` returns it).
         boxes: ``(N, 4)`` float32 ``xyxy`` in pixels, inside the image, positive size.
         classes: ``(N,)`` int64 class indices into the dataset's ``names``.
+        segments: the objects' polygons (YOLO polygon rows), ``N`` float32 ``(K_i, 2)`` point arrays in pixels
+            clipped to the image (``K_i = 0`` for an object given as a box), or empty when the image has none.
+            As in the references, the augmentation warps them and takes the box of what stays in view.
     """
 
     path: str
@@ -60,10 +63,14 @@ class ImageRecord:
     width: int
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
     classes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    segments: list[np.ndarray] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.boxes = np.asarray(self.boxes, np.float32).reshape(-1, 4)
         self.classes = np.asarray(self.classes, np.int64).reshape(-1)
+        self.segments = [np.asarray(s, np.float32).reshape(-1, 2) for s in self.segments]
+        if self.segments and len(self.segments) != len(self.boxes):
+            raise ValueError(f"{self.path}: {len(self.segments)} segments for {len(self.boxes)} boxes")
 
 
 @dataclass(frozen=True)
@@ -266,7 +273,8 @@ def _broken_link(label: str, problems: list[Problem]) -> bool:
 
 
 def read_yolo(label: str, w: int, h: int, problems: list[Problem], keypoint_values: int = 0) -> list[tuple] | None:
-    """Raw objects of a YOLO txt (pixels), or None when the file does not exist (a background image).
+    """Raw objects of a YOLO txt (pixels), or None when the file does not exist (a background image). An object is
+    ``(line, "", class, x1, y1, x2, y2)``, and a polygon's has its ``(K, 2)`` float32 points in pixels after them.
 
     Lines that cannot be parsed are reported as errors and not returned. With ``keypoint_values`` (a pose
     dataset's ``kpt_shape`` product, e.g. 17 x 3 = 51) a row of ``5 + keypoint_values`` columns is a box followed
@@ -312,9 +320,11 @@ def read_yolo(label: str, w: int, h: int, problems: list[Problem], keypoint_valu
         if len(cols) == 5:
             cx, cy, bw, bh = values[1:]
             x1, y1, x2, y2 = (cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h
-        else:
+        else:  # a polygon: its box, and its points, which the augmentation warps (the box of the visible part)
             xs, ys = np.array(values[1::2]) * w, np.array(values[2::2]) * h
             x1, y1, x2, y2 = xs.min(), ys.min(), xs.max(), ys.max()
+            objects.append((n, "", cls, x1, y1, x2, y2, np.stack((xs, ys), 1).astype(np.float32)))
+            continue
         objects.append((n, "", cls, x1, y1, x2, y2))
     return objects
 
