@@ -14,6 +14,7 @@ import pytest
 from yolotr.data.dataset import DetectionDataset, RecordTable, default_hyp
 from yolotr.data.sources import load_records
 from yolotr.data.transforms import augment, mosaic4, polygon_box, random_affine
+from yolotr.errors import DataError
 
 SIZE = 192
 HYP = {**default_hyp(), "degrees": 20.0, "shear": 5.0, "hsv_h": 0.0, "hsv_s": 0.0, "hsv_v": 0.0}
@@ -113,13 +114,21 @@ def test_polygon_rows_keep_their_points_through_the_cache_and_the_record_table(t
     cv2.imwrite(str(tmp_path / "images" / "b.png"), np.zeros((100, 200, 3), np.uint8))
     (tmp_path / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n1 0.1 0.1 0.5 0.1 0.1 0.9\n")
     (tmp_path / "labels" / "b.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "labels" / "b.txt").write_text("0 0.5 0.5 0.2 0.2\n0 0.1234567 0.1 0.5 0.1 0.1 0.9\n")
     data = {"path": str(tmp_path), "train": "images", "names": ["box", "triangle"]}
-    for _ in range(2):  # validated, then read from the label cache
+    seen = []
+    for _ in range(2):  # validated, then read from the label cache: the same points (a resume reads the cache)
         records, _ = load_records(data, "train")
         a, b = sorted(records, key=lambda r: r.path)
-        assert [len(s) for s in a.segments] == [0, 3] and b.segments == []
+        assert [len(s) for s in a.segments] == [0, 3] and [len(s) for s in b.segments] == [0, 3]
         np.testing.assert_allclose(a.segments[1], [[20, 10], [100, 10], [20, 90]])
         np.testing.assert_allclose(a.boxes[1], [20, 10, 100, 90])
+        seen.append(b.segments[1])
+    np.testing.assert_array_equal(seen[0], seen[1])
+    assert seen[0][0, 0] == np.float32(24.69)  # 0.1234567 x 200 px, to 0.01 px
+    (tmp_path / "labels" / "b.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    records, _ = load_records(data, "train")
+    a, b = sorted(records, key=lambda r: r.path)
     table = RecordTable([a, b])
     assert [len(s) for s in table[0].segments] == [0, 3] and table[1].segments == []
     np.testing.assert_array_equal(table[0].segments[1], a.segments[1])
@@ -215,3 +224,33 @@ def test_boxes_agree_with_yolov5_random_perspective_on_segments():
             for row in theirs:
                 np.testing.assert_allclose(ours[list(ids).index(int(row[0]))], row[1:], atol=1.0)
     assert total > 200 and same >= 290
+
+
+def test_a_polygon_that_sticks_out_is_clipped_to_the_image_as_a_polygon(tmp_path, monkeypatch):
+    """Its vertices were clamped one by one, which is another shape: 3,250 px² of a visible 5,940."""
+    monkeypatch.setenv("YOLOTR_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((100, 100, 3), np.uint8))
+    (tmp_path / "labels" / "a.txt").write_text("0 -0.4 0.35 0.35 -0.4 -0.4 -0.4\n")  # its box reaches in, it not
+    with pytest.raises(DataError, match="polygon wholly outside the 100x100 image"):
+        load_records({"path": str(tmp_path), "train": "images", "names": ["t"]}, "train", cache=False)
+    (tmp_path / "labels" / "a.txt").write_text("0 -0.6 0.5 0.5 -0.6 0.9 0.9\n")
+    (record,), report = load_records({"path": str(tmp_path), "train": "images", "names": ["t"]}, "train", cache=False)
+    assert cv2.contourArea(record.segments[0]) == pytest.approx(5940, abs=1)
+    np.testing.assert_allclose(record.boxes[0], [0, 0, 90, 90], atol=0.01)
+    assert "polygon 60.0 px outside the image, clipped" in str(report.problems)
+
+
+def test_mosaic_clips_polygons_to_its_canvas():
+    """A tile is cut at the canvas's sides; a polygon's part beyond them is not in the image, and with a zoom
+    below 0.6 the canvas's side comes into view: the box reached over the grey padding."""
+    rng = np.random.default_rng(3)
+    images = [np.zeros((SIZE, SIZE, 3), np.uint8) for _ in range(4)]
+    big = np.float32([[-50, -50], [SIZE + 50, -50], [SIZE + 50, SIZE + 50], [-50, SIZE + 50]])  # past every side
+    boxes = [np.float32([[0, 0, SIZE, SIZE]])] * 4
+    ids = [np.array([k]) for k in range(4)]
+    _, kept, _, polygons = mosaic4(images, boxes, ids, SIZE, rng, segments=[[big]] * 4)
+    assert len(polygons) == len(kept) == 4
+    for polygon in polygons:
+        assert polygon.min() >= 0 and polygon.max() <= 2 * SIZE

@@ -424,13 +424,13 @@ def test_voc_difficult_objects_are_left_out(tmp_path):
     Image.new("RGB", (64, 48)).save(tmp_path / "images" / "im.jpg")
     body = "".join(
         f"<object><name>a</name><difficult>{d}</difficult>{box.format(x)}</object>"
-        for d, x in (("0", 2), ("1", 3), (" 1 ", 4))
+        for d, x in (("0", 2), ("1", 3), (" 1 ", 4), ("0.0", 6), ("false", 7), ("1.0", 8), ("True", 9))
     )
     body += f"<object><name>a</name>{box.format(5)}</object>"  # no <difficult>: kept
     (tmp_path / "annotations" / "im.xml").write_text(f"<annotation>{body}</annotation>")
     data = {"path": str(tmp_path), "train": "images", "names": ["a"], "format": "voc"}
     (record,), report = load_records(data, "train", cache=False)
-    assert sorted(record.boxes[:, 0].tolist()) == [1.0, 4.0]  # xmin - 1 of the two kept objects
+    assert sorted(record.boxes[:, 0].tolist()) == [1.0, 4.0, 5.0, 6.0]  # xmin - 1 of the objects kept
     assert not report.problems
 
 

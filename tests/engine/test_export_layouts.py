@@ -229,3 +229,13 @@ def test_the_export_check_compares_end_to_end_rows_that_are_tied_or_score_low(na
     with pytest.raises(YolotrError, match="differ from PyTorch's"):
         export_model(model, "onnx", tmp_path / "broken.onnx", imgsz=160)
     assert not (tmp_path / "broken.onnx").exists()
+
+
+@pytest.mark.parametrize("seed", [2, 7])
+def test_an_untrained_rtdetr_exports(seed, tmp_path):
+    """An untrained RT-DETR scores its queries alike, and which its encoder keeps differs between runtimes; the
+    check refused such correct files once every row was compared (seeds 2, 3, 5, 7 of 8). Seed 7's runtimes
+    keep different queries here (AMD Zen 4): accepted with a warning, its scores and classes matching."""
+    torch.manual_seed(seed)
+    model = DetectionModel("rtdetr-l.yaml")
+    assert export_model(model, "onnx", tmp_path / "rtdetr.onnx", imgsz=160).detections_match

@@ -16,6 +16,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from yolotr.data.validation import ImageRecord, Item, Problem
 
 LOGGER = logging.getLogger("yolotr")
@@ -84,6 +86,12 @@ def read_cache(file: Path, fingerprint: str) -> CachedSplit | None:
         return None
 
 
+def _points(segments: list[np.ndarray]) -> list:
+    """Polygons as JSON lists to 0.01 px, as :func:`~yolotr.data.validation.read_yolo` rounds them (float32
+    points printed in full take 3 times the characters: a cache of COCO's polygons would be 1 GB)."""
+    return [np.round(s.astype(np.float64), 2).tolist() for s in segments]
+
+
 def write_cache(file: Path, fingerprint: str, split: CachedSplit) -> None:
     """Write atomically (temporary file, then rename); a cache that cannot be written is skipped."""
     data = {
@@ -91,7 +99,7 @@ def write_cache(file: Path, fingerprint: str, split: CachedSplit) -> None:
         "fingerprint": fingerprint,
         "n_images": split.n_images,
         "records": [
-            [r.path, r.height, r.width, r.boxes.tolist(), r.classes.tolist(), [s.tolist() for s in r.segments]]
+            [r.path, r.height, r.width, r.boxes.tolist(), r.classes.tolist(), _points(r.segments)]
             for r in split.records
         ],
         "problems": [[p.file, p.line, p.severity, p.message, p.kind] for p in split.problems],

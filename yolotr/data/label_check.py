@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from yolotr.data.transforms import clip_polygon
 from yolotr.data.validation import (
     CLASS_RANGE,
     CLIP_TOLERANCE,
@@ -57,7 +58,15 @@ def check_boxes(
             problems.append(error(file, line, OUTSIDE, f"{pre}box wholly outside the {w}x{h} image"))
             continue
         out = max(-x1, -y1, x2 - w, y2 - h)
-        if out > 0:
+        if out > 0 and polygon:  # the part of the polygon in the image, and its box (the clipped box may be larger)
+            polygon = [clip_polygon(polygon[0], 0.0, 0.0, w, h).round(2).astype(np.float32)]
+            if len(polygon[0]) < 3:
+                problems.append(error(file, line, OUTSIDE, f"{pre}polygon wholly outside the {w}x{h} image"))
+                continue
+            (x1, y1), (x2, y2) = polygon[0].min(0).tolist(), polygon[0].max(0).tolist()
+            if out > CLIP_TOLERANCE:
+                problems.append(warning(file, line, f"{pre}polygon {out:.1f} px outside the image, clipped"))
+        elif out > 0:
             x1, y1, x2, y2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(w)), min(y2, float(h))
             if out > CLIP_TOLERANCE:
                 problems.append(warning(file, line, f"{pre}box {out:.1f} px outside the image, clipped"))
@@ -68,7 +77,7 @@ def check_boxes(
         keys.add(key)
         boxes.append((x1, y1, x2, y2))
         classes.append(int(cls))
-        segments.append(np.clip(polygon[0], 0, (w, h)) if polygon else np.zeros((0, 2), np.float32))
+        segments.append(polygon[0] if polygon else np.zeros((0, 2), np.float32))
     if not any(len(s) for s in segments):
         segments = []
     return np.array(boxes, np.float32).reshape(-1, 4), np.array(classes, np.int64), segments

@@ -140,7 +140,7 @@ def mosaic4(
     Returns:
         ``(2 size, 2 size, 3)`` uint8 canvas, ``(N, 4)`` float32 boxes clipped to it (only boxes left with no
         area are dropped), ``(N,)`` labels, and with ``segments`` the kept objects' polygons moved onto the
-        canvas (not clipped: :func:`random_affine` takes the box of the part in view). As YOLOv5's
+        canvas and clipped to it (:func:`random_affine` takes the box of the part in view). As YOLOv5's
         ``load_mosaic`` and the package's mosaic, the size and area filter runs once, after the zoom and crop
         of :func:`random_affine`: filtered here too, a box of 1.8 px that the zoom would make 2.7, or a sliver
         that the crop keeps in view, lost its label (4 % of the labels under mosaic on a set of small objects).
@@ -166,10 +166,15 @@ def mosaic4(
         canvas[y1a:y2a, x1a:x2a] = img[y1b : y1b + (y2a - y1a), x1b : x1b + (x2a - x1a)]
         out_boxes.append(np.asarray(b, np.float32).reshape(-1, 4) + np.float32([x1a - x1b, y1a - y1b] * 2))
         out_classes.append(np.asarray(c, np.int64).reshape(-1))
-        if segments is not None:
-            out_segments += [p + np.float32([x1a - x1b, y1a - y1b]) for p in segments[i]]
+        if segments is not None:  # the part on the canvas (a tile is cut only at the canvas's sides)
+            shift = np.float32([x1a - x1b, y1a - y1b])
+            out_segments += [clip_polygon(p + shift, 0, 0, 2 * s, 2 * s).astype(np.float32) if len(p) else p
+                             for p in segments[i]]  # fmt: skip
     clipped = np.concatenate(out_boxes).clip(0, 2 * s)
     keep = (clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])
+    if segments is not None:  # a polygon whose box reaches the canvas while none of its area does
+        had = [len(p) > 0 for i in range(len(images)) for p in segments[i]]
+        keep &= np.array([not h or len(p) >= 3 for h, p in zip(had, out_segments)], bool)
     if segments is None:
         return canvas, clipped[keep], np.concatenate(out_classes)[keep]
     return canvas, clipped[keep], np.concatenate(out_classes)[keep], [p for p, k in zip(out_segments, keep) if k]
@@ -195,8 +200,9 @@ def random_affine(
     canvas back to ``size``. A box becomes the bounding box of its four transformed corners,
     clipped to the output; boxes that become too small (:func:`box_candidates`) are dropped.
     An object with a polygon in ``segments`` (``(K, 2)`` pixels, ``K = 0`` for a box) becomes the box of the
-    part of its transformed polygon in view, and the area kept may then fall to 1 % (10 % for boxes), as
-    YOLOv5's ``random_perspective`` and the package's ``RandomPerspective`` do with segments.
+    part of its transformed polygon in view; when any object has a polygon, every object of the image may keep as
+    little as 1 % of its area (else 10 %), as YOLOv5's ``random_perspective`` and the package's
+    ``RandomPerspective`` do with segments.
 
     Args:
         image: ``(H, W, 3)`` uint8.
@@ -313,24 +319,30 @@ def transform_boxes(
     return out.astype(np.float32)
 
 
-def _clipped_bbox(poly: np.ndarray, w: float, h: float) -> np.ndarray:
-    """Bounding box of a convex ``(K, 2)`` polygon clipped to ``[0, w] x [0, h]``
-    (Sutherland-Hodgman); all zeros when nothing is left."""
-    pts = poly
-    for axis, bound, keep_below in ((0, 0.0, False), (0, w, True), (1, 0.0, False), (1, h, True)):
-        if len(pts) == 0:
+def clip_polygon(polygon: np.ndarray, x1: float, y1: float, x2: float, y2: float) -> np.ndarray:
+    """The part of a ``(K, 2)`` polygon inside the rectangle ``[x1, x2] x [y1, y2]`` (Sutherland-Hodgman, each
+    side of the rectangle in turn): ``(M, 2)``, empty when nothing is inside. Exact for a convex polygon; for a
+    concave one the part's region is exact, and where it falls apart the pieces are joined along the rectangle's
+    side (the region, and so its box, is the same)."""
+    pts = np.asarray(polygon, np.float64).reshape(-1, 2)
+    for axis, bound, below in ((0, x1, False), (0, x2, True), (1, y1, False), (1, y2, True)):
+        if not len(pts):
             break
         nxt = np.roll(pts, -1, axis=0)
         a, b = pts[:, axis] - bound, nxt[:, axis] - bound
-        a_in = a <= 0 if keep_below else a >= 0
-        b_in = b <= 0 if keep_below else b >= 0
-        out = []
-        for p, q, pa, qa, p_in, q_in in zip(pts, nxt, a, b, a_in, b_in):
-            if p_in:
-                out.append(p)
-            if p_in != q_in:
-                out.append(p + (q - p) * (pa / (pa - qa)))
-        pts = np.array(out).reshape(-1, 2)
+        a_in, b_in = (a <= 0, b <= 0) if below else (a >= 0, b >= 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cut = pts + (nxt - pts) * (a / (a - b))[:, None]  # where each edge crosses the side
+        both = np.stack((pts, cut), 1)  # (K, 2, 2): each vertex, then its edge's crossing, in order
+        keep = np.stack((a_in, a_in != b_in), 1)
+        pts = both[keep]
+    return pts
+
+
+def _clipped_bbox(poly: np.ndarray, w: float, h: float) -> np.ndarray:
+    """Bounding box of a convex ``(K, 2)`` polygon clipped to ``[0, w] x [0, h]``; all zeros when nothing is
+    left."""
+    pts = clip_polygon(poly, 0.0, 0.0, w, h)
     if len(pts) == 0:
         return np.zeros(4)
     return np.array([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()])

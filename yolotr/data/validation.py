@@ -323,7 +323,8 @@ def read_yolo(label: str, w: int, h: int, problems: list[Problem], keypoint_valu
         else:  # a polygon: its box, and its points, which the augmentation warps (the box of the visible part)
             xs, ys = np.array(values[1::2]) * w, np.array(values[2::2]) * h
             x1, y1, x2, y2 = xs.min(), ys.min(), xs.max(), ys.max()
-            objects.append((n, "", cls, x1, y1, x2, y2, np.stack((xs, ys), 1).astype(np.float32)))
+            points = np.stack((xs, ys), 1).round(2).astype(np.float32)  # to 0.01 px, as the label cache keeps them
+            objects.append((n, "", cls, x1, y1, x2, y2, points))
             continue
         objects.append((n, "", cls, x1, y1, x2, y2))
     return objects
@@ -386,7 +387,7 @@ def read_voc(label: str, names: list[str], problems: list[Problem], w: int, h: i
     out = []
     for obj in objects:
         line, name = obj["line"], obj.get("name", "")
-        if obj.get("difficult", "0") not in ("", "0"):
+        if _is_difficult(obj.get("difficult", "")):
             continue
         if name not in index:
             problems.append(warning(label, line, f"class {name!r} is not in names {names}, its box skipped"))
@@ -398,6 +399,14 @@ def read_voc(label: str, names: list[str], problems: list[Problem], w: int, h: i
             continue
         out.append((line, "", index[name], (x1 - 1) * sx, (y1 - 1) * sy, x2 * sx, y2 * sy))
     return out
+
+
+def _is_difficult(text: str) -> bool:
+    """VOC's ``<difficult>``: 1 (or ``1.0``, ``true``, as some exporters write it) marks a difficult object."""
+    try:
+        return float(text) == 1
+    except ValueError:
+        return text.strip().lower() == "true"
 
 
 def size_scale(

@@ -350,10 +350,10 @@ class Trainer(OptimizerStepping):
                 if bi % LOG_EVERY == 0 or bi == self.nb - 1:  # the logging interval: the loss read on the host
                     bar.set_postfix(dict(zip(self.loss_fn.names, progress.formatted())))
             mean_loss = progress.mean()
-            if self.world > 1:  # every rank's share of the epoch, not rank 0's: the loss of the global batches
-                mean_loss = mean_loss.to(self.device)  # NCCL reduces device tensors only
-                dist.all_reduce(mean_loss)
-                mean_loss = (mean_loss / self.world).cpu()
+            if self.world > 1:  # every rank's batches, not rank 0's: the sums and counts of all, then the mean
+                sums = torch.cat((progress.total, progress.count.view(1))).to(self.device)  # NCCL: device tensors
+                dist.all_reduce(sums)  # (a rank whose every step was skipped adds no batch, not a NaN mean)
+                mean_loss = (sums[:-1] / sums[-1]).cpu()
             self.epoch_overflows = self.gate.overflows - self.overflows_before
             metrics = self._end_epoch(epoch, mean_loss)
             epoch += 1
