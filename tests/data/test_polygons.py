@@ -254,3 +254,26 @@ def test_mosaic_clips_polygons_to_its_canvas():
     assert len(polygons) == len(kept) == 4
     for polygon in polygons:
         assert polygon.min() >= 0 and polygon.max() <= 2 * SIZE
+
+
+def test_the_one_percent_rule_is_for_objects_with_a_polygon():
+    """A box with 8 % of its area left in view beside a polygon object: kept at 1 % where any object of the image
+    had a polygon (a mosaic partner's, even), dropped at 10 % as both references drop a box."""
+
+    class Draws:
+        def __init__(self, values):
+            self.values = list(values)
+
+        def uniform(self, lo, hi, size=None):
+            take = [lo + self.values.pop(0) * (hi - lo) for _ in range(size or 1)]
+            return np.array(take) if size else take[0]
+
+    image = np.zeros((128, 128, 3), np.uint8)
+    boxes = np.float32([[0, 10, 60, 110], [60, 40, 100, 80]])
+    triangle = np.float32([[60, 40], [100, 40], [80, 80]])
+    draws = [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 9 / 128, 0.5]  # shifted 55 px to the left: 5 of the box's 60 px stay
+    hyp = dict(degrees=0.0, translate=0.5, scale=0.0, shear=0.0, perspective=0.0)
+    rectangle = np.float32([[0, 10], [60, 10], [60, 110], [0, 110]])  # the first object's box, as a polygon
+    for segments, kept in (([np.zeros((0, 2), np.float32), triangle], [1]), ([rectangle, triangle], [0, 1])):
+        _, _, classes = random_affine(image, boxes, np.arange(2), Draws(draws), **hyp, segments=segments)
+        assert classes.tolist() == kept
