@@ -64,6 +64,18 @@ def _scene(seed: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     return image, boxes, polygons
 
 
+class Draws:
+    """Stands for the generator in :func:`random_affine`: the eight numbers it draws, in its order (perspective 2,
+    angle, zoom, shear 2, translation 2), given as fractions of each range."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def uniform(self, lo, hi, size=None):
+        take = [lo + self.values.pop(0) * (hi - lo) for _ in range(size or 1)]
+        return np.array(take) if size else take[0]
+
+
 def _iou(a, b) -> float:
     w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -137,14 +149,6 @@ def test_polygon_rows_keep_their_points_through_the_cache_and_the_record_table(t
 def test_a_polygon_cut_by_the_crop_keeps_the_box_of_its_part_in_view():
     """YOLOv5's case: a triangle whose sliver in view is 0.2 px is dropped; its rectangle's corner kept 45 px."""
 
-    class Draws:  # the eight numbers random_affine draws, in its order: perspective 2, angle, zoom, shear 2, xy
-        def __init__(self, values):
-            self.values = list(values)
-
-        def uniform(self, lo, hi, size=None):
-            take = [lo + self.values.pop(0) * (hi - lo) for _ in range(size or 1)]
-            return np.array(take) if size else take[0]
-
     image = np.zeros((128, 128, 3), np.uint8)
     triangle = [np.float32([[0, 0], [60, 0], [0, 60]])]
     box = np.float32([[0, 0, 60, 60]])
@@ -188,14 +192,6 @@ def test_boxes_agree_with_yolov5_random_perspective_on_segments():
     augmentations = pytest.importorskip(
         "yolov5.utils.augmentations", reason="the official YOLOv5 package is a bench extra (pip install -e .[bench])"
     )
-
-    class Draws:
-        def __init__(self, values):
-            self.values = list(values)
-
-        def uniform(self, lo, hi, size=None):
-            take = [lo + self.values.pop(0) * (hi - lo) for _ in range(size or 1)]
-            return np.array(take) if size else take[0]
 
     rng = np.random.default_rng(1)
     image = np.zeros((256, 256, 3), np.uint8)
@@ -259,14 +255,6 @@ def test_mosaic_clips_polygons_to_its_canvas():
 def test_the_one_percent_rule_is_for_objects_with_a_polygon():
     """A box with 8 % of its area left in view beside a polygon object: kept at 1 % where any object of the image
     had a polygon (a mosaic partner's, even), dropped at 10 % as both references drop a box."""
-
-    class Draws:
-        def __init__(self, values):
-            self.values = list(values)
-
-        def uniform(self, lo, hi, size=None):
-            take = [lo + self.values.pop(0) * (hi - lo) for _ in range(size or 1)]
-            return np.array(take) if size else take[0]
 
     image = np.zeros((128, 128, 3), np.uint8)
     boxes = np.float32([[0, 10, 60, 110], [60, 40, 100, 80]])
