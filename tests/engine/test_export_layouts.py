@@ -213,11 +213,11 @@ def test_the_export_check_compares_end_to_end_rows_that_are_tied_or_score_low(na
     """The check compared nothing for these rule-made checkpoints: RT-DETR's rows all score below 0.25 on the
     check's input (none kept), YOLOv10's all 1.0 (all exempt as ties at the cut); a file whose every box is 100
     px off passed. Tied rows are now checked against the one-to-one branch's candidates."""
-    import yolotr.engine.exporter as exporter
+    import yolotr.engine.export_check as export_check
 
     model = load_model(shared_path("reference", "ultralytics-next", f"{name}_rule.pt"))
     assert export_model(model, "onnx", tmp_path / "ok.onnx", imgsz=160).detections_match
-    real = exporter._run_file
+    real = export_check._run_file
 
     def shifted(written, format, example):
         out = real(written, format, example)
@@ -225,7 +225,7 @@ def test_the_export_check_compares_end_to_end_rows_that_are_tied_or_score_low(na
         out[0][..., :4] += 100.0
         return out
 
-    monkeypatch.setattr(exporter, "_run_file", shifted)
+    monkeypatch.setattr(export_check, "_run_file", shifted)
     with pytest.raises(YolotrError, match="differ from PyTorch's"):
         export_model(model, "onnx", tmp_path / "broken.onnx", imgsz=160)
     assert not (tmp_path / "broken.onnx").exists()

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from yolotr.engine.export_check import _rows_are_candidates
 from yolotr.engine.export_nms import WithNms
-from yolotr.engine.exporter import _rows_are_candidates
 from yolotr.models.detection import DetectionModel
 from yolotr.ops.boxes import ROWS
 

@@ -185,10 +185,10 @@ def test_cli_dynamic_onnx_honours_imgsz_and_square(official, tmp_path):
 
 def test_a_file_that_disagrees_with_pytorch_is_not_left_as_the_export(tmp_path, monkeypatch):
     """The check runs before the file takes its name: an ExportError leaves no file a pipeline could ship."""
-    from yolotr.engine import exporter
+    from yolotr.engine import export_check, exporter
 
-    real = exporter._run_file
-    monkeypatch.setattr(exporter, "_run_file", lambda *a: [out + 8.0 for out in real(*a)])  # a stride off
+    real = export_check._run_file
+    monkeypatch.setattr(export_check, "_run_file", lambda *a: [out + 8.0 for out in real(*a)])  # a stride off
     with pytest.raises(exporter.ExportError, match="differ from PyTorch's"):
         exporter.export_model(DetectionModel("yolov8n.yaml", nc=3).eval(), "onnx", tmp_path / "m.onnx", imgsz=64)
     assert list(tmp_path.iterdir()) == []
@@ -197,7 +197,7 @@ def test_a_file_that_disagrees_with_pytorch_is_not_left_as_the_export(tmp_path, 
 def test_candidates_agree_within_a_pixel_not_a_stride():
     """A file of candidates (no NMS inside) is compared candidate by candidate when NMS on the random check
     input keeps other near-tied boxes: a pixel of drift passes, a stride's error does not."""
-    from yolotr.engine.exporter import _same_candidates
+    from yolotr.engine.export_check import _same_candidates
 
     rng = np.random.default_rng(0)
     expected = np.concatenate((rng.random((1, 4, 100)) * 900, rng.random((1, 3, 100))), 1).astype(np.float32)
