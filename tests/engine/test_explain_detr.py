@@ -99,3 +99,30 @@ def test_cli_draws_a_chosen_box_and_names_the_decoder_layer_when_out_of_range(mo
     assert out.is_file() and f"map of layer {head_layer} saved to {out}" in capsys.readouterr().out
     assert main([*args, "--layer", str(head_layer + 1)]) != 0
     assert f"or the decoder's sampling points (layer {head_layer})" in capsys.readouterr().err
+
+
+def test_aifi_attention_and_grad_cam_of_other_layers(model, tmp_path):
+    """Every layer but the head failed: Grad-CAM read RT-DETR's output as an anchor head's (TypeError on its
+    None), and AIFI's batch-first attention was refused with a TypeError."""
+    import copy
+
+    from yolotr.engine.explain import attention_modules, capture_attention
+
+    from .test_explain import check_faithful, check_heatmap
+
+    model = copy.deepcopy(model)  # BatchNorm statistics from one batch: at init they flatten every map
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.momentum = 1.0
+    with torch.no_grad():
+        model.train()(torch.rand(2, 3, 128, 128))
+    model.eval()
+    image = tmp_path / "photo.jpg"
+    cv2.imwrite(str(image), np.random.default_rng(1).integers(0, 255, (90, 140, 3), dtype=np.uint8))
+    (aifi,) = attention_modules(model.model[9])
+    assert aifi.batch_first
+    check_faithful(capture_attention(model, torch.rand(1, 3, 128, 128), aifi))
+    for layer in (9, 3, 15):  # AIFI's attention; Grad-CAM of a backbone block and of a neck conv
+        heat, path = explain(model, image, layer, imgsz=128, save_path=tmp_path / f"layer{layer}.png")
+        check_heatmap(heat, (90, 140))
+        assert path.is_file()

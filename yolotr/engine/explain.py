@@ -73,8 +73,8 @@ class AttentionCapture:
             areas are rows ``b * area .. (b + 1) * area - 1``, each ``L / area`` consecutive tokens).
         v: float32 values, ``(B, heads, L, d)``, ``(B, nW, heads, N, d)`` or ``(B * area, heads, L / area, d)``.
         output: the module's actual output, detached: ``(L, B, C)`` for ``nn.MultiheadAttention``
-            (sequence first), ``(B, C, h, w)`` for PSA and area attention, ``(B, L, C)`` or
-            ``(B, nW, N, C)`` otherwise.
+            (sequence first; ``(B, L, C)`` for a ``batch_first`` one, RT-DETR's AIFI), ``(B, C, h, w)`` for PSA
+            and area attention, ``(B, L, C)`` or ``(B, nW, N, C)`` otherwise.
         mask: Swin's additive shift mask ``(nW, N, N)`` or None.
     """
 
@@ -91,7 +91,8 @@ class AttentionCapture:
             return _conv_attention_output(m, mixed, self.v, self.output.shape)
         if isinstance(m, nn.MultiheadAttention):
             b, heads, length, d = mixed.shape
-            tokens = mixed.permute(2, 0, 1, 3).reshape(length, b, heads * d)
+            order = (0, 2, 1, 3) if m.batch_first else (2, 0, 1, 3)  # (B, L, C) or (L, B, C), as the module's
+            tokens = mixed.permute(*order).reshape(*((b, length) if m.batch_first else (length, b)), heads * d)
             return F.linear(tokens, m.out_proj.weight.float(), _float(m.out_proj.bias))
         if isinstance(m, MultiheadSelfAttention):
             b, heads, length, d = mixed.shape
@@ -165,13 +166,21 @@ def attention_probs(module: nn.Module, args: tuple, kwargs: dict) -> tuple[torch
 
 
 def _mha_probs(module: nn.MultiheadAttention, args: tuple, kwargs: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """``nn.MultiheadAttention`` called as YOLOv5 calls it: sequence-first ``(L, B, C)`` q, k, v, no masks."""
+    """``nn.MultiheadAttention`` called as YOLOv5 calls it (sequence-first ``(L, B, C)`` q, k, v) or as RT-DETR's
+    AIFI does (``batch_first``, ``(B, L, C)``), without masks.
+
+    Raises:
+        ConfigError: a module with separate projections, added key/value biases or a mask, which this does not
+            recompute.
+    """
     names = ("query", "key", "value")
     query, key, value = (args[i] if i < len(args) else kwargs[name] for i, name in enumerate(names))
-    if module.batch_first or not module._qkv_same_embed_dim or module.bias_k is not None:
-        raise TypeError("only sequence-first nn.MultiheadAttention with packed projections is supported")
+    if not module._qkv_same_embed_dim or module.bias_k is not None:
+        raise ConfigError("only nn.MultiheadAttention with packed projections and no added k/v bias is explained")
     if any(kwargs.get(name) is not None for name in ("key_padding_mask", "attn_mask")):
-        raise TypeError("nn.MultiheadAttention called with a mask is not supported")
+        raise ConfigError("nn.MultiheadAttention called with a mask is not explained")
+    if module.batch_first:  # (B, L, C) -> (L, B, C), the layout below
+        query, key, value = (t.transpose(0, 1) for t in (query, key, value))
     c, heads = module.embed_dim, module.num_heads
     w = module.in_proj_weight.float().chunk(3)
     bias = module.in_proj_bias.float().chunk(3) if module.in_proj_bias is not None else (None,) * 3
@@ -273,6 +282,13 @@ def top_detection_logit(out, head: nn.Module | None = None) -> torch.Tensor:
         head: the model's detection head; needed to tell the two layouts apart when ``out`` is only the
             decoded tensor.
     """
+    if hasattr(head, "decoder") and isinstance(out, tuple | list) and len(out) == 2:  # RT-DETR: queries' logits
+        logits = out[1][1][-1][0].float()  # the last decoder layer's (Q, nc) class logits of the first image
+        query, c = divmod(int(logits.argmax()), logits.shape[1])
+        LOGGER.info(
+            "Grad-CAM for the top detection: query %d, class %d, score %.4f", query, c, logits[query, c].sigmoid()
+        )
+        return logits[query, c]
     if isinstance(out, tuple | list) and len(out) == 2 and isinstance(out[1], dict) and "one2many" in out[1]:
         # an end-to-end head (YOLOv10, YOLO26): its one-to-one branch reads detached features, so no gradient
         # of it reaches the layers; Grad-CAM follows the one-to-many branch's top class logit instead
