@@ -13,7 +13,7 @@ import pytest
 
 from yolotr.data.dataset import DetectionDataset, RecordTable, default_hyp
 from yolotr.data.sources import load_records
-from yolotr.data.transforms import augment, mosaic4, polygon_box, random_affine
+from yolotr.data.transforms import augment, clip_polygon, mosaic4, polygon_box, random_affine
 from yolotr.errors import DataError
 
 SIZE = 192
@@ -265,3 +265,31 @@ def test_the_one_percent_rule_is_for_objects_with_a_polygon():
     for segments, kept in (([np.zeros((0, 2), np.float32), triangle], [1]), ([rectangle, triangle], [0, 1])):
         _, _, classes = random_affine(image, boxes, np.arange(2), Draws(draws), **hyp, segments=segments)
         assert classes.tolist() == kept
+
+
+def test_the_box_of_a_polygon_cut_by_its_image_border_is_the_box_of_its_part_inside(tmp_path, monkeypatch):
+    """Concave polygons cut by the border into pieces: the clipped outline's corners are not all in the
+    polygon, so the record's box is the exact one of the part inside (measured by sampling the outline)."""
+    monkeypatch.setenv("YOLOTR_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    rng = np.random.default_rng(5)
+    expected, split = {}, 0
+    for i in range(3000):  # all the pieces' cases among them (6 in 3,000), and 20 others
+        polygon = _polygon(rng, rng.uniform([60, 40], [140, 120]), rng.uniform(30, 60))
+        box = _dense_box(polygon, 100, 80)
+        if box is None or min(box[2] - box[0], box[3] - box[1]) < 1:
+            continue
+        outline = clip_polygon(polygon, 0, 0, 100, 80)
+        joined = np.abs(np.concatenate((outline.min(0), outline.max(0))) - box).max() > 0.5
+        if not joined and len(expected) - split >= 20:
+            continue
+        split += joined
+        cv2.imwrite(str(tmp_path / "images" / f"{i}.png"), np.zeros((80, 100, 3), np.uint8))
+        row = " ".join(f"{x / 100:.6f} {y / 80:.6f}" for x, y in polygon)
+        (tmp_path / "labels" / f"{i}.txt").write_text(f"0 {row}\n")
+        expected[f"{i}.png"] = box
+    records, _ = load_records({"path": str(tmp_path), "train": "images", "names": ["p"]}, "train", cache=False)
+    assert len(records) == len(expected) and split >= 5
+    for record in records:
+        np.testing.assert_allclose(record.boxes[0], expected[record.path.split("/")[-1]], atol=0.1)

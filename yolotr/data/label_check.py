@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yolotr.data.transforms import clip_polygon
+from yolotr.data.transforms import clip_polygon, polygon_box
 from yolotr.data.validation import (
     CLASS_RANGE,
     CLIP_TOLERANCE,
@@ -58,12 +58,12 @@ def check_boxes(
             problems.append(error(file, line, OUTSIDE, f"{pre}box wholly outside the {w}x{h} image"))
             continue
         out = max(-x1, -y1, x2 - w, y2 - h)
-        if out > 0 and polygon:  # the part of the polygon in the image, and its box (the clipped box may be larger)
+        if out > 0 and polygon:  # the part of the polygon in the image, and its exact box (the clipped box's larger)
+            x1, y1, x2, y2 = polygon_box(polygon[0], w, h).tolist()
             polygon = [clip_polygon(polygon[0], 0.0, 0.0, w, h).round(2).astype(np.float32)]
-            if len(polygon[0]) < 3:
+            if len(polygon[0]) < 3 or x2 <= x1 or y2 <= y1:
                 problems.append(error(file, line, OUTSIDE, f"{pre}polygon wholly outside the {w}x{h} image"))
                 continue
-            (x1, y1), (x2, y2) = polygon[0].min(0).tolist(), polygon[0].max(0).tolist()
             if out > CLIP_TOLERANCE:
                 problems.append(warning(file, line, f"{pre}polygon {out:.1f} px outside the image, clipped"))
         elif out > 0:

@@ -203,9 +203,8 @@ def random_affine(
     canvas back to ``size``. A box becomes the bounding box of its four transformed corners,
     clipped to the output; boxes that become too small (:func:`box_candidates`) are dropped.
     An object with a polygon in ``segments`` (``(K, 2)`` pixels, ``K = 0`` for a box) becomes the box of the
-    part of its transformed polygon in view; when any object has a polygon, every object of the image may keep as
-    little as 1 % of its area (else 10 %), as YOLOv5's ``random_perspective`` and the package's
-    ``RandomPerspective`` do with segments.
+    part of its transformed polygon in view, and is kept while 1 % of its area is (a box: 10 %), as YOLOv5's
+    ``random_perspective`` and the package's ``RandomPerspective`` do with segments.
 
     Args:
         image: ``(H, W, 3)`` uint8.
@@ -256,9 +255,9 @@ def _polygon_boxes(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(N, 4)`` transformed boxes: an object with a polygon gets the box of its transformed polygon's part in
     ``[0, w] x [0, h]``, one without its box's (:func:`transform_boxes`); and the ``(N,)`` area thresholds of
-    :func:`box_candidates`: 1 %
-    for an object with a polygon, 10 % for one without, as YOLOv5 and the package apply them (neither lowers it
-    for a box). All points are mapped at once; :func:`polygon_box` runs only for a polygon the border cuts."""
+    :func:`box_candidates`: 1 % for an object with a polygon, 10 % for one without, as YOLOv5 and the package
+    apply them (neither lowers it for a box). All points are mapped at once; :func:`polygon_box` runs only for a
+    polygon the border cuts."""
     has = np.array([len(p) > 0 for p in segments])
     out = np.zeros((len(boxes), 4))
     if not has.all():
@@ -346,9 +345,10 @@ def transform_boxes(
 
 def clip_polygon(polygon: np.ndarray, x1: float, y1: float, x2: float, y2: float) -> np.ndarray:
     """The part of a ``(K, 2)`` polygon inside the rectangle ``[x1, x2] x [y1, y2]`` (Sutherland-Hodgman, each
-    side of the rectangle in turn): ``(M, 2)``, empty when nothing is inside. Exact for a convex polygon; for a
-    concave one the part's region is exact, and where it falls apart the pieces are joined along the rectangle's
-    side (the region, and so its box, is the same)."""
+    side of the rectangle in turn): ``(M, 2)``, empty when nothing is inside. Exact for a convex polygon. A
+    concave one that the rectangle cuts into pieces comes back as one outline whose pieces are joined along the
+    rectangle's sides: its area is right, but those joins may pass through a corner of the rectangle that is not
+    in the polygon, so the box of its points can be larger than the part's (:func:`polygon_box` is exact)."""
     pts = np.asarray(polygon, np.float64).reshape(-1, 2)
     for axis, bound, below in ((0, x1, False), (0, x2, True), (1, y1, False), (1, y2, True)):
         if not len(pts):
@@ -365,8 +365,8 @@ def clip_polygon(polygon: np.ndarray, x1: float, y1: float, x2: float, y2: float
 
 
 def _clipped_bbox(poly: np.ndarray, w: float, h: float) -> np.ndarray:
-    """Bounding box of a convex ``(K, 2)`` polygon clipped to ``[0, w] x [0, h]``; all zeros when nothing is
-    left."""
+    """Bounding box of a convex ``(K, 2)`` polygon (a transformed box) clipped to ``[0, w] x [0, h]``; all zeros
+    when nothing is left."""
     pts = clip_polygon(poly, 0.0, 0.0, w, h)
     if len(pts) == 0:
         return np.zeros(4)
