@@ -123,19 +123,22 @@ def end2end_mode(
             head.set_end2end(saved[0], max_det=saved[1], agnostic=saved[2])
 
 
-def same_detections(a: torch.Tensor, b: torch.Tensor, box_tol: float, score_tol: float = 1e-3) -> bool:
+def same_detections(
+    a: torch.Tensor, b: torch.Tensor, box_tol: float, score_tol: float = 1e-3, ties_exempt: bool = True
+) -> bool:
     """Whether two ``(B, k, 6)`` top-k outputs (``x1, y1, x2, y2, score, class``, best first) hold the same
     detections as sets: each row of one has a row of the other of the same class within ``box_tol`` pixels
     and ``score_tol`` in score. Rows whose score is within ``score_tol`` of the lowest kept score are exempt
     (near-tied candidates at the cut may be in one output and not the other), and so is the order of rows
     (near-tied scores sort either way, e.g. onnxruntime against PyTorch). Filler rows (score -1, past an
-    input's anchor count) are not detections: the cut is the lowest score of the rest."""
+    input's anchor count) are not detections: the cut is the lowest score of the rest. ``ties_exempt=False``
+    compares every row that is not filler (rows all tied at the cut would otherwise all be exempt)."""
     if a.shape != b.shape or a.ndim != 3 or a.shape[-1] != 6:
         return False
     a, b = a.float(), b.float()
     for x, y in ((a, b), (b, a)):
         for rows, other in zip(x, y):
-            cut = torch.minimum(_lowest_kept(rows), _lowest_kept(other)) + score_tol
+            cut = torch.minimum(_lowest_kept(rows), _lowest_kept(other)) + score_tol if ties_exempt else -0.5
             rows = rows[rows[:, 4] > cut]
             if not len(rows):
                 continue
