@@ -135,10 +135,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         run = args.resume
         if run is True:  # a bare --resume: the latest run under --project (which a resume does not change)
-            from yolotr.engine.config import default_config
             from yolotr.engine.resume_state import latest_checkpoint
 
-            run = latest_checkpoint(overrides.pop("project", default_config()["project"]))
+            run = latest_checkpoint(overrides.pop("project", None))
         trainer = Trainer.resume(run, **overrides)
     else:
         trainer = Trainer({**(_cfg_file(args.cfg) if args.cfg else {}), **overrides})

@@ -377,10 +377,9 @@ class YOLO:
         if resume is True:
             if isinstance(self.source, str) and self.source.endswith(".pt"):
                 return self.source
-            from yolotr.engine.config import default_config
             from yolotr.engine.resume_state import latest_checkpoint
 
-            return latest_checkpoint(overrides.pop("project", None) or default_config()["project"])
+            return latest_checkpoint(overrides.pop("project", None))
         if isinstance(resume, str | Path):
             return str(resume)
         raise ConfigError(f"resume must be True, False or a run folder / last.pt path, got {resume!r}")

@@ -7,7 +7,7 @@ import math
 import os
 from pathlib import Path
 
-from yolotr.engine.config import resolve_config
+from yolotr.engine.config import default_config, resolve_config
 from yolotr.engine.results_csv import read_curves
 from yolotr.errors import CheckpointError
 from yolotr.metrics.detection import selection_fitness
@@ -19,13 +19,14 @@ LOGGER = logging.getLogger("yolotr")
 RESUME_SETTINGS = ("epochs", "data", "device", "workers", "patience", "time_limit")
 
 
-def latest_checkpoint(project: str | Path) -> Path:
-    """The ``weights/last.pt`` written last under ``project`` (at any depth), which a bare ``--resume`` continues,
-    as YOLOv5's and the package's ``resume`` without a path take their latest run.
+def latest_checkpoint(project: str | Path | None = None) -> Path:
+    """The ``weights/last.pt`` written last under ``project`` (at any depth; None: the default ``project``), which a
+    bare ``--resume`` continues, as YOLOv5's and the package's ``resume`` without a path take their latest run.
 
     Raises:
         CheckpointError: ``project`` holds no ``weights/last.pt``.
     """
+    project = project or default_config()["project"]
     found = [p for p in Path(project).glob("**/weights/last.pt") if p.is_file()]
     if not found:
         raise CheckpointError(
