@@ -289,10 +289,11 @@ class DetectionDataset(Dataset):
         return item
 
     def _scaled_boxes(self, i: int, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-        """Record ``i``'s boxes, classes and polygons (``(0, 2)`` each for a box) at the image size ``hw``."""
+        """Record ``i``'s boxes, classes and polygons (``(0, 2)`` for an object given as a box; an empty list for
+        an image without polygons) at the image size ``hw``."""
         rec = self.records[i]
         sx, sy = hw[1] / rec.width, hw[0] / rec.height
-        segments = [p * np.float32([sx, sy]) for p in rec.segments] or [np.zeros((0, 2), np.float32)] * len(rec.boxes)
+        segments = [p * np.float32([sx, sy]) for p in rec.segments]
         return rec.boxes * np.float32([sx, sy, sx, sy]), rec.classes.copy(), segments
 
     def __getitem__(self, i: int | tuple[int, int, int]):
@@ -316,7 +317,8 @@ class DetectionDataset(Dataset):
                 boxes.append(b)
                 classes.append(c)
                 segments.append(s)
-            if any(len(p) for s in segments for p in s):  # polygons: the box of each one's part in view
+            if any(segments):  # polygons: the box of each one's part in view (an image without: all boxes)
+                segments = [s or [np.zeros((0, 2), np.float32)] * len(b) for s, b in zip(segments, boxes)]
                 img, b, c, s = mosaic4(images, boxes, classes, self.imgsz, rng, segments=segments)
                 img, b, c = augment(img, b, c, self.hyp, rng, border=-self.imgsz // 2, segments=s)
             else:
@@ -331,9 +333,7 @@ class DetectionDataset(Dataset):
             b, c, s = self._scaled_boxes(i, (h, w))
             b = b * np.float32(ratio * 2) + np.float32([padw, padh, padw, padh])
             if self.augment:
-                polygons = (
-                    [p * np.float32(ratio) + np.float32([padw, padh]) for p in s] if self.records[i].segments else None
-                )
+                polygons = [p * np.float32(ratio) + np.float32([padw, padh]) for p in s] or None
                 img, b, c = augment(img, b, c, self.hyp, rng, segments=polygons)
         return _to_item(img, b, c, self.records[i].path, shapes)
 
