@@ -125,13 +125,13 @@ class NonFiniteGuard:
         return report
 
     @staticmethod
-    def _rerun(model: nn.Module, run: Callable[[], torch.Tensor]) -> dict[str, tuple[str, str]]:
+    def _rerun(model: nn.Module, run: Callable[[], torch.Tensor]) -> dict[str, tuple[str | None, str]]:
         """One hooked re-run: ``{"output" | "gradient": (module name, its input's statistics)}`` of the first
         module whose output (or output gradient) was not finite, or ``{"loss": (None, the model outputs'
         statistics)}`` when only the loss was."""
         buffers = [(b, b.clone()) for b in model.buffers()]
         names = {m: n for n, m in model.named_modules() if n}
-        found: dict[str, tuple[str, str]] = {}
+        found: dict[str, tuple[str | None, str]] = {}
         outputs: list[torch.Tensor] = []
         handles = [model.register_forward_hook(lambda _m, _i, out: outputs.extend(_first_tensor(out)))]
 
