@@ -13,7 +13,15 @@ import pytest
 
 from yolotr.data.dataset import DetectionDataset, RecordTable, default_hyp
 from yolotr.data.sources import load_records
-from yolotr.data.transforms import augment, clip_polygon, mosaic4, polygon_box, random_affine
+from yolotr.data.transforms import (
+    augment,
+    clip_polygon,
+    mosaic4,
+    polygon_box,
+    polygon_boxes,
+    random_affine,
+    transform_boxes,
+)
 from yolotr.errors import DataError
 
 SIZE = 192
@@ -53,6 +61,27 @@ def test_polygon_box_is_the_box_of_the_part_in_view():
     assert not polygon_box(np.float32([[-30, 10], [-10, 10], [-20, 30]]), 100, 80).any()  # wholly outside
     inside_out = np.float32([[-10, -10], [110, -10], [110, 90], [-10, 90]])  # the rectangle inside the polygon
     np.testing.assert_allclose(polygon_box(inside_out, 100, 80), [0, 0, 100, 80])
+
+
+def test_polygon_boxes_are_exact_for_all_polygons_at_once():
+    """The batched box (rows padded by repeating a vertex) equals the sampled one for every polygon, and a rotated
+    box cut by the border gets the box of its visible part (it was clipped one box at a time before)."""
+    rng = np.random.default_rng(1)
+    polygons = [_polygon(rng, rng.uniform(-40, 140, 2), rng.uniform(10, 90)) for _ in range(200)]
+    longest = max(len(p) for p in polygons)
+    padded = np.stack([np.concatenate([p, np.repeat(p[-1:], longest - len(p), 0)]) for p in polygons])
+    got = polygon_boxes(padded, 100, 80)
+    for polygon, box in zip(polygons, got):
+        expected = _dense_box(polygon, 100, 80)
+        np.testing.assert_allclose(box, np.zeros(4) if expected is None else expected, atol=0.1)
+    boxes = np.float32([[-20, 10, 40, 30], [60, 50, 130, 120], [10, 10, 30, 30], [300, 300, 320, 320]])
+    m = np.eye(3)
+    m[:2] = cv2.getRotationMatrix2D(center=(50, 40), angle=30, scale=1.0)
+    for box, out in zip(boxes, transform_boxes(boxes, m, clip=(100, 80))):
+        x1, y1, x2, y2 = box
+        quad = (np.float64([[x1, y1], [x2, y1], [x2, y2], [x1, y2]]) @ m[:2, :2].T + m[:2, 2]).astype(np.float32)
+        expected = _dense_box(quad, 100, 80)
+        np.testing.assert_allclose(out, np.zeros(4) if expected is None else expected, atol=0.1)
 
 
 def _scene(seed: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:

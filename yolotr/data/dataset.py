@@ -347,7 +347,7 @@ def _to_item(img: np.ndarray, boxes: np.ndarray, classes: np.ndarray, path: str,
         labels[:, 3] = (boxes[:, 1] + boxes[:, 3]) / 2 / h
         labels[:, 4] = (boxes[:, 2] - boxes[:, 0]) / w
         labels[:, 5] = (boxes[:, 3] - boxes[:, 1]) / h
-    chw = np.ascontiguousarray(img[..., ::-1].transpose(2, 0, 1))
+    chw = np.stack(cv2.split(img)[::-1])  # BGR (H, W, 3) to RGB (3, H, W), faster than numpy's strided copy
     return torch.from_numpy(chw), torch.from_numpy(labels), path, shapes
 
 
