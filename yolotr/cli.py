@@ -329,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="autoanchor",
         action="store_false",
         default=None,
-        help="keep the model's anchors (default: refit them to the labels when best possible recall < 0.98)",
+        help="keep the model's anchors (default: refit them to the labels when best possible recall <= 0.98)",
     )
     p.add_argument("--project")
     p.add_argument("--name")

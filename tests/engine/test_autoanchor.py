@@ -110,6 +110,24 @@ def test_good_anchors_are_left_alone():
     assert torch.equal(head.anchors, before)
 
 
+def test_a_recall_of_exactly_the_threshold_is_refit_as_yolov5_does():
+    """YOLOv5 keeps anchors only when ``bpr > 0.98``; 49 of 50 labels recallable is a refit there, and here."""
+    sides = [20.0] * 49 + [300.0]  # 300 px is more than anchor_t = 4 times every anchor below
+    head = make_head([[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 70]], (8, 16))
+    result = check_anchors(head, square_records(sides), 640, anchor_t=4.0, seed=0, generations=50)
+    assert result.bpr == pytest.approx(BPR_GOOD)
+    assert result.new_bpr is not None and result.new_bpr == 1.0 and result.replaced
+
+
+def test_kmeans_anchors_of_tiny_labels_are_not_clipped_before_the_evolution():
+    """Labels of 2-3 px: k-means' anchors start below 2 px, as in YOLOv5, and an evolution that finds nothing
+    better keeps them; clipping them to 2 px first lost recall (YOLOv5's fitness 0.85 against 0.805)."""
+    rng = np.random.default_rng(0)
+    wh = rng.uniform(1.0, 3.0, (300, 2))
+    k = fit_anchors(wh, 9, generations=0, rng=np.random.default_rng(0))
+    assert (k < 2.0).any()
+
+
 def test_placeholder_anchors_are_always_replaced():
     records = square_records([12, 14, 40, 44, 120, 130] * 5)
     head = make_head([list(range(6))] * 3, (8, 16, 32))  # what 'anchors: 3' builds

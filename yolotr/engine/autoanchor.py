@@ -2,7 +2,7 @@
 
 Derived from YOLOv5's ``utils/autoanchor.py``: the same metric (a label is *recallable* by an anchor
 when both width and height ratios between them are within ``anchor_t``, the rule the loss assigns
-targets by), the same threshold (best possible recall below 0.98 triggers a refit), k-means on
+targets by), the same threshold (a best possible recall of 0.98 or less triggers a refit), k-means on
 whitened label sizes followed by a genetic evolution of the anchors, and replacement only when the
 new anchors recall more labels. Differences:
 
@@ -31,7 +31,7 @@ from torch import nn
 
 LOGGER = logging.getLogger("yolotr")
 
-BPR_GOOD = 0.98  # best possible recall at or above which the current anchors are kept
+BPR_GOOD = 0.98  # best possible recall above which the current anchors are kept (YOLOv5: bpr > 0.98)
 MIN_FIT_SIZE = 2.0  # labels smaller than this many pixels on both sides are left out of the fit
 MAX_FIT_LABELS = 50_000
 GENERATIONS = 1000
@@ -179,8 +179,7 @@ def fit_anchors(
         k = np.zeros((0, 2))
     if len(k) != n:  # k-means collapsed (too few distinct labels): start from random sizes
         k = np.sort(rng.random(n * 2)).reshape(n, 2) * imgsz
-    k = k.clip(min=MIN_FIT_SIZE)
-    if len(wh):
+    if len(wh):  # k-means' anchors start unclipped, as YOLOv5's; mutants are clipped to MIN_FIT_SIZE
         best = _fitness(k, wh, anchor_t)
         for _ in range(generations):
             v = np.ones(k.shape)
@@ -223,7 +222,7 @@ def check_anchors(
     generations: int = GENERATIONS,
 ) -> AnchorCheck:
     """Measure how well ``head.anchors`` fit the labels of ``records``; refit when the best possible
-    recall is below :data:`BPR_GOOD` (always when ``force`` or when an anchor side is <= 0), and
+    recall is :data:`BPR_GOOD` or less (always when ``force`` or when an anchor side is <= 0), and
     replace them only when the fitted anchors recall more (placeholders: always).
 
     Args:
@@ -243,7 +242,7 @@ def check_anchors(
     result = AnchorCheck(aat, bpr, placeholder=placeholder, labels=len(wh))
     if not len(wh):
         return result
-    if not placeholder and bpr >= BPR_GOOD:
+    if not placeholder and bpr > BPR_GOOD:
         return result
     fitted = fit_anchors(wh, len(current), anchor_t, imgsz, generations, rng)
     result.new_anchors_per_target, result.new_bpr = anchor_fit(fitted, wh, anchor_t)
