@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from yolotr.engine.config import default_config
-from yolotr.engine.optim import apply_schedule, build_optimizer, parameter_groups
+from yolotr.engine.optim import apply_schedule, build_optimizer, describe_groups, parameter_groups
 from yolotr.models.detection import DetectionModel
 from yolotr.nn.head_af import DFL
 from yolotr.nn.psa import ABlock, PSABlock
@@ -88,3 +88,15 @@ def test_sgd_step_moves_cnn_weights_not_attention_at_scale_zero():
     assert all(torch.equal(a, p) for a, p in zip(before_psa, psa.parameters()))
     assert not torch.equal(before_cv1, model.model[10].cv1.conv.weight)
     assert torch.equal(_dfl_weight(model).view(-1), torch.arange(16, dtype=torch.float32))
+
+
+def test_the_optimizer_line_numbers_the_groups_as_the_lr_columns():
+    """``lr/pg<i>`` in results.csv and TensorBoard follow the optimizer's order; the logged line says which is
+    which (with Transformer parameters, pg1 is ``decay/transformer``, not the no-decay weights)."""
+    model = DetectionModel("yolo11n.yaml", nc=3)
+    optimizer = build_optimizer(model, "SGD", 0.01, 0.937, 5e-4, SCALE)
+    line = describe_groups(optimizer)
+    assert line.startswith("SGD(lr=0.01, momentum=0.937): pg0 decay (")
+    for i, g in enumerate(optimizer.param_groups):
+        assert f"pg{i} {g['name']} ({len(g['params'])} tensors, weight_decay {g['weight_decay']:g})" in line
+    assert "pg1 decay/transformer" in line

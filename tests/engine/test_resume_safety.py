@@ -108,7 +108,7 @@ def test_results_rows_after_the_checkpoint_are_dropped_and_an_edited_file_gets_i
     trim_results_rows(tmp_path, 2)
     assert path.read_text() == "epoch,train/box_loss\n1,0.5\n2,0.4\n"
     path.write_text("epoch,train/box_loss,time\n1,0.5,1.0")
-    append_results_row(tmp_path, 1, ["box"], [0.4], {}, 0.01, 2.0, {})
+    append_results_row(tmp_path, 1, ["box"], [0.4], {}, [0.01], 2.0, {})
     assert [line.split(",")[0] for line in path.read_text().splitlines()] == ["epoch", "1", "2"]
 
 

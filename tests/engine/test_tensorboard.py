@@ -50,10 +50,13 @@ def test_detection_run_writes_losses_lr_metrics_and_predictions(tiny_shapes, tmp
     for name, value in zip(trainer.loss_fn.names, again.loss):  # results.csv too, NaN where nothing was validated
         assert math.isnan(float(rows[0][f"val/{name}_loss"]))
         assert float(rows[1][f"val/{name}_loss"]) == pytest.approx(value, abs=1e-6)  # written to 6 decimals
-    for tag in losses:
+    for tag in losses | {f"lr/pg{i}" for i in range(len(trainer.optimizer.param_groups))}:  # the CSV's columns
         events = acc.Scalars(tag)
         assert [e.step for e in events] == [1, 2]
         assert [e.value for e in events] == pytest.approx([float(r[tag]) for r in rows], abs=1e-5)
+    lrs = [g["lr"] for g in trainer.optimizer.param_groups]
+    assert [float(rows[-1][f"lr/pg{i}"]) for i in range(len(lrs))] == pytest.approx(lrs, rel=1e-6)
+    assert float(rows[-1]["lr"]) == float(rows[-1]["lr/pg0"])
     # validated after epoch 2 only (val_period 2): metrics and images at that step only
     assert [e.step for e in acc.Scalars("metrics/mAP50-95")] == [2]
     assert acc.Scalars("metrics/mAP50-95")[-1].value == pytest.approx(float(rows[-1]["metrics/mAP50-95"]), abs=1e-5)

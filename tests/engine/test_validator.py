@@ -215,8 +215,8 @@ def test_results_csv_has_val_losses_and_keeps_an_older_header(tmp_path):
 
     names, amp = ["box", "cls"], {"amp/overflow_steps": 0, "amp/loss_scale": 1.0}
     metrics = {"metrics/mAP50": 0.5, "val/box_loss": 1.25, "val/cls_loss": 0.75}
-    append_results_row(tmp_path, 0, names, [2.0, 1.0], {}, 0.01, 3.0, amp)
-    append_results_row(tmp_path, 1, names, [1.5, 0.5], metrics, 0.01, 6.0, amp)
+    append_results_row(tmp_path, 0, names, [2.0, 1.0], {}, [0.01], 3.0, amp)
+    append_results_row(tmp_path, 1, names, [1.5, 0.5], metrics, [0.01], 6.0, amp)
     rows = list(csv_module.DictReader(open(tmp_path / "results.csv")))
     header = list(rows[0])
     assert header.index("val/box_loss") == header.index("metrics/mAP50-95") + 1 and header[-3:-2] == ["time"]
@@ -224,7 +224,7 @@ def test_results_csv_has_val_losses_and_keeps_an_older_header(tmp_path):
     old = tmp_path / "old"
     old.mkdir()
     (old / "results.csv").write_text("epoch,train/box_loss,train/cls_loss,metrics/mAP50,lr,time\n1,2,1,0.1,0.01,3\n")
-    append_results_row(old, 1, names, [1.5, 0.5], metrics, 0.02, 6.0, amp)
+    append_results_row(old, 1, names, [1.5, 0.5], metrics, [0.02], 6.0, amp)
     rows = list(csv_module.DictReader(open(old / "results.csv")))
     assert rows[1] == {"epoch": "2", "train/box_loss": "1.5", "train/cls_loss": "0.5", "metrics/mAP50": "0.5",
                        "lr": "0.02", "time": "6.0"}  # fmt: skip

@@ -194,6 +194,19 @@ def build_optimizer(
     raise ValueError(f"unknown optimizer {name!r}; use SGD, AdamW, MuSGD or auto")
 
 
+def describe_groups(optimizer: torch.optim.Optimizer) -> str:
+    """One line naming the optimizer and its parameter groups in order, as ``results.csv``'s ``lr/pg<i>`` columns
+    and TensorBoard's ``lr/pg<i>`` tags number them, e.g. ``SGD(lr=0.01, momentum=0.937): pg0 decay (57 tensors,
+    weight_decay 0.0005), pg1 no_decay (57, 0), pg2 bias (63, 0)``."""
+    first = optimizer.defaults
+    momentum = first.get("momentum", first.get("betas", (None,))[0])
+    groups = ", ".join(
+        f"pg{i} {g.get('name', 'params')} ({len(g['params'])} tensors, weight_decay {g['weight_decay']:g})"
+        for i, g in enumerate(optimizer.param_groups)
+    )
+    return f"{type(optimizer).__name__}(lr={first['lr']:g}, momentum={momentum:g}): {groups}"
+
+
 def _muon_groups(groups: list[dict]) -> list[dict]:
     """``use_muon`` on the decayed matrices and convolution kernels (2-D and 4-D, as the package's rule: Muon
     orthogonalises those only); a decayed parameter of another shape (a 3-D or 5-D kernel) moves to a plain SGD

@@ -34,7 +34,7 @@ def append_results_row(
     loss_names: list[str],
     mean_loss: list[float],
     metrics: dict,
-    lr: float,
+    lrs: list[float],
     elapsed: float,
     amp: dict,
 ) -> None:
@@ -42,19 +42,31 @@ def append_results_row(
 
     Columns: ``epoch``, ``train/<item>_loss`` per loss item, the validation metrics, ``val/<item>_loss`` (the
     same loss on the validation split, as the ``ultralytics`` package writes it; both NaN on epochs without
-    validation), ``lr`` (first parameter group), ``time`` (seconds since the start), then ``amp/...``
+    validation), ``lr`` (first parameter group), ``lr/pg0``, ``lr/pg1``, ... (every parameter group's, in the
+    optimizer's order, as the package's ``results.csv`` and our TensorBoard tags number them), ``time`` (seconds
+    since the start), then ``amp/...``
     (``overflow_steps``: optimizer steps GradScaler skipped in this epoch as fp16 overflows;
     ``loss_scale``: the loss scale at its end, 1 without fp16 loss scaling). A file begun by an earlier
     version keeps its own header: the row fills those columns (a resumed run stays one readable table).
     """
     path = Path(save_dir) / "results.csv"
     val_losses = [f"val/{n}_loss" for n in loss_names]
-    header = ["epoch", *(f"train/{n}_loss" for n in loss_names), *CSV_METRICS, *val_losses, "lr", "time", *amp]
+    header = [
+        "epoch",
+        *(f"train/{n}_loss" for n in loss_names),
+        *CSV_METRICS,
+        *val_losses,
+        "lr",
+        *(f"lr/pg{i}" for i in range(len(lrs))),
+        "time",
+        *amp,
+    ]
     row = [
         epoch + 1,
         *(round(v, 6) for v in mean_loss),
         *(round(float(metrics.get(k, math.nan)), 6) for k in (*CSV_METRICS, *val_losses)),
-        round(lr, 8),
+        round(lrs[0], 8),
+        *(round(lr, 8) for lr in lrs),
         round(elapsed, 1),
         *amp.values(),
     ]

@@ -76,7 +76,7 @@ class TensorBoardLogger:
 
     def detection_epoch(self, trainer, epoch: int, mean_loss: torch.Tensor, metrics: dict) -> None:
         """An epoch of :class:`~yolotr.engine.trainer.Trainer`: at step ``epoch + 1``, the mean training
-        losses (``train/box_loss``, ... as in ``results.csv``), ``lr/pg0..2`` and, when the epoch was
+        losses (``train/box_loss``, ... as in ``results.csv``), ``lr/pg<i>`` per parameter group and, when it was
         validated, the validation metrics (``metrics/precision``, ``metrics/recall``, ``metrics/mAP50``,
         ``metrics/mAP50-95``), the validation losses with the training losses' names (``val/box_loss``, ...)
         and the first validation images with the EMA model's predictions (``val/predictions/0..3``).

@@ -33,7 +33,7 @@ from yolotr.engine.ema import ModelEMA
 from yolotr.engine.guard import NonFiniteGuard
 from yolotr.engine.head_mode import STRETCH, input_fit
 from yolotr.engine.heap import set_mmap_threshold
-from yolotr.engine.optim import apply_schedule, build_optimizer, resolve_train_settings
+from yolotr.engine.optim import apply_schedule, build_optimizer, describe_groups, resolve_train_settings
 from yolotr.engine.progress import LOG_EVERY, LossProgress
 from yolotr.engine.results_csv import append_results_row, plot_results, trim_results_rows
 from yolotr.engine.resume_state import resume_state
@@ -148,6 +148,8 @@ class Trainer(OptimizerStepping):
             cfg["nesterov"],
             fused=self.device.type == "cpu" and not self.amp.scaled,  # GradScaler steps a fused one even on inf
         )
+        if self.main:
+            LOGGER.info("optimizer: %s", describe_groups(self.optimizer))
         self.lean = lean_wanted(cfg["lean_activations"], cfg["batch"], cfg["imgsz"])
         self.gate = StepGate(self.amp, cfg["amp_init_scale"])
         self.ema = ModelEMA(self.model, cfg["ema_decay"], cfg["ema_tau"]) if cfg["ema"] else None
@@ -402,7 +404,7 @@ class Trainer(OptimizerStepping):
                 self.loss_fn.names,
                 mean_loss.tolist(),
                 metrics,
-                self.optimizer.param_groups[0]["lr"],
+                [g["lr"] for g in self.optimizer.param_groups],
                 self.elapsed_before + time.time() - self.t0,
                 {"amp/overflow_steps": self.epoch_overflows, "amp/loss_scale": self.gate.get_scale()},
             )
