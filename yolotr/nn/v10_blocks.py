@@ -102,8 +102,8 @@ class PSA(nn.Module):
     """YOLOv10's partial self-attention: one half of ``cv1``'s output goes through attention and a 2x MLP
     (each with a residual), then both halves are joined by ``cv2``. ``(B, c1, H, W) -> (B, c1, H, W)``.
 
-    ``c2`` must equal ``c1``; ``c = int(c1 * e)`` and ``c // 64`` heads (at least one 64-channel head:
-    the package divides by zero below that).
+    ``c2`` must equal ``c1``; ``c = int(c1 * e)`` and ``max(c // 64, 1)`` heads (the package's rule: one head
+    below 128 channels).
     """
 
     def __init__(self, c1: int, c2: int, e: float = 0.5):
@@ -111,11 +111,9 @@ class PSA(nn.Module):
         if c1 != c2:
             raise ValueError(f"PSA keeps its width: input channels {c1} != output channels {c2}")
         self.c = int(c1 * e)
-        if self.c < 64:
-            raise ValueError(f"PSA needs at least 128 channels (one 64-channel head), got {c1}")
         self.cv1 = Conv(c1, 2 * self.c, 1, 1)
         self.cv2 = Conv(2 * self.c, c1, 1)
-        self.attn = PSAAttention(self.c, attn_ratio=0.5, num_heads=self.c // 64)
+        self.attn = PSAAttention(self.c, attn_ratio=0.5, num_heads=max(self.c // 64, 1))
         self.ffn = nn.Sequential(Conv(self.c, self.c * 2, 1), Conv(self.c * 2, self.c, 1, act=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
