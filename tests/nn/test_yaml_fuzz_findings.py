@@ -43,3 +43,16 @@ def test_psa_below_128_channels_has_one_head_as_in_the_package():
     model = DetectionModel(copy.deepcopy(cfg))
     assert model.model[4].attn.num_heads == 1
     _same_as_package(cfg)
+
+
+def test_v10detect_keeps_reg_max_16_as_the_package(caplog):
+    """``reg_max: 8`` with a v10Detect head built 8-bin box branches; the package's v10Detect is not given the
+    YAML's reg_max and always has 16 (keys' shapes differed, its checkpoints would not load)."""
+    cfg = _tiny([], [1.0, 0.25, 1024])
+    cfg["head"][-1][2], cfg["reg_max"] = "v10Detect", 8
+    model = DetectionModel(copy.deepcopy(cfg))
+    assert model.model[-1].reg_max == 16
+    assert "v10Detect ignores 'reg_max: 8'" in caplog.text
+    ultralytics = pytest.importorskip("ultralytics.nn.tasks", reason="the ultralytics package is a bench extra")
+    theirs = ultralytics.DetectionModel(copy.deepcopy(cfg), verbose=False)
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}

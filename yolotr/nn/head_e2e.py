@@ -20,6 +20,7 @@ form (``{"one2many": maps, "one2one": maps}``), not the package's dict of flatte
 from __future__ import annotations
 
 import copy
+import logging
 
 import torch
 
@@ -146,7 +147,12 @@ class E2EDetect(AnchorFreeDetect):
 class V10Detect(E2EDetect):
     """YOLOv10's head (the package's ``v10Detect``): :class:`E2EDetect` whose class branch is always the
     depthwise one (3x3 depthwise + 1x1 pairs; the package's ``Conv(x, x, 3, g=x)`` is our ``DWConv``),
-    whatever blocks the rest of the model uses."""
+    whatever blocks the rest of the model uses. Its ``reg_max`` is always 16, as the package's (which is not
+    given the YAML's ``reg_max``); another is logged and ignored."""
 
     def __init__(self, nc: int = 80, reg_max: int = 16, ch: tuple[int, ...] = (), legacy: bool = False):
-        super().__init__(nc, reg_max, ch, legacy=False)
+        if reg_max != 16:
+            logging.getLogger("yolotr").warning(
+                "v10Detect ignores 'reg_max: %s' and uses 16, as the ultralytics package's v10Detect does", reg_max
+            )
+        super().__init__(nc, 16, ch, legacy=False)
