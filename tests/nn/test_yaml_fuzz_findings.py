@@ -56,3 +56,21 @@ def test_v10detect_keeps_reg_max_16_as_the_package(caplog):
     ultralytics = pytest.importorskip("ultralytics.nn.tasks", reason="the ultralytics package is a bench extra")
     theirs = ultralytics.DetectionModel(copy.deepcopy(cfg), verbose=False)
     assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
+
+
+def test_rtdetr_with_a_p6_level_builds_as_in_the_package():
+    """An RT-DETR whose neck joins an upsampled P6 to P5 was refused: its strides were measured on a 32x32 image,
+    where P6 (1x1, upsampled to 2x2) does not fit P5 (1x1). The package does not measure and builds it."""
+    backbone = [[-1, 1, "Conv", [c, 3, 2]] for c in (16, 32, 32, 64, 64, 64)]  # P1 .. P6
+    head = [
+        [-1, 1, "nn.Upsample", [None, 2, "nearest"]],
+        [[-1, 4], 1, "Concat", [1]],
+        [-1, 1, "Conv", [64, 1, 1]],
+        [[8, 5], 1, "RTDETRDecoder", ["nc", 32, 10, 4, 4, 1, 64]],
+    ]
+    cfg = {"nc": 2, "scales": {"n": [1.0, 1.0, 1024]}, "backbone": backbone, "head": head}
+    model = DetectionModel(copy.deepcopy(cfg))
+    assert model.model[-1].stride.tolist() == [32.0, 64.0]
+    ultralytics = pytest.importorskip("ultralytics.nn.tasks", reason="the ultralytics package is a bench extra")
+    theirs = ultralytics.RTDETRDetectionModel(copy.deepcopy(cfg), verbose=False)
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}

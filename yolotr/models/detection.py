@@ -206,24 +206,29 @@ class DetectionModel(nn.Module):
         head.reset_grids()
 
     def _init_detr_head(self, head: RTDETRDecoder, ch: int, source: str) -> None:
-        """Measure the decoder's input strides with a 32x32 eval-mode pass through the layers before it (the
-        decoder itself does not run). ``self.stride`` stays the largest one, ``[32]``, as the package holds it."""
-        s, seen = 32, []
+        """Measure the decoder's input strides with an eval-mode pass through the layers before it (the decoder
+        itself does not run): 32x32, or 256x256 (the size the other heads are measured at) where a level below
+        P5 (a P6 model) does not fit 32x32. ``self.stride`` stays the largest one, ``[32]``, as the package holds it."""
+        for s in (32, 256):
+            seen: list[torch.Tensor] = []
 
-        def stop(module, inputs):
-            seen.extend(inputs[0])
-            raise _HeadReached
+            def stop(module, inputs, seen=seen):
+                seen.extend(inputs[0])
+                raise _HeadReached
 
-        handle = head.register_forward_pre_hook(stop)
-        self.eval()
-        try:
-            with torch.no_grad(), self._failing_layer_named(source, s):
-                self._forward_layers(torch.zeros(1, ch, s, s))
-        except _HeadReached:
-            pass
-        finally:
-            handle.remove()
-            self.train()
+            handle = head.register_forward_pre_hook(stop)
+            self.eval()
+            try:
+                with torch.no_grad(), self._failing_layer_named(source, s):
+                    self._forward_layers(torch.zeros(1, ch, s, s))
+            except _HeadReached:
+                break
+            except ConfigError:
+                if s == 256:
+                    raise
+            finally:
+                handle.remove()
+                self.train()
         head.stride.copy_(torch.tensor([s / level.shape[2] for level in seen], dtype=head.stride.dtype))
         self.stride = head.stride.max().view(1).clone()
 
