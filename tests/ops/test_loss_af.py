@@ -217,7 +217,7 @@ def test_dense_path_reads_nothing_on_the_host_but_the_target_count(monkeypatch):
     with DeviceSyncs() as mode:
         _loss_with_targets(True)
     assert mode.reads == []
-    assert calls == [torch.Size([3])]  # pad_targets: lowest and highest image index, most boxes in one image
+    assert calls == [torch.Size([6])]  # pad_targets' check_targets: first row failing each of 5 checks, most boxes
     with DeviceSyncs() as mode:
         _loss_with_targets(False)
     assert mode.reads == ["aten.nonzero.default"] * 2  # the CPU path: the candidates, then the foreground

@@ -146,7 +146,7 @@ def test_dense_path_reads_nothing_on_the_host_but_the_target_count(monkeypatch) 
     monkeypatch.setattr(torch.Tensor, "tolist", lambda t: calls.append(t.shape) or tolist(t))
     with DeviceSyncs() as mode:
         _e2e_case(1, True)
-    assert mode.reads == [] and calls == [torch.Size([3])] * 2
+    assert mode.reads == [] and calls == [torch.Size([6])] * 2  # check_targets: 5 checks, most boxes in one image
     with DeviceSyncs() as mode:
         _e2e_case(1, False)
     assert mode.reads == ["aten.nonzero.default"] * 4  # the CPU path: candidates and foreground, per branch

@@ -18,18 +18,25 @@ from __future__ import annotations
 import torch
 
 from yolotr.ops.boxes import xywh2xyxy, xyxy2xywh
+from yolotr.ops.targets import check_target_layout, check_targets
 from yolotr.ops.transfer import to_device
 
 
-def group_targets(targets: torch.Tensor, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+def group_targets(
+    targets: torch.Tensor, batch_size: int, nc: int | None = None, who: str = "RT-DETR"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
     """``(N, 6)`` ``[image, class, cx, cy, w, h]`` targets, stably ordered by image -> classes ``(N,)`` int64,
-    normalized ``cxcywh`` boxes ``(N, 4)`` float32, image indices ``(N,)`` int64 and the count per image."""
-    if targets.ndim != 2 or targets.shape[1] != 6:
-        raise ValueError(f"targets must be (N, 6) [image, class, cx, cy, w, h], got {tuple(targets.shape)}")
+    normalized ``cxcywh`` boxes ``(N, 4)`` float32, image indices ``(N,)`` int64 and the count per image.
+
+    Malformed targets raise ``ValueError`` prefixed ``who`` (:func:`~yolotr.ops.targets.check_targets`: image
+    indices in ``[0, batch_size)``, class ids in ``[0, nc)``, finite, boxes normalized)."""
+    check_target_layout(targets, who)
     image = targets[:, 0].long()
+    counts = torch.zeros(batch_size, dtype=torch.long, device=image.device)
+    counts.scatter_add_(0, image.clamp(0, max(batch_size - 1, 0)), torch.ones_like(image))
+    counts = check_targets(targets, nc, batch_size, who, extra=counts)  # the one host read
     order = torch.argsort(image, stable=True)
     targets, image = targets[order], image[order]
-    counts = torch.bincount(image, minlength=batch_size)[:batch_size].tolist() if len(image) else [0] * batch_size
     return targets[:, 1].long(), targets[:, 2:6].float(), image, counts
 
 
@@ -64,7 +71,8 @@ def denoising_group(
     if num_dn <= 0:
         return None
     device = class_embed.device
-    gt_cls, gt_bbox, b_idx, groups = group_targets(targets, batch_size)  # counted where they are (the host)
+    # counted where they are (the host)
+    gt_cls, gt_bbox, b_idx, groups = group_targets(targets, batch_size, num_classes, "RT-DETR denoising")
     gt_cls, gt_bbox, b_idx = (to_device(t, device) for t in (gt_cls, gt_bbox, b_idx))
     m = min(max(groups), num_dn) if groups else 0
     if m == 0:

@@ -17,6 +17,7 @@ from yolotr.nn.head import Detect
 from yolotr.ops.loss_af import AnchorFreeLoss
 from yolotr.ops.loss_detr import RTDETRLoss
 from yolotr.ops.loss_e2e import E2ELoss
+from yolotr.ops.targets import check_targets
 from yolotr.ops.transfer import device_tensor, to_device
 
 LOSS_NAMES = ("box", "obj", "cls")
@@ -82,6 +83,7 @@ class DetectionLoss:
         cls_pw = torch.full((1,), self.cls_pw, device=device)
         obj_pw = torch.full((1,), self.obj_pw, device=device)
         losses = torch.zeros(3, device=device)
+        check_targets(targets, self.nc, raw[0].shape[0], "DetectionLoss")  # read where they are: the host
         targets = to_device(targets.float(), device)
         dense = self.dense if self.dense is not None else device.type != "cpu"
         levels = self._targets(raw, targets, dense)

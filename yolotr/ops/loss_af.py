@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from yolotr.errors import ConfigError
 from yolotr.ops.anchors import bbox2dist, dist2bbox, make_anchors
 from yolotr.ops.assign import Assignment, TaskAlignedAssigner, bbox_ciou
+from yolotr.ops.targets import check_target_layout, check_targets
 from yolotr.ops.transfer import to_device
 
 AF_LOSS_NAMES = ("box", "cls", "dfl")
@@ -147,10 +148,7 @@ class AnchorFreeLoss:
         for i, m in enumerate(maps):
             if m.ndim != 4 or m.shape[1] != no:
                 raise ValueError(f"AnchorFreeLoss: map {i} has shape {tuple(m.shape)}, expected (B, {no}, H, W)")
-        if targets.ndim != 2 or targets.shape[1] != 6:
-            raise ValueError(
-                f"AnchorFreeLoss: targets must be (N, 6) [image, class, cx, cy, w, h], got {tuple(targets.shape)}"
-            )
+        check_target_layout(targets, "AnchorFreeLoss")
         device = maps[0].device
         # float32 throughout: the softmax expectation, CIoU and the BCE sums lose too much in half precision.
         with torch.autocast(device.type, enabled=False):
@@ -163,7 +161,9 @@ class AnchorFreeLoss:
         points, stride = make_anchors(maps, self.strides)  # (A, 2) grid units, (A, 1)
         height, width = maps[0].shape[2] * self.strides[0], maps[0].shape[3] * self.strides[0]
 
-        gt_labels, gt_boxes, mask_gt = self.pad_targets(targets, batch_size, width, height, device)
+        gt_labels, gt_boxes, mask_gt = self.pad_targets(
+            targets, batch_size, width, height, device, nc=self.nc, who="AnchorFreeLoss"
+        )
         pred_boxes = self.decode(points, pred_dist)  # (B, A, 4) xyxy, grid units
         assignment = self.assigner(
             pred_logits.detach().sigmoid(),
@@ -230,12 +230,20 @@ class AnchorFreeLoss:
 
     @staticmethod
     def pad_targets(
-        targets: torch.Tensor, batch_size: int, width: float, height: float, device: torch.device | None = None
+        targets: torch.Tensor,
+        batch_size: int,
+        width: float,
+        height: float,
+        device: torch.device | None = None,
+        nc: int | None = None,
+        who: str = "AnchorFreeLoss",
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(N, 6)`` normalized targets -> per-image padded ``labels`` ``(B, M, 1)``, ``xyxy`` pixel
         ``boxes`` ``(B, M, 4)`` and ``mask`` ``(B, M, 1)`` bool, ``M`` the most boxes of one image.
 
-        Boxes keep their order within an image. An image index outside ``[0, batch_size)`` raises.
+        Boxes keep their order within an image. Malformed targets raise ``ValueError`` (prefixed ``who``):
+        an image index outside ``[0, batch_size)``, a class id outside ``[0, nc)``, NaN, boxes not normalized
+        (:func:`~yolotr.ops.targets.check_targets`).
         The padding is done where ``targets`` are and the results moved to ``device`` (default: the
         same): targets still on the host cost an accelerator no synchronisation (``M`` is read once,
         with the index check, wherever they are).
@@ -249,9 +257,7 @@ class AnchorFreeLoss:
         # scatter_add rather than bincount, which reads its input's maximum on the host on CUDA
         counts = torch.zeros(batch_size, dtype=torch.long, device=work)
         counts.scatter_add_(0, image.clamp(0, batch_size - 1), torch.ones_like(image))
-        low, high, m = torch.stack((image.min(), image.max(), counts.max())).tolist()  # the one host read
-        if low < 0 or high >= batch_size:
-            raise ValueError(f"AnchorFreeLoss: target image indices span {low}..{high}, batch has {batch_size} images")
+        (m,) = check_targets(targets, nc, batch_size, who, extra=counts.max()[None])  # the one host read
         order = torch.sort(image, stable=True).indices
         image, targets = image[order], targets[order]
         starts = torch.cumsum(counts, 0) - counts

@@ -73,7 +73,8 @@ class RTDETRLoss:
                 f"{tuple(dec_bboxes.shape)} and {tuple(enc_bboxes.shape)}"
             )
         device = dec_bboxes.device
-        gt_cls, gt_boxes, _, groups = group_targets(targets, enc_bboxes.shape[0])  # counted where they are
+        # counted where they are
+        gt_cls, gt_boxes, _, groups = group_targets(targets, enc_bboxes.shape[0], self.nc, "RTDETRLoss")
         gt_cls, gt_boxes = to_device(gt_cls, device), to_device(gt_boxes, device)
         with torch.autocast(device.type, enabled=False):
             dn_bboxes = dn_scores = None

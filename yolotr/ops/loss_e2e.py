@@ -28,6 +28,7 @@ from yolotr.errors import ConfigError
 from yolotr.ops.anchors import bbox2dist, dist2bbox, make_anchors
 from yolotr.ops.assign import TaskAlignedAssigner, bbox_ciou
 from yolotr.ops.loss_af import AF_HYP_DEFAULTS, AnchorFreeLoss, LossOutput, anchor_rows, head_geometry
+from yolotr.ops.targets import check_target_layout
 from yolotr.ops.transfer import device_tensor
 
 E2E_START_O2M, E2E_FINAL_O2M = 0.8, 0.1
@@ -83,7 +84,9 @@ class BranchLoss:
         height, width = maps[0].shape[2] * self.strides[0], maps[0].shape[3] * self.strides[0]
 
         # padded where the targets are (host targets cost an accelerator no synchronisation), then moved
-        gt_labels, gt_boxes, mask_gt = AnchorFreeLoss.pad_targets(targets, batch_size, width, height, device)
+        gt_labels, gt_boxes, mask_gt = AnchorFreeLoss.pad_targets(
+            targets, batch_size, width, height, device, nc=self.nc, who="E2ELoss"
+        )
         if self._dfl is not None:
             pred_boxes = self._dfl.decode(points, pred_dist)
         else:
@@ -207,10 +210,7 @@ class E2ELoss:
             for i, m in enumerate(maps):
                 if m.ndim != 4 or m.shape[1] != no:
                     raise ValueError(f"E2ELoss: {key} map {i} has shape {tuple(m.shape)}, expected (B, {no}, H, W)")
-        if targets.ndim != 2 or targets.shape[1] != 6:
-            raise ValueError(
-                f"E2ELoss: targets must be (N, 6) [image, class, cx, cy, w, h], got {tuple(targets.shape)}"
-            )
+        check_target_layout(targets, "E2ELoss")
         device = preds["one2many"][0].device
         targets = targets.float()
         # float32 throughout: CIoU, the softmax expectation and the BCE sums lose too much in half precision.
