@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from yolotr.ops.transfer import device_tensor
+
 # float rounding of boxes clipped to the image; a box in pixels is far beyond it
 TOLERANCE = 1e-3
 
@@ -58,28 +60,40 @@ def check_targets(
     n = targets.shape[0]
     if n == 0:
         return [] if extra is None else extra.tolist()
-    t = targets.detach().double()
-    image, cls, xy, wh = t[:, 0], t[:, 1], t[:, 2:4], t[:, 4:6]
-    whole_image = (image == image.floor()) & (image >= 0)
-    whole_cls = (cls == cls.floor()) & (cls >= 0)
-    if batch_size is not None:
-        whole_image &= image < batch_size
-    if nc is not None:
-        whole_cls &= cls < nc
-    flags = (
-        ~torch.isfinite(t).all(1),
-        ~whole_image,
-        ~whole_cls,
-        (wh < 0).any(1),
-        (xy < -TOLERANCE).any(1) | (t[:, 2:6] > 1 + TOLERANCE).any(1),
-    )
-    rows = torch.arange(n, device=t.device)
-    first = torch.stack([torch.where(f, rows, n).min() for f in flags])
+    t = targets.detach()
+    t = t if t.dtype == torch.float64 else t.float()
+    inf = float("inf")
+    bounds = device_tensor(
+        [
+            [0.0, 0.0, -TOLERANCE, -TOLERANCE, -inf, -inf],
+            [
+                inf if batch_size is None else batch_size - 1,
+                inf if nc is None else nc - 1,
+                *[1 + TOLERANCE] * 4,
+            ],
+        ],
+        t.device,
+        t.dtype,
+    )  # (2, 6) lowest and highest value of each column
+    out = (t < bounds[0]) | (t > bounds[1])  # (N, 6); NaN compares False, caught first
+    fraction = t[:, :2] != t[:, :2].floor()  # (N, 2) image index, class id
+    flags = torch.stack(
+        (
+            ~torch.isfinite(t).all(1),
+            out[:, 0] | fraction[:, 0],
+            out[:, 1] | fraction[:, 1],
+            (t[:, 4:6] < 0).any(1),
+            out[:, 2:].any(1),
+        ),
+        1,
+    )  # (N, 5) bool: the checks in order
+    rows = torch.arange(n, device=t.device)[:, None]
+    first = torch.where(flags, rows, n).amin(0)  # (5,) the first failing row of each check, n where none
     read = torch.cat((first.to(t.dtype), extra.to(t.dtype))) if extra is not None else first
     values = read.tolist()  # the one host read
-    first, rest = [int(v) for v in values[: len(flags)]], values[len(flags) :]
+    first, rest = [int(v) for v in values[:5]], values[5:]
     if min(first) < n:
-        check = min(range(len(flags)), key=lambda i: (first[i] == n, i))
+        check = next(i for i, r in enumerate(first) if r < n)
         row = first[check]
         _raise(who, check, row, targets[row].tolist(), nc, batch_size)
     if extra is not None and not extra.dtype.is_floating_point:
