@@ -419,7 +419,7 @@ def validate(
         save_dir = save_dir if save_dir is not None else next_run_dir("runs/val", "exp")
     validator = Validator(dataloader, names, conf, iou, max_det, amp, loss_fn, save_dir, verbose, ids)
     with end2end_mode(model, end2end, max_det=max_det):  # an end-to-end head's top-k is max_det, not its 300
-        result = validator(model)
+        result = validator(model if loss_fn is not None else inference_copy(model))
     result.dataloader = dataloader
     if ids is not None:
         from yolotr.engine.coco_json import write_and_score
@@ -435,6 +435,18 @@ def validate(
     if result.plots:
         LOGGER.info("plots saved to %s", Path(result.plots[0]).parent)
     return result
+
+
+def inference_copy(model: nn.Module) -> nn.Module:
+    """What validation runs without a ``loss_fn``: a fused (BatchNorm folded), eval, ``channels_last`` deep
+    copy of ``model`` (the predictor's :class:`~yolotr.engine.fast_backend.TorchBackend`, as YOLOv5's
+    ``val.py`` and the ``ultralytics`` validator fuse); ``model`` itself is left as it is. The same
+    ``(B, 3, H, W)`` float input gives the same decoded output up to float rounding. A module without
+    parameters (an ONNX model) is returned as it is. With a ``loss_fn`` the raw training-form outputs are
+    needed, so the trainer's validation keeps the model unfused."""
+    from yolotr.engine.fast_backend import TorchBackend
+
+    return TorchBackend(getattr(model, "module", model)).model
 
 
 def _training_data(model: nn.Module):
