@@ -151,6 +151,7 @@ def end_to_end(args) -> None:
     from shared_data import shared_root
 
     from yolotr import YOLO
+    from yolotr.engine.fast_backend import AutoCpuBackend
     from yolotr.engine.predictor import Predictor, run_prediction
 
     logging.disable(logging.INFO)
@@ -190,6 +191,8 @@ def end_to_end(args) -> None:
         def ours(path):
             return yolo.predict(path, **settings, backend=args.backend, verbose=False)[0].boxes.data
 
+        for path in images * AutoCpuBackend.TORCH_BATCHES:  # auto's PyTorch batches of each size
+            ours(path)
         for path in images:  # warm-up (export, sessions) and the same boxes on both sides
             a, b = ours(path), official_detect(ref, path, size)
             if a.shape != b.shape or (len(a) and float((a[:, :4] - b[:, :4]).abs().max()) > 1.0):

@@ -72,6 +72,7 @@ def end_to_end_next(args) -> None:
     from shared_data import shared_root
 
     from yolotr import YOLO
+    from yolotr.engine.fast_backend import AutoCpuBackend
     from yolotr.engine.predictor import Predictor, run_prediction
 
     logging.disable(logging.INFO)
@@ -135,6 +136,8 @@ def end_to_end_next(args) -> None:
         def package_predict(path):
             return wrapper.predict(path, **settings, nms=False, device="cpu", verbose=False)[0].boxes.data
 
+        for path in images * AutoCpuBackend.TORCH_BATCHES:  # auto's PyTorch batches of each size
+            ours(path)
         for path in images:  # warm-up and the same boxes on every side
             a, b, c = ours(path), package_steps(ref, path, size), package_predict(path)
             for other, label in ((b, "package steps"), (c, "package predict")):

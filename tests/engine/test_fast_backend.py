@@ -15,7 +15,7 @@ from tests.conftest import shared_path
 from tests.test_cli_errors import run_cli
 from yolotr import YOLO
 from yolotr.engine import exporter, fast_backend
-from yolotr.engine.fast_backend import OnnxBackend, TorchBackend, prepare_backend, weights_key
+from yolotr.engine.fast_backend import AutoCpuBackend, OnnxBackend, TorchBackend, prepare_backend, weights_key
 from yolotr.errors import YolotrError
 from yolotr.models.detection import DetectionModel
 
@@ -55,10 +55,14 @@ def _tiny(seed: int = 0) -> DetectionModel:
     return model
 
 
-def test_auto_is_onnx_on_cpu_and_gives_the_torch_boxes(official):
+def test_auto_is_onnx_on_cpu_once_a_shape_repeats_and_gives_the_torch_boxes(official):
     image = shared_path("images", "zidane.jpg")
+    for _ in range(AutoCpuBackend.TORCH_BATCHES):
+        official.predict(image, imgsz=320)
+    auto = official.prepared_backend("auto")
+    assert isinstance(auto, AutoCpuBackend) and auto.onnx is None  # the first batches of a shape: PyTorch
     fast = official.predict(image, imgsz=320)[0].boxes.data
-    assert official.prepared_backend("auto").name == "onnx"
+    assert auto.onnx is not None and list(auto.onnx.sessions) == [(1, 192, 320)]
     plain = official.predict(image, imgsz=320, backend="torch")[0].boxes.data
     assert official.prepared_backend("torch").name == "torch"
     assert len(fast) > 0 and fast.shape == plain.shape
@@ -99,13 +103,38 @@ def test_second_call_reuses_the_prepared_backend(cache, exports, monkeypatch, tm
     wide, low = tmp_path / "wide.png", tmp_path / "low.png"
     cv2.imwrite(str(wide), image)
     cv2.imwrite(str(low), image[:64])
+    monkeypatch.setattr(AutoCpuBackend, "TORCH_BATCHES", 1)
     for _ in range(3):
         yolo.predict(wide, imgsz=128)
     backend = yolo.prepared_backend("auto")
     assert prepared == ["auto"] and len(exports) == 1
-    assert list(backend.sessions) == [(1, 96, 128)]  # one session for the one input shape, reused
-    yolo.predict(low, imgsz=128)  # a new shape: a new session of the same file, no new export
-    assert len(exports) == 1 and (1, 64, 128) in backend.sessions and backend is yolo.prepared_backend("auto")
+    assert list(backend.onnx.sessions) == [(1, 96, 128)]  # one session for the one input shape, reused
+    yolo.predict(low, imgsz=128)  # a new shape: PyTorch first, then a session of the same file, no new export
+    assert (1, 64, 128) not in backend.onnx.sessions
+    yolo.predict(low, imgsz=128)
+    assert len(exports) == 1 and (1, 64, 128) in backend.onnx.sessions and backend is yolo.prepared_backend("auto")
+
+
+def test_auto_runs_one_off_sizes_in_torch_without_an_export(cache, exports):
+    """A photo, or a folder of photos of many sizes: no export and no session, PyTorch's outputs exactly."""
+    model = _tiny(seed=8)
+    auto, plain = prepare_backend(model, "auto"), TorchBackend(model)
+    rng = np.random.default_rng(0)
+    for h, w in ((64, 96), (96, 64), (64, 128), (128, 64)):
+        images = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8)]
+        assert torch.equal(auto(auto.to_input(images)), plain(plain.to_input(images)))
+    assert exports == [] and auto.onnx is None
+
+
+def test_a_session_evicted_and_built_again_is_not_checked_again(cache, monkeypatch):
+    backend = OnnxBackend(_tiny(seed=9))
+    backend.max_sessions = 1
+    checks = []
+    original = backend._agrees
+    monkeypatch.setattr(backend, "_agrees", lambda out, x: checks.append(x.shape) or original(out, x))
+    for h in (64, 96, 64, 96):
+        backend(backend.to_input([np.zeros((h, 64, 3), np.uint8)]))
+    assert checks == [(1, 3, 64, 64), (1, 3, 96, 64)] and list(backend.sessions) == [(1, 96, 64)]
 
 
 def test_changed_weights_prepare_again(cache, exports):
@@ -146,9 +175,13 @@ def test_auto_falls_back_to_torch_when_the_cache_is_not_writable(tmp_path, monke
     blocker = tmp_path / "file"
     blocker.write_text("a file where the cache folder should be")
     monkeypatch.setenv("YOLOTR_CACHE", str(blocker))
+    monkeypatch.setattr(AutoCpuBackend, "TORCH_BATCHES", 0)
+    backend = prepare_backend(_tiny(seed=7), "auto")
+    images = [np.zeros((64, 64, 3), np.uint8)]
     with caplog.at_level(logging.WARNING, logger="yolotr"):
-        backend = prepare_backend(_tiny(seed=7), "auto")
-    assert backend.name == "torch"
+        out = backend(backend.to_input(images))
+    assert backend.export_failed and backend.onnx is None
+    assert torch.equal(out, backend.torch(backend.torch.to_input(images)))
     assert "backend 'onnx': exporting the model failed ([Errno 20] Not a directory" in caplog.text
     assert "; predicting with the torch backend" in caplog.text
     with pytest.raises(YolotrError, match=r"backend 'onnx': exporting the model failed \(\[Errno 20\]"):

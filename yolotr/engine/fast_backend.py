@@ -16,11 +16,12 @@ when the model needs no NMS).
   are compared: a shape where they differ (a block whose export kept its example size) stays on
   PyTorch, with a warning.
 
-``prepare_backend(model, "auto")`` gives the ONNX backend for a float32 model on the CPU when
-onnxruntime is installed (the faster one there: ``python bench/latency.py --e2e``), the torch
-backend otherwise. Preparing costs one export the first time a set of weights is seen (seconds;
-later processes find the file), and a deep copy of the model; :class:`yolotr.YOLO` keeps the
-prepared backend until the weights change.
+``prepare_backend(model, "auto")`` gives, for a float32 model on the CPU when onnxruntime is installed,
+:class:`AutoCpuBackend`: PyTorch for the first batch of each input shape and the ONNX backend (the faster one
+there: ``python bench/latency.py --e2e``) for the batches of a shape seen before; the torch backend otherwise.
+The export happens when a shape first comes again, the first time a set of weights is seen (seconds; later
+processes find the file). Preparing costs a deep copy of the model; :class:`yolotr.YOLO` keeps the prepared
+backend until the weights change.
 """
 
 from __future__ import annotations
@@ -226,6 +227,8 @@ class OnnxBackend(Backend):
         copy_model: the PyTorch copy used to check each new input shape is a fused deep copy (else
             the model itself is fused in place).
         folder: where exported files live (default :func:`onnx_cache_dir`).
+        reference: the fused PyTorch backend that checks each new shape (default: made from ``model``).
+        key: the file's :func:`weights_key`, when the caller took it before fusing the model.
 
     Raises:
         YolotrError: the model is not float32 on the CPU, or its export failed (the cause is named).
@@ -234,16 +237,19 @@ class OnnxBackend(Backend):
     name = "onnx"
 
     def __init__(
-        self, model: nn.Module, threads: int | None = None, copy_model: bool = True, folder: str | Path | None = None
+        self,
+        model: nn.Module,
+        threads: int | None = None,
+        copy_model: bool = True,
+        folder: str | Path | None = None,
+        reference: TorchBackend | None = None,
+        key: str | None = None,
     ):
-        param = next(model.parameters(), None)
-        if param is None or param.device.type != "cpu" or param.dtype != torch.float32:
-            where = "no parameters" if param is None else f"{param.dtype} on {param.device}"
-            raise YolotrError(f"backend 'onnx' needs a float32 model on the CPU (this one has {where}); use 'torch'")
+        _check_cpu_float32(model)
         self.threads = int(threads or torch.get_num_threads())
-        self.key = weights_key(model)
+        self.key = key or weights_key(model)
         self.path = Path(folder or onnx_cache_dir()) / f"{self.key}.onnx"
-        self.reference = TorchBackend(model, copy_model=copy_model)  # checks each new shape once
+        self.reference = reference or TorchBackend(model, copy_model=copy_model)  # checks each new shape once
         cached = self._cached()
         self.proto = cached if cached is not None else self._export(model)
         self.input_name = self.proto.graph.input[0].name
@@ -254,6 +260,7 @@ class OnnxBackend(Backend):
         self.max_sessions = max(2, min(8, (1 << 30) // max(bytes_per_session, 1)))
         self.sessions: OrderedDict[tuple[int, int, int], object] = OrderedDict()
         self.on_torch: set[tuple[int, int, int]] = set()
+        self.checked: set[tuple[int, int, int]] = set()  # shapes whose output matched PyTorch's once
 
     def _cached(self):
         """The ONNX graph of the cached file, or None when there is none (an unreadable one is deleted)."""
@@ -334,7 +341,7 @@ class OnnxBackend(Backend):
         shape = (b, h, w)
         if shape in self.on_torch:
             return self.reference(torch.from_numpy(x))
-        first = shape not in self.sessions
+        first = shape not in self.checked
         try:
             session = self._session(shape)
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types (Fail, InvalidGraph, ...)
@@ -347,6 +354,7 @@ class OnnxBackend(Backend):
             self.on_torch.add(shape)
             self.sessions.pop(shape, None)
             return self.reference(torch.from_numpy(x))
+        self.checked.add(shape)
         return out
 
     def _agrees(self, out: torch.Tensor, x: np.ndarray) -> bool:
@@ -366,6 +374,59 @@ class OnnxBackend(Backend):
             "in PyTorch", x.shape[2], x.shape[3], how,
         )  # fmt: skip
         return False
+
+
+class AutoCpuBackend(Backend):
+    """``auto`` for a float32 model on the CPU: the fused PyTorch copy runs the first :attr:`TORCH_BATCHES`
+    batches of each input shape, :class:`OnnxBackend` the later ones (exported, or found in the cache, when a
+    shape first gets there).
+
+    onnxruntime is the faster of the two once its session of a shape is built (yolov5n at 640: 23 ms against
+    31 ms an image), but building the session and checking it against PyTorch costs about two PyTorch runs,
+    and the first export of a set of weights over a second. Going to ONNX up front made a single photo 8x slower
+    than PyTorch, and a folder of photos of many sizes 1.4x (yolov5n, 20 photos letterboxed to 11 sizes: 1.01 s
+    against 0.71 s, the export cached). A shape that repeats (a video, a folder from one camera) runs its first
+    batches in PyTorch, then on onnxruntime as before. An export that fails keeps PyTorch, with a warning.
+    """
+
+    name = "auto"
+    TORCH_BATCHES = 8  # a session pays for itself after about 7 images; a one-off size never builds one
+
+    def __init__(self, model: nn.Module, threads: int | None = None, copy_model: bool = True):
+        _check_cpu_float32(model)
+        self.threads = threads
+        self.key = weights_key(model)  # before a fuse in place (copy_model False) changes the weights
+        self.torch = TorchBackend(model, copy_model=copy_model)
+        self.layout = self.torch.layout
+        self.onnx: OnnxBackend | None = None
+        self.export_failed = False
+        self.batches: dict[tuple[int, int, int], int] = {}  # batches run so far per (B, H, W)
+
+    def to_input(self, images: list[np.ndarray]) -> tuple[Backend, object]:
+        """The backend this batch of equally sized images runs on, and its input for that backend."""
+        shape = (len(images), *images[0].shape[:2])
+        self.batches[shape] = self.batches.get(shape, 0) + 1
+        settled = self.batches[shape] > self.TORCH_BATCHES
+        if settled and self.onnx is None and not self.export_failed:
+            try:
+                self.onnx = OnnxBackend(self.torch.model, self.threads, reference=self.torch, key=self.key)
+            except YolotrError as e:
+                LOGGER.warning("%s; predicting with the torch backend", e)
+                self.export_failed = True
+        backend = self.onnx if settled and self.onnx is not None else self.torch
+        return backend, backend.to_input(images)
+
+    def __call__(self, routed: tuple[Backend, object]) -> torch.Tensor:
+        backend, x = routed
+        return backend(x)
+
+
+def _check_cpu_float32(model: nn.Module) -> None:
+    """Raise :class:`YolotrError` unless ``model`` has float32 parameters on the CPU (what onnxruntime runs)."""
+    param = next(model.parameters(), None)
+    if param is None or param.device.type != "cpu" or param.dtype != torch.float32:
+        where = "no parameters" if param is None else f"{param.dtype} on {param.device}"
+        raise YolotrError(f"backend 'onnx' needs a float32 model on the CPU (this one has {where}); use 'torch'")
 
 
 def _prune(folder: Path, keep: int = KEEP_FILES) -> None:
@@ -392,7 +453,7 @@ def prepare_backend(
     """The backend ``backend`` (``auto``, ``torch`` or ``onnx``) of ``model``, ready to run.
 
     With ``copy_model=False`` the model itself is fused in place (for a model loaded only to predict).
-    ``auto`` falls back to ``torch`` with a warning when the export fails.
+    ``auto`` on the CPU is :class:`AutoCpuBackend`, which stays on ``torch`` with a warning when the export fails.
 
     Raises:
         YolotrError: an unknown backend name, or ``onnx`` asked for a model it cannot run.
@@ -404,11 +465,8 @@ def prepare_backend(
         from yolotr.engine.cuda_graph import CudaGraphBackend
 
         return CudaGraphBackend(model, copy_model=copy_model)
+    if chosen == "onnx" and backend == "auto":
+        return AutoCpuBackend(model, threads=threads, copy_model=copy_model)
     if chosen == "onnx":
-        try:
-            return OnnxBackend(model, threads=threads, copy_model=copy_model)
-        except YolotrError as e:
-            if backend == "onnx":
-                raise
-            LOGGER.warning("%s; predicting with the torch backend", e)
+        return OnnxBackend(model, threads=threads, copy_model=copy_model)
     return TorchBackend(model, copy_model=copy_model)
