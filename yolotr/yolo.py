@@ -14,6 +14,7 @@ from yolotr.data.imgsz import default_imgsz
 from yolotr.errors import ConfigError, check_keywords, did_you_mean
 from yolotr.logs import verbosity
 from yolotr.models.loading import is_yaml_source, load_model
+from yolotr.yolo_habits import PackageHabits
 
 LOGGER = logging.getLogger("yolotr")
 # YOLO.add_callback's events: the Trainer's, and the package's names of the same moments
@@ -26,7 +27,7 @@ TRAINER_EVENTS = {
 }
 
 
-class YOLO:
+class YOLO(PackageHabits):
     """A detector and what you can do with it.
 
     ``YOLO("yolov5s.yaml")`` builds a shipped config (or any YAML path); ``YOLO("best.pt")`` loads our
@@ -62,6 +63,7 @@ class YOLO:
         # backend name -> (the model it was prepared from, its weights version, the Backend)
         self._prepared: dict[str, tuple[weakref.ref, tuple, object]] = {}
         self._callbacks: list[tuple[str, Callable]] = []  # (trainer event, fn) for every train() of this model
+        self._loaded_weights: str | None = None  # the checkpoint load() copied in, for train() on another nc
 
     def add_callback(self, event: str, fn: Callable) -> None:
         """Call ``fn(trainer)`` at a training event of every later :meth:`train`: ``on_batch_start`` or
@@ -134,6 +136,7 @@ class YOLO:
         data=None,
         project: str | Path = "runs/predict",
         name: str = "exp",
+        exist_ok: bool = False,
         device: str | None = None,
         half: bool = False,
         stream: bool = False,
@@ -149,11 +152,12 @@ class YOLO:
         of several files, one that cannot be read is skipped with a warning. ``agnostic_nms``: one box per
         object whatever its class. ``save`` (drawn images, videos and ``predictions.json``), ``save_txt``
         (YOLO txt labels) and ``save_json`` (COCO results) write into ``project/name`` (``name2``, ... when
-        it exists) as ``yolotr predict`` does (:class:`~yolotr.engine.predictor.PredictionWriter`); the folder
-        is logged. ``save_conf``: the txt labels get the confidence as a sixth column. ``save_crop``: each detection's
-        region as ``crops/<class name>/<stem>.jpg``. ``data``: a dataset
-        whose ids the COCO results take (a COCO-format dataset's own ``image_id`` and ``category_id``; see
-        :mod:`yolotr.data.result_ids`; without it, the 80 COCO names give COCO's 91-class ids).
+        it exists; with ``exist_ok``, into ``project/name`` itself, as the package) as ``yolotr predict`` does
+        (:class:`~yolotr.engine.predictor.PredictionWriter`); the folder is logged. ``save_conf``: the txt
+        labels get the confidence as a sixth column. ``save_crop``: each detection's region as
+        ``crops/<class name>/<stem>.jpg``. ``data``: a dataset whose ids the COCO results take (a COCO-format
+        dataset's own ``image_id`` and ``category_id``; see :mod:`yolotr.data.result_ids`; without it, the 80
+        COCO names give COCO's 91-class ids).
 
         ``backend`` (see :mod:`yolotr.engine.fast_backend`): ``auto`` (onnxruntime for a float32 model
         on the CPU, PyTorch otherwise), ``torch`` (a fused ``channels_last`` copy) or ``onnx`` (the
@@ -191,7 +195,7 @@ class YOLO:
                 classes=classes, agnostic=agnostic_nms, batch=batch,
                 backend=self._backend(backend, half, (end2end, max(max_det, 300), agnostic_nms)),
             )  # fmt: skip
-            save_dir = next_run_dir(project, name) if (save or save_txt or save_json or save_crop) else None
+            save_dir = next_run_dir(project, name, exist_ok) if (save or save_txt or save_json or save_crop) else None
             if stream:
                 return self._stream(
                     predictor,
@@ -352,6 +356,8 @@ class YOLO:
             model = self.model if self.model.nc == nc and not self._untrained else None
             if model is None and isinstance(self.source, dict):
                 model = self.source
+            if model is None and self._loaded_weights:  # load()'s weights, into the model built for this data
+                overrides.setdefault("weights", self._loaded_weights)
             # args.yaml and the log name the model trained (reproducible: yolotr train --cfg args.yaml)
             overrides.setdefault("model", self.source if isinstance(self.source, str) else self._yaml_name())
             result = self._with_callbacks(Trainer(overrides, model=model)).train()
@@ -396,11 +402,15 @@ class YOLO:
         conf: float = 0.001,
         iou: float | None = None,
         verbose: bool | None = None,
+        batch: int | None = None,
+        device: str | None = None,
         **kwargs,
     ):
         """COCO metrics of this model on ``data``'s validation split (a ``ValidationResult``).
 
         ``data`` and ``imgsz`` default to what a yolotr checkpoint was trained on and at (else: an error, and 640).
+        ``batch`` is ``batch_size`` by the package's name (and train's); ``device`` moves the model there first,
+        as in :meth:`predict`.
 
         ``verbose=False`` hides the progress bar and the logged table. Other keywords go to
         :func:`~yolotr.engine.validator.validate`, e.g. ``save_json=True``: the detections as COCO results
@@ -410,8 +420,12 @@ class YOLO:
         from yolotr.engine.validator import validate
 
         check_keywords("val", kwargs, set(inspect.signature(validate).parameters) - {"model"})
+        if batch is not None:
+            batch_size = batch
         verbose = self._verbose(verbose)
         with verbosity(verbose):
+            if device is not None:
+                self.to(device)
             return validate(
                 self.model, data, imgsz=imgsz, batch_size=batch_size, conf=conf, iou=iou, verbose=verbose, **kwargs
             )
@@ -422,21 +436,26 @@ class YOLO:
         path: str | Path | None = None,
         imgsz: int | None = None,
         verbose: bool | None = None,
+        device: str | None = None,
         **kwargs,
     ):
         """Export (fused, eval) and verify against PyTorch; returns an ``ExportResult`` with the path.
 
-        ``imgsz`` defaults to the size the checkpoint was trained at, else 640.
+        ``imgsz`` defaults to the size the checkpoint was trained at, else 640. ``device`` is checked, as the
+        package takes it, and the model is traced on the CPU (``yolotr export --device``).
 
         ``path`` defaults to the checkpoint's path with the format's suffix (``best.pt`` -> ``best.onnx``
         beside it), or ``<YAML stem>.<format>`` in the working folder for a model built from a YAML.
         """
         self._need_pytorch("export")
         from yolotr.engine.exporter import export_destination, export_model
+        from yolotr.engine.runs import select_device
 
         check_keywords("export", kwargs, set(inspect.signature(export_model).parameters) - {"model", "format", "path"})
         path = export_destination(path, self.source, format)
         with verbosity(self._verbose(verbose)):
+            if device is not None and select_device(str(device)).type != "cpu":  # checked, then traced on the CPU
+                LOGGER.info("device=%s: exported from the CPU (a float32 file is the same on any device)", device)
             return export_model(self.model, format, path, imgsz=default_imgsz(imgsz, self.model), **kwargs)
 
     def info(self, imgsz: int = 640, verbose: bool = True) -> dict:

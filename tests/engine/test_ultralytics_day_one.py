@@ -1,0 +1,74 @@
+"""The lines a user of the ``ultralytics`` package writes on day one: ``task``, ``device``, ``eval()``,
+``YOLO("yolov8n.yaml").load("yolov8n.pt")``, ``boxes.id``, ``Results.new()``, ``str(model.export())``,
+``predict(exist_ok=True)``, ``val(batch=, device=)``, a PIL image's file name, and the hints of refused settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import shared_path
+from tests.engine.conftest import tiny_train_cfg
+from yolotr import YOLO
+from yolotr.engine import exporter, validator
+
+
+@pytest.fixture(scope="module")
+def rule_pt():
+    """A YOLOv8n checkpoint written by the package's own ``save()`` (80 classes)."""
+    return shared_path("reference", "ultralytics", "yolov8n_rule.pt")
+
+
+def test_task_device_and_eval_as_the_package():
+    model = YOLO("yolov8n.yaml", nc=3, verbose=False)
+    assert model.task == "detect"
+    assert model.device == torch.device("cpu")
+    model.model.train()
+    assert model.eval() is model and not model.model.training
+
+
+def test_load_copies_the_checkpoint_into_a_yaml_model(rule_pt):
+    model = YOLO("yolov8n.yaml", verbose=False)
+    assert model.load(rule_pt) is model
+    expected = YOLO(rule_pt, verbose=False).model.state_dict()
+    got = model.model.state_dict()
+    assert all(torch.equal(got[k].float(), v.float()) for k, v in expected.items())
+
+
+def test_load_then_train_on_other_classes_starts_from_the_loaded_weights(rule_pt, tiny_shapes, tmp_path):
+    """``yaml.load(pt).train(data=<3 classes>)``: the model the trainer builds for 3 classes takes the loaded
+    weights (every tensor but the class branch's), not the seeded initialization of the YAML (lr0=0: unchanged)."""
+    model = YOLO("yolov8n.yaml", verbose=False).load(rule_pt)
+    first = model.model.model[0].conv.weight.detach().clone()
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, lr0=1e-12, mosaic=0.0, seed=0)
+    del cfg["model"]
+    model.train(verbose=False, **cfg)
+    assert model.model.nc == 3
+    assert torch.allclose(model.model.model[0].conv.weight.float(), first.float(), atol=1e-6)
+
+
+def test_predict_exist_ok_writes_into_the_same_folder(tmp_path):
+    model = YOLO("yolov8n.yaml", nc=3, verbose=False)
+    image = np.full((64, 64, 3), 114, np.uint8)
+    for _ in range(2):
+        model.predict(image, imgsz=64, save_txt=True, project=tmp_path, name="p", exist_ok=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]
+    model.predict(image, imgsz=64, save_txt=True, project=tmp_path, name="p")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p", "p2"]
+
+
+def test_val_takes_batch_and_device(monkeypatch):
+    seen = {}
+    monkeypatch.setattr(validator, "validate", lambda model, data, **kw: seen.update(kw))
+    model = YOLO("yolov8n.yaml", nc=3, verbose=False)
+    model.val(data="shapes", batch=4, device="cpu")
+    assert seen["batch_size"] == 4
+
+
+def test_export_takes_device(monkeypatch, tmp_path, caplog):
+    seen = {}
+    monkeypatch.setattr(exporter, "export_model", lambda model, format, path, **kw: seen.update(kw) or path)
+    model = YOLO("yolov8n.yaml", nc=3, verbose=False)
+    model.export(format="onnx", path=tmp_path / "m.onnx", imgsz=64, device="cpu")
+    assert seen["imgsz"] == 64 and "device" not in seen

@@ -1,0 +1,56 @@
+"""The ``ultralytics`` package's small ``YOLO`` members that its users type on day one: ``task``, ``device``,
+``eval()`` and ``load()`` (a mixin of :class:`yolotr.yolo.YOLO`, which keeps ``model``, ``source``, ``verbose``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+from yolotr.logs import verbosity
+
+LOGGER = logging.getLogger("yolotr")
+
+
+class PackageHabits:
+    """``task``, ``device``, ``eval()`` and ``load(weights)`` as the ``ultralytics`` package's ``YOLO`` has them."""
+
+    task = "detect"  # the package's task name: yolotr only detects
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (``torch.device("cpu")`` for an exported file, which onnxruntime or
+        TorchScript runs on the CPU)."""
+        param = next(self.model.parameters(), None) if isinstance(self.model, torch.nn.Module) else None
+        return param.device if param is not None else torch.device("cpu")
+
+    def eval(self):
+        """Put the model in evaluation mode (BatchNorm statistics frozen); returns this object, as the package."""
+        self._need_pytorch("eval")
+        self.model.eval()
+        return self
+
+    def load(self, weights: str | Path):
+        """Copy into this model every tensor of the checkpoint ``weights`` (ours, the package's or YOLOv5's) whose
+        name and shape fit, as the package's ``YOLO("yolov8n.yaml").load("yolov8n.pt")`` does; the transfer
+        report (loaded, mismatched, missing) is logged. A later :meth:`train` starts from these weights (on a
+        dataset with another number of classes: every tensor but the class branch's). Returns this object.
+
+        Raises:
+            CheckpointError: ``weights`` is not a readable checkpoint, or no tensor of it fits the model.
+        """
+        self._need_pytorch("load")
+        from yolotr.errors import CheckpointError
+        from yolotr.models.loading import checkpoint_state_dict
+        from yolotr.models.weights import transfer_weights
+
+        weights = os.fspath(weights)
+        with verbosity(self.verbose):
+            report = transfer_weights(self.model, checkpoint_state_dict(weights))
+        if not report.loaded:
+            raise CheckpointError(f"{weights}: no tensor fits the model by name and shape ({report.summary(3)})")
+        self._untrained = False  # train() keeps these weights (a YAML model is not built again from its seed)
+        self._loaded_weights = weights  # and transfers them when it must build a model for another class count
+        return self
