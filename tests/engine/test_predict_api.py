@@ -92,7 +92,8 @@ def test_in_memory_images_give_the_file_s_detections(official, bus):
     from_file = predict(official, bus)[0]
     bgr = cv2.imread(str(bus))
     from_array, from_pil, again = predict(official, [bgr, Image.open(bus), str(bus)])
-    assert (from_array.path, from_pil.path, again.path) == ("image0.jpg", "image1.jpg", str(bus))
+    # a PIL image opened from a file keeps its name, as the package's Results.path
+    assert (from_array.path, from_pil.path, again.path) == ("image0.jpg", str(bus), str(bus))
     assert torch.equal(from_array.boxes.data, from_file.boxes.data)
     assert torch.equal(again.boxes.data, from_file.boxes.data)
     assert len(from_pil) == len(from_file)

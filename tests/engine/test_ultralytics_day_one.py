@@ -7,11 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.conftest import shared_path
 from tests.engine.conftest import tiny_train_cfg
 from yolotr import YOLO
 from yolotr.engine import exporter, validator
+from yolotr.engine.export_check import ExportResult
+from yolotr.engine.results import Boxes, Results
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +51,22 @@ def test_load_then_train_on_other_classes_starts_from_the_loaded_weights(rule_pt
     assert torch.allclose(model.model.model[0].conv.weight.float(), first.float(), atol=1e-6)
 
 
+def test_boxes_id_is_none_and_new_keeps_the_image():
+    image = np.zeros((8, 10, 3), np.uint8)
+    boxes = Boxes(torch.tensor([[1.0, 2.0, 5.0, 6.0, 0.9, 0.0]]), (8, 10))
+    result = Results(image, "a.jpg", boxes, ["cat"], speed={"inference": 1.0})
+    assert result.boxes.id is None and not result.boxes.is_track
+    empty = result.new()
+    assert len(empty) == 0 and empty.boxes.data.shape == (0, 6) and empty.boxes.data.dtype == torch.float32
+    assert empty.path == "a.jpg" and empty.orig_img is image and empty.speed == result.speed
+    assert len(result) == 1  # unchanged
+
+
+def test_str_of_an_export_is_its_path(tmp_path):
+    result = ExportResult(tmp_path / "m.onnx", 0.0, True)
+    assert str(result) == str(tmp_path / "m.onnx") and f"{result}".endswith("m.onnx")
+
+
 def test_predict_exist_ok_writes_into_the_same_folder(tmp_path):
     model = YOLO("yolov8n.yaml", nc=3, verbose=False)
     image = np.full((64, 64, 3), 114, np.uint8)
@@ -56,6 +75,15 @@ def test_predict_exist_ok_writes_into_the_same_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p"]
     model.predict(image, imgsz=64, save_txt=True, project=tmp_path, name="p")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["p", "p2"]
+
+
+def test_a_pil_image_keeps_its_file_name(tmp_path):
+    path = tmp_path / "cat.png"
+    Image.fromarray(np.full((64, 64, 3), 114, np.uint8)).save(path)
+    model = YOLO("yolov8n.yaml", nc=3, verbose=False)
+    with Image.open(path) as image:
+        assert model.predict(image, imgsz=64)[0].path == str(path)
+    assert model.predict(Image.new("RGB", (64, 64)), imgsz=64)[0].path == "image0.jpg"
 
 
 def test_val_takes_batch_and_device(monkeypatch):

@@ -162,7 +162,8 @@ def tensor_images(images: torch.Tensor) -> list[np.ndarray]:
 
 
 def array_frame(image, index: int = 0) -> Frame:
-    """An in-memory image as a :class:`Frame` named ``image<index>.jpg`` (as Ultralytics names them).
+    """An in-memory image as a :class:`Frame` named ``image<index>.jpg`` (as Ultralytics names them; a PIL image
+    opened from a file keeps its file name, ``Image.filename``, as there).
 
     A NumPy array is OpenCV's layout, as ``cv2.imread`` gives it: ``(H, W, 3)`` BGR, ``(H, W, 4)`` BGRA
     or ``(H, W)`` grey, uint8. A PIL image is turned upright by its EXIF orientation (as a file is read) and
@@ -172,8 +173,8 @@ def array_frame(image, index: int = 0) -> Frame:
         DataError: an array of another shape or dtype.
     """
     name = f"image{index}.jpg"
-    if not isinstance(image, np.ndarray):
-        return Frame(np.ascontiguousarray(np.asarray(_pil_rgb(image))), name)
+    if not isinstance(image, np.ndarray):  # an opened file keeps its name, as the package's path of a PIL image
+        return Frame(np.ascontiguousarray(np.asarray(_pil_rgb(image))), getattr(image, "filename", "") or name)
     if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4))):
         raise DataError(
             f"{name}: an array image must be uint8 (H, W, 3) BGR, (H, W, 4) BGRA or (H, W) grey, "

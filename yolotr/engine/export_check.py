@@ -32,13 +32,18 @@ class ExportError(YolotrError):
 @dataclass
 class ExportResult:
     """Where the file is and how far its output is from PyTorch's on the check input. It is path-like
-    (``os.fspath``), so ``YOLO(model.export("onnx"))`` and ``open(result)`` take it as the package's path string."""
+    (``os.fspath``) and ``str()`` gives the path, so ``YOLO(model.export("onnx"))``, ``YOLO(str(result))`` and
+    ``open(result)`` take it as the package's path string."""
 
     path: Path
     max_abs_diff: float
     detections_match: bool
 
     def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        """The path, as the package's ``export()`` returns it (``f"{model.export()}"``, ``str(...)``)."""
         return str(self.path)
 
 

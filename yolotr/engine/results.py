@@ -63,6 +63,17 @@ class Boxes:
         return self.data[:, 5]
 
     @property
+    def id(self) -> None:
+        """Track ids: always ``None`` (yolotr does not track), as the package's ``boxes.id`` outside tracking, so
+        ``if r.boxes.id is not None:`` reads as it does there."""
+        return None
+
+    @property
+    def is_track(self) -> bool:
+        """Whether the boxes carry track ids: never here (see :attr:`id`)."""
+        return False
+
+    @property
     def shape(self) -> tuple[int, ...]:
         return self.data.shape
 
@@ -262,6 +273,11 @@ class Results:
 
     def __len__(self) -> int:
         return len(self.boxes)
+
+    def new(self) -> Results:
+        """These results without detections (same image, path, names and speed; ``boxes.data`` a ``(0, 6)`` float32
+        tensor), as the package's ``Results.new()``, whose boxes are ``None``."""
+        return dataclasses.replace(self, boxes=Boxes(torch.zeros(0, 6), self.boxes.orig_shape), speed=dict(self.speed))
 
     def __getitem__(self, index) -> Results:
         """These results with only the selected detections (``r[0]``, ``r[r.boxes.conf > 0.5]``), as the package."""
