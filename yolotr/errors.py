@@ -60,7 +60,16 @@ FOREIGN_SETTINGS = {
     "show_labels": "; Results.plot(labels=False) draws boxes without labels",
     "show_conf": "; Results.plot(conf=False) draws labels without scores",
     "simplify": "; the ONNX file is written as torch.onnx exports it and checked with onnxruntime (no simplifier)",
-    "plots": "; val draws its PR curve and confusion matrix only when given save_dir=...",
+    "val.plots": "; val draws its PR curve and confusion matrix only when given save_dir=...",
+    "plots": "; a training run always writes results.png and its final validation's PR curve and confusion matrix "
+    "(remove the key)",
+    "save": "; a training run always writes weights/last.pt and best.pt (save_period=N keeps more)",
+    "pretrained": "; weights=PATH (or YOLO(...).load(PATH)) transfers a checkpoint's weights; a YAML model starts "
+    "untrained",
+    "export.half": "; exported files are float32 (predict(half=True) runs float16 on CUDA)",
+    "val.half": "; amp=True validates under autocast (float16 on CUDA)",
+    "tracker": "; yolotr does not track objects (no tracker, persist or boxes.id)",
+    "persist": "; yolotr does not track objects (no tracker, persist or boxes.id)",
     **dict.fromkeys(  # "val.name": a hint for one method's keyword (another method may take the word)
         ("val.name", "val.project"),
         "; val writes its plots and COCO JSON into save_dir=... (project and name are train's and predict's)",

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -15,6 +17,7 @@ from yolotr import YOLO
 from yolotr.engine import exporter, validator
 from yolotr.engine.export_check import ExportResult
 from yolotr.engine.results import Boxes, Results
+from yolotr.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +103,22 @@ def test_export_takes_device(monkeypatch, tmp_path, caplog):
     model = YOLO("yolov8n.yaml", nc=3, verbose=False)
     model.export(format="onnx", path=tmp_path / "m.onnx", imgsz=64, device="cpu")
     assert seen["imgsz"] == 64 and "device" not in seen
+
+
+@pytest.mark.parametrize(
+    "call, word, hint",
+    [
+        (lambda m, tmp: m.train(data="shapes", epochs=1, plots=False, project=str(tmp)), "plots", "results.png"),
+        (lambda m, tmp: m.train(data="shapes", epochs=1, save=False, project=str(tmp)), "save", "last.pt"),
+        (lambda m, tmp: m.train(data="shapes", epochs=1, pretrained=True, project=str(tmp)), "pretrained", "weights="),
+        (lambda m, tmp: m.export(format="onnx", half=True), "half", "float32"),
+        (lambda m, tmp: m.val(data="shapes", half=True), "half", "amp=True"),
+        (lambda m, tmp: m.predict(np.zeros((64, 64, 3), np.uint8), tracker="bt.yaml"), "tracker", "does not track"),
+    ],
+)
+def test_refused_package_settings_say_what_to_do_instead(call, word, hint, tmp_path, caplog):
+    model = YOLO("yolov8n.yaml", nc=3, verbose=False)
+    with caplog.at_level(logging.CRITICAL, logger="yolotr"), pytest.raises(ConfigError) as info:
+        call(model, tmp_path)
+    assert f"'{word}'" in str(info.value) and hint in str(info.value)
+    assert "val draws" not in str(info.value)  # val's hint for plots, not train's
