@@ -381,16 +381,17 @@ class AutoCpuBackend(Backend):
     batches of each input shape, :class:`OnnxBackend` the later ones (exported, or found in the cache, when a
     shape first gets there).
 
-    onnxruntime is the faster of the two once its session of a shape is built (yolov5n at 640: 23 ms against
-    31 ms an image), but building the session and checking it against PyTorch costs about two PyTorch runs,
-    and the first export of a set of weights over a second. Going to ONNX up front made a single photo 8x slower
-    than PyTorch, and a folder of photos of many sizes 1.4x (yolov5n, 20 photos letterboxed to 11 sizes: 1.01 s
-    against 0.71 s, the export cached). A shape that repeats (a video, a folder from one camera) runs its first
-    batches in PyTorch, then on onnxruntime as before. An export that fails keeps PyTorch, with a warning.
+    onnxruntime is the faster of the two once its session of a shape is built (yolov5n, bus.jpg at 640 on 2 AMD
+    cores: the model 24 ms against 33 ms, a whole ``predict`` 28 ms against 55 ms), but building the session and
+    checking it against PyTorch takes 100-160 ms, and the first export of a set of weights over a second. Going
+    to onnxruntime at once made a single photo 8x slower than PyTorch (1.31 s against 0.16 s) and a folder of 20
+    photos letterboxed to 11 sizes slower too (1.01 s against 0.71 s, the export cached). A shape that repeats (a
+    video, a folder from one camera) runs its first batches in PyTorch, then on onnxruntime as before. An export
+    that fails keeps PyTorch, with a warning.
     """
 
     name = "auto"
-    TORCH_BATCHES = 8  # a session pays for itself after about 7 images; a one-off size never builds one
+    TORCH_BATCHES = 8  # a session pays for itself after 4-10 images; a size seen less often never builds one
 
     def __init__(self, model: nn.Module, threads: int | None = None, copy_model: bool = True):
         _check_cpu_float32(model)
