@@ -170,3 +170,15 @@ def test_info_of_a_checkpoint_defaults_to_its_training_size(tmp_path, capsys):
     assert "GFLOPs at 96x96" in capsys.readouterr().out
     assert main(["info", "--model", str(path), "--imgsz", "128"]) == 0
     assert "GFLOPs at 128x128" in capsys.readouterr().out
+
+
+def test_predict_exist_ok_writes_into_the_named_folder_again(tmp_path):
+    """Without ``--exist-ok`` a second run goes to ``exp2``; with it, into ``exp`` again (YOLOv5's detect.py flag)."""
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "one.jpg"), np.zeros((64, 64, 3), np.uint8))
+    args = ["predict", "--model", "yolov5n.yaml", "--imgsz", "64", "--backend", "torch", "--save"]
+    args += ["--source", str(tmp_path / "one.jpg"), "--project", str(tmp_path / "runs")]
+    assert main(args) == 0 and main([*args, "--exist-ok"]) == 0
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["exp"]
+    assert main(args) == 0 and (tmp_path / "runs" / "exp2" / "one.jpg").is_file()

@@ -56,7 +56,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         backend=backend,
     )
     wanted = args.save or args.save_txt or args.save_json or args.save_crop
-    save_dir = next_run_dir(args.project, args.name) if wanted else None
+    save_dir = next_run_dir(args.project, args.name, args.exist_ok) if wanted else None
     summary = run_prediction(
         predictor, args.source, save_dir, save_txt=args.save_txt, save_json=args.save_json, save_images=args.save,
         save_conf=args.save_conf, data=args.data, save_crop=args.save_crop,
@@ -294,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--end2end", choices=["on", "off", "auto"], help=END2END_HELP)
     p.add_argument("--project", default="runs/predict")
     p.add_argument("--name", default="exp")
+    p.add_argument("--exist-ok", action="store_true", help="write into --project/--name even if it exists (no exp2)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("train", help="train a detector (torchrun for several GPUs/processes)")

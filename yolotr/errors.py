@@ -74,7 +74,6 @@ FOREIGN_SETTINGS = {
         ("val.name", "val.project"),
         "; val writes its plots and COCO JSON into save_dir=... (project and name are train's and predict's)",
     ),
-    "predict.exist_ok": "; predict numbers its folders (exp, exp2, ...): give another name=... for a new one",
     "time": "; time_limit=MINUTES (the package's time is in hours)",
     "classes": "; training uses every class of the dataset: list only the wanted classes in its names and labels",
     "single_cls": "; give the dataset one class (names: [object]) and its labels class 0",
