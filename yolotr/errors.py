@@ -75,6 +75,8 @@ FOREIGN_SETTINGS = {
         "; val writes its plots and COCO JSON into save_dir=... (project and name are train's and predict's)",
     ),
     "time": "; time_limit=MINUTES (the package's time is in hours)",
+    "cache": "; cache_ram=true keeps every decoded, resized training image in memory (the package's cache=ram; "
+    "there is no disk cache)",
     "classes": "; training uses every class of the dataset: list only the wanted classes in its names and labels",
     "single_cls": "; give the dataset one class (names: [object]) and its labels class 0",
     "rect": "; training batches are square mosaics; validation and prediction are rectangular already",

@@ -115,7 +115,9 @@ def test_yolov5s_save_period_flag_is_epochs():
     assert args.save_period == 5 and args.save_period_steps is None
 
 
-@pytest.mark.parametrize(("word", "hint"), [("time", "time_limit=MINUTES"), ("classes", "every class")])
+@pytest.mark.parametrize(
+    ("word", "hint"), [("time", "time_limit=MINUTES"), ("classes", "every class"), ("cache", "cache_ram=true")]
+)
 def test_refused_package_settings_say_what_to_do(word, hint):
     with pytest.raises(ConfigError, match=hint):
         resolve_config({word: 1})
