@@ -122,6 +122,7 @@ TRAIN_KEYS = (
     "sync_bn",
     "val",
     "autoanchor",
+    "single_cls",
 )
 
 
@@ -152,6 +153,7 @@ def _cfg_file(path: str) -> dict:
     return load_cfg_file(path)
 
 
+SINGLE_CLS_HELP = "every class as one (YOLOv5's --single-cls); val: default the checkpoint's training setting"
 IOU_HELP = "NMS IoU; default: the head's, {} for YOLOv5 / v4 (its {}), 0.7 for anchor-free and NMS-free heads"
 COMPARE_KEYS = ("epochs", "batch", "imgsz", "device", "optimizer", "lr0", "lr_transformer_scale", "freeze", "weights")
 
@@ -210,8 +212,9 @@ def cmd_val(args: argparse.Namespace) -> int:
         save_dir=Path(args.save_dir) if args.save_dir else None,
         save_json=args.save_json,
         end2end=_end2end(args.end2end),
+        single_cls=args.single_cls,
     )
-    print(result.table(per_class=len(model.names) > 1))  # stdout: `yolotr val ... > out.txt` holds the table
+    print(result.table(per_class=len(result.per_class) > 1))  # stdout: `yolotr val ... > out.txt` holds the table
     return 0
 
 
@@ -324,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-period-steps", dest="save_period_steps", type=int, help="rewrite last.pt every N steps")
     p.add_argument("--cache-ram", dest="cache_ram", action="store_true", default=None)
     p.add_argument("--sync-bn", dest="sync_bn", action="store_true", default=None)
+    p.add_argument("--single-cls", dest="single_cls", action="store_true", default=None, help=SINGLE_CLS_HELP)
     p.add_argument("--no-val", dest="val", action="store_false", default=None)
     p.add_argument(
         "--noautoanchor",
@@ -417,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", help=DEVICE_HELP)
     p.add_argument("--end2end", choices=["on", "off", "auto"], help=END2END_HELP)
+    p.add_argument("--single-cls", dest="single_cls", action="store_true", default=None, help=SINGLE_CLS_HELP)
     p.set_defaults(func=cmd_val)
 
     add_export_parser(sub, DEVICE_HELP, END2END_HELP)

@@ -78,7 +78,6 @@ FOREIGN_SETTINGS = {
     "cache": "; cache_ram=true keeps every decoded, resized training image in memory (the package's cache=ram; "
     "there is no disk cache)",
     "classes": "; training uses every class of the dataset: list only the wanted classes in its names and labels",
-    "single_cls": "; give the dataset one class (names: [object]) and its labels class 0",
     "rect": "; training batches are square mosaics; validation and prediction are rectangular already",
     "fraction": "; name a subset of the images in a list file (train: subset.txt)",
     "mixup": "; yolotr has no mixup augmentation (remove the key; 0 is its off value)",

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from yolotr.data.dataset import AUG_KEYS, DetectionDataset
 from yolotr.data.imgsz import check_imgsz, largest_stride
+from yolotr.data.single_class import single_class, single_class_names
 from yolotr.data.sources import load_dataset_config, load_records
 from yolotr.engine.amp import StepGate, resolve_amp
 from yolotr.engine.autoanchor import run_autoanchor
@@ -109,13 +110,13 @@ class Trainer(OptimizerStepping):
             set_mmap_threshold(cfg["mmap_threshold_mb"])  # less heap left behind by each step (engine/heap.py)
         if isinstance(cfg["data"], str | Path) and Path(cfg["data"]).is_file():  # a resume from another folder
             cfg["data"] = os.path.abspath(cfg["data"])  # finds it (args.yaml and last.pt keep this path)
-        self.data = load_dataset_config(cfg["data"])
-        self.names = list(self.data.names)
+        self.data = load_dataset_config(cfg["data"])  # its own names: the labels are checked against them
+        self.names = single_class_names(self.data.names) if cfg["single_cls"] else list(self.data.names)
         self.memory_format = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
         self.model = self._build_model().to(self.device, memory_format=self.memory_format)
         stride = largest_stride(self.model)
         cfg["imgsz"] = check_imgsz(cfg["imgsz"], stride)
-        train_records, _ = load_records(self.data, "train", log=self.main)  # headline and first problems
+        train_records = self._records("train", log=self.main)  # headline and first problems
         hyp = {k: cfg[k] for k in AUG_KEYS}
         self.train_set = DetectionDataset(
             train_records, cfg["imgsz"], augment=True, hyp=hyp, stride=stride, cache_ram=cfg["cache_ram"],
@@ -187,12 +188,17 @@ class Trainer(OptimizerStepping):
             # on the CPU the validation loads in this process: its workers would sit idle through every
             # epoch holding ~400 MiB each, to save the few percent of a CPU validation that reading takes
             val_workers = workers if self.device.type == "cuda" else 0
-            val_records, _ = load_records(self.data, "val")
+            val_records = self._records("val")
             fit = input_fit(self.model)  # RT-DETR: stretched to the imgsz square, as the package validates it
             self.val_loader = build_val_dataloader(
                 val_records, cfg["imgsz"], cfg["batch"], stride, val_workers, fit, self.device.type == "cuda"
             )
             self.val_loader.start()
+
+    def _records(self, split: str, log: bool = False) -> list:
+        """The split's records, every class 0 with ``single_cls`` (:func:`~yolotr.data.single_class.single_class`)."""
+        records, _ = load_records(self.data, split, log=log)
+        return single_class(self.data, records)[1] if self.cfg["single_cls"] else records
 
     def _build_model(self) -> DetectionModel:
         model, self.transfer_report = build_train_model(
@@ -434,6 +440,7 @@ class Trainer(OptimizerStepping):
             dataloader=self.val_loader,
             max_det=self.cfg["max_det"],
             loss_fn=self.loss_fn,  # validation losses (val/box_loss, ...) for TensorBoard and the summary
+            single_cls=bool(self.cfg["single_cls"]),
         )
         self.val_loader = getattr(result, "dataloader", self.val_loader)
         self.last_validation = result  # the CLI prints the final table on stdout

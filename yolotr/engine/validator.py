@@ -27,6 +27,7 @@ from tqdm import tqdm
 from yolotr.data.dataset import DetectionDataset, Shapes, build_dataloader
 from yolotr.data.imgsz import check_imgsz, default_imgsz, largest_stride
 from yolotr.data.result_ids import ResultIds
+from yolotr.data.single_class import single_class
 from yolotr.data.sources import DatasetConfig, ImageRecord, load_dataset_config, load_records
 from yolotr.engine.config import check_count, check_fraction
 from yolotr.engine.fast_backend import output_layout
@@ -195,6 +196,8 @@ class Validator:
             :class:`~yolotr.ops.loss.DetectionLoss`) for validation losses.
         save_dir: where the PR curve and confusion matrix images go; None: no plots.
         progress: show a tqdm bar.
+        single_cls: score a model of any class count on one class, as YOLOv5's ``val.py --single-cls``:
+            class-agnostic NMS, then every detection's class 0 (the ground truth is class 0 already).
     """
 
     def __init__(
@@ -209,8 +212,9 @@ class Validator:
         save_dir: str | Path | None = None,
         progress: bool = True,
         ids: ResultIds | None = None,
+        single_cls: bool = False,
     ):
-        self.dataloader, self.names = dataloader, list(names)
+        self.dataloader, self.names, self.single_cls = dataloader, list(names), single_cls
         self.ids, self.coco_results = ids, []  # with ids: every detection as a COCO result (save_json)
         self.conf, self.iou, self.max_det, self.amp = conf, iou, max_det, amp
         self.loss_fn = loss_fn
@@ -223,10 +227,13 @@ class Validator:
         """Validate ``model`` (its train/eval mode is restored afterwards)."""
         model = getattr(model, "module", model)
         model_nc = getattr(model, "nc", None)
-        if model_nc is not None and int(model_nc) != len(self.names):
+        if self.single_cls and len(self.names) != 1:
+            raise ConfigError(f"single_cls: the dataset must be read as one class, got names {self.names}")
+        if model_nc is not None and int(model_nc) != len(self.names) and not self.single_cls:
             raise ConfigError(
                 f"the model has {model_nc} class{'es' * (model_nc != 1)} but the dataset names {len(self.names)}: "
-                "validate with the dataset the model was trained on, or fine-tune it with this dataset's classes first"
+                "validate with the dataset the model was trained on, fine-tune it with this dataset's classes first, "
+                "or score every class as one with single_cls=True (--single-cls)"
             )
         self._warn_other_names(getattr(model, "names", None))
         training = model.training
@@ -266,6 +273,7 @@ class Validator:
         loss_names = tuple(getattr(self.loss_fn, "names", LOSS_NAMES))
         loss_sum, n_batches = torch.zeros(len(loss_names), device=device, dtype=torch.float64), 0
         layout = output_layout(model)  # the model declares what its decoded output is
+        nc = int(getattr(model, "nc", None) or len(self.names))  # the output's classes (single_cls: any count)
         bar = tqdm(self.dataloader, desc=HEADER, disable=not self.progress, leave=False)
         for images, targets, paths, shapes in bar:
             t0 = _clock(device)
@@ -281,15 +289,17 @@ class Validator:
             t2 = _clock(device)
             if layout == DETECTIONS:  # NMS inside the model (or an NMS-free head)
                 detections = [kept_detections(d, self.conf, None, self.max_det) for d in decoded]
-            else:
+            else:  # single_cls: class-agnostic, as YOLOv5's val.py
                 detections = non_max_suppression(
-                    as_rows(decoded, layout), self.conf, self.iou, max_det=self.max_det, nc=len(self.names),
-                    multi_label=True,
+                    as_rows(decoded, layout), self.conf, self.iou, agnostic=self.single_cls, max_det=self.max_det,
+                    nc=nc, multi_label=True,
                 )  # fmt: skip
             for i, det in enumerate(detections):
                 if shapes[i] is None:
                     raise ValueError(f"{paths[i]}: no letterbox shapes (a mosaic?): validate without augmentation")
                 det = det.clone()
+                if self.single_cls:
+                    det[:, 5] = 0
                 det[:, :4] = to_original(det[:, :4], shapes[i])
                 if self.ids is not None:
                     self.coco_results += self.ids.entries(paths[i], None, det)
@@ -364,6 +374,7 @@ def validate(
     log_table: bool = True,
     save_json: bool = False,
     end2end: bool | None = None,
+    single_cls: bool | None = None,
 ) -> ValidationResult:
     """Validate ``model`` on a dataset split and log YOLOv5's table.
 
@@ -390,6 +401,8 @@ def validate(
         end2end: for a YOLOv10 / YOLO26 head (:mod:`yolotr.engine.head_mode`): ``None`` its own NMS-free
             top-``max_det`` output, ``False`` the one-to-many branch with NMS (the ``ultralytics`` package's
             default), ``True`` NMS-free or an error; the head's mode is restored afterwards.
+        single_cls: read ``data`` as one class (:func:`~yolotr.data.single_class.single_class`) and score every
+            detection as that class (:class:`Validator`); ``None``: as the model was trained (``model.single_cls``).
     """
     iou = default_iou(model, "val") if iou is None else iou  # 0.6 YOLOv5 / YOLOv4, 0.7 the package's families
     conf, iou, max_det = check_fraction("conf", conf), check_fraction("iou", iou), check_count("max_det", max_det)
@@ -399,10 +412,13 @@ def validate(
         save_dir = check_output_dir(save_dir)
     if data is None and dataloader is None:
         data = _training_data(model)
-    config = load_dataset_config(data) if data is not None else None
+    own = load_dataset_config(data) if data is not None else None  # the labels are checked against its names
+    single_cls = bool(getattr(model, "single_cls", False)) if single_cls is None else bool(single_cls)
+    config = single_class(own)[0] if own is not None and single_cls else own
     if dataloader is None:
         imgsz = default_imgsz(imgsz, model)
-        records, _ = load_records(config, split)
+        records, _ = load_records(own, split)
+        records = single_class(own, records)[1] if single_cls else records
         stride = largest_stride(model)
         imgsz = check_imgsz(imgsz, stride)
         param = next(model.parameters(), None)
@@ -417,7 +433,7 @@ def validate(
 
         ids = result_ids(names, config, [split])
         save_dir = save_dir if save_dir is not None else next_run_dir("runs/val", "exp")
-    validator = Validator(dataloader, names, conf, iou, max_det, amp, loss_fn, save_dir, verbose, ids)
+    validator = Validator(dataloader, names, conf, iou, max_det, amp, loss_fn, save_dir, verbose, ids, single_cls)
     with end2end_mode(model, end2end, max_det=max_det):  # an end-to-end head's top-k is max_det, not its 300
         result = validator(model if loss_fn is not None else inference_copy(model))
     result.dataloader = dataloader

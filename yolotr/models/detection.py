@@ -172,6 +172,7 @@ class DetectionModel(nn.Module):
         self.names = [str(i) for i in range(self.yaml["nc"])]
         self.imgsz: int | None = None  # the training image size, set by a loaded checkpoint (predict/export default)
         self.train_data = None  # the dataset it was trained on (YAML path, 'shapes' or dict), set likewise
+        self.single_cls = False  # trained with single_cls (validate() then reads its data as one class), likewise
         self.stride = torch.tensor([32.0])
         eps = positive_number(self.yaml.get("bn_eps", 1e-3), "'bn_eps'", source)
         initialize_weights(self, eps, positive_number(self.yaml.get("bn_momentum", 0.03), "'bn_momentum'", source, 1.0))

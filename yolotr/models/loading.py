@@ -74,6 +74,7 @@ def load_model(source: str | Path | dict, nc: int | None = None) -> DetectionMod
         train_cfg = training_settings(checkpoint)
         model.imgsz = checkpoint.get("imgsz") or train_cfg.get("imgsz")
         model.train_data = train_cfg.get("data")  # validate()'s dataset when it is given none
+        model.single_cls = bool(train_cfg.get("single_cls", False))  # and how to read it
     elif kind == "yolov5":
         cfg, state, names = yolov5_model_parts(checkpoint, path)
         model = DetectionModel(cfg)
