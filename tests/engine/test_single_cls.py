@@ -9,6 +9,7 @@ import functools
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from tests.conftest import shared_path
 from tests.engine.conftest import tiny_train_cfg
@@ -94,3 +95,20 @@ def test_an_80_class_checkpoint_on_raccoon_scores_as_yolov5s_val(tmp_path, monke
     assert theirs_map50 > 0.5
     assert abs(ours.map50 - theirs_map50) < 0.02, (ours.map50, theirs_map50)
     assert abs(ours.map50_95 - theirs_map) < 0.02, (ours.map50_95, theirs_map)
+
+
+def test_the_single_cls_flag_of_train_and_val(tmp_path, capsys):
+    from yolotr.cli import TRAIN_KEYS, build_parser, main
+    from yolotr.cli_args import expand_key_values
+
+    parser = build_parser()
+    assert parser.parse_args(["train", "--single-cls"]).single_cls is True and "single_cls" in TRAIN_KEYS
+    assert parser.parse_args(expand_key_values(parser, ["train", "single_cls=True"])).single_cls is True
+    assert parser.parse_args(["val", "--model", "a.pt"]).single_cls is None  # the checkpoint's setting
+    data = tmp_path / "raccoon.yaml"
+    data.write_text(yaml.safe_dump(_raccoon()))
+    weights = str(shared_path("weights", "yolov5n.pt"))
+    argv = ["val", "--model", weights, "--data", str(data), "--imgsz", "64", "--workers", "0", "--single-cls"]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert "all" in table and "raccoon" not in table  # one class: the all row only
