@@ -112,3 +112,11 @@ def test_the_single_cls_flag_of_train_and_val(tmp_path, capsys):
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "all" in table and "raccoon" not in table  # one class: the all row only
+
+
+def test_yolo_val_takes_single_cls():
+    from yolotr import YOLO
+
+    model = YOLO(str(shared_path("weights", "yolov5n.pt")))
+    result = model.val(data=_raccoon(), imgsz=64, workers=0, single_cls=True, verbose=False)
+    assert [c.name for c in result.per_class] == ["raccoon"] and result.metrics.instances > 0
