@@ -122,3 +122,13 @@ def test_refused_package_settings_say_what_to_do_instead(call, word, hint, tmp_p
         call(model, tmp_path)
     assert f"'{word}'" in str(info.value) and hint in str(info.value)
     assert "val draws" not in str(info.value)  # val's hint for plots, not train's
+
+
+def test_val_result_has_the_package_s_save_dir_and_confusion_matrix(tmp_path):
+    model = YOLO("yolov8n.yaml", nc=3, verbose=False)
+    result = model.val(data="shapes", imgsz=64, workers=0, save_dir=tmp_path / "val", verbose=False)
+    assert result.save_dir == tmp_path / "val" and (result.save_dir / "confusion_matrix.png").is_file()
+    matrix = result.confusion_matrix.matrix
+    assert matrix.shape == (4, 4)
+    per_class = [c.instances for c in result.per_class]
+    assert matrix[:, :3].sum(0).tolist() == per_class and sum(per_class) == result.metrics.instances > 0

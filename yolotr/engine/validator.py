@@ -34,7 +34,13 @@ from yolotr.engine.fast_backend import output_layout
 from yolotr.engine.head_mode import LETTERBOX, STRETCH, default_iou, end2end_mode, input_fit
 from yolotr.errors import ConfigError
 from yolotr.metrics.box_view import BoxMetrics, results_dict
-from yolotr.metrics.detection import ClassMetrics, DetectionEvaluator, DetectionMetrics, selection_fitness
+from yolotr.metrics.detection import (
+    ClassMetrics,
+    ConfusionMatrix,
+    DetectionEvaluator,
+    DetectionMetrics,
+    selection_fitness,
+)
 from yolotr.ops.boxes import DETECTIONS, ROWS, as_rows, clip_boxes, kept_detections, non_max_suppression, xywh2xyxy
 from yolotr.ops.loss import LOSS_NAMES
 
@@ -70,6 +76,7 @@ class ValidationResult:
         plots: image files written (PR curve, confusion matrix), empty without ``save_dir``.
         dataloader: the loader that was used (built by :func:`validate` when none was given): pass it
             back as ``dataloader=`` next time to skip loading the records again.
+        save_dir: the folder the plots (and ``save_json``'s file) went to; None without one.
     """
 
     map50_95: float
@@ -86,6 +93,13 @@ class ValidationResult:
     coco_json: Path | None = None
     coco_map: tuple[float, float] | None = None
     fitness_rule: str = "yolov5"
+    save_dir: Path | None = None
+
+    @property
+    def confusion_matrix(self) -> ConfusionMatrix:
+        """The package's ``confusion_matrix``: ``.matrix`` ``(nc + 1, nc + 1)`` int64, predicted class by true class,
+        background last (:class:`~yolotr.metrics.detection.ConfusionMatrix`)."""
+        return self.metrics.confusion
 
     @property
     def fitness(self) -> float:
@@ -320,6 +334,7 @@ class Validator:
             loss=(loss_sum / n_batches).cpu().numpy() if n_batches else None,
             loss_names=loss_names,
             fitness_rule=fitness_rule(model),
+            save_dir=self.save_dir,
         )
         if self.save_dir is not None:
             result.plots = self.plot(metrics)
