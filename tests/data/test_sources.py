@@ -495,3 +495,20 @@ def test_a_misspelt_split_is_refused_with_the_split_it_resembles(tmp_path):
         load_records(root / "d.yaml", "tset", cache=False)
     with pytest.raises(DataError, match=r"no 'holdout' key: add the holdout images to the dataset YAML"):
         load_records(root / "d.yaml", "holdout", cache=False)
+
+
+def test_a_label_cache_that_cannot_be_written_leaves_the_old_one_and_no_partial_file(tmp_path, monkeypatch):
+    from yolotr import files
+
+    file = tmp_path / "labels" / "train.json"
+    record = ImageRecord("a.jpg", 4, 6, np.zeros((1, 4), np.float32), np.zeros(1, np.int64))
+    label_cache.write_cache(file, "old", label_cache.CachedSplit([record], [], [], 1))
+    before = file.read_bytes()
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(files.os, "fsync", disk_full)
+    label_cache.write_cache(file, "new", label_cache.CachedSplit([], [], [], 0))  # skipped, not raised
+    assert file.read_bytes() == before and sorted(p.name for p in file.parent.iterdir()) == ["train.json"]
+    assert label_cache.read_cache(file, "old").records[0].path == "a.jpg"

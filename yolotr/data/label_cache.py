@@ -12,13 +12,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from yolotr.data.validation import ImageRecord, Item, Problem
+from yolotr.files import write_atomically
 
 LOGGER = logging.getLogger("yolotr")
 
@@ -93,7 +93,7 @@ def _points(segments: list[np.ndarray]) -> list:
 
 
 def write_cache(file: Path, fingerprint: str, split: CachedSplit) -> None:
-    """Write atomically (temporary file, then rename); a cache that cannot be written is skipped."""
+    """Write atomically (:func:`~yolotr.files.write_atomically`); a cache that cannot be written is skipped."""
     data = {
         "version": CACHE_VERSION,
         "fingerprint": fingerprint,
@@ -106,10 +106,6 @@ def write_cache(file: Path, fingerprint: str, split: CachedSplit) -> None:
         "left_out": [list(x) for x in split.left_out],
     }
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.name, suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.replace(tmp, file)
+        write_atomically(file, lambda f: f.write(json.dumps(data).encode()))
     except OSError as exc:
         LOGGER.debug("label cache not written to %s: %s", file, exc)

@@ -6,7 +6,7 @@ import csv
 import math
 from pathlib import Path
 
-from yolotr.models.weights import write_atomically
+from yolotr.files import write_atomically
 
 CSV_METRICS = ("metrics/precision", "metrics/recall", "metrics/mAP50", "metrics/mAP50-95")
 

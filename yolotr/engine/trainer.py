@@ -46,8 +46,9 @@ from yolotr.engine.time_limit import fitted_epochs
 from yolotr.engine.train_model import build_train_model, freeze_batchnorm_statistics
 from yolotr.engine.train_step import OptimizerStepping
 from yolotr.errors import ConfigError
+from yolotr.files import remove_partial_writes
 from yolotr.models.detection import DetectionModel, refuse_fused
-from yolotr.models.weights import model_checkpoint, remove_partial_writes, save_checkpoint
+from yolotr.models.weights import model_checkpoint, save_checkpoint
 from yolotr.nn.lean import lean_activations, lean_wanted
 from yolotr.ops.loss import build_loss, unread_settings_warning
 

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import pickle
 import shutil
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -26,6 +24,7 @@ import torch
 from torch import nn
 
 from yolotr.errors import CheckpointError, ConfigError
+from yolotr.files import write_atomically
 from yolotr.models.checkpoint_sniff import sniff_checkpoint
 from yolotr.models.foreign_pickle import (
     ForeignObject,
@@ -219,39 +218,6 @@ def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
             f"{path}: could not be written ({first}; {free:.0f} MB free on its disk); a {Path(path).name} written "
             "before is unchanged"
         ) from e
-
-
-def _umask() -> int:
-    """The process's file-creation mask (read by setting it and putting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_atomically(path: str | Path, write) -> Path:
-    """Write ``path`` with ``write(binary file)``: a temporary file in the same folder (:func:`remove_partial_writes`
-    finds those a kill left), fsync, then rename, so the file is whole or as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if hasattr(os, "fchmod"):  # mkstemp's 0600 would hide the weights from the user's group
-            os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def remove_partial_writes(folder: Path) -> None:
-    """Delete the temporary files that :func:`write_atomically` left in ``folder`` when its process was killed."""
-    for partial in Path(folder).glob(".*.tmp"):
-        partial.unlink(missing_ok=True)
 
 
 def model_checkpoint(model: nn.Module, **extra) -> dict:
