@@ -31,7 +31,8 @@ LOGGER = logging.getLogger("yolotr")
 # VOC boxes are scaled from a <size> that is not the image's; a label file that is a broken link is an error.
 # 9: VOC objects marked difficult, and those of a class not in names, are left out (the image stays).
 # 10: the points of YOLO polygon rows are kept (the augmentation warps them).
-CACHE_VERSION = 10
+# 11: a COCO annotation's polygon segmentation is kept, its box the polygon's extent (as the package trains it).
+CACHE_VERSION = 11
 
 
 @dataclass

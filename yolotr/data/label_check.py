@@ -83,6 +83,12 @@ def check_boxes(
     return np.array(boxes, np.float32).reshape(-1, 4), np.array(classes, np.int64), segments
 
 
+def _scaled(polygon: np.ndarray, sx: float, sy: float) -> np.ndarray:
+    """A COCO object's ``(K, 2)`` polygon in pixels of the JSON's image size scaled to the image: ``(K, 2)`` float32
+    to 0.01 px, as :func:`~yolotr.data.validation.read_yolo` keeps a polygon row's points."""
+    return (polygon * np.float64([sx, sy])).round(2).astype(np.float32)
+
+
 def validate_item(item: Item, fmt: str, names: list[str], keypoint_values: int = 0) -> Checked:
     """Check one image and its labels (``fmt``: ``yolo``, ``coco`` or ``voc``; ``keypoint_values`` as in
     :func:`read_yolo`).
@@ -109,7 +115,10 @@ def validate_item(item: Item, fmt: str, names: list[str], keypoint_values: int =
     label = item.label or item.image
     if fmt == "coco":
         sx, sy = size_scale(label, item.declared_size, w, h, problems, f"{Path(item.image).name}'s width x height")
-        objects = [(n, at, c, x1 * sx, y1 * sy, x2 * sx, y2 * sy) for n, at, c, x1, y1, x2, y2 in item.objects or []]
+        objects = [
+            (n, at, c, x1 * sx, y1 * sy, x2 * sx, y2 * sy, *(_scaled(p, sx, sy) for p in polygon))
+            for n, at, c, x1, y1, x2, y2, *polygon in item.objects or []
+        ]
     elif fmt == "yolo":
         objects = read_yolo(label, w, h, problems, keypoint_values)
     else:
