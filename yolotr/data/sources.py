@@ -20,7 +20,8 @@ Labels per format:
   background image.
 - ``coco``: each split entry is an instances JSON; ``bbox`` is ``[x, y, w, h]`` in pixels;
   categories map to ``names`` by name (or, without ``names``, to their order sorted by id);
-  ``iscrowd`` annotations are skipped.
+  ``iscrowd`` annotations are skipped; a ``segmentation`` (polygons, or a non-crowd RLE mask) becomes the
+  object's polygon, as in the package after ``convert_coco(use_segments=True)`` (:mod:`yolotr.data.coco_segments`).
 - ``voc``: one ``<annotations>/<stem>.xml`` per image; ``<name>`` maps to ``names``. VOC corners
   are 1-based inclusive pixel indices, so ``(xmin, ymin, xmax, ymax)`` becomes the continuous box
   ``(xmin - 1, ymin - 1, xmax, ymax)``. ``difficult`` objects, and objects of a class not in ``names``

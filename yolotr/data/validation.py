@@ -53,8 +53,9 @@ class ImageRecord:
         height, width: image size in pixels after EXIF rotation (as ``cv2.imread`` returns it).
         boxes: ``(N, 4)`` float32 ``xyxy`` in pixels, inside the image, positive size.
         classes: ``(N,)`` int64 class indices into the dataset's ``names``.
-        segments: the objects' polygons (YOLO polygon rows), ``N`` float32 ``(K_i, 2)`` point arrays in pixels
-            clipped to the image (``K_i = 0`` for an object given as a box), or empty when the image has none.
+        segments: the objects' polygons (YOLO polygon rows, COCO segmentations), ``N`` float32 ``(K_i, 2)`` point
+            arrays in pixels clipped to the image (``K_i = 0`` for an object given as a box), or empty when the
+            image has none.
             As in the references, the augmentation warps them and takes the box of what stays in view.
     """
 
@@ -98,8 +99,9 @@ class Item:
     """An image to validate and where its labels are.
 
     ``objects`` (COCO only) are the image's annotations, already parsed, as raw objects
-    ``(line, where, class, x1, y1, x2, y2)`` in pixels of the ``declared_size`` (the JSON's ``width`` and
-    ``height``); ``problems`` (COCO only) are the errors found in its annotations while the JSON was read.
+    ``(line, where, class, x1, y1, x2, y2[, polygon])`` in pixels of the ``declared_size`` (the JSON's ``width``
+    and ``height``), ``polygon`` a ``(K, 2)`` float64 array for an annotation with a segmentation; ``problems``
+    (COCO only) are the errors found in its annotations while the JSON was read.
     """
 
     image: str
