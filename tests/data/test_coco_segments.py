@@ -273,3 +273,27 @@ def test_polygons_are_scaled_with_the_boxes_when_the_image_was_resized(tmp_path)
     np.testing.assert_array_equal(records["a.png"].segments[0], np.float32(TRIANGLE).reshape(-1, 2))
     np.testing.assert_array_equal(records["a.png"].boxes[0], [20, 10, 100, 90])
     assert "resized?" in str(report.problems)
+
+
+def test_an_rle_mask_of_an_image_without_a_size_in_the_json(tmp_path):
+    """Without the image's width and height in the JSON (the package's converter needs them), an RLE mask is read at
+    its own size; one too large for any photo is an error, not an allocation of its pixels."""
+    rect, _ = _masks()
+    huge = {"size": [100_000, 100_000], "counts": [10**10]}
+    annotations = [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": [50, 20, 40, 20], "segmentation": {"size": [H, W],
+         "counts": _runs(rect)}},
+        {"id": 2, "image_id": 2, "category_id": 1, "bbox": [50, 20, 40, 20], "segmentation": huge},
+    ]  # fmt: skip
+    data = _write(tmp_path, annotations)
+    file = tmp_path / "annotations" / "instances_train.json"
+    coco = json.loads(file.read_text())
+    for image in coco["images"]:
+        del image["width"], image["height"]
+    file.write_text(json.dumps(coco))
+    records, report = _records(data)
+    assert sorted(records) == ["a.png"]
+    np.testing.assert_array_equal(records["a.png"].boxes, [[50, 20, 89, 39]])
+    assert "annotation id 2: segmentation: an RLE mask of 100000x100000 pixels, larger than any photo" in str(
+        report.problems
+    )

@@ -15,9 +15,6 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from yolotr.data.coco_segments import SegmentationError, coco_polygon
 from yolotr.data.validation import MALFORMED, UNKNOWN_CLASS, UNKNOWN_IMAGE, Item, Problem, error, warning
 from yolotr.errors import DataError
 
@@ -214,9 +211,10 @@ def coco_items(file: str, names: list[str], folders: list[Path], problems: list[
     carries the image's ``width`` and ``height`` from the JSON: boxes are scaled from them to the image
     (:func:`yolotr.data.validation.size_scale`) when the image was resized after it was annotated.
 
-    An annotation with a ``segmentation`` has its polygon (:func:`~yolotr.data.coco_segments.coco_polygon`,
-    ``(K, 2)`` float64 pixels) after its box, and its box is the polygon's extent, as the package trains it after
-    ``convert_coco(use_segments=True)``; one without (or with an empty one) keeps its ``bbox`` and stays a box.
+    An annotation with a ``segmentation`` has it after its box, as in the JSON: it is read when the image is
+    validated (:func:`~yolotr.data.coco_segments.with_polygon`, not when a label cache answers), and the box then
+    becomes the polygon's extent, as the package trains it after ``convert_coco(use_segments=True)``; one without
+    (or with an empty one) keeps its ``bbox`` and stays a box.
     """
     data = read_json(file)
     cats = _coco_categories(data, file)
@@ -235,7 +233,6 @@ def coco_items(file: str, names: list[str], folders: list[Path], problems: list[
             problems.append(warning(file, None, f"category {name!r} not in names, its boxes skipped"))
     objects: dict[Any, list[tuple]] = {}
     errors: dict[Any, list[Problem]] = {}
-    sizes = {im["id"]: (im["width"], im["height"]) for im in images if "width" in im and "height" in im}
     for i, ann in enumerate(annotations or []):
         where = f"annotation id {ann['id']}" if "id" in ann else f"annotations[{i}]"
         image_id, cid, bbox, crowd = ann.get("image_id"), ann.get("category_id"), ann.get("bbox"), ann.get("iscrowd")
@@ -264,23 +261,9 @@ def coco_items(file: str, names: list[str], folders: list[Path], problems: list[
         if not (w > 0 and h > 0):  # COCO files hold some degenerate boxes; the package's converter skips them too
             found.append(warning(file, None, f"{where}: bbox of zero or negative size {w:g}x{h:g} skipped"))
             continue
-        segmentation = ann.get("segmentation")
-        if not segmentation:
-            objects[image_id].append((None, where, cat_to_class[cid], x, y, x + w, y + h))
-            continue
-        try:
-            polygon = coco_polygon(segmentation, sizes.get(image_id), file, where, found)
-        except SegmentationError as exc:
-            found.append(error(file, None, exc.kind, f"{where}: {exc}"))
-            continue
-        if polygon is not None and not (np.ptp(polygon, 0) > 0).all():  # the package would train a box of no size
-            found.append(warning(file, None, f"{where}: segmentation of zero width or height: used as its bbox"))
-            polygon = None
-        if polygon is None:
-            objects[image_id].append((None, where, cat_to_class[cid], x, y, x + w, y + h))
-            continue
-        (x1, y1), (x2, y2) = polygon.min(0).tolist(), polygon.max(0).tolist()
-        objects[image_id].append((None, where, cat_to_class[cid], x1, y1, x2, y2, polygon))
+        segmentation = ann.get("segmentation")  # read when the image is validated (coco_segments.with_polygon)
+        extra = (segmentation,) if segmentation else ()
+        objects[image_id].append((None, where, cat_to_class[cid], x, y, x + w, y + h, *extra))
     items = []
     for im in images:
         image_id = im.get("id")

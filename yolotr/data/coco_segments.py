@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from yolotr.data.validation import MALFORMED, NON_FINITE, Problem, warning
+from yolotr.data.validation import MALFORMED, NON_FINITE, Problem, error, warning
 
 
 class SegmentationError(ValueError):
@@ -24,6 +24,33 @@ class SegmentationError(ValueError):
     def __init__(self, kind: str, message: str):
         super().__init__(message)
         self.kind = kind
+
+
+MAX_MASK_PIXELS = 1 << 28  # an RLE mask's size when its image has none in the JSON to compare it with
+
+
+def with_polygon(obj: tuple, size: tuple[float, float] | None, file: str, problems: list[Problem]) -> tuple | None:
+    """A raw COCO object ``(line, where, class, x1, y1, x2, y2[, segmentation])`` (pixels of the JSON's image
+    ``size``, ``(width, height)`` or None) with its ``segmentation`` read: ``(line, where, class, x1, y1, x2, y2,
+    polygon)`` with the polygon's extent as its box (``polygon`` ``(K, 2)`` float64), the object as its ``bbox``
+    when it has no segmentation or none that makes a polygon (warned), or None when the segmentation is malformed
+    (an error in ``problems`` naming ``file``, the annotation and the key). Never raises."""
+    if len(obj) == 7:
+        return obj
+    box, segmentation = obj[:7], obj[7]
+    line, where = obj[:2]
+    try:
+        polygon = coco_polygon(segmentation, size, file, where, problems)
+    except SegmentationError as exc:
+        problems.append(error(file, line, exc.kind, f"{where}: {exc}"))
+        return None
+    if polygon is not None and not (np.ptp(polygon, 0) > 0).all():  # the package would train a box of no size
+        problems.append(warning(file, line, f"{where}: segmentation of zero width or height: used as its bbox"))
+        polygon = None
+    if polygon is None:
+        return box
+    (x1, y1), (x2, y2) = polygon.min(0).tolist(), polygon.max(0).tolist()
+    return (*obj[:3], x1, y1, x2, y2, polygon)
 
 
 def coco_polygon(
@@ -108,6 +135,8 @@ def _mask_outlines(
                     "used as its bbox")
         )  # fmt: skip
         return None
+    if size is None and h * w > MAX_MASK_PIXELS:
+        raise SegmentationError(MALFORMED, f"segmentation: an RLE mask of {w}x{h} pixels, larger than any photo")
     mask = decode_rle(counts, h, w)
     outlines = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)[0]
     parts = [c.reshape(-1, 2).astype(np.float64) for c in outlines if len(c) >= 3]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from yolotr.data.coco_segments import with_polygon
 from yolotr.data.transforms import clip_polygon, polygon_box
 from yolotr.data.validation import (
     CLASS_RANGE,
@@ -115,9 +116,10 @@ def validate_item(item: Item, fmt: str, names: list[str], keypoint_values: int =
     label = item.label or item.image
     if fmt == "coco":
         sx, sy = size_scale(label, item.declared_size, w, h, problems, f"{Path(item.image).name}'s width x height")
+        read = (with_polygon(obj, item.declared_size, label, problems) for obj in item.objects or [])
         objects = [
             (n, at, c, x1 * sx, y1 * sy, x2 * sx, y2 * sy, *(_scaled(p, sx, sy) for p in polygon))
-            for n, at, c, x1, y1, x2, y2, *polygon in item.objects or []
+            for n, at, c, x1, y1, x2, y2, *polygon in (obj for obj in read if obj is not None)
         ]
     elif fmt == "yolo":
         objects = read_yolo(label, w, h, problems, keypoint_values)

@@ -99,9 +99,9 @@ class Item:
     """An image to validate and where its labels are.
 
     ``objects`` (COCO only) are the image's annotations, already parsed, as raw objects
-    ``(line, where, class, x1, y1, x2, y2[, polygon])`` in pixels of the ``declared_size`` (the JSON's ``width``
-    and ``height``), ``polygon`` a ``(K, 2)`` float64 array for an annotation with a segmentation; ``problems``
-    (COCO only) are the errors found in its annotations while the JSON was read.
+    ``(line, where, class, x1, y1, x2, y2[, segmentation])`` in pixels of the ``declared_size`` (the JSON's
+    ``width`` and ``height``), ``segmentation`` an annotation's non-empty JSON value, read when the image is
+    validated; ``problems`` (COCO only) are the errors found in its annotations while the JSON was read.
     """
 
     image: str
