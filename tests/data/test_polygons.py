@@ -322,3 +322,18 @@ def test_the_box_of_a_polygon_cut_by_its_image_border_is_the_box_of_its_part_ins
     assert len(records) == len(expected) and split >= 5
     for record in records:
         np.testing.assert_allclose(record.boxes[0], expected[record.path.split("/")[-1]], atol=0.1)
+
+
+def test_distinct_polygons_sharing_a_box_are_both_kept(tmp_path, monkeypatch):
+    """Two triangles in the same square (one pointing up, one down) have one class and one box; the package's
+    loader (8.4) keeps both and drops only a polygon given twice. Judged by box, the second was dropped."""
+    monkeypatch.setenv("YOLOTR_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((100, 100, 3), np.uint8))
+    up, down = "0 0.2 0.8 0.5 0.2 0.8 0.8", "0 0.2 0.2 0.8 0.2 0.5 0.8"
+    (tmp_path / "labels" / "a.txt").write_text(f"{up}\n{down}\n{up}\n0 0.2 0.2 0.8 0.8 0.6 0.6\n")
+    (record,), report = load_records({"path": str(tmp_path), "train": "images", "names": ["t"]}, "train", cache=False)
+    assert len(record.boxes) == 3 and len(record.segments) == 3
+    np.testing.assert_allclose(record.boxes[:2], [[20, 20, 80, 80]] * 2, atol=0.01)
+    assert [p.message for p in report.problems] == ["duplicate polygon dropped"]

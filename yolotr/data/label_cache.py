@@ -32,6 +32,7 @@ LOGGER = logging.getLogger("yolotr")
 # 9: VOC objects marked difficult, and those of a class not in names, are left out (the image stays).
 # 10: the points of YOLO polygon rows are kept (the augmentation warps them).
 # 11: a COCO annotation's polygon segmentation is kept, its box the polygon's extent (as the package trains it).
+#     Distinct polygons of one class and box are all kept (only a polygon given twice is a duplicate).
 CACHE_VERSION = 11
 
 

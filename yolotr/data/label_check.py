@@ -71,9 +71,10 @@ def check_boxes(
             x1, y1, x2, y2 = max(x1, 0.0), max(y1, 0.0), min(x2, float(w)), min(y2, float(h))
             if out > CLIP_TOLERANCE:
                 problems.append(warning(file, line, f"{pre}box {out:.1f} px outside the image, clipped"))
-        key = (int(cls), round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2))
+        shape = np.asarray(polygon[0], np.float32).tobytes() if polygon else b""  # polygons may share a box
+        key = (int(cls), round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2), shape)
         if key in keys:
-            problems.append(warning(file, line, f"{pre}duplicate box dropped"))
+            problems.append(warning(file, line, f"{pre}duplicate {'polygon' if polygon else 'box'} dropped"))
             continue
         keys.add(key)
         boxes.append((x1, y1, x2, y2))
