@@ -276,3 +276,36 @@ register("LightConv", LightConv, "conv")
 register("RepConv", RepConv, "conv")
 register("RepC3", RepC3, "csp")
 register("RTDETRDecoder", RTDETRDecoder, "detr", end2end=True, complete=_detr_rule)
+
+# YOLOv5's less used modules (yolotr/nn/yolov5_extra.py), with YOLOv5's rules: C3SPP is completed like a conv (the
+# row's number repeats the whole block); Contract / Expand take [gain] and multiply / divide the channels by gain**2
+# (per repeat: YOLOv5 counts one whatever the row's number).
+from yolotr.nn.yolov5_extra import C3SPP, Contract, CrossConv, Expand, MixConv2d  # noqa: E402
+
+
+def _gain(args: list, name: str, where: str) -> int:
+    gain = args[0] if args else 2
+    if len(args) > 1 or isinstance(gain, bool) or not isinstance(gain, int) or gain < 1:
+        raise ConfigError(f"{where}: {name}'s row is [gain] (a positive integer, default 2), got {args!r}")
+    return gain
+
+
+def _contract_rule(args: list, c_in: list[int], n: int, where: str) -> tuple[list, int, int]:
+    gain = _gain(args, "Contract", where)
+    return [gain], c_in[0] * gain ** (2 * n), n
+
+
+def _expand_rule(args: list, c_in: list[int], n: int, where: str) -> tuple[list, int, int]:
+    gain = _gain(args, "Expand", where)
+    if c_in[0] % gain ** (2 * n):
+        times = f" {n} times" if n > 1 else ""
+        raise ConfigError(
+            f"{where}: Expand({gain}){times} needs input channels divisible by {gain ** (2 * n)}, got {c_in[0]}"
+        )
+    return [gain], c_in[0] // gain ** (2 * n), n
+
+
+for _name, _cls in {"MixConv2d": MixConv2d, "CrossConv": CrossConv, "C3SPP": C3SPP}.items():
+    register(_name, _cls, "conv")
+register("Contract", Contract, "custom", complete=_contract_rule)
+register("Expand", Expand, "custom", complete=_expand_rule)
