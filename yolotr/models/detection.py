@@ -279,10 +279,11 @@ class DetectionModel(nn.Module):
     @torch.no_grad()
     def fuse(self) -> DetectionModel:
         """Re-parameterize for inference (eval use only): blocks with a ``fuse()`` of their own (``RepConv``,
-        ``RepVGGDW``) fold their branches into one convolution, then every ``Conv``'s BatchNorm is folded into its
-        convolution. A fused model predicts and exports; it does not train (:attr:`is_fused`). Returns ``self``."""
+        ``RepVGGDW``, ``Conv2``) fold their branches into one convolution, then every ``Conv``'s BatchNorm is folded
+        into its convolution. A fused model predicts and exports; it does not train (:attr:`is_fused`). Returns
+        ``self``."""
         for m in list(self.modules()):
-            if m is not self and not isinstance(m, Conv) and callable(getattr(m, "fuse", None)):
+            if m is not self and callable(getattr(m, "fuse", None)):
                 m.fuse()
         for m in self.modules():
             if isinstance(m, Conv) and hasattr(m, "bn"):

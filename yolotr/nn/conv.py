@@ -41,7 +41,10 @@ class Conv(nn.Module):
         self.act = make_activation(act, Conv.default_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
+        return self._bn_act(self.conv(x))
+
+    def _bn_act(self, y: torch.Tensor) -> torch.Tensor:
+        """BatchNorm then activation of the convolution's output ``y``."""
         if lean_eligible(y, self.bn, self.act):  # training under lean_activations(): see yolotr.nn.lean
             return contiguous_grad_at_batch_one(batchnorm_silu(y, self.bn))
         return self.act(contiguous_grad_at_batch_one(self.bn(y)))
@@ -85,6 +88,35 @@ def make_activation(act, default: Callable[[], nn.Module]) -> nn.Module:
     if isinstance(act, nn.Module):
         return act
     return nn.Identity()
+
+
+class Conv2(Conv):
+    """``Conv`` plus a parallel bias-free 1x1 conv ``cv2`` (same stride, groups and padding argument), summed
+    before the shared BatchNorm and activation: ``(B, c1, H, W) -> (B, c2, H/s, W/s)``; the package's ``Conv2``
+    (a RepConv without its identity branch and second BatchNorm), default kernel 3.
+
+    :meth:`fuse` adds ``cv2``'s kernel to the centre of ``conv``'s, leaving a plain ``Conv`` (same output), before
+    :meth:`yolotr.models.detection.DetectionModel.fuse` folds the BatchNorm. In the package's grammar it is read
+    like ``nn`` modules (rule ``same``): its row is ``[c1, c2, ...]`` written out, and ``c2`` must equal ``c1``.
+    """
+
+    def __init__(self, c1: int, c2: int, k=3, s=1, p=None, g: int = 1, d: int = 1, act=True):
+        super().__init__(c1, c2, k, s, p, g=g, d=d, act=act)
+        self.cv2 = nn.Conv2d(c1, c2, 1, s, autopad(1, p, d), groups=g, dilation=d, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cv2 is None:  # fused
+            return super().forward(x)
+        return self._bn_act(self.conv(x) + self.cv2(x))
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Fold ``cv2`` into the centre tap of ``conv`` (eval use only); ``cv2`` becomes None."""
+        if self.cv2 is None:
+            return
+        h, w = (k // 2 for k in self.conv.weight.shape[2:])
+        self.conv.weight[:, :, h : h + 1, w : w + 1] += self.cv2.weight
+        self.cv2 = None
 
 
 class DWConv(Conv):

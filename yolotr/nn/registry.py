@@ -73,7 +73,7 @@ PACKAGE_ONLY = {
     **dict.fromkeys(("OBB", "OBB26"), "oriented boxes"),
     "Classify": "classification",
     **dict.fromkeys(("WorldDetect", "C2fAttn", "ImagePoolingAttn", "BNContrastiveHead"), "YOLO-World"),
-    **dict.fromkeys(("YOLOEDetect", "YOLOESegment", "YOLOESegment26", "SAVPE"), "YOLOE"),
+    **dict.fromkeys(("YOLOEDetect", "YOLOESegment", "YOLOESegment26", "SAVPE", "LRPCHead"), "YOLOE"),
     **dict.fromkeys(("TorchVision", "Index", "Silence"), "torchvision backbones"),
     "SemanticSegment": "semantic segmentation",
     "Depth": "depth estimation",
@@ -309,3 +309,11 @@ for _name, _cls in {"MixConv2d": MixConv2d, "CrossConv": CrossConv, "C3SPP": C3S
     register(_name, _cls, "conv")
 register("Contract", Contract, "custom", complete=_contract_rule)
 register("Expand", Expand, "custom", complete=_expand_rule)
+
+# The package's Conv2 and RepVGGDW (yolotr/nn/conv.py, v10_blocks.py): its builder reads them as it reads nn modules,
+# arguments verbatim (Conv2's [c1, c2, ...], RepVGGDW's [channels]) and output channels the input's.
+from yolotr.nn.conv import Conv2  # noqa: E402
+from yolotr.nn.v10_blocks import RepVGGDW  # noqa: E402
+
+register("Conv2", Conv2, "same")
+register("RepVGGDW", RepVGGDW, "same")

@@ -187,12 +187,13 @@ def check_numeric_args(cls: type[nn.Module], args: list, row_args: list, name: s
 
 
 def check_same_rule_input(cls: type[nn.Module], args: list, c1: int, name: str, where: str) -> None:
-    """A module whose arguments are given verbatim (rule ``same``: ``SwinV2_CSPB``) and whose first parameter is
-    its input channels (``c1``): that argument must be the channels it gets, and (its output channels being
-    its input's) so must a second ``c2``; otherwise the next layer was blamed for the mismatch."""
+    """A module whose arguments are given verbatim (rule ``same``: ``SwinV2_CSPB``, ``Conv2``, ``RepVGGDW``) and
+    whose first parameter is its input channels (``c1``, or ``ed`` for both): that argument must be the channels it
+    gets, and (its output channels being its input's) so must a second ``c2``; otherwise the next layer was blamed
+    for the mismatch."""
     params = list(inspect.signature(cls).parameters)
     for i, p in enumerate(params[:2]):
-        if p in ("c1", "c2") and len(args) > i and isinstance(args[i], int) and not isinstance(args[i], bool):
+        if p in ("c1", "c2", "ed") and len(args) > i and isinstance(args[i], int) and not isinstance(args[i], bool):
             if args[i] != c1:
                 raise ConfigError(
                     f"{where}: {name}'s {p} (args[{i}]) is {args[i]} but its input has {c1} channels; "
