@@ -12,7 +12,8 @@ count is. The rules are YOLOv5's:
               it does not know, such as ``nn.Upsample``; a published block registered with this rule
               builds exactly as it does inside the official builder).
 ``detect_af`` the anchor-free head: ``[nc]`` becomes ``[nc, reg_max, input channels, legacy]``.
-``custom``    the spec's own ``complete(args, c_in, n, where) -> (args, c2, n)`` (the package's RT-DETR rows).
+``custom``    the spec's own ``complete(args, c_in, n, where) -> (args, c2, n)`` (the package's RT-DETR rows,
+              YOLOv5's ``Contract`` / ``Expand``).
 ``detr``      a head completed by ``complete`` (RT-DETR's decoder: the input channels go in second).
 
 In the ``ultralytics`` grammar (a YAML without ``anchors``) a ``Detect`` row builds the anchor-free
