@@ -19,6 +19,7 @@ from yolotr.models.detection import DetectionModel
 from yolotr.models.loading import load_model
 from yolotr.models.weights import (
     model_checkpoint,
+    pickled_origin,
     read_checkpoint,
     save_checkpoint,
     sniff_checkpoint,
@@ -216,3 +217,49 @@ def test_checkpoints_get_the_umasks_mode_not_mkstemps(tmp_path):
     finally:
         os.umask(before)
     assert path.stat().st_mode & 0o777 == 0o644
+
+
+class _WindowsPathAsWritten:
+    """Pickles as a ``pathlib.WindowsPath`` does on Windows (the class cannot be built on Linux)."""
+
+    def __reduce__(self):
+        import pathlib
+
+        return pathlib.WindowsPath, ("C:\\runs", "h.yaml")
+
+
+def test_paths_in_a_pickled_checkpoint_are_read_as_text():
+    """YOLOv5's ``opt`` may hold ``pathlib`` paths (its ``parse_opt`` defaults); a Windows path rebuilt on Linux as
+    a path object raises, and a path object could touch the file system: they are read as their text."""
+    import io
+    import pathlib
+
+    from yolotr.models.foreign_pickle import restricted_pickle_module
+
+    payload = pickle.dumps({"data": pathlib.PosixPath("/d/coco.yaml"), "hyp": _WindowsPathAsWritten()})
+    assert b"WindowsPath" in payload and b"PosixPath" in payload
+    loaded = restricted_pickle_module("x.pt").load(io.BytesIO(payload))
+    assert loaded == {"data": "/d/coco.yaml", "hyp": "C:\\runs\\h.yaml"}
+
+
+def test_a_checkpoint_of_yolov5s_pip_package_loads(tmp_path):
+    """``pip install yolov5`` pickles YOLOv5's classes as ``yolov5.models.*``; its ``train.py`` checkpoint was
+    refused as 'corrupt or malicious'. It loads as an official one, with the same outputs."""
+    yolov5 = pytest.importorskip("yolov5", reason="the YOLOv5 pip package is a bench extra (pip install -e .[bench])")
+    import copy
+    import pathlib
+
+    from yolov5.models.yolo import Model
+
+    torch.manual_seed(0)
+    theirs = Model(f"{yolov5.__path__[0]}/models/yolov5n.yaml", nc=3).eval()
+    (tmp_path / "data.yaml").write_text("names: [a, b, c]\n")
+    opt = {"data": pathlib.PosixPath(tmp_path / "data.yaml"), "imgsz": 320}  # a path, as vars(opt) may hold it
+    checkpoint = {"model": copy.deepcopy(theirs).half(), "ema": None, "opt": opt, "yolov5pip_version": "7.0.14"}
+    torch.save(checkpoint, tmp_path / "best.pt")
+    ours = load_model(tmp_path / "best.pt")
+    assert pickled_origin(read_checkpoint(tmp_path / "best.pt")[1]) == "YOLOv5 pip package 7.0.14"
+    assert ours.nc == 3 and ours.imgsz == 320 and ours.train_data == str(tmp_path / "data.yaml")
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x)[0], theirs.half().float()(x)[0], rtol=1e-4, atol=1e-4)

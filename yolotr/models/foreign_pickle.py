@@ -1,10 +1,11 @@
 """Pickled model objects without their code: a restricted unpickler that rebuilds them as inert stubs.
 
 Official YOLOv5 and ``ultralytics`` checkpoints are pickled ``Model`` objects whose classes live in
-those projects' source trees. :class:`RestrictedUnpickler` rebuilds them without that code: every
-class it meets must be a known YOLOv5 / ``ultralytics`` or ``torch.nn`` module name, which becomes
-an inert :class:`ForeignObject` holding the pickled attributes; tensors rebuild through torch's own
-functions; anything else (``os.system``, ``builtins.eval``, an unknown class) raises
+those projects' source trees (YOLOv5's pip package pickles them as ``yolov5.models.*``).
+:class:`RestrictedUnpickler` rebuilds them without that code: every class it meets must be a known
+YOLOv5 / ``ultralytics`` or ``torch.nn`` module name, which becomes an inert :class:`ForeignObject`
+holding the pickled attributes; tensors rebuild through torch's own functions, ``pathlib`` paths as their
+text; anything else (``os.system``, ``builtins.eval``, an unknown class) raises
 :class:`~yolotr.errors.CheckpointError` before it runs. :func:`foreign_state_dict` then reads the
 weights out of the inert tree by module path.
 """
@@ -12,6 +13,7 @@ weights out of the inert tree by module path.
 from __future__ import annotations
 
 import collections
+import pathlib
 import pickle
 import types
 
@@ -137,6 +139,23 @@ SAFE_CALLABLES = {
     ("torch", "device"): torch.device,
 }
 DTYPES = {name for name in dir(torch) if isinstance(getattr(torch, name, None), torch.dtype)}
+# YOLOv5's pip package (``pip install yolov5``) pickles the same classes under ``yolov5.models.*``
+PIP_YOLOV5_PREFIX = "yolov5."
+# a path in the pickled training options (YOLOv5's ``opt``): read as its text, never as a path object that
+# could touch the file system (a Windows path rebuilt on Linux would raise)
+PATH_CLASSES = {
+    "PosixPath": pathlib.PurePosixPath,
+    "PurePosixPath": pathlib.PurePosixPath,
+    "WindowsPath": pathlib.PureWindowsPath,
+    "PureWindowsPath": pathlib.PureWindowsPath,
+}
+
+
+def _path_text(pure: type[pathlib.PurePath]):
+    def rebuild(*parts: str) -> str:
+        return str(pure(*parts))
+
+    return rebuild
 
 
 class ForeignObject:
@@ -174,13 +193,16 @@ class RestrictedUnpickler(pickle.Unpickler):
 
     def find_class(self, module: str, name: str):
         module = {"__builtin__": "builtins"}.get(module, module)
+        known = module.removeprefix(PIP_YOLOV5_PREFIX) if module.startswith(PIP_YOLOV5_PREFIX + "models.") else module
+        if module in ("pathlib", "pathlib._local") and name in PATH_CLASSES:
+            return _path_text(PATH_CLASSES[name])
         if (module, name) in SAFE_CALLABLES:
             return SAFE_CALLABLES[(module, name)]
         if module == "torch" and name in DTYPES:
             return getattr(torch, name)
-        if name in KNOWN_MODULE_CLASSES.get(module, ()) or _is_torch_module_class(module, name):
+        if name in KNOWN_MODULE_CLASSES.get(known, ()) or _is_torch_module_class(module, name):
             return _stub(module, name)
-        if module.startswith(("ultralytics.nn.", "models.")) and name[:1].isupper():
+        if known.startswith(("ultralytics.nn.", "models.")) and name[:1].isupper():
             raise CheckpointError(
                 f"{self.source}: the pickled model uses module class '{name}' ({module}), which yolotr does not "
                 "implement; refused without running anything (register the block in yolotr/nn/registry.py and "

@@ -315,10 +315,13 @@ def _check_zip_crc(path: Path) -> None:
 
 
 def pickled_origin(checkpoint: dict) -> str:
-    """Who wrote a pickled-model checkpoint: ``"ultralytics <version>"`` or ``"official YOLOv5"``."""
+    """Who wrote a pickled-model checkpoint: ``"ultralytics <version>"``, ``"YOLOv5 pip package <version>"`` or
+    ``"official YOLOv5"``."""
     model = checkpoint.get("ema") or checkpoint.get("model")
     if getattr(model, "qualname", "").startswith("ultralytics."):
         return f"ultralytics {checkpoint.get('version', '')}".strip()
+    if getattr(model, "qualname", "").startswith("yolov5."):
+        return f"YOLOv5 pip package {checkpoint.get('yolov5pip_version', '')}".strip()
     return "official YOLOv5"
 
 
