@@ -167,3 +167,14 @@ def test_a_class_without_a_category_gets_an_id_no_category_has(coco_raccoons, ca
     top = max(category_id(c) for c in range(80))
     assert ids.category_id(0) == category_id(BEAR) and ids.category_id(1) == top + 1
     assert "['unicorn'] have no category" in caplog.text and f"ids [{top + 1}]" in caplog.text
+
+
+def test_single_cls_save_json_scores_every_category_as_one(official, coco_raccoons, tmp_path):
+    """A single-class validation of the 80-class model: its one class ('item') has no category of the 80 in the
+    JSON, so its results were scored against none (0, 0). Every annotation is its class, as the validator reads
+    them: scored whatever the category (COCO's useCats 0), faster-coco-eval gives yolotr's own single-class mAP."""
+    result = official.val(
+        coco_raccoons, imgsz=256, batch_size=N_IMAGES, save_json=True, save_dir=tmp_path, single_cls=True
+    )
+    assert result.map50 > 0.3 and [c.name for c in result.per_class] == ["item"]
+    assert result.coco_map == pytest.approx((result.map50_95, result.map50), abs=2e-4)

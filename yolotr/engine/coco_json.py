@@ -24,7 +24,13 @@ JSON_NAME = "predictions_coco.json"
 
 
 def write_and_score(
-    results: list[dict], ids: ResultIds, save_dir: Path, image_paths: list[str] | None, nc: int, max_det: int = 300
+    results: list[dict],
+    ids: ResultIds,
+    save_dir: Path,
+    image_paths: list[str] | None,
+    nc: int,
+    max_det: int = 300,
+    single_cls: bool = False,
 ) -> tuple[Path, tuple[float, float] | None]:
     """Write ``results`` to ``save_dir/predictions_coco.json``; score it when ``ids`` name one annotation JSON.
 
@@ -35,6 +41,9 @@ def write_and_score(
         image_paths: the validated images: only these are scored (None: every image of the JSON).
         nc: classes of the model: only their categories are scored.
         max_det: COCO's ``maxDets`` (the validator's NMS ``max_det``).
+        single_cls: the results are of a single-class validation (every class read as one): scored against every
+            annotation whatever its category (COCO's ``useCats = 0``), as the validator scores them; their one
+            class has no category of a multi-category JSON.
 
     Returns:
         The file, and ``(mAP50-95, mAP50)`` by faster-coco-eval, or None when there is nothing to score
@@ -54,9 +63,9 @@ def write_and_score(
     annotations = read_json(ids.annotations)
     known = {c.get("id") for c in annotations.get("categories") or []}
     category_ids = sorted({ids.category_id(c) for c in range(nc)} & known)  # a class without a category: not scored
-    scores = score_results(annotations, results, image_ids, category_ids, max_det)
+    scores = score_results(annotations, results, image_ids, category_ids, max_det, agnostic=single_cls)
     LOGGER.info(
-        "COCO results saved to %s; faster-coco-eval against %s: mAP50-95 %.3f, mAP50 %.3f",
-        file, ids.annotations, *scores,
+        "COCO results saved to %s; faster-coco-eval against %s%s: mAP50-95 %.3f, mAP50 %.3f",
+        file, ids.annotations, " (single_cls: every category as one)" if single_cls else "", *scores,
     )  # fmt: skip
     return file, scores

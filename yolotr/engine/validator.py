@@ -457,7 +457,7 @@ def validate(
 
         images = list(validator.records) if validator.records is not None else None
         result.coco_json, result.coco_map = write_and_score(
-            validator.coco_results, ids, Path(save_dir), images, len(names), max_det
+            validator.coco_results, ids, Path(save_dir), images, len(names), max_det, single_cls
         )
     if log_table:  # the CLI prints it on stdout instead (yolotr val ... > out.txt holds the table)
         LOGGER.info("%s", result.table(per_class=verbose and len(names) > 1))

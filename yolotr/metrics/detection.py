@@ -313,6 +313,7 @@ def score_results(
     image_ids: list | None = None,
     category_ids: list[int] | None = None,
     max_det: int = 100,
+    agnostic: bool = False,
 ) -> tuple[float, float]:
     """COCO mAP50-95 and mAP50 of a results list against an instances dataset, by faster-coco-eval.
 
@@ -324,6 +325,8 @@ def score_results(
         results: ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` per detection.
         image_ids, category_ids: evaluate these only (default: all of ``annotations``).
         max_det: detections per image COCO keeps.
+        agnostic: match detections to every annotation whatever their categories (COCO's ``useCats = 0``), as a
+            single-class model is scored; ``category_ids`` is then unused and the results' ids need name no category.
     """
     from faster_coco_eval import COCO, COCOeval_faster
 
@@ -336,11 +339,15 @@ def score_results(
         return 0.0, 0.0
     gt, results, image_ids = _integer_ids(gt, results, image_ids, "images", "image_id")
     gt, results, category_ids = _integer_ids(gt, results, category_ids, "categories", "category_id")
+    if agnostic and gt.get("categories"):  # faster-coco-eval drops a result of an unknown category even so
+        results = [{**r, "category_id": gt["categories"][0]["id"]} for r in results]
     coco_gt = COCO(gt, print_function=_silent)
     evaluator = COCOeval_faster(coco_gt, coco_gt.loadRes(results), "bbox", print_function=_silent)
     if image_ids is not None:
         evaluator.params.imgIds = list(image_ids)
-    if category_ids is not None:
+    if agnostic:
+        evaluator.params.useCats = 0
+    elif category_ids is not None:
         evaluator.params.catIds = list(category_ids)
     evaluator.params.maxDets = [1, 10, int(max_det)]
     evaluator.evaluate()
