@@ -180,3 +180,21 @@ def test_t_interval_and_bad_arguments(tiny_shapes):
         yolotr.compare(MODELS, str(tiny_shapes), 2, epoch=3)
     with pytest.raises(ConfigError, match="same file name"):
         yolotr.compare(["yolov5n.yaml", "other/yolov5n.yaml"], str(tiny_shapes), 2)
+
+
+def test_single_cls_models_are_measured_with_one_class(tiny_shapes, tmp_path, monkeypatch):
+    """The table's parameters and GFLOPs are of the model the runs train: with single_cls, one class (they were
+    measured with the dataset's three, a larger head than any run had)."""
+    import yolotr.engine.compare as compare_module
+    from yolotr.data.sources import load_dataset_config
+
+    original, built = compare_module.build_for_info, []
+
+    def measured(model, nc):
+        built.append(original(model, nc))
+        raise Interrupt  # measured: the runs are not needed
+
+    monkeypatch.setattr(compare_module, "build_for_info", measured)
+    with pytest.raises(Interrupt):
+        yolotr.compare(["yolov5n.yaml"], str(tiny_shapes), 2, project=tmp_path, single_cls=True, epochs=1)
+    assert len(load_dataset_config(str(tiny_shapes)).names) > 1 and [m.nc for m in built] == [1]

@@ -313,7 +313,7 @@ def compare(
     check_settings(save_dir / "compare.yaml", identity, write=False)  # refuse early; written once the models build
 
     dataset = load_dataset_config(data)
-    nc, imgsz = len(dataset.names), int(cfg["imgsz"])
+    nc, imgsz = 1 if cfg["single_cls"] else len(dataset.names), int(cfg["imgsz"])  # as the runs train
     infos = []
     for model, stem in zip(models, stems):
         built = build_for_info(model, nc)
