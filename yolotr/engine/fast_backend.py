@@ -17,11 +17,11 @@ when the model needs no NMS).
   PyTorch, with a warning.
 
 ``prepare_backend(model, "auto")`` gives, for a float32 model on the CPU when onnxruntime is installed,
-:class:`AutoCpuBackend`: PyTorch for the first batch of each input shape and the ONNX backend (the faster one
-there: ``python bench/latency.py --e2e``) for the batches of a shape seen before; the torch backend otherwise.
-The export happens when a shape first comes again, the first time a set of weights is seen (seconds; later
-processes find the file). Preparing costs a deep copy of the model; :class:`yolotr.YOLO` keeps the prepared
-backend until the weights change.
+:class:`AutoCpuBackend`: PyTorch for the first ``TORCH_BATCHES`` (8) batches of each input shape and the ONNX
+backend (the faster one there: ``python bench/latency.py --e2e``) from the next one on; the torch backend
+otherwise. The export happens when a shape first reaches that batch, the first time a set of weights is seen
+(seconds; later processes find the file). Preparing costs a deep copy of the model; :class:`yolotr.YOLO` keeps
+the prepared backend until the weights change.
 """
 
 from __future__ import annotations
