@@ -5,6 +5,7 @@ raccoon set as YOLOv5's own ``val.py --single-cls`` scores it (live, skipped wit
 from __future__ import annotations
 
 import functools
+import logging
 
 import numpy as np
 import pytest
@@ -120,3 +121,18 @@ def test_yolo_val_takes_single_cls():
     model = YOLO(str(shared_path("weights", "yolov5n.pt")))
     result = model.val(data=_raccoon(), imgsz=64, workers=0, single_cls=True, verbose=False)
     assert [c.name for c in result.per_class] == ["raccoon"] and result.metrics.instances > 0
+
+
+def test_a_single_class_model_on_another_one_class_set_is_not_warned_of_other_names(caplog):
+    """Read as one class, every name is the same class: a single_cls checkpoint ('item') on a one-class set
+    that keeps its own name ('raccoon') was warned that the dataset may not be the one it was trained on."""
+    from yolotr.models.detection import DetectionModel
+
+    model = DetectionModel("yolov5n.yaml", nc=1)
+    model.names, model.single_cls = ["item"], True
+    with caplog.at_level(logging.WARNING, logger="yolotr"):
+        result = validate(model, _raccoon(), imgsz=64, workers=0, verbose=False)
+        assert [c.name for c in result.per_class] == ["raccoon"]
+        assert "class names are not the dataset's" not in caplog.text
+        validate(model, _raccoon(), imgsz=64, workers=0, verbose=False, single_cls=False)  # classes by index
+    assert "class names are not the dataset's" in caplog.text

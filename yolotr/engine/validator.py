@@ -258,10 +258,10 @@ class Validator:
             model.train(training)
 
     def _warn_other_names(self, model_names) -> None:
-        """Warn once when the model's class names (its checkpoint's) are not the dataset's: the same count in
-        another order (or other classes) scores each class against another's boxes, and COCO results carry the
-        wrong category ids. Numbered names (``0``, ``class0``: a model that never saw names) are not compared."""
-        if getattr(self, "_names_checked", False) or not model_names:
+        """Warn once when the model's class names (its checkpoint's) are not the dataset's: the same count in another
+        order (or other classes) scores each class against another's boxes, and COCO results carry the wrong category
+        ids. Not compared: numbered names (``0``, ``class0``: never saw names), single_cls (all names one class)."""
+        if getattr(self, "_names_checked", False) or not model_names or self.single_cls:
             return
         self._names_checked = True
         model_names = [str(n) for n in (model_names.values() if isinstance(model_names, dict) else model_names)]
