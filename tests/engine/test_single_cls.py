@@ -121,6 +121,9 @@ def test_yolo_val_takes_single_cls():
     model = YOLO(str(shared_path("weights", "yolov5n.pt")))
     result = model.val(data=_raccoon(), imgsz=64, workers=0, single_cls=True, verbose=False)
     assert [c.name for c in result.per_class] == ["raccoon"] and result.metrics.instances > 0
+    for wrong in ("False", 2):  # read as true by bool(): an 80-class model scored as one class without a word
+        with pytest.raises(ConfigError, match=f"single_cls must be True or False, got {wrong!r}"):
+            model.val(data=_raccoon(), imgsz=64, workers=0, single_cls=wrong, verbose=False)
 
 
 def test_a_single_class_model_on_another_one_class_set_is_not_warned_of_other_names(caplog):

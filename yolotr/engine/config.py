@@ -184,6 +184,14 @@ def check_fraction(key: str, value) -> float:
     return float(value)
 
 
+def check_flag(key: str, value) -> bool:
+    """``value`` if it is ``True`` or ``False``, else a ``ConfigError``: ``"False"`` or ``2`` is refused, not read
+    as true."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def check_count(key: str, value) -> int:
     """``value`` as an int >= 1 (``max_det``, ``batch``), else a ``ConfigError``."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:

@@ -29,7 +29,7 @@ from yolotr.data.imgsz import check_imgsz, default_imgsz, largest_stride
 from yolotr.data.result_ids import ResultIds
 from yolotr.data.single_class import single_class
 from yolotr.data.sources import DatasetConfig, ImageRecord, load_dataset_config, load_records
-from yolotr.engine.config import check_count, check_fraction
+from yolotr.engine.config import check_count, check_flag, check_fraction
 from yolotr.engine.fast_backend import output_layout
 from yolotr.engine.head_mode import LETTERBOX, STRETCH, default_iou, end2end_mode, input_fit
 from yolotr.errors import ConfigError
@@ -428,7 +428,7 @@ def validate(
     if data is None and dataloader is None:
         data = _training_data(model)
     own = load_dataset_config(data) if data is not None else None  # the labels are checked against its names
-    single_cls = bool(getattr(model, "single_cls", False)) if single_cls is None else bool(single_cls)
+    single_cls = check_flag("single_cls", getattr(model, "single_cls", False) if single_cls is None else single_cls)
     config = single_class(own)[0] if own is not None and single_cls else own
     if dataloader is None:
         imgsz = default_imgsz(imgsz, model)
