@@ -353,6 +353,7 @@ class YOLO(PackageHabits):
                         LOGGER.info("%s: %s, the checkpoint's (give %s=... to train on another)", key, value, key)
             if overrides.get("single_cls") is None and getattr(self.model, "single_cls", False):
                 overrides["single_cls"] = True  # the checkpoint's, as the package keeps it
+                LOGGER.info("single_cls: True, the checkpoint's (give single_cls=False to train every class)")
             nc = 1 if overrides.get("single_cls") else len(load_dataset_config(overrides.get("data", "shapes")).names)
             # untrained: the trainer builds it again from its YAML after it seeds (seed covers the weights)
             model = self.model if self.model.nc == nc and not self._untrained else None

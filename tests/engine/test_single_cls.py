@@ -139,3 +139,17 @@ def test_a_single_class_model_on_another_one_class_set_is_not_warned_of_other_na
         assert "class names are not the dataset's" not in caplog.text
         validate(model, _raccoon(), imgsz=64, workers=0, verbose=False, single_cls=False)  # classes by index
     assert "class names are not the dataset's" in caplog.text
+
+
+def test_training_a_single_cls_checkpoint_again_keeps_and_says_single_cls(tiny_shapes, tmp_path, caplog):
+    """As the package keeps a checkpoint's single_cls: trained again without the key, one class, and a line says
+    it is the checkpoint's setting (as for its data and imgsz), not silently."""
+    from yolotr import YOLO
+
+    first = Trainer(tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, single_cls=True, name="first"))
+    first.train()
+    model = YOLO(str(first.weights_dir / "best.pt"))
+    with caplog.at_level(logging.INFO, logger="yolotr"):
+        model.train(**tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, name="again"))
+    assert model.model.nc == 1 and model.model.names == ["item"] and model.model.single_cls
+    assert "single_cls: True, the checkpoint's" in caplog.text
