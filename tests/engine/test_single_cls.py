@@ -122,7 +122,7 @@ def test_yolo_val_takes_single_cls():
     result = model.val(data=_raccoon(), imgsz=64, workers=0, single_cls=True, verbose=False)
     assert [c.name for c in result.per_class] == ["raccoon"] and result.metrics.instances > 0
     for wrong in ("False", 2):  # read as true by bool(): an 80-class model scored as one class without a word
-        with pytest.raises(ConfigError, match=f"single_cls must be True or False, got {wrong!r}"):
+        with pytest.raises(ConfigError, match=f"single_cls must be true or false, got {wrong!r}"):
             model.val(data=_raccoon(), imgsz=64, workers=0, single_cls=wrong, verbose=False)
 
 

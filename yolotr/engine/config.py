@@ -185,11 +185,11 @@ def check_fraction(key: str, value) -> float:
 
 
 def check_flag(key: str, value) -> bool:
-    """``value`` if it is ``True`` or ``False``, else a ``ConfigError``: ``"False"`` or ``2`` is refused, not read
-    as true."""
+    """``value`` if it is ``True`` or ``False``, else a ``ConfigError`` (``key`` starts its message): ``"False"`` or
+    ``2`` is refused, not read as true."""
     if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be True or False, got {value!r}")
-    return bool(value)
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    return value
 
 
 def check_count(key: str, value) -> int:
@@ -243,9 +243,7 @@ def _checked(source: str, key: str, value, default):
     if key == "weights_rename":
         return _checked_rules(source, value)
     if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{source}: setting '{key}' must be true or false, got {value!r}")
-        return value
+        return check_flag(f"{source}: setting '{key}'", value)
     if isinstance(default, int | float):
         if isinstance(value, str):
             try:
