@@ -401,7 +401,7 @@ class YOLO(PackageHabits):
         self,
         data=None,
         imgsz: int | None = None,
-        batch_size: int = 16,
+        batch_size: int | None = None,
         conf: float = 0.001,
         iou: float | None = None,
         verbose: bool | None = None,
@@ -412,8 +412,8 @@ class YOLO(PackageHabits):
         """COCO metrics of this model on ``data``'s validation split (a ``ValidationResult``).
 
         ``data`` and ``imgsz`` default to what a yolotr checkpoint was trained on and at (else: an error, and 640).
-        ``batch`` is ``batch_size`` by the package's name (and train's); ``device`` moves the model there first,
-        as in :meth:`predict`.
+        ``batch`` is ``batch_size`` by the package's name (and train's; default 16, both with other values are
+        refused); ``device`` moves the model there first, as in :meth:`predict`.
 
         ``verbose=False`` hides the progress bar and the logged table. Other keywords go to
         :func:`~yolotr.engine.validator.validate`, e.g. ``save_json=True``: the detections as COCO results
@@ -423,8 +423,9 @@ class YOLO(PackageHabits):
         from yolotr.engine.validator import validate
 
         check_keywords("val", kwargs, set(inspect.signature(validate).parameters) - {"model"})
-        if batch is not None:
-            batch_size = batch
+        if batch is not None and batch_size is not None and batch != batch_size:
+            raise ConfigError(f"val: batch={batch} and batch_size={batch_size}: give one (batch is batch_size)")
+        batch_size = next((b for b in (batch, batch_size) if b is not None), 16)
         verbose = self._verbose(verbose)
         with verbosity(verbose):
             if device is not None:

@@ -95,6 +95,12 @@ def test_val_takes_batch_and_device(monkeypatch):
     model = YOLO("yolov8n.yaml", nc=3, verbose=False)
     model.val(data="shapes", batch=4, device="cpu")
     assert seen["batch_size"] == 4
+    model.val(data="shapes")
+    assert seen["batch_size"] == 16  # the default
+    model.val(data="shapes", batch=8, batch_size=8)
+    assert seen["batch_size"] == 8
+    with pytest.raises(ConfigError, match="batch=4 and batch_size=32"):  # batch won, batch_size unread
+        model.val(data="shapes", batch=4, batch_size=32)
 
 
 def test_export_takes_device(monkeypatch, tmp_path, caplog):
