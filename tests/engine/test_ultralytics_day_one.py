@@ -138,3 +138,18 @@ def test_val_result_has_the_package_s_save_dir_and_confusion_matrix(tmp_path):
     assert matrix.shape == (4, 4)
     per_class = [c.instances for c in result.per_class]
     assert matrix[:, :3].sum(0).tolist() == per_class and sum(per_class) == result.metrics.instances > 0
+
+
+def test_the_plots_hint_names_what_a_training_run_draws(tiny_shapes, tmp_path):
+    """The hint for the package's plots=False says what a run writes anyway: results.png, which it does; it also
+    named a PR curve and confusion matrix, which a run does not draw (val(save_dir=...) does)."""
+    from yolotr.engine.config import resolve_config
+    from yolotr.engine.trainer import Trainer
+
+    with pytest.raises(ConfigError) as info:
+        resolve_config({"plots": False})
+    trainer = Trainer(tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, val=True))
+    trainer.train()
+    drawn = {p.name for p in trainer.save_dir.iterdir() if p.suffix == ".png"}
+    assert "results.png" in str(info.value) and "results.png" in drawn
+    assert ("PR curve" in str(info.value).split("val(")[0]) == ("PR_curve.png" in drawn)
