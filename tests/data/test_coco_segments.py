@@ -210,6 +210,7 @@ BAD = [
     ([[10, 10, 50, 10, 50]], "error", r"segmentation\[0\]: 5 coordinates, an odd number: expected x, y pairs"),
     ([[10, "a", 50, 10, 50, 50]], "error", r"segmentation\[0\]: non-numeric coordinate 'a'"),
     ([[10, None, 50, 10, 50, 50]], "error", r"segmentation\[0\]: non-numeric coordinate None"),
+    ([[10, True, 50, 10, 50, 50]], "error", r"segmentation\[0\]: non-numeric coordinate True"),
     ([[10, 10, 50, [10], 50, 50]], "error", r"segmentation\[0\]: non-numeric coordinate \[10\]"),
     ([[10, float("nan"), 50, 10, 50, 50]], "error", r"segmentation\[0\]: NaN or inf coordinate"),
     ([TRIANGLE, [10, 10, 50, float("inf")]], "error", r"segmentation\[1\]: NaN or inf coordinate"),
@@ -225,7 +226,6 @@ BAD = [
     ({"size": [H, W], "counts": "a"}, "error", r"segmentation: RLE 'counts' string cut short"),
     ({"size": [H, W], "counts": "0 1"}, "error", r"segmentation: RLE 'counts' has ' ', not a COCO RLE code"),
     ({"size": [H, W], "counts": 7}, "error", r"segmentation: RLE 'counts' must be a list of run lengths or a string"),
-    ([[10, 10, 50, 10]], "warning", r"segmentation\[0\] has 2 points, fewer than 3: skipped"),
     ([[10, 10, 50, 10]], "warning", r"segmentation has no polygon of 3 points: used as its bbox"),
     ({"size": [50, 100], "counts": [5000]}, "warning", r"segmentation: RLE mask of 100x50, the image 200x100: used as"),
     ({"size": [H, W], "counts": [H * W]}, "warning", r"segmentation: RLE mask with no outline of 3 points: used as"),
@@ -250,6 +250,18 @@ def test_a_malformed_segmentation_names_the_file_annotation_and_key(tmp_path, se
     else:
         assert sorted(records) == ["a.png", "b.png"] and records["a.png"].segments == []
         np.testing.assert_array_equal(records["a.png"].boxes, [[10, 10, 50, 50]])
+
+
+def test_a_part_of_fewer_than_3_points_is_skipped_with_one_warning(tmp_path):
+    """Beside a usable part, it is skipped and named; alone, the object is its bbox with one warning, not two."""
+    short = {"id": 17, "image_id": 1, "category_id": 1, "bbox": [10, 10, 40, 40], "segmentation": [[10, 10, 50, 10]]}
+    mixed = {"id": 18, "image_id": 2, "category_id": 1, "bbox": [20, 10, 80, 80], "segmentation": [TRIANGLE, [1, 2]]}
+    records, report = _records(_write(tmp_path, [short, mixed]))
+    assert [p.message for p in report.problems] == [
+        "annotation id 17: segmentation has no polygon of 3 points: used as its bbox",
+        "annotation id 18: segmentation[1] has 1 point, fewer than 3: skipped",
+    ]
+    np.testing.assert_array_equal(records["b.png"].segments[0], np.float32(TRIANGLE).reshape(-1, 2))
 
 
 def test_polygons_come_back_from_the_label_cache(tmp_path):

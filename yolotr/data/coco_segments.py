@@ -71,11 +71,20 @@ def coco_polygon(
         if parts is None:
             return None
     elif isinstance(segmentation, list):
-        parts = [_part(p, i, file, where, problems) for i, p in enumerate(segmentation)]
-        parts = [p for p in parts if p is not None]
+        read = [_part(p, i) for i, p in enumerate(segmentation)]
+        parts = [p for p in read if len(p) >= 3]
         if not parts:
             problems.append(warning(file, None, f"{where}: segmentation has no polygon of 3 points: used as its bbox"))
             return None
+        for i, p in enumerate(read):
+            if len(p) < 3:
+                problems.append(
+                    warning(
+                        file,
+                        None,
+                        f"{where}: segmentation[{i}] has {len(p)} point{'s' * (len(p) != 1)}, fewer than 3: skipped",
+                    )
+                )
     else:
         raise SegmentationError(
             MALFORMED,
@@ -85,11 +94,12 @@ def coco_polygon(
     return parts[0] if len(parts) == 1 else join_parts(parts)
 
 
-def _part(part: object, i: int, file: str, where: str, problems: list[Problem]) -> np.ndarray | None:
-    """``segmentation[i]`` as ``(K, 2)`` float64 points, or None (warned) when it has fewer than 3.
+def _part(part: object, i: int) -> np.ndarray:
+    """``segmentation[i]`` as ``(K, 2)`` float64 points (``K`` may be below 3: the caller skips it).
 
     Raises:
-        SegmentationError: not a flat list of numbers, NaN or inf, or an odd number of coordinates.
+        SegmentationError: not a flat list of numbers (``true`` is not one), NaN or inf, or an odd number of
+            coordinates.
     """
     key = f"segmentation[{i}]"
     if not isinstance(part, list):
@@ -98,7 +108,7 @@ def _part(part: object, i: int, file: str, where: str, problems: list[Problem]) 
         values = np.array(part)
     except (ValueError, TypeError):
         values = np.array(None)
-    if values.ndim != 1 or values.dtype.kind not in "iuf":
+    if values.ndim != 1 or values.dtype.kind not in "iuf" or any(isinstance(v, bool) for v in part):
         bad = next((v for v in part if isinstance(v, bool) or not isinstance(v, int | float)), None)
         raise SegmentationError(MALFORMED, f"{key}: non-numeric coordinate {bad!r:.60}")
     values = values.astype(np.float64)
@@ -106,9 +116,6 @@ def _part(part: object, i: int, file: str, where: str, problems: list[Problem]) 
         raise SegmentationError(NON_FINITE, f"{key}: NaN or inf coordinate")
     if len(values) % 2:
         raise SegmentationError(MALFORMED, f"{key}: {len(values)} coordinates, an odd number: expected x, y pairs")
-    if len(values) < 6:
-        problems.append(warning(file, None, f"{where}: {key} has {len(values) // 2} points, fewer than 3: skipped"))
-        return None
     return values.reshape(-1, 2)
 
 
