@@ -100,16 +100,20 @@ class C3SPP(C3):
         self.m = SPP(int(c2 * e), int(c2 * e), tuple(k))
 
 
-class Contract(nn.Module):
+class _GainReshape(nn.Module):
+    """A parameter-free move of pixels between space and channels by an integer ``gain`` (YOLOv5's row ``[gain]``)."""
+
+    def __init__(self, gain: int = 2):
+        super().__init__()
+        self.gain = gain
+
+
+class Contract(_GainReshape):
     """Space-to-depth by ``gain``: ``(B, C, H, W) -> (B, C * gain**2, H / gain, W / gain)``.
 
     Like ``Focus``'s slicing, but the output channels are ordered by offset ``(dy, dx)`` then channel, as
     YOLOv5 orders them, and there is no convolution. ``H`` and ``W`` must be multiples of ``gain``.
     """
-
-    def __init__(self, gain: int = 2):
-        super().__init__()
-        self.gain = gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
@@ -118,13 +122,9 @@ class Contract(nn.Module):
         return x.view(b, c * s * s, h // s, w // s)
 
 
-class Expand(nn.Module):
+class Expand(_GainReshape):
     """Depth-to-space by ``gain``, the inverse of :class:`Contract`:
     ``(B, C, H, W) -> (B, C / gain**2, H * gain, W * gain)``. ``C`` must be a multiple of ``gain ** 2``."""
-
-    def __init__(self, gain: int = 2):
-        super().__init__()
-        self.gain = gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
