@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import torch
 
-from yolotr.data.dataset import read_image as read_bgr
+from yolotr.data.image_read import read_image as read_bgr
 from yolotr.data.validation import IMAGE_SUFFIXES, TRUNCATED_JPEG, WIDE_TIFF, inspect_image, truncated_jpeg
 from yolotr.errors import DataError
 
@@ -24,7 +24,7 @@ VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpeg", ".mp
 
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image as RGB ``(H, W, 3)`` uint8: EXIF-rotated, greyscale, alpha and 16-bit converted
-    (OpenCV's ``imread``, as YOLOv5 reads images, through :func:`yolotr.data.dataset.read_image`).
+    (OpenCV's ``imread``, as YOLOv5 reads images, through :func:`yolotr.data.image_read.read_image`).
 
     Raises:
         DataError: naming the file when it is missing, unreadable or not an image, a JPEG without its
