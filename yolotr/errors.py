@@ -80,7 +80,6 @@ FOREIGN_SETTINGS = {
     "classes": "; training uses every class of the dataset: list only the wanted classes in its names and labels",
     "rect": "; training batches are square mosaics; validation and prediction are rectangular already",
     "fraction": "; name a subset of the images in a list file (train: subset.txt)",
-    "mixup": "; yolotr has no mixup augmentation (remove the key; 0 is its off value)",
     "copy_paste": "; yolotr has no copy-paste augmentation (remove the key; 0 is its off value)",
     "iou_t": "; YOLOv5's iou_t is read by nothing in YOLOv5 either (remove the key)",
 }

@@ -27,8 +27,9 @@ import yaml
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 from yolotr.data.image_read import read_image
+from yolotr.data.mixup import maybe_mixup
 from yolotr.data.sources import ImageRecord
-from yolotr.data.transforms import augment, letterbox, mosaic4
+from yolotr.data.transforms import augment, colour_flips, hyp_affine, letterbox, mosaic4
 
 LOGGER = logging.getLogger("yolotr")
 
@@ -44,6 +45,7 @@ AUG_KEYS = (
     "flipud",
     "fliplr",
     "mosaic",
+    "mixup",
 )
 
 Shapes = tuple[tuple[int, int], tuple[tuple[float, float], tuple[float, float]]]
@@ -120,7 +122,7 @@ class DetectionDataset(Dataset):
     Args:
         records: usable images from :func:`~yolotr.data.sources.load_records`.
         imgsz: training/validation size in pixels.
-        augment: training augmentation (mosaic, affine, HSV, flips per ``hyp``).
+        augment: training augmentation (mosaic, affine, mixup, HSV, flips per ``hyp``).
         hyp: augmentation keys of ``cfg/default.yaml``; missing keys take the defaults.
         rect: rectangular batches (validation): records are sorted by aspect ratio and each batch
             is letterboxed to the smallest stride multiple that fits it. Do not shuffle.
@@ -241,6 +243,25 @@ class DetectionDataset(Dataset):
         segments = [p * np.float32([sx, sy]) for p in rec.segments]
         return rec.boxes * np.float32([sx, sy, sx, sy]), rec.classes.copy(), segments
 
+    def _mosaic(self, i: int, rng: np.random.Generator, pool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Image ``i`` in a mosaic with three images of ``pool``, through the random affine (not yet the HSV jitter
+        and flips): ``((imgsz, imgsz, 3) uint8 BGR, (N, 4) float32 xyxy, (N,) int64)``."""
+        idx = [i, *(pool[k] for k in rng.integers(0, len(pool), 3))]
+        images, boxes, classes, segments = [], [], [], []
+        for j in idx:
+            img, _, hw = self.load_image(j)
+            b, c, s = self._scaled_boxes(j, hw)
+            images.append(img)
+            boxes.append(b)
+            classes.append(c)
+            segments.append(s)
+        if any(segments):  # polygons: the box of each one's part in view (an image without: all boxes)
+            segments = [s or [np.zeros((0, 2), np.float32)] * len(b) for s, b in zip(segments, boxes)]
+            img, b, c, s = mosaic4(images, boxes, classes, self.imgsz, rng, segments=segments)
+            return hyp_affine(img, b, c, self.hyp, rng, border=-self.imgsz // 2, segments=s)
+        img, b, c = mosaic4(images, boxes, classes, self.imgsz, rng)
+        return hyp_affine(img, b, c, self.hyp, rng, border=-self.imgsz // 2)
+
     def __getitem__(self, i: int | tuple[int, int, int]):
         """Item ``i``; an index ``(seed, epoch, i)`` draws its augmentation from a generator seeded
         with that triple (and mosaic partners from the whole set), so a sample is the same whichever
@@ -253,22 +274,9 @@ class DetectionDataset(Dataset):
             rng = self.rng
             pool = list(self._buffer) if self._buffer and self._ram is None else range(len(self.records))
         if self.mosaic and rng.random() < self.hyp["mosaic"]:
-            idx = [i, *(pool[k] for k in rng.integers(0, len(pool), 3))]
-            images, boxes, classes, segments = [], [], [], []
-            for j in idx:
-                img, _, hw = self.load_image(j)
-                b, c, s = self._scaled_boxes(j, hw)
-                images.append(img)
-                boxes.append(b)
-                classes.append(c)
-                segments.append(s)
-            if any(segments):  # polygons: the box of each one's part in view (an image without: all boxes)
-                segments = [s or [np.zeros((0, 2), np.float32)] * len(b) for s, b in zip(segments, boxes)]
-                img, b, c, s = mosaic4(images, boxes, classes, self.imgsz, rng, segments=segments)
-                img, b, c = augment(img, b, c, self.hyp, rng, border=-self.imgsz // 2, segments=s)
-            else:
-                img, b, c = mosaic4(images, boxes, classes, self.imgsz, rng)
-                img, b, c = augment(img, b, c, self.hyp, rng, border=-self.imgsz // 2)
+            first = self._mosaic(i, rng, pool)
+            img, b, c = maybe_mixup(first, self.hyp["mixup"], rng, len(self), lambda j: self._mosaic(j, rng, pool))
+            img, b = colour_flips(img, b, self.hyp, rng)
             shapes = None
         else:
             img, (h0, w0), (h, w) = self.load_image(i)

@@ -430,7 +430,8 @@ def augment(
     pad_value: int = 114,
     segments: list[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The training chain after letterbox or mosaic: random affine, HSV jitter, flips.
+    """The training chain after letterbox or mosaic: random affine, HSV jitter, flips
+    (:func:`hyp_affine`, then :func:`colour_flips`).
 
     Args:
         image: ``(H, W, 3)`` uint8 BGR; boxes ``(N, 4)`` float32 xyxy pixels; classes ``(N,)``.
@@ -442,7 +443,24 @@ def augment(
     Returns:
         ``(H + 2 border, W + 2 border, 3)`` uint8 image, boxes and classes of the kept boxes.
     """
-    image, boxes, classes = random_affine(
+    image, boxes, classes = hyp_affine(image, boxes, classes, hyp, rng, border, pad_value, segments)
+    image, boxes = colour_flips(image, boxes, hyp, rng)
+    return image, boxes, classes
+
+
+def hyp_affine(
+    image: np.ndarray,
+    boxes: np.ndarray,
+    classes: np.ndarray,
+    hyp: dict,
+    rng: np.random.Generator,
+    border: int = 0,
+    pad_value: int = 114,
+    segments: list[np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`random_affine` with the ``degrees``, ``translate``, ``scale``, ``shear`` and ``perspective`` of
+    ``hyp`` (0 where missing); the arguments and returns of :func:`augment`."""
+    return random_affine(
         image,
         boxes,
         classes,
@@ -456,10 +474,17 @@ def augment(
         pad_value=pad_value,
         segments=segments,
     )
+
+
+def colour_flips(
+    image: np.ndarray, boxes: np.ndarray, hyp: dict, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """HSV jitter (``hsv_h``, ``hsv_s``, ``hsv_v``; three draws), then the up-down and left-right flips
+    (``flipud``, ``fliplr``; two draws) of a ``(H, W, 3)`` uint8 BGR image and its ``(N, 4)`` xyxy boxes."""
     image = hsv_jitter(image, rng, hyp.get("hsv_h", 0.0), hyp.get("hsv_s", 0.0), hyp.get("hsv_v", 0.0))
     ud, lr = rng.random(2)
     if ud < hyp.get("flipud", 0.0):
         image, boxes = flip(image, boxes, horizontal=False)
     if lr < hyp.get("fliplr", 0.0):
         image, boxes = flip(image, boxes, horizontal=True)
-    return image, boxes, classes
+    return image, boxes
