@@ -123,6 +123,7 @@ TRAIN_KEYS = (
     "val",
     "autoanchor",
     "single_cls",
+    "classes",
 )
 
 
@@ -328,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-ram", dest="cache_ram", action="store_true", default=None)
     p.add_argument("--sync-bn", dest="sync_bn", action="store_true", default=None)
     p.add_argument("--single-cls", dest="single_cls", action="store_true", default=None, help=SINGLE_CLS_HELP)
+    p.add_argument("--classes", type=int, nargs="+", help="train (and validate) on the objects of these class ids only")
     p.add_argument("--no-val", dest="val", action="store_false", default=None)
     p.add_argument(
         "--noautoanchor",

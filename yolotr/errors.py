@@ -74,12 +74,12 @@ FOREIGN_SETTINGS = {
         ("val.name", "val.project"),
         "; val writes its plots and COCO JSON into save_dir=... (project and name are train's and predict's)",
     ),
+    "val.classes": "; val scores every class of the set (train's classes=[...] keeps some in training and in its "
+    "validations)",
     "time": "; time_limit=MINUTES (the package's time is in hours)",
     "cache": "; cache_ram=true keeps every decoded, resized training image in memory (the package's cache=ram; "
     "there is no disk cache)",
-    "classes": "; training uses every class of the dataset: list only the wanted classes in its names and labels",
     "rect": "; training batches are square mosaics; validation and prediction are rectangular already",
-    "fraction": "; name a subset of the images in a list file (train: subset.txt)",
     "copy_paste": "; yolotr has no copy-paste augmentation (remove the key; 0 is its off value)",
     "iou_t": "; YOLOv5's iou_t is read by nothing in YOLOv5 either (remove the key)",
 }

@@ -118,7 +118,7 @@ def test_yolov5s_save_period_flag_is_epochs():
 
 
 @pytest.mark.parametrize(
-    ("word", "hint"), [("time", "time_limit=MINUTES"), ("classes", "every class"), ("cache", "cache_ram=true")]
+    ("word", "hint"), [("time", "time_limit=MINUTES"), ("rect", "square mosaics"), ("cache", "cache_ram=true")]
 )
 def test_refused_package_settings_say_what_to_do(word, hint):
     with pytest.raises(ConfigError, match=hint):

@@ -102,6 +102,8 @@ def test_unknown_keywords_of_predict_val_export_name_the_setting():
         ConfigError, match=r"val: unknown setting 'name'; val writes its plots and COCO JSON into save_dir"
     ):
         model.val(data="shapes", name="v")
+    with pytest.raises(ConfigError, match=r"val: unknown setting 'classes'; val scores every class of the set"):
+        model.val(data="shapes", classes=[0])  # train takes classes=, and predict (its detections)
     with pytest.raises(ConfigError, match=r"predict: unknown setting 'augment'; yolotr has no test-time augmentation"):
         model.predict("x.jpg", augment=True)
     with pytest.raises(ConfigError, match=r"predict: unknown setting 'line_width'; give it to Results.plot"):

@@ -34,7 +34,7 @@ RANGES = {
         "[0, 0.001]": "perspective",  # YOLOv5's and the package's documented range
         "[0, 1]": "mosaic mixup fliplr flipud translate val_conf ema_decay label_smoothing hsv_h hsv_s hsv_v",
         "[0, 1)": "momentum warmup_momentum scale",
-        "(0, 1]": "nan_lr_factor",
+        "(0, 1]": "nan_lr_factor fraction",
     }.items()
     for key in keys.split()
 }
@@ -94,12 +94,34 @@ def check_optimizer(value, source: str = "arguments", key: str = "optimizer") ->
     )
 
 
+def check_classes(value, source: str = "arguments", key: str = "classes") -> list[int]:
+    """Class ids: a whole number ``>= 0`` or a non-empty list of them (``2``, ``[0, 2]``; repeats dropped), given
+    back as a list; else a ``ConfigError``. Whether each is a class of the dataset is checked against its names
+    (:func:`~yolotr.data.subset.check_class_ids`)."""
+    items = value if isinstance(value, list | tuple) else [value]
+    ids = []
+    for item in items:
+        if isinstance(item, str) and item.strip().lstrip("-").isdigit():
+            item = int(item)  # "--set classes=[0,2]" gives numbers already; a list typed with quotes does not
+        if isinstance(item, float) and item.is_integer():
+            item = int(item)
+        if isinstance(item, bool) or not isinstance(item, int) or item < 0:
+            raise ConfigError(
+                f"{source}: setting '{key}' must be a class id (a whole number >= 0) or a list of them, got {value!r}"
+            )
+        ids.append(item)
+    if not ids:
+        raise ConfigError(f"{source}: setting '{key}' is an empty list: it would keep no object (null keeps all)")
+    return list(dict.fromkeys(ids))
+
+
 CHOICE_CHECKS = {
     "optimizer": check_optimizer,
     "amp": check_amp,
     "lean_activations": check_true_false_auto,
     "lr_transformer_scale": check_number_or_auto,
     "val_iou": check_fraction_or_auto,
+    "classes": check_classes,
 }
 
 

@@ -26,6 +26,7 @@ from yolotr.data.dataset import AUG_KEYS, DetectionDataset
 from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.data.single_class import single_class, single_class_names
 from yolotr.data.sources import load_dataset_config, load_records
+from yolotr.data.subset import check_class_ids, training_subset
 from yolotr.engine.amp import StepGate, resolve_amp
 from yolotr.engine.autoanchor import run_autoanchor
 from yolotr.engine.config import default_config, resolve_config
@@ -112,6 +113,7 @@ class Trainer(OptimizerStepping):
         if isinstance(cfg["data"], str | Path) and Path(cfg["data"]).is_file():  # a resume from another folder
             cfg["data"] = os.path.abspath(cfg["data"])  # finds it (args.yaml and last.pt keep this path)
         self.data = load_dataset_config(cfg["data"])  # its own names: the labels are checked against them
+        check_class_ids(cfg["classes"], self.data.names)
         self.names = single_class_names(self.data.names) if cfg["single_cls"] else list(self.data.names)
         self.memory_format = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
         self.model = self._build_model().to(self.device, memory_format=self.memory_format)
@@ -197,8 +199,11 @@ class Trainer(OptimizerStepping):
             self.val_loader.start()
 
     def _records(self, split: str, log: bool = False) -> list:
-        """The split's records, every class 0 with ``single_cls`` (:func:`~yolotr.data.single_class.single_class`)."""
+        """The split's records: ``fraction`` of the training split and the objects of ``classes``
+        (:func:`~yolotr.data.subset.training_subset`), then every class 0 with ``single_cls``
+        (:func:`~yolotr.data.single_class.single_class`), as the package applies them."""
         records, _ = load_records(self.data, split, log=log)
+        records = training_subset(records, split, self.cfg["fraction"], self.cfg["classes"], log=log)
         return single_class(self.data, records)[1] if self.cfg["single_cls"] else records
 
     def _build_model(self) -> DetectionModel:

@@ -1,0 +1,64 @@
+"""``fraction``, ``classes`` and ``mixup`` in a training run: the training set is the first images by path, the
+objects of the classes asked (in training and in the validations during training, as the package), the model keeps
+every class; with ``single_cls`` the objects kept become class 0."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.engine.conftest import tiny_train_cfg
+from yolotr.cli import build_parser
+from yolotr.data.sources import load_records
+from yolotr.engine.trainer import Trainer
+from yolotr.errors import ConfigError
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
+
+def _classes(records) -> np.ndarray:
+    return np.concatenate([r.classes for r in records])
+
+
+def test_a_run_trains_on_the_fraction_and_classes_asked(tiny_shapes, tmp_path):
+    train, _ = load_records(tiny_shapes, "train", log=False)
+    val, _ = load_records(tiny_shapes, "val", log=False)
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, val=True, fraction=0.5, classes=[0, 2], mixup=0.5)
+    trainer = Trainer(cfg)
+    trainer.train()
+    first = sorted(r.path for r in train)[: round(len(train) * 0.5)]
+    assert sorted(r.path for r in trainer.train_set.records) == first
+    assert set(_classes(trainer.train_set.records).tolist()) <= {0, 2}
+    kept = [r for r in train if r.path in first]
+    assert len(_classes(trainer.train_set.records)) == np.isin(_classes(kept), [0, 2]).sum() > 0
+    validation = trainer.val_loader.dataset.records
+    assert len(validation) == len(val)  # every validation image, only the objects of the classes
+    assert len(_classes(validation)) == np.isin(_classes(val), [0, 2]).sum() < len(_classes(val))
+    assert trainer.model.nc == 3 and trainer.names == ["circle", "square", "triangle"]
+    settings = yaml.safe_load((trainer.save_dir / "args.yaml").read_text())
+    assert (settings["fraction"], settings["classes"], settings["mixup"]) == (0.5, [0, 2], 0.5)
+
+
+def test_classes_then_single_cls(tiny_shapes, tmp_path):
+    train, _ = load_records(tiny_shapes, "train", log=False)
+    trainer = Trainer(tiny_train_cfg(tiny_shapes, tmp_path, classes=[1], single_cls=True))
+    trainer._setup()
+    got = _classes(trainer.train_set.records)
+    assert len(got) == (_classes(train) == 1).sum() > 0 and not got.any() and trainer.names == ["item"]
+
+
+def test_a_class_id_past_the_names_is_refused_at_the_key(tiny_shapes, tmp_path):
+    with pytest.raises(ConfigError, match="'classes' has class id 3, but the dataset has 3 classes"):
+        Trainer(tiny_train_cfg(tiny_shapes, tmp_path, classes=[0, 3])).train()
+
+
+def test_the_train_flag_and_key_values():
+    """``--classes`` as predict's; fraction has no flag of its own (``--patiense`` would suggest it over
+    ``--set patience``): ``fraction=0.25`` and ``--set fraction=0.25``, as the other settings."""
+    from yolotr.cli_args import expand_key_values, set_overrides
+
+    parser = build_parser()
+    args = parser.parse_args(expand_key_values(parser, ["train", "classes=[0,2]", "fraction=0.25"]))
+    assert args.classes == [0, 2] and set_overrides(args.set) == {"fraction": 0.25}
+    assert parser.parse_args(["train", "--classes", "1"]).classes == [1]
