@@ -38,6 +38,8 @@ def test_a_run_trains_on_the_fraction_and_classes_asked(tiny_shapes, tmp_path):
     assert trainer.model.nc == 3 and trainer.names == ["circle", "square", "triangle"]
     settings = yaml.safe_load((trainer.save_dir / "args.yaml").read_text())
     assert (settings["fraction"], settings["classes"], settings["mixup"]) == (0.5, [0, 2], 0.5)
+    resumed = Trainer.resume(trainer.save_dir, epochs=2)  # the run's settings, these with them
+    assert (resumed.cfg["fraction"], resumed.cfg["classes"], resumed.cfg["mixup"]) == (0.5, [0, 2], 0.5)
 
 
 def test_classes_then_single_cls(tiny_shapes, tmp_path):
@@ -62,3 +64,30 @@ def test_the_train_flag_and_key_values():
     args = parser.parse_args(expand_key_values(parser, ["train", "classes=[0,2]", "fraction=0.25"]))
     assert args.classes == [0, 2] and set_overrides(args.set) == {"fraction": 0.25}
     assert parser.parse_args(["train", "--classes", "1"]).classes == [1]
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def test_a_run_with_mixup_resumes_to_the_same_weights(tiny_shapes, tmp_path):
+    """Each item's mixup draws come from its ``(seed, epoch, index)`` generator, its partner from the whole set:
+    a run stopped in its second epoch and resumed ends with the weights of one that was not stopped."""
+    import torch
+
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, save_period_steps=1, mosaic=1.0, mixup=0.5, workers=1)
+    trainer = Trainer(cfg)
+
+    def crash(t):
+        if t.step == 5:
+            raise _Crash("power cut")
+
+    trainer.add_callback("on_batch_start", crash)
+    with pytest.raises(_Crash):
+        trainer.train()
+    Trainer.resume(tmp_path / "run").train()
+    resumed = torch.load(tmp_path / "run" / "weights" / "last.pt", weights_only=True)
+    Trainer({**cfg, "name": "straight"}).train()
+    straight = torch.load(tmp_path / "straight" / "weights" / "last.pt", weights_only=True)
+    for key, value in straight["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
