@@ -10,7 +10,8 @@ blend. Where the references part:
   with a partner that may be letterboxed too. yolotr follows YOLOv5: an item without a mosaic is never mixed, and
   ``close_mosaic`` (which turns the mosaic off) turns mixup off as the package's ``close_mosaic`` does.
 - Both draw the partner from the whole set (``random.randint(0, n - 1)``), as here; its mosaic partners come from
-  the same pool as the first image's (the worker's buffer, or the whole set for a seeded index).
+  the same pool as the first image's (the worker's buffer, or the whole set for a seeded index). The coin is
+  YOLOv5's ``u < P`` (the package mixes when ``u <= P``: the same but for a draw of exactly ``P``).
 - Every number is drawn from the dataset's generator (not numpy's and Python's global ones), and none at all when
   ``P`` is 0: the items of a run without mixup are those of a yolotr without it, bit for bit.
 """
