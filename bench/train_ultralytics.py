@@ -216,7 +216,7 @@ def check_af_mirror() -> None:
     pairs = {k: k for k in ("hsv_h", "hsv_s", "hsv_v", "degrees", "translate", "scale", "shear", "perspective")}
     pairs.update({k: k for k in ("flipud", "fliplr", "mosaic", "momentum", "weight_decay", "warmup_momentum")})
     pairs.update(warmup_bias_lr="warmup_bias_lr", nbs="nbs", lrf="lrf", conf=None, box="af_box", cls="af_cls")
-    pairs.update(dfl="dfl", mixup="mixup", copy_paste=None, cutmix=None, max_det="max_det")
+    pairs.update(dfl="dfl", mixup="mixup", copy_paste="copy_paste", cutmix=None, max_det="max_det")
     differ = {}
     for key, our_key in pairs.items():
         if our_key is None:  # augmentations yolotr does not have: they must be off in the package

@@ -80,7 +80,8 @@ FOREIGN_SETTINGS = {
     "cache": "; cache_ram=true keeps every decoded, resized training image in memory (the package's cache=ram; "
     "there is no disk cache)",
     "rect": "; training batches are square mosaics; validation and prediction are rectangular already",
-    "copy_paste": "; yolotr has no copy-paste augmentation (remove the key; 0 is its off value)",
+    "copy_paste_mode": "; copy_paste pastes each object's mirror (the package's flip mode, YOLOv5's); the mixup "
+    "mode (objects of another image) is not implemented (remove the key)",
     "iou_t": "; YOLOv5's iou_t is read by nothing in YOLOv5 either (remove the key)",
 }
 

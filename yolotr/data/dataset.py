@@ -26,6 +26,7 @@ import torch
 import yaml
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
+from yolotr.data.copy_paste import maybe_copy_paste
 from yolotr.data.image_read import read_image
 from yolotr.data.mixup import maybe_mixup
 from yolotr.data.sources import ImageRecord
@@ -46,6 +47,7 @@ AUG_KEYS = (
     "fliplr",
     "mosaic",
     "mixup",
+    "copy_paste",
 )
 
 Shapes = tuple[tuple[int, int], tuple[tuple[float, float], tuple[float, float]]]
@@ -122,7 +124,7 @@ class DetectionDataset(Dataset):
     Args:
         records: usable images from :func:`~yolotr.data.sources.load_records`.
         imgsz: training/validation size in pixels.
-        augment: training augmentation (mosaic, affine, mixup, HSV, flips per ``hyp``).
+        augment: training augmentation (mosaic, copy-paste, affine, mixup, HSV, flips per ``hyp``).
         hyp: augmentation keys of ``cfg/default.yaml``; missing keys take the defaults.
         rect: rectangular batches (validation): records are sorted by aspect ratio and each batch
             is letterboxed to the smallest stride multiple that fits it. Do not shuffle.
@@ -244,8 +246,9 @@ class DetectionDataset(Dataset):
         return rec.boxes * np.float32([sx, sy, sx, sy]), rec.classes.copy(), segments
 
     def _mosaic(self, i: int, rng: np.random.Generator, pool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Image ``i`` in a mosaic with three images of ``pool``, through the random affine (not yet the HSV jitter
-        and flips): ``((imgsz, imgsz, 3) uint8 BGR, (N, 4) float32 xyxy, (N,) int64)``."""
+        """Image ``i`` in a mosaic with three images of ``pool``, through copy-paste (objects with a polygon) and the
+        random affine (not yet the HSV jitter and flips): ``((imgsz, imgsz, 3) uint8 BGR, (N, 4) float32 xyxy,
+        (N,) int64)``."""
         idx = [i, *(pool[k] for k in rng.integers(0, len(pool), 3))]
         images, boxes, classes, segments = [], [], [], []
         for j in idx:
@@ -258,6 +261,7 @@ class DetectionDataset(Dataset):
         if any(segments):  # polygons: the box of each one's part in view (an image without: all boxes)
             segments = [s or [np.zeros((0, 2), np.float32)] * len(b) for s, b in zip(segments, boxes)]
             img, b, c, s = mosaic4(images, boxes, classes, self.imgsz, rng, segments=segments)
+            img, b, c, s = maybe_copy_paste(img, b, c, s, self.hyp["copy_paste"], rng)
             return hyp_affine(img, b, c, self.hyp, rng, border=-self.imgsz // 2, segments=s)
         img, b, c = mosaic4(images, boxes, classes, self.imgsz, rng)
         return hyp_affine(img, b, c, self.hyp, rng, border=-self.imgsz // 2)
