@@ -49,7 +49,8 @@ def copy_paste(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, segmen
     ``copy_paste`` does for its sample ``picks`` (bit for bit).
 
     Args:
-        image: ``(H, W, 3)`` uint8 BGR canvas; it is not changed (a pasted image is a new array).
+        image: ``(H, W, 3)`` uint8 BGR canvas, written in place as YOLOv5 writes it (a copy of a whole mosaic
+            canvas cost more than the rest of the paste: pass a copy to keep it).
         boxes: ``(N, 4)`` float32 xyxy pixel boxes; classes: ``(N,)`` int64.
         segments: the ``N`` objects' ``(K, 2)`` float32 pixel polygons (``K = 0`` for an object given as a box).
         picks: rows of objects with a polygon.
@@ -64,7 +65,7 @@ def copy_paste(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, segmen
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     classes = np.asarray(classes, np.int64).reshape(-1)
     segments = list(segments)
-    mask = None
+    mask, low, high = None, np.array([w, h]), np.array([-1, -1])  # the mask, and the corners of its drawn part
     for j in picks:
         if not len(segments[j]):
             raise ValueError(f"object {j} has no polygon: only an object with a polygon is pasted")
@@ -77,9 +78,14 @@ def copy_paste(image: np.ndarray, boxes: np.ndarray, classes: np.ndarray, segmen
             segments.append(np.stack((w - polygon[:, 0], polygon[:, 1]), 1).astype(np.float32))
             if mask is None:
                 mask = np.zeros((h, w), np.uint8)
-            cv2.drawContours(mask, [polygon.astype(np.int32)], -1, 1, cv2.FILLED)
-    if mask is not None:
-        image = cv2.copyTo(cv2.flip(image, 1), cv2.flip(mask, 1), image.copy())
+            vertices = polygon.astype(np.int32)
+            cv2.drawContours(mask, [vertices], -1, 1, cv2.FILLED)
+            low, high = np.minimum(low, vertices.min(0)), np.maximum(high, vertices.max(0))
+    if mask is not None:  # only the rectangle the mirrors cover is flipped: columns x0..x1 go to w-1-x1..w-1-x0
+        (x0, y0), (x1, y1) = low.clip(0), np.minimum(high, [w - 1, h - 1])
+        rows, source, target = slice(y0, y1 + 1), slice(x0, x1 + 1), slice(w - 1 - x1, w - x0)
+        flipped = cv2.flip(image[rows, source], 1)  # read before the target, which it may overlap, is written
+        image[rows, target] = cv2.copyTo(flipped, cv2.flip(mask[rows, source], 1), image[rows, target].copy())
     return image, boxes, classes, segments
 
 
