@@ -21,6 +21,9 @@ a box (no polygon) is never pasted, as in both references. Where the references 
   (``mosaic < 1``). yolotr follows YOLOv5, so ``close_mosaic`` turns copy-paste off with the mosaic, as the
   package's ``close_mosaic`` does. The package's ``copy_paste_mode: mixup`` (objects of another image) is not
   implemented.
+- YOLOv5 counts ``n`` and picks objects by their place in its list of polygons, which is shorter than its labels
+  (and picks the wrong rows) when a mosaic joins images with polygons and images of boxes; here each object keeps
+  its row, a box as an empty polygon, and only rows with a polygon are counted and picked.
 - The sample is drawn from the dataset's generator (YOLOv5: Python's ``random.sample``), and nothing is drawn
   when ``P`` is 0, when no object has a polygon or when ``round(P * n)`` is 0, as in YOLOv5: the items of a run
   without copy-paste, or of a set of boxes, are what they were before the setting existed.
