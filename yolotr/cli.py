@@ -142,7 +142,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             run = latest_checkpoint(overrides.pop("project", None))
         trainer = Trainer.resume(run, **overrides)
     else:
-        trainer = Trainer({**(_cfg_file(args.cfg) if args.cfg else {}), **overrides})
+        trainer = Trainer(overrides, cfg_file=args.cfg)
     trainer.train()  # its closing line (epochs, minutes, "results in <run directory>") is logged once
     _print_final_table(trainer)
     return 0

@@ -55,6 +55,20 @@ def test_a_class_id_past_the_names_is_refused_at_the_key(tiny_shapes, tmp_path):
         Trainer(tiny_train_cfg(tiny_shapes, tmp_path, classes=[0, 3])).train()
 
 
+def test_a_class_id_past_the_names_in_a_cfg_file_names_the_file(tiny_shapes, tmp_path, capsys):
+    """``yolotr train --cfg hyp.yaml`` with ``classes: [0, 3]`` in the file: the error names the file (it said
+    ``arguments``); ``--classes`` given too replaces the file's, and its error names the arguments."""
+    from yolotr.cli import main
+
+    cfg_file = tmp_path / "hyp.yaml"
+    cfg_file.write_text("classes: [0, 3]\n")
+    args = ["train", "--model", "yolov5n.yaml", "--data", str(tiny_shapes), "--imgsz", "64", "--epochs", "1"]
+    assert main([*args, "--cfg", str(cfg_file), "--project", str(tmp_path)]) != 0
+    assert capsys.readouterr().err.startswith(f"error: {cfg_file}: setting 'classes' has class id 3,")
+    assert main([*args, "--cfg", str(cfg_file), "--classes", "4", "--project", str(tmp_path)]) != 0
+    assert capsys.readouterr().err.startswith("error: arguments: setting 'classes' has class id 4,")
+
+
 def test_the_train_flag_and_key_values():
     """``--classes`` as predict's; fraction has no flag of its own (``--patiense`` would suggest it over
     ``--set patience``): ``fraction=0.25`` and ``--set fraction=0.25``, as the other settings."""

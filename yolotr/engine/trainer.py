@@ -29,7 +29,7 @@ from yolotr.data.sources import load_dataset_config, load_records
 from yolotr.data.subset import check_class_ids, training_subset
 from yolotr.engine.amp import StepGate, resolve_amp
 from yolotr.engine.autoanchor import run_autoanchor
-from yolotr.engine.config import default_config, resolve_config
+from yolotr.engine.config import default_config, load_cfg_file, resolve_config
 from yolotr.engine.early_stop import EarlyStopping
 from yolotr.engine.ema import ModelEMA
 from yolotr.engine.guard import NonFiniteGuard
@@ -63,12 +63,21 @@ class Trainer(OptimizerStepping):
         overrides: keys of ``cfg/default.yaml`` to change (``model``, ``data``, ``epochs``, ...).
         model: an already-built ``DetectionModel`` to train instead of ``overrides["model"]``, or a model YAML
             dict, built after the seed is set.
+        cfg_file: a ``--cfg`` YAML of settings, under ``overrides``; a check against the data names it.
     """
 
     def __init__(
-        self, overrides: dict | None = None, model: DetectionModel | dict | None = None, _resume: dict | None = None
+        self,
+        overrides: dict | None = None,
+        model: DetectionModel | dict | None = None,
+        _resume: dict | None = None,
+        cfg_file: str | Path | None = None,
     ):
-        self.cfg, self.given = resolve_config(overrides), {k for k, v in (overrides or {}).items() if v is not None}
+        layer = load_cfg_file(cfg_file) if cfg_file else {}
+        given = {k: v for k, v in (overrides or {}).items() if v is not None}
+        self.cfg = resolve_config({**layer, **given})
+        self.given = {k for k, v in layer.items() if v is not None} | set(given)
+        self.classes_source = str(cfg_file) if "classes" in layer and "classes" not in given else "arguments"
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
         self.local_rank = int(os.environ.get("LOCAL_RANK", "-1")) if self.world > 1 else -1
@@ -113,7 +122,7 @@ class Trainer(OptimizerStepping):
         if isinstance(cfg["data"], str | Path) and Path(cfg["data"]).is_file():  # a resume from another folder
             cfg["data"] = os.path.abspath(cfg["data"])  # finds it (args.yaml and last.pt keep this path)
         self.data = load_dataset_config(cfg["data"])  # its own names: the labels are checked against them
-        check_class_ids(cfg["classes"], self.data.names)
+        check_class_ids(cfg["classes"], self.data.names, self.classes_source)
         self.names = single_class_names(self.data.names) if cfg["single_cls"] else list(self.data.names)
         self.memory_format = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
         self.model = self._build_model().to(self.device, memory_format=self.memory_format)
