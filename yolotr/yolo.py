@@ -329,13 +329,15 @@ class YOLO(PackageHabits):
         ``data`` / ``imgsz`` are given (the built-in ``shapes`` set otherwise), as the ``ultralytics`` package;
         ``resume=True`` continues the run of the checkpoint it was loaded from (``weights/last.pt``; a model not
         loaded from one: the latest run under ``project``), and ``resume="runs/train/exp"`` that run
-        (:meth:`Trainer.resume`).
+        (:meth:`Trainer.resume`). ``cfg="hyp.yaml"`` reads settings from a YAML, under the keywords (the package's
+        ``cfg``, ``yolotr train --cfg``).
         A model built from a YAML and not trained yet is built again from it once ``seed`` is set, as the
         ``ultralytics`` package's trainer does, so that ``seed`` and ``deterministic`` cover its initial weights
         (two runs in two processes train alike); a second ``train()`` continues from the trained weights.
         """
         self._need_pytorch("training")
         from yolotr.data.sources import load_dataset_config
+        from yolotr.engine.config import load_cfg_file
         from yolotr.engine.trainer import Trainer
 
         resume = overrides.pop("resume", None)
@@ -344,17 +346,22 @@ class YOLO(PackageHabits):
                 run = self._resume_path(resume, overrides)
                 result = self._with_callbacks(Trainer.resume(run, **overrides)).train()
                 return self._load_best(result)
+            cfg_file = overrides.pop("cfg", None)
+            file = {k: v for k, v in (load_cfg_file(cfg_file) if cfg_file else {}).items() if v is not None}
             for key in ("data", "imgsz"):
-                if overrides.get(key) is None:  # not given (None too, as in val()): the checkpoint's, if it names one
+                if (
+                    overrides.get(key) is None and key not in file
+                ):  # not given (None too, as in val()): the checkpoint's
                     overrides.pop(key, None)
                     value = getattr(self.model, "train_data" if key == "data" else key, None)
                     if value is not None:
                         overrides[key] = value
                         LOGGER.info("%s: %s, the checkpoint's (give %s=... to train on another)", key, value, key)
-            if overrides.get("single_cls") is None and getattr(self.model, "single_cls", False):
+            if {overrides.get("single_cls"), file.get("single_cls")} == {None} and getattr(self.model, "single_cls", 0):
                 overrides["single_cls"] = True  # the checkpoint's, as the package keeps it
                 LOGGER.info("single_cls: True, the checkpoint's (give single_cls=False to train every class)")
-            nc = 1 if overrides.get("single_cls") else len(load_dataset_config(overrides.get("data", "shapes")).names)
+            given = {**file, **{k: v for k, v in overrides.items() if v is not None}}
+            nc = 1 if given.get("single_cls") else len(load_dataset_config(given.get("data", "shapes")).names)
             # untrained: the trainer builds it again from its YAML after it seeds (seed covers the weights)
             model = self.model if self.model.nc == nc and not self._untrained else None
             if model is None and isinstance(self.source, dict):
@@ -363,7 +370,7 @@ class YOLO(PackageHabits):
                 overrides.setdefault("weights", self._loaded_weights)
             # args.yaml and the log name the model trained (reproducible: yolotr train --cfg args.yaml)
             overrides.setdefault("model", self.source if isinstance(self.source, str) else self._yaml_name())
-            result = self._with_callbacks(Trainer(overrides, model=model)).train()
+            result = self._with_callbacks(Trainer(overrides, model=model, cfg_file=cfg_file)).train()
         self._untrained = False
         return self._load_best(result)
 

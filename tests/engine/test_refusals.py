@@ -74,7 +74,7 @@ def test_train_with_data_none_is_data_not_given(monkeypatch):
 
     calls = []
 
-    def record(overrides, model=None):
+    def record(overrides, model=None, cfg_file=None):
         calls.append(overrides)
         raise RuntimeError("stop")
 

@@ -105,3 +105,19 @@ def test_a_run_with_mixup_resumes_to_the_same_weights(tiny_shapes, tmp_path):
     straight = torch.load(tmp_path / "straight" / "weights" / "last.pt", weights_only=True)
     for key, value in straight["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key
+
+
+def test_train_reads_a_settings_file_given_as_cfg(tiny_shapes, tmp_path):
+    """``train(cfg="hyp.yaml")``, the package's spelling (it was an unknown setting): the file's settings under the
+    keywords, and a class id past the names refused naming the file."""
+    from yolotr import YOLO
+
+    cfg_file = tmp_path / "hyp.yaml"
+    cfg_file.write_text("classes: [0, 3]\n")
+    run = dict(data=str(tiny_shapes), imgsz=64, batch=4, val=False, project=str(tmp_path), verbose=False)
+    with pytest.raises(ConfigError, match=f"^{cfg_file}: setting 'classes' has class id 3"):
+        YOLO("yolov5n.yaml").train(cfg=str(cfg_file), epochs=1, **run)
+    cfg_file.write_text("fraction: 0.5\nmixup: 0.3\nepochs: 5\n")
+    YOLO("yolov5n.yaml").train(cfg=str(cfg_file), epochs=1, name="hyp", **run)
+    settings = yaml.safe_load((tmp_path / "hyp" / "args.yaml").read_text())
+    assert (settings["fraction"], settings["mixup"], settings["epochs"]) == (0.5, 0.3, 1)
