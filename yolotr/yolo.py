@@ -348,16 +348,15 @@ class YOLO(PackageHabits):
                 return self._load_best(result)
             cfg_file = overrides.pop("cfg", None)
             file = {k: v for k, v in (load_cfg_file(cfg_file) if cfg_file else {}).items() if v is not None}
-            for key in ("data", "imgsz"):
-                if (
-                    overrides.get(key) is None and key not in file
-                ):  # not given (None too, as in val()): the checkpoint's
+            for key in ("data", "imgsz"):  # not given (None too, as in val()): the checkpoint's, if it names one
+                if overrides.get(key) is None and key not in file:
                     overrides.pop(key, None)
                     value = getattr(self.model, "train_data" if key == "data" else key, None)
                     if value is not None:
                         overrides[key] = value
                         LOGGER.info("%s: %s, the checkpoint's (give %s=... to train on another)", key, value, key)
-            if {overrides.get("single_cls"), file.get("single_cls")} == {None} and getattr(self.model, "single_cls", 0):
+            unset = overrides.get("single_cls") is None and file.get("single_cls") is None
+            if unset and getattr(self.model, "single_cls", False):
                 overrides["single_cls"] = True  # the checkpoint's, as the package keeps it
                 LOGGER.info("single_cls: True, the checkpoint's (give single_cls=False to train every class)")
             given = {**file, **{k: v for k, v in overrides.items() if v is not None}}
