@@ -19,7 +19,7 @@ from yolotr.models.detection import DetectionModel
 from yolotr.ops.boxes import non_max_suppression
 
 from ..conftest import SHARED
-from .conftest import tiny_train_cfg
+from .conftest import assert_same_weights, resumed_and_straight, tiny_train_cfg
 
 
 def _rows(run_dir):
@@ -54,29 +54,9 @@ def test_bf16_autocast_training_is_finite_for_yolo12n(tiny_shapes, tmp_path):
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
-class _Crash(RuntimeError):
-    pass
-
-
 def test_resume_after_a_crash_gives_the_same_weights(tiny_shapes, tmp_path):
     cfg = tiny_train_cfg(tiny_shapes, tmp_path, model="yolov8n.yaml", save_period_steps=1)
-    trainer = Trainer(cfg)
-
-    def crash(t):
-        if t.step == 6:
-            raise _Crash("power cut")
-
-    trainer.add_callback("on_batch_start", crash)
-    with pytest.raises(_Crash):
-        trainer.train()
-    Trainer.resume(tmp_path / "run").train()
-    resumed = torch.load(tmp_path / "run" / "weights" / "last.pt", weights_only=True)
-    Trainer({**cfg, "name": "straight"}).train()
-    straight = torch.load(tmp_path / "straight" / "weights" / "last.pt", weights_only=True)
-    for key, value in straight["train_state"]["model"].items():
-        assert torch.equal(value, resumed["train_state"]["model"][key]), key
-    for key, value in straight["state_dict"].items():
-        assert torch.equal(value, resumed["state_dict"][key]), key
+    assert_same_weights(*resumed_and_straight(cfg, at_step=6))
 
 
 def test_nan_guard_names_the_area_attention_layer(tiny_shapes, tmp_path):

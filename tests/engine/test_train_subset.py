@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.engine.conftest import tiny_train_cfg
+from tests.engine.conftest import assert_same_weights, resumed_and_straight, tiny_train_cfg
 from yolotr.cli import build_parser
 from yolotr.data.sources import load_records
 from yolotr.engine.trainer import Trainer
@@ -80,31 +80,11 @@ def test_the_train_flag_and_key_values():
     assert parser.parse_args(["train", "--classes", "1"]).classes == [1]
 
 
-class _Crash(RuntimeError):
-    pass
-
-
 def test_a_run_with_mixup_resumes_to_the_same_weights(tiny_shapes, tmp_path):
     """Each item's mixup draws come from its ``(seed, epoch, index)`` generator, its partner from the whole set:
     a run stopped in its second epoch and resumed ends with the weights of one that was not stopped."""
-    import torch
-
     cfg = tiny_train_cfg(tiny_shapes, tmp_path, save_period_steps=1, mosaic=1.0, mixup=0.5, workers=1)
-    trainer = Trainer(cfg)
-
-    def crash(t):
-        if t.step == 5:
-            raise _Crash("power cut")
-
-    trainer.add_callback("on_batch_start", crash)
-    with pytest.raises(_Crash):
-        trainer.train()
-    Trainer.resume(tmp_path / "run").train()
-    resumed = torch.load(tmp_path / "run" / "weights" / "last.pt", weights_only=True)
-    Trainer({**cfg, "name": "straight"}).train()
-    straight = torch.load(tmp_path / "straight" / "weights" / "last.pt", weights_only=True)
-    for key, value in straight["state_dict"].items():
-        assert torch.equal(value, resumed["state_dict"][key]), key
+    assert_same_weights(*resumed_and_straight(cfg, at_step=5))
 
 
 def test_train_reads_a_settings_file_given_as_cfg(tiny_shapes, tmp_path):
