@@ -4,12 +4,12 @@ change)."""
 
 from __future__ import annotations
 
-import random
 import types
 
 import numpy as np
 import pytest
 
+from tests.data.conftest import assert_seeded_items_ignore_history
 from yolotr.data.copy_paste import copy_paste, maybe_copy_paste
 from yolotr.data.dataset import DetectionDataset
 from yolotr.data.sources import ImageRecord, load_records
@@ -143,17 +143,7 @@ def test_items_get_mirrors_and_stay_exact_per_seeded_index(shapes_records):
         dataset = DetectionDataset(shapes_records, 160, augment=True, hyp={"copy_paste": p, "fliplr": 0.0})
         counts[p] = sum(len(dataset[(0, 0, k)][1]) for k in range(len(dataset)))
     assert counts[1.0] > 1.2 * counts[0.0], counts
-    a = DetectionDataset(shapes_records, 96, augment=True, hyp={"copy_paste": 0.5})
-    b = DetectionDataset(shapes_records, 96, augment=True, hyp={"copy_paste": 0.5}, seed=9)
-    for k in range(5):
-        b[k]
-    np.random.seed(0)
-    random.seed(0)
-    for k in range(8):
-        first, second = a[(4, 1, k)], b[(4, 1, k)]
-        assert (first[0] == second[0]).all() and (first[1] == second[1]).all()
-    assert np.random.random() == np.random.RandomState(0).random_sample()
-    assert random.random() == random.Random(0).random()
+    assert_seeded_items_ignore_history(shapes_records, {"copy_paste": 0.5}, served_before=5, items=8)
 
 
 def test_copy_paste_does_not_change_items_without_polygons_or_at_zero(shapes_records):

@@ -4,11 +4,10 @@ change)."""
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
 
+from tests.data.conftest import assert_seeded_items_ignore_history
 from yolotr.data.dataset import DetectionDataset
 from yolotr.data.mixup import maybe_mixup, mixup
 from yolotr.data.sources import ImageRecord, load_records
@@ -117,17 +116,7 @@ def test_a_mixed_item_has_about_twice_the_labels(raccoon_records):
 def test_a_seeded_item_is_the_same_in_any_worker_and_leaves_the_global_generators(shapes_records):
     """The index ``(seed, epoch, i)`` decides the mixed item (what a resume relies on), whatever the dataset served
     before; numpy's and Python's global generators (which YOLOv5 draws from) are not touched."""
-    a = DetectionDataset(shapes_records, 96, augment=True, hyp={"mixup": 0.5})
-    b = DetectionDataset(shapes_records, 96, augment=True, hyp={"mixup": 0.5}, seed=9)
-    for k in range(10):
-        b[k]
-    np.random.seed(0)
-    random.seed(0)
-    for k in range(12):
-        first, second = a[(4, 1, k)], b[(4, 1, k)]
-        assert (first[0] == second[0]).all() and (first[1] == second[1]).all()
-    assert np.random.random() == np.random.RandomState(0).random_sample()
-    assert random.random() == random.Random(0).random()
+    assert_seeded_items_ignore_history(shapes_records, {"mixup": 0.5}, served_before=10, items=12)
 
 
 def test_the_partners_polygons_give_its_boxes(shapes_records):
