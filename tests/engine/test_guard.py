@@ -95,6 +95,42 @@ def test_a_second_roll_back_restores_the_optimizer_state_of_the_snapshot():
         assert all(torch.equal(state[i]["momentum_buffer"], saved[i]["momentum_buffer"]) for i in saved)
 
 
+def test_a_snapshot_is_written_into_the_last_ones_tensors_and_rolls_back_to_its_own_values():
+    """Snapshots of the same structure reuse the last one's tensors (one copy, no new memory); each still holds
+    the values of its own moment, not the live ones, and one of another structure (momentum buffers that did not
+    exist yet) is a new copy."""
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    guard = NonFiniteGuard()
+
+    def step():
+        optimizer.zero_grad()
+        model(torch.rand(2, 3, 16, 16)).square().mean().backward()
+        optimizer.step()
+
+    guard.take_snapshot(model=model, optimizer=optimizer)  # no momentum yet
+    first = guard.snapshot
+    step()
+    guard.take_snapshot(model=model, optimizer=optimizer)
+    second = guard.snapshot
+    assert second["model"]["0.weight"] is not first["model"]["0.weight"]  # another structure: a new copy
+    step()
+    guard.take_snapshot(model=model, optimizer=optimizer)
+    third = guard.snapshot
+    assert all(third["model"][k] is second["model"][k] for k in third["model"])  # written in place
+    good = copy.deepcopy(third)
+    assert all(torch.equal(good["model"][k], v) for k, v in model.state_dict().items())
+    step()
+    assert all(torch.equal(third["model"][k], v) for k, v in good["model"].items())  # not the live tensors
+    assert any(not torch.equal(good["model"][k], v) for k, v in model.state_dict().items())
+    guard.roll_back(model=model, optimizer=optimizer)
+    assert all(torch.equal(good["model"][k], v) for k, v in model.state_dict().items())
+    state = optimizer.state_dict()["state"]
+    assert all(
+        torch.equal(state[i]["momentum_buffer"], good["optimizer"]["state"][i]["momentum_buffer"]) for i in state
+    )
+
+
 def test_faults_that_come_back_after_max_rollbacks_stop_the_run():
     """Each roll back halves the learning rate; faults that survive them all are bad data or a diverging
     block, and halving on towards 0 would hide them: the run stops naming the last fault."""

@@ -184,6 +184,21 @@ def test_the_checkpoint_holds_the_early_stopping_state_of_its_epoch(tiny_shapes,
     assert state["early_stop"]["best_fitness"] is not None and state["early_stop"]["best_epoch"] == 1
 
 
+def test_last_pt_holds_the_ema_weights_once(tiny_shapes, tmp_path):
+    """The exported weights are the EMA's: train_state's EMA holds the same tensors, so torch.save writes them once
+    (they were written twice, a quarter of last.pt), and they are the EMA's values a resume loads."""
+    trainer = Trainer(tiny_train_cfg(tiny_shapes, tmp_path, epochs=1))
+    trainer.train()
+    last = torch.load(tmp_path / "run" / "weights" / "last.pt", weights_only=True)
+    ema = last["train_state"]["ema"]["state_dict"]
+    assert ema.keys() == last["state_dict"].keys()
+    assert all(
+        ema[k].untyped_storage().data_ptr() == v.untyped_storage().data_ptr() for k, v in last["state_dict"].items()
+    )
+    assert all(torch.equal(ema[k], v) for k, v in trainer.ema.ema.state_dict().items())
+    assert last["train_state"]["ema"]["updates"] == trainer.ema.updates > 0
+
+
 def test_best_pt_holds_the_weights_and_settings_but_cannot_resume(tiny_shapes, tmp_path):
     """best.pt was a byte copy of last.pt, optimizer included: ``--resume best.pt`` went back to the best
     epoch, retrained over last.pt and wrote an epoch's results row twice."""

@@ -60,8 +60,10 @@ class ModelEMA:
             self._cached = (weakref.ref(model), _slots(model) + _slots(self.ema), pairs)
         return self._cached[2]
 
-    def state_dict(self) -> dict:
-        return {"state_dict": self.ema.state_dict(), "updates": self.updates}
+    def state_dict(self, weights: dict[str, torch.Tensor] | None = None) -> dict:
+        """The EMA's tensors and update count. ``weights``: a copy of the EMA's ``state_dict()`` to hold in place
+        of its live tensors (a checkpoint's exported weights, which ``torch.save`` then writes once)."""
+        return {"state_dict": self.ema.state_dict() if weights is None else weights, "updates": self.updates}
 
     def load_state_dict(self, state: dict) -> None:
         self.ema.load_state_dict(state["state_dict"])

@@ -32,20 +32,52 @@ class ResumableBatchSampler(Sampler[list[tuple[int, int, int]]]):
         return self.n // global_batch if self.world > 1 else -(-self.n // global_batch)
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        return self.batches(self.epoch, self.start_batch)
+
+    def batches(self, epoch: int, start_batch: int = 0) -> Iterator[list[tuple[int, int, int]]]:
+        """This rank's batches of ``epoch`` from ``start_batch`` on (what ``set_epoch(epoch, start_batch)``
+        then ``iter()`` gives, without changing the sampler)."""
         if self.shuffle:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            generator = torch.Generator().manual_seed(self.seed + epoch)
             order = torch.randperm(self.n, generator=generator).tolist()
         else:
             order = list(range(self.n))
         global_batch = self.batch_size * self.world
-        for b in range(self.start_batch, len(self)):
+        for b in range(start_batch, len(self)):
             chunk = order[b * global_batch : (b + 1) * global_batch]
             mine = chunk[self.rank * self.batch_size : (self.rank + 1) * self.batch_size]
-            yield [(self.seed, self.epoch, i) for i in mine]
+            yield [(self.seed, epoch, i) for i in mine]
+
+
+class ConsecutiveEpochs(Sampler[list[tuple[int, int, int]]]):
+    """The batches of a :class:`ResumableBatchSampler`'s epochs one after another, without end: from its
+    ``(epoch, start_batch)`` when ``iter()`` is called, then each next epoch from its first batch.
+
+    What the trainer's loader draws from, so that its workers go on into the next epoch while the last batches
+    of one train, its validation runs and its checkpoint is written, as the ``ultralytics`` package's
+    ``InfiniteDataLoader`` does; the first batch of an epoch no longer waits for the workers to start on it.
+    The batches are those of the epochs sampled one at a time (an item's augmentation is seeded by its
+    ``(seed, epoch, index)``), so whoever reads it takes exactly ``len()`` batches an epoch (the first: ``len()``
+    less its start batch). ``len()``: batches in one epoch.
+    """
+
+    def __init__(self, epochs: ResumableBatchSampler):
+        self.epochs = epochs
+
+    def __len__(self) -> int:
+        return len(self.epochs)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
+        epoch, start = self.epochs.epoch, self.epochs.start_batch
+        while True:
+            yield from self.epochs.batches(epoch, start)
+            epoch, start = epoch + 1, 0
 
 
 def train_loader(dataset, sampler: ResumableBatchSampler, workers: int, pin_memory: bool, seed: int) -> DataLoader:
-    """The training ``DataLoader`` over ``sampler``'s batches, with :func:`~yolotr.data.dataset.collate`.
+    """The training ``DataLoader`` over ``sampler``'s batches, epoch after epoch (:class:`ConsecutiveEpochs`: one
+    ``iter()`` serves the whole run, from the sampler's epoch when it is called), with
+    :func:`~yolotr.data.dataset.collate`.
 
     Workers stay alive between epochs (``persistent_workers``), each with its own copy of ``dataset``: a
     change to the dataset (``close_mosaic`` turning mosaic off) reaches them only through a new loader. The
@@ -55,7 +87,7 @@ def train_loader(dataset, sampler: ResumableBatchSampler, workers: int, pin_memo
 
     return DataLoader(
         dataset,
-        batch_sampler=sampler,
+        batch_sampler=ConsecutiveEpochs(sampler),
         num_workers=workers,
         collate_fn=collate,
         pin_memory=pin_memory,

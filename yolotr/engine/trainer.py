@@ -10,6 +10,7 @@ Transformer parameters get their own learning-rate multiplier.
 from __future__ import annotations
 
 import datetime
+import itertools
 import logging
 import os
 import time
@@ -139,6 +140,7 @@ class Trainer(OptimizerStepping):
         )
         workers = max(0, min(int(cfg["workers"]), os.cpu_count() or 1))
         self.loader = self._new_loader(workers)
+        self.batches = None  # the loader's iterator, made at the first epoch (ConsecutiveEpochs)
         self.nb = len(self.sampler)
         if self.nb == 0:
             raise ConfigError(
@@ -254,7 +256,7 @@ class Trainer(OptimizerStepping):
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "gate": self.gate.state_dict(),
-            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "ema": None,  # below: the EMA's tensors are the exported weights
             "epoch": epoch,
             "batch": batch,
             "last_opt_step": self.last_opt_step,
@@ -272,7 +274,10 @@ class Trainer(OptimizerStepping):
             "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
             "cfg": self.cfg,
         }
-        return model_checkpoint(exported, epoch=epoch, fitness=fitness, train_state=train_state)
+        checkpoint = model_checkpoint(exported, epoch=epoch, fitness=fitness, train_state=train_state)
+        if self.ema is not None:  # the exported copy of the EMA, held once: last.pt is a quarter smaller
+            train_state["ema"] = self.ema.state_dict(weights=checkpoint["state_dict"])
+        return checkpoint
 
     def _save(self, epoch: int, batch: int, fitness: float | None = None, best: bool = False) -> None:
         """Write the checkpoints of ``(epoch, batch)``: ``epoch<N>.pt`` and ``best.pt`` first, ``last.pt`` last.
@@ -337,10 +342,13 @@ class Trainer(OptimizerStepping):
             if cfg["close_mosaic"] and epoch >= cfg["epochs"] - cfg["close_mosaic"] and self.train_set.mosaic:
                 self.train_set.mosaic = False
                 self.loader = self._new_loader(self.loader.num_workers)  # workers hold the dataset as it was
+                self.batches = None  # and what they prepared with it is dropped
             self.train_model.train()
             freeze_batchnorm_statistics(self.model, int(cfg["freeze"]))
             start = self.start_batch if epoch == self.start_epoch else 0
             self.sampler.set_epoch(epoch, start)
+            if self.batches is None:  # one stream of batches from here on: the workers run ahead into next epochs
+                self.batches = iter(self.loader)
             if hasattr(self.loss_fn, "set_progress"):  # end-to-end heads: branch weights from the finished epochs
                 self.loss_fn.set_progress(epoch, cfg["epochs"])
             resumed = self.resumed_loss if epoch == self.start_epoch and start else None
@@ -348,7 +356,8 @@ class Trainer(OptimizerStepping):
             resumed_mid_epoch = epoch == self.start_epoch and start and self.resumed_overflows is not None
             self.overflows_before = self.resumed_overflows if resumed_mid_epoch else self.gate.overflows
             desc = f"epoch {epoch + 1}/{cfg['epochs']}"
-            bar = tqdm(self.loader, total=self.nb - start, disable=not self.main, unit="batch", desc=desc)
+            epoch_batches = itertools.islice(self.batches, self.nb - start)
+            bar = tqdm(epoch_batches, total=self.nb - start, disable=not self.main, unit="batch", desc=desc)
             for bi, (images, targets, _, _) in enumerate(bar, start=start):
                 self.step = bi + self.nb * epoch
                 for fn in self.callbacks["on_batch_start"]:
