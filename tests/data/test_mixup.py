@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tests.data.conftest import assert_seeded_items_ignore_history
-from yolotr.data.dataset import DetectionDataset
+from yolotr.data.dataset import DetectionDataset, mosaic_only_warning
 from yolotr.data.mixup import maybe_mixup, mixup
 from yolotr.data.sources import ImageRecord, load_records
 from yolotr.data.synthetic import make_shapes_dataset
@@ -139,3 +139,32 @@ def test_a_mixup_outside_0_1_is_refused_at_the_key(value):
     assert resolve_config({"mixup": 0.25})["mixup"] == 0.25
     with pytest.raises(ConfigError, match="'mixup'"):
         resolve_config({"mixup": value})
+
+
+@pytest.mark.parametrize(
+    "hyp, named",
+    [
+        ({"mosaic": 0.0, "mixup": 0.3, "copy_paste": 0.0}, "mixup: 0.3 with mosaic: 0"),
+        ({"mosaic": 0.0, "mixup": 0.3, "copy_paste": 0.1}, "mixup: 0.3 and copy_paste: 0.1 with mosaic: 0"),
+        ({"mosaic": 0.0, "mixup": 0.0, "copy_paste": 0.1}, "copy_paste: 0.1 with mosaic: 0"),
+        ({"mosaic": 0.5, "mixup": 0.3, "copy_paste": 0.1}, None),
+        ({"mosaic": 0.0, "mixup": 0.0, "copy_paste": 0.0}, None),
+    ],
+)
+def test_mixup_and_copy_paste_without_mosaics_are_warned_of(hyp, named):
+    """Both act on mosaic items only: set with ``mosaic: 0`` they changed nothing, and nothing said so."""
+    message = mosaic_only_warning(hyp)
+    assert message is None if named is None else message.startswith(named) and "changes nothing" in message
+
+
+def test_the_trainer_warns_of_mixup_without_mosaics(tmp_path, caplog):
+    from tests.engine.conftest import tiny_train_cfg
+    from yolotr.engine.trainer import Trainer
+
+    data = make_shapes_dataset(tmp_path / "shapes", n_train=8, n_val=4, imgsz=64, seed=1)
+    for mosaic, warned in ((0.0, True), (1.0, False)):
+        caplog.clear()
+        trainer = Trainer(tiny_train_cfg(data, tmp_path, mosaic=mosaic, mixup=0.5, autoanchor=False))
+        with caplog.at_level("WARNING", logger="yolotr"):
+            trainer._setup()
+        assert any("mixup: 0.5 with mosaic: 0 changes nothing" in r.getMessage() for r in caplog.records) is warned

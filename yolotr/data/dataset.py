@@ -53,6 +53,19 @@ AUG_KEYS = (
 Shapes = tuple[tuple[int, int], tuple[tuple[float, float], tuple[float, float]]]
 
 
+def mosaic_only_warning(hyp: dict) -> str | None:
+    """The warning for ``mixup`` or ``copy_paste`` above 0 with ``mosaic: 0``: both act on mosaics only (as YOLOv5's
+    do), so they change nothing; None when there is nothing to say."""
+    idle = [key for key in ("mixup", "copy_paste") if hyp.get(key, 0) > 0]
+    if not idle or hyp.get("mosaic", 0) > 0:
+        return None
+    given = " and ".join(f"{key}: {hyp[key]}" for key in idle)
+    return (
+        f"{given} with mosaic: 0 changes nothing: mixup and copy_paste act on mosaics only, as YOLOv5's "
+        "(the ultralytics package's mixup also blends single images)"
+    )
+
+
 @lru_cache(maxsize=1)
 def default_hyp() -> dict:
     """The augmentation keys of ``cfg/default.yaml``."""

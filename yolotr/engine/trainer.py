@@ -23,7 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from yolotr.data.dataset import AUG_KEYS, DetectionDataset
+from yolotr.data.dataset import AUG_KEYS, DetectionDataset, mosaic_only_warning
 from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.data.single_class import single_class, single_class_names
 from yolotr.data.sources import load_dataset_config, load_records
@@ -171,6 +171,8 @@ class Trainer(OptimizerStepping):
         self.loss_fn = build_loss(self.model, cfg, cfg["imgsz"])
         if self.main and (unread := unread_settings_warning(self.loss_fn, cfg, default_config())):
             LOGGER.warning("%s", unread)
+        if self.main and (idle := mosaic_only_warning(cfg)):
+            LOGGER.warning("%s", idle)
         self.guard = NonFiniteGuard(
             cfg["nan_max_bad_steps"], cfg["nan_window"], cfg["nan_lr_factor"], cfg["nan_max_rollbacks"]
         )
