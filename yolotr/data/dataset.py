@@ -27,6 +27,7 @@ import yaml
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 from yolotr.data.copy_paste import maybe_copy_paste
+from yolotr.data.cutmix import maybe_cutmix
 from yolotr.data.image_read import read_image
 from yolotr.data.mixup import maybe_mixup
 from yolotr.data.sources import ImageRecord
@@ -48,21 +49,22 @@ AUG_KEYS = (
     "mosaic",
     "mixup",
     "copy_paste",
+    "cutmix",
 )
 
 Shapes = tuple[tuple[int, int], tuple[tuple[float, float], tuple[float, float]]]
 
 
 def mosaic_only_warning(hyp: dict) -> str | None:
-    """The warning for ``mixup`` or ``copy_paste`` above 0 with ``mosaic: 0``: both act on mosaics only (as YOLOv5's
-    do), so they change nothing; None when there is nothing to say."""
-    idle = [key for key in ("mixup", "copy_paste") if hyp.get(key, 0) > 0]
+    """The warning for ``mixup``, ``copy_paste`` or ``cutmix`` above 0 with ``mosaic: 0``: they act on mosaics only
+    (as YOLOv5's mixup and copy_paste do), so they change nothing; None when there is nothing to say."""
+    idle = [key for key in ("mixup", "copy_paste", "cutmix") if hyp.get(key, 0) > 0]
     if not idle or hyp.get("mosaic", 0) > 0:
         return None
     given = " and ".join(f"{key}: {hyp[key]}" for key in idle)
     return (
-        f"{given} with mosaic: 0 changes nothing: mixup and copy_paste act on mosaics only, as YOLOv5's "
-        "(the ultralytics package's mixup also blends single images)"
+        f"{given} with mosaic: 0 changes nothing: mixup, copy_paste and cutmix act on mosaics only, as YOLOv5's "
+        "(the ultralytics package's mixup and cutmix also take single images)"
     )
 
 
@@ -101,6 +103,11 @@ class RecordTable(Sequence[ImageRecord]):
 
     def __len__(self) -> int:
         return len(self._hw)
+
+    @property
+    def has_polygons(self) -> bool:
+        """Whether any object of any record has a polygon."""
+        return len(self._points) > 0
 
     def __getitem__(self, i):
         if isinstance(i, slice):
@@ -292,7 +299,10 @@ class DetectionDataset(Dataset):
             pool = list(self._buffer) if self._buffer and self._ram is None else range(len(self.records))
         if self.mosaic and rng.random() < self.hyp["mosaic"]:
             first = self._mosaic(i, rng, pool)
-            img, b, c = maybe_mixup(first, self.hyp["mixup"], rng, len(self), lambda j: self._mosaic(j, rng, pool))
+            another = lambda j: self._mosaic(j, rng, pool)  # noqa: E731
+            img, b, c = maybe_mixup(first, self.hyp["mixup"], rng, len(self), another)
+            polygons = self.records.has_polygons
+            img, b, c = maybe_cutmix((img, b, c), self.hyp["cutmix"], rng, len(self), another, polygons)
             img, b = colour_flips(img, b, self.hyp, rng)
             shapes = None
         else:
