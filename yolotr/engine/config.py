@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 
 from yolotr.engine.amp import check_amp
+from yolotr.engine.multi_scale import check_multi_scale
 from yolotr.errors import ConfigError, did_you_mean, setting_hint
 from yolotr.yaml_loading import load_yaml
 
@@ -117,6 +118,7 @@ def check_classes(value, source: str = "arguments", key: str = "classes") -> lis
 
 
 CHOICE_CHECKS = {
+    "multi_scale": check_multi_scale,
     "optimizer": check_optimizer,
     "amp": check_amp,
     "lean_activations": check_true_false_auto,

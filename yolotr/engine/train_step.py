@@ -15,6 +15,7 @@ import torch.distributed as dist
 from torch import nn
 
 from yolotr.engine.ema import unwrap
+from yolotr.engine.multi_scale import resize_batch, step_size
 from yolotr.engine.optim import apply_schedule
 
 LOGGER = logging.getLogger("yolotr")
@@ -68,16 +69,25 @@ class OptimizerStepping:
         self._report_fault([(steps[i], window[i]) for i in picked], reason)
         return False
 
-    def _loss_of(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The loss of a loader's uint8 batch ``(B, 3, H, W)``: the guard's re-run of a step."""
+    def _loss_of(self, images: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
+        """The loss of a loader's uint8 batch ``(B, 3, H, W)`` at ``step``'s size: the guard's re-run of a step."""
         images = images.to(self.device, torch.float32, memory_format=self.memory_format).div_(255)
-        return self._forward_loss(images, targets)[0]
+        return self._forward_loss(self._scaled(images, step), targets)[0]
+
+    def _scaled(self, images: torch.Tensor, step: int) -> torch.Tensor:
+        """The float batch ``(B, 3, H, W)`` at ``step``'s ``multi_scale`` size (:mod:`yolotr.engine.multi_scale`);
+        the batch itself without ``multi_scale``."""
+        fraction = self.cfg["multi_scale"]
+        if not fraction:
+            return images
+        size = step_size(self.cfg["seed"], step, self.cfg["imgsz"], fraction, self.stride)
+        return resize_batch(images, size, self.stride).contiguous(memory_format=self.memory_format)
 
     def _report_fault(self, batches: list[tuple[int, tuple]], reason: str) -> None:
         """A step skipped for a fault: the guard names the module (re-running ``(step, (images, targets))``
         batches in turn until one shows it), counts it, and may roll back."""
         LOGGER.warning("step %d: %s; the step is skipped", self.step, reason)
-        runs = [(step, functools.partial(self._loss_of, *batch)) for step, batch in batches]
+        runs = [(step, functools.partial(self._loss_of, *batch, step)) for step, batch in batches]
         self.guard.locate(unwrap(self.train_model), *runs[0], runs[1:])
         self.guard.restore_buffers(self.model)  # the NaN the step's forwards put into BatchNorm statistics
         self.optimizer.zero_grad(set_to_none=True)

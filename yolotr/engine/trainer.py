@@ -127,7 +127,7 @@ class Trainer(OptimizerStepping):
         self.names = single_class_names(self.data.names) if cfg["single_cls"] else list(self.data.names)
         self.memory_format = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
         self.model = self._build_model().to(self.device, memory_format=self.memory_format)
-        stride = largest_stride(self.model)
+        self.stride = stride = largest_stride(self.model)
         cfg["imgsz"] = check_imgsz(cfg["imgsz"], stride)
         train_records = self._records("train", log=self.main)  # headline and first problems
         hyp = {k: cfg[k] for k in AUG_KEYS}
@@ -367,7 +367,7 @@ class Trainer(OptimizerStepping):
                 apply_schedule(self.optimizer, cfg, epoch, self.step, self.warmup_iters, self.guard.lr_multiplier)
                 self._window.append((images, targets))  # the loader's uint8 batch: the guard's re-run input
                 images = images.to(self.device, torch.float32, non_blocking=True, memory_format=self.memory_format)
-                images = images.div_(255)  # scaled in place: no second copy
+                images = self._scaled(images.div_(255), self.step)  # scaled in place: no second copy
                 loss, items = self._forward_loss(images, targets)
                 self._window_finite.append(torch.isfinite(loss.detach()).all())  # read only if the step is skipped
                 progress.add(items)
