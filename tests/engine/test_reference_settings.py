@@ -41,6 +41,16 @@ def test_save_period_counts_epochs_from_zero(tiny_shapes, tmp_path):
     assert sorted(p.name for p in (tmp_path / "run" / "weights").glob("epoch*.pt")) == ["epoch0.pt", "epoch2.pt"]
 
 
+@pytest.mark.parametrize(("value", "read"), [(-1, 0), ("-1", 0), (-5, 0), (0, 0), ("3", 3), (2.0, 2)])
+def test_the_references_save_period_off_is_read_as_none(value, read):
+    """-1 is YOLOv5's and the package's default ("disabled if < 1"), which their args.yaml and flags carry: it was
+    refused ("must be >= 0"). A fraction or a word still is."""
+    assert resolve_config({"save_period": value})["save_period"] == read
+    for wrong in (2.5, "often", True):
+        with pytest.raises(ConfigError, match="'save_period'"):
+            resolve_config({"save_period": wrong})
+
+
 def test_early_stopping_waits_through_a_zero_fitness_start():
     """As the package's rule: a best of 0 (nothing detected yet) makes no epoch a miss."""
     stopper = EarlyStopping(patience=2)

@@ -117,7 +117,22 @@ def check_classes(value, source: str = "arguments", key: str = "classes") -> lis
     return list(dict.fromkeys(ids))
 
 
+def check_save_period(value, source: str = "arguments", key: str = "save_period") -> int:
+    """A whole number of epochs (also written as a string); one below 0 is read as 0 (none): -1 is YOLOv5's and the
+    package's default ("disabled if < 1"), so their settings files and flags carry it. Else a ``ConfigError``."""
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(
+            f"{source}: setting '{key}' must be a whole number of epochs (0 or less: none), got {value!r}"
+        )
+    return max(value, 0)
+
+
 CHOICE_CHECKS = {
+    "save_period": check_save_period,
     "multi_scale": check_multi_scale,
     "optimizer": check_optimizer,
     "amp": check_amp,
