@@ -90,3 +90,26 @@ def test_a_resumed_multi_scale_run_equals_a_straight_one(tiny_shapes, tmp_path):
     cfg = tiny_train_cfg(tiny_shapes, tmp_path, multi_scale=0.5, save_period_steps=1)
     resumed, straight = resumed_and_straight(cfg, at_step=5)
     assert_same_weights(resumed, straight)
+
+
+def test_a_batch_of_one_is_never_cut_to_one_stride(tmp_path):
+    """16 images in batches of 5 end each epoch with a batch of one; at 32 px its last feature map was 1 x 1 and
+    BatchNorm refused to train on one value per channel (a ValueError from inside torch)."""
+    from yolotr.data.synthetic import make_shapes_dataset
+
+    data = make_shapes_dataset(tmp_path / "shapes", n_train=16, n_val=4, imgsz=64, seed=3)
+    cfg = tiny_train_cfg(data, tmp_path, multi_scale=0.9, batch=5, nbs=5, epochs=3, autoanchor=False)
+    trainer = Trainer(cfg)
+    seen = []
+    forward_loss = trainer._forward_loss
+
+    def record(images, targets):
+        seen.append((trainer.step, tuple(images.shape)))
+        return forward_loss(images, targets)
+
+    trainer._forward_loss = record
+    trainer.train()
+    ones = [(step, shape) for step, shape in seen if shape[0] == 1]
+    assert len(ones) == 3 and all(shape[2] >= 64 for _, shape in ones)
+    small = [step for step in range(12) if step_size(trainer.cfg["seed"], step, 64, 0.9, 32) == 32]
+    assert any(seen[step][1][0] == 5 and seen[step][1][2] == 32 for step in small)  # larger batches keep the size

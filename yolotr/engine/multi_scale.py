@@ -5,6 +5,8 @@ A step's size is drawn from ``[max(stride, int(imgsz * (1 - m))), int(imgsz * (1
 a multiple of the model's largest stride; the batch ``(B, 3, H, W)`` is scaled so that its longer side gets that size
 (each side rounded up to a multiple of the stride, so a square batch stays square) by bilinear interpolation
 (``align_corners=False``), on the device, after the loader. The targets are normalised, so they stand as they are.
+A batch of one image (an epoch's last) is never made smaller than two strides: at one stride the last feature map is
+1 x 1 and BatchNorm has a single value per channel to train on (the package refuses such a run at its start).
 
 Unlike the references, which draw from Python's global generator, the size is drawn from a generator seeded with
 ``(seed, step)``: a resumed run trains each step at the size the run would have had, every DDP process at the same

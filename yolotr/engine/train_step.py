@@ -81,6 +81,8 @@ class OptimizerStepping:
         if not fraction:
             return images
         size = step_size(self.cfg["seed"], step, self.cfg["imgsz"], fraction, self.stride)
+        if len(images) == 1:  # one image at one stride: a single value per channel, which BatchNorm cannot train on
+            size = max(size, 2 * self.stride)
         return resize_batch(images, size, self.stride).contiguous(memory_format=self.memory_format)
 
     def _report_fault(self, batches: list[tuple[int, tuple]], reason: str) -> None:
