@@ -20,6 +20,19 @@ def _model() -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.SiLU(), nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4))
 
 
+def _trained_by_sgd():
+    """``_model()``, an SGD with momentum over it, and a function that takes one step on a random batch."""
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+    def step():
+        optimizer.zero_grad()
+        model(torch.rand(2, 3, 16, 16)).square().mean().backward()
+        optimizer.step()
+
+    return model, optimizer, step
+
+
 def test_locating_names_the_module_and_leaves_the_running_statistics_as_they_were():
     model = _model().train()
     x = torch.rand(2, 3, 16, 16)
@@ -76,14 +89,8 @@ def test_a_second_roll_back_restores_the_optimizer_state_of_the_snapshot():
     """An optimizer's ``load_state_dict`` keeps the state tensors it is given: after one roll back its momentum
     buffers were the snapshot's own tensors, which the next steps changed, so a second roll back restored
     the weights but not the optimizer."""
-    model = _model()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model, optimizer, step = _trained_by_sgd()
     guard = NonFiniteGuard()
-
-    def step():
-        optimizer.zero_grad()
-        model(torch.rand(2, 3, 16, 16)).square().mean().backward()
-        optimizer.step()
 
     step()
     guard.take_snapshot(model=model, optimizer=optimizer)
@@ -99,14 +106,8 @@ def test_a_snapshot_is_written_into_the_last_ones_tensors_and_rolls_back_to_its_
     """Snapshots of the same structure reuse the last one's tensors (one copy, no new memory); each still holds
     the values of its own moment, not the live ones, and one of another structure (momentum buffers that did not
     exist yet) is a new copy."""
-    model = _model()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model, optimizer, step = _trained_by_sgd()
     guard = NonFiniteGuard()
-
-    def step():
-        optimizer.zero_grad()
-        model(torch.rand(2, 3, 16, 16)).square().mean().backward()
-        optimizer.step()
 
     guard.take_snapshot(model=model, optimizer=optimizer)  # no momentum yet
     first = guard.snapshot
