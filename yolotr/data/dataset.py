@@ -144,7 +144,7 @@ class DetectionDataset(Dataset):
     Args:
         records: usable images from :func:`~yolotr.data.sources.load_records`.
         imgsz: training/validation size in pixels.
-        augment: training augmentation (mosaic, copy-paste, affine, mixup, HSV, flips per ``hyp``).
+        augment: training augmentation (mosaic, copy-paste, affine, mixup, cutmix, HSV, flips per ``hyp``).
         hyp: augmentation keys of ``cfg/default.yaml``; missing keys take the defaults.
         rect: rectangular batches (validation): records are sorted by aspect ratio and each batch
             is letterboxed to the smallest stride multiple that fits it. Do not shuffle.
@@ -299,7 +299,10 @@ class DetectionDataset(Dataset):
             pool = list(self._buffer) if self._buffer and self._ram is None else range(len(self.records))
         if self.mosaic and rng.random() < self.hyp["mosaic"]:
             first = self._mosaic(i, rng, pool)
-            another = lambda j: self._mosaic(j, rng, pool)  # noqa: E731
+
+            def another(j: int):  # a partner's mosaic (mixup, cutmix), made alike
+                return self._mosaic(j, rng, pool)
+
             img, b, c = maybe_mixup(first, self.hyp["mixup"], rng, len(self), another)
             polygons = self.records.has_polygons
             img, b, c = maybe_cutmix((img, b, c), self.hyp["cutmix"], rng, len(self), another, polygons)
