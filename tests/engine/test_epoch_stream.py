@@ -31,6 +31,8 @@ def test_the_stream_goes_from_the_start_batch_into_the_following_epochs(rank, wo
     assert list(itertools.islice(iter(stream), len(expected))) == expected
     assert [b[0][1] for b in expected] == [2] * (len(sampler) - 1) + [3] * len(sampler) + [4] * len(sampler)
     assert sampler.epoch == 2 and sampler.start_batch == 1  # reading the stream leaves the sampler as it was
+    stream.end = 4  # up to the epoch before end
+    assert list(stream) == expected[: len(sampler) - 1 + len(sampler)]
 
 
 def test_the_workers_start_on_the_next_epoch_before_an_epoch_ends_and_each_epoch_trains_its_own(tiny_shapes, tmp_path):
@@ -65,6 +67,7 @@ def test_the_workers_start_on_the_next_epoch_before_an_epoch_ends_and_each_epoch
     assert nb == 4
     for epoch, seen in enumerate(drawn_at_epoch_end[:-1]):
         assert seen.count(epoch) == nb and epoch + 1 in seen, (epoch, seen)
+    assert 3 not in drawn  # nothing made for an epoch the run does not train
     expected = [
         collate([trainer.train_set[item] for item in batch])[1]
         for epoch in range(3)
@@ -72,3 +75,16 @@ def test_the_workers_start_on_the_next_epoch_before_an_epoch_ends_and_each_epoch
     ]
     assert len(trained) == len(expected) == 3 * nb
     assert all(torch.equal(a, b) for a, b in zip(trained, expected))
+
+
+def test_epochs_a_time_limit_adds_get_every_batch(tiny_shapes, tmp_path):
+    """``time_limit`` fits the epochs after the first (here more than the one given): the stream, bounded by the
+    given epochs, would have ended and the added epochs trained on no batch."""
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, time_limit=0.04, workers=1)
+    trainer = Trainer(cfg)
+    steps = []
+    trainer.add_callback("on_batch_start", lambda t: steps.append(t.step))
+    trainer.train()
+    fitted = trainer.cfg["epochs"]
+    assert fitted >= 2
+    assert steps == list(range(fitted * trainer.nb))

@@ -50,8 +50,9 @@ class ResumableBatchSampler(Sampler[list[tuple[int, int, int]]]):
 
 
 class ConsecutiveEpochs(Sampler[list[tuple[int, int, int]]]):
-    """The batches of a :class:`ResumableBatchSampler`'s epochs one after another, without end: from its
-    ``(epoch, start_batch)`` when ``iter()`` is called, then each next epoch from its first batch.
+    """The batches of a :class:`ResumableBatchSampler`'s epochs one after another: from its ``(epoch, start_batch)``
+    when ``iter()`` is called, then each next epoch from its first batch, up to the epoch before ``end`` (read as it
+    reaches each epoch, so a run whose epochs change on the way can say so; None: without end).
 
     What the trainer's loader draws from, so that its workers go on into the next epoch while the last batches
     of one train, its validation runs and its checkpoint is written, as the ``ultralytics`` package's
@@ -61,15 +62,15 @@ class ConsecutiveEpochs(Sampler[list[tuple[int, int, int]]]):
     less its start batch). ``len()``: batches in one epoch.
     """
 
-    def __init__(self, epochs: ResumableBatchSampler):
-        self.epochs = epochs
+    def __init__(self, epochs: ResumableBatchSampler, end: int | None = None):
+        self.epochs, self.end = epochs, end
 
     def __len__(self) -> int:
         return len(self.epochs)
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:
         epoch, start = self.epochs.epoch, self.epochs.start_batch
-        while True:
+        while self.end is None or epoch < self.end:  # no batch of an epoch the run will not train
             yield from self.epochs.batches(epoch, start)
             epoch, start = epoch + 1, 0
 

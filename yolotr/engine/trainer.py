@@ -350,6 +350,8 @@ class Trainer(OptimizerStepping):
             start = self.start_batch if epoch == self.start_epoch else 0
             self.sampler.set_epoch(epoch, start)
             if self.batches is None:  # one stream of batches from here on: the workers run ahead into next epochs
+                # up to the last epoch; a time limit may fit more epochs than given once the first has run
+                self.loader.batch_sampler.end = None if cfg["time_limit"] else cfg["epochs"]
                 self.batches = iter(self.loader)
             if hasattr(self.loss_fn, "set_progress"):  # end-to-end heads: branch weights from the finished epochs
                 self.loss_fn.set_progress(epoch, cfg["epochs"])
