@@ -75,10 +75,12 @@ class ConsecutiveEpochs(Sampler[list[tuple[int, int, int]]]):
             epoch, start = epoch + 1, 0
 
 
-def train_loader(dataset, sampler: ResumableBatchSampler, workers: int, pin_memory: bool, seed: int) -> DataLoader:
-    """The training ``DataLoader`` over ``sampler``'s batches, epoch after epoch (:class:`ConsecutiveEpochs`: one
-    ``iter()`` serves the whole run, from the sampler's epoch when it is called), with
-    :func:`~yolotr.data.dataset.collate`.
+def train_loader(
+    dataset, sampler: ResumableBatchSampler, workers: int, pin_memory: bool, seed: int, end: int | None = None
+) -> DataLoader:
+    """The training ``DataLoader`` over ``sampler``'s batches, epoch after epoch up to the one before ``end``
+    (:class:`ConsecutiveEpochs`: one ``iter()`` serves the whole run, from the sampler's epoch when it is called),
+    with :func:`~yolotr.data.dataset.collate`.
 
     Workers stay alive between epochs (``persistent_workers``), each with its own copy of ``dataset``: a
     change to the dataset (``close_mosaic`` turning mosaic off) reaches them only through a new loader. The
@@ -88,7 +90,7 @@ def train_loader(dataset, sampler: ResumableBatchSampler, workers: int, pin_memo
 
     return DataLoader(
         dataset,
-        batch_sampler=ConsecutiveEpochs(sampler),
+        batch_sampler=ConsecutiveEpochs(sampler, end),
         num_workers=workers,
         collate_fn=collate,
         pin_memory=pin_memory,

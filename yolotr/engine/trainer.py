@@ -350,8 +350,6 @@ class Trainer(OptimizerStepping):
             start = self.start_batch if epoch == self.start_epoch else 0
             self.sampler.set_epoch(epoch, start)
             if self.batches is None:  # one stream of batches from here on: the workers run ahead into next epochs
-                # up to the last epoch; a time limit may fit more epochs than given once the first has run
-                self.loader.batch_sampler.end = None if cfg["time_limit"] else cfg["epochs"]
                 self.batches = iter(self.loader)
             if hasattr(self.loss_fn, "set_progress"):  # end-to-end heads: branch weights from the finished epochs
                 self.loss_fn.set_progress(epoch, cfg["epochs"])
@@ -410,8 +408,11 @@ class Trainer(OptimizerStepping):
         }
 
     def _new_loader(self, workers: int) -> DataLoader:
+        """The training loader, its batches up to the last epoch (without end under a time limit, which may fit
+        more epochs than given once the first has run)."""
+        end = None if self.cfg["time_limit"] else self.cfg["epochs"]
         return train_loader(
-            self.train_set, self.sampler, workers, self.device.type == "cuda", self.cfg["seed"] + self.rank
+            self.train_set, self.sampler, workers, self.device.type == "cuda", self.cfg["seed"] + self.rank, end
         )
 
     def _end_epoch(self, epoch: int, mean_loss: torch.Tensor) -> dict:
