@@ -76,7 +76,13 @@ class ConsecutiveEpochs(Sampler[list[tuple[int, int, int]]]):
 
 
 def train_loader(
-    dataset, sampler: ResumableBatchSampler, workers: int, pin_memory: bool, seed: int, end: int | None = None
+    dataset,
+    sampler: ResumableBatchSampler,
+    workers: int,
+    pin_memory: bool,
+    seed: int,
+    end: int | None = None,
+    yielding: bool = False,
 ) -> DataLoader:
     """The training ``DataLoader`` over ``sampler``'s batches, epoch after epoch up to the one before ``end``
     (:class:`ConsecutiveEpochs`: one ``iter()`` serves the whole run, from the sampler's epoch when it is called),
@@ -84,9 +90,11 @@ def train_loader(
 
     Workers stay alive between epochs (``persistent_workers``), each with its own copy of ``dataset``: a
     change to the dataset (``close_mosaic`` turning mosaic off) reaches them only through a new loader. The
-    loader's generator is its own, not the global RNG, so a resumed run draws the same worker seeds.
+    loader's generator is its own, not the global RNG, so a resumed run draws the same worker seeds. ``yielding``:
+    the workers run at the lowest priority (:mod:`yolotr.engine.worker_priority`).
     """
     from yolotr.data.dataset import collate, seed_worker
+    from yolotr.engine.worker_priority import yielding_worker_init
 
     return DataLoader(
         dataset,
@@ -94,7 +102,7 @@ def train_loader(
         num_workers=workers,
         collate_fn=collate,
         pin_memory=pin_memory,
-        worker_init_fn=seed_worker,
+        worker_init_fn=yielding_worker_init if yielding else seed_worker,
         persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(seed),
     )

@@ -10,7 +10,6 @@ Transformer parameters get their own learning-rate multiplier.
 from __future__ import annotations
 
 import datetime
-import itertools
 import logging
 import os
 import time
@@ -47,6 +46,7 @@ from yolotr.engine.tensorboard import TensorBoardLogger
 from yolotr.engine.time_limit import fitted_epochs
 from yolotr.engine.train_model import build_train_model, freeze_batchnorm_statistics
 from yolotr.engine.train_step import OptimizerStepping
+from yolotr.engine.worker_priority import WORKER_NICE, DataWait, workers_share_cores
 from yolotr.errors import ConfigError
 from yolotr.files import remove_partial_writes
 from yolotr.models.detection import DetectionModel, refuse_fused
@@ -139,6 +139,10 @@ class Trainer(OptimizerStepping):
             len(self.train_set), cfg["batch"], cfg["seed"], True, self.rank, self.world
         )
         workers = max(0, min(int(cfg["workers"]), os.cpu_count() or 1))
+        self.yielding = workers_share_cores(workers, self.device)  # workers at low priority: they leave the cores
+        if self.yielding and self.main:
+            LOGGER.info("DataLoader workers at low priority (nice %d): %d share the cores with %d training threads",
+                        WORKER_NICE, workers, torch.get_num_threads())  # fmt: skip
         self.loader = self._new_loader(workers)
         self.batches = None  # the loader's iterator, made at the first epoch (ConsecutiveEpochs)
         self.nb = len(self.sampler)
@@ -358,7 +362,7 @@ class Trainer(OptimizerStepping):
             resumed_mid_epoch = epoch == self.start_epoch and start and self.resumed_overflows is not None
             self.overflows_before = self.resumed_overflows if resumed_mid_epoch else self.gate.overflows
             desc = f"epoch {epoch + 1}/{cfg['epochs']}"
-            epoch_batches = itertools.islice(self.batches, self.nb - start)
+            epoch_batches = self._epoch_batches(epoch, start)
             bar = tqdm(epoch_batches, total=self.nb - start, disable=not self.main, unit="batch", desc=desc)
             for bi, (images, targets, _, _) in enumerate(bar, start=start):
                 self.step = bi + self.nb * epoch
@@ -411,9 +415,25 @@ class Trainer(OptimizerStepping):
         """The training loader, its batches up to the last epoch (without end under a time limit, which may fit
         more epochs than given once the first has run)."""
         end = None if self.cfg["time_limit"] else self.cfg["epochs"]
-        return train_loader(
-            self.train_set, self.sampler, workers, self.device.type == "cuda", self.cfg["seed"] + self.rank, end
-        )
+        pin, seed = self.device.type == "cuda", self.cfg["seed"] + self.rank
+        return train_loader(self.train_set, self.sampler, workers, pin, seed, end, self.yielding)
+
+    def _epoch_batches(self, epoch: int, start: int):
+        """The batches ``start ..`` of ``epoch`` from the stream; low-priority workers that leave the training waiting
+        more than half of the epoch (other processes busy on the cores) are made again at the normal priority."""
+        wait = DataWait()
+        for bi in range(start, self.nb):
+            with wait:
+                batch = next(self.batches)
+            if self.yielding and wait.starved():
+                LOGGER.warning("epoch %d: training waited %.0f%% of the time for batches from low-priority workers; "
+                               "they run at the normal priority from batch %d on", epoch + 1,
+                               100 * wait.waited / (wait.clock() - wait.start), bi + 2)  # fmt: skip
+                self.yielding = False
+                self.sampler.set_epoch(epoch, bi + 1)  # the stream goes on after this batch
+                self.loader = self._new_loader(self.loader.num_workers)
+                self.batches = iter(self.loader)
+            yield batch
 
     def _end_epoch(self, epoch: int, mean_loss: torch.Tensor) -> dict:
         metrics = {}
