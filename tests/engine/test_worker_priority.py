@@ -50,9 +50,9 @@ def test_a_yielding_worker_runs_at_the_lowest_priority_and_the_trainer_at_its_ow
     assert list(plain) == [before, before]
 
 
-def test_data_wait_is_starved_past_half_the_time_once_judged():
+def test_data_wait_is_starved_past_half_the_window_once_judged_and_a_window_starts_again_unstarved():
     now = [0.0]
-    wait = DataWait(fraction=0.5, after_s=10.0, clock=lambda: now[0])
+    wait = DataWait(fraction=0.5, after_s=10.0, window_s=30.0, clock=lambda: now[0])
     with wait:
         now[0] += 6.0  # the workers' start-up: most of the first 6 s, not yet judged
     assert not wait.starved()
@@ -60,7 +60,13 @@ def test_data_wait_is_starved_past_half_the_time_once_judged():
     assert wait.waited == 6.0 and not wait.starved()
     with wait:
         now[0] += 1.0
-    assert wait.starved()  # 7 of 13 s
+    assert wait.starved() and wait.share() == 7 / 13
+    fresh = DataWait(fraction=0.5, after_s=10.0, window_s=30.0, clock=lambda: now[0])
+    now[0] += 40.0  # 40 s of training without a wait: the window starts again
+    assert not fresh.starved() and fresh.waited == 0.0
+    with fresh:
+        now[0] += 12.0  # starved late in the run: noticed in the new window, not diluted by the 40 s before
+    assert fresh.starved()
 
 
 def batches_trained(cfg: dict, starve_at: int | None, monkeypatch) -> tuple[Trainer, list[torch.Tensor]]:

@@ -145,6 +145,7 @@ class Trainer(OptimizerStepping):
                         WORKER_NICE, workers, torch.get_num_threads())  # fmt: skip
         self.loader = self._new_loader(workers)
         self.batches = None  # the loader's iterator, made at the first epoch (ConsecutiveEpochs)
+        self.data_wait: DataWait | None = None  # made at the first batch
         self.nb = len(self.sampler)
         if self.nb == 0:
             raise ConfigError(
@@ -420,15 +421,15 @@ class Trainer(OptimizerStepping):
 
     def _epoch_batches(self, epoch: int, start: int):
         """The batches ``start ..`` of ``epoch`` from the stream; low-priority workers that leave the training waiting
-        more than half of the epoch (other processes busy on the cores) are made again at the normal priority."""
-        wait = DataWait()
+        more than half of the time (other processes busy on the cores) are made again at the normal priority."""
+        wait = self.data_wait = self.data_wait or DataWait()  # one watch for the run: short epochs judged together
         for bi in range(start, self.nb):
             with wait:
                 batch = next(self.batches)
             if self.yielding and wait.starved():
                 LOGGER.warning("epoch %d: training waited %.0f%% of the time for batches from low-priority workers; "
-                               "they run at the normal priority from batch %d on", epoch + 1,
-                               100 * wait.waited / (wait.clock() - wait.start), bi + 2)  # fmt: skip
+                               "they run at the normal priority from batch %d on", epoch + 1, 100 * wait.share(),
+                               bi + 2)  # fmt: skip
                 self.yielding = False
                 self.sampler.set_epoch(epoch, bi + 1)  # the stream goes on after this batch
                 self.loader = self._new_loader(self.loader.num_workers)

@@ -9,7 +9,7 @@ of loading and training. Here the workers keep running, at the lowest priority (
 moments the training threads leave idle, and when the training waits for a batch its cores go to them.
 
 Workers at that priority get almost no time where other busy processes share the cores. :class:`DataWait` notices
-(the training waiting for batches more than half of an epoch's time) and the trainer then gives its workers back
+(the training waiting for batches more than half of the time) and the trainer then gives its workers back
 the normal priority for the rest of the run.
 """
 
@@ -47,15 +47,17 @@ def yielding_worker_init(worker_id: int) -> None:
 
 
 class DataWait:
-    """The seconds the training waited for batches since the start of an epoch, against the time gone by.
+    """The seconds the training waited for batches in a window of time, against the time gone by.
 
     ``with wait: batch = next(batches)`` times one wait; :meth:`starved` says whether the waits took more than
-    ``fraction`` of the epoch so far, judged once ``after_s`` seconds have gone by (the workers' start-up at an
-    epoch's first batch is then a small part of it).
+    ``fraction`` of the window so far, judged once the window is ``after_s`` seconds old (the workers' start-up
+    is then a small part of it). A window that reaches ``window_s`` seconds unstarved starts again, so that
+    workers starved late in a long run are noticed within about ``window_s`` seconds, and the short epochs of a
+    small run are judged together.
     """
 
-    def __init__(self, fraction: float = 0.5, after_s: float = 10.0, clock=time.perf_counter):
-        self.fraction, self.after_s, self.clock = fraction, after_s, clock
+    def __init__(self, fraction: float = 0.5, after_s: float = 10.0, window_s: float = 30.0, clock=time.perf_counter):
+        self.fraction, self.after_s, self.window_s, self.clock = fraction, after_s, window_s, clock
         self.start = clock()
         self.waited = 0.0
         self._since = self.start
@@ -67,6 +69,17 @@ class DataWait:
     def __exit__(self, *exc) -> None:
         self.waited += self.clock() - self._since
 
+    def share(self) -> float:
+        """The fraction of the window spent waiting."""
+        return self.waited / max(self.clock() - self.start, 1e-9)
+
     def starved(self) -> bool:
-        elapsed = self.clock() - self.start
-        return elapsed >= self.after_s and self.waited > self.fraction * elapsed
+        now = self.clock()
+        elapsed = now - self.start
+        if elapsed < self.after_s:
+            return False
+        if self.waited > self.fraction * elapsed:
+            return True
+        if elapsed >= self.window_s:
+            self.start, self.waited = now, 0.0
+        return False
