@@ -16,13 +16,10 @@ the normal priority for the rest of the run.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import time
 
 import torch
-
-LOGGER = logging.getLogger("yolotr")
 
 WORKER_NICE = 19  # the lowest priority; nice 5 and 10 kept most of the slow-down on 2 cores
 
