@@ -71,12 +71,13 @@ class OptimizerStepping:
 
     def _loss_of(self, images: torch.Tensor, targets: torch.Tensor, step: int) -> torch.Tensor:
         """The loss of a loader's uint8 batch ``(B, 3, H, W)`` at ``step``'s size: the guard's re-run of a step."""
-        images = images.to(self.device, torch.float32, memory_format=self.memory_format).div_(255)
-        return self._forward_loss(self._scaled(images, step), targets)[0]
+        return self._forward_loss(self._model_input(images, step), targets)[0]
 
-    def _scaled(self, images: torch.Tensor, step: int) -> torch.Tensor:
-        """The float batch ``(B, 3, H, W)`` at ``step``'s ``multi_scale`` size (:mod:`yolotr.engine.multi_scale`);
-        the batch itself without ``multi_scale``."""
+    def _model_input(self, images: torch.Tensor, step: int) -> torch.Tensor:
+        """The loader's uint8 batch ``(B, 3, H, W)`` as the model's float32 input on the device, in ``[0, 1]`` and at
+        ``step``'s ``multi_scale`` size (:mod:`yolotr.engine.multi_scale`; the loader's size without it)."""
+        images = images.to(self.device, torch.float32, non_blocking=True, memory_format=self.memory_format)
+        images = images.div_(255)  # in place: no second copy
         fraction = self.cfg["multi_scale"]
         if not fraction:
             return images

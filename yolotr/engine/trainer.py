@@ -371,9 +371,7 @@ class Trainer(OptimizerStepping):
                     fn(self)
                 apply_schedule(self.optimizer, cfg, epoch, self.step, self.warmup_iters, self.guard.lr_multiplier)
                 self._window.append((images, targets))  # the loader's uint8 batch: the guard's re-run input
-                images = images.to(self.device, torch.float32, non_blocking=True, memory_format=self.memory_format)
-                images = self._scaled(images.div_(255), self.step)  # scaled in place: no second copy
-                loss, items = self._forward_loss(images, targets)
+                loss, items = self._forward_loss(self._model_input(images, self.step), targets)
                 self._window_finite.append(torch.isfinite(loss.detach()).all())  # read only if the step is skipped
                 progress.add(items)
                 self.gate.scale(loss).backward()
