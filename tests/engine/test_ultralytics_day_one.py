@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -63,6 +64,11 @@ def test_boxes_id_is_none_and_new_keeps_the_image():
     assert len(empty) == 0 and empty.boxes.data.shape == (0, 6) and empty.boxes.data.dtype == torch.float32
     assert empty.path == "a.jpg" and empty.orig_img is image and empty.speed == result.speed
     assert len(result) == 1  # unchanged
+    empty_numpy = result.numpy().new()
+    assert isinstance(empty_numpy.boxes.data, np.ndarray) and empty_numpy.boxes.data.shape == (0, 6)
+    assert empty_numpy.boxes.data.dtype == np.float32
+    on_meta = dataclasses.replace(result, boxes=Boxes(torch.zeros(1, 6, device="meta"), (8, 10)))
+    assert on_meta.new().boxes.data.device.type == "meta"  # where the detections were, not the CPU
 
 
 def test_str_of_an_export_is_its_path(tmp_path):
