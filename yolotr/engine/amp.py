@@ -33,11 +33,12 @@ host synchronisation; nothing else reads a tensor on the host unless a step was 
 from __future__ import annotations
 
 import logging
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 
 import torch
 
+from yolotr.engine.cpu_fp16_conv import Fp16ConvolutionsInFloat32
 from yolotr.errors import ConfigError
 
 LOGGER = logging.getLogger("yolotr")
@@ -80,8 +81,16 @@ class AmpPolicy:
         return self.mode == "fp16"
 
     def autocast(self) -> AbstractContextManager:
-        """``torch.autocast`` in this policy's dtype (a no-op context without AMP)."""
-        return torch.autocast(self.device_type, dtype=self.dtype or torch.float32, enabled=self.enabled)
+        """``torch.autocast`` in this policy's dtype (a no-op context without AMP). fp16 on the CPU also computes
+        its convolutions in float32 kernels on float16-rounded operands (:mod:`yolotr.engine.cpu_fp16_conv`:
+        the same float16 results and overflows, 100x faster than the CPU's float16 convolution backward)."""
+        autocast = torch.autocast(self.device_type, dtype=self.dtype or torch.float32, enabled=self.enabled)
+        if self.mode != "fp16" or self.device_type != "cpu":
+            return autocast
+        stack = ExitStack()
+        stack.enter_context(autocast)
+        stack.enter_context(Fp16ConvolutionsInFloat32())
+        return stack
 
     def __str__(self) -> str:
         return {"off": "off", "fp16": "fp16 autocast + loss scaling", "bf16": "bf16 autocast"}[self.mode]
