@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from yolotr.cli_args import number_arg
-from yolotr.engine.caption_trainer import DEFAULTS
+from yolotr.engine.caption_settings import DEFAULTS
 
 _HELP = {
     "data": "'shapes' (built-in) or a caption dataset YAML (COCO captions JSON files)",

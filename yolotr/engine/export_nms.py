@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
-from yolotr.ops.boxes import as_rows, has_objectness, xywh2xyxy
+from yolotr.ops.boxes import as_rows, batched_nms, has_objectness, xywh2xyxy
 
 
 class _NonMaxSuppression(torch.autograd.Function):
@@ -33,7 +32,7 @@ class _NonMaxSuppression(torch.autograd.Function):
         for b in range(boxes.shape[0]):
             cls, index = (scores[b] > score_threshold).nonzero(as_tuple=True)
             score = scores[b, cls, index]
-            keep = torchvision.ops.batched_nms(boxes[b, index].float(), score.float(), cls, iou_threshold)
+            keep = batched_nms(boxes[b, index].float(), score.float(), cls, iou_threshold)
             keep = keep[torch.sort(cls[keep], stable=True).indices]  # by class, each best first
             cls, index = cls[keep], index[keep]
             first = torch.searchsorted(cls, cls, right=False)  # rank within its class

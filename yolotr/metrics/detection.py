@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou
+
+from yolotr.ops.boxes import box_iou
 
 LOGGER = logging.getLogger("yolotr")
 

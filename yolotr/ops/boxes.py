@@ -3,7 +3,23 @@
 from __future__ import annotations
 
 import torch
-import torchvision
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, iou_thres: float) -> torch.Tensor:
+    """``torchvision.ops.batched_nms``: the indices of the kept ``(N, 4)`` xyxy ``boxes``, best score first, NMS
+    within each value of ``groups``. torchvision is imported here, on first use: its import takes about 1 s (it
+    loads ``torch._dynamo``), which a command refused for its arguments should not wait for."""
+    import torchvision
+
+    return torchvision.ops.batched_nms(boxes, scores, groups, iou_thres)
+
+
+def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
+    """``torchvision.ops.box_iou``: the ``(N, M)`` IoU of ``(N, 4)`` and ``(M, 4)`` xyxy boxes (imported on first
+    use, as in :func:`batched_nms`)."""
+    import torchvision
+
+    return torchvision.ops.box_iou(boxes1, boxes2)
 
 
 def xywh2xyxy(x: torch.Tensor) -> torch.Tensor:
@@ -149,7 +165,7 @@ def non_max_suppression(
         order = conf.argsort(descending=True)[:max_candidates]
         boxes, conf, cls = boxes[order], conf[order], cls[order]
         groups = torch.zeros_like(cls) if agnostic else cls
-        kept = torchvision.ops.batched_nms(boxes, conf, groups, iou_thres)[:max_det]
+        kept = batched_nms(boxes, conf, groups, iou_thres)[:max_det]
         out.append(torch.cat((boxes[kept], conf[kept, None], cls[kept, None].float()), 1))
     return out
 
