@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+import torchvision  # noqa: F401 - imported before any export: an import inside torch.onnx.export is traced, and fails
 from torch import nn
 
 from yolotr.ops.boxes import as_rows, batched_nms, has_objectness, xywh2xyxy
