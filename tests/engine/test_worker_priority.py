@@ -4,6 +4,7 @@ training threads, and get the normal one back when they leave the training waiti
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 
 import pytest
@@ -112,3 +113,16 @@ def test_starved_workers_are_made_again_at_the_normal_priority_and_every_step_ke
     assert all(torch.equal(a, b) for a, b in zip(starved_batches, steady_batches))
     a, b = steady.model.state_dict(), starved.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_no_worker_outlives_its_loader(tiny_shapes, tmp_path):
+    """close_mosaic's new loader stops the old one's workers at once, and the run's end stops the last ones: a
+    worker left to the garbage collector stalled a later, unrelated collection by 5 s."""
+    before = set(multiprocessing.active_children())
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, epochs=2, workers=2, close_mosaic=1, mosaic=1.0)
+    trainer = Trainer(cfg)
+    alive = []
+    trainer.add_callback("on_batch_start", lambda t: alive.append(len(set(multiprocessing.active_children()) - before)))
+    trainer.train()
+    assert alive[0] == alive[-1] == 2 and max(alive) == 2  # the second epoch's loader: 2 workers, not 4
+    assert set(multiprocessing.active_children()) == before

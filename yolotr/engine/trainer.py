@@ -40,7 +40,7 @@ from yolotr.engine.progress import LOG_EVERY, LossProgress
 from yolotr.engine.results_csv import append_results_row, plot_results, trim_results_rows
 from yolotr.engine.resume_state import resume_state
 from yolotr.engine.runs import next_run_dir, select_device
-from yolotr.engine.sampler import ResumableBatchSampler, train_loader
+from yolotr.engine.sampler import ResumableBatchSampler, stop_workers, train_loader
 from yolotr.engine.sync_bn import convert_sync_batchnorm
 from yolotr.engine.tensorboard import TensorBoardLogger
 from yolotr.engine.time_limit import fitted_epochs
@@ -319,6 +319,7 @@ class Trainer(OptimizerStepping):
         try:
             return self._train()
         finally:
+            stop_workers(getattr(self, "batches", None))
             torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
             torch.utils.deterministic.fill_uninitialized_memory = previous[2]
 
@@ -413,6 +414,7 @@ class Trainer(OptimizerStepping):
     def _new_loader(self, workers: int) -> DataLoader:
         """The training loader, its batches up to the last epoch (without end under a time limit, which may fit
         more epochs than given once the first has run)."""
+        stop_workers(getattr(self, "batches", None))  # those of the loader it replaces: now, not when collected
         end = None if self.cfg["time_limit"] else self.cfg["epochs"]
         pin, seed = self.device.type == "cuda", self.cfg["seed"] + self.rank
         return train_loader(self.train_set, self.sampler, workers, pin, seed, end, self.yielding)
