@@ -4,6 +4,7 @@ scores mAP 1, which proves boxes travel back to the original images correctly.""
 from __future__ import annotations
 
 import math
+import multiprocessing
 from pathlib import Path
 
 import cv2
@@ -14,8 +15,9 @@ from torch import nn
 
 from tests.conftest import shared_path
 from yolotr.data.sources import ImageRecord, load_records
-from yolotr.data.synthetic import SHAPE_NAMES, generate_sample
+from yolotr.data.synthetic import SHAPE_NAMES, generate_sample, make_shapes_dataset
 from yolotr.engine.validator import ValidationResult, build_val_dataloader, to_original, validate
+from yolotr.models.detection import DetectionModel
 from yolotr.plotting import plot_results_csv
 
 # (height, width) of the test images: landscape, portrait and square, so rectangular batches pad
@@ -228,3 +230,15 @@ def test_results_csv_has_val_losses_and_keeps_an_older_header(tmp_path):
     rows = list(csv_module.DictReader(open(old / "results.csv")))
     assert rows[1] == {"epoch": "2", "train/box_loss": "1.5", "train/cls_loss": "0.5", "metrics/mAP50": "0.5",
                        "lr": "0.02", "time": "6.0"}  # fmt: skip
+
+
+def test_validate_leaves_no_worker_behind_and_its_loader_serves_again(tmp_path):
+    """The loader ``validate`` makes (and returns for reuse) has its workers stopped when it returns: they held a
+    copy of the data each, and a later garbage collection, wherever it fell, waited 5 s for each one."""
+    data = make_shapes_dataset(tmp_path / "shapes", n_train=4, n_val=4, imgsz=64, seed=0)
+    model = DetectionModel("yolov5n.yaml", nc=len(SHAPE_NAMES))
+    before = set(multiprocessing.active_children())
+    first = validate(model, data=str(data), imgsz=64, batch_size=2, workers=2, verbose=False)
+    assert first.dataloader.num_workers == 2 and set(multiprocessing.active_children()) == before
+    again = validate(model, dataloader=first.dataloader, names=list(SHAPE_NAMES), verbose=False)
+    assert again.map50_95 == first.map50_95 and again.metrics.images == first.metrics.images == 4

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 
 import yolotr.engine.trainer as trainer_module
 from tests.engine.conftest import tiny_train_cfg
+from yolotr.data.dataset import InfiniteDataLoader, stop_workers
 from yolotr.engine.trainer import Trainer
 from yolotr.engine.worker_priority import WORKER_NICE, DataWait, workers_share_cores, yielding_worker_init
 
@@ -124,5 +125,18 @@ def test_no_worker_outlives_its_loader(tiny_shapes, tmp_path):
     alive = []
     trainer.add_callback("on_batch_start", lambda t: alive.append(len(set(multiprocessing.active_children()) - before)))
     trainer.train()
-    assert alive[0] == alive[-1] == 2 and max(alive) == 2  # the second epoch's loader: 2 workers, not 4
+    assert alive[0] == alive[-1] == 2  # the second epoch's loader: 2 workers, not 4
+    assert set(multiprocessing.active_children()) == before
+
+
+def test_stop_workers_ends_a_kept_loaders_workers_and_the_next_pass_starts_new_ones():
+    """The validation loader a CUDA run keeps (workers forked once, kept across epochs) is stopped at the run's end."""
+    before = set(multiprocessing.active_children())
+    loader = InfiniteDataLoader(Niceness(), batch_size=1, num_workers=2)
+    assert len(list(loader)) == 2
+    assert len(set(multiprocessing.active_children()) - before) == 2
+    stop_workers(loader)
+    assert set(multiprocessing.active_children()) == before
+    assert len(list(loader)) == 2  # new workers
+    stop_workers(loader, None)
     assert set(multiprocessing.active_children()) == before

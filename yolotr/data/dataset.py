@@ -442,6 +442,21 @@ def build_dataloader(
     )
 
 
+def stop_workers(*loaders) -> None:
+    """Stop, now, the worker processes of each of ``loaders``: DataLoaders (their persistent workers, as an
+    :class:`InfiniteDataLoader` keeps; a later ``iter()`` starts new ones) or DataLoader iterators; ``None`` and
+    loaders without workers are skipped. Left to the garbage collector, a loader and its queues form a cycle that
+    a later collection may finalize in any order: the workers' stop signal can go to a queue already closed, and
+    that collection, at some unrelated point of the program, waits 5 s for each worker."""
+    for loader in loaders:
+        iterator = getattr(loader, "_iterator", None) if isinstance(loader, DataLoader) else loader
+        shutdown = getattr(iterator, "_shutdown_workers", None)  # torch's own stop (no public one)
+        if shutdown is not None:
+            shutdown()
+        if isinstance(loader, DataLoader):
+            loader._iterator = None
+
+
 class RectBatchShard(torch.utils.data.Sampler[int]):
     """This rank's share of a rect dataset: whole batches, batch ``rank``, ``rank + world``, ... in order.
 

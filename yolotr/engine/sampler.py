@@ -106,13 +106,3 @@ def train_loader(
         persistent_workers=workers > 0,
         generator=torch.Generator().manual_seed(seed),
     )
-
-
-def stop_workers(batches) -> None:
-    """Stop the worker processes of ``batches``, a training loader's iterator (``None``, or one without workers:
-    nothing to do), now. Left to the garbage collector, the loader and its queues form a cycle that a later
-    collection finalizes in any order: the workers' stop signal can go to a queue already closed, and the
-    collection, at some later point of the program, waits 5 s for each worker."""
-    shutdown = getattr(batches, "_shutdown_workers", None)  # torch's own stop (DataLoader has no public one)
-    if shutdown is not None:
-        shutdown()

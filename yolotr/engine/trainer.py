@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from yolotr.data.dataset import AUG_KEYS, DetectionDataset, mosaic_only_warning
+from yolotr.data.dataset import AUG_KEYS, DetectionDataset, mosaic_only_warning, stop_workers
 from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.data.single_class import single_class, single_class_names
 from yolotr.data.sources import load_dataset_config, load_records
@@ -40,7 +40,7 @@ from yolotr.engine.progress import LOG_EVERY, LossProgress
 from yolotr.engine.results_csv import append_results_row, plot_results, trim_results_rows
 from yolotr.engine.resume_state import resume_state
 from yolotr.engine.runs import next_run_dir, select_device
-from yolotr.engine.sampler import ResumableBatchSampler, stop_workers, train_loader
+from yolotr.engine.sampler import ResumableBatchSampler, train_loader
 from yolotr.engine.sync_bn import convert_sync_batchnorm
 from yolotr.engine.tensorboard import TensorBoardLogger
 from yolotr.engine.time_limit import fitted_epochs
@@ -319,7 +319,7 @@ class Trainer(OptimizerStepping):
         try:
             return self._train()
         finally:
-            stop_workers(getattr(self, "batches", None))
+            stop_workers(getattr(self, "batches", None), getattr(self, "val_loader", None))
             torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
             torch.utils.deterministic.fill_uninitialized_memory = previous[2]
 

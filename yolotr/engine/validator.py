@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from yolotr.data.dataset import DetectionDataset, Shapes, build_dataloader
+from yolotr.data.dataset import DetectionDataset, Shapes, build_dataloader, stop_workers
 from yolotr.data.imgsz import check_imgsz, default_imgsz, largest_stride
 from yolotr.data.result_ids import ResultIds
 from yolotr.data.single_class import single_class
@@ -430,6 +430,7 @@ def validate(
     own = load_dataset_config(data) if data is not None else None  # the labels are checked against its names
     single_cls = check_flag("single_cls", getattr(model, "single_cls", False) if single_cls is None else single_cls)
     config = single_class(own)[0] if own is not None and single_cls else own
+    built = None
     if dataloader is None:
         imgsz = default_imgsz(imgsz, model)
         records, _ = load_records(own, split)
@@ -439,6 +440,7 @@ def validate(
         param = next(model.parameters(), None)
         on_cuda = param is not None and param.device.type == "cuda"
         dataloader = build_val_dataloader(records, imgsz, batch_size, stride, workers, input_fit(model), on_cuda)
+        built = dataloader
     if names is None:
         names = list(config.names) if config is not None else list(getattr(model, "names", []))
     ids = None
@@ -451,6 +453,7 @@ def validate(
     validator = Validator(dataloader, names, conf, iou, max_det, amp, loss_fn, save_dir, verbose, ids, single_cls)
     with end2end_mode(model, end2end, max_det=max_det):  # an end-to-end head's top-k is max_det, not its 300
         result = validator(model if loss_fn is not None else inference_copy(model))
+    stop_workers(built)  # the workers of a loader made here: now, not when collected (reuse forks new ones)
     result.dataloader = dataloader
     if ids is not None:
         from yolotr.engine.coco_json import write_and_score
