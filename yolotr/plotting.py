@@ -59,16 +59,17 @@ def draw_boxes(
     return canvas
 
 
-def _figure(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1):
+def _figure(figsize: tuple[float, float], nrows: int = 1, ncols: int = 1, layout: str | None = "tight"):
     """A matplotlib ``Figure`` drawn by the Agg backend and its ``(nrows, ncols)`` axes array.
 
     pyplot is not used, so the caller's matplotlib backend and figure list are left alone and there
-    is nothing to close. matplotlib is imported on first use.
+    is nothing to close. matplotlib is imported on first use. ``layout=None``: the caller places the axes
+    (``tight`` measures every tick label of every panel, half the time of a grid of 20 small panels).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=figsize, layout="tight")
+    fig = Figure(figsize=figsize, layout=layout)
     FigureCanvasAgg(fig)
     return fig, fig.subplots(nrows, ncols, squeeze=False)
 
@@ -165,14 +166,20 @@ def plot_results_csv(csv_path: str | Path, path: str | Path | None = None) -> Pa
     columns: dict[str, np.ndarray] = {}
     for key in rows[0] if rows else []:
         try:
-            columns[key] = np.array([float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows])
+            column = np.array([float(r[key]) if r.get(key) not in (None, "") else np.nan for r in rows])
         except ValueError:
             continue
+        if key == "epoch" or not np.isnan(column).all():  # a column with no value yet (no validation) has no panel
+            columns[key] = column
     x = columns.pop("epoch", np.arange(len(rows), dtype=np.float64))
     n = max(len(columns), 1)
     ncols = min(5, n)
     nrows = (n + ncols - 1) // ncols
-    fig, axes = _figure((3.2 * ncols, 2.8 * nrows), nrows, ncols)
+    fig, axes = _figure((3.2 * ncols, 2.8 * nrows), nrows, ncols, layout=None)
+    # fixed margins (in inches, as each panel's size is): what tight_layout finds for these panels, at half the cost
+    width, height = 3.2 * ncols, 2.8 * nrows
+    fig.subplots_adjust(left=0.5 / width, right=1 - 0.15 / width, bottom=0.5 / height, top=1 - 0.35 / height,
+                        wspace=0.35, hspace=0.55)  # fmt: skip
     for ax, (key, y) in zip(axes.ravel(), columns.items()):
         ax.plot(x, y, marker=".", linewidth=1.5, markersize=6)
         ax.set_title(key, fontsize=10)

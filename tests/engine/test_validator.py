@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from tests.conftest import shared_path
@@ -190,6 +191,9 @@ def test_plot_results_csv(tmp_path):
     csv.write_text("epoch,train/box_loss,metrics/mAP50,lr0\n0,0.1,0.2,0.01\n1,0.08,0.3,0.009\n2,0.07,,0.008\n")
     out = plot_results_csv(csv)
     assert out == tmp_path / "results.png" and out.stat().st_size > 0
+    csv.write_text("epoch,train/box_loss,metrics/mAP50,lr0\n0,0.1,nan,0.01\n1,0.08,,0.009\n")  # not validated yet
+    with Image.open(plot_results_csv(csv)) as image:
+        assert image.size == (int(3.2 * 2 * 150), int(2.8 * 150))  # two panels: the empty column has none
 
 
 def test_validate_builds_the_loader_from_a_dataset_yaml(tmp_path, monkeypatch):
