@@ -443,17 +443,14 @@ def build_dataloader(
 
 
 def stop_workers(*loaders) -> None:
-    """Stop, now, the worker processes of each of ``loaders``: DataLoaders (their persistent workers, as an
-    :class:`InfiniteDataLoader` keeps; a later ``iter()`` starts new ones) or DataLoader iterators; ``None`` and
-    loaders without workers are skipped. Left to the garbage collector, a loader and its queues form a cycle that
-    a later collection may finalize in any order: the workers' stop signal can go to a queue already closed, and
-    that collection, at some unrelated point of the program, waits 5 s for each worker."""
+    """Stop, now, the persistent worker processes of each of ``loaders`` (DataLoaders; ``None`` and loaders without
+    workers are skipped); a later ``iter()`` starts new ones. Left to the garbage collector, a loader and its queues
+    form a cycle that a later collection may finalize in any order: the workers' stop signal can go to a queue
+    already closed, and that collection, at some unrelated point of the program, waits 5 s for each worker."""
     for loader in loaders:
-        iterator = getattr(loader, "_iterator", None) if isinstance(loader, DataLoader) else loader
-        shutdown = getattr(iterator, "_shutdown_workers", None)  # torch's own stop (no public one)
-        if shutdown is not None:
-            shutdown()
-        if isinstance(loader, DataLoader):
+        iterator = getattr(loader, "_iterator", None)  # where DataLoader keeps the iterator of persistent workers
+        if hasattr(iterator, "_shutdown_workers"):  # torch's own stop (DataLoader has no public one)
+            iterator._shutdown_workers()
             loader._iterator = None
 
 

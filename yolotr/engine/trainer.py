@@ -319,7 +319,7 @@ class Trainer(OptimizerStepping):
         try:
             return self._train()
         finally:
-            stop_workers(getattr(self, "batches", None), getattr(self, "val_loader", None))
+            stop_workers(getattr(self, "loader", None), getattr(self, "val_loader", None))
             torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
             torch.utils.deterministic.fill_uninitialized_memory = previous[2]
 
@@ -414,7 +414,7 @@ class Trainer(OptimizerStepping):
     def _new_loader(self, workers: int) -> DataLoader:
         """The training loader, its batches up to the last epoch (without end under a time limit, which may fit
         more epochs than given once the first has run)."""
-        stop_workers(getattr(self, "batches", None))  # those of the loader it replaces: now, not when collected
+        stop_workers(getattr(self, "loader", None))  # those of the loader it replaces: now, not when collected
         end = None if self.cfg["time_limit"] else self.cfg["epochs"]
         pin, seed = self.device.type == "cuda", self.cfg["seed"] + self.rank
         return train_loader(self.train_set, self.sampler, workers, pin, seed, end, self.yielding)
