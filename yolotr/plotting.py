@@ -175,9 +175,9 @@ def plot_results_csv(csv_path: str | Path, path: str | Path | None = None) -> Pa
     n = max(len(columns), 1)
     ncols = min(5, n)
     nrows = (n + ncols - 1) // ncols
-    fig, axes = _figure((3.2 * ncols, 2.8 * nrows), nrows, ncols, layout=None)
+    width, height = 3.2 * ncols, 2.8 * nrows  # inches
+    fig, axes = _figure((width, height), nrows, ncols, layout=None)
     # fixed margins (in inches, as each panel's size is): what tight_layout finds for these panels, at half the cost
-    width, height = 3.2 * ncols, 2.8 * nrows
     fig.subplots_adjust(left=0.5 / width, right=1 - 0.15 / width, bottom=0.5 / height, top=1 - 0.35 / height,
                         wspace=0.35, hspace=0.55)  # fmt: skip
     for ax, (key, y) in zip(axes.ravel(), columns.items()):

@@ -278,11 +278,7 @@ class Results:
         """These results without detections (same image, path, names and speed; ``boxes.data`` a ``(0, 6)`` float32
         tensor on the boxes' device, or a NumPy array after :meth:`numpy`), as the package's ``Results.new()``, whose
         boxes are ``None``."""
-        data = self.boxes.data
-        empty = (
-            np.zeros((0, 6), np.float32) if isinstance(data, np.ndarray) else data.new_zeros(0, 6, dtype=torch.float32)
-        )
-        return dataclasses.replace(self, boxes=Boxes(empty, self.boxes.orig_shape), speed=dict(self.speed))
+        return dataclasses.replace(self, boxes=self.boxes[:0], speed=dict(self.speed))  # no rows, same kind
 
     def __getitem__(self, index) -> Results:
         """These results with only the selected detections (``r[0]``, ``r[r.boxes.conf > 0.5]``), as the package."""
