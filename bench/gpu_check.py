@@ -167,6 +167,7 @@ def train_cfg(plan: Plan, data: dict, model: str, project: Path, name: str, epoc
         amp=plan.amp_dtype,
         cache_ram=True,
         val=False,
+        plots=False,  # the check reads results.csv and the logs; results.png: 0.5 s a config on a CPU
         project=str(project),
         name=name,
         exist_ok=True,

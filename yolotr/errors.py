@@ -61,8 +61,6 @@ FOREIGN_SETTINGS = {
     "show_conf": "; Results.plot(conf=False) draws labels without scores",
     "simplify": "; the ONNX file is written as torch.onnx exports it and checked with onnxruntime (no simplifier)",
     "val.plots": "; val draws its PR curve and confusion matrix only when given save_dir=...",
-    "plots": "; a training run always writes results.png (remove the key); val(save_dir=...) of its best.pt draws "
-    "the PR curve and confusion matrix",
     "save": "; a training run always writes weights/last.pt and best.pt (save_period=N keeps more)",
     "pretrained": "; weights=PATH (or YOLO(...).load(PATH)) transfers a checkpoint's weights; a YAML model starts "
     "untrained",

@@ -31,6 +31,7 @@ def tiny_train_cfg(data, project, **extra) -> dict:
         project=str(project),
         name="run",
         mosaic=0.5,
+        plots=False,  # results.png costs 0.4-0.7 s a run; test_ultralytics_day_one draws it
     )
     cfg.update(extra)
     return cfg

@@ -27,6 +27,12 @@ LARGE = {"yolov10m.yaml", "yolov10b.yaml", "yolov10l.yaml", "yolov10x.yaml", "rt
          "yolov9e.yaml"}  # fmt: skip
 SLOW = {"rtdetr-l.yaml", "rtdetr-swinv2.yaml", "rtdetr-swinv2-aifi.yaml", "yolov10s.yaml", "yolov4.yaml",
         "yolov5m.yaml", "yolov5l.yaml", "yolov5x.yaml", "yolov8-p6.yaml", "yolov8s-swinv2.yaml"}  # fmt: skip
+# 1-2 s each, and every module and head layout exported by a config that runs: the s scales of the YOLOv5
+# line (their n scales), yolov9s (yolov9t), yolov8-ghost-p6 (yolov8-ghost, yolo26-p6), yolo26-p2 (yolo26,
+# yolov8-p2) and the blocks in YOLO26 (yolo26 with yolov8-hwd, yolo11-transformerc3, yolov8n-swinv2)
+SLOW |= {"yolov5s.yaml", "yolov5s-c3tr.yaml", "yolov5s-hwd.yaml", "yolov5s-swinv2.yaml", "yolov5s-transformerc3.yaml",
+         "yolov9s.yaml", "yolov8-ghost-p6.yaml", "yolo26-p2.yaml", "yolo26-hwd.yaml", "yolo26-transformerc3.yaml",
+         "yolo26n-swinv2.yaml"}  # fmt: skip
 SHIPPED = [
     pytest.param(name, marks=pytest.mark.slow) if name in SLOW else name
     for name in sorted(p.name for p in CFG_DIR.glob("*.yaml"))

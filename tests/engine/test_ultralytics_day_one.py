@@ -16,6 +16,7 @@ from tests.conftest import shared_path
 from tests.engine.conftest import tiny_train_cfg
 from yolotr import YOLO
 from yolotr.engine import exporter, validator
+from yolotr.engine.config import resolve_config
 from yolotr.engine.export_check import ExportResult
 from yolotr.engine.results import Boxes, Results
 from yolotr.errors import ConfigError
@@ -120,7 +121,7 @@ def test_export_takes_device(monkeypatch, tmp_path, caplog):
 @pytest.mark.parametrize(
     "call, word, hint",
     [
-        (lambda m, tmp: m.train(data="shapes", epochs=1, plots=False, project=str(tmp)), "plots", "results.png"),
+        (lambda m, tmp: m.val(data="shapes", plots=False), "plots", "save_dir="),
         (lambda m, tmp: m.train(data="shapes", epochs=1, save=False, project=str(tmp)), "save", "last.pt"),
         (lambda m, tmp: m.train(data="shapes", epochs=1, pretrained=True, project=str(tmp)), "pretrained", "weights="),
         (lambda m, tmp: m.export(format="onnx", half=True), "half", "float32"),
@@ -133,7 +134,6 @@ def test_refused_package_settings_say_what_to_do_instead(call, word, hint, tmp_p
     with caplog.at_level(logging.CRITICAL, logger="yolotr"), pytest.raises(ConfigError) as info:
         call(model, tmp_path)
     assert f"'{word}'" in str(info.value) and hint in str(info.value)
-    assert "val draws" not in str(info.value)  # val's hint for plots, not train's
 
 
 def test_val_result_has_the_package_s_save_dir_and_confusion_matrix(tmp_path):
@@ -146,16 +146,20 @@ def test_val_result_has_the_package_s_save_dir_and_confusion_matrix(tmp_path):
     assert matrix[:, :3].sum(0).tolist() == per_class and sum(per_class) == result.metrics.instances > 0
 
 
-def test_the_plots_hint_names_what_a_training_run_draws(tiny_shapes, tmp_path):
-    """The hint for the package's plots=False says what a run writes anyway: results.png, which it does; it also
-    named a PR curve and confusion matrix, which a run does not draw (val(save_dir=...) does)."""
-    from yolotr.engine.config import resolve_config
+def test_plots_false_draws_no_results_png_and_a_resume_takes_it(tiny_shapes, tmp_path):
+    """The package's plots: a run draws results.png by default (and nothing else: no PR curve or confusion
+    matrix, which val(save_dir=...) draws); plots=False draws nothing, and the CSV is written either way."""
     from yolotr.engine.trainer import Trainer
 
-    with pytest.raises(ConfigError) as info:
-        resolve_config({"plots": False})
-    trainer = Trainer(tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, val=True))
-    trainer.train()
-    drawn = {p.name for p in trainer.save_dir.iterdir() if p.suffix == ".png"}
-    assert "results.png" in str(info.value) and "results.png" in drawn
-    assert ("PR curve" in str(info.value).split("val(")[0]) == ("PR_curve.png" in drawn)
+    drawn = Trainer(tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, val=True, plots=True, name="on"))
+    drawn.train()
+    assert {p.name for p in drawn.save_dir.iterdir() if p.suffix == ".png"} == {"results.png"}
+    bare = Trainer(tiny_train_cfg(tiny_shapes, tmp_path, epochs=1, val=True, plots=False, name="off"))
+    bare.train()
+    assert not list(bare.save_dir.glob("*.png")) and (bare.save_dir / "results.csv").is_file()
+    resumed = Trainer.resume(bare.save_dir, epochs=2, plots=True)
+    assert resumed.cfg["plots"] is True
+    resumed.train()
+    assert (bare.save_dir / "results.png").is_file()
+    with pytest.raises(ConfigError, match="setting 'plots' must be true or false"):
+        resolve_config({"plots": "sometimes"})

@@ -16,7 +16,7 @@ from yolotr.models.weights import read_checkpoint
 LOGGER = logging.getLogger("yolotr")
 # what a resume may change, as the package's resume allows it: more epochs, the dataset's place (moved or
 # mounted elsewhere: the same classes, which the model checks), where and how fast it runs, and when it stops
-RESUME_SETTINGS = ("epochs", "data", "device", "workers", "patience", "time_limit")
+RESUME_SETTINGS = ("epochs", "data", "device", "workers", "patience", "time_limit", "plots")
 
 
 def latest_checkpoint(project: str | Path | None = None) -> Path:

@@ -400,7 +400,8 @@ class Trainer(OptimizerStepping):
         if self.world > 1:
             dist.barrier()
         if self.main:
-            plot_results(self.save_dir)
+            if self.cfg["plots"]:
+                plot_results(self.save_dir)
             done, minutes, stop = epoch - self.start_epoch, (time.time() - self.t0) / 60, self.stopper.summary()
             LOGGER.info("%d epochs done in %.1f min%s; results in %s", done, minutes, stop, self.save_dir)
         self.tb.close()
