@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.test_cli_errors import run_cli_here
 from yolotr.cli import main
 
 GOOD = "0 0.5 0.5 0.5 0.5\n"
@@ -34,12 +34,7 @@ def _dataset(root: Path, labels: dict[str, str | None]) -> Path:
 
 
 def _check_data(yaml_file: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "yolotr", "check-data", "--data", str(yaml_file)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return run_cli_here("check-data", "--data", yaml_file, cwd=yaml_file.parent)
 
 
 def test_each_problem_once_per_split(tmp_path):

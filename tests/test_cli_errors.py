@@ -6,6 +6,9 @@ it for the Python side (``YOLO(path)`` raises ``CheckpointError``).
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
 import pickle
 import subprocess
 import sys
@@ -67,10 +70,29 @@ def run_cli(*args, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+def run_cli_here(*args, cwd: Path) -> subprocess.CompletedProcess:
+    """``yolotr ARGS`` through ``yolotr.cli.main`` in this process, run in ``cwd``: its exit status and what it
+    printed, as :func:`run_cli` gives them, without a fresh process's 1.5 s of imports. An exception that
+    ``main`` lets through (a traceback, in a process) fails the test."""
+    from yolotr.cli import main
+
+    out, err, previous = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(map(str, args)))
+            except SystemExit as e:  # argparse's refusals
+                code = e.code
+    finally:
+        os.chdir(previous)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
 @pytest.mark.parametrize("kind", sorted(BAD_CHECKPOINTS))
 def test_cli_names_the_bad_checkpoint_in_one_line(kind, tmp_path):
     path, phrase = write_bad_checkpoint(kind, tmp_path)
-    proc = run_cli("info", "--model", path, cwd=tmp_path)
+    proc = run_cli_here("info", "--model", path, cwd=tmp_path)  # a fresh process: the predict test below
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -97,6 +119,6 @@ def test_cli_train_names_a_bad_cfg_file(content, phrase, tmp_path):
     cfg = tmp_path / "settings.yaml"
     if content is not None:
         cfg.write_text(content)
-    proc = run_cli("train", "--model", "yolov5n.yaml", "--data", "shapes", "--cfg", cfg, cwd=tmp_path)
+    proc = run_cli_here("train", "--model", "yolov5n.yaml", "--data", "shapes", "--cfg", cfg, cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stderr.startswith(f"error: {cfg}") and phrase in proc.stderr, proc.stderr

@@ -78,8 +78,12 @@ FOREIGN_SETTINGS = {
     "cache": "; cache_ram=true keeps every decoded, resized training image in memory (the package's cache=ram; "
     "there is no disk cache)",
     "rect": "; training batches are square mosaics; validation and prediction are rectangular already",
-    "copy_paste_mode": "; copy_paste pastes each object's mirror (the package's flip mode, YOLOv5's); the mixup "
-    "mode (objects of another image) is not implemented (remove the key)",
+    "bgr": "; every image is fed in RGB: there is no channel-swap augmentation (remove the key)",
+    **dict.fromkeys(
+        ("erasing", "auto_augment", "dropout"),
+        "; the package uses it in classification training only: a detector trains without it there too (remove "
+        "the key)",
+    ),
     "iou_t": "; YOLOv5's iou_t is read by nothing in YOLOv5 either (remove the key)",
 }
 

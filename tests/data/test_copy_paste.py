@@ -167,9 +167,14 @@ def test_a_copy_paste_outside_0_1_is_refused_at_the_key(value):
         resolve_config({"copy_paste": value})
 
 
-def test_the_mixup_mode_is_refused_with_a_hint():
-    with pytest.raises(ConfigError, match="copy_paste_mode.*flip mode.*not implemented"):
+def test_the_flip_mode_is_taken_and_the_mixup_mode_refused_with_a_hint():
+    """The package's default ``copy_paste_mode: flip`` (in every args.yaml it writes) is the mode copy_paste has."""
+    assert resolve_config({"copy_paste_mode": "flip"})["copy_paste_mode"] == "flip"
+    assert resolve_config({"copy_paste_mode": " Flip"})["copy_paste_mode"] == "flip"
+    with pytest.raises(ConfigError, match="copy_paste_mode': the package's mixup mode .* is not implemented"):
         resolve_config({"copy_paste_mode": "mixup"})
+    with pytest.raises(ConfigError, match="'copy_paste_mode' must be flip, got 'rotate'"):
+        resolve_config({"copy_paste_mode": "rotate"})
 
 
 @pytest.mark.parametrize("whole_pixels", [False, True])

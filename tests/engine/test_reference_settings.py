@@ -96,13 +96,13 @@ def test_values_that_broke_training_later_are_refused_at_the_key(key, value):
 
 def test_every_unknown_key_of_a_reference_file_is_listed_at_once(tmp_path):
     hyp = tmp_path / "hyp.scratch-low.yaml"
-    hyp.write_text("lr0: 0.01\niou_t: 0.2\nmixup: 0.1\ncopy_paste: 0.1\ncopy_paste_mode: flip\nfliplr: 0.5\n")
+    hyp.write_text("lr0: 0.01\niou_t: 0.2\nmixup: 0.1\ncopy_paste: 0.1\nerasing: 0.4\nfliplr: 0.5\n")
     with pytest.raises(ConfigError) as info:
         resolve_config(cfg_file=hyp)
     message = str(info.value)
     assert "2 unknown settings" in message
     assert "\n  mixup" not in message and "\n  copy_paste;" not in message  # YOLOv5's mixup and copy_paste are here
-    assert all(f"\n  {key};" in message for key in ("iou_t", "copy_paste_mode"))
+    assert all(f"\n  {key};" in message for key in ("iou_t", "erasing"))
     hyp.write_text("lr0: 0.01\nmixup: 0.1\ncopy_paste: 0.1\nfliplr: 0.5\n")
     assert (resolve_config(cfg_file=hyp)["mixup"], resolve_config(cfg_file=hyp)["copy_paste"]) == (0.1, 0.1)
 

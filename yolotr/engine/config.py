@@ -131,7 +131,22 @@ def check_save_period(value, source: str = "arguments", key: str = "save_period"
     return max(value, 0)
 
 
+def check_copy_paste_mode(value, source: str = "arguments", key: str = "copy_paste_mode") -> str:
+    """``"flip"``, the one mode of ``copy_paste`` (each pasted object is its own left-right mirror: YOLOv5's, and
+    the package's default); the package's ``"mixup"`` (objects of another image) is refused by name."""
+    word = value.strip().lower() if isinstance(value, str) else value
+    if word == "flip":
+        return word
+    if word == "mixup":
+        raise ConfigError(
+            f"{source}: setting '{key}': the package's mixup mode (objects pasted from another image) is not "
+            "implemented; copy_paste pastes each object's left-right mirror (flip, the package's default and YOLOv5's)"
+        )
+    raise ConfigError(f"{source}: setting '{key}' must be flip, got {value!r}")
+
+
 CHOICE_CHECKS = {
+    "copy_paste_mode": check_copy_paste_mode,
     "save_period": check_save_period,
     "multi_scale": check_multi_scale,
     "optimizer": check_optimizer,
