@@ -66,7 +66,7 @@ def test_corrupt_image_is_named(tmp_path, capsys):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     assert main(["predict", "--model", "yolov5n.yaml", "--source", str(broken), "--imgsz", "128"]) == 2
-    assert "broken.jpg: not a readable image" in capsys.readouterr().err
+    assert "broken.jpg: truncated JPEG (no end marker)" in capsys.readouterr().err  # a JPEG start, no end
 
 
 def test_video_is_predicted_frame_by_frame_and_written_back(tmp_path):

@@ -73,7 +73,7 @@ def test_a_folder_skips_an_unreadable_file_with_a_warning(official, bus, tmp_pat
     with caplog.at_level(logging.WARNING, logger="yolotr"):
         results = predict(official, tmp_path)
     assert [r.path for r in results] == [str(tmp_path / "a.jpg"), str(tmp_path / "c.jpg")]
-    assert "b.jpg: not a readable image" in caplog.text and "skipped" in caplog.text
+    assert "b.jpg: truncated JPEG (no end marker)" in caplog.text and "skipped" in caplog.text
     (tmp_path / "a.jpg").write_text("text")
     (tmp_path / "c.jpg").write_bytes(b"")
     with pytest.raises(DataError, match="none of its 3 files"):

@@ -17,6 +17,7 @@ import torch
 from yolotr.data.image_read import read_image as read_bgr
 from yolotr.data.validation import IMAGE_SUFFIXES, TRUNCATED_JPEG, WIDE_TIFF, inspect_image, truncated_jpeg
 from yolotr.errors import DataError
+from yolotr.file_sniff import describe_non_image
 
 LOGGER = logging.getLogger("yolotr")
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpeg", ".mpg"}
@@ -40,6 +41,10 @@ def read_image(path: str | Path) -> np.ndarray:
     if image is None:
         _, _, problem = inspect_image(str(path))  # a 32-bit TIFF: check-data's reason
         why = problem.message.removesuffix(", skipped") if problem is not None and WIDE_TIFF in problem.message else ""
+        if not why and truncated_jpeg(path):  # cut short inside its headers: nothing for OpenCV to decode
+            why = TRUNCATED_JPEG
+        elif not why and (looks := describe_non_image(path)):  # an HTML page saved as .jpg, a HEIC photo, ...
+            why = f"not a readable image: it looks like {looks}"
         raise DataError(f"{path}: {why or 'not a readable image (corrupt or unsupported format)'}")
     if truncated_jpeg(path):  # OpenCV decoded it, the missing part grey
         raise DataError(f"{path}: {TRUNCATED_JPEG}")

@@ -33,7 +33,9 @@ LOGGER = logging.getLogger("yolotr")
 # 10: the points of YOLO polygon rows are kept (the augmentation warps them).
 # 11: a COCO annotation's polygon segmentation is kept, its box the polygon's extent (as the package trains it).
 #     Distinct polygons of one class and box are all kept (only a polygon given twice is a duplicate).
-CACHE_VERSION = 11
+# 12: a file that is not an image says what it looks like (an HTML page, a HEIC photo, ...); a JPEG cut short
+#     inside its headers is a truncated JPEG.
+CACHE_VERSION = 12
 
 
 @dataclass

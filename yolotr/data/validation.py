@@ -25,6 +25,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from yolotr.file_sniff import describe_non_image
+
 TRUNCATED_JPEG = "truncated JPEG (no end marker)"
 WIDE_TIFF = "OpenCV (what training and prediction read images with) cannot read 32-bit samples: save it as 8- or 16-bit"
 CLIP_TOLERANCE = 1.0  # pixels a box may stick out of its image before a warning is reported
@@ -158,8 +160,10 @@ def inspect_image(path: str) -> tuple[int, int, Problem | None]:
     except Exception as exc:  # PIL raises many types; the image is skipped with the reason
         if not os.path.exists(path):
             return 0, 0, error(path, None, MISSING_IMAGE, "image file does not exist")
-        if fmt in ("JPEG", "MPO") and truncated_jpeg(path):  # a JPEG header, cut short: PIL's words vary
+        if truncated_jpeg(path):  # a JPEG cut short (in its headers, before PIL names the format): PIL's words vary
             return 0, 0, error(path, None, UNREADABLE_IMAGE, f"{TRUNCATED_JPEG}, skipped")
+        if looks := describe_non_image(path):  # an HTML page saved as .jpg, a HEIC photo, ...
+            return 0, 0, error(path, None, UNREADABLE_IMAGE, f"not a readable image: it looks like {looks}, skipped")
         return 0, 0, error(path, None, UNREADABLE_IMAGE, f"unreadable image ({type(exc).__name__}: {exc}), skipped")
     if w < 2 or h < 2:
         return 0, 0, error(path, None, UNREADABLE_IMAGE, f"image of {w}x{h} pixels, skipped")
@@ -179,10 +183,9 @@ def inspect_image(path: str) -> tuple[int, int, Problem | None]:
         kind.append("16-bit")
     if mode in ("L", "LA", "1", "I", "I;16", "I;16B", "I;16L", "F"):
         kind.append("greyscale")
-    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        kind.append("with alpha")
-    if kind:
-        notes.append(f"{' '.join(kind)} image ({mode}) read as 8-bit RGB")
+    alpha = " with alpha" if mode in ("RGBA", "LA", "PA", "RGBa", "La") else ""
+    if kind or alpha:
+        notes.append(f"{' '.join([*kind, 'image'])}{alpha} ({mode}) read as 8-bit RGB")
     return h, w, (warning(path, None, "; ".join(notes)) if notes else None)
 
 

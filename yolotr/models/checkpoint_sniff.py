@@ -11,21 +11,8 @@ import warnings
 import zipfile
 from pathlib import Path
 
+from yolotr.file_sniff import MAGIC, SNIFF_BYTES, as_text, describe_text
 from yolotr.models.foreign_pickle import ForeignObject, describe_value, restricted_pickle_module
-
-SNIFF_BYTES = 4096
-MAGIC = (
-    (b"\x1f\x8b", "a gzip archive"),
-    (b"\x89PNG", "a PNG image"),
-    (b"\xff\xd8\xff", "a JPEG image"),
-    (b"GIF8", "a GIF image"),
-    (b"%PDF", "a PDF document"),
-    (b"7z\xbc\xaf", "a 7-Zip archive"),
-    (b"Rar!", "a RAR archive"),
-    (b"\x7fELF", "an executable (ELF)"),
-    (b"\x93NUMPY", "a NumPy .npy array"),
-    (b"\x89HDF", "an HDF5 file (Keras/TensorFlow weights?)"),
-)
 
 
 def sniff_checkpoint(path: str | Path) -> tuple[str, str]:
@@ -55,9 +42,9 @@ def sniff_checkpoint(path: str | Path) -> tuple[str, str]:
     for magic, what in MAGIC:
         if head.startswith(magic):
             return "other", what
-    text = _as_text(head)
+    text = as_text(head)
     if text is not None:
-        return "other", _describe_text(text)
+        return "other", describe_text(text)
     return "other", f"random/binary data ({size:,} bytes; neither a zip-format nor a pickle checkpoint)"
 
 
@@ -108,31 +95,3 @@ def _sniff_pickle(path: Path, size: int) -> tuple[str, str]:
     if isinstance(value, dict) and isinstance(value.get("model") or value.get("ema"), ForeignObject):
         return "pickle", f"a pickled YOLOv5 checkpoint ({size:,} bytes)"
     return "other", f"a pickle of {describe_value(value)} (written by pickle.dump, not torch.save)"
-
-
-def _as_text(head: bytes) -> str | None:
-    """``head`` decoded as UTF-8 text when it plausibly is text (no NUL, mostly printable), else ``None``."""
-    if b"\x00" in head:
-        return None
-    for cut in range(4):  # the read may end inside a multi-byte character
-        try:
-            text = head[: len(head) - cut].decode("utf-8")
-            break
-        except UnicodeDecodeError:
-            continue
-    else:
-        return None
-    printable = sum(c.isprintable() or c in "\n\r\t\f" for c in text)
-    return text if printable >= 0.95 * len(text) else None
-
-
-def _describe_text(text: str) -> str:
-    stripped = text.lstrip("\ufeff \t\r\n")
-    lowered = stripped[:1024].lower()
-    if lowered.startswith(("<!doctype html", "<html")) or "<html" in lowered or "<head" in lowered:
-        return "an HTML page (a download link that returned a web page instead of the file?)"
-    if stripped.startswith("version https://git-lfs"):
-        return "a Git LFS pointer, not the file itself (run `git lfs pull`)"
-    first = next((line.strip() for line in stripped.splitlines() if line.strip()), "")
-    first = first if len(first) <= 60 else first[:57] + "..."
-    return f"a text file (first line: {first!r})" if first else "a text file of blank lines"

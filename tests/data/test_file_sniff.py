@@ -1,0 +1,72 @@
+"""Files named as images that are something else: prediction and ``check-data`` say what each looks like."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import shared_path
+from yolotr.data.images import read_image
+from yolotr.data.validation import UNREADABLE_IMAGE, inspect_image
+from yolotr.errors import DataError
+from yolotr.file_sniff import describe_non_image
+
+# file name -> (content, what the message says it looks like; None: a damaged image, no guess)
+IMPOSTORS = {
+    "signin.jpg": (b"<!DOCTYPE html>\n<html><head><title>Sign in</title></head></html>\n", "an HTML page"),
+    "lfs.png": (b"version https://git-lfs.github.com/spec/v1\noid sha256:ab\nsize 12\n", "a Git LFS pointer"),
+    "logo.png": (b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"/>\n', "an SVG drawing"),
+    "iphone.jpg": (b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64), "a HEIC/HEIF photo"),
+    "photo.jpg": (b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1" + bytes(64), "an AVIF image"),
+    "scan.jpg": (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n" + bytes(64), "a PDF document"),
+    "batch.jpg": (b"PK\x03\x04" + bytes(64), "a zip archive"),
+    "empty.jpg": (b"", "an empty file (0 bytes)"),
+    "notes.jpg": (b"lr 0.01 worked best\n", "a text file (first line: 'lr 0.01 worked best')"),
+    "damaged.png": (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, None),
+    "noise.jpg": (np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(), None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(IMPOSTORS))
+def test_prediction_and_check_data_say_what_a_non_image_looks_like(name, tmp_path):
+    content, looks = IMPOSTORS[name]
+    path = tmp_path / name
+    path.write_bytes(content)
+    described = describe_non_image(path)
+    assert (described is None) if looks is None else described.startswith(looks), described
+    with pytest.raises(DataError) as info:
+        read_image(path)
+    message = str(info.value)
+    if looks is None:
+        assert message == f"{path}: not a readable image (corrupt or unsupported format)"
+    else:
+        assert message.startswith(f"{path}: not a readable image: it looks like {looks}")
+    h, w, problem = inspect_image(str(path))
+    assert (h, w) == (0, 0) and problem.kind == UNREADABLE_IMAGE
+    if looks is not None:
+        assert problem.message == f"not a readable image: it looks like {described}, skipped"
+
+
+def test_a_jpeg_cut_inside_its_headers_is_a_truncated_jpeg(tmp_path):
+    """Cut before its pixels, OpenCV decodes nothing and PIL fails before it names the format: both readers
+    call it what it is, as a JPEG cut later (which OpenCV decodes, the rest grey)."""
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(shared_path("images", "bus.jpg").read_bytes()[:600])
+    with pytest.raises(DataError, match=r"cut.jpg: truncated JPEG \(no end marker\)$"):
+        read_image(cut)
+    assert inspect_image(str(cut))[2].message == "truncated JPEG (no end marker), skipped"
+
+
+def test_a_whole_image_is_no_impostor_and_alpha_is_worded_as_an_image_with_alpha(tmp_path):
+    whole = tmp_path / "bus.jpg"
+    shutil.copy(shared_path("images", "bus.jpg"), whole)
+    assert describe_non_image(whole) is None and read_image(whole).shape == (1080, 810, 3)
+    rgba = tmp_path / "rgba.png"
+    Image.new("RGBA", (8, 6), (1, 2, 3, 4)).save(rgba)
+    assert inspect_image(str(rgba))[2].message == "image with alpha (RGBA) read as 8-bit RGB"
+    grey = tmp_path / "grey.png"
+    Image.new("LA", (8, 6)).save(grey)
+    assert inspect_image(str(grey))[2].message == "greyscale image with alpha (LA) read as 8-bit RGB"
