@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import shared_path
-from yolotr.data.images import read_image
+from yolotr.data.images import iter_frames, read_image
 from yolotr.data.validation import UNREADABLE_IMAGE, inspect_image
 from yolotr.errors import DataError
 from yolotr.file_sniff import describe_non_image
@@ -70,3 +70,13 @@ def test_a_whole_image_is_no_impostor_and_alpha_is_worded_as_an_image_with_alpha
     grey = tmp_path / "grey.png"
     Image.new("LA", (8, 6)).save(grey)
     assert inspect_image(str(grey))[2].message == "greyscale image with alpha (LA) read as 8-bit RGB"
+
+
+def test_a_video_that_is_a_web_page_says_so(tmp_path):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(IMPOSTORS["signin.jpg"][0])
+    with pytest.raises(DataError, match=r"clip.mp4: cannot open video: it looks like an HTML page"):
+        list(iter_frames(clip))
+    clip.write_bytes(b"\x00\x00\x00\x20ftypisom" + bytes(64))  # an MP4 start, cut: no guess beyond the reader's
+    with pytest.raises(DataError, match=r"clip.mp4: cannot open video$"):
+        list(iter_frames(clip))

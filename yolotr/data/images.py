@@ -277,7 +277,8 @@ def _read_frames(files: list[Path], skip_unreadable: bool, source) -> Iterator[F
 def _video_frames(path: Path) -> Iterator[Frame]:
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
-        raise DataError(f"{path}: cannot open video")
+        looks = describe_non_image(path)  # an HTML page saved as .mp4, an empty file, ...
+        raise DataError(f"{path}: cannot open video" + (f": it looks like {looks}" if looks else ""))
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     index = 0
     try:
