@@ -266,6 +266,18 @@ def test_shipped_configs_have_no_unknown_keys():
 def test_zero_channels_and_an_unknown_head_name_are_named_not_left_to_torch():
     with pytest.raises(ConfigError, match=r"tiny.yaml: layer 0 .*Conv's output channels must be at least 1, got 0"):
         DetectionModel(_tiny_cfg([[-1, 1, "Conv", [0, 3, 2]]]))
+    with pytest.raises(
+        ConfigError, match=r"layer 0 .*Conv's kernel size 'k' \(args\[1\] of the row\) must be at least 1"
+    ):
+        DetectionModel(_tiny_cfg([[-1, 1, "Conv", [16, 0, 2]]]))
+    with pytest.raises(
+        ConfigError, match=r"layer 0 .*Conv's stride 's' \(args\[2\] of the row\) must be at least 1, got -2"
+    ):
+        DetectionModel(_tiny_cfg([[-1, 1, "Conv", [16, 3, -2]]]))
+    with pytest.raises(
+        ConfigError, match=r"a model is built from a YAML name or path or a dict of its keys, not \[1, 2\]"
+    ):
+        DetectionModel([1, 2])
     head = [[[-1], 1, "Detect", ["nc", "anchorz"]]]
     with pytest.raises(ConfigError, match=r"layer 1 .*unknown name 'anchorz'; did you mean anchors\?"):
         DetectionModel(_tiny_cfg([[-1, 1, "Conv", [64, 3, 2]]], head))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -153,8 +154,10 @@ class DetectionModel(nn.Module):
         super().__init__()
         if isinstance(cfg, dict):
             self.yaml = copy.deepcopy(cfg)
-        else:
+        elif isinstance(cfg, str | os.PathLike):
             self.yaml = load_model_yaml(cfg)
+        else:
+            raise ConfigError(f"a model is built from a YAML name or path or a dict of its keys, not {cfg!r}")
         source = str(self.yaml.get("yaml_file", "<dict>"))
         if nc is not None and nc != self.yaml.get("nc"):
             LOGGER.info("overriding model.yaml nc=%s with nc=%d", self.yaml.get("nc"), nc)  # Ultralytics' words

@@ -167,11 +167,15 @@ def numeric_parameter(p: inspect.Parameter) -> bool:
     return p.annotation is not inspect.Parameter.empty and "str" not in ann and any(t in ann for t in ("int", "float"))
 
 
+SIZE_PARAMETERS = {"k": "kernel size", "s": "stride"}  # of the conv and csp modules: 0 or less fails inside torch
+
+
 def check_numeric_args(cls: type[nn.Module], args: list, row_args: list, name: str, where: str) -> None:
     """A numeric argument of a ``conv``/``csp`` module (kernel, stride, repeats, ratios, by the
     constructor's default or annotation) given as a string (``[64, abc, 2]``) is a ``ConfigError``
     naming the layer, the argument and its place in the row, instead of Python's words from deep
-    inside the module (or, for a stride, a crash at the first forward pass)."""
+    inside the module (or, for a stride, a crash at the first forward pass); so is a kernel size or stride
+    below 1."""
 
     def bad(value) -> bool:
         return isinstance(value, str) or (isinstance(value, list | tuple) and any(bad(v) for v in value))
@@ -184,6 +188,12 @@ def check_numeric_args(cls: type[nn.Module], args: list, row_args: list, name: s
             quoted = isinstance(value, str) and is_number(value)
             hint = " (a number in quotes: remove the quotes)" if quoted else ""
             raise ConfigError(f"{where}: {name}'s argument '{p.name}'{nth} must be {kind}, got {value!r}{hint}")
+        sizes = value if isinstance(value, list | tuple) else [value]
+        if p.name in SIZE_PARAMETERS and any(isinstance(v, int) and not isinstance(v, bool) and v < 1 for v in sizes):
+            place = next((k for k, a in enumerate(row_args) if a is value), None)
+            nth = f" (args[{place}] of the row)" if place is not None else ""
+            what = SIZE_PARAMETERS[p.name]
+            raise ConfigError(f"{where}: {name}'s {what} '{p.name}'{nth} must be at least 1, got {value!r}")
 
 
 def check_same_rule_input(cls: type[nn.Module], args: list, c1: int, name: str, where: str) -> None:
