@@ -87,9 +87,11 @@ def test_a_resumed_run_trains_on_as_the_uninterrupted_one(cache, tmp_path, monke
         return out
 
     monkeypatch.setattr(caption_trainer, "save_checkpoint", keep_first_epoch)
-    cfg = {**TINY, "dropout": 0.2, "n_train": 12, "project": str(tmp_path), "name": "whole"}
+    cfg = {**TINY, "dropout": 0.2, "n_train": 12, "project": str(tmp_path), "name": "whole", "plots": False}
     CaptionTrainer(cfg).train()
-    CaptionTrainer({"resume": str(tmp_path / "stopped" / "weights" / "last.pt")}).train()
+    assert not (tmp_path / "whole" / "results.png").exists() and (tmp_path / "whole" / "results.csv").is_file()
+    CaptionTrainer({"resume": str(tmp_path / "stopped" / "weights" / "last.pt"), "plots": True}).train()
+    assert (tmp_path / "stopped" / "results.png").is_file()  # a resume takes plots
     whole, resumed = (torch.load(tmp_path / r / "weights" / "last.pt", weights_only=True) for r in ("whole", "stopped"))
     assert resumed["epoch"] == whole["epoch"] == 1 and resumed["step"] == whole["step"]
     for key, value in whole["state_dict"].items():
@@ -195,6 +197,8 @@ def test_caption_defaults_are_the_settings_the_bench_uses():
         ("epochs", 0, r"'epochs' must be >= 1"),
         ("epochs", 1.5, r"'epochs' must be a whole number"),
         ("dim", "big", r"'dim' must be a number"),
+        ("plots", "no", r"'plots' must be true or false, got 'no'"),
+        ("freeze", 1, r"'freeze' must be true or false, got 1"),
     ],
 )
 def test_caption_settings_out_of_range_are_refused_before_the_run_folder(tmp_path, key, value, message):

@@ -40,5 +40,6 @@ DEFAULTS: dict = {
     "project": "runs/caption",
     "name": "exp",
     "exist_ok": False,
+    "plots": True,  # draw results.png (the curves of results.csv) at the end of the run; false: none
     "resume": None,  # a last.pt to continue
 }

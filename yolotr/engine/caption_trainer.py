@@ -59,15 +59,20 @@ CAPTION_RANGES = {
 }
 CAPTION_WHOLE = {"n_train", "n_val", "imgsz", "patch", "vit_depth", "dim", "layers", "heads", "min_count", "epochs"}
 CAPTION_WHOLE |= {"batch", "max_len", "seed"}
+CAPTION_FLAGS = ("freeze", "grad_checkpointing", "plots")
 
 
 def check_caption_settings(args: dict) -> None:
-    """Refuse a numeric caption setting of the wrong kind or out of :data:`CAPTION_RANGES`, naming it (they
-    failed deep inside OpenCV or torch, or trained nothing: ``max_len 1`` fits no word).
+    """Refuse a numeric caption setting of the wrong kind or out of :data:`CAPTION_RANGES`, or a flag
+    (:data:`CAPTION_FLAGS`) other than true or false, naming it (they failed deep inside OpenCV or torch, or
+    trained nothing: ``max_len 1`` fits no word).
 
     Raises:
         ConfigError: naming the setting, its rule and the value.
     """
+    for key in CAPTION_FLAGS:
+        if not isinstance(args.get(key), bool):
+            raise ConfigError(f"caption setting '{key}' must be true or false, got {args.get(key)!r}")
     for key in CAPTION_WHOLE | set(CAPTION_RANGES):
         value = args.get(key)
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -270,7 +275,8 @@ class CaptionTrainer:
                 raise CheckpointError(f"{path}: has no optimizer state; resume from a last.pt")
             self.resume_ckpt = ckpt
             args = {**DEFAULTS, **ckpt["args"]}
-            args.update({k: v for k, v in overrides.items() if k in ("epochs", "time_limit", "device", "workers")})
+            resumable = ("epochs", "time_limit", "device", "workers", "plots")
+            args.update({k: v for k, v in overrides.items() if k in resumable})
             check_caption_settings(args)
             if not args["time_limit"] and ckpt["epoch"] + 1 >= args["epochs"]:
                 raise ConfigError(
@@ -421,6 +427,7 @@ class CaptionTrainer:
                 break
         if limit:  # the clock ran out during the batches, the validation or the saving: all end here
             LOGGER.info("time limit of %g min reached after epoch %d", a["time_limit"], epoch + 1)
-        plot_results(csv_path, self.save_dir / "results.png")
+        if a["plots"]:
+            plot_results(csv_path, self.save_dir / "results.png")
         tb.close()
         return {**metrics, "save_dir": str(self.save_dir), "time": time.monotonic() - t0}
