@@ -78,7 +78,6 @@ FOREIGN_SETTINGS = {
     "cache": "; cache_ram=true keeps every decoded, resized training image in memory (the package's cache=ram; "
     "there is no disk cache)",
     "rect": "; training batches are square mosaics; validation and prediction are rectangular already",
-    "bgr": "; every image is fed in RGB: there is no channel-swap augmentation (remove the key)",
     **dict.fromkeys(
         ("erasing", "auto_augment", "dropout"),
         "; the package uses it in classification training only: a detector trains without it there too (remove "

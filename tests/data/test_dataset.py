@@ -9,6 +9,7 @@ import torch
 from yolotr.data.dataset import DetectionDataset, build_dataloader, collate
 from yolotr.data.sources import ImageRecord, load_records
 from yolotr.data.synthetic import make_shapes_dataset
+from yolotr.errors import ConfigError
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +90,32 @@ def test_augmented_training_batches(shapes_records):
     plain = DetectionDataset(shapes_records, imgsz=128, augment=True, hyp={"mosaic": 0.0})
     images, _, _, shapes = collate([plain[i] for i in range(4)])
     assert images.shape == (4, 3, 128, 128) and all(s is not None for s in shapes)
+
+
+@pytest.mark.parametrize("mosaic", [1.0, 0.0])
+def test_bgr_swaps_the_channels_of_that_share_of_items_and_nothing_else(shapes_records, mosaic):
+    """The package's bgr: with probability bgr an item's blue and red channels are swapped (the model gets it in
+    BGR order); the boxes and the other draws are those of the item without it, and at 0 nothing is drawn."""
+    from yolotr.data.dataset import default_hyp
+    from yolotr.engine.config import resolve_config
+
+    hyp = {**default_hyp(), "mosaic": mosaic}
+    plain = DetectionDataset(shapes_records, imgsz=96, augment=True, hyp=hyp)
+    always = DetectionDataset(shapes_records, imgsz=96, augment=True, hyp={**hyp, "bgr": 1.0})
+    half = DetectionDataset(shapes_records, imgsz=96, augment=True, hyp={**hyp, "bgr": 0.5})
+    swapped = 0
+    for i in range(12):
+        image, labels, _, _ = plain[(0, 1, i)]
+        bgr_image, bgr_labels, _, _ = always[(0, 1, i)]
+        assert torch.equal(bgr_image, image.flip(0)) and torch.equal(bgr_labels, labels)
+        half_image, half_labels, _, _ = half[(0, 1, i)]
+        assert torch.equal(half_labels, labels)
+        assert torch.equal(half_image, image) or torch.equal(half_image, bgr_image)
+        swapped += not torch.equal(half_image, image)
+    assert 2 <= swapped <= 10
+    assert resolve_config({})["bgr"] == 0.0 and default_hyp()["bgr"] == 0.0
+    with pytest.raises(ConfigError, match="'bgr' must be in \\[0, 1\\]"):
+        resolve_config({"bgr": 1.5})
 
 
 def test_loader_workers_are_seeded(shapes_records):

@@ -123,7 +123,6 @@ def test_export_takes_device(monkeypatch, tmp_path, caplog):
     [
         (lambda m, tmp: m.val(data="shapes", plots=False), "plots", "save_dir="),
         (lambda m, tmp: m.train(data="shapes", erasing=0.4, project=str(tmp)), "erasing", "classification training"),
-        (lambda m, tmp: m.train(data="shapes", bgr=0.1, project=str(tmp)), "bgr", "no channel-swap"),
         (lambda m, tmp: m.train(data="shapes", epochs=1, save=False, project=str(tmp)), "save", "last.pt"),
         (lambda m, tmp: m.train(data="shapes", epochs=1, pretrained=True, project=str(tmp)), "pretrained", "weights="),
         (lambda m, tmp: m.export(format="onnx", half=True), "half", "float32"),

@@ -46,6 +46,7 @@ AUG_KEYS = (
     "perspective",
     "flipud",
     "fliplr",
+    "bgr",
     "mosaic",
     "mixup",
     "copy_paste",

@@ -480,11 +480,15 @@ def colour_flips(
     image: np.ndarray, boxes: np.ndarray, hyp: dict, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
     """HSV jitter (``hsv_h``, ``hsv_s``, ``hsv_v``; three draws), then the up-down and left-right flips
-    (``flipud``, ``fliplr``; two draws) of a ``(H, W, 3)`` uint8 BGR image and its ``(N, 4)`` xyxy boxes."""
+    (``flipud``, ``fliplr``; two draws) of a ``(H, W, 3)`` uint8 BGR image and its ``(N, 4)`` xyxy boxes, then
+    with probability ``bgr`` (the package's; a draw only when above 0) its blue and red channels swapped, so that
+    the model gets it in BGR order."""
     image = hsv_jitter(image, rng, hyp.get("hsv_h", 0.0), hyp.get("hsv_s", 0.0), hyp.get("hsv_v", 0.0))
     ud, lr = rng.random(2)
     if ud < hyp.get("flipud", 0.0):
         image, boxes = flip(image, boxes, horizontal=False)
     if lr < hyp.get("fliplr", 0.0):
         image, boxes = flip(image, boxes, horizontal=True)
+    if hyp.get("bgr", 0.0) > 0 and rng.random() < hyp["bgr"]:
+        image = np.ascontiguousarray(image[..., ::-1])
     return image, boxes

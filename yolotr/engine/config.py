@@ -33,7 +33,7 @@ RANGES = {
         "[0, 180]": "degrees",
         "[0, 90)": "shear",
         "[0, 0.001]": "perspective",  # YOLOv5's and the package's documented range
-        "[0, 1]": "mosaic mixup copy_paste cutmix fliplr flipud translate val_conf ema_decay label_smoothing "
+        "[0, 1]": "mosaic mixup copy_paste cutmix fliplr flipud bgr translate val_conf ema_decay label_smoothing "
         "hsv_h hsv_s hsv_v",
         "[0, 1)": "momentum warmup_momentum scale",
         "(0, 1]": "nan_lr_factor fraction",
