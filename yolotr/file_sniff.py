@@ -67,9 +67,9 @@ def describe_text(text: str) -> str:
 
 def describe_non_image(path: str | Path) -> str | None:
     """What a file that no image decoder read looks like, when it is something other than a damaged image: an
-    empty file, text (an HTML page, a Git LFS pointer, an SVG drawing), a HEIC or AVIF photo (which OpenCV does
-    not decode), or another known format (a PDF, an archive, ...). ``None`` for the first bytes of a known image
-    format (a damaged image), bytes of no known kind, or a file that cannot be opened."""
+    empty file, text (an HTML page, a Git LFS pointer, an SVG drawing), a HEIC photo (which OpenCV does not
+    decode) or an AVIF one, or another known format (a PDF, an archive, ...). ``None`` for the first bytes of a
+    known image format (a damaged image), bytes of no known kind, or a file that cannot be opened."""
     try:
         head = read_head(path)
     except OSError:
@@ -77,8 +77,9 @@ def describe_non_image(path: str | Path) -> str | None:
     if not head:
         return "an empty file (0 bytes)"
     if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS | AVIF_BRANDS:
-        kind = "a HEIC/HEIF photo (the iPhone's format)" if head[8:12] in HEIF_BRANDS else "an AVIF image"
-        return f"{kind}, which OpenCV does not decode: convert it to JPEG or PNG"
+        if head[8:12] in HEIF_BRANDS:
+            return "a HEIC/HEIF photo (the iPhone's format), which OpenCV does not decode: convert it to JPEG or PNG"
+        return "an AVIF image that could not be decoded (damaged, or no AVIF decoder): convert it to JPEG or PNG"
     if head.startswith(IMAGE_MAGIC):
         return None
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import shutil
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
 
 from tests.conftest import shared_path
-from yolotr.data.images import iter_frames, read_image
+from yolotr.data.images import expand_source, iter_frames, read_image
+from yolotr.data.sources import load_records
 from yolotr.data.validation import UNREADABLE_IMAGE, inspect_image
 from yolotr.errors import DataError
 from yolotr.file_sniff import describe_non_image
@@ -80,3 +84,45 @@ def test_a_video_that_is_a_web_page_says_so(tmp_path):
     clip.write_bytes(b"\x00\x00\x00\x20ftypisom" + bytes(64))  # an MP4 start, cut: no guess beyond the reader's
     with pytest.raises(DataError, match=r"clip.mp4: cannot open video$"):
         list(iter_frames(clip))
+
+
+def _photo(path) -> None:
+    try:
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(path)
+    except (KeyError, OSError, ValueError) as e:  # a Pillow without that encoder
+        pytest.skip(f"Pillow cannot write {path.suffix}: {e}")
+
+
+def test_avif_and_jpeg_2000_are_read_and_heic_in_a_folder_is_named_not_silently_left_out(tmp_path, caplog):
+    """The package reads .avif and .jp2 images; yolotr left them out of a folder without a word, as it still
+    leaves out HEIC photos (OpenCV has no decoder), which it now names."""
+    images = tmp_path / "set" / "images"
+    images.mkdir(parents=True)
+    for name in ("a.avif", "b.jp2", "c.png"):
+        _photo(images / name)
+    (images / "d.heic").write_bytes(IMPOSTORS["iphone.jpg"][0])
+    (tmp_path / "set" / "labels").mkdir()
+    for stem in "abcd":
+        (tmp_path / "set" / "labels" / f"{stem}.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    with caplog.at_level(logging.WARNING, logger="yolotr"):
+        files = expand_source(images)
+    assert [p.name for p in files] == ["a.avif", "b.jp2", "c.png"]
+    assert f"{images}: left out 1 .heic file(s), a format OpenCV" in caplog.text
+    assert all(read_image(p).shape == (48, 64, 3) for p in files)
+    data = tmp_path / "set" / "data.yaml"
+    data.write_text(f"path: {tmp_path / 'set'}\ntrain: images\nval: images\nnames: [a]\n")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="yolotr"):
+        records = load_records(data, "train", cache=False)[0]
+    assert sorted(Path(r.path).name for r in records) == ["a.avif", "b.jp2", "c.png"]
+    assert "left out 1 .heic file(s)" in caplog.text
+
+
+def test_an_avif_this_opencv_cannot_decode_is_left_out_by_check_data(tmp_path, monkeypatch):
+    path = tmp_path / "a.avif"
+    _photo(path)
+    assert inspect_image(str(path)) == (48, 64, None)
+    monkeypatch.setattr(cv2, "haveImageReader", lambda _: False)  # an OpenCV build without an AVIF decoder
+    h, w, problem = inspect_image(str(path))
+    assert (h, w) == (0, 0) and problem.kind == UNREADABLE_IMAGE
+    assert problem.message.startswith("AVIF image: this OpenCV (what training and prediction read images with) has no")

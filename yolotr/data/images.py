@@ -15,7 +15,14 @@ import numpy as np
 import torch
 
 from yolotr.data.image_read import read_image as read_bgr
-from yolotr.data.validation import IMAGE_SUFFIXES, TRUNCATED_JPEG, WIDE_TIFF, inspect_image, truncated_jpeg
+from yolotr.data.validation import (
+    IMAGE_SUFFIXES,
+    TRUNCATED_JPEG,
+    WIDE_TIFF,
+    inspect_image,
+    truncated_jpeg,
+    unread_images_note,
+)
 from yolotr.errors import DataError
 from yolotr.file_sniff import describe_non_image
 
@@ -85,7 +92,10 @@ def expand_source(source: str | Path | list) -> list[Path]:
     if any(ch in text for ch in "*?[") and not path.exists():  # an existing 'shot[1].jpg' is that file
         files = [Path(p) for p in sorted(glob.glob(text, recursive=True))]
     elif path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+        listed = sorted(path.iterdir())
+        files = [p for p in listed if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
+        if note := unread_images_note(listed, str(path)):
+            LOGGER.warning(note)
     elif path.suffix.lower() == ".txt" and path.is_file():
         files = _listed_files(path)
     elif path.is_file():

@@ -34,7 +34,7 @@ LOGGER = logging.getLogger("yolotr")
 # 11: a COCO annotation's polygon segmentation is kept, its box the polygon's extent (as the package trains it).
 #     Distinct polygons of one class and box are all kept (only a polygon given twice is a duplicate).
 # 12: a file that is not an image says what it looks like (an HTML page, a HEIC photo, ...); a JPEG cut short
-#     inside its headers is a truncated JPEG.
+#     inside its headers is a truncated JPEG; .avif and .jp2 images are read (when this OpenCV decodes them).
 CACHE_VERSION = 12
 
 

@@ -60,11 +60,13 @@ from yolotr.data.validation import (
     CLIP_TOLERANCE,
     IMAGE_SUFFIXES,
     ORPHAN_LABEL,
+    UNREAD_IMAGE_SUFFIXES,
     ImageRecord,
     Item,
     Problem,
     error,
     inspect_image,
+    unread_images_note,
     warning,
 )
 from yolotr.errors import DataError, did_you_mean
@@ -104,13 +106,15 @@ WHERE_LABELS = {
 def _list_images(folder: Path) -> list[str]:
     """The images under ``folder``, at any depth, leaving out hidden files and folders (a name that starts with a
     dot: Jupyter's ``.ipynb_checkpoints`` copies, macOS's ``._`` files), as the package's listing does."""
-    return sorted(
-        str(p)
+    found = [
+        p
         for p in folder.rglob("*")
-        if p.suffix.lower() in IMG_FORMATS
+        if p.suffix.lower() in IMG_FORMATS | UNREAD_IMAGE_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-        and p.is_file()
-    )
+    ]
+    if note := unread_images_note(found, str(folder)):  # HEIC photos, ...: said, not silently left out
+        LOGGER.warning(note)
+    return sorted(str(p) for p in found if p.suffix.lower() in IMG_FORMATS and p.is_file())
 
 
 def _yolo_label_path(image: str) -> str:

@@ -132,8 +132,27 @@ def warning(file: str, line: int | None, message: str) -> Problem:
 
 # --------------------------------------------------------------------------- images
 
-IMAGE_SUFFIXES = frozenset({".bmp", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp"})
+IMAGE_SUFFIXES = frozenset({".avif", ".bmp", ".jp2", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp"})
 """The image files yolotr reads, in training and in prediction alike (both through OpenCV, checked by Pillow)."""
+OPTIONAL_DECODERS = {".avif": "AVIF", ".jp2": "JPEG 2000"}  # formats an OpenCV build may have no decoder for
+UNREAD_IMAGE_SUFFIXES = frozenset({".heic", ".heif", ".dng", ".pfm", ".jxl"})  # photos OpenCV does not read
+
+
+def unread_images_note(paths, where: str) -> str | None:
+    """A warning for the photos among ``paths`` (a folder's files) in a format yolotr does not read (HEIC, DNG,
+    ...), which a folder's listing leaves out; ``None`` when there is none."""
+    counts: dict[str, int] = {}
+    for path in paths:
+        suffix = Path(path).suffix.lower()
+        if suffix in UNREAD_IMAGE_SUFFIXES:
+            counts[suffix] = counts.get(suffix, 0) + 1
+    if not counts:
+        return None
+    listed = ", ".join(f"{n} {suffix}" for suffix, n in sorted(counts.items()))
+    return (
+        f"{where}: left out {listed} file(s), a format OpenCV (what training and prediction read images with) does "
+        f"not decode: convert them to JPEG or PNG (read: {', '.join(sorted(IMAGE_SUFFIXES))})"
+    )
 
 
 def inspect_image(path: str) -> tuple[int, int, Problem | None]:
@@ -167,6 +186,9 @@ def inspect_image(path: str) -> tuple[int, int, Problem | None]:
         return 0, 0, error(path, None, UNREADABLE_IMAGE, f"unreadable image ({type(exc).__name__}: {exc}), skipped")
     if w < 2 or h < 2:
         return 0, 0, error(path, None, UNREADABLE_IMAGE, f"image of {w}x{h} pixels, skipped")
+    if (kind := OPTIONAL_DECODERS.get(Path(path).suffix.lower())) and not cv2.haveImageReader(str(path)):
+        return 0, 0, error(path, None, UNREADABLE_IMAGE, f"{kind} image: this OpenCV (what training and prediction "
+                           "read images with) has no decoder for it: convert it to JPEG or PNG, skipped")  # fmt: skip
     notes = []
     if orientation in (5, 6, 7, 8) and w != h and not _opencv_turns(path, w, h, fmt):
         notes.append(
