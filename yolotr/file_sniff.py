@@ -22,10 +22,10 @@ MAGIC = (
     (b"\x93NUMPY", "a NumPy .npy array"),
     (b"\x89HDF", "an HDF5 file (Keras/TensorFlow weights?)"),
 )
-# ISO base media brands (bytes 8-12, after "ftyp") of photos OpenCV does not decode
+# ISO base media major brands (bytes 8-12, after "ftyp"): HEIF photos (which OpenCV does not decode) and AVIF
 HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"mif1", b"msf1"}
 AVIF_BRANDS = {b"avif", b"avis"}
-IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*", b"RIFF")
+IMAGE_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"BM", b"II*\x00", b"MM\x00*")  # and WebP: RIFF....WEBP
 
 
 def read_head(path: str | Path, size: int = SNIFF_BYTES) -> bytes:
@@ -80,7 +80,7 @@ def describe_non_image(path: str | Path) -> str | None:
         if head[8:12] in HEIF_BRANDS:
             return "a HEIC/HEIF photo (the iPhone's format), which OpenCV does not decode: convert it to JPEG or PNG"
         return "an AVIF image that could not be decoded (damaged, or no AVIF decoder): convert it to JPEG or PNG"
-    if head.startswith(IMAGE_MAGIC):
+    if head.startswith(IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return None
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
         return "a zip archive"

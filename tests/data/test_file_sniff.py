@@ -30,6 +30,7 @@ IMPOSTORS = {
     "empty.jpg": (b"", "an empty file (0 bytes)"),
     "notes.jpg": (b"lr 0.01 worked best\n", "a text file (first line: 'lr 0.01 worked best')"),
     "damaged.png": (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, None),
+    "damaged.webp": (b"RIFF\x10\x00\x00\x00WEBPVP8 " + bytes(range(256)), None),
     "noise.jpg": (np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes(), None),
 }
 

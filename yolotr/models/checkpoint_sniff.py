@@ -11,7 +11,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
-from yolotr.file_sniff import MAGIC, SNIFF_BYTES, as_text, describe_text
+from yolotr.file_sniff import MAGIC, as_text, describe_text, read_head
 from yolotr.models.foreign_pickle import ForeignObject, describe_value, restricted_pickle_module
 
 
@@ -26,8 +26,7 @@ def sniff_checkpoint(path: str | Path) -> tuple[str, str]:
     """
     path = Path(path)
     size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(SNIFF_BYTES)
+    head = read_head(path)
     if not head:
         return "other", "an empty file (0 bytes)"
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
