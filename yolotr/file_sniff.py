@@ -65,6 +65,20 @@ def describe_text(text: str) -> str:
     return f"a text file (first line: {first!r})" if first else "a text file of blank lines"
 
 
+def describe_head(head: bytes) -> str | None:
+    """What a file whose first bytes are ``head`` looks like: an empty file, a format of :data:`MAGIC`, a zip
+    archive, or text (:func:`describe_text`); ``None`` for bytes of no known kind."""
+    if not head:
+        return "an empty file (0 bytes)"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "a zip archive"
+    for magic, what in MAGIC:
+        if head.startswith(magic):
+            return what
+    text = as_text(head)
+    return describe_text(text) if text is not None else None
+
+
 def describe_non_image(path: str | Path) -> str | None:
     """What a file that no image decoder read looks like, when it is something other than a damaged image: an
     empty file, text (an HTML page, a Git LFS pointer, an SVG drawing), a HEIC photo (which OpenCV does not
@@ -74,18 +88,10 @@ def describe_non_image(path: str | Path) -> str | None:
         head = read_head(path)
     except OSError:
         return None
-    if not head:
-        return "an empty file (0 bytes)"
     if head[4:8] == b"ftyp" and head[8:12] in HEIF_BRANDS | AVIF_BRANDS:
         if head[8:12] in HEIF_BRANDS:
             return "a HEIC/HEIF photo (the iPhone's format), which OpenCV does not decode: convert it to JPEG or PNG"
         return "an AVIF image that could not be decoded (damaged, or no AVIF decoder): convert it to JPEG or PNG"
     if head.startswith(IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return None
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return "a zip archive"
-    for magic, what in MAGIC:
-        if head.startswith(magic):
-            return what
-    text = as_text(head)
-    return describe_text(text) if text is not None else None
+    return describe_head(head)

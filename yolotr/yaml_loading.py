@@ -4,8 +4,12 @@ a key given twice in one mapping is an error: PyYAML keeps the last value withou
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 from yaml.constructor import ConstructorError
+
+from yolotr.file_sniff import describe_head, describe_text, read_head
 
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -34,3 +38,31 @@ class UniqueKeyLoader(yaml.SafeLoader):
 def load_yaml(text: str):
     """``text`` parsed as ``yaml.safe_load`` parses it; a repeated key raises ``yaml.YAMLError`` with its line."""
     return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+
+
+def read_yaml_file(path: str | Path, what: str, error: type[Exception]):
+    """The document of the YAML file ``path`` (a ``what``: "dataset YAML", "model YAML", "configuration"), parsed
+    by :func:`load_yaml`; the caller checks its shape.
+
+    Raises:
+        error: naming the file: one that cannot be read; one that is not text, or is a web page (a download that
+            returned HTML), saying what it looks like; malformed YAML, with its line where PyYAML gives one.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        looks = describe_head(read_head(path)) or "binary data (not UTF-8 text)"
+        raise error(f"{path}: not a {what}: it looks like {looks}") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read {what}: {e}") from None
+    # a page saved under the file's name (no YAML document of ours starts with a tag), even where it parses
+    if text.lstrip("\ufeff \t\r\n").startswith("<") and (looks := describe_text(text)).startswith("an HTML page"):
+        raise error(f"{path}: not a {what}: it looks like {looks}")
+    try:
+        return load_yaml(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}: line {mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise error(f"{where}: malformed YAML: {problem}") from None

@@ -10,12 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from yolotr.data.coco import coco_names
 from yolotr.data.label_cache import cache_dir
 from yolotr.errors import DataError
-from yolotr.yaml_loading import load_yaml
+from yolotr.yaml_loading import read_yaml_file
 
 LOGGER = logging.getLogger("yolotr")
 
@@ -62,10 +60,7 @@ def load_dataset_config(data: str | os.PathLike | dict | DatasetConfig) -> Datas
     file = Path(data)
     if not file.is_file():
         raise DataError(f"{file}: dataset YAML not found (give a path to a YAML file, or 'shapes')")
-    try:
-        cfg = load_yaml(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise DataError(f"{file}: cannot read dataset YAML: {exc}") from None
+    cfg = read_yaml_file(file, "dataset YAML", DataError)
     if not isinstance(cfg, dict):
         raise DataError(f"{file}: a dataset YAML must be a mapping with path, train, val and names")
     return _parse_config(cfg, Path(os.path.abspath(file)).parent, str(file))

@@ -14,7 +14,7 @@ import yaml
 from yolotr.engine.amp import check_amp
 from yolotr.engine.multi_scale import check_multi_scale
 from yolotr.errors import ConfigError, did_you_mean, setting_hint
-from yolotr.yaml_loading import load_yaml
+from yolotr.yaml_loading import read_yaml_file
 
 DEFAULT_CFG = Path(__file__).resolve().parent.parent / "cfg" / "default.yaml"
 
@@ -175,10 +175,7 @@ def load_cfg_file(path: str | Path) -> dict:
         ConfigError: for a file that cannot be read or parsed, one that is not a mapping of settings,
             an unknown key or a value of the wrong kind or out of range.
     """
-    try:
-        layer = load_yaml(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise ConfigError(f"{path}: cannot read configuration: {e}") from None
+    layer = read_yaml_file(path, "configuration", ConfigError)
     if layer is None:
         return {}
     if not isinstance(layer, dict):

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
 from yolotr.errors import CheckpointError, ConfigError
@@ -25,7 +24,7 @@ from yolotr.nn.head import Detect
 from yolotr.nn.head_af import AnchorFreeDetect
 from yolotr.nn.head_detr import RTDETRDecoder
 from yolotr.nn.yaml_checks import positive_number
-from yolotr.yaml_loading import load_yaml
+from yolotr.yaml_loading import read_yaml_file
 
 LOGGER = logging.getLogger("yolotr")
 CFG_DIR = Path(__file__).resolve().parent.parent / "cfg" / "models"
@@ -84,15 +83,7 @@ def load_model_yaml(name: str | Path) -> dict:
     ``scales`` that does not have that letter is a ``ConfigError``.
     """
     path, scale = resolve_model_yaml(name)
-    try:
-        cfg = load_yaml(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}: line {mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read model YAML: {e}") from None
+    cfg = read_yaml_file(path, "model YAML", ConfigError)
     if not isinstance(cfg, dict):
         raise ConfigError(f"{path}: a model YAML must be a mapping with nc, anchors, backbone and head")
     scales = cfg.get("scales")
