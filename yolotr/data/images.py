@@ -17,8 +17,9 @@ import torch
 from yolotr.data.image_read import read_image as read_bgr
 from yolotr.data.validation import (
     IMAGE_SUFFIXES,
+    PIL_SAYS,
     TRUNCATED_JPEG,
-    WIDE_TIFF,
+    UNREADABLE_IMAGE,
     inspect_image,
     truncated_jpeg,
     unread_images_note,
@@ -45,14 +46,15 @@ def read_image(path: str | Path) -> np.ndarray:
     if not path.is_file():
         raise DataError(f"{path}: no such image file")
     image = read_bgr(str(path))
-    if image is None:
-        _, _, problem = inspect_image(str(path))  # a 32-bit TIFF: check-data's reason
-        why = problem.message.removesuffix(", skipped") if problem is not None and WIDE_TIFF in problem.message else ""
-        if not why and truncated_jpeg(path):  # cut short inside its headers: nothing for OpenCV to decode
-            why = TRUNCATED_JPEG
-        elif not why and (looks := describe_non_image(path)):  # an HTML page saved as .jpg, a HEIC photo, ...
-            why = f"not a readable image: it looks like {looks}"
-        raise DataError(f"{path}: {why or 'not a readable image (corrupt or unsupported format)'}")
+    if image is None:  # check-data's reason where it has one: a 32-bit TIFF, a cut JPEG, a web page, a HEIC photo
+        _, _, problem = inspect_image(str(path))
+        known = problem is not None and problem.kind == UNREADABLE_IMAGE and not problem.message.startswith(PIL_SAYS)
+        why = (
+            problem.message.removesuffix(", skipped")
+            if known
+            else "not a readable image (corrupt or unsupported format)"
+        )
+        raise DataError(f"{path}: {why}")
     if truncated_jpeg(path):  # OpenCV decoded it, the missing part grey
         raise DataError(f"{path}: {TRUNCATED_JPEG}")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import xml.parsers.expat
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -132,6 +133,7 @@ def warning(file: str, line: int | None, message: str) -> Problem:
 
 # --------------------------------------------------------------------------- images
 
+PIL_SAYS = "unreadable image ("  # the start of a reason that is Pillow's own words, not a named cause
 IMAGE_SUFFIXES = frozenset({".avif", ".bmp", ".jp2", ".jpeg", ".jpg", ".mpo", ".png", ".tif", ".tiff", ".webp"})
 """The image files yolotr reads, in training and in prediction alike (both through OpenCV, checked by Pillow)."""
 OPTIONAL_DECODERS = {".avif": "AVIF", ".jp2": "JPEG 2000"}  # formats an OpenCV build may have no decoder for
@@ -141,11 +143,7 @@ UNREAD_IMAGE_SUFFIXES = frozenset({".heic", ".heif", ".dng", ".pfm", ".jxl"})  #
 def unread_images_note(paths, where: str) -> str | None:
     """A warning for the photos among ``paths`` (a folder's files) in a format yolotr does not read (HEIC, DNG,
     ...), which a folder's listing leaves out; ``None`` when there is none."""
-    counts: dict[str, int] = {}
-    for path in paths:
-        suffix = Path(path).suffix.lower()
-        if suffix in UNREAD_IMAGE_SUFFIXES:
-            counts[suffix] = counts.get(suffix, 0) + 1
+    counts = Counter(s for s in (Path(p).suffix.lower() for p in paths) if s in UNREAD_IMAGE_SUFFIXES)
     if not counts:
         return None
     listed = ", ".join(f"{n} {suffix}" for suffix, n in sorted(counts.items()))
@@ -183,7 +181,7 @@ def inspect_image(path: str) -> tuple[int, int, Problem | None]:
             return 0, 0, error(path, None, UNREADABLE_IMAGE, f"{TRUNCATED_JPEG}, skipped")
         if looks := describe_non_image(path):  # an HTML page saved as .jpg, a HEIC photo, ...
             return 0, 0, error(path, None, UNREADABLE_IMAGE, f"not a readable image: it looks like {looks}, skipped")
-        return 0, 0, error(path, None, UNREADABLE_IMAGE, f"unreadable image ({type(exc).__name__}: {exc}), skipped")
+        return 0, 0, error(path, None, UNREADABLE_IMAGE, f"{PIL_SAYS}{type(exc).__name__}: {exc}), skipped")
     if w < 2 or h < 2:
         return 0, 0, error(path, None, UNREADABLE_IMAGE, f"image of {w}x{h} pixels, skipped")
     if (kind := OPTIONAL_DECODERS.get(Path(path).suffix.lower())) and not cv2.haveImageReader(str(path)):

@@ -11,7 +11,7 @@ import warnings
 import zipfile
 from pathlib import Path
 
-from yolotr.file_sniff import MAGIC, as_text, describe_text, read_head
+from yolotr.file_sniff import describe_head, read_head
 from yolotr.models.foreign_pickle import ForeignObject, describe_value, restricted_pickle_module
 
 
@@ -28,7 +28,7 @@ def sniff_checkpoint(path: str | Path) -> tuple[str, str]:
     size = path.stat().st_size
     head = read_head(path)
     if not head:
-        return "other", "an empty file (0 bytes)"
+        return "other", describe_head(head)  # an empty file
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         return _sniff_zip(path, head, size)
     if head[0] == 0x80 and len(head) > 1 and 2 <= head[1] <= 5:
@@ -38,13 +38,8 @@ def sniff_checkpoint(path: str | Path) -> tuple[str, str]:
             "an ONNX model (only prediction runs .onnx files: `yolotr predict`, `YOLO(...).predict`; "
             "the rest needs a .pt checkpoint)"
         )
-    for magic, what in MAGIC:
-        if head.startswith(magic):
-            return "other", what
-    text = as_text(head)
-    if text is not None:
-        return "other", describe_text(text)
-    return "other", f"random/binary data ({size:,} bytes; neither a zip-format nor a pickle checkpoint)"
+    looks = describe_head(head)  # an empty file, a known format, text (an HTML page, ...)
+    return "other", looks or f"random/binary data ({size:,} bytes; neither a zip-format nor a pickle checkpoint)"
 
 
 def _sniff_zip(path: Path, head: bytes, size: int) -> tuple[str, str]:

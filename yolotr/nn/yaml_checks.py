@@ -181,17 +181,15 @@ def check_numeric_args(cls: type[nn.Module], args: list, row_args: list, name: s
         return isinstance(value, str) or (isinstance(value, list | tuple) and any(bad(v) for v in value))
 
     for p, value in zip(inspect.signature(cls).parameters.values(), args):
+        place = next((k for k, a in enumerate(row_args) if a is value), None)
+        nth = f" (args[{place}] of the row)" if place is not None else ""
         if bad(value) and numeric_parameter(p):
-            place = next((k for k, a in enumerate(row_args) if a is value), None)
-            nth = f" (args[{place}] of the row)" if place is not None else ""
             kind = "true or false" if isinstance(p.default, bool) else "a number"
             quoted = isinstance(value, str) and is_number(value)
             hint = " (a number in quotes: remove the quotes)" if quoted else ""
             raise ConfigError(f"{where}: {name}'s argument '{p.name}'{nth} must be {kind}, got {value!r}{hint}")
         sizes = value if isinstance(value, list | tuple) else [value]
         if p.name in SIZE_PARAMETERS and any(isinstance(v, int) and not isinstance(v, bool) and v < 1 for v in sizes):
-            place = next((k for k, a in enumerate(row_args) if a is value), None)
-            nth = f" (args[{place}] of the row)" if place is not None else ""
             what = SIZE_PARAMETERS[p.name]
             raise ConfigError(f"{where}: {name}'s {what} '{p.name}'{nth} must be at least 1, got {value!r}")
 
