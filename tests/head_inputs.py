@@ -15,3 +15,24 @@ def head_inputs(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     finally:
         handle.remove()
     return seen
+
+
+def calibrate_batch_norm(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
+    """Set every BatchNorm's running statistics to those of ``x`` (one training-mode forward, cumulative
+    average), then put ``model`` in eval mode; returns it.
+
+    A freshly built model in eval mode divides by running variances of 1 that its features do not have: each
+    layer shrinks them by about 3x, so the deep levels of a large model reach 1e-9 and an absolute tolerance
+    compares nothing there. After calibration every level is of order 1, as in a trained model.
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    model.train()
+    with torch.no_grad():
+        model(x)
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    return model.eval()

@@ -100,6 +100,27 @@ def test_v10_blocks_shapes_and_fuse() -> None:
         assert torch.allclose(with_residual, sppf(x) + x)
 
 
+def test_sppf_cv1_is_unactivated_when_the_row_names_its_pool_count() -> None:
+    """The package's rule (8.4): an SPPF row ``[c2]`` / ``[c2, k]`` keeps ``cv1``'s activation, a row that
+    names ``n`` drops it whatever ``shortcut`` is. YOLO26-P6's ``[1024, 5, 3, False]`` had SiLU here, so its
+    P6 features (and losses) differed from the package's."""
+    assert isinstance(SPPF(32, 32, 5).cv1.act, torch.nn.SiLU) and SPPF(32, 32, 5).n == 3
+    no_shortcut = SPPF(32, 32, 5, 3, False)
+    assert isinstance(no_shortcut.cv1.act, torch.nn.Identity) and not no_shortcut.add
+    p6 = DetectionModel("yolo26n-p6.yaml", nc=2)
+    assert isinstance(p6.model[11], SPPF) and isinstance(p6.model[11].cv1.act, torch.nn.Identity)
+    assert isinstance(DetectionModel("yolov8n.yaml", nc=2).model[9].cv1.act, torch.nn.SiLU)
+
+
+def test_an_input_off_the_stride_grid_is_named() -> None:
+    """A direct forward on a size that is not a multiple of the largest stride failed inside ``torch.cat``."""
+    model = DetectionModel("yolo26n-p6.yaml", nc=2).eval()
+    with pytest.raises(ValueError, match=r"input of 160x100: .* largest stride 64 \(e\.g\. 192x128"):
+        model(torch.rand(1, 3, 160, 100))
+    det, _ = model(torch.rand(1, 3, 192, 128))
+    assert det.shape == (1, 300, 6)
+
+
 def test_head_output_contract() -> None:
     """Training: both branches' maps; eval: (B, 300, 6) top-k rows by default, the one-to-many branch as the
     anchor-free head gives it when end2end is switched off; the one-to-one branch reads detached features."""

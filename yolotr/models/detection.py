@@ -268,7 +268,27 @@ class DetectionModel(nn.Module):
         queries); others take none."""
         if targets is not None and not getattr(self.model[-1], "wants_targets", False):
             targets = None
-        return self._forward_layers(x, targets)
+        if torch.compiler.is_compiling() or torch.jit.is_tracing() or torch.jit.is_scripting():
+            return self._forward_layers(x, targets)
+        try:
+            return self._forward_layers(x, targets)
+        except RuntimeError as e:
+            self._refuse_unfit_size(x, e)
+            raise
+
+    def _refuse_unfit_size(self, x, error: RuntimeError) -> None:
+        """Raise a ``ValueError`` naming the size when a forward failed on an image whose sides are not
+        multiples of the largest stride (the levels' maps then differ by one where they are concatenated)."""
+        stride = int(self.stride.max()) if isinstance(self.stride, torch.Tensor) else 32
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or stride < 1:
+            return
+        height, width = x.shape[2:]
+        if height % stride or width % stride:
+            fit = tuple(-(-side // stride) * stride for side in (height, width))
+            raise ValueError(
+                f"input of {height}x{width}: both sides must be multiples of the model's largest stride {stride} "
+                f"(e.g. {fit[0]}x{fit[1]}, padded); YOLO.predict() letterboxes images to such a size"
+            ) from error
 
     @torch.no_grad()
     def fuse(self) -> DetectionModel:

@@ -104,15 +104,21 @@ class SPP(nn.Module):
 class SPPF(nn.Module):
     """Fast SPP: ``n`` chained ``k`` max-pools (3: equal to SPP with ``(k, 2k-1, 3k-2)``).
 
-    ``(B, c1, H, W) -> (B, c2, H, W)``. With ``shortcut`` (YOLO26: ``[1024, 5, 3, True]``) the input is
-    added to the output when ``c1 == c2``, and ``cv1`` has no activation, as the ``ultralytics`` package
-    (8.4) builds it; YOLOv5 / YOLOv8 / YOLO11 / YOLOv10 use the defaults.
+    ``(B, c1, H, W) -> (B, c2, H, W)``. Two forms, told apart by whether ``n`` is given, as the ``ultralytics``
+    package (8.4) tells its YAML rows apart by their length:
+
+    - ``n`` not given (YOLOv5 / YOLOv8 / YOLO11 / YOLOv10 rows ``[c2]`` or ``[c2, k]``): 3 pools, ``cv1``
+      with its activation.
+    - ``n`` given (YOLO26 rows ``[c2, k, n]`` or ``[c2, k, n, shortcut]``): ``n`` pools and ``cv1`` without an
+      activation, whatever ``shortcut`` is (YOLO26-P6 holds ``[1024, 5, 3, False]``); with ``shortcut`` the input
+      is added to the output when ``c1 == c2``.
     """
 
-    def __init__(self, c1: int, c2: int, k: int = 5, n: int = 3, shortcut: bool = False):
+    def __init__(self, c1: int, c2: int, k: int = 5, n: int | None = None, shortcut: bool = False):
         super().__init__()
         c_ = c1 // 2
-        self.cv1 = Conv(c1, c_, 1, 1, act=not shortcut)
+        self.cv1 = Conv(c1, c_, 1, 1, act=n is None)
+        n = 3 if n is None else n
         self.cv2 = Conv(c_ * (n + 1), c2, 1, 1)
         self.m = nn.MaxPool2d(kernel_size=k, stride=1, padding=k // 2)
         self.n = n
