@@ -139,3 +139,21 @@ def test_a_swin_stage_argument_in_quotes_is_named():
     cfg["backbone"][i] = [*row[:3], args]
     with pytest.raises(ConfigError, match=rf"layer {i} .*SwinV2_CSPB's argument '\w+' .* must be"):
         DetectionModel(cfg)
+
+
+@pytest.mark.parametrize(
+    ("layer", "row", "message"),
+    [
+        (10, [-1, 2, "C2PSA", [1024, False]], r"layer 10 .*cannot build C2PSA.*: 0\.0 cannot be raised"),
+        (2, [-1, 2, "C3k2", [256, False, 0]], r"layer 2 .*C3k2.* builds a layer with no channels .*ratio or a"),
+        (0, [-1, 1, "Conv", [float("nan"), 3, 2]], r"layer 0 .*Conv's output channels must be at least 1, got nan"),
+        (0, [-1, 1, "Conv", [float("inf"), 3, 2]], r"layer 0 .*Conv's output channels must be at least 1, got inf"),
+    ],
+)
+def test_rows_that_build_no_channels_are_named(layer, row, message):
+    """An expansion ratio of 0 (``False`` in C2PSA's place of ``e``) divided by zero inside PSA or built
+    convolutions of 0 channels that failed at the first forward; a NaN channel count failed in ``int()``."""
+    cfg = load_model_yaml("yolo11n.yaml")
+    (cfg["backbone"] + cfg["head"])[layer][:] = row
+    with pytest.raises(ConfigError, match=message):
+        DetectionModel(cfg)

@@ -20,6 +20,7 @@ import difflib
 import functools
 import inspect
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -249,7 +250,7 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
                     raise ConfigError(
                         f"{where}: {name}'s output channels must be a number or a top-level key, got {c2!r}{hint}"
                     )
-                if c2 <= 0:
+                if not c2 >= 1 or c2 == math.inf:  # NaN too
                     raise ConfigError(f"{where}: {name}'s output channels must be at least 1, got {c2!r}")
                 if c2 != no:
                     c2 = make_divisible(min(c2, max_channels) * gw, 8)
@@ -299,9 +300,18 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
             except TypeError as e:
                 raise ConfigError(f"{where}: wrong arguments for {name}{tuple(args)}: {e}") from None
             try:
-                module = nn.Sequential(*(spec.cls(*args) for _ in range(n))) if n > 1 else spec.cls(*args)
-            except (TypeError, ValueError, AssertionError, RuntimeError) as e:
+                with warnings.catch_warnings():  # a layer of 0 channels is refused below, in words of its row
+                    warnings.filterwarnings("ignore", "Initializing zero-element tensors", UserWarning)
+                    module = nn.Sequential(*(spec.cls(*args) for _ in range(n))) if n > 1 else spec.cls(*args)
+            except (TypeError, ValueError, AssertionError, RuntimeError, ArithmeticError) as e:
                 raise ConfigError(f"{where}: cannot build {name}{tuple(args)}: {e}") from None
+            layers_of = (m for m in module.modules() if isinstance(m, nn.Conv2d | nn.Linear))
+            empty = next((m for m in layers_of if m.weight.numel() == 0), None)
+            if empty is not None:
+                raise ConfigError(
+                    f"{where}: {name}{tuple(args)} builds a layer with no channels ({empty}); "
+                    "is an expansion ratio or a channel count 0?"
+                )
             params = sum(p.numel() for p in module.parameters())
             module.i, module.f, module.type = i, f, str(name)
             save.extend(s % i for s in sources if s != -1)
