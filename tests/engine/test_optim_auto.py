@@ -93,6 +93,6 @@ def test_transformer_scale_setting_takes_a_number_or_auto() -> None:
     assert cfg["lr_transformer_scale"] == 0.5
     resolve_train_settings(cfg, DetectionModel("yolov8n-swinv2.yaml", nc=3), {"lr_transformer_scale"}, n_images=64)
     assert cfg["lr_transformer_scale"] == 0.5  # given: kept
-    for bad in ("fast", -1, True):
+    for bad in ("fast", -1, True, float("inf"), "nan"):
         with pytest.raises(ConfigError, match="'lr_transformer_scale' must be a number >= 0 or auto"):
             Trainer({"lr_transformer_scale": bad})

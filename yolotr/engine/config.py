@@ -66,7 +66,7 @@ def _number_or_auto(value, source: str, key: str, low: float, high: float, wante
         number = float(value) if isinstance(value, str | int | float) and not isinstance(value, bool) else None
     except ValueError:
         number = None
-    if number is None or not low <= number <= high:
+    if number is None or not low <= number <= high or not math.isfinite(number):
         raise ConfigError(f"{source}: setting '{key}' must be {wanted} or auto, got {value!r}")
     return number
 
