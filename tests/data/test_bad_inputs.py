@@ -163,6 +163,16 @@ def test_prediction_list_skips_comments_and_names_missing_lines(tmp_path):
         expand_source(tmp_path / "list.txt")
 
 
+@pytest.mark.parametrize("source", ["", "  ", ["a.jpg", ""]])
+def test_an_empty_source_is_refused_not_read_as_the_working_directory(tmp_path, monkeypatch, source):
+    """``Path("")`` is ``.``: an unset shell variable as the source predicted on every image of the working
+    directory."""
+    _image(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"an empty source \('\s*'\): name a file, folder, glob"):
+        expand_source(source)
+
+
 def test_yolo_label_with_bom(tmp_path):
     _image(tmp_path / "images")
     (tmp_path / "labels").mkdir()

@@ -90,6 +90,8 @@ def expand_source(source: str | Path | list) -> list[Path]:
             "cv2.IMREAD_COLOR) gives a BGR array to predict on) or name the file"
         )
     text = str(source)
+    if not text.strip():  # Path("") is the working directory: an unset variable would predict on it
+        raise DataError(f"an empty source ({text!r}): name a file, folder, glob, list file or video")
     path = Path(text)
     if any(ch in text for ch in "*?[") and not path.exists():  # an existing 'shot[1].jpg' is that file
         files = [Path(p) for p in sorted(glob.glob(text, recursive=True))]
