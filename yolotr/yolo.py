@@ -471,7 +471,8 @@ class YOLO(PackageHabits):
     def info(self, imgsz: int = 640, verbose: bool = True) -> dict:
         """Layer table, parameters and GFLOPs at ``imgsz``; ``verbose`` shows the table on the ``yolotr`` logger.
 
-        Returns a dict with ``layers``, ``params``, ``gradients``, ``gflops`` and ``table`` (the text).
+        Returns a dict with ``layers``, ``params``, ``gradients``, ``gflops``, ``attention_gflops`` (the part in
+        attention's matrix products, which the ``ultralytics`` package's count leaves out) and ``table`` (the text).
         """
         self._need_pytorch("info")
         from yolotr.data.imgsz import check_imgsz, largest_stride

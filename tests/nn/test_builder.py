@@ -152,6 +152,16 @@ def test_info_reports_params_and_gflops():
     assert info["params"] == 7235389
     assert 16.0 < info["gflops"] < 16.8  # the official YOLOv5s figure is 16.5 GFLOPs at 640
     assert "SPPF" in info["table"]
+    assert info["attention_gflops"] == 0 and "attention" not in info["table"]
+
+
+def test_info_names_the_flops_of_attentions_matrix_products():
+    """yolo12n's YAML says 6.7 GFLOPs (thop, which counts modules and leaves out ``bmm``); the flop counter
+    counts its area attention's products too (about 1 GFLOP at 640), and the summary says how much."""
+    info = DetectionModel("yolo12n.yaml").info(imgsz=640, verbose=False)
+    assert 0.9 < info["attention_gflops"] < 1.1
+    assert 6.3 < info["gflops"] - info["attention_gflops"] < 6.8
+    assert f"({info['attention_gflops']:.1f} of them in attention's matrix products" in info["table"]
 
 
 @pytest.mark.parametrize(
