@@ -23,7 +23,7 @@ from yolotr.engine.caption_trainer import (
     load_captioner,
     lr_factor,
 )
-from yolotr.errors import ConfigError, DataError
+from yolotr.errors import CheckpointError, ConfigError, DataError
 
 TINY = dict(
     data="shapes", n_train=8, n_val=3, imgsz=48, encoder="patch", patch=16, vit_depth=1, dim=32, layers=1,
@@ -289,3 +289,30 @@ def test_captions_longer_than_max_len_are_named_in_a_warning(caplog):
         CaptionDataset(data, vocab, 32, 5, train=True, cache=False)
     assert "1 of 3 training captions have more than max_len - 2 = 3 words (the longest 5)" in caplog.text
     assert vocab.encode("one two three four five", 5)[1:-1] == vocab.encode("one two three", 5)[1:-1]
+
+
+def test_a_file_that_is_no_caption_checkpoint_says_what_it_is(tmp_path):
+    """Every one of these read "cannot read checkpoint (Weights only load failed. ...)" with torch's ANSI codes,
+    or "not a yolotr caption checkpoint" for our own detection checkpoint."""
+    from yolotr.models.detection import DetectionModel
+    from yolotr.models.weights import save_checkpoint
+
+    page, text, cut = tmp_path / "page.pt", tmp_path / "notes.pt", tmp_path / "cut.pt"
+    page.write_text("<!DOCTYPE html><html><body>Sign in</body></html>")
+    text.write_text("epochs: 10\n")
+    detection = tmp_path / "detect.pt"
+    save_checkpoint(
+        {"format": "yolotr", "model_yaml": {}, "state_dict": DetectionModel("yolov5n.yaml").state_dict()}, detection
+    )
+    cut.write_bytes(detection.read_bytes()[:3000])
+    pickled = tmp_path / "v5.pt"
+    torch.save({"model": torch.nn.Conv2d(3, 8, 3)}, pickled)  # pickled objects, as YOLOv5's checkpoints hold
+    for path, message in [
+        (page, r"page\.pt: not a checkpoint: it looks like an HTML page"),
+        (text, r"notes\.pt: not a checkpoint: it looks like a text file \(first line: 'epochs: 10'\)"),
+        (detection, r"detect\.pt: a yolotr detection checkpoint, not a caption checkpoint: it predicts with 'yolotr"),
+        (pickled, r"v5\.pt: a checkpoint holding pickled objects, as the detection checkpoints of YOLOv5 and the"),
+        (cut, r"cut\.pt: cannot read checkpoint \(RuntimeError: [^.]+\); is it damaged\?$"),
+    ]:
+        with pytest.raises(CheckpointError, match=message):
+            load_captioner(path)

@@ -263,3 +263,14 @@ def test_a_checkpoint_of_yolov5s_pip_package_loads(tmp_path):
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(ours(x)[0], theirs.half().float()(x)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_a_caption_or_incomplete_yolotr_checkpoint_is_named_not_a_key_error(tmp_path):
+    """A caption checkpoint given to prediction or validation failed with ``KeyError: 'model_yaml'``."""
+    caption, partial = tmp_path / "caption.pt", tmp_path / "partial.pt"
+    torch.save({"format": "yolotr", "task": "caption", "model_config": {}, "state_dict": {}}, caption)
+    torch.save({"format": "yolotr", "names": ["a"], "state_dict": {}}, partial)
+    with pytest.raises(CheckpointError, match=r"caption\.pt: a yolotr caption checkpoint, not a detector: .*caption"):
+        load_model(caption)
+    with pytest.raises(CheckpointError, match=r"partial\.pt: a yolotr checkpoint without 'model_yaml'; is it damaged"):
+        load_model(partial)

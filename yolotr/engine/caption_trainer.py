@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import pickle
 import random
 import time
 from pathlib import Path
@@ -38,6 +39,7 @@ from yolotr.engine.tensorboard import TensorBoardLogger
 from yolotr.errors import CheckpointError, ConfigError
 from yolotr.metrics.captioning import METRIC_NAMES, caption_scores, format_scores
 from yolotr.models.captioning import CaptioningModel, caption_loss, ids_to_captions
+from yolotr.models.checkpoint_sniff import sniff_checkpoint
 from yolotr.models.vocab import Vocabulary
 from yolotr.models.weights import save_checkpoint
 
@@ -105,17 +107,42 @@ def caption_checkpoint(model: CaptioningModel, vocab: Vocabulary, imgsz: int, **
     }
 
 
+def _read_caption_checkpoint(path: Path) -> dict:
+    """The dict of a caption checkpoint file, or a :class:`CheckpointError` saying what the file is instead: not
+    a checkpoint at all (an HTML page, a text file, ...), a detection checkpoint (ours, or YOLOv5's / the
+    ``ultralytics`` package's, which hold pickled objects), or a damaged one."""
+    kind, looks = sniff_checkpoint(path)
+    if kind == "other":
+        raise CheckpointError(f"{path}: not a checkpoint: it looks like {looks}")
+    elsewhere = (
+        "not a caption checkpoint: it predicts with 'yolotr predict'; a caption checkpoint comes from "
+        "'yolotr caption train'"
+    )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "Weights only load failed" not in str(e):
+            raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}); is it damaged?") from None
+        raise CheckpointError(
+            f"{path}: a checkpoint holding pickled objects, as the detection checkpoints of YOLOv5 and the "
+            f"ultralytics package do; {elsewhere}"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - torch's readers raise KeyError, RuntimeError, ... on a damaged file
+        first = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:160]
+        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {first}); is it damaged?") from None
+    if isinstance(ckpt, dict) and ckpt.get("task") == "caption":
+        return ckpt
+    if isinstance(ckpt, dict) and ckpt.get("format") == "yolotr" and "model_yaml" in ckpt:
+        raise CheckpointError(f"{path}: a yolotr detection checkpoint, {elsewhere}")
+    raise CheckpointError(f"{path}: not a yolotr caption checkpoint (train one with 'yolotr caption train')")
+
+
 def load_captioner(path: str | Path, device: str | torch.device = "cpu") -> tuple[CaptioningModel, Vocabulary, dict]:
     """A caption checkpoint -> (model in eval mode, vocabulary, the whole checkpoint dict)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such caption checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise CheckpointError(f"{path}: cannot read checkpoint ({str(e).splitlines()[0]})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("task") != "caption":
-        raise CheckpointError(f"{path}: not a yolotr caption checkpoint (train one with 'yolotr caption train')")
+    ckpt = _read_caption_checkpoint(path)
     model = CaptioningModel.from_config(ckpt["model_config"])
     missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
     if missing or unexpected:

@@ -287,6 +287,16 @@ def read_checkpoint(path: str | Path) -> tuple[str, object]:
             ) from None
         return "yolov5", obj
     if isinstance(obj, dict) and obj.get("format") == "yolotr":
+        if obj.get("task") == "caption":
+            raise CheckpointError(
+                f"{path}: a yolotr caption checkpoint, not a detector: it captions with 'yolotr caption predict' "
+                "(and 'caption val')"
+            )
+        lacking = [key for key in ("model_yaml", "state_dict") if not isinstance(obj.get(key), dict)]
+        if lacking:
+            raise CheckpointError(
+                f"{path}: a yolotr checkpoint without {' and '.join(map(repr, lacking))}; is it damaged?"
+            )
         return "yolotr", obj
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return "state_dict", obj
