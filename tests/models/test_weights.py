@@ -274,3 +274,26 @@ def test_a_caption_or_incomplete_yolotr_checkpoint_is_named_not_a_key_error(tmp_
         load_model(caption)
     with pytest.raises(CheckpointError, match=r"partial\.pt: a yolotr checkpoint without 'model_yaml'; is it damaged"):
         load_model(partial)
+
+
+def test_a_format_1_checkpoint_of_yolo26_p6_runs_as_it_trained(tmp_path, caplog):
+    """Format 1 built YOLO26-P6's SPPF ``[1024, 5, 3, False]`` with cv1 activated; format 2 builds it without,
+    as the package. An old checkpoint keeps its activation (its row rewritten to ``[1024, 5]``, so it saves
+    that way); a new one does not."""
+    model = DetectionModel("yolo26n-p6.yaml", nc=2).eval()
+    x = torch.rand(1, 3, 128, 128)
+    old, new = tmp_path / "old.pt", tmp_path / "new.pt"
+    save_checkpoint(model_checkpoint(model), new)
+    save_checkpoint({**model_checkpoint(model), "format_version": 1}, old)
+    with caplog.at_level("INFO", logger="yolotr"):
+        restored = load_model(old)
+    assert "old.pt: SPPF layer(s) 11 keep cv1's activation" in caplog.text
+    assert restored.yaml["backbone"][11][3] == [1024, 5]
+    assert isinstance(restored.model[11].cv1.act, torch.nn.SiLU)
+    model.model[11].cv1.act = torch.nn.SiLU()  # the layer format 1 built
+    with torch.no_grad():
+        torch.testing.assert_close(restored(x)[0], model(x)[0])
+    again = tmp_path / "again.pt"
+    save_checkpoint(model_checkpoint(restored), again)
+    assert isinstance(load_model(again).model[11].cv1.act, torch.nn.SiLU)  # saved as format 2 with [1024, 5]
+    assert isinstance(load_model(new).model[11].cv1.act, torch.nn.Identity)

@@ -26,6 +26,7 @@ from torch import nn
 from yolotr.errors import CheckpointError, ConfigError
 from yolotr.files import write_atomically
 from yolotr.models.checkpoint_sniff import sniff_checkpoint
+from yolotr.models.checkpoint_upgrade import upgrade_model_yaml
 from yolotr.models.foreign_pickle import (
     ForeignObject,
     describe_value,
@@ -35,7 +36,7 @@ from yolotr.models.foreign_pickle import (
 from yolotr.models.model_names import missing_weights_message
 
 LOGGER = logging.getLogger("yolotr")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: SPPF rows that name their pool count (models/checkpoint_upgrade.py)
 
 
 def load_foreign_pickle(path: str | Path):
@@ -297,6 +298,7 @@ def read_checkpoint(path: str | Path) -> tuple[str, object]:
             raise CheckpointError(
                 f"{path}: a yolotr checkpoint without {' and '.join(map(repr, lacking))}; is it damaged?"
             )
+        upgrade_model_yaml(obj["model_yaml"], int(obj.get("format_version") or 1), str(path))
         return "yolotr", obj
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return "state_dict", obj
