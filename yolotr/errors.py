@@ -84,6 +84,21 @@ FOREIGN_SETTINGS = {
         "the key)",
     ),
     "iou_t": "; YOLOv5's iou_t is read by nothing in YOLOv5 either (remove the key)",
+    "embed": "; yolotr returns no embeddings: a forward hook on model.model[i] gives any layer's output",
+    **dict.fromkeys(("retina_masks", "show_boxes"), "; a segmentation setting of the package (yolotr detects boxes)"),
+    "stream_buffer": "; yolotr reads files, not live streams: every frame of a video is read in turn",
+    "save_frames": "; save=True writes a video's drawn frames as a video; Results.plot() returns one frame (RGB)",
+    "dnn": "; OpenCV DNN runs an exported ONNX file: yolotr export, then cv2.dnn.readNetFromONNX (docs/predict.md)",
+    "compile": "; prediction runs the fused model, then onnxruntime on the CPU; backend='cuda-graph' captures "
+    "CUDA graphs on a GPU",
+    **dict.fromkeys(
+        ("export.data", "export.fraction"),
+        "; calibration data of the package's int8 exports (exports here are float32)",
+    ),
+    "int8": "; exports are float32: onnxruntime.quantization quantizes the ONNX file",
+    **dict.fromkeys(
+        ("workspace", "optimize", "keras"), "; a TensorRT / TorchScript-mobile / Keras setting of the package's exports"
+    ),
 }
 
 

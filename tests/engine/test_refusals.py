@@ -10,7 +10,7 @@ from tests.engine.conftest import tiny_train_cfg
 from yolotr import YOLO
 from yolotr.cli import main
 from yolotr.engine.trainer import Trainer
-from yolotr.errors import CheckpointError, ConfigError
+from yolotr.errors import CheckpointError, ConfigError, YolotrError
 from yolotr.models.detection import DetectionModel
 from yolotr.models.weights import model_checkpoint, save_checkpoint
 
@@ -108,3 +108,33 @@ def test_unknown_keywords_of_predict_val_export_name_the_setting():
         model.predict("x.jpg", augment=True)
     with pytest.raises(ConfigError, match=r"predict: unknown setting 'line_width'; give it to Results.plot"):
         model.predict("x.jpg", line_width=2)
+
+
+@pytest.mark.parametrize(
+    ("method", "keyword", "message"),
+    [
+        ("predict", "embed", "yolotr returns no embeddings: a forward hook on model.model"),
+        ("predict", "retina_masks", "a segmentation setting of the package"),
+        ("predict", "dnn", r"OpenCV DNN runs an exported ONNX file: yolotr export, then cv2\.dnn\.readNetFromONNX"),
+        ("predict", "compile", "prediction runs the fused model, .*backend='cuda-graph' captures CUDA graphs"),
+        ("predict", "stream_buffer", "yolotr reads files, not live streams"),
+        ("export", "int8", "exports are float32: onnxruntime.quantization quantizes the ONNX file"),
+        ("export", "data", "calibration data of the package's int8 exports"),
+    ],
+)
+def test_the_packages_other_keywords_say_what_yolotr_has_instead(method, keyword, message):
+    """These were refused as unknown with no word ('dnn', 'int8') or a misleading one ('stream_buffer': "did you
+    mean stream?")."""
+    model = YOLO("yolov5n.yaml", nc=3, verbose=False)
+    call = model.predict if method == "predict" else model.export
+    with pytest.raises(ConfigError, match=rf"{method}: unknown setting '{keyword}'; {message}"):
+        call("x.jpg" if method == "predict" else "onnx", **{keyword: True})
+
+
+@pytest.mark.parametrize(
+    ("fmt", "message"),
+    [("engine", r"trtexec --onnx=model\.onnx"), ("openvino", "openvino.convert_model"), ("tflite", "onnx2tf")],
+)
+def test_a_format_of_the_package_says_how_to_make_it_from_the_onnx_file(fmt, message):
+    with pytest.raises(YolotrError, match=rf"unknown export format '{fmt}'; choose one of .*{message}"):
+        YOLO("yolov5n.yaml", nc=3, verbose=False).export(fmt)

@@ -101,6 +101,22 @@ def export_destination(output: str | Path | None, source, format: str) -> Path:
     return Path(output)
 
 
+# formats of the ultralytics package that their own tools make from an ONNX file: what the refusal says instead
+FROM_ONNX = {
+    "engine": " (TensorRT: export onnx, then `trtexec --onnx=model.onnx --saveEngine=model.engine`, with --fp16 "
+    "for half precision)",
+    "openvino": " (OpenVINO reads the ONNX file itself: `openvino.convert_model('model.onnx')`, or `ovc model.onnx`)",
+    "ncnn": " (ncnn converts the ONNX file: `pnnx model.onnx` or `onnx2ncnn`)",
+    "mnn": " (MNN converts the ONNX file: `MNNConvert -f ONNX --modelFile model.onnx --MNNModel model.mnn`)",
+    **dict.fromkeys(
+        ("tflite", "saved_model", "pb", "tfjs", "edgetpu"),
+        " (TensorFlow formats: convert the ONNX file, e.g. with onnx2tf)",
+    ),
+    "coreml": " (Core ML: coremltools converts the TorchScript export)",
+    "paddle": " (Paddle: x2paddle converts the ONNX file)",
+}
+
+
 def export_model(
     model: nn.Module,
     format: str = "onnx",
@@ -143,7 +159,8 @@ def export_model(
         ConfigError: a setting out of range, or one the export would not use (see ``nms``).
     """
     if format not in FORMATS:
-        raise YolotrError(f"unknown export format {format!r}; choose one of {FORMATS}")
+        hint = FROM_ONNX.get(str(format).lower(), "")
+        raise YolotrError(f"unknown export format {format!r}; choose one of {FORMATS}{hint}")
     if nms and (raw or format != "onnx"):
         raise YolotrError("nms=True (--nms) needs format 'onnx' and decoded output (not raw=True / --raw)")
     asked = {k: v for k, v in {"conf": conf, "iou": iou, "max_det": max_det}.items() if v is not None}
