@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from tests.conftest import shared_path
+from tests.head_inputs import calibrate_batch_norm
 from tests.test_cli_errors import run_cli
 from yolotr.engine.exporter import export_model
 from yolotr.engine.onnx_model import OnnxModel
@@ -49,9 +50,14 @@ def test_onnx_parity_at_320(name, tmp_path):
             # onnxruntime's TopK breaks otherwise than PyTorch's. Without the bias they score the class prior,
             # below every real token, as in trained weights
             model.model[-1].enc_output[0].bias.zero_()
+    else:  # features of order 0.1-1 at every level (untrained in eval mode, the deep ones were 1e-9: a wrong
+        # export of a deep block moved no box); RT-DETR's decoder would score its queries within 1e-6 of each other
+        calibrate_batch_norm(model, torch.rand(2, 3, 320, 320, generator=torch.Generator().manual_seed(1)), 0.5)
     result = export_model(model, "onnx", tmp_path / "m.onnx", imgsz=320)
     if not getattr(model.model[-1], "end2end", False):  # top-k rows of near-tied scores may swap places
-        assert result.max_abs_diff < 1e-4 * 320  # decoded boxes are in pixels: 1e-4 relative to the image size
+        # decoded boxes in pixels, within 2e-3 px (float32 rounding gives 1e-4 to 2e-4; an export of SPPF whose
+        # output is 5% off gave 0.057 px, and 4e-5 px in the model untrained and uncalibrated)
+        assert result.max_abs_diff < 2e-3
     assert result.detections_match
 
 
