@@ -62,13 +62,13 @@ def test_onnx_parity_at_320(name, tmp_path):
 
 
 def test_raw_onnx_output_within_1e4(tmp_path):
-    model = DetectionModel("yolov5n-swinv2.yaml", nc=4)
+    model = calibrate_batch_norm(DetectionModel("yolov5n-swinv2.yaml", nc=4), torch.rand(2, 3, 320, 320), 0.5)
     result = export_model(model, "onnx", tmp_path / "raw.onnx", imgsz=320, raw=True)
     assert result.max_abs_diff < 1e-4
 
 
 def test_dynamic_size_and_batch(tmp_path):
-    model = DetectionModel("yolov5n-hwd.yaml", nc=4).eval()
+    model = calibrate_batch_norm(DetectionModel("yolov5n-hwd.yaml", nc=4), torch.rand(2, 3, 320, 320), 0.5)
     path = export_model(model, "onnx", tmp_path / "dyn.onnx", imgsz=320, dynamic_size=True).path
     onnx_model = OnnxModel(path)
     x = torch.rand(2, 3, 256, 384)
@@ -76,13 +76,13 @@ def test_dynamic_size_and_batch(tmp_path):
         expected = model(x)[0]
     got = onnx_model(x)[0]
     assert got.shape == expected.shape
-    assert torch.allclose(got, expected, atol=1e-2)
+    assert torch.allclose(got, expected, atol=2e-3)
 
 
 def test_dynamic_size_swin_follows_the_input_size(tmp_path):
     # the window gather indices and the shift mask are traced, not frozen at the export size
     torch.manual_seed(0)
-    model = DetectionModel("yolov5n-swinv2.yaml", nc=4).eval()
+    model = calibrate_batch_norm(DetectionModel("yolov5n-swinv2.yaml", nc=4), torch.rand(2, 3, 320, 320), 0.5)
     path = export_model(model, "onnx", tmp_path / "swin.onnx", imgsz=320, dynamic_size=True).path
     onnx_model = OnnxModel(path)
     x = torch.rand(1, 3, 256, 416)  # another padding of the maps to whole windows than at 320 x 320
@@ -90,13 +90,13 @@ def test_dynamic_size_swin_follows_the_input_size(tmp_path):
         expected = model(x)[0]
     got = onnx_model(x)[0]
     assert got.shape == expected.shape
-    assert float((got - expected).abs().max()) < 1e-4 * 416
+    assert float((got - expected).abs().max()) < 2e-3
 
 
 def test_torchscript_export(tmp_path):
-    model = DetectionModel("yolov5n-c3tr.yaml", nc=4)
+    model = calibrate_batch_norm(DetectionModel("yolov5n-c3tr.yaml", nc=4), torch.rand(2, 3, 256, 256), 0.5)
     result = export_model(model, "torchscript", tmp_path / "m.torchscript", imgsz=256)
-    assert result.max_abs_diff < 1e-2 and Path(result.path).is_file()
+    assert result.max_abs_diff < 2e-3 and Path(result.path).is_file()
 
 
 def test_predict_with_onnx_equals_pytorch(tmp_path):
@@ -130,7 +130,7 @@ def test_fixed_batch_onnx_takes_any_batch_and_names_a_wrong_size(tmp_path):
         expected = model(x)[0]
     got = onnx_model(x)[0]
     assert got.shape == expected.shape
-    assert torch.allclose(got, expected, atol=1e-2)
+    assert torch.allclose(got, expected, atol=2e-3)
     with pytest.raises(YolotrError, match=r"b1.onnx: the model was exported for a fixed 128x128 input, got 96x128"):
         onnx_model(torch.rand(1, 3, 96, 128))
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tests.conftest import shared_path
+from tests.head_inputs import calibrate_batch_norm
 from yolotr import YOLO
 from yolotr.cli import main
 from yolotr.errors import ConfigError
@@ -98,7 +99,8 @@ def test_a_swin_v2_model_exports_to_torchscript(tmp_path):
     """The trace check traces twice; Swin V2's position-bias cache, filled by the first trace, made the graphs
     differ and the export fail."""
     model = YOLO("yolov5n-swinv2.yaml", nc=2)
+    calibrate_batch_norm(model.model, torch.rand(2, 3, 64, 64), 0.5)  # features of order 1 at every level
     path = model.export("torchscript", tmp_path / "s.torchscript", imgsz=64, verbose=False).path
     image = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(YOLO(str(path)).model(image)[0], model.model.eval()(image)[0], atol=1e-3, rtol=1e-3)
+        torch.testing.assert_close(YOLO(str(path)).model(image)[0], model.model.eval()(image)[0], atol=2e-3, rtol=1e-5)
