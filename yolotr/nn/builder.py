@@ -250,7 +250,7 @@ def build_layers(cfg: dict, in_channels: int = 3, source: str = "<dict>") -> Bui
                     raise ConfigError(
                         f"{where}: {name}'s output channels must be a number or a top-level key, got {c2!r}{hint}"
                     )
-                if not c2 >= 1 or c2 == math.inf:  # NaN too
+                if not math.isfinite(c2) or c2 < 1:
                     raise ConfigError(f"{where}: {name}'s output channels must be at least 1, got {c2!r}")
                 if c2 != no:
                     c2 = make_divisible(min(c2, max_channels) * gw, 8)
