@@ -121,6 +121,17 @@ def test_an_input_off_the_stride_grid_is_named() -> None:
     assert det.shape == (1, 300, 6)
 
 
+def test_training_on_one_image_whose_coarsest_level_is_a_pixel_is_named() -> None:
+    """An epoch's last batch of one image at imgsz 32 failed inside BatchNorm ("Expected more than 1 value per
+    channel when training") with a traceback; two images, or 64 px, train."""
+    model = DetectionModel("yolov8n.yaml", nc=2).train()
+    with pytest.raises(
+        ConfigError, match=r"a batch of one 32x32 image: the stride-32 level is one pixel.* at least 64"
+    ):
+        model(torch.rand(1, 3, 32, 32))
+    assert len(model(torch.rand(2, 3, 32, 32))) == 3 and len(model(torch.rand(1, 3, 64, 64))) == 3
+
+
 def test_head_output_contract() -> None:
     """Training: both branches' maps; eval: (B, 300, 6) top-k rows by default, the one-to-many branch as the
     anchor-free head gives it when end2end is switched off; the one-to-one branch reads detached features."""

@@ -272,17 +272,26 @@ class DetectionModel(nn.Module):
             return self._forward_layers(x, targets)
         try:
             return self._forward_layers(x, targets)
-        except RuntimeError as e:
-            self._refuse_unfit_size(x, e)
+        except (RuntimeError, ValueError) as e:
+            self._explain_failed_forward(x, e)
             raise
 
-    def _refuse_unfit_size(self, x, error: RuntimeError) -> None:
-        """Raise a ``ValueError`` naming the size when a forward failed on an image whose sides are not
-        multiples of the largest stride (the levels' maps then differ by one where they are concatenated)."""
+    def _explain_failed_forward(self, x, error: Exception) -> None:
+        """Raise an error naming the size when a forward failed on an image whose sides are not multiples of
+        the largest stride (``ValueError``: the levels' maps then differ by one where they are concatenated), or
+        in training on one image whose coarsest level is a single pixel (``ConfigError``: BatchNorm needs more
+        than one value per channel; the package fails there too)."""
         stride = int(self.stride.max()) if isinstance(self.stride, torch.Tensor) else 32
         if not isinstance(x, torch.Tensor) or x.ndim != 4 or stride < 1:
             return
         height, width = x.shape[2:]
+        if self.training and x.shape[0] == 1 and height * width <= stride * stride and "per channel" in str(error):
+            raise ConfigError(
+                f"training on a batch of one {height}x{width} image: the stride-{stride} level is one pixel, and "
+                "BatchNorm needs more than one value per channel; train at imgsz of at least "
+                f"{2 * stride} or with batches of at least 2 images (an epoch's last batch holds the images left "
+                "over: set batch so that it is not 1)"
+            ) from error
         if height % stride or width % stride:
             fit = tuple(-(-side // stride) * stride for side in (height, width))
             raise ValueError(
