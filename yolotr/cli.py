@@ -98,7 +98,8 @@ def _overrides(args: argparse.Namespace, keys: tuple[str, ...]) -> dict:
     return {k: getattr(args, k) for k in keys if getattr(args, k, None) is not None}
 
 
-OPTIMIZERS = ("SGD", "AdamW", "MuSGD", "auto")  # --optimizer, in any case (the YAML setting's habit)
+# --optimizer, in any case (the YAML setting's habit): config.OPTIMIZER_NAMES, written out (no torch import here)
+OPTIMIZERS = ("SGD", "AdamW", "MuSGD", "Adam", "Adamax", "NAdam", "RAdam", "RMSprop", "auto")
 TRAIN_KEYS = (
     "model",
     "data",

@@ -152,5 +152,8 @@ def test_the_optimizer_is_one_of_its_names_in_any_case():
         "MuSGD",
         "auto",
     ]
-    with pytest.raises(ConfigError, match=r"'optimizer' must be one of SGD, AdamW, MuSGD, auto, got 'adam'; did you"):
-        resolve_config({"optimizer": "adam"})
+    assert resolve_config({"optimizer": "rmsprop"})["optimizer"] == "RMSprop"  # the package's spelling
+    with pytest.raises(
+        ConfigError, match=r"'optimizer' must be one of SGD, AdamW, MuSGD, Adam, .*, got 'adamx'; did you mean adamax"
+    ):
+        resolve_config({"optimizer": "adamx"})

@@ -97,5 +97,5 @@ def test_build_optimizer_musgd_groups_and_resume() -> None:
         _step(resumed, opt2, seed)
     for (k, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
-    with pytest.raises(ValueError, match="SGD, AdamW, MuSGD or auto"):
+    with pytest.raises(ValueError, match="use one of SGD, AdamW, MuSGD, Adam, .*, auto"):
         build_optimizer(model, "Lion", 0.01, 0.9, 5e-4, 1.0)

@@ -100,3 +100,30 @@ def test_the_optimizer_line_numbers_the_groups_as_the_lr_columns():
     for i, g in enumerate(optimizer.param_groups):
         assert f"pg{i} {g['name']} ({len(g['params'])} tensors, weight_decay {g['weight_decay']:g})" in line
     assert "pg1 decay/transformer" in line
+
+
+@pytest.mark.parametrize("name", ["Adam", "adamax", "NAdam", "RAdam", "RMSprop", "rmsprop"])
+def test_the_packages_other_optimizers_step_as_the_package_builds_them(name):
+    """Adam, Adamax, NAdam, RAdam and RMSprop, the ``ultralytics`` package's other ``optimizer`` choices, were
+    refused; three steps of ours move every parameter as three of the package's ``build_optimizer`` (its groups
+    in another order: each parameter's update is its own)."""
+    trainer = pytest.importorskip("ultralytics.engine.trainer", reason="the ultralytics package is a bench extra")
+    torch.manual_seed(0)
+    ours = DetectionModel("yolov8n.yaml", nc=2)
+    theirs = DetectionModel("yolov8n.yaml", nc=2)
+    theirs.load_state_dict(ours.state_dict())
+    mine = build_optimizer(ours, name, lr=0.01, momentum=0.9, weight_decay=5e-3, transformer_scale=1.0)
+    package = trainer.BaseTrainer.build_optimizer(None, theirs, name, lr=0.01, momentum=0.9, decay=5e-3)
+    assert type(mine) is type(package)
+    generator = torch.Generator().manual_seed(1)
+    trained = [
+        (a, b) for (key, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True) if ".dfl" not in key
+    ]
+    for _ in range(3):  # DFL's fixed weights take no gradient (frozen in both trainers)
+        for a, b in trained:
+            a.grad = torch.randn(a.shape, generator=generator)
+            b.grad = a.grad.clone()
+        mine.step(), package.step()
+    for (key, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=key)
+    assert not torch.equal(ours.model[0].conv.weight, DetectionModel("yolov8n.yaml", nc=2).model[0].conv.weight)

@@ -82,7 +82,8 @@ def check_fraction_or_auto(value, source: str = "arguments", key: str = "val_iou
 
 
 # Settings that take one of a few words, each with the function that checks (and normalises) a value.
-OPTIMIZER_NAMES = ("SGD", "AdamW", "MuSGD", "auto")
+ADAM_LIKE = ("Adam", "Adamax", "NAdam", "RAdam")  # the ultralytics package's other choices, with RMSprop
+OPTIMIZER_NAMES = ("SGD", "AdamW", "MuSGD", *ADAM_LIKE, "RMSprop", "auto")
 
 
 def check_optimizer(value, source: str = "arguments", key: str = "optimizer") -> str:

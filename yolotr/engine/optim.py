@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from yolotr.engine.config import ADAM_LIKE, OPTIMIZER_NAMES
 from yolotr.engine.musgd import MuSGD
 from yolotr.nn.attention import TransformerBlock, TransformerC3Layer
 from yolotr.nn.deform_attn import MSDeformAttn
@@ -168,7 +169,9 @@ def build_optimizer(
     nesterov: bool = True,
     fused: bool = False,
 ) -> torch.optim.Optimizer:
-    """SGD (momentum, Nesterov), AdamW or MuSGD over :func:`parameter_groups`.
+    """SGD (momentum, Nesterov), AdamW or MuSGD over :func:`parameter_groups`; or, as the ``ultralytics``
+    package builds them (its ``optimizer`` choices), Adam, Adamax, NAdam and RAdam with ``betas=(momentum,
+    0.999)`` (``weight_decay`` of the decayed group as their L2 term) and RMSprop with ``momentum``.
 
     ``fused``: SGD as one fused kernel (``torch.optim.SGD(fused=True)``): bit for bit the for-loop's
     update, in 2.4 ms instead of 4.1 for yolov8n on a 2-core Xeon; for steps that ``GradScaler`` does not
@@ -186,12 +189,17 @@ def build_optimizer(
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, fused=fused or None)
     if name.lower() == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+    adam_like = {n.lower(): n for n in ADAM_LIKE}
+    if name.lower() in adam_like:  # coupled (L2) decay in the decayed group, as the package builds them
+        return getattr(torch.optim, adam_like[name.lower()])(groups, lr=lr, betas=(momentum, 0.999))
+    if name.lower() == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=lr, momentum=momentum)
     if name.lower() == "musgd":
         groups = _muon_groups(_boost_class_branches(model, groups, lr))
         return MuSGD(groups, lr=lr, momentum=momentum, nesterov=nesterov)
     if name.lower() == "auto":
         raise ValueError("optimizer 'auto' depends on the data: resolve it first (resolve_auto_optimizer)")
-    raise ValueError(f"unknown optimizer {name!r}; use SGD, AdamW, MuSGD or auto")
+    raise ValueError(f"unknown optimizer {name!r}; use one of {', '.join(OPTIMIZER_NAMES)}")
 
 
 def describe_groups(optimizer: torch.optim.Optimizer) -> str:
