@@ -84,6 +84,31 @@ FOREIGN_SETTINGS = {
         "the key)",
     ),
     "iou_t": "; YOLOv5's iou_t is read by nothing in YOLOv5 either (remove the key)",
+    "task": "; yolotr trains detectors only (the package's task: detect; remove the key)",
+    "mode": "; the command or method says it (train, val, predict, export)",
+    "cls_remap": "; a checkpoint's class rows are not matched by name: weights=PATH transfers the tensors that fit "
+    "(other classes give the head new class rows)",
+    "verbose": "; give verbose= to the YOLO method, or -v to the CLI",
+    "resume": "; YOLO.train(resume=True) or yolotr train --resume RUN continues a run",
+    "profile": "; yolotr times no export formats while training (bench/latency.py times a model)",
+    "quantize": "; predict(half=True) runs float16 on CUDA; exports are float32",
+    **dict.fromkeys(("distill_model", "dis"), "; yolotr has no knowledge distillation"),
+    **dict.fromkeys(
+        ("overlap_mask", "mask_ratio", "pose", "kobj", "rle", "angle", "dlog", "dgrad", "dlam"),
+        "; a setting of the package's other tasks (segment, pose, obb, depth): yolotr detects boxes",
+    ),
+    **dict.fromkeys(
+        ("train.source", "train.agnostic_nms", "train.save_txt", "train.save_conf", "train.save_crop"),
+        "; a prediction setting: YOLO.predict(...) and yolotr predict take it",
+    ),
+    **dict.fromkeys(
+        ("train.format", "train.dynamic", "train.opset"),
+        "; an export setting: YOLO.export(...) and yolotr export take it",
+    ),
+    "train.cfg": "; cfg names the settings file itself (--cfg FILE, train(cfg=FILE)), not a key inside it",
+    "train.split": "; training validates on the dataset's val split; YOLO.val(split=...) and yolotr val --split score "
+    "another",
+    "train.save_json": "; YOLO.val(save_json=True) and yolotr val --save-json write the COCO results JSON",
     "embed": "; yolotr returns no embeddings: a forward hook on model.model[i] gives any layer's output",
     **dict.fromkeys(("retina_masks", "show_boxes"), "; a segmentation setting of the package (yolotr detects boxes)"),
     "stream_buffer": "; yolotr reads files, not live streams: every frame of a video is read in turn",

@@ -4,6 +4,8 @@ and the caller's torch settings kept, and the ranges of values that were accepte
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -105,6 +107,27 @@ def test_every_unknown_key_of_a_reference_file_is_listed_at_once(tmp_path):
     assert all(f"\n  {key};" in message for key in ("iou_t", "erasing"))
     hyp.write_text("lr0: 0.01\nmixup: 0.1\ncopy_paste: 0.1\nfliplr: 0.5\n")
     assert (resolve_config(cfg_file=hyp)["mixup"], resolve_config(cfg_file=hyp)["copy_paste"]) == (0.1, 0.1)
+
+
+def test_every_key_of_the_packages_defaults_we_refuse_says_why(tmp_path):
+    """The package's default.yaml (an args.yaml of its holds every key) given as --cfg: each key yolotr does not
+    take has a hint, none a misleading "did you mean" (``save_txt`` read "did you mean save_period?"), and
+    its ``cls_pw: 0.0`` (another meaning) says so."""
+    ultralytics = pytest.importorskip("ultralytics", reason="the ultralytics package is a bench extra")
+    import yaml
+
+    package = yaml.safe_load((Path(ultralytics.__file__).parent / "cfg" / "default.yaml").read_text())
+    with pytest.raises(ConfigError, match=r"cls_pw' must be > 0, got 0\.0 \(YOLOv5's weight of the positive class"):
+        resolve_config({"cls_pw": package["cls_pw"]})
+    args = tmp_path / "args.yaml"
+    args.write_text(yaml.safe_dump({k: v for k, v in package.items() if k != "cls_pw"}))
+    with pytest.raises(ConfigError) as info:
+        resolve_config(cfg_file=args)
+    listed = [line.strip() for line in str(info.value).splitlines()[1:]]
+    assert len(listed) > 40 and all(";" in line for line in listed), [line for line in listed if ";" not in line]
+    misleading = [line for line in listed if "did you mean" in line and line.split(";")[0] in ("save_txt", "split")]
+    assert misleading == []
+    assert any(line.startswith("task; yolotr trains detectors only") for line in listed)
 
 
 @pytest.mark.parametrize(

@@ -218,10 +218,10 @@ def _apply(cfg: dict, source: str, layer: dict) -> None:
     unknown = [key for key in layer if key not in cfg]
     if len(unknown) == 1:
         key = unknown[0]
-        hint = setting_hint(str(key), cfg)
+        hint = setting_hint(str(key), cfg, "train")
         raise ConfigError(f"{source}: unknown setting '{key}'{hint} (the settings are the keys of {DEFAULT_CFG})")
     if unknown:
-        lines = "".join(f"\n  {key}{setting_hint(str(key), cfg) or ''}" for key in unknown)
+        lines = "".join(f"\n  {key}{setting_hint(str(key), cfg, 'train') or ''}" for key in unknown)
         raise ConfigError(
             f"{source}: {len(unknown)} unknown settings (the settings are the keys of {DEFAULT_CFG}):{lines}"
         )
@@ -287,6 +287,13 @@ def _checked_rules(source: str, value):
     return list(value)
 
 
+# keys the ultralytics package spells alike with another meaning: what a value out of our range says
+OUT_OF_RANGE_HINTS = {
+    "cls_pw": " (YOLOv5's weight of the positive class in the class BCE, 1.0 by default; the ultralytics package's "
+    "cls_pw, a class-frequency weighting power where 0 is off, is not implemented: remove the key)",
+}
+
+
 def _checked(source: str, key: str, value, default):
     """``value`` for ``key``, of the kind of its default (see :func:`resolve_config`)."""
     if key in CHOICE_CHECKS:
@@ -313,5 +320,7 @@ def _checked(source: str, key: str, value, default):
         rule = RANGES.get(key)
         if rule is not None and not in_range(value, rule):
             where = f"in {rule}" if rule[0] in "[(" else rule
-            raise ConfigError(f"{source}: setting '{key}' must be {where}, got {value!r}")
+            raise ConfigError(
+                f"{source}: setting '{key}' must be {where}, got {value!r}{OUT_OF_RANGE_HINTS.get(key, '')}"
+            )
     return value
