@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import shared_path
+from tests.head_inputs import calibrate_batch_norm
 from tests.test_cli_errors import run_cli
 from yolotr import YOLO
 from yolotr.engine import exporter, fast_backend
@@ -189,7 +190,7 @@ def test_auto_falls_back_to_torch_when_the_cache_is_not_writable(tmp_path, monke
 
 
 def test_onnx_output_equals_torch_at_several_shapes_and_batches(cache):
-    model = _tiny(seed=3).eval()
+    model = calibrate_batch_norm(_tiny(seed=3), torch.rand(2, 3, 128, 128), min_var=0.5)  # features of order 1
     onnx, torch_backend = OnnxBackend(model), TorchBackend(model)
     rng = np.random.default_rng(0)
     for b, h, w in ((1, 64, 96), (2, 96, 64), (1, 128, 128)):
@@ -197,7 +198,7 @@ def test_onnx_output_equals_torch_at_several_shapes_and_batches(cache):
         got = onnx(onnx.to_input(images))
         expected = torch_backend(torch_backend.to_input(images))
         assert got.shape == expected.shape == (b, 3 * (h * w // 64 + h * w // 256 + h * w // 1024), 7)
-        assert float((got - expected).abs().max()) < 1e-3 * max(h, w)
+        assert float((got - expected).abs().max()) < 2e-3
     assert not onnx.on_torch
 
 
