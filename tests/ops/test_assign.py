@@ -1,4 +1,5 @@
-"""Task-aligned assigner on tiny hand-made cases: the centre rule, top-k, overlaps, normalization."""
+"""Task-aligned assigner on tiny hand-made cases: the centre rule, top-k, overlaps, normalization; and on random
+cases against the ``ultralytics`` package's assigner, live."""
 
 from __future__ import annotations
 
@@ -101,3 +102,59 @@ def test_ciou_of_identical_boxes_is_one_and_penalizes_distance():
     shifted = box + torch.tensor([[5.0, 0.0, 5.0, 0.0]])
     # IoU 100 / 300; centres 5 px apart, enclosing box 15 x 20 (diagonal^2 625); same aspect: no v term.
     assert float(bbox_ciou(box, shifted)) == pytest.approx(100 / 300 - 25 / 625, abs=1e-5)
+
+
+def _random_case(seed: int):
+    """A random assignment problem: ``B`` images, a 3-level anchor grid, scores (every third case quantised to
+    quarters: ties), a predicted box about each anchor, up to 12 boxes per image with padding rows and a
+    duplicate."""
+    g = torch.Generator().manual_seed(seed)
+    pick = lambda options: options[int(torch.randint(len(options), (1,), generator=g))]  # noqa: E731
+    b, nc, n, h, w = pick([1, 2, 3]), pick([1, 3, 20]), pick([1, 2, 5, 12]), pick([64, 96, 128]), pick([64, 96, 128])
+    points = torch.cat(
+        [
+            torch.stack(torch.meshgrid(torch.arange(w // s) + 0.5, torch.arange(h // s) + 0.5, indexing="xy"), -1)
+            .view(-1, 2) * s
+            for s in (8, 16, 32)
+        ]
+    )  # fmt: skip
+    a, size = points.shape[0], torch.tensor([w, h], dtype=torch.float32)
+    scores = torch.rand(b, a, nc, generator=g)
+    if seed % 3 == 0:
+        scores = (scores * 4).round() / 4
+    centre = points + (torch.rand(b, a, 2, generator=g) - 0.5) * 8  # about its anchor, as a head predicts
+    wh = torch.rand(b, a, 2, generator=g) * 64 + 8
+    predicted = torch.cat((centre - wh / 2, centre + wh / 2), -1)
+    gwh = torch.rand(b, n, 2, generator=g) * size * pick([0.15, 0.3, 0.9]) + 4
+    gc = gwh / 2 + torch.rand(b, n, 2, generator=g) * (size - gwh)
+    mask = (torch.rand(b, n, 1, generator=g) > 0.2).float()
+    mask[:, 0] = 1.0
+    labels = torch.randint(0, nc, (b, n, 1), generator=g).float()
+    boxes = torch.cat((gc - gwh / 2, gc + gwh / 2), -1)
+    if n > 1:  # the last row repeats the first (a duplicated label line)
+        boxes[:, -1], labels[:, -1], mask[:, -1] = boxes[:, 0], labels[:, 0], 1.0
+    boxes, labels = boxes * mask, labels * mask  # padding rows are zeros, as both collates give them
+    return nc, scores, predicted, points, labels, boxes, mask
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize(("topk", "topk2"), [(10, None), (7, 1)])
+def test_random_cases_assign_as_the_package(seed, topk, topk2):
+    """The same foreground, class, box and soft score per anchor as the ``ultralytics`` package's assigner (live),
+    both matching paths, on random problems with ties, padding rows and duplicated boxes."""
+    tal = pytest.importorskip("ultralytics.utils.tal", reason="the ultralytics package is a bench extra")
+    nc, scores, predicted, points, labels, boxes, mask = _random_case(seed)
+    kwargs = {"topk2": topk2} if topk2 else {}
+    want = tal.TaskAlignedAssigner(topk=topk, num_classes=nc, alpha=0.5, beta=6.0, stride=[8, 16, 32], **kwargs)(
+        scores, predicted, points, labels, boxes, mask
+    )
+    fg = want[3].bool()
+    assert fg.any()
+    for dense in (False, True):
+        got = TaskAlignedAssigner(topk=topk, num_classes=nc, strides=(8, 16, 32), topk2=topk2, dense=dense)(
+            scores, predicted, points, labels, boxes, mask
+        )
+        assert torch.equal(got.fg_mask, fg)
+        assert torch.equal(got.labels[fg], want[0][fg].long())
+        torch.testing.assert_close(got.boxes[fg], want[1][fg])
+        torch.testing.assert_close(got.scores, want[2], rtol=1e-5, atol=1e-6)
