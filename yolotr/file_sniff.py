@@ -95,3 +95,43 @@ def describe_non_image(path: str | Path) -> str | None:
     if head.startswith(IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return None
     return describe_head(head)
+
+
+def describe_unopened_video(path: str | Path) -> str | None:
+    """What a video file OpenCV could not open looks like: :func:`describe_non_image`'s answer (a web page, an empty
+    file, ...), or for an MP4/MOV file (``ftyp`` first) what its top-level boxes say: one that runs past the end of
+    the file (cut short), or no ``moov`` box (the index, written last by many recorders). ``None`` otherwise."""
+    looks = describe_non_image(path)
+    if looks is not None:
+        return looks
+    try:
+        size, head = Path(path).stat().st_size, read_head(path, 12)
+    except OSError:
+        return None
+    if head[4:8] != b"ftyp":
+        return None
+    boxes, offset = [], 0
+    with open(path, "rb") as f:
+        while offset + 8 <= size:
+            f.seek(offset)
+            header = f.read(16)
+            length, kind = int.from_bytes(header[:4], "big"), header[4:8].decode("latin-1")
+            if length == 1 and len(header) == 16:
+                length = int.from_bytes(header[8:16], "big")
+            elif length == 0:
+                length = size - offset
+            if length < 8 or not (kind.isascii() and kind.isprintable()):
+                return f"an MP4/MOV video with a damaged box header at byte {offset:,}"
+            if offset + length > size:
+                return (
+                    f"an MP4/MOV video cut short: its '{kind}' box runs {offset + length - size:,} bytes past the "
+                    f"end of the file ({size:,} bytes); copy or download it again"
+                )
+            boxes.append(kind)
+            offset += length
+    if "moov" not in boxes:
+        return (
+            "an MP4/MOV video without its index (no 'moov' box): cut short, or a recording that was not finished "
+            f"(boxes: {', '.join(boxes)})"
+        )
+    return None

@@ -82,9 +82,30 @@ def test_a_video_that_is_a_web_page_says_so(tmp_path):
     clip.write_bytes(IMPOSTORS["signin.jpg"][0])
     with pytest.raises(DataError, match=r"clip.mp4: cannot open video: it looks like an HTML page"):
         list(iter_frames(clip))
-    clip.write_bytes(b"\x00\x00\x00\x20ftypisom" + bytes(64))  # an MP4 start, cut: no guess beyond the reader's
-    with pytest.raises(DataError, match=r"clip.mp4: cannot open video$"):
+    clip.write_bytes(b"\x00\x00\x00\x20ftypisom" + bytes(64))  # an MP4 start, then zeros
+    with pytest.raises(DataError, match=r"clip.mp4: cannot open video: it looks like an MP4/MOV video with a damaged"):
         list(iter_frames(clip))
+
+
+def test_an_mp4_cut_short_or_without_its_index_says_so(tmp_path):
+    """Both read "cannot open video", as a video that is not there would."""
+    whole = tmp_path / "whole.mp4"
+    writer = cv2.VideoWriter(str(whole), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 48))
+    for i in range(5):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    data = whole.read_bytes()
+    assert len(list(iter_frames(whole))) == 5
+    if data.find(b"moov") < data.find(b"mdat"):
+        pytest.skip("this OpenCV writes the index (moov) before the frames")
+    moov = data.index(b"moov") - 4
+    cut, unfinished = tmp_path / "cut.mp4", tmp_path / "unfinished.mp4"
+    cut.write_bytes(data[: moov // 2])
+    unfinished.write_bytes(data[:moov])  # every box whole but the index, which recorders write last
+    with pytest.raises(DataError, match=r"cut.mp4: cannot open video: .*MP4/MOV video cut short: its 'mdat' box runs"):
+        list(iter_frames(cut))
+    with pytest.raises(DataError, match=r"unfinished.mp4: .*MP4/MOV video without its index \(no 'moov' box\)"):
+        list(iter_frames(unfinished))
 
 
 def _photo(path) -> None:

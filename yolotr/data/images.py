@@ -25,7 +25,7 @@ from yolotr.data.validation import (
     unread_images_note,
 )
 from yolotr.errors import DataError
-from yolotr.file_sniff import describe_non_image
+from yolotr.file_sniff import describe_unopened_video
 
 LOGGER = logging.getLogger("yolotr")
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm", ".mpeg", ".mpg"}
@@ -291,7 +291,7 @@ def _read_frames(files: list[Path], skip_unreadable: bool, source) -> Iterator[F
 def _video_frames(path: Path) -> Iterator[Frame]:
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
-        looks = describe_non_image(path)  # an HTML page saved as .mp4, an empty file, ...
+        looks = describe_unopened_video(path)  # an HTML page saved as .mp4, an empty file, an MP4 cut short, ...
         raise DataError(f"{path}: cannot open video" + (f": it looks like {looks}" if looks else ""))
     fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
     index = 0
