@@ -293,3 +293,21 @@ def test_candidates_on_the_device_equal_those_on_the_host(columns):
     host, device = candidates(decoded, 0.9, 3, on_host=True), candidates(decoded, 0.9, 3, on_host=False)
     assert [len(rows) for rows in device] == [len(rows) for rows in host] and 0 < len(host[0]) < 500
     assert all(torch.equal(d, h) for d, h in zip(device, host))
+
+
+def test_results_have_the_packages_other_fields_to_csv_and_update(official, bus):
+    """Code written for the package's Results ran into AttributeError on ``r.masks``, ``r.to_csv()`` and
+    ``r.update(boxes=...)``."""
+    result = official.predict(bus, verbose=False)[0]
+    assert (result.masks, result.keypoints, result.probs, result.obb) == (None, None, None, None)
+    lines = result.to_csv().splitlines()
+    assert lines[0] == "name,class,confidence,x1,y1,x2,y2" and len(lines) == len(result) + 1
+    first = lines[1].split(",")
+    assert first[0] == result.names[int(result.boxes.cls[0])] and float(first[2]) == pytest.approx(
+        float(result.boxes.conf[0]), abs=1e-5
+    )
+    h, w = result.orig_shape
+    result.update(boxes=torch.tensor([[-10.0, 5.0, w + 50.0, 20.0, 0.9, 5.0]]))
+    assert len(result) == 1 and result.boxes.xyxy.tolist() == [[0.0, 5.0, float(w), 20.0]]
+    with pytest.raises(ConfigError, match="masks= is a field of another task"):
+        result.update(masks=torch.zeros(1, 4, 4))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -14,6 +16,7 @@ import torch
 from PIL import Image
 
 from yolotr.engine.config import check_count
+from yolotr.errors import ConfigError
 from yolotr.ops.boxes import xyxy2xywh
 from yolotr.plotting import draw_boxes
 
@@ -141,6 +144,29 @@ class Results:
     def orig_shape(self) -> tuple[int, int]:
         return tuple(self.orig_img.shape[:2])
 
+    # the ultralytics package's fields of its other tasks (segment, pose, classify, obb): a detector's are None,
+    # so code written for the package (``if r.masks is not None``) runs on these results unchanged
+    masks = keypoints = probs = obb = property(lambda self: None)
+
+    def update(self, boxes: torch.Tensor | np.ndarray | None = None, **others) -> None:
+        """Replace the detections with ``boxes`` ``(N, 6)`` (x1, y1, x2, y2, score, class in pixels), clipped to the
+        image, as the package's ``Results.update(boxes=...)``.
+
+        Raises:
+            ConfigError: a field of another task (``masks=``, ``keypoints=``, ``probs=``, ``obb=``) given.
+        """
+        given = sorted(k for k, v in others.items() if v is not None)
+        if given:
+            raise ConfigError(
+                f"Results.update: {given[0]}= is a field of another task; a detector's results hold boxes"
+            )
+        if boxes is not None:
+            h, w = self.orig_shape
+            data = boxes.clone() if isinstance(boxes, torch.Tensor) else np.array(boxes, dtype=np.float32)
+            data[:, [0, 2]] = data[:, [0, 2]].clip(0, w)
+            data[:, [1, 3]] = data[:, [1, 3]].clip(0, h)
+            self.boxes = Boxes(data, self.orig_shape)
+
     def plot(self, conf: bool = True, labels: bool = True, line_width: int | None = None) -> np.ndarray:
         """The image with labelled boxes, RGB ``(H, W, 3)`` uint8 (the ``ultralytics`` package's is BGR).
 
@@ -191,6 +217,15 @@ class Results:
     def to_json(self, indent: int | None = None) -> str:
         """:meth:`summary` as a JSON string."""
         return json.dumps(self.summary(), indent=indent)
+
+    def to_csv(self) -> str:
+        """:meth:`summary` as CSV text: a header ``name,class,confidence,x1,y1,x2,y2`` (pixels) and one row per
+        detection (the columns of :meth:`to_df`, without pandas)."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["name", "class", "confidence", "x1", "y1", "x2", "y2"])
+        writer.writerows([d["name"], d["class"], d["confidence"], *d["box"]] for d in self.summary())
+        return out.getvalue()
 
     def to_df(self):
         """:meth:`summary` as a ``pandas.DataFrame``: columns ``name``, ``class``, ``confidence``, ``x1``,
