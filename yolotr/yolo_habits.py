@@ -48,9 +48,27 @@ class PackageHabits:
 
         weights = os.fspath(weights)
         with verbosity(self.verbose):
-            report = transfer_weights(self.model, checkpoint_state_dict(weights))
+            state = checkpoint_state_dict(weights)
+            if getattr(self.model, "is_fused", False):
+                self._unfuse_for(weights)
+            report = transfer_weights(self.model, state)
         if not report.loaded:
             raise CheckpointError(f"{weights}: no tensor fits the model by name and shape ({report.summary(3)})")
         self._untrained = False  # train() keeps these weights (a YAML model is not built again from its seed)
         self._loaded_weights = weights  # and transfers them when it must build a model for another class count
         return self
+
+    def _unfuse_for(self, weights: str) -> None:
+        """Build the fused model again from its YAML, with BatchNorm, before ``weights`` load into it: a fused
+        convolution holds its BatchNorm folded in, so a checkpoint's convolution (same name and shape) loaded into
+        it would predict garbage without a word. Names and the training size and data carry over."""
+        from yolotr.models.detection import DetectionModel
+
+        fused = self.model
+        param = next(fused.parameters())
+        model = DetectionModel(fused.yaml).to(param.device).train(fused.training)
+        for attr in ("names", "imgsz", "train_data", "single_cls"):
+            if hasattr(fused, attr):
+                setattr(model, attr, getattr(fused, attr))
+        self.model = model
+        LOGGER.info("%s: the model was fused; built again from its YAML (with BatchNorm) to load into", weights)

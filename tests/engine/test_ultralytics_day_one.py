@@ -44,6 +44,20 @@ def test_load_copies_the_checkpoint_into_a_yaml_model(rule_pt):
     assert all(torch.equal(got[k].float(), v.float()) for k, v in expected.items())
 
 
+def test_load_into_a_fused_model_builds_it_again_with_batchnorm(caplog):
+    """``model.fuse()`` then ``model.load(pt)`` loaded each checkpoint convolution into a convolution with its
+    BatchNorm folded in: yolov5n found nothing on bus.jpg, without a word."""
+    weights, bus = shared_path("weights", "yolov5n.pt"), shared_path("images", "bus.jpg")
+    want = YOLO(weights, verbose=False).predict(bus, backend="torch", verbose=False)[0]
+    model = YOLO(weights, verbose=True).fuse()
+    with caplog.at_level(logging.INFO, logger="yolotr"):
+        model.load(weights)
+    assert "the model was fused; built again from its YAML" in caplog.text and not model.model.is_fused
+    assert model.model.names == want.names
+    got = model.predict(bus, backend="torch", verbose=False)[0]
+    assert len(want) == 5 and torch.allclose(got.boxes.data, want.boxes.data, atol=1e-3)
+
+
 def test_load_then_train_on_other_classes_starts_from_the_loaded_weights(rule_pt, tiny_shapes, tmp_path):
     """``yaml.load(pt).train(data=<3 classes>)``: the model the trainer builds for 3 classes takes the loaded
     weights (every tensor but the class branch's), not the seeded initialization of the YAML (lr0=0: unchanged)."""
