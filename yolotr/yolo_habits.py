@@ -1,5 +1,7 @@
 """The ``ultralytics`` package's small ``YOLO`` members that its users type on day one: ``task``, ``device``,
-``eval()`` and ``load()`` (a mixin of :class:`yolotr.yolo.YOLO`, which keeps ``model``, ``source``, ``verbose``)."""
+``eval()``, ``load()``, ``save()``, ``is_fused()``, ``cpu()`` and ``cuda()``, and for those yolotr lacks an
+``AttributeError`` saying what it has instead (a mixin of :class:`yolotr.yolo.YOLO`, which keeps ``model``,
+``source``, ``verbose``)."""
 
 from __future__ import annotations
 
@@ -14,8 +16,21 @@ from yolotr.logs import verbosity
 LOGGER = logging.getLogger("yolotr")
 
 
+# members of the package's YOLO that yolotr does not have: what the AttributeError says instead
+ABSENT = {
+    "track": "yolotr does not track objects (no tracker, persist or boxes.id)",
+    "tune": "yolotr has no hyperparameter tuner; `yolotr compare` trains settings side by side over seeds",
+    "benchmark": "bench/latency.py times a model on this machine; export() checks the file against PyTorch",
+    "half": "predict(half=True) runs float16 on CUDA; the model itself stays float32",
+    "reset_weights": "build the model again from its YAML: YOLO('yolov8n.yaml') starts untrained",
+    "overrides": "the settings of a run are in its args.yaml; train() takes them as keywords or cfg=FILE",
+    "ckpt_path": "YOLO(...).source is the file or YAML the model came from",
+}
+
+
 class PackageHabits:
-    """``task``, ``device``, ``eval()`` and ``load(weights)`` as the ``ultralytics`` package's ``YOLO`` has them."""
+    """``task``, ``device``, ``eval()``, ``load(weights)``, ``save(path)``, ``is_fused()``, ``cpu()`` and ``cuda()`` as
+    the ``ultralytics`` package's ``YOLO`` has them."""
 
     task = "detect"  # the package's task name: yolotr only detects
 
@@ -72,3 +87,30 @@ class PackageHabits:
                 setattr(model, attr, getattr(fused, attr))
         self.model = model
         LOGGER.info("%s: the model was fused; built again from its YAML (with BatchNorm) to load into", weights)
+
+    def save(self, filename: str | Path = "saved_model.pt") -> Path:
+        """Write the model as a yolotr checkpoint (its YAML, weights, class names and training size; written
+        atomically), as the package's ``YOLO.save()``; ``YOLO(path)`` reads it back. Returns the path."""
+        self._need_pytorch("save")
+        from yolotr.models.weights import model_checkpoint, save_checkpoint
+
+        extra = {"imgsz": getattr(self.model, "imgsz", None)}
+        return save_checkpoint(model_checkpoint(self.model, **extra), filename)
+
+    def is_fused(self) -> bool:
+        """Whether :meth:`fuse` folded the BatchNorms into the convolutions (the package's ``is_fused()``)."""
+        return bool(getattr(self.model, "is_fused", False))
+
+    def cpu(self):
+        """The model on the CPU; returns this object (``to("cpu")``)."""
+        return self.to("cpu")
+
+    def cuda(self, device: int = 0):
+        """The model on CUDA device ``device``; returns this object (``to(f"cuda:{device}")``)."""
+        return self.to(f"cuda:{device}")
+
+    def __getattr__(self, name: str):
+        """Members of the package's ``YOLO`` that yolotr lacks say what it has instead."""
+        if name in ABSENT:
+            raise AttributeError(f"'YOLO' object has no attribute {name!r}: {ABSENT[name]}")
+        raise AttributeError(f"'YOLO' object has no attribute {name!r}")

@@ -58,6 +58,22 @@ def test_load_into_a_fused_model_builds_it_again_with_batchnorm(caplog):
     assert len(want) == 5 and torch.allclose(got.boxes.data, want.boxes.data, atol=1e-3)
 
 
+def test_save_is_fused_cpu_and_the_members_yolotr_lacks(tmp_path):
+    """``model.save(path)``, ``is_fused()`` and ``cpu()`` as the package's; ``track``, ``tune``, ``benchmark``
+    and the like say what yolotr has instead of a bare AttributeError."""
+    model = YOLO("yolov8n.yaml", nc=3, verbose=False)
+    path = model.save(tmp_path / "m.pt")
+    again = YOLO(path, verbose=False)
+    assert all(torch.equal(a, b) for a, b in zip(model.model.state_dict().values(), again.model.state_dict().values()))
+    assert again.names == model.names and model.cpu() is model and model.device == torch.device("cpu")
+    assert not model.is_fused() and model.fuse().is_fused()
+    with pytest.raises(AttributeError, match="'track': yolotr does not track objects"):
+        model.track("video.mp4")
+    with pytest.raises(AttributeError, match="'tune': yolotr has no hyperparameter tuner; `yolotr compare`"):
+        model.tune()
+    assert getattr(model, "no_such_member", None) is None
+
+
 def test_load_then_train_on_other_classes_starts_from_the_loaded_weights(rule_pt, tiny_shapes, tmp_path):
     """``yaml.load(pt).train(data=<3 classes>)``: the model the trainer builds for 3 classes takes the loaded
     weights (every tensor but the class branch's), not the seeded initialization of the YAML (lr0=0: unchanged)."""
