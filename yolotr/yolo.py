@@ -11,20 +11,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 from yolotr.data.imgsz import default_imgsz
-from yolotr.errors import ConfigError, check_keywords, did_you_mean
+from yolotr.errors import ConfigError, check_keywords
 from yolotr.logs import verbosity
 from yolotr.models.loading import is_yaml_source, load_model
 from yolotr.yolo_habits import PackageHabits
 
 LOGGER = logging.getLogger("yolotr")
-# YOLO.add_callback's events: the Trainer's, and the package's names of the same moments
-TRAINER_EVENTS = {
-    "on_batch_start": "on_batch_start",
-    "on_epoch_end": "on_epoch_end",
-    "on_train_batch_start": "on_batch_start",
-    "on_train_epoch_end": "on_epoch_end",
-    "on_fit_epoch_end": "on_epoch_end",
-}
 
 
 class YOLO(PackageHabits):
@@ -62,23 +54,8 @@ class YOLO(PackageHabits):
         self._untrained = not self.is_exported and is_yaml_source(source)  # train() builds it again, seeded
         # backend name -> (the model it was prepared from, its weights version, the Backend)
         self._prepared: dict[str, tuple[weakref.ref, tuple, object]] = {}
-        self._callbacks: list[tuple[str, Callable]] = []  # (trainer event, fn) for every train() of this model
+        self._callbacks: list[tuple[str, Callable]] = []  # (event, fn) for every train(): yolo_habits.add_callback
         self._loaded_weights: str | None = None  # the checkpoint load() copied in, for train() on another nc
-
-    def add_callback(self, event: str, fn: Callable) -> None:
-        """Call ``fn(trainer)`` at a training event of every later :meth:`train`: ``on_batch_start`` or
-        ``on_epoch_end`` (after validation and the checkpoints), also by the package's names
-        (``on_train_batch_start``; ``on_train_epoch_end`` and ``on_fit_epoch_end``, both at the epoch's end).
-        ``fn`` gets yolotr's :class:`~yolotr.engine.trainer.Trainer`, whose attributes are not the package's.
-
-        Raises:
-            ConfigError: an event yolotr does not have, with the nearest names.
-        """
-        if event not in TRAINER_EVENTS:
-            raise ConfigError(f"unknown training event {event!r}{did_you_mean(event, list(TRAINER_EVENTS))}")
-        if not callable(fn):
-            raise ConfigError(f"add_callback({event!r}, ...): {fn!r} is not callable")
-        self._callbacks.append((TRAINER_EVENTS[event], fn))
 
     def _verbose(self, verbose: bool | None) -> bool:
         return self.verbose if verbose is None else verbose
@@ -344,7 +321,7 @@ class YOLO(PackageHabits):
         with verbosity(self._verbose(verbose)):
             if resume not in (None, False):
                 run = self._resume_path(resume, overrides)
-                result = self._with_callbacks(Trainer.resume(run, **overrides)).train()
+                result = self._run_with_callbacks(Trainer.resume(run, **overrides))
                 return self._load_best(result)
             cfg_file = overrides.pop("cfg", None)
             file = {k: v for k, v in (load_cfg_file(cfg_file) if cfg_file else {}).items() if v is not None}
@@ -369,14 +346,9 @@ class YOLO(PackageHabits):
                 overrides.setdefault("weights", self._loaded_weights)
             # args.yaml and the log name the model trained (reproducible: yolotr train --cfg args.yaml)
             overrides.setdefault("model", self.source if isinstance(self.source, str) else self._yaml_name())
-            result = self._with_callbacks(Trainer(overrides, model=model, cfg_file=cfg_file)).train()
+            result = self._run_with_callbacks(Trainer(overrides, model=model, cfg_file=cfg_file))
         self._untrained = False
         return self._load_best(result)
-
-    def _with_callbacks(self, trainer):
-        for event, fn in self._callbacks:
-            trainer.add_callback(event, fn)
-        return trainer
 
     def _load_best(self, result: dict) -> dict:
         """Load a finished run's ``best.pt`` into ``self.model``; ``result`` back."""

@@ -16,6 +16,18 @@ from yolotr.logs import verbosity
 LOGGER = logging.getLogger("yolotr")
 
 
+# YOLO.add_callback's events: the Trainer's two, and the package's names, with the moment each is called at
+TRAINER_EVENTS = {
+    "on_batch_start": "on_batch_start",
+    "on_epoch_end": "on_epoch_end",
+    "on_train_batch_start": "on_batch_start",
+    "on_train_epoch_end": "on_epoch_end",
+    "on_fit_epoch_end": "on_epoch_end",
+    "on_train_start": "on_batch_start",  # once, at the first batch of the run (the trainer is set up)
+    "on_train_epoch_start": "on_batch_start",  # at the first batch of each epoch (a resumed one too)
+    "on_train_end": "end",  # when the trainer's train() has returned (the final validation done)
+}
+
 # members of the package's YOLO that yolotr does not have: what the AttributeError says instead
 ABSENT = {
     "track": "yolotr does not track objects (no tracker, persist or boxes.id)",
@@ -114,3 +126,49 @@ class PackageHabits:
         if name in ABSENT:
             raise AttributeError(f"'YOLO' object has no attribute {name!r}: {ABSENT[name]}")
         raise AttributeError(f"'YOLO' object has no attribute {name!r}")
+
+    def add_callback(self, event: str, fn) -> None:
+        """Call ``fn(trainer)`` at a training event of every later :meth:`train`: ``on_batch_start`` or
+        ``on_epoch_end`` (after validation and the checkpoints), also by the package's names: ``on_train_start``
+        (once, at the run's first batch), ``on_train_epoch_start`` (each epoch's first batch),
+        ``on_train_batch_start``, ``on_train_epoch_end`` and ``on_fit_epoch_end`` (both at the epoch's end), and
+        ``on_train_end`` (when training has returned). ``fn`` gets yolotr's
+        :class:`~yolotr.engine.trainer.Trainer`, whose attributes are not the package's.
+
+        Raises:
+            ConfigError: an event yolotr does not have, with the nearest names.
+        """
+        from yolotr.errors import ConfigError, did_you_mean
+
+        if event not in TRAINER_EVENTS:
+            raise ConfigError(f"unknown training event {event!r}{did_you_mean(event, list(TRAINER_EVENTS))}")
+        if not callable(fn):
+            raise ConfigError(f"add_callback({event!r}, ...): {fn!r} is not callable")
+        self._callbacks.append((event, fn))
+
+    def _run_with_callbacks(self, trainer) -> dict:
+        """``trainer.train()`` with this model's callbacks, each called at its moment (:data:`TRAINER_EVENTS`)."""
+        for event, fn in self._callbacks:
+            if TRAINER_EVENTS[event] != "end":
+                trainer.add_callback(TRAINER_EVENTS[event], _at_moment(event, fn))
+        result = trainer.train()
+        for event, fn in self._callbacks:
+            if TRAINER_EVENTS[event] == "end":
+                fn(trainer)
+        return result
+
+
+def _at_moment(event: str, fn):
+    """``fn`` as a trainer callback called at the package's ``event``: the run's first batch only
+    (``on_train_start``), each epoch's first batch (``on_train_epoch_start``), else every time."""
+    if event not in ("on_train_start", "on_train_epoch_start"):
+        return fn
+    seen: list[int] = []
+
+    def call(trainer) -> None:
+        moment = 0 if event == "on_train_start" else trainer.step // trainer.nb
+        if moment not in seen:
+            seen.append(moment)
+            fn(trainer)
+
+    return call
