@@ -440,18 +440,22 @@ class YOLO(PackageHabits):
                 LOGGER.info("device=%s: exported from the CPU (a float32 file is the same on any device)", device)
             return export_model(self.model, format, path, imgsz=default_imgsz(imgsz, self.model), **kwargs)
 
-    def info(self, imgsz: int = 640, verbose: bool = True) -> dict:
-        """Layer table, parameters and GFLOPs at ``imgsz``; ``verbose`` shows the table on the ``yolotr`` logger.
+    def info(self, imgsz: int = 640, verbose: bool = True, detailed: bool = False) -> dict:
+        """Layer table, parameters and GFLOPs at ``imgsz``; ``verbose`` shows the table on the ``yolotr`` logger;
+        ``detailed`` adds a row per parameter tensor (name, trained, count, shape, mean, std, dtype), as the
+        package's ``info(detailed=True)``.
 
         Returns a dict with ``layers``, ``params``, ``gradients``, ``gflops``, ``attention_gflops`` (the part in
         attention's matrix products, which the ``ultralytics`` package's count leaves out) and ``table`` (the text).
         """
         self._need_pytorch("info")
         from yolotr.data.imgsz import check_imgsz, largest_stride
+        from yolotr.engine.config import check_flag
+        from yolotr.models.summary import model_summary
 
         imgsz = check_imgsz(imgsz, largest_stride(self.model))
         with verbosity(verbose):
-            return self.model.info(imgsz, verbose)
+            return model_summary(self.model, imgsz, verbose, detailed=check_flag("info: detailed", detailed))
 
     def fuse(self) -> YOLO:
         """Fold BatchNorm into convolutions for faster inference."""

@@ -155,6 +155,18 @@ def test_info_reports_params_and_gflops():
     assert info["attention_gflops"] == 0 and "attention" not in info["table"]
 
 
+def test_info_detailed_lists_every_parameter_tensor():
+    """The package's ``model.info(detailed=True)`` was a TypeError."""
+    from yolotr import YOLO
+
+    model = YOLO("yolov8n.yaml", nc=3, verbose=False)
+    table = model.info(imgsz=64, verbose=False, detailed=True)["table"].splitlines()
+    names = [name for name, _ in model.model.named_parameters()]
+    rows = [line.split() for line in table if line.split() and line.split()[0].isdigit() and len(line.split()) > 7]
+    assert [r[1] for r in rows[: len(names)]] == names and rows[0][2] == "True" and rows[0][3] == "432"
+    assert len(model.info(imgsz=64, verbose=False)["table"].splitlines()) == len(table) - len(names) - 1
+
+
 def test_info_names_the_flops_of_attentions_matrix_products():
     """yolo12n's YAML says 6.7 GFLOPs (thop, which counts modules and leaves out ``bmm``); the flop counter
     counts its area attention's products too (about 1 GFLOP at 640), and the summary says how much."""

@@ -38,17 +38,32 @@ def flop_counts(model: nn.Module, imgsz: int | tuple[int, int] = 640, channels: 
     return float(counter.get_total_flops()), float(attention)
 
 
-def model_summary(model: nn.Module, imgsz: int = 640, verbose: bool = True) -> dict:
+def parameter_rows(model: nn.Module) -> list[str]:
+    """One line per parameter tensor: index, name, whether it trains, count, shape, mean, std and dtype."""
+    lines = [f"{'':>5} {'name':<48} {'trained':>7} {'params':>9} {'shape':<20} {'mu':>10} {'sigma':>10} dtype"]
+    for i, (name, p) in enumerate(model.named_parameters()):
+        values = p.detach().float()
+        sigma = float(values.std()) if p.numel() > 1 else 0.0
+        lines.append(
+            f"{i:>5} {name:<48} {p.requires_grad!s:>7} {p.numel():>9,} {str(list(p.shape)):<20} "
+            f"{float(values.mean()):>10.3g} {sigma:>10.3g} {str(p.dtype).removeprefix('torch.')}"
+        )
+    return lines
+
+
+def model_summary(model: nn.Module, imgsz: int = 640, verbose: bool = True, detailed: bool = False) -> dict:
     """Layer table (index, from, n, params, module, args), total params and GFLOPs at ``imgsz``.
 
     Returns a dict with ``layers`` (int), ``params``, ``gradients``, ``gflops`` and ``attention_gflops`` (the
-    part in attention's matrix products: :func:`flop_counts`); logs a table when ``verbose``.
+    part in attention's matrix products: :func:`flop_counts`); logs a table when ``verbose``, after a row per
+    parameter tensor (:func:`parameter_rows`) when ``detailed``.
     """
     params = sum(p.numel() for p in model.parameters())
     gradients = sum(p.numel() for p in model.parameters() if p.requires_grad)
     flops, attention = flop_counts(model, imgsz)
     gflops, attention_gflops = flops / 1e9, attention / 1e9
-    lines = [f"{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<24}{'arguments'}"]
+    lines = parameter_rows(model) if detailed else []
+    lines.append(f"{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<24}{'arguments'}")
     for row in getattr(model, "rows", []):
         lines.append(f"{row.index:>3}{str(row.source):>18}{row.number:>3}{row.params:10,}  {row.module:<24}{row.args}")
     n_layers = len(list(model.modules()))
