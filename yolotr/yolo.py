@@ -408,9 +408,10 @@ class YOLO(PackageHabits):
         with verbosity(verbose):
             if device is not None:
                 self.to(device)
-            return validate(
+            self.metrics = validate(
                 self.model, data, imgsz=imgsz, batch_size=batch_size, conf=conf, iou=iou, verbose=verbose, **kwargs
-            )
+            )  # also model.metrics, as the package keeps it
+            return self.metrics
 
     def export(
         self,

@@ -37,6 +37,8 @@ ABSENT = {
     "reset_weights": "build the model again from its YAML: YOLO('yolov8n.yaml') starts untrained",
     "overrides": "the settings of a run are in its args.yaml; train() takes them as keywords or cfg=FILE",
     "ckpt_path": "YOLO(...).source is the file or YAML the model came from",
+    "metrics": "set by val() and by a train() that validated (the last validation's ValidationResult)",
+    "trainer": "set by train(): yolotr's Trainer of the last run",
 }
 
 
@@ -152,6 +154,9 @@ class PackageHabits:
             if TRAINER_EVENTS[event] != "end":
                 trainer.add_callback(TRAINER_EVENTS[event], _at_moment(event, fn))
         result = trainer.train()
+        self.trainer = trainer  # the package keeps model.trainer, and model.metrics: the last validation
+        if getattr(trainer, "last_validation", None) is not None:
+            self.metrics = trainer.last_validation
         for event, fn in self._callbacks:
             if TRAINER_EVENTS[event] == "end":
                 fn(trainer)

@@ -305,5 +305,7 @@ def test_add_callback_on_the_model_reaches_its_training(tmp_path):
     model.train(data=str(data), epochs=1, imgsz=64, batch=4, nbs=4, workers=0, val=False, project=str(tmp_path),
                 verbose=False)  # fmt: skip
     assert starts == [0, 0] and ends == [4, 6]  # once per run
+    assert model.trainer.save_dir.is_dir()  # model.trainer, model.metrics: the package's names
+    assert model.val(data=str(data), imgsz=64, verbose=False) is model.metrics
     with pytest.raises(ConfigError, match="unknown training event 'on_val_end'"):
         model.add_callback("on_val_end", print)
