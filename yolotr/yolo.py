@@ -452,11 +452,10 @@ class YOLO(PackageHabits):
         self._need_pytorch("info")
         from yolotr.data.imgsz import check_imgsz, largest_stride
         from yolotr.engine.config import check_flag
-        from yolotr.models.summary import model_summary
 
         imgsz = check_imgsz(imgsz, largest_stride(self.model))
         with verbosity(verbose):
-            return model_summary(self.model, imgsz, verbose, detailed=check_flag("info: detailed", detailed))
+            return self.model.info(imgsz, verbose, detailed=check_flag("info: detailed", detailed))
 
     def fuse(self) -> YOLO:
         """Fold BatchNorm into convolutions for faster inference."""

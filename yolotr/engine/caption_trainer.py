@@ -41,7 +41,7 @@ from yolotr.metrics.captioning import METRIC_NAMES, caption_scores, format_score
 from yolotr.models.captioning import CaptioningModel, caption_loss, ids_to_captions
 from yolotr.models.checkpoint_sniff import sniff_checkpoint
 from yolotr.models.vocab import Vocabulary
-from yolotr.models.weights import save_checkpoint
+from yolotr.models.weights import save_checkpoint, torch_load
 
 LOGGER = logging.getLogger("yolotr")
 FORMAT_VERSION = 1
@@ -110,7 +110,8 @@ def caption_checkpoint(model: CaptioningModel, vocab: Vocabulary, imgsz: int, **
 def _read_caption_checkpoint(path: Path) -> dict:
     """The dict of a caption checkpoint file, or a :class:`CheckpointError` saying what the file is instead: not
     a checkpoint at all (an HTML page, a text file, ...), a detection checkpoint (ours, or YOLOv5's / the
-    ``ultralytics`` package's, which hold pickled objects), or a damaged one."""
+    ``ultralytics`` package's, which hold pickled objects), or a damaged one (in the words of
+    :func:`~yolotr.models.weights.torch_load`)."""
     kind, looks = sniff_checkpoint(path)
     if kind == "other":
         raise CheckpointError(f"{path}: not a checkpoint: it looks like {looks}")
@@ -119,17 +120,12 @@ def _read_caption_checkpoint(path: Path) -> dict:
         "'yolotr caption train'"
     )
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if "Weights only load failed" not in str(e):
-            raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}); is it damaged?") from None
+        ckpt = torch_load(path, weights_only=True)  # a damaged file: CheckpointError saying what it looks like
+    except pickle.UnpicklingError:
         raise CheckpointError(
             f"{path}: a checkpoint holding pickled objects, as the detection checkpoints of YOLOv5 and the "
             f"ultralytics package do; {elsewhere}"
         ) from None
-    except Exception as e:  # noqa: BLE001 - torch's readers raise KeyError, RuntimeError, ... on a damaged file
-        first = (str(e).strip().splitlines() or [""])[0].split(". ")[0][:160]
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {first}); is it damaged?") from None
     if isinstance(ckpt, dict) and ckpt.get("task") == "caption":
         return ckpt
     if isinstance(ckpt, dict) and ckpt.get("format") == "yolotr" and "model_yaml" in ckpt:

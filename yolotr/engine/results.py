@@ -17,7 +17,7 @@ from PIL import Image
 
 from yolotr.engine.config import check_count
 from yolotr.errors import ConfigError
-from yolotr.ops.boxes import xyxy2xywh
+from yolotr.ops.boxes import clip_boxes, xyxy2xywh
 from yolotr.plotting import draw_boxes
 
 
@@ -161,11 +161,8 @@ class Results:
                 f"Results.update: {given[0]}= is a field of another task; a detector's results hold boxes"
             )
         if boxes is not None:
-            h, w = self.orig_shape
-            data = boxes.clone() if isinstance(boxes, torch.Tensor) else np.array(boxes, dtype=np.float32)
-            data[:, [0, 2]] = data[:, [0, 2]].clip(0, w)
-            data[:, [1, 3]] = data[:, [1, 3]].clip(0, h)
-            self.boxes = Boxes(data, self.orig_shape)
+            data = clip_boxes(torch.as_tensor(boxes, dtype=torch.float32).clone(), self.orig_shape)
+            self.boxes = Boxes(data.numpy() if isinstance(self.boxes.data, np.ndarray) else data, self.orig_shape)
 
     def plot(self, conf: bool = True, labels: bool = True, line_width: int | None = None) -> np.ndarray:
         """The image with labelled boxes, RGB ``(H, W, 3)`` uint8 (the ``ultralytics`` package's is BGR).

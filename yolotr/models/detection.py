@@ -327,8 +327,9 @@ class DetectionModel(nn.Module):
         ``Detect``, ``ultralytics`` for the package's families."""
         return "yolov5" if isinstance(self.model[-1], Detect) else "ultralytics"
 
-    def info(self, imgsz: int = 640, verbose: bool = True) -> dict:
-        """Layer table, parameter count and GFLOPs at ``imgsz``; logs the table when ``verbose``."""
+    def info(self, imgsz: int = 640, verbose: bool = True, detailed: bool = False) -> dict:
+        """Layer table, parameter count and GFLOPs at ``imgsz``; logs the table when ``verbose``, after a row per
+        parameter tensor when ``detailed`` (:func:`~yolotr.models.summary.model_summary`)."""
         from yolotr.models.summary import model_summary
 
-        return model_summary(self, imgsz, verbose)
+        return model_summary(self, imgsz, verbose, detailed)

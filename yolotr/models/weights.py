@@ -41,14 +41,15 @@ FORMAT_VERSION = 2  # 2: SPPF rows that name their pool count (models/checkpoint
 
 def load_foreign_pickle(path: str | Path):
     """Load a pickled checkpoint through :class:`RestrictedUnpickler` (no foreign code runs)."""
-    return _torch_load(path, pickle_module=restricted_pickle_module(str(path)), weights_only=False)
+    return torch_load(path, pickle_module=restricted_pickle_module(str(path)), weights_only=False)
 
 
-def _torch_load(path: str | Path, **kwargs):
+def torch_load(path: str | Path, **kwargs):
     """``torch.load`` on CPU; anything its readers raise on a damaged file becomes ``CheckpointError``.
 
     ``pickle.UnpicklingError`` of the ``weights_only`` reader passes through: it means "pickled
-    objects other than tensors", which the caller answers with the restricted unpickler.
+    objects other than tensors", which the caller answers with the restricted unpickler (or, reading a
+    caption checkpoint, with the words that it is a detector's).
     """
     try:
         with warnings.catch_warnings():
@@ -279,7 +280,7 @@ def read_checkpoint(path: str | Path) -> tuple[str, object]:
     if kind == "zip":
         _check_zip_crc(path)
     try:
-        obj = _torch_load(path, weights_only=True)
+        obj = torch_load(path, weights_only=True)
     except pickle.UnpicklingError:
         obj = load_foreign_pickle(path)
         if not (isinstance(obj, dict) and isinstance(obj.get("model") or obj.get("ema"), ForeignObject)):
