@@ -16,18 +16,6 @@ from yolotr.logs import verbosity
 LOGGER = logging.getLogger("yolotr")
 
 
-# YOLO.add_callback's events: the Trainer's two, and the package's names, with the moment each is called at
-TRAINER_EVENTS = {
-    "on_batch_start": "on_batch_start",
-    "on_epoch_end": "on_epoch_end",
-    "on_train_batch_start": "on_batch_start",
-    "on_train_epoch_end": "on_epoch_end",
-    "on_fit_epoch_end": "on_epoch_end",
-    "on_train_start": "on_batch_start",  # once, at the first batch of the run (the trainer is set up)
-    "on_train_epoch_start": "on_batch_start",  # at the first batch of each epoch (a resumed one too)
-    "on_train_end": "end",  # when the trainer's train() has returned (the final validation done)
-}
-
 # members of the package's YOLO that yolotr does not have: what the AttributeError says instead
 ABSENT = {
     "track": "yolotr does not track objects (no tracker, persist or boxes.id)",
@@ -130,50 +118,29 @@ class PackageHabits:
         raise AttributeError(f"'YOLO' object has no attribute {name!r}")
 
     def add_callback(self, event: str, fn) -> None:
-        """Call ``fn(trainer)`` at a training event of every later :meth:`train`: ``on_batch_start`` or
-        ``on_epoch_end`` (after validation and the checkpoints), also by the package's names: ``on_train_start``
-        (once, at the run's first batch), ``on_train_epoch_start`` (each epoch's first batch),
-        ``on_train_batch_start``, ``on_train_epoch_end`` and ``on_fit_epoch_end`` (both at the epoch's end), and
-        ``on_train_end`` (when training has returned). ``fn`` gets yolotr's
-        :class:`~yolotr.engine.trainer.Trainer`, whose attributes are not the package's.
+        """Call ``fn(trainer)`` at a training event of every later :meth:`train`, by the package's names
+        (:data:`~yolotr.engine.callbacks.TRAINING_EVENTS`: ``on_train_start``, ``on_train_epoch_end``,
+        ``on_fit_epoch_end``, ``on_model_save`` ...) or yolotr's ``on_batch_start`` / ``on_epoch_end``. ``fn``
+        gets yolotr's :class:`~yolotr.engine.trainer.Trainer`, which has the package's ``epoch``, ``epochs``,
+        ``tloss``, ``metrics``, ``best``, ``save_dir``, ``stop`` ... (:mod:`yolotr.engine.callbacks`).
 
         Raises:
-            ConfigError: an event yolotr does not have, with the nearest names.
+            ConfigError: an event yolotr does not call, saying why or with the nearest names.
         """
-        from yolotr.errors import ConfigError, did_you_mean
+        from yolotr.engine.callbacks import training_event
+        from yolotr.errors import ConfigError
 
-        if event not in TRAINER_EVENTS:
-            raise ConfigError(f"unknown training event {event!r}{did_you_mean(event, list(TRAINER_EVENTS))}")
+        training_event(event)
         if not callable(fn):
             raise ConfigError(f"add_callback({event!r}, ...): {fn!r} is not callable")
         self._callbacks.append((event, fn))
 
     def _run_with_callbacks(self, trainer) -> dict:
-        """``trainer.train()`` with this model's callbacks, each called at its moment (:data:`TRAINER_EVENTS`)."""
+        """``trainer.train()`` with this model's callbacks."""
         for event, fn in self._callbacks:
-            if TRAINER_EVENTS[event] != "end":
-                trainer.add_callback(TRAINER_EVENTS[event], _at_moment(event, fn))
+            trainer.add_callback(event, fn)
         result = trainer.train()
         self.trainer = trainer  # the package keeps model.trainer, and model.metrics: the last validation
         if getattr(trainer, "last_validation", None) is not None:
             self.metrics = trainer.last_validation
-        for event, fn in self._callbacks:
-            if TRAINER_EVENTS[event] == "end":
-                fn(trainer)
         return result
-
-
-def _at_moment(event: str, fn):
-    """``fn`` as a trainer callback called at the package's ``event``: the run's first batch only
-    (``on_train_start``), each epoch's first batch (``on_train_epoch_start``), else every time."""
-    if event not in ("on_train_start", "on_train_epoch_start"):
-        return fn
-    seen: list[int] = []
-
-    def call(trainer) -> None:
-        moment = 0 if event == "on_train_start" else trainer.step // trainer.nb
-        if moment not in seen:
-            seen.append(moment)
-            fn(trainer)
-
-    return call

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from tests.engine.conftest import tiny_train_cfg
-from yolotr.engine import trainer as trainer_module
+from yolotr.engine import train_checkpoint as checkpoint_module
 from yolotr.engine.results_csv import append_results_row, trim_results_rows
 from yolotr.engine.resume_state import resume_state
 from yolotr.engine.trainer import Trainer
@@ -29,7 +29,7 @@ def test_a_stop_between_the_end_of_epoch_writes_loses_nothing(tiny_shapes, tmp_p
     and the row of epoch 2 was never written)."""
     fitness = iter([0.1, 0.6, 0.3, 0.1, 0.6, 0.3])
     monkeypatch.setattr(Trainer, "validate", lambda self: {"fitness": next(fitness)})
-    real_save, calls = trainer_module.save_checkpoint, []
+    real_save, calls = checkpoint_module.save_checkpoint, []
 
     def failing_save(checkpoint, path):
         calls.append(path.name)
@@ -37,7 +37,7 @@ def test_a_stop_between_the_end_of_epoch_writes_loses_nothing(tiny_shapes, tmp_p
             raise KeyboardInterrupt  # the process ends here
         return real_save(checkpoint, path)
 
-    monkeypatch.setattr(trainer_module, "save_checkpoint", failing_save)
+    monkeypatch.setattr(checkpoint_module, "save_checkpoint", failing_save)
     cfg = tiny_train_cfg(tiny_shapes, tmp_path, epochs=3, val=True)
     with pytest.raises(KeyboardInterrupt):
         Trainer(cfg).train()

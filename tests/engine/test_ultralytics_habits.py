@@ -296,16 +296,16 @@ def test_add_callback_on_the_model_reaches_its_training(tmp_path):
     model.add_callback("on_train_epoch_end", lambda trainer: epochs.append(trainer.step))
     model.add_callback("on_batch_start", lambda trainer: batches.append(trainer.step))
     model.add_callback("on_train_start", lambda trainer: starts.append(trainer.step))
-    model.add_callback("on_train_epoch_start", lambda trainer: epoch_starts.append(trainer.step))
+    model.add_callback("on_train_epoch_start", lambda trainer: epoch_starts.append(trainer.epoch))
     model.add_callback("on_train_end", lambda trainer: ends.append(len(batches)))
     model.train(data=str(data), epochs=2, imgsz=64, batch=4, nbs=4, workers=0, val=False, project=str(tmp_path),
                 verbose=False)  # fmt: skip
     assert batches == [0, 1, 2, 3] and epochs == [1, 3]
-    assert starts == [0] and epoch_starts == [0, 2] and ends == [4]  # once; each epoch's first batch; after all
+    assert starts == [0] and epoch_starts == [0, 1] and ends == [4]  # once; each epoch; after all
     model.train(data=str(data), epochs=1, imgsz=64, batch=4, nbs=4, workers=0, val=False, project=str(tmp_path),
                 verbose=False)  # fmt: skip
     assert starts == [0, 0] and ends == [4, 6]  # once per run
     assert model.trainer.save_dir.is_dir()  # model.trainer, model.metrics: the package's names
     assert model.val(data=str(data), imgsz=64, verbose=False) is model.metrics
-    with pytest.raises(ConfigError, match="unknown training event 'on_val_end'"):
+    with pytest.raises(ConfigError, match="'on_val_end' is one of the ultralytics package's validator"):
         model.add_callback("on_val_end", print)

@@ -23,6 +23,7 @@ class LossProgress:
     def __init__(self, n: int, device: torch.device, resumed: dict | None = None):
         self.total = torch.zeros(n, device=device)
         self.count = torch.zeros((), device=device)
+        self.last: torch.Tensor | None = None  # the last batch's items (the package's trainer.loss_items)
         if resumed is not None:
             self.total.copy_(resumed["total"])
             self.count.copy_(resumed["count"])
@@ -33,7 +34,7 @@ class LossProgress:
 
     def add(self, items: torch.Tensor) -> None:
         """Add one batch's ``(n,)`` loss items."""
-        items = items.detach().float()
+        items = self.last = items.detach().float()
         finite = torch.isfinite(items).all()
         self.total += torch.where(finite, items, torch.zeros_like(items))
         self.count += finite

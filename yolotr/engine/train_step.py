@@ -49,9 +49,11 @@ class OptimizerStepping:
         self.last_opt_step = self.step
         if ran:
             self.gate.update()
+            self.run_callbacks("on_before_zero_grad")
             self.optimizer.zero_grad(set_to_none=True)
             if self.ema is not None:
                 self.ema.update(self.model)
+            self.run_callbacks("optimizer_step")
             return True
         flags = torch.stack(finite).float()
         if self.world > 1:  # every rank skipped (the gradients are all-reduced); agree on why

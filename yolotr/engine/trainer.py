@@ -4,7 +4,9 @@ Derived from YOLOv5's ``train.py`` (same warmup, parameter groups, accumulation,
 gains), with three differences: every sample's augmentation is seeded by ``(seed, epoch, index)``
 and the lr is a pure function of the step, so a run killed at any checkpoint resumes to the same
 weights; a :class:`~yolotr.engine.guard.NonFiniteGuard` names the module behind a NaN and recovers;
-Transformer parameters get their own learning-rate multiplier.
+Transformer parameters get their own learning-rate multiplier. Its callbacks take the ultralytics package's
+event names (:mod:`~yolotr.engine.callbacks`); the optimizer step and the checkpoints are mixins of their own
+(:mod:`~yolotr.engine.train_step`, :mod:`~yolotr.engine.train_checkpoint`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from yolotr.data.sources import load_dataset_config, load_records
 from yolotr.data.subset import check_class_ids, training_subset
 from yolotr.engine.amp import StepGate, resolve_amp
 from yolotr.engine.autoanchor import run_autoanchor
+from yolotr.engine.callbacks import TrainerCallbacks
 from yolotr.engine.config import default_config, load_cfg_file, resolve_config
 from yolotr.engine.early_stop import EarlyStopping
 from yolotr.engine.ema import ModelEMA
@@ -37,27 +40,26 @@ from yolotr.engine.head_mode import STRETCH, input_fit
 from yolotr.engine.heap import set_mmap_threshold
 from yolotr.engine.optim import apply_schedule, build_optimizer, describe_groups, resolve_train_settings
 from yolotr.engine.progress import LOG_EVERY, LossProgress
-from yolotr.engine.results_csv import append_results_row, plot_results, trim_results_rows
+from yolotr.engine.results_csv import append_results_row, plot_results
 from yolotr.engine.resume_state import resume_state
 from yolotr.engine.runs import next_run_dir, select_device
 from yolotr.engine.sampler import ResumableBatchSampler, train_loader
 from yolotr.engine.sync_bn import convert_sync_batchnorm
 from yolotr.engine.tensorboard import TensorBoardLogger
 from yolotr.engine.time_limit import fitted_epochs
+from yolotr.engine.train_checkpoint import TrainCheckpoints
 from yolotr.engine.train_model import build_train_model, freeze_batchnorm_statistics
 from yolotr.engine.train_step import OptimizerStepping
 from yolotr.engine.worker_priority import WORKER_NICE, DataWait, workers_share_cores
 from yolotr.errors import ConfigError
-from yolotr.files import remove_partial_writes
 from yolotr.models.detection import DetectionModel, refuse_fused
-from yolotr.models.weights import model_checkpoint, save_checkpoint
 from yolotr.nn.lean import lean_activations, lean_wanted
 from yolotr.ops.loss import build_loss, unread_settings_warning
 
 LOGGER = logging.getLogger("yolotr")
 
 
-class Trainer(OptimizerStepping):
+class Trainer(OptimizerStepping, TrainerCallbacks, TrainCheckpoints):
     """Trains a detector; ``Trainer(overrides).train()`` or ``Trainer.resume(run_dir).train()``.
 
     Args:
@@ -90,7 +92,6 @@ class Trainer(OptimizerStepping):
         self.main = self.rank == 0
         self._resume_state = _resume
         refuse_fused(model)  # before the run folder: it would train without BatchNorm
-        self.callbacks: dict[str, list] = {"on_batch_start": [], "on_epoch_end": []}
         self.step = 0
         self._model_in = model
         if _resume is not None:
@@ -105,10 +106,6 @@ class Trainer(OptimizerStepping):
         RNG, schedule and data position (:func:`~yolotr.engine.resume_state.resume_state`)."""
         cfg, state = resume_state(run_dir, **overrides)
         return cls(cfg, _resume=state)
-
-    def add_callback(self, event: str, fn) -> None:
-        """Call ``fn(trainer)`` at ``on_batch_start`` or ``on_epoch_end``."""
-        self.callbacks[event].append(fn)
 
     def _setup(self) -> None:
         cfg = self.cfg
@@ -126,7 +123,10 @@ class Trainer(OptimizerStepping):
         check_class_ids(cfg["classes"], self.data.names, self.classes_source)
         self.names = single_class_names(self.data.names) if cfg["single_cls"] else list(self.data.names)
         self.memory_format = torch.channels_last if cfg["channels_last"] else torch.contiguous_format
-        self.model = self._build_model().to(self.device, memory_format=self.memory_format)
+        model, self.transfer_report = build_train_model(
+            cfg, self.names, self.data.source, self._model_in, self._resume_state
+        )
+        self.model = model.to(self.device, memory_format=self.memory_format)
         self.stride = stride = largest_stride(self.model)
         cfg["imgsz"] = check_imgsz(cfg["imgsz"], stride)
         train_records = self._records("train", log=self.main)  # headline and first problems
@@ -224,83 +224,6 @@ class Trainer(OptimizerStepping):
         records = training_subset(records, split, self.cfg["fraction"], self.cfg["classes"], log=log)
         return single_class(self.data, records)[1] if self.cfg["single_cls"] else records
 
-    def _build_model(self) -> DetectionModel:
-        model, self.transfer_report = build_train_model(
-            self.cfg, self.names, self.data.source, self._model_in, self._resume_state
-        )
-        return model
-
-    def _restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.gate.load_state_dict(state.get("gate", {}))
-        self.gate.overflows = int(state.get("gate", {}).get("overflows", 0))
-        if self.ema is not None and state.get("ema"):
-            self.ema.load_state_dict(state["ema"])
-        self.start_epoch, self.start_batch = int(state["epoch"]), int(state["batch"])
-        self.last_opt_step = int(state["last_opt_step"])
-        self.optimizer_steps = int(state.get("optimizer_steps", 0))
-        self.step_attempts = int(state.get("step_attempts", self.optimizer_steps))
-        self.resumed_overflows = state.get("epoch_overflows_start")
-        if self.main:  # rows of epochs after this checkpoint (written before a kill stopped its last.pt) go
-            trim_results_rows(self.save_dir, int(state["epoch"]))
-            remove_partial_writes(self.weights_dir)  # checkpoints a kill left half written
-        self.best_fitness = float(state["best_fitness"])
-        self.stopper.load_state_dict(state.get("early_stop"))
-        self.guard.load_state_dict(state.get("guard") or {"lr_multiplier": state.get("lr_multiplier", 1.0)})
-        self.epochs_fitted = bool(state.get("epochs_fitted", False))
-        self.elapsed_before, self.resumed_loss = float(state.get("elapsed", 0.0)), state.get("epoch_loss")
-        torch.set_rng_state(state["rng_cpu"])
-        if self.device.type == "cuda" and state.get("rng_cuda") is not None:
-            torch.cuda.set_rng_state(state["rng_cuda"], self.device)
-        if self.start_batch >= self.nb:
-            self.start_epoch, self.start_batch = self.start_epoch + 1, 0
-        LOGGER.info("resuming %s at epoch %d, batch %d", self.save_dir, self.start_epoch, self.start_batch)
-
-    def _checkpoint(self, epoch: int, batch: int, fitness: float | None = None) -> dict:
-        exported = self.ema.ema if self.ema is not None else self.model
-        train_state = {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "gate": self.gate.state_dict(),
-            "ema": None,  # below: the EMA's tensors are the exported weights
-            "epoch": epoch,
-            "batch": batch,
-            "last_opt_step": self.last_opt_step,
-            "optimizer_steps": self.optimizer_steps,
-            "step_attempts": self.step_attempts,
-            "epoch_overflows_start": self.overflows_before,  # a resumed epoch's results row counts them all
-            "world": self.world,  # a batch index means another place in the epoch under another process count
-            "best_fitness": self.best_fitness,
-            "early_stop": self.stopper.state_dict(),
-            "guard": self.guard.state_dict(),
-            "epochs_fitted": self.epochs_fitted,
-            "elapsed": self.elapsed_before + time.time() - self.t0,  # results.csv's time goes on after a resume
-            "epoch_loss": self.progress.state_dict() if batch else None,  # a resumed epoch's mean covers it all
-            "rng_cpu": torch.get_rng_state(),
-            "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
-            "cfg": self.cfg,
-        }
-        checkpoint = model_checkpoint(exported, epoch=epoch, fitness=fitness, train_state=train_state)
-        if self.ema is not None:  # the exported copy of the EMA, held once: last.pt is a quarter smaller
-            train_state["ema"] = self.ema.state_dict(weights=checkpoint["state_dict"])
-        return checkpoint
-
-    def _save(self, epoch: int, batch: int, fitness: float | None = None, best: bool = False) -> None:
-        """Write the checkpoints of ``(epoch, batch)``: ``epoch<N>.pt`` and ``best.pt`` first, ``last.pt`` last.
-        ``last.pt`` says what is done: a kill before it leaves the step to be done again on resume (the others
-        rewritten then), where one after it had lost ``best.pt`` and the epoch's results row for good."""
-        if not self.main:
-            return
-        checkpoint = self._checkpoint(epoch, batch, fitness)
-        period = self.cfg["save_period"]  # YOLOv5's and the package's epoch<N>.pt, N from 0: a copy of last.pt
-        if period and batch == 0 and (epoch - 1) % period == 0:
-            save_checkpoint(checkpoint, self.weights_dir / f"epoch{epoch - 1}.pt")
-        if best:  # the weights and the run's settings, not its optimizer: resuming from best.pt would rewind the run
-            weights = {k: v for k, v in checkpoint.items() if k != "train_state"}
-            save_checkpoint({**weights, "train_args": self.cfg}, self.weights_dir / "best.pt")
-        save_checkpoint(checkpoint, self.weights_dir / "last.pt")
-
     def _forward_loss(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``targets`` stay on the host, where the losses and heads read counts from them (no accelerator sync)."""
         with self.amp.autocast(), lean_activations(self.lean):
@@ -322,9 +245,12 @@ class Trainer(OptimizerStepping):
             stop_workers(getattr(self, "loader", None), getattr(self, "val_loader", None))
             torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
             torch.utils.deterministic.fill_uninitialized_memory = previous[2]
+            self.run_callbacks("teardown")
 
     def _train(self) -> dict:
+        self.run_callbacks("on_pretrain_routine_start")
         self._setup()
+        self.run_callbacks("on_pretrain_routine_end")
         cfg = self.cfg
         if self.main:
             self.weights_dir.mkdir(parents=True, exist_ok=True)
@@ -345,7 +271,8 @@ class Trainer(OptimizerStepping):
         self.t0 = time.time()
         self.tb = TensorBoardLogger(self.save_dir if self.main else None)  # no-op without tensorboard
         self._good_snapshot()
-        epoch = self.start_epoch
+        epoch = self.epoch = self.start_epoch
+        self.run_callbacks("on_train_start")
         while epoch < cfg["epochs"]:
             if cfg["close_mosaic"] and epoch >= cfg["epochs"] - cfg["close_mosaic"] and self.train_set.mosaic:
                 self.train_set.mosaic = False
@@ -361,6 +288,8 @@ class Trainer(OptimizerStepping):
                 self.loss_fn.set_progress(epoch, cfg["epochs"])
             resumed = self.resumed_loss if epoch == self.start_epoch and start else None
             progress = self.progress = LossProgress(len(self.loss_fn.names), self.device, resumed)
+            self.epoch = epoch
+            self.run_callbacks("on_train_epoch_start")
             resumed_mid_epoch = epoch == self.start_epoch and start and self.resumed_overflows is not None
             self.overflows_before = self.resumed_overflows if resumed_mid_epoch else self.gate.overflows
             desc = f"epoch {epoch + 1}/{cfg['epochs']}"
@@ -368,8 +297,7 @@ class Trainer(OptimizerStepping):
             bar = tqdm(epoch_batches, total=self.nb - start, disable=not self.main, unit="batch", desc=desc)
             for bi, (images, targets, _, _) in enumerate(bar, start=start):
                 self.step = bi + self.nb * epoch
-                for fn in self.callbacks["on_batch_start"]:
-                    fn(self)
+                self.run_callbacks("on_train_batch_start")
                 apply_schedule(self.optimizer, cfg, epoch, self.step, self.warmup_iters, self.guard.lr_multiplier)
                 self._window.append((images, targets))  # the loader's uint8 batch: the guard's re-run input
                 loss, items = self._forward_loss(self._model_input(images, self.step), targets)
@@ -387,6 +315,7 @@ class Trainer(OptimizerStepping):
                             self._good_snapshot()  # what a resume from it starts from: it rolls back alike
                 if bi % LOG_EVERY == 0 or bi == self.nb - 1:  # the logging interval: the loss read on the host
                     bar.set_postfix(dict(zip(self.loss_fn.names, progress.formatted())))
+                self.run_callbacks("on_train_batch_end")
             mean_loss = progress.mean()
             if self.world > 1:  # every rank's batches, not rank 0's: the sums and counts of all, then the mean
                 sums = torch.cat((progress.total, progress.count.view(1))).to(self.device)  # NCCL: device tensors
@@ -395,7 +324,7 @@ class Trainer(OptimizerStepping):
             self.epoch_overflows = self.gate.overflows - self.overflows_before
             metrics = self._end_epoch(epoch, mean_loss)
             epoch += 1
-            if self.stopping:
+            if self.stop:
                 break
         if self.world > 1:
             dist.barrier()
@@ -403,7 +332,9 @@ class Trainer(OptimizerStepping):
             if self.cfg["plots"]:
                 plot_results(self.save_dir)
             done, minutes, stop = epoch - self.start_epoch, (time.time() - self.t0) / 60, self.stopper.summary()
+            stop = stop or (", stopped by a callback (trainer.stop)" if self.stop_requested else "")
             LOGGER.info("%d epochs done in %.1f min%s; results in %s", done, minutes, stop, self.save_dir)
+            self.run_callbacks("on_train_end")
         self.tb.close()
         return {
             **metrics,
@@ -438,6 +369,7 @@ class Trainer(OptimizerStepping):
             yield batch
 
     def _end_epoch(self, epoch: int, mean_loss: torch.Tensor) -> dict:
+        self.run_callbacks("on_train_epoch_end")
         metrics = {}
         fitness = None
         due = (epoch + 1) % max(int(self.cfg["val_period"]), 1) == 0 or epoch + 1 >= self.cfg["epochs"]
@@ -468,8 +400,7 @@ class Trainer(OptimizerStepping):
             self.tb.detection_epoch(self, epoch, mean_loss, metrics)  # before last.pt, as the row
             self._save(epoch + 1, 0, fitness, best=best or not (self.cfg["val"] and self.best_fitness >= 0))
         self._good_snapshot()
-        for fn in self.callbacks["on_epoch_end"]:
-            fn(self)
+        self.run_callbacks("on_fit_epoch_end")
         if self.world > 1:
             dist.barrier()
         return metrics
