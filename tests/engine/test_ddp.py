@@ -24,8 +24,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start_ranks(cfg: dict, tmp_path) -> list[subprocess.Popen]:
-    """Start two gloo processes training ``cfg``; each saves its final state_dict to ``rank{r}.pt``."""
+def _start_ranks(cfg: dict, tmp_path, callbacks: str = "") -> list[subprocess.Popen]:
+    """Start two gloo processes training ``cfg``; each saves its final state_dict to ``rank{r}.pt``.
+    ``callbacks``: lines run after the trainer is made (``trainer``, ``sys.argv[1]`` the rank)."""
     script = tmp_path / "rank.py"
     script.write_text(
         textwrap.dedent(f"""
@@ -35,6 +36,7 @@ def _start_ranks(cfg: dict, tmp_path) -> list[subprocess.Popen]:
                           MASTER_ADDR="127.0.0.1", MASTER_PORT="{_free_port()}")
         from yolotr.engine.trainer import Trainer
         trainer = Trainer({cfg!r})
+        {callbacks}
         trainer.train()
         torch.save(trainer.model.state_dict(), {str(tmp_path)!r} + f"/rank{{sys.argv[1]}}.pt")
     """)
@@ -49,7 +51,12 @@ def _start_ranks(cfg: dict, tmp_path) -> list[subprocess.Popen]:
 
 def _finish_ranks(procs: list[subprocess.Popen], tmp_path) -> tuple[dict, dict]:
     """Wait for both processes; their final state_dicts."""
-    outputs = [p.communicate(timeout=240) for p in procs]
+    try:
+        outputs = [p.communicate(timeout=240) for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        pytest.fail("the ranks hung")
     for p, (_, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
     return tuple(torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
@@ -66,6 +73,17 @@ def test_two_gloo_ranks_hold_identical_weights(model, tiny_shapes, tmp_path):
         if not key.endswith(("running_mean", "running_var", "num_batches_tracked")):
             assert torch.equal(value, rank1[key]), key  # BatchNorm statistics stay per rank (no SyncBN)
     assert not (tmp_path / "run2").exists()  # rank 1 writes no run directory of its own
+
+
+def test_a_stop_set_by_a_callback_on_the_first_rank_ends_both(tiny_shapes, tmp_path):
+    """The package's ``trainer.stop = True`` from a callback of rank 0 only: both ranks end after that epoch (the
+    other rank, left alone in the next epoch, would wait for rank 0 at its first all-reduce)."""
+    cfg = tiny_train_cfg(tiny_shapes, tmp_path, epochs=3, batch=2, nbs=4)
+    stop = 'trainer.add_callback("on_fit_epoch_end", lambda t: setattr(t, "stop", sys.argv[1] == "0"))'
+    procs = _start_ranks(cfg, tmp_path, stop)
+    rank0, rank1 = _finish_ranks(procs, tmp_path)
+    assert torch.load(tmp_path / "run" / "weights" / "last.pt", weights_only=True)["train_state"]["epoch"] == 1
+    assert [k for k in rank0 if "running" not in k and not torch.equal(rank0[k], rank1[k])] == []
 
 
 def _same_geometry_dataset(root):

@@ -15,6 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import torch
+import torch.distributed as dist
+
 from yolotr.errors import ConfigError, did_you_mean
 
 # the package's trainer events, in the order of a run; on the main process only where marked
@@ -110,6 +113,16 @@ class TrainerCallbacks:
     @stop.setter
     def stop(self, value: bool) -> None:
         self.stop_requested = bool(value)
+
+    def agreed_stop(self) -> bool:
+        """``stop`` as the first process has it, on every process under DDP (a callback may set it on one only:
+        a process that went on alone would wait for the others forever)."""
+        stop = self.stop
+        if self.world > 1:
+            flag = torch.tensor([float(stop)], device=self.device)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        return stop
 
     @property
     def epochs(self) -> int:

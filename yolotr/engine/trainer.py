@@ -324,7 +324,7 @@ class Trainer(OptimizerStepping, TrainerCallbacks, TrainCheckpoints):
             self.epoch_overflows = self.gate.overflows - self.overflows_before
             metrics = self._end_epoch(epoch, mean_loss)
             epoch += 1
-            if self.stop:
+            if self.agreed_stop():
                 break
         if self.world > 1:
             dist.barrier()
