@@ -91,6 +91,7 @@ def test_table_has_both_models_with_paired_intervals(local):
     assert float(base["params"]) > 0 and float(base["latency_ms"]) > 0 and float(other["gflops"]) > 0
     markdown = (save_dir / "compare.md").read_text(encoding="utf-8")
     assert "| yolov5n | " in markdown and "baseline" in markdown and "[" in markdown.split("yolov5n-hwd")[1]
+    assert "| CPU ms |" in markdown and "CPU ms: batch 1" in markdown
     for plot in ("compare_map.png", "compare_curves.png"):
         assert (save_dir / plot).stat().st_size > 10_000
     for job in jobs:  # ordinary run directories, each finished
@@ -127,6 +128,8 @@ def test_finished_comparison_rerun_trains_nothing_and_other_settings_are_refused
     assert all(r["seconds"] > 0 for r in result.records)
     assert {k: p.stat().st_mtime_ns for k, p in weights.items()} == before
     assert [row["mAP50-95_mean"] for row in result.rows] == [float(r["mAP50-95_mean"]) for r in first]
+    assert "CPU ms" not in result.report and "CPU ms" not in result.markdown  # latency_runs=0: no column
+    assert result.table.splitlines()[0].split()[:4] == ["model", "params", "GFLOPs", "seeds"]
     with pytest.raises(ConfigError, match=r"compare\.yaml: .*epochs: 1 -> 2"):
         yolotr.compare(MODELS, str(tiny_shapes), 2, project=save_dir.parent, name="exp", **{**SETTINGS, "epochs": 2})
 

@@ -375,7 +375,8 @@ def compare(
     rows = summarize(records, infos)
     header = (
         f"{save_dir}: {len(models)} models x {len(seed_list)} seeds on {data}, imgsz {imgsz}, epochs {cfg['epochs']}, "
-        f"batch {cfg['batch']}; CPU ms: batch 1, fp32, fused, {latency_threads} threads"
+        f"batch {cfg['batch']}"
+        + (f"; CPU ms: batch 1, fp32, fused, {latency_threads} threads" if latency_runs > 0 else "")
     )
     text, markdown = write_outputs(save_dir, records, rows, header)
     report = f"{header}\n{text}\n{FOOTNOTE}"

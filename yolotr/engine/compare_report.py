@@ -123,9 +123,11 @@ def _difference(row: dict, metric: str, baseline: bool) -> str:
 
 
 def table_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted cells of the table (one list per model)."""
+    """Header and formatted cells of the table (one list per model); no ``CPU ms`` column when no model was timed
+    (``latency_runs`` 0)."""
+    timed = any(not math.isnan(row["latency_ms"]) for row in rows)
     header = [
-        "model", "params", "GFLOPs", "CPU ms", "seeds",
+        "model", "params", "GFLOPs", *(["CPU ms"] if timed else []), "seeds",
         "mAP50", "Δ mAP50 (95% CI)", "mAP50-95", "Δ mAP50-95 (95% CI)",
     ]  # fmt: skip
     cells = []
@@ -136,7 +138,7 @@ def table_cells(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
                 row["model"],
                 f"{row['params']:,}",
                 f"{row['gflops']:.3g}",
-                "-" if math.isnan(latency) else f"{latency:.1f}",
+                *(["-" if math.isnan(latency) else f"{latency:.1f}"] if timed else []),
                 str(len(row["seeds"])),
                 _mean_sd(row, "mAP50"),
                 _difference(row, "mAP50", k == 0),
