@@ -66,6 +66,7 @@ FOREIGN_SETTINGS = {
     "untrained",
     "export.half": "; exported files are float32 (predict(half=True) runs float16 on CUDA)",
     "val.half": "; amp=True validates under autocast (float16 on CUDA)",
+    "train.half": "; training and its validations run in amp's precision (amp: auto, fp16, bf16 or false)",
     "tracker": "; yolotr does not track objects (no tracker, persist or boxes.id)",
     "persist": "; yolotr does not track objects (no tracker, persist or boxes.id)",
     **dict.fromkeys(  # "val.name": a hint for one method's keyword (another method may take the word)
@@ -79,7 +80,7 @@ FOREIGN_SETTINGS = {
     "there is no disk cache)",
     "rect": "; training batches are square mosaics; validation and prediction are rectangular already",
     **dict.fromkeys(
-        ("erasing", "auto_augment", "dropout"),
+        ("erasing", "auto_augment", "dropout", "crop_fraction"),
         "; the package uses it in classification training only: a detector trains without it there too (remove "
         "the key)",
     ),

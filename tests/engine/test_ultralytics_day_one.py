@@ -157,6 +157,7 @@ def test_export_takes_device(monkeypatch, tmp_path, caplog):
         (lambda m, tmp: m.train(data="shapes", epochs=1, pretrained=True, project=str(tmp)), "pretrained", "weights="),
         (lambda m, tmp: m.export(format="onnx", half=True), "half", "float32"),
         (lambda m, tmp: m.val(data="shapes", half=True), "half", "amp=True"),
+        (lambda m, tmp: m.train(data="shapes", half=True, project=str(tmp)), "half", "amp's precision"),
         (lambda m, tmp: m.predict(np.zeros((64, 64, 3), np.uint8), tracker="bt.yaml"), "tracker", "does not track"),
     ],
 )
