@@ -49,16 +49,23 @@ def _start_ranks(cfg: dict, tmp_path, callbacks: str = "") -> list[subprocess.Po
     ]
 
 
-def _finish_ranks(procs: list[subprocess.Popen], tmp_path) -> tuple[dict, dict]:
-    """Wait for both processes; their final state_dicts."""
+def _outputs(procs: list[subprocess.Popen], timeout: float, hung: str) -> list[tuple[str, str]]:
+    """Each process's (stdout, stderr) once all ended successfully; killed and failed with ``hung`` past
+    ``timeout`` seconds."""
     try:
-        outputs = [p.communicate(timeout=240) for p in procs]
+        outputs = [p.communicate(timeout=timeout) for p in procs]
     except subprocess.TimeoutExpired:
         for p in procs:
             p.kill()
-        pytest.fail("the ranks hung")
+        pytest.fail(hung)
     for p, (_, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
+    return outputs
+
+
+def _finish_ranks(procs: list[subprocess.Popen], tmp_path) -> tuple[dict, dict]:
+    """Wait for both processes; their final state_dicts."""
+    _outputs(procs, 240, "the ranks hung")
     return tuple(torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
 
 
@@ -189,14 +196,7 @@ def test_a_fault_on_one_rank_is_located_on_both_without_a_hang(tmp_path):
         subprocess.Popen([sys.executable, str(script), r], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for r in ("0", "1")
     ]
-    try:
-        outputs = [p.communicate(timeout=150) for p in procs]
-    except subprocess.TimeoutExpired:
-        for p in procs:
-            p.kill()
-        pytest.fail("the ranks hung after the fault")
-    for p, (_, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-3000:]
+    outputs = _outputs(procs, 150, "the ranks hung after the fault")
     reports = [out.split("reports", 1)[1].strip() for out, _ in outputs]
     assert reports[1] == "[(1, 'model.24', 'output')]"  # rank 1 names the module that made the NaN
     assert reports[0].startswith("[(1, ")  # rank 0 skipped and reported the same step
