@@ -239,7 +239,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from yolotr.models.loading import load_model
 
     model = load_model(args.model)
-    _, path = explain(model, args.source, args.layer, args.imgsz, args.out, args.project, args.name, args.box)
+    _, path = explain(model, args.source, args.layer, args.imgsz, args.out, args.project, args.name, args.box,
+                      args.exist_ok)  # fmt: skip
     print(f"map of layer {args.layer} saved to {path}")
     return 0
 
@@ -442,11 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer", type=int, required=True, help="YAML layer index (see `yolotr info`)")
     p.add_argument("--imgsz", type=int, default=640)
     p.add_argument("--out", help="PNG to write (default <image>_layer<N>.png in a new --project/--name folder)")
+    p.add_argument("--exist-ok", action="store_true", help="replace an existing --out file")
     p.add_argument("--project", default="runs/explain")
     p.add_argument("--name", default="exp", help="run folder under --project: exp, then exp2, exp3, ...")
-    p.add_argument(
-        "--box", type=int, default=0, help="RT-DETR head layer: detection rank whose sampling points to draw"
-    )
+    p.add_argument("--box", type=int, default=0, help="RT-DETR head layer: rank of the detection to draw (0: top)")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser(

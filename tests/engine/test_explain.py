@@ -221,3 +221,38 @@ def test_outputs_numbered_like_runs(image, tmp_path, capsys):
     assert first.stat().st_mtime_ns == before
     assert main([*args, "--name", "mine"]) == 0
     assert (tmp_path / "mine" / "synthetic_layer8.png").is_file()
+
+
+def test_the_overlay_never_replaces_the_image_or_an_existing_file_unasked(image, tmp_path, capsys):
+    """Found by a user's probe: ``--out`` equal to the source photo replaced it with the overlay, and any existing
+    file was replaced without a word."""
+    source = tmp_path / "photo.jpg"
+    source.write_bytes(open(image, "rb").read())
+    photo = source.read_bytes()
+    base = ["explain", "--model", "yolov5n-c3tr.yaml", "--source", str(source), "--layer", "8", "--imgsz", "64"]
+    assert main([*base, "--out", str(source)]) == 2
+    assert "the image being explained" in capsys.readouterr().err and source.read_bytes() == photo
+    kept = tmp_path / "kept.png"
+    kept.write_bytes(b"mine")
+    assert main([*base, "--out", str(kept)]) == 2
+    assert "exists; give another --out, or --exist-ok" in capsys.readouterr().err and kept.read_bytes() == b"mine"
+    assert main([*base, "--out", str(kept), "--exist-ok"]) == 0 and kept.read_bytes()[:4] == b"\x89PNG"
+    assert main([*base, "--out", str(tmp_path / "fresh")]) == 0  # no suffix: .png added, and reported
+    assert str(tmp_path / "fresh.png") in capsys.readouterr().out and (tmp_path / "fresh.png").is_file()
+    folder = tmp_path / "maps"
+    assert main([*base, "--out", f"{folder}/"]) == 0  # a folder: the default name inside it
+    assert (folder / "photo_layer8.png").is_file() and str(folder / "photo_layer8.png") in capsys.readouterr().out
+    assert main([*base, "--out", str(kept / "x.png")]) == 2  # a file where its folder would go
+    assert "is a file, not a folder" in capsys.readouterr().err
+
+
+def test_box_and_layer_are_checked(c3tr, image):
+    """``--box`` is RT-DETR's head layer's: elsewhere it was ignored; a layer given as text or a bool ran as a
+    number or failed in a TypeError."""
+    with pytest.raises(ConfigError, match="--box 2: a detection rank .* drawn only on an RT-DETR model's head"):
+        explain(c3tr, image, 8, imgsz=IMGSZ, box=2)
+    with pytest.raises(ConfigError, match="--box -1"):
+        explain(c3tr, image, 8, imgsz=IMGSZ, box=-1)
+    for layer in ("8", 8.0, True):
+        with pytest.raises(ConfigError, match="give a layer index"):
+            explain(c3tr, image, layer, imgsz=IMGSZ)

@@ -48,10 +48,11 @@ from yolotr.data.images import read_image
 from yolotr.data.imgsz import check_imgsz, largest_stride
 from yolotr.data.transforms import fit_image
 from yolotr.engine.explain_detr import explain_decoder
+from yolotr.engine.explain_output import overlay_path
 from yolotr.engine.head_mode import STRETCH, input_fit
 from yolotr.engine.predictor import preprocess
-from yolotr.engine.runs import next_run_dir
 from yolotr.errors import ConfigError
+from yolotr.models.detection import DetectionModel
 from yolotr.nn.attention import MultiheadSelfAttention
 from yolotr.nn.psa import AreaAttention, PSAAttention
 from yolotr.nn.swin import LOGIT_SCALE_MAX, SwinV2Layer, WindowAttentionV2, unit_vectors, window_partition
@@ -404,6 +405,7 @@ def explain(
     project: str | Path = "runs/explain",
     name: str = "exp",
     box: int = 0,
+    exist_ok: bool = False,
 ) -> tuple[np.ndarray, Path]:
     """Heatmap of what layer ``layer`` of ``model`` looks at on one image, and its overlay PNG.
 
@@ -412,10 +414,12 @@ def explain(
         image_path: an image file.
         layer: YAML layer index, ``0 <= layer < len(model.model) - 1``.
         imgsz: letterbox size (stride-aligned rectangle, as ``yolotr predict``; RT-DETR: the stretched square).
-        save_path: the PNG to write; by default ``<image stem>_layer<layer>.png`` in a new run folder
-            ``project/name`` (``runs/explain/exp``, then ``exp2``, ``exp3``, ... as training runs are numbered).
+        save_path: the PNG to write (a folder: the default name in it); by default ``<image stem>_layer<layer>.png``
+            in a new run folder ``project/name`` (``runs/explain/exp``, then ``exp2``, ... as training runs are
+            numbered). Never the image itself; an existing file only with ``exist_ok``.
         project, name: that run folder, when ``save_path`` is not given.
         box: RT-DETR's head layer only: the rank of the detection whose sampling points are drawn (0: the top).
+        exist_ok: replace an existing ``save_path``.
 
     Returns:
         ``(heatmap, path)``: float32 ``(H0, W0)`` in ``[0, 1]`` on the original image (the attention each
@@ -425,8 +429,13 @@ def explain(
         5)`` in original-image pixels (:mod:`yolotr.engine.explain_detr`).
 
     Raises:
-        ConfigError: ``layer`` out of range (or the Detect head).
+        ConfigError: ``layer`` out of range (or the Detect head), ``box`` for another layer, an output path
+            that would replace the image or an existing file (:func:`~yolotr.engine.explain_output.overlay_path`).
     """
+    if isinstance(getattr(model, "model", None), DetectionModel):  # a YOLO: its DetectionModel
+        model = model.model
+    if isinstance(layer, bool) or not isinstance(layer, int | np.integer):
+        raise ConfigError(f"layer {layer!r}: give a layer index (an int; see `yolotr info --model ...`)")
     layers = model.model
     decoder = hasattr(layers[-1], "decoder")  # RT-DETR: the head's own layer shows its sampling points
     if not 0 <= layer < len(layers) - 1 and not (decoder and layer == len(layers) - 1):
@@ -435,7 +444,12 @@ def explain(
             f"--layer {layer} is out of range: this model has layers 0..{len(layers) - 2} before the "
             f"Detect head (layer {len(layers) - 1}){also}; see `yolotr info --model ...`"
         )
+    head = decoder and layer == len(layers) - 1
+    if box < 0 or (box and not head):
+        where = f"layer {len(layers) - 1}" if decoder else "an RT-DETR model's head layer"
+        raise ConfigError(f"--box {box}: a detection rank (0 is the top one), drawn only on {where}")
     target = layers[layer]
+    save_path = overlay_path(save_path, image_path, layer, project, name, exist_ok)
     model.eval()
     image = read_image(image_path)
     stride = largest_stride(model)
@@ -444,9 +458,7 @@ def explain(
     boxed, ratio, pad = fit_image(image, size, stretched, auto=True, stride=stride)
     param = next(model.parameters())
     x = preprocess([boxed], param.device, param.dtype)
-    if save_path is None:
-        save_path = next_run_dir(project, name) / f"{Path(image_path).stem}_layer{layer}.png"
-    if layer == len(layers) - 1:
+    if head:
         return explain_decoder(model, image, x, pad, np.asarray(ratio, np.float32), box, save_path)
     kind = str(getattr(target, "type", type(target).__name__))
     found = attention_modules(target)
