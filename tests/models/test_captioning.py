@@ -103,13 +103,54 @@ def test_beam_search_batched_equals_one_image_at_a_time():
 
 
 def test_beam_search_stops_at_end_and_pads():
+    """``<end>`` wins every step it may: after the one word a caption has (never ``<end>`` first)."""
     model = tiny()
     with torch.no_grad():
         model.bias.zero_()
         model.bias[Vocabulary.END] = 50.0
     ids, _ = model.beam_search(torch.rand(2, 3, 64, 64), beam_size=3)
-    assert ids.shape == (2, 1) and (ids[:, 0] == Vocabulary.END).all()
-    assert torch.equal(model.greedy(torch.rand(2, 3, 64, 64)), ids)
+    assert ids.shape == (2, 2) and (ids[:, 1] == Vocabulary.END).all()
+    assert (ids[:, 0] >= len(Vocabulary.SPECIALS) - 1).all() and (ids[:, 0] != Vocabulary.END).all()
+    greedy = model.greedy(torch.rand(2, 3, 64, 64))
+    assert greedy.shape == (2, 2) and (greedy[:, 1] == Vocabulary.END).all()
+
+
+def _scripted(model, monkeypatch, table: dict[int, dict[int, float]]) -> None:
+    """``model.decode`` giving the next token's probabilities by the last token (``table[last]``)."""
+
+    def decode(seqs, memory):
+        logp = torch.full((seqs.shape[0], 1, 12), -30.0)
+        for row, last in enumerate(seqs[:, -1].tolist()):
+            for token, p in table.get(last, {Vocabulary.END: 1.0}).items():
+                logp[row, 0, token] = torch.tensor(p).log()
+        return logp, None
+
+    monkeypatch.setattr(model, "decode", decode)
+
+
+def test_beam_search_runs_until_every_beam_ends(monkeypatch):
+    """Found by a user: a wider beam gave an empty caption. ``<end>`` first was allowed, and the search stopped
+    once the top beam by summed log-probability had ended, which under length normalization a longer beam still
+    beats: here "5 <end>" (-0.87 summed, -0.43 per token) leads when it ends, "6 7 8 <end>" (-1.23, -0.31)
+    ends two steps later and is the better caption."""
+    model = tiny()
+    end = Vocabulary.END
+    table = {Vocabulary.START: {5: 0.7, 6: 0.3}, 5: {end: 0.6, 9: 0.4}, 6: {7: 0.99, end: 0.01},
+             7: {8: 0.99, end: 0.01}, 8: {end: 0.99, 5: 0.01}, 9: {end: 0.5, 10: 0.5}}  # fmt: skip
+    _scripted(model, monkeypatch, table)
+    ids, score = model.beam_search(torch.rand(1, 3, 32, 32), beam_size=2, max_len=8)
+    assert ids[0].tolist() == [6, 7, 8, end]
+    assert score[0] == pytest.approx(torch.tensor([0.3, 0.99, 0.99, 0.99]).log().sum().item() / 4, abs=1e-4)
+    _scripted(model, monkeypatch, {Vocabulary.START: {end: 0.4, 5: 0.35, 6: 0.25}})  # <end> likeliest first
+    for beam in (1, 3, 8):
+        assert model.generate(torch.rand(1, 3, 32, 32), beam)[0].tolist() == [5, end]
+
+
+def test_a_beam_wider_than_the_vocabulary_is_refused():
+    model = tiny()  # 12 tokens: 8 words
+    assert model.beam_search(torch.rand(1, 3, 32, 32), beam_size=8, max_len=4)[0].shape[0] == 1
+    with pytest.raises(ConfigError, match="beam 9: wider than the 8 words of this model's vocabulary"):
+        model.beam_search(torch.rand(1, 3, 32, 32), beam_size=9)
 
 
 def test_backbone_encoder_frozen_and_rebuilt_from_config():
@@ -178,21 +219,13 @@ def test_vocabulary_round_trip():
 
 
 def test_beam_search_chooses_a_finished_caption_over_one_cut_at_max_len(monkeypatch):
-    """A scripted decoder: the first word is 5 (p 0.7) or <end> (0.3), then 5 again (0.99) for ever. At
-    ``max_len`` the unfinished "5 5 5 5" outscores the finished empty caption, and was returned mid-sentence;
+    """A scripted decoder: the first word is 5 (p 0.7) or 6 (0.3); 5 is followed by 5 (0.99) for ever, 6 by <end>.
+    At ``max_len`` the unfinished "5 5 5 5" outscores the finished "6 <end>", and was returned mid-sentence;
     a beam that ended is chosen when one did, and the unfinished one only when none did."""
     model = tiny()
-    word = 5
-
-    def decode(seqs, memory):
-        logp = torch.full((seqs.shape[0], 1, 12), -30.0)
-        first = seqs.shape[1] == 1
-        logp[:, 0, word] = torch.tensor(0.7 if first else 0.99).log()
-        logp[:, 0, Vocabulary.END] = torch.tensor(0.3 if first else 0.005).log()
-        return logp, None
-
-    monkeypatch.setattr(model, "decode", decode)
+    end = Vocabulary.END
+    _scripted(model, monkeypatch, {Vocabulary.START: {5: 0.7, 6: 0.3}, 5: {5: 0.99, end: 0.005}, 6: {end: 1.0}})
     ids, score = model.beam_search(torch.rand(1, 3, 32, 32), beam_size=2, max_len=5)
-    assert ids[0, 0] == Vocabulary.END and score[0] == pytest.approx(torch.tensor(0.3).log().item(), abs=1e-4)
+    assert ids[0, :2].tolist() == [6, end] and score[0] == pytest.approx(torch.tensor(0.3).log().item() / 2, abs=1e-4)
     ids, _ = model.beam_search(torch.rand(1, 3, 32, 32), beam_size=1, max_len=5)  # no beam ends: the best cut one
-    assert ids[0].tolist() == [word] * 4
+    assert ids[0].tolist() == [5] * 4

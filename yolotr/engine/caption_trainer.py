@@ -50,7 +50,7 @@ FORMAT_VERSION = 1
 # <start>, one word and <end>
 CAPTION_RANGES = {
     **dict.fromkeys(("n_train", "n_val", "imgsz", "patch", "vit_depth", "dim", "layers", "heads"), ">= 1"),
-    **dict.fromkeys(("min_count", "epochs", "batch"), ">= 1"),
+    **dict.fromkeys(("min_count", "epochs", "batch", "val_beam"), ">= 1"),
     "max_len": ">= 3",
     "dropout": "[0, 1)",
     "lr": "> 0",
@@ -60,7 +60,7 @@ CAPTION_RANGES = {
     "clip": ">= 0",
 }
 CAPTION_WHOLE = {"n_train", "n_val", "imgsz", "patch", "vit_depth", "dim", "layers", "heads", "min_count", "epochs"}
-CAPTION_WHOLE |= {"batch", "max_len", "seed"}
+CAPTION_WHOLE |= {"batch", "max_len", "seed", "val_beam"}
 CAPTION_FLAGS = ("freeze", "grad_checkpointing", "plots")
 
 

@@ -368,6 +368,14 @@ class CaptioningModel(nn.Module):
         seen[:, : len(Vocabulary.SPECIALS)] = False
         return torch.where(seen, torch.where(logits > 0, logits / penalty, logits * penalty), logits)
 
+    @staticmethod
+    def _allowed(logits: torch.Tensor, first: bool) -> torch.Tensor:
+        """Logits ``(M, V)`` with the tokens a caption cannot continue with at ``-inf``: ``<pad>`` and ``<start>``,
+        and ``<end>`` as the first token (a caption has a word; an empty one outscored every caption under
+        length normalization)."""
+        banned = [PAD, START, END] if first and logits.shape[-1] > len(Vocabulary.SPECIALS) else [PAD, START]
+        return logits.index_fill(1, torch.tensor(banned, device=logits.device), float("-inf"))
+
     @torch.no_grad()
     def greedy(self, images: torch.Tensor, max_len: int | None = None, repetition_penalty: float = 1.0) -> torch.Tensor:
         """Greedy decoding: ``(B, 3, H, W)`` -> ids ``(B, L)`` int64 without ``<start>``; ``<end>`` then ``<pad>``
@@ -376,9 +384,9 @@ class CaptioningModel(nn.Module):
         max_len = min(max_len or self.max_len, self.max_len)
         seqs = torch.full((memory.shape[0], 1), START, dtype=torch.long, device=memory.device)
         done = torch.zeros(memory.shape[0], dtype=torch.bool, device=memory.device)
-        for _ in range(max_len - 1):
+        for step in range(max_len - 1):
             logits = self._penalize(self.decode(seqs, memory)[0][:, -1].float(), seqs, repetition_penalty)
-            nxt = logits.argmax(-1).masked_fill(done, PAD)
+            nxt = self._allowed(logits, step == 0).argmax(-1).masked_fill(done, PAD)
             seqs = torch.cat([seqs, nxt[:, None]], 1)
             done |= nxt == END
             if done.all():
@@ -397,14 +405,18 @@ class CaptioningModel(nn.Module):
         """Beam search batched over images and beams (one decoder call per step for all ``B * K`` beams).
 
         Beams are ranked by summed log-probability while searching; finished beams keep their score and
-        emit ``<pad>``. The search stops at ``max_len`` or once every image's top-ranked beam has ended
-        (unfinished beams can only lose log-probability). The best beam per image is then chosen by
+        emit ``<pad>``. A caption has at least one word (no ``<end>`` first), and never ``<pad>`` or ``<start>``.
+        The search stops at ``max_len`` or once every beam has ended: under length normalization an unfinished
+        beam may still overtake a finished one that ranks above it now. The best beam per image is then chosen by
         ``score / length ** length_penalty`` (length counts the words and ``<end>``) among the beams that ended, or
-        among all when none did (``max_len`` reached).
+        among all when none did (``max_len`` reached). A beam wider than the words of the vocabulary is refused.
 
         Returns:
             ids ``(B, L)`` int64 as :meth:`greedy`, and the normalized scores ``(B,)`` float32.
         """
+        words = self.embed.num_embeddings - len(Vocabulary.SPECIALS)
+        if beam_size > max(words, 1):
+            raise ConfigError(f"beam {beam_size}: wider than the {words} words of this model's vocabulary")
         memory, _ = self.encode(images)
         b, k = memory.shape[0], beam_size
         max_len = min(max_len or self.max_len, self.max_len)
@@ -416,9 +428,9 @@ class CaptioningModel(nn.Module):
         done = torch.zeros(b * k, dtype=torch.bool, device=dev)
         lengths = torch.zeros(b * k, device=dev)
         base = (torch.arange(b, device=dev) * k)[:, None]
-        for _ in range(max_len - 1):
+        for step in range(max_len - 1):
             logits = self._penalize(self.decode(seqs, memory)[0][:, -1].float(), seqs, repetition_penalty)
-            logp = logits.log_softmax(-1)
+            logp = self._allowed(logits, step == 0).log_softmax(-1)
             ended = torch.full_like(logp, float("-inf"))
             ended[:, PAD] = 0.0
             logp = torch.where(done[:, None], ended, logp)
@@ -430,10 +442,10 @@ class CaptioningModel(nn.Module):
             seqs = torch.cat([seqs[src], tok[:, None]], 1)
             lengths = lengths[src] + (~done[src]).float()
             done = done[src] | (tok == END)
-            if done.view(b, k)[:, 0].all():
+            if done.all():
                 break
         normalized = scores / lengths.view(b, k).clamp(min=1) ** length_penalty
-        finished = done.view(b, k)
+        finished = done.view(b, k) & scores.isfinite()
         ranked = torch.where(finished | ~finished.any(1, keepdim=True), normalized, float("-inf"))
         best = ranked.argmax(-1)  # a finished beam when the image has one: an unfinished one stops mid-sentence
         pick = (base.squeeze(1) + best).view(-1)
