@@ -46,18 +46,20 @@ def cmd_caption_train(args: argparse.Namespace) -> int:
 
 def cmd_caption_val(args: argparse.Namespace) -> int:
     from yolotr.data.captions import CaptionDataset, load_caption_data
+    from yolotr.engine.caption_predict import check_caption_imgsz
     from yolotr.engine.caption_trainer import evaluate, load_captioner
 
-    model, vocab, ckpt = load_captioner(args.model, args.device or "cpu")
+    device = _device(args.device)
+    model, vocab, ckpt = load_captioner(args.model, device)
     saved = {**DEFAULTS, **(ckpt.get("args") or {})}
     data = {**saved, "data": args.data or saved["data"]}
     if args.n_val is not None:
         data["n_val"] = args.n_val
-    imgsz = args.imgsz or int(ckpt["imgsz"])
+    imgsz = check_caption_imgsz(model, args.imgsz or int(ckpt["imgsz"]))
     _, val_set = load_caption_data(data)
     dataset = CaptionDataset(val_set, vocab, imgsz, model.max_len, train=False, cache=False)
     scores, _ = evaluate(
-        model, vocab, dataset, args.batch, args.beam, args.device or "cpu", args.length_penalty,
+        model, vocab, dataset, args.batch, args.beam, device, args.length_penalty,
         args.repetition_penalty,
     )  # fmt: skip
     print(f"{len(val_set)} images, {'greedy' if args.beam <= 1 else f'beam {args.beam}'}")
@@ -71,10 +73,10 @@ def cmd_caption_predict(args: argparse.Namespace) -> int:
     from yolotr.engine.caption_trainer import load_captioner
     from yolotr.engine.runs import next_run_dir
 
-    model, vocab, ckpt = load_captioner(args.model, args.device or "cpu")
+    model, vocab, ckpt = load_captioner(args.model, _device(args.device))
     imgsz = args.imgsz or int(ckpt["imgsz"])
     save_dir = next_run_dir(args.project, args.name) if args.attention or args.save else None
-    results = []
+    results, figures = [], set()
     for frame in iter_frames(args.source):
         captions, maps = caption_images(
             model, vocab, [frame.image], imgsz, args.beam, args.length_penalty, args.repetition_penalty,
@@ -85,15 +87,26 @@ def cmd_caption_predict(args: argparse.Namespace) -> int:
             entry["frame"] = frame.frame
         if maps is not None:
             stem = Path(frame.path).stem + (f"_{frame.frame + 1}" if frame.frame is not None else "")  # from 1
-            fig = save_attention_figure(frame.image, captions[0], maps[0], save_dir / f"{stem}_attention.png")
-            entry["attention"] = str(fig)
+            name, n = f"{stem}_attention.png", 2
+            while name in figures:  # a.jpg and a.png in one folder: a_attention.png, a_attention_2.png
+                name, n = f"{stem}_attention_{n}.png", n + 1
+            figures.add(name)
+            entry["attention"] = str(save_attention_figure(frame.image, captions[0], maps[0], save_dir / name))
         results.append(entry)
-        print(f"{frame.path}: {captions[0]}")
+        at = f" frame {frame.frame + 1}" if frame.frame is not None else ""
+        print(f"{frame.path}{at}: {captions[0]}")
     if save_dir is not None:
         save_dir.mkdir(parents=True, exist_ok=True)
         (save_dir / "captions.json").write_text(json.dumps(results, indent=1))
         print(f"results saved to {save_dir}")
     return 0
+
+
+def _device(device: str | None) -> str:
+    """The ``--device`` of val and predict, checked (an unknown name or a missing GPU is a ConfigError)."""
+    from yolotr.engine.runs import select_device
+
+    return str(select_device(device or "cpu"))
 
 
 def _print_scores(scores: dict) -> None:

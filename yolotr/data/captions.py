@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from yolotr.data.images import read_image
-from yolotr.errors import DataError
+from yolotr.errors import DataError, did_you_mean
 from yolotr.models.vocab import Vocabulary, tokenize
 
 LOGGER = logging.getLogger("yolotr")
@@ -113,6 +113,9 @@ def _has_words(caption: str, json_path: Path, where: str) -> bool:
     return False
 
 
+CAPTION_DATA_KEYS = ("path", "train", "val", "train_images", "val_images")
+
+
 def load_caption_data(args: dict) -> tuple[CaptionSet, CaptionSet]:
     """Training and validation sets named by ``args["data"]`` (see the module docstring)."""
     data = str(args["data"])
@@ -132,10 +135,16 @@ def load_caption_data(args: dict) -> tuple[CaptionSet, CaptionSet]:
     path = Path(data)
     try:
         cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise DataError(f"{data}: not 'shapes' and not a readable caption dataset YAML ({e})") from None
     if not isinstance(cfg, dict) or "train" not in cfg or "val" not in cfg:
         raise DataError(f"{data}: a caption dataset YAML needs 'train' and 'val' captions JSON files")
+    for key in cfg:
+        if key not in CAPTION_DATA_KEYS:
+            hint = did_you_mean(str(key), CAPTION_DATA_KEYS)
+            raise DataError(
+                f"{data}: unknown key {key!r}{hint} (a caption dataset YAML has {', '.join(CAPTION_DATA_KEYS)})"
+            )
     root = Path(cfg.get("path") or path.parent)
     if not root.is_absolute():
         root = path.parent / root

@@ -13,8 +13,21 @@ import numpy as np
 import torch
 
 from yolotr.data.captions import prepare_image, to_float
+from yolotr.errors import ConfigError
 from yolotr.models.captioning import CaptioningModel, ids_to_captions
 from yolotr.models.vocab import Vocabulary
+
+
+def check_caption_imgsz(model: CaptioningModel, imgsz: int) -> int:
+    """``imgsz`` back when the encoder gives at least one feature position there (its stride or more).
+
+    Raises:
+        ConfigError: a smaller size, naming the stride (it failed in a convolution).
+    """
+    stride = int(model.encoder.stride)
+    if imgsz < stride:
+        raise ConfigError(f"imgsz {imgsz}: smaller than the encoder's stride {stride}; give at least {stride}")
+    return imgsz
 
 
 @torch.no_grad()
@@ -30,6 +43,7 @@ def caption_images(
 ) -> tuple[list[str], torch.Tensor | None]:
     """Caption RGB ``(H, W, 3)`` uint8 images. Returns captions and, with ``attention``, the per-word
     cross-attention ``(B, L, h, w)`` float32 of the chosen captions."""
+    check_caption_imgsz(model, imgsz)
     device = next(model.parameters()).device
     x = to_float(torch.stack([prepare_image(im, imgsz) for im in images]), device)
     ids = model.generate(x, beam, None, length_penalty, repetition_penalty)

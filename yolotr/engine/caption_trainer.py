@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from yolotr.data.captions import CaptionDataset, CaptionSet, collate_captions, load_caption_data, to_float
+from yolotr.engine.caption_predict import check_caption_imgsz
 from yolotr.engine.caption_settings import DEFAULTS
 from yolotr.engine.config import in_range
 from yolotr.engine.runs import next_run_dir, select_device
@@ -52,6 +53,7 @@ CAPTION_RANGES = {
     **dict.fromkeys(("n_train", "n_val", "imgsz", "patch", "vit_depth", "dim", "layers", "heads"), ">= 1"),
     **dict.fromkeys(("min_count", "epochs", "batch", "val_beam"), ">= 1"),
     "max_len": ">= 3",
+    "workers": ">= 0",
     "dropout": "[0, 1)",
     "lr": "> 0",
     "weight_decay": ">= 0",
@@ -60,7 +62,7 @@ CAPTION_RANGES = {
     "clip": ">= 0",
 }
 CAPTION_WHOLE = {"n_train", "n_val", "imgsz", "patch", "vit_depth", "dim", "layers", "heads", "min_count", "epochs"}
-CAPTION_WHOLE |= {"batch", "max_len", "seed", "val_beam"}
+CAPTION_WHOLE |= {"batch", "max_len", "seed", "val_beam", "workers"}
 CAPTION_FLAGS = ("freeze", "grad_checkpointing", "plots")
 
 
@@ -300,6 +302,10 @@ class CaptionTrainer:
             args = {**DEFAULTS, **ckpt["args"]}
             resumable = ("epochs", "time_limit", "device", "workers", "plots")
             args.update({k: v for k, v in overrides.items() if k in resumable})
+            ignored = sorted(k for k, v in overrides.items() if k not in (*resumable, "resume") and v != args.get(k))
+            if ignored:
+                LOGGER.warning("resume continues with the run's own settings; ignoring %s (a resume takes %s; start "
+                               "a new run to change them)", ", ".join(ignored), ", ".join(resumable))  # fmt: skip
             check_caption_settings(args)
             if not args["time_limit"] and ckpt["epoch"] + 1 >= args["epochs"]:
                 raise ConfigError(
@@ -325,8 +331,13 @@ class CaptionTrainer:
             return model, vocab
         vocab = Vocabulary.build((c for caps in train_set.captions for c in caps), a["min_count"])
         if a["encoder"] == "patch":
+            if a["weights"]:
+                raise ConfigError("weights initialise a backbone encoder; encoder 'patch' has none (remove weights)")
             enc = {"type": "patch", "patch": a["patch"], "depth": a["vit_depth"]}
         elif a["encoder"] == "backbone":
+            if a["weights"] and a["backbone"] != DEFAULTS["backbone"]:
+                raise ConfigError(f"backbone {a['backbone']!r} and weights {a['weights']!r}: the checkpoint brings "
+                                  "its own model; give one of them")  # fmt: skip
             enc = {"type": "backbone", "cfg": a["backbone"], "layer": a["layer"], "freeze": a["freeze"]}
             enc["weights"] = a["weights"]
         else:
@@ -343,6 +354,7 @@ class CaptionTrainer:
         random.seed(a["seed"])
         train_set, val_set = load_caption_data(a)
         model, vocab = self._build(train_set)
+        check_caption_imgsz(model, a["imgsz"])
         model.to(device).train()
         n_params = sum(p.numel() for p in model.parameters())
         LOGGER.info("caption model: %d parameters, vocabulary %d, encoder %s", n_params, len(vocab), a["encoder"])
