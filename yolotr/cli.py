@@ -441,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="model YAML or checkpoint (.pt/.pth)")
     p.add_argument("--source", required=True, help="one image")
     p.add_argument("--layer", type=int, required=True, help="YAML layer index (see `yolotr info`)")
-    p.add_argument("--imgsz", type=int, default=640)
+    p.add_argument("--imgsz", type=imgsz_arg, default=640, help="side or h,w")
     p.add_argument("--out", help="PNG to write (default <image>_layer<N>.png in a new --project/--name folder)")
     p.add_argument("--exist-ok", action="store_true", help="replace an existing --out file")
     p.add_argument("--project", default="runs/explain")

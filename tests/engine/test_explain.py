@@ -242,6 +242,7 @@ def test_the_overlay_never_replaces_the_image_or_an_existing_file_unasked(image,
     folder = tmp_path / "maps"
     assert main([*base, "--out", f"{folder}/"]) == 0  # a folder: the default name inside it
     assert (folder / "photo_layer8.png").is_file() and str(folder / "photo_layer8.png") in capsys.readouterr().out
+    assert main([*base[:-1], "64,96", "--out", str(tmp_path / "wide.png")]) == 0  # h,w as the Python call takes
     assert main([*base, "--out", str(kept / "x.png")]) == 2  # a file where its folder would go
     assert "is a file, not a folder" in capsys.readouterr().err
 

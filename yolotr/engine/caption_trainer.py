@@ -330,6 +330,9 @@ class CaptionTrainer:
             model, vocab, _ = load_captioner(a["resume"])
             return model, vocab
         vocab = Vocabulary.build((c for caps in train_set.captions for c in caps), a["min_count"])
+        if len(vocab) == len(Vocabulary.SPECIALS):  # every caption would be <unk> words: trained for nothing
+            raise ConfigError(f"min_count {a['min_count']}: no word of the training captions is that frequent, so "
+                              "the vocabulary would hold no word; lower it")  # fmt: skip
         if a["encoder"] == "patch":
             if a["weights"]:
                 raise ConfigError("weights initialise a backbone encoder; encoder 'patch' has none (remove weights)")
