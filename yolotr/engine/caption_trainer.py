@@ -333,6 +333,9 @@ class CaptionTrainer:
         if len(vocab) == len(Vocabulary.SPECIALS):  # every caption would be <unk> words: trained for nothing
             raise ConfigError(f"min_count {a['min_count']}: no word of the training captions is that frequent, so "
                               "the vocabulary would hold no word; lower it")  # fmt: skip
+        if a["val_beam"] > len(vocab) - len(Vocabulary.SPECIALS):  # before training, not at its first validation
+            raise ConfigError(f"val_beam {a['val_beam']}: wider than the {len(vocab) - len(Vocabulary.SPECIALS)} "
+                              "words of the vocabulary")  # fmt: skip
         if a["encoder"] == "patch":
             if a["weights"]:
                 raise ConfigError("weights initialise a backbone encoder; encoder 'patch' has none (remove weights)")
