@@ -113,3 +113,17 @@ def test_a_resume_says_which_settings_it_ignores(trained, caplog):
     with caplog.at_level(logging.WARNING, logger="yolotr"), pytest.raises(ConfigError, match="finished"):
         CaptionTrainer({"resume": str(trained), "lr": 0.5, "dim": 999})
     assert "ignoring dim, lr" in caplog.text
+
+
+def test_a_damaged_caption_checkpoint_is_refused(trained, tmp_path):
+    """Its changed bytes loaded and captioned as wrong weights: torch's zip reader checks no CRC."""
+    from yolotr.engine.caption_trainer import load_captioner
+    from yolotr.errors import CheckpointError
+
+    data = bytearray(trained.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 200] = bytes(200)
+    damaged = tmp_path / "damaged.pt"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="damaged.pt: damaged checkpoint: its member .* fails its CRC-32"):
+        load_captioner(damaged)

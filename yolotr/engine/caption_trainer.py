@@ -42,7 +42,7 @@ from yolotr.metrics.captioning import METRIC_NAMES, caption_scores, format_score
 from yolotr.models.captioning import CaptioningModel, caption_loss, ids_to_captions
 from yolotr.models.checkpoint_sniff import sniff_checkpoint
 from yolotr.models.vocab import Vocabulary
-from yolotr.models.weights import save_checkpoint, torch_load
+from yolotr.models.weights import check_zip_crc, save_checkpoint, torch_load
 
 LOGGER = logging.getLogger("yolotr")
 FORMAT_VERSION = 1
@@ -117,6 +117,8 @@ def _read_caption_checkpoint(path: Path) -> dict:
     kind, looks = sniff_checkpoint(path)
     if kind == "other":
         raise CheckpointError(f"{path}: not a checkpoint: it looks like {looks}")
+    if kind == "zip":
+        check_zip_crc(path)  # torch's reader would load changed tensor bytes as they are
     elsewhere = (
         "not a caption checkpoint: it predicts with 'yolotr predict'; a caption checkpoint comes from "
         "'yolotr caption train'"

@@ -278,7 +278,7 @@ def read_checkpoint(path: str | Path) -> tuple[str, object]:
     if kind == "other":
         raise CheckpointError(f"{path}: not a checkpoint: it looks like {looks}")
     if kind == "zip":
-        _check_zip_crc(path)
+        check_zip_crc(path)
     try:
         obj = torch_load(path, weights_only=True)
     except pickle.UnpicklingError:
@@ -309,7 +309,7 @@ def read_checkpoint(path: str | Path) -> tuple[str, object]:
     )
 
 
-def _check_zip_crc(path: Path) -> None:
+def check_zip_crc(path: Path) -> None:
     """Refuse a zip-format checkpoint whose bytes changed after it was written (torch's reader does not
     check the CRC-32 each member carries, so damaged tensor bytes would load as wrong weights).
 
