@@ -145,7 +145,7 @@ def add_caption_parser(subparsers) -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="caption images, folders, globs or videos")
     _add_decoding_flags(p)
     p.add_argument("--source", required=True, help="image, folder, glob, .txt list or video")
-    p.add_argument("--attention", action="store_true", help="save per-word cross-attention maps as a grid figure")
+    p.add_argument("--attention", action="store_true", help="per-word attention grids (and captions.json)")
     p.add_argument("--save", action="store_true", help="write captions.json")
     p.add_argument("--project", default="runs/caption/predict")
     p.add_argument("--name", default="exp")
