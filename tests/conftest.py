@@ -79,3 +79,12 @@ def _torch_deterministic_settings_back():
     yield
     torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
     torch.utils.deterministic.fill_uninitialized_memory = previous[2]
+
+
+def zeroed_copy(source: Path, target: Path, count: int) -> Path:
+    """``target``: ``source`` with ``count`` bytes in its middle set to zero (a damaged download or disk)."""
+    data = bytearray(Path(source).read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + count] = bytes(count)
+    target.write_bytes(bytes(data))
+    return target

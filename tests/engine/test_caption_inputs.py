@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.conftest import zeroed_copy
 from tests.engine.test_caption_trainer import TINY
 from yolotr.caption_cli import add_caption_parser
 from yolotr.cli import main
@@ -120,10 +121,6 @@ def test_a_damaged_caption_checkpoint_is_refused(trained, tmp_path):
     from yolotr.engine.caption_trainer import load_captioner
     from yolotr.errors import CheckpointError
 
-    data = bytearray(trained.read_bytes())
-    middle = len(data) // 2
-    data[middle : middle + 200] = bytes(200)
-    damaged = tmp_path / "damaged.pt"
-    damaged.write_bytes(bytes(data))
+    damaged = zeroed_copy(trained, tmp_path / "damaged.pt", 200)
     with pytest.raises(CheckpointError, match="damaged.pt: damaged checkpoint: its member .* fails its CRC-32"):
         load_captioner(damaged)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torchvision
 
-from tests.conftest import shared_path
+from tests.conftest import shared_path, zeroed_copy
 from yolotr import YOLO
 from yolotr.data.images import iter_frames
 from yolotr.data.imgsz import check_imgsz
@@ -197,11 +197,7 @@ def test_a_checkpoint_ignores_nc_with_a_warning(caplog):
 
 
 def test_damaged_checkpoint_bytes_are_refused(tmp_path):
-    data = bytearray(shared_path("weights", "yolov5n.pt").read_bytes())
-    middle = len(data) // 2
-    data[middle : middle + 1000] = bytes(1000)
-    damaged = tmp_path / "damaged.pt"
-    damaged.write_bytes(bytes(data))
+    damaged = zeroed_copy(shared_path("weights", "yolov5n.pt"), tmp_path / "damaged.pt", 1000)
     with pytest.raises(CheckpointError, match="damaged.pt: damaged checkpoint: its member .* fails its CRC-32 check"):
         load_model(damaged)
 
