@@ -48,8 +48,9 @@ def cmd_caption_val(args: argparse.Namespace) -> int:
     from yolotr.data.captions import CaptionDataset, load_caption_data
     from yolotr.engine.caption_predict import check_caption_imgsz
     from yolotr.engine.caption_trainer import evaluate, load_captioner
+    from yolotr.engine.runs import select_device
 
-    device = _device(args.device)
+    device = str(select_device(args.device or "cpu"))  # checked: an unknown name or a missing GPU is a ConfigError
     model, vocab, ckpt = load_captioner(args.model, device)
     saved = {**DEFAULTS, **(ckpt.get("args") or {})}
     data = {**saved, "data": args.data or saved["data"]}
@@ -71,9 +72,9 @@ def cmd_caption_predict(args: argparse.Namespace) -> int:
     from yolotr.data.images import iter_frames
     from yolotr.engine.caption_predict import caption_images, save_attention_figure
     from yolotr.engine.caption_trainer import load_captioner
-    from yolotr.engine.runs import next_run_dir
+    from yolotr.engine.runs import next_run_dir, select_device
 
-    model, vocab, ckpt = load_captioner(args.model, _device(args.device))
+    model, vocab, ckpt = load_captioner(args.model, select_device(args.device or "cpu"))
     imgsz = args.imgsz or int(ckpt["imgsz"])
     save_dir = next_run_dir(args.project, args.name) if args.attention or args.save else None
     results, figures = [], set()
@@ -100,13 +101,6 @@ def cmd_caption_predict(args: argparse.Namespace) -> int:
         (save_dir / "captions.json").write_text(json.dumps(results, indent=1))
         print(f"results saved to {save_dir}")
     return 0
-
-
-def _device(device: str | None) -> str:
-    """The ``--device`` of val and predict, checked (an unknown name or a missing GPU is a ConfigError)."""
-    from yolotr.engine.runs import select_device
-
-    return str(select_device(device or "cpu"))
 
 
 def _print_scores(scores: dict) -> None:

@@ -93,7 +93,7 @@ def test_training_settings_that_failed_or_were_ignored_are_refused(tmp_path, mon
                         "project": project}).train()  # fmt: skip
     with pytest.raises(ConfigError, match="min_count 1000: no word of the training captions is that frequent"):
         CaptionTrainer({**TINY, "min_count": 1000, "project": project}).train()
-    with pytest.raises(ConfigError, match="val_beam 500: wider than the [0-9]+ words of the vocabulary"):
+    with pytest.raises(ConfigError, match="val_beam 500: wider than the [0-9]+ words of this model.s vocabulary"):
         CaptionTrainer({**TINY, "val_beam": 500, "project": project}).train()
     with pytest.raises(ConfigError, match="imgsz 48: smaller than the encoder's stride 64"):
         CaptionTrainer({**TINY, "patch": 64, "project": project}).train()

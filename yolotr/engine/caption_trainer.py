@@ -335,9 +335,6 @@ class CaptionTrainer:
         if len(vocab) == len(Vocabulary.SPECIALS):  # every caption would be <unk> words: trained for nothing
             raise ConfigError(f"min_count {a['min_count']}: no word of the training captions is that frequent, so "
                               "the vocabulary would hold no word; lower it")  # fmt: skip
-        if a["val_beam"] > len(vocab) - len(Vocabulary.SPECIALS):  # before training, not at its first validation
-            raise ConfigError(f"val_beam {a['val_beam']}: wider than the {len(vocab) - len(Vocabulary.SPECIALS)} "
-                              "words of the vocabulary")  # fmt: skip
         if a["encoder"] == "patch":
             if a["weights"]:
                 raise ConfigError("weights initialise a backbone encoder; encoder 'patch' has none (remove weights)")
@@ -363,6 +360,7 @@ class CaptionTrainer:
         train_set, val_set = load_caption_data(a)
         model, vocab = self._build(train_set)
         check_caption_imgsz(model, a["imgsz"])
+        model.check_beam(a["val_beam"], "val_beam")  # before training, not at its first validation
         model.to(device).train()
         n_params = sum(p.numel() for p in model.parameters())
         LOGGER.info("caption model: %d parameters, vocabulary %d, encoder %s", n_params, len(vocab), a["encoder"])

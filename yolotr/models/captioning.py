@@ -393,6 +393,12 @@ class CaptioningModel(nn.Module):
                 break
         return seqs[:, 1:]
 
+    def check_beam(self, beam_size: int, name: str = "beam") -> None:
+        """Refuse a beam wider than the vocabulary's words (it kept beams of score -inf, or ran out of memory)."""
+        words = self.embed.num_embeddings - len(Vocabulary.SPECIALS)
+        if beam_size > max(words, 1):
+            raise ConfigError(f"{name} {beam_size}: wider than the {words} words of this model's vocabulary")
+
     @torch.no_grad()
     def beam_search(
         self,
@@ -414,9 +420,7 @@ class CaptioningModel(nn.Module):
         Returns:
             ids ``(B, L)`` int64 as :meth:`greedy`, and the normalized scores ``(B,)`` float32.
         """
-        words = self.embed.num_embeddings - len(Vocabulary.SPECIALS)
-        if beam_size > max(words, 1):
-            raise ConfigError(f"beam {beam_size}: wider than the {words} words of this model's vocabulary")
+        self.check_beam(beam_size)
         memory, _ = self.encode(images)
         b, k = memory.shape[0], beam_size
         max_len = min(max_len or self.max_len, self.max_len)
